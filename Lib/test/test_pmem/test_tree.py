@@ -1,0 +1,198 @@
+"""The overlay tool: build/ is pristine 3.11.2 + our files + our patches.
+
+Each test builds a small scratch repository (the real Tools/pmem/tree.sh,
+one new file, one patch) and drives tree.sh on it, as `./configure`,
+`make` and `make patches` do.  The pristine tarball comes from the cache
+that ./configure filled; without it the tests are skipped.
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+# This file is a link from the build tree into the repository.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.realpath(__file__)))))
+TREE_SH = os.path.join(REPO, "Tools", "pmem", "tree.sh")
+TARBALL_NAME = "python3.11_3.11.2.orig.tar.gz"
+
+
+def default_cache():
+    if "PMEM_PYTHON_CACHE" in os.environ:
+        return os.environ["PMEM_PYTHON_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "pmem-python")
+
+
+CACHE = default_cache()
+
+
+@unittest.skipUnless(os.path.exists(TREE_SH), "not run from a pmem-python checkout")
+@unittest.skipUnless(os.path.exists(os.path.join(CACHE, TARBALL_NAME)),
+                     "the pristine tarball is not cached (run ./configure)")
+@unittest.skipUnless(shutil.which("patch") and shutil.which("diff"),
+                     "needs patch and diff")
+class TreeTests(unittest.TestCase):
+
+    def setUp(self):
+        self.top = tempfile.mkdtemp(prefix="pmem-tree-")
+        self.addCleanup(self.remove_top)
+        os.makedirs(os.path.join(self.top, "Tools", "pmem"))
+        shutil.copy(TREE_SH, os.path.join(self.top, "Tools", "pmem"))
+        self.write("Objects/ournew.c", "/* ours */\n")
+        self.write("Include/patchlevel.h.patch",
+                   self.read_file(os.path.join(REPO, "Include",
+                                               "patchlevel.h.patch")))
+        self.tree = os.path.join(self.top, "build", "Python-3.11.2")
+
+    def remove_top(self):
+        # The pristine copy is read-only.
+        subprocess.run(["chmod", "-R", "u+w", self.top], check=False)
+        shutil.rmtree(self.top)
+
+    @staticmethod
+    def read_file(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+
+    def write(self, relpath, text):
+        path = os.path.join(self.top, relpath)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    def tree_sh(self, *args, cache=CACHE, ok=True):
+        env = dict(os.environ, PMEM_PYTHON_CACHE=cache)
+        proc = subprocess.run(
+            ["sh", os.path.join(self.top, "Tools", "pmem", "tree.sh"), *args],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
+        if ok is not None:
+            self.assertEqual(proc.returncode == 0, ok, proc.stdout)
+        return proc
+
+    def edit_upstream(self, relpath, old, new):
+        path = os.path.join(self.tree, relpath)
+        text = self.read_file(path)
+        self.assertIn(old, text)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text.replace(old, new, 1))
+
+    def repo_status(self):
+        """Every file of the scratch repository with its contents."""
+        files = {}
+        for dirpath, dirnames, filenames in os.walk(self.top):
+            if dirpath == self.top:
+                dirnames.remove("build")
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                files[os.path.relpath(path, self.top)] = self.read_file(path)
+        return files
+
+    def test_sync_links_our_files_and_applies_patches(self):
+        self.tree_sh("sync")
+        ours = os.path.join(self.tree, "Objects", "ournew.c")
+        self.assertTrue(os.path.islink(ours))
+        self.assertEqual(os.path.realpath(ours),
+                         os.path.join(os.path.realpath(self.top),
+                                      "Objects", "ournew.c"))
+        self.assertIn('"3.11.2+pmem"', self.read_file(
+            os.path.join(self.tree, "Include", "patchlevel.h")))
+        # Untouched: check is quiet and `patches` changes nothing.
+        before = self.repo_status()
+        self.tree_sh("check")
+        self.tree_sh("patches")
+        self.assertEqual(self.repo_status(), before)
+
+    def test_unrecorded_edit_is_reported_then_recorded(self):
+        self.tree_sh("sync")
+        self.edit_upstream("Objects/listobject.c",
+                           "#include \"Python.h\"\n",
+                           "#include \"Python.h\"\n/* hook */\n")
+        out = self.tree_sh("check", ok=False).stdout
+        self.assertIn("edits that no .patch records", out)
+        self.assertIn("Objects/listobject.c", out)
+        self.tree_sh("patches")
+        patch = self.read_file(
+            os.path.join(self.top, "Objects", "listobject.c.patch"))
+        self.assertIn("+/* hook */", patch)
+        self.assertTrue(patch.startswith("--- a/Objects/listobject.c\n"))
+        self.tree_sh("check")
+        # Undoing the edit in the build tree removes the patch.
+        shutil.copy(os.path.join(self.top, "build", "pristine",
+                                 "Python-3.11.2", "Objects", "listobject.c"),
+                    os.path.join(self.tree, "Objects", "listobject.c"))
+        self.tree_sh("patches")
+        self.assertFalse(os.path.exists(
+            os.path.join(self.top, "Objects", "listobject.c.patch")))
+
+    def test_changed_patch_is_applied(self):
+        # As after a pull: the committed patch changes, the build did not.
+        self.tree_sh("sync")
+        path = os.path.join(self.top, "Include", "patchlevel.h.patch")
+        self.write(path, self.read_file(path).replace("+pmem", "+pmem2"))
+        self.tree_sh("check", ok=False)
+        self.tree_sh("sync")
+        self.assertIn('"3.11.2+pmem2"', self.read_file(
+            os.path.join(self.tree, "Include", "patchlevel.h")))
+        self.tree_sh("check")
+
+    def test_both_sides_changed_is_refused(self):
+        self.tree_sh("sync")
+        path = os.path.join(self.top, "Include", "patchlevel.h.patch")
+        self.write(path, self.read_file(path).replace("+pmem", "+pmem2"))
+        self.edit_upstream("Include/patchlevel.h", "+pmem", "+pmem3")
+        out = self.tree_sh("sync", ok=False).stdout
+        self.assertIn("both the build tree and the committed .patch changed",
+                      out)
+        out = self.tree_sh("patches", ok=False).stdout
+        self.assertIn("Include/patchlevel.h", out)
+        # Neither side was overwritten.
+        self.assertIn("+pmem2", self.read_file(path))
+        self.assertIn('"3.11.2+pmem3"', self.read_file(
+            os.path.join(self.tree, "Include", "patchlevel.h")))
+
+    def test_edit_of_our_file_in_build_edits_the_repo(self):
+        self.tree_sh("sync")
+        with open(os.path.join(self.tree, "Objects", "ournew.c"), "a",
+                  encoding="utf-8") as f:
+            f.write("int x;\n")
+        self.assertEqual(
+            self.read_file(os.path.join(self.top, "Objects", "ournew.c")),
+            "/* ours */\nint x;\n")
+
+    def test_copy_replacing_a_link_is_refused(self):
+        self.tree_sh("sync")
+        ours = os.path.join(self.tree, "Objects", "ournew.c")
+        os.unlink(ours)
+        with open(ours, "w", encoding="utf-8") as f:
+            f.write("/* edited copy */\n")
+        out = self.tree_sh("sync", ok=False).stdout
+        self.assertIn("is a copy, not a link", out)
+        # The copy is kept for the developer to reconcile.
+        self.assertEqual(self.read_file(ours), "/* edited copy */\n")
+
+    def test_our_file_may_not_shadow_an_upstream_file(self):
+        self.write("Objects/listobject.c", "/* a copy */\n")
+        out = self.tree_sh("sync", ok=False).stdout
+        self.assertIn("Objects/listobject.c is an upstream file", out)
+
+    def test_corrupt_tarball_is_refused(self):
+        cache = os.path.join(self.top, "cache")
+        os.makedirs(cache)
+        with open(os.path.join(CACHE, TARBALL_NAME), "rb") as f:
+            data = bytearray(f.read(1 << 20))
+        data[1000] ^= 0xFF
+        with open(os.path.join(cache, TARBALL_NAME), "wb") as f:
+            f.write(data)
+        for command in ("fetch", "sync"):
+            out = self.tree_sh(command, cache=cache, ok=False).stdout
+            self.assertIn("has SHA-256", out)
+            self.assertIn("Refusing to build unknown source", out)
+        self.assertFalse(os.path.exists(os.path.join(self.top, "build")))
+
+
+if __name__ == "__main__":
+    unittest.main()

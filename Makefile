@@ -1,0 +1,101 @@
+# Makefile -- pmem-python's top level.
+#
+#   make              build ./python (on a fresh machine it first installs
+#                     the build dependencies and runs ./configure)
+#   make test         the project's tests: test_pmem and the core regrtests
+#                     of what we patch
+#   make demo         run the demo on a default pool
+#   make stock        pristine CPython 3.11.2, same options, no patches,
+#                     in build/stock/ (the baseline of every overhead figure)
+#   make patches      write build-tree edits of upstream files into .patch
+#   make check-tree   fail when build/ holds edits that no .patch records
+#   make regrtest     the full regrtest suite on the fork, compared with the
+#                     committed stock failures (Tools/pmem/regrtest-stock.txt)
+#   make regrtest-stock  the same suite on stock, to refresh that list
+#   make clean        upstream's clean in both build trees (keeps edits)
+#   make distclean    remove build/ and ./python, after checking that no
+#                     edit would be lost
+#
+# Developer loop: edit under build/Python-3.11.2 (our own files there are
+# links to the repository's), `make`, `make patches`, commit.
+
+TREE = build/Python-3.11.2
+STOCK = build/stock/Python-3.11.2
+TREESH = Tools/pmem/tree.sh
+REGRTEST = Tools/pmem/regrtest.py
+JOBS = 2
+
+# The environment of this workplace sets these; several upstream tests
+# (test_cmd_line, test_compileall, test_cppext) fail under them on stock.
+TESTENV = env -u PYTHONUNBUFFERED -u PYTHONDONTWRITEBYTECODE
+
+# The core regrtests of the objects and paths that our patches touch.
+CORE_TESTS = test_dict test_list test_set test_bytes test_descr test_class \
+	test_gc test_weakref test_ordered_dict test_sort test_dictviews \
+	test_userdict test_userlist test_copy test_pickle test_json test_capi \
+	test_sys
+
+# Per-test limit of the full runs, in seconds: nothing can hang them.
+REGRTEST_TIMEOUT = 1800
+
+.PHONY: all build configure-if-needed test demo stock patches check-tree \
+	regrtest regrtest-stock clean distclean
+
+all: build
+
+# On a fresh machine: install the build dependencies (as root; otherwise
+# it prints the apt-get line) and configure with the defaults.
+configure-if-needed:
+	@if [ ! -f $(TREE)/Makefile ]; then \
+		Tools/pmem/install-deps.sh && ./configure; fi
+
+build: configure-if-needed
+	@$(TREESH) sync
+	@# A changed configure.ac (a new patch) needs upstream's configure rerun.
+	@if [ -n "$$(find -L $(TREE)/configure.ac $(TREE)/Tools/pmem/configure.m4 \
+		-newer $(TREE)/config.status)" ]; then \
+		echo "make: configure.ac changed: rerunning ./configure"; \
+		eval ./configure $$(cat build/configure-args); fi
+	$(MAKE) -C $(TREE) -j$(JOBS)
+	@ln -sfn $(TREE)/python python
+	@./python -c 'import sys; print("built", sys.executable, sys.version.split()[0])'
+
+test: build
+	$(TESTENV) ./python -E $(REGRTEST) -w test_pmem $(CORE_TESTS)
+
+demo: build
+	./python Tools/pmem/demo.py
+
+stock:
+	@if [ ! -d $(STOCK) ]; then \
+		$(TREESH) fetch && $(TREESH) unpack build/stock; fi
+	@if [ ! -f $(STOCK)/Makefile ]; then \
+		[ -f build/configure-args ] || { echo "make stock: run ./configure first (stock takes its options)"; exit 1; }; \
+		cd $(STOCK) && eval ./configure $$(cat ../../configure-args); fi
+	$(MAKE) -C $(STOCK) -j$(JOBS)
+
+patches:
+	@$(TREESH) patches
+
+check-tree:
+	@$(TREESH) check
+
+regrtest: build
+	$(TESTENV) ./python -E $(REGRTEST) -j$(JOBS) -w \
+		--timeout=$(REGRTEST_TIMEOUT) \
+		--baseline Tools/pmem/regrtest-stock.txt
+
+regrtest-stock: stock
+	$(TESTENV) $(STOCK)/python -E $(REGRTEST) -j$(JOBS) -w \
+		--timeout=$(REGRTEST_TIMEOUT) \
+		--write-failures build/regrtest-stock.txt
+
+clean:
+	-[ ! -f $(TREE)/Makefile ] || $(MAKE) -C $(TREE) clean
+	-[ ! -f $(STOCK)/Makefile ] || $(MAKE) -C $(STOCK) clean
+
+distclean:
+	@[ ! -d $(TREE) ] || $(TREESH) check || { \
+		echo "make distclean: refusing: build/ holds edits (see above); 'make patches' first"; \
+		exit 1; }
+	rm -rf build python

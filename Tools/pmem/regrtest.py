@@ -1,0 +1,90 @@
+"""Run regrtest, print a one-line summary, compare with a baseline.
+
+Usage:
+    python Tools/pmem/regrtest.py [--baseline FILE | --write-failures FILE]
+                                  [regrtest options and tests...]
+
+Everything but our two options goes to ``python -m test`` unchanged.  The
+last line printed is ``regrtest: N passed, N failed, N skipped``.
+
+--baseline FILE
+    FILE lists the tests that fail on stock CPython 3.11.2 on this machine,
+    one per line (``#`` starts a comment that gives the reason).  Failures
+    of those tests are expected; any other failure is new, and only new
+    failures make the exit status non-zero.
+--write-failures FILE
+    Write the names of the failed tests to FILE, in the baseline's format,
+    for a person to annotate and commit.
+"""
+
+import faulthandler
+import sys
+
+from test.libregrtest.main import Regrtest
+
+
+def read_baseline(path):
+    names = set()
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            name = line.split("#", 1)[0].strip()
+            if name:
+                names.add(name)
+    return names
+
+
+def main(argv):
+    baseline = write_failures = None
+    args = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--baseline":
+            baseline = next(it)
+        elif arg == "--write-failures":
+            write_failures = next(it)
+        else:
+            args.append(arg)
+
+    sys.argv[1:] = args
+    regrtest = Regrtest()
+    try:
+        regrtest.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    # regrtest arms a watchdog for the exit; we still have work to do.
+    faulthandler.cancel_dump_traceback_later()
+
+    failed = sorted(set(regrtest.bad))
+    skipped = len(regrtest.skipped) + len(regrtest.resource_denieds)
+    print()
+    if write_failures:
+        with open(write_failures, "w", encoding="utf-8") as f:
+            for name in failed:
+                print(name, file=f)
+        print(f"regrtest: wrote {len(failed)} failed tests to {write_failures}")
+    if baseline:
+        expected = read_baseline(baseline)
+        new = [name for name in failed if name not in expected]
+        gone = sorted(expected - set(failed) - set(regrtest.skipped))
+        if gone:
+            print("regrtest: failing on stock but passing here:",
+                  " ".join(gone))
+        if new:
+            print("regrtest: NEW failures against stock 3.11.2:",
+                  " ".join(new))
+            code = 1
+        else:
+            print(f"regrtest: no new failures against stock 3.11.2 "
+                  f"({len(failed)} expected: {' '.join(failed) or 'none'})")
+            if not regrtest.interrupted:
+                code = 0
+    if regrtest.interrupted:
+        code = code or 130
+    print(f"regrtest: {len(regrtest.good)} passed, {len(failed)} failed, "
+          f"{skipped} skipped")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

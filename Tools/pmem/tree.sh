@@ -1,0 +1,345 @@
+#!/bin/sh
+# tree.sh -- keep build/ in step with the repository.
+#
+# The repository holds only what this project wrote, laid out as CPython's
+# tree: a new file sits at its CPython path, and a change to an upstream
+# file is a unified diff beside that path (Objects/dictobject.c.patch).
+# This script turns pristine CPython 3.11.2 plus those files into a build
+# tree, and back:
+#
+#   tree.sh fetch      obtain and verify the pristine tarball (cached)
+#   tree.sh unpack D   unpack the verified tarball into the directory D
+#   tree.sh sync       create build/Python-3.11.2 if needed, link our files
+#                      into it, apply new or changed patches, and report
+#                      edits to upstream files that no patch records
+#   tree.sh patches    write every such edit into its .patch file
+#   tree.sh check      exit non-zero if sync would report anything
+#
+# Layout under build/ (ignored by git):
+#
+#   build/pristine/Python-3.11.2   the tarball, unpacked, read-only
+#   build/Python-3.11.2            the fork's source and build tree
+#   build/applied/                 the patches as last applied (stamps)
+#   build/stock/Python-3.11.2      `make stock`: the tarball, no changes
+#
+# Our own files are symbolic links in the build tree, so an edit there is
+# an edit of the repository file.  An editor that replaces a link by a
+# copy is caught by `sync`, which refuses to go on until the copy is
+# reconciled.
+#
+# For an upstream file F, `sync` compares three diffs against pristine:
+# the build tree's (B), the committed F.patch (R) and the stamp of what was
+# last applied (A).  B = R: in step.  B = A, R changed (a pull or a
+# checkout): the new patch is applied.  R = A, B changed: the build tree
+# holds edits that `make patches` must record -- reported loudly.  All
+# three differ: both sides changed, which only a person can resolve.
+
+set -eu
+
+# The repository, even when this runs through its link in the build tree.
+TOP=$(cd "$(dirname "$(readlink -f "$0")")/../.." && pwd)
+VERSION=3.11.2
+SHA256=2411c74bda5bbcfcddaf4531f66d1adc73f247f529aee981b029513aefdbf849
+TARBALL_NAME=python3.11_$VERSION.orig.tar.gz
+CACHE=${PMEM_PYTHON_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pmem-python}
+TARBALL=$CACHE/$TARBALL_NAME
+
+BUILD=$TOP/build
+PRISTINE=$BUILD/pristine/Python-$VERSION
+TREE=$BUILD/Python-$VERSION
+STAMPS=$BUILD/applied
+
+# Upstream files that configure regenerates from patched inputs: never
+# compared, never patched.
+GENERATED="configure pyconfig.h.in"
+
+die() {
+    echo "tree.sh: error: $*" >&2
+    exit 1
+}
+
+note() {
+    echo "tree.sh: $*"
+}
+
+sha256_of() {
+    sha256sum "$1" | cut -d' ' -f1
+}
+
+# --- fetching -------------------------------------------------------------
+
+# Write deb-src entries derived from the machine's deb entries, in both of
+# apt's formats, into the directory $1.  No host name is written here: the
+# archive is whichever one this machine already uses.
+derive_deb_src() {
+    out=$1
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        sed -e 's/^Types:.*$/Types: deb-src/' "$f" >"$out/$(basename "$f")"
+    done
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -f "$f" ] || continue
+        sed -n -e 's/^[[:space:]]*deb[[:space:]]/deb-src /p' "$f"
+    done >"$out/derived.list"
+}
+
+fetch() {
+    if [ -f "$TARBALL" ]; then
+        verify
+        return 0
+    fi
+    command -v apt-get >/dev/null ||
+        die "apt-get not found: put a verified $TARBALL_NAME in $CACHE"
+    mkdir -p "$CACHE"
+    work=$(mktemp -d "$CACHE/fetch.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+    # A private apt state: the system's configuration is not changed, and
+    # `apt-get update` of it fetches only the source indexes.
+    mkdir -p "$work/parts" "$work/lists/partial" \
+        "$work/cache/archives/partial" "$work/dl"
+    derive_deb_src "$work/parts"
+    set -- -o Dir::Etc::SourceList=/dev/null \
+        -o Dir::Etc::SourceParts="$work/parts" \
+        -o Dir::State::Lists="$work/lists" \
+        -o Dir::Cache="$work/cache" \
+        -o APT::Sandbox::User=root -q
+    note "fetching the Python $VERSION source from Debian's archive"
+    apt-get "$@" update >"$work/update.log" 2>&1 ||
+        { cat "$work/update.log" >&2; die "apt-get update of deb-src failed"; }
+    # Only the .orig.tarball matters.  apt-get may fail on the Debian part
+    # of the source package (seen: a 404 on the security suite), so judge
+    # by the tarball and its checksum, not by the exit status.
+    (cd "$work/dl" && apt-get "$@" source --download-only "python3.11" \
+        >"$work/source.log" 2>&1) || true
+    if [ ! -f "$work/dl/$TARBALL_NAME" ]; then
+        cat "$work/source.log" >&2
+        die "apt-get source python3.11 did not fetch $TARBALL_NAME"
+    fi
+    got=$(sha256_of "$work/dl/$TARBALL_NAME")
+    [ "$got" = "$SHA256" ] ||
+        die "the downloaded $TARBALL_NAME has SHA-256 $got, expected $SHA256: refusing to build unknown source"
+    mv "$work/dl/$TARBALL_NAME" "$TARBALL"
+    note "cached $TARBALL"
+}
+
+verify() {
+    got=$(sha256_of "$TARBALL")
+    [ "$got" = "$SHA256" ] || die "$TARBALL has SHA-256 $got,
+  expected $SHA256 (CPython $VERSION as Debian ships it).
+  The cached file is corrupt or not the pinned release: delete it and rerun
+  ./configure to fetch it again.  Refusing to build unknown source."
+}
+
+unpack() {
+    dest=$1
+    verify
+    mkdir -p "$dest"
+    [ ! -e "$dest/Python-$VERSION" ] || die "$dest/Python-$VERSION exists"
+    tar -xzf "$TARBALL" -C "$dest" ||
+        die "cannot unpack $TARBALL: delete it and rerun ./configure"
+    [ -f "$dest/Python-$VERSION/configure.ac" ] ||
+        die "$TARBALL did not unpack to Python-$VERSION"
+}
+
+# --- our files --------------------------------------------------------------
+
+# Our new files: everything below a subdirectory of the repository that is
+# not a .patch; the root's own files (configure, Makefile, README.md) and
+# dot-directories are the project's, not CPython's.
+our_files() {
+    (cd "$TOP" && find . \
+        \( -path ./build -o -path './.*' -o -name __pycache__ \) -prune -o \
+        -type f -path './*/*' ! -name '*.patch' ! -name '*.orig' \
+        ! -name '*.rej' ! -name '*.pyc' -print | sed 's|^\./||' |
+        LC_ALL=C sort)
+}
+
+our_patches() {
+    (cd "$TOP" && find . \
+        \( -path ./build -o -path './.*' \) -prune -o \
+        -type f -name '*.patch' -print | sed -e 's|^\./||' -e 's|\.patch$||' |
+        LC_ALL=C sort)
+}
+
+link_our_files() {
+    status=0
+    for f in $(our_files); do
+        if [ -e "$PRISTINE/$f" ]; then
+            echo "tree.sh: error: $f is an upstream file: commit a change to it as $f.patch, not as a copy" >&2
+            status=1
+            continue
+        fi
+        b=$TREE/$f
+        if [ -L "$b" ]; then
+            [ "$(readlink "$b")" = "$TOP/$f" ] || ln -sfn "$TOP/$f" "$b"
+        elif [ -e "$b" ]; then
+            if cmp -s "$b" "$TOP/$f"; then
+                ln -sfn "$TOP/$f" "$b"
+            else
+                cat >&2 <<EOF
+tree.sh: error: build/Python-$VERSION/$f is a copy, not a link to the
+  repository's $f, and the two differ.  Something (an editor?) replaced the
+  link: move your edits into $f in the repository, delete the copy, rerun.
+EOF
+                status=1
+            fi
+        else
+            mkdir -p "$(dirname "$b")"
+            ln -s "$TOP/$f" "$b"
+        fi
+    done
+    # Links to files the repository no longer has.
+    find "$TREE" -type l | while read -r l; do
+        case $(readlink "$l") in
+        "$TOP"/build/*) ;;
+        "$TOP"/*) [ -e "$l" ] || { rm -f "$l"; note "removed stale link ${l#"$TREE"/}"; } ;;
+        esac
+    done
+    return $status
+}
+
+# --- upstream files and their patches -------------------------------------
+
+is_generated() {
+    for g in $GENERATED; do
+        [ "$1" != "$g" ] || return 0
+    done
+    return 1
+}
+
+# Upstream files that differ between pristine and the build tree.
+edited_files() {
+    LC_ALL=C diff -rq "$PRISTINE" "$TREE" 2>/dev/null |
+        sed -n -e "s|^Files $PRISTINE/\(.*\) and $TREE/.* differ\$|\1|p" \
+            -e "s|^Only in $PRISTINE/\(.*\): \(.*\)\$|\1/\2|p" \
+            -e "s|^Only in $PRISTINE: \(.*\)\$|\1|p" |
+        while read -r f; do
+            is_generated "$f" || echo "$f"
+        done
+}
+
+# The diff of upstream file $1 in the build tree, on stdout.
+diff_of() {
+    new=$TREE/$1
+    [ -e "$new" ] || new=/dev/null
+    LC_ALL=C TZ=UTC diff -u --label "a/$1" --label "b/$1" \
+        "$PRISTINE/$1" "$new" || [ $? -eq 1 ]
+}
+
+candidates() {
+    { edited_files; our_patches
+      [ ! -d "$STAMPS" ] || (cd "$STAMPS" && find . -type f -name '*.patch' |
+          sed -e 's|^\./||' -e 's|\.patch$||'); } | LC_ALL=C sort -u
+}
+
+# Reset upstream file $1 in the build tree to pristine plus patch $2.
+apply_patch() {
+    f=$1 p=$2
+    cp -p "$PRISTINE/$f" "$TREE/$f" 2>/dev/null || rm -f "$TREE/$f"
+    chmod u+w "$TREE/$f" 2>/dev/null || true
+    if [ -s "$p" ]; then
+        (cd "$TREE" && patch -s -p1 -E --no-backup-if-mismatch <"$p") ||
+            die "$f.patch does not apply to pristine $f"
+    fi
+    touch "$TREE/$f" 2>/dev/null || true
+}
+
+stamp() {
+    f=$1 p=$2
+    mkdir -p "$(dirname "$STAMPS/$f")"
+    if [ -s "$p" ]; then cp "$p" "$STAMPS/$f.patch"; else rm -f "$STAMPS/$f.patch"; fi
+}
+
+# mode: sync, patches or check.  Prints what it did; sets out_of_step=1
+# when the build tree holds what the repository does not (always returns
+# 0, so that `set -e` stays in force inside).
+reconcile() {
+    mode=$1
+    tmp=$(mktemp -d)
+    unrecorded="" conflicts="" written="" applied=""
+    empty=$tmp/empty
+    : >"$empty"
+    for f in $(candidates); do
+        d=$tmp/d r=$TOP/$f.patch a=$STAMPS/$f.patch
+        diff_of "$f" >"$d"
+        [ -f "$r" ] || r=$empty
+        [ -f "$a" ] || a=$empty
+        if cmp -s "$d" "$r"; then
+            [ "$mode" = check ] || stamp "$f" "$r"
+        elif cmp -s "$r" "$a"; then
+            # The committed patch is what was applied: the build changed.
+            if [ "$mode" = patches ]; then
+                if [ -s "$d" ]; then
+                    mkdir -p "$(dirname "$TOP/$f")"
+                    cp "$d" "$TOP/$f.patch"
+                else
+                    rm -f "$TOP/$f.patch"
+                fi
+                stamp "$f" "$d"
+                written="$written $f.patch"
+            else
+                unrecorded="$unrecorded $f"
+            fi
+        elif cmp -s "$d" "$a"; then
+            # The build is as applied: the committed patch changed.
+            if [ "$mode" != check ]; then
+                apply_patch "$f" "$r"
+                stamp "$f" "$r"
+            fi
+            applied="$applied $f.patch"
+        else
+            conflicts="$conflicts $f"
+        fi
+    done
+    rm -rf "$tmp"
+    for p in $written; do note "wrote $p"; done
+    for p in $applied; do
+        if [ "$mode" = check ]; then note "not yet applied: $p"; out_of_step=1
+        else note "applied $p"; fi
+    done
+    if [ -n "$unrecorded" ]; then
+        out_of_step=1
+        echo "tree.sh: WARNING: build/Python-$VERSION holds edits that no .patch records:" >&2
+        for f in $unrecorded; do echo "    $f" >&2; done
+        echo "  Run 'make patches' and commit, or they are lost with build/." >&2
+    fi
+    if [ -n "$conflicts" ]; then
+        echo "tree.sh: error: both the build tree and the committed .patch changed for:" >&2
+        for f in $conflicts; do echo "    $f" >&2; done
+        echo "  Merge by hand: edit the build file to the wanted state, then 'make patches'." >&2
+        exit 1
+    fi
+}
+
+sync_tree() {
+    if [ ! -d "$PRISTINE" ]; then
+        rm -rf "$BUILD/pristine"
+        unpack "$BUILD/pristine"
+        chmod -R a-w "$PRISTINE"
+    fi
+    if [ ! -d "$TREE" ]; then
+        rm -rf "$STAMPS"
+        unpack "$BUILD"
+    fi
+    link_our_files || die "the build tree is out of step with the repository (see above)"
+    reconcile sync
+}
+
+out_of_step=0
+case ${1:-} in
+fetch) fetch ;;
+unpack) [ $# -eq 2 ] || die "usage: tree.sh unpack DIR"; unpack "$2" ;;
+sync) sync_tree ;;
+patches)
+    [ -d "$TREE" ] || die "no build tree: run ./configure first"
+    link_our_files || die "the build tree is out of step with the repository (see above)"
+    reconcile patches
+    ;;
+check)
+    [ -d "$TREE" ] || die "no build tree: run ./configure first"
+    link_our_files >/dev/null
+    reconcile check
+    exit $out_of_step
+    ;;
+*) die "usage: tree.sh fetch|unpack DIR|sync|patches|check" ;;
+esac
