@@ -161,6 +161,18 @@ our_patches() {
         LC_ALL=C sort)
 }
 
+# The relative target of the link build/Python-3.11.2/$1 -> $1, so that the
+# links stay valid when the repository moves.
+link_target() {
+    up=../..
+    rest=$1
+    while [ "${rest#*/}" != "$rest" ]; do
+        up=$up/..
+        rest=${rest#*/}
+    done
+    echo "$up/$1"
+}
+
 link_our_files() {
     status=0
     for f in $(our_files); do
@@ -170,11 +182,12 @@ link_our_files() {
             continue
         fi
         b=$TREE/$f
+        target=$(link_target "$f")
         if [ -L "$b" ]; then
-            [ "$(readlink "$b")" = "$TOP/$f" ] || ln -sfn "$TOP/$f" "$b"
+            [ "$(readlink "$b")" = "$target" ] || ln -sfn "$target" "$b"
         elif [ -e "$b" ]; then
             if cmp -s "$b" "$TOP/$f"; then
-                ln -sfn "$TOP/$f" "$b"
+                ln -sfn "$target" "$b"
             else
                 cat >&2 <<EOF
 tree.sh: error: build/Python-$VERSION/$f is a copy, not a link to the
@@ -185,14 +198,14 @@ EOF
             fi
         else
             mkdir -p "$(dirname "$b")"
-            ln -s "$TOP/$f" "$b"
+            ln -s "$target" "$b"
         fi
     done
-    # Links to files the repository no longer has.
-    find "$TREE" -type l | while read -r l; do
-        case $(readlink "$l") in
+    # Links to files the repository no longer has (upstream has no links).
+    find "$TREE" -type l ! -exec test -e {} \; -print | while read -r l; do
+        case $(readlink -m "$l") in
         "$TOP"/build/*) ;;
-        "$TOP"/*) [ -e "$l" ] || { rm -f "$l"; note "removed stale link ${l#"$TREE"/}"; } ;;
+        "$TOP"/*) rm -f "$l"; note "removed stale link ${l#"$TREE"/}" ;;
         esac
     done
     return $status
@@ -319,7 +332,8 @@ sync_tree() {
     fi
     if [ ! -d "$TREE" ]; then
         rm -rf "$STAMPS"
-        unpack "$BUILD"
+        cp -R "$PRISTINE" "$TREE"
+        chmod -R u+w "$TREE"
     fi
     link_our_files || die "the build tree is out of step with the repository (see above)"
     reconcile sync
