@@ -70,8 +70,8 @@ stock:
 	@if [ ! -d $(STOCK) ]; then \
 		$(TREESH) fetch && $(TREESH) unpack build/stock; fi
 	@if [ ! -f $(STOCK)/Makefile ]; then \
-		[ -f build/configure-args ] || { echo "make stock: run ./configure first (stock takes its options)"; exit 1; }; \
-		cd $(STOCK) && eval ./configure $$(cat ../../configure-args); fi
+		[ -f build/stock-configure-args ] || { echo "make stock: run ./configure first (stock takes its options)"; exit 1; }; \
+		cd $(STOCK) && eval ./configure $$(cat ../../stock-configure-args); fi
 	$(MAKE) -C $(STOCK) -j$(JOBS)
 
 patches:

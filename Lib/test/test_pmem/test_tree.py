@@ -29,6 +29,12 @@ def default_cache():
 CACHE = default_cache()
 
 
+def remove_tree(path):
+    # The pristine copy is read-only.
+    subprocess.run(["chmod", "-R", "u+w", path], check=False)
+    shutil.rmtree(path)
+
+
 @unittest.skipUnless(os.path.exists(TREE_SH), "not run from a pmem-python checkout")
 @unittest.skipUnless(os.path.exists(os.path.join(CACHE, TARBALL_NAME)),
                      "the pristine tarball is not cached (run ./configure)")
@@ -36,9 +42,29 @@ CACHE = default_cache()
                      "needs patch and diff")
 class TreeTests(unittest.TestCase):
 
+    @classmethod
+    def setUpClass(cls):
+        # One unpacked tarball for all tests: each test's build/ is a tree
+        # of hard links to it, and every write below replaces a file
+        # rather than writing into it, as tree.sh does.
+        cls.template = tempfile.mkdtemp(prefix="pmem-tree-template-")
+        os.makedirs(os.path.join(cls.template, "Tools", "pmem"))
+        shutil.copy(TREE_SH, os.path.join(cls.template, "Tools", "pmem"))
+        subprocess.run(
+            ["sh", os.path.join(cls.template, "Tools", "pmem", "tree.sh"),
+             "sync"],
+            env=dict(os.environ, PMEM_PYTHON_CACHE=CACHE),
+            stdout=subprocess.DEVNULL, check=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        remove_tree(cls.template)
+
     def setUp(self):
         self.top = tempfile.mkdtemp(prefix="pmem-tree-")
-        self.addCleanup(self.remove_top)
+        self.addCleanup(remove_tree, self.top)
+        subprocess.run(["cp", "-al", os.path.join(self.template, "build"),
+                        self.top], check=True)
         os.makedirs(os.path.join(self.top, "Tools", "pmem"))
         shutil.copy(TREE_SH, os.path.join(self.top, "Tools", "pmem"))
         self.write("Objects/ournew.c", "/* ours */\n")
@@ -47,21 +73,18 @@ class TreeTests(unittest.TestCase):
                                                "patchlevel.h.patch")))
         self.tree = os.path.join(self.top, "build", "Python-3.11.2")
 
-    def remove_top(self):
-        # The pristine copy is read-only.
-        subprocess.run(["chmod", "-R", "u+w", self.top], check=False)
-        shutil.rmtree(self.top)
-
     @staticmethod
     def read_file(path):
         with open(path, encoding="utf-8") as f:
             return f.read()
 
     def write(self, relpath, text):
+        """Replace the file (never write into it: it may be a link)."""
         path = os.path.join(self.top, relpath)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
+        with open(path + ".new", "w", encoding="utf-8") as f:
             f.write(text)
+        os.replace(path + ".new", path)
 
     def tree_sh(self, *args, cache=CACHE, ok=True):
         env = dict(os.environ, PMEM_PYTHON_CACHE=cache)
@@ -77,8 +100,7 @@ class TreeTests(unittest.TestCase):
         path = os.path.join(self.tree, relpath)
         text = self.read_file(path)
         self.assertIn(old, text)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text.replace(old, new, 1))
+        self.write(path, text.replace(old, new, 1))
 
     def repo_status(self):
         """Every file of the scratch repository with its contents."""
@@ -121,9 +143,10 @@ class TreeTests(unittest.TestCase):
         self.assertTrue(patch.startswith("--- a/Objects/listobject.c\n"))
         self.tree_sh("check")
         # Undoing the edit in the build tree removes the patch.
-        shutil.copy(os.path.join(self.top, "build", "pristine",
-                                 "Python-3.11.2", "Objects", "listobject.c"),
-                    os.path.join(self.tree, "Objects", "listobject.c"))
+        self.write(os.path.join(self.tree, "Objects", "listobject.c"),
+                   self.read_file(os.path.join(
+                       self.top, "build", "pristine", "Python-3.11.2",
+                       "Objects", "listobject.c")))
         self.tree_sh("patches")
         self.assertFalse(os.path.exists(
             os.path.join(self.top, "Objects", "listobject.c.patch")))
@@ -180,6 +203,7 @@ class TreeTests(unittest.TestCase):
         self.assertIn("Objects/listobject.c is an upstream file", out)
 
     def test_corrupt_tarball_is_refused(self):
+        remove_tree(os.path.join(self.top, "build"))
         cache = os.path.join(self.top, "cache")
         os.makedirs(cache)
         with open(os.path.join(CACHE, TARBALL_NAME), "rb") as f:
