@@ -1,0 +1,186 @@
+#ifndef Py_INTERNAL_STORAGE_H
+#define Py_INTERNAL_STORAGE_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef Py_BUILD_CORE
+#  error "this header requires Py_BUILD_CORE define"
+#endif
+
+/* The hooks that core object code calls at every site that allocates,
+   writes or stores a pointer into the memory of a dict, list, set,
+   bytearray or instance.  The managers and the logic live in
+   Objects/storage.c; Include/cpython/storage.h is their C API.
+
+   The fast path.  _PyStorage_Active is zero until some manager other than
+   DRAM owns an address range or is pushed as a placement, which no stock
+   program does.  While it is zero, every hook below is one load of that
+   word and one branch that is never taken, and then does what the
+   unhooked code did (PyMem_Malloc, nothing at all...); only a process
+   that opens a pool pays for range lookups.  The word only ever changes
+   under the GIL, and the hooks run with the GIL held, so a hook never
+   sees a range table that changes under it. */
+PyAPI_DATA(int) _PyStorage_Active;
+
+#if defined(__GNUC__) || defined(__clang__)
+#  define _PyStorage_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#  define _PyStorage_UNLIKELY(x) (x)
+#endif
+#define _PyStorage_ACTIVE() _PyStorage_UNLIKELY(_PyStorage_Active)
+
+PyAPI_FUNC(PyStorageManager *) _PyStorage_Lookup(const void *ptr);
+
+/* The manager of ptr; NULL for DRAM. */
+static inline PyStorageManager *
+_PyStorage_Of(const void *ptr)
+{
+    return _PyStorage_ACTIVE() ? _PyStorage_Lookup(ptr) : NULL;
+}
+
+/* Is ptr memory that must never reach a DRAM free list or cache? */
+static inline int
+_PyStorage_IsManaged(const void *ptr)
+{
+    return _PyStorage_ACTIVE() && _PyStorage_Lookup(ptr) != NULL;
+}
+
+/* Is a placement pushed on this thread?  Then the free lists of the
+   placeable types (dict, list) must not hand out DRAM objects. */
+static inline int
+_PyStorage_Placing(void)
+{
+    return _PyStorage_ACTIVE() && PyStorage_GetPlacement() != NULL;
+}
+
+
+/* --- atomic operations ------------------------------------------------ */
+
+/* _PyStorage_ATOMIC(op, on_error) opens an atomic operation on the
+   object op, to end where the enclosing C block does: it is a
+   declaration, placed after a function's argument checks and before its
+   first write to op, and before any goto that jumps past it.  The end
+   commits when the block is left with no exception set, and undoes the
+   operation when one is set (every failure path of CPython's object code
+   sets one).  When the manager cannot begin, on_error runs (return NULL,
+   return -1...).  For a DRAM object it begins nothing, and the end is a
+   test of a local that is NULL. */
+typedef struct {
+    PyStorageManager *sm;
+} _PyStorageTx;
+
+PyAPI_FUNC(int) _PyStorage_TxBegin(_PyStorageTx *tx, PyObject *op);
+PyAPI_FUNC(void) _PyStorage_TxEnd(_PyStorageTx *tx);
+
+static inline void
+_PyStorage_TxCleanup(_PyStorageTx *tx)
+{
+    if (_PyStorage_UNLIKELY(tx->sm != NULL)) {
+        _PyStorage_TxEnd(tx);
+    }
+}
+
+#define _PyStorage_ATOMIC(op, on_error) \
+    _PyStorageTx _py_storage_tx \
+        __attribute__((cleanup(_PyStorage_TxCleanup))) = {NULL}; \
+    if (_PyStorage_ACTIVE() \
+        && _PyStorage_TxBegin(&_py_storage_tx, _PyObject_CAST(op)) < 0) \
+    { \
+        on_error; \
+    }
+
+/* [addr, addr+size) is about to be written.  0, or -1 with an exception
+   set: then the caller must leave the operation without writing. */
+PyAPI_FUNC(int) _PyStorage_ModifySlow(void *addr, size_t size);
+
+static inline int
+_PyStorage_Modify(void *addr, size_t size)
+{
+    return _PyStorage_ACTIVE() ? _PyStorage_ModifySlow(addr, size) : 0;
+}
+
+/* The memory-hierarchy rule.  *pvalue is a strong reference that the
+   caller is about to store into owner.  For an owner whose manager is
+   persistent, the reference may be replaced by one to a copy (immutable
+   values) or to the moved value (a volatile mutable that the caller holds
+   exclusively); a shared volatile mutable is refused: -1 with TypeError
+   set, *pvalue untouched.  held counts the references to the value that
+   the storing code path itself holds, *pvalue's included: a value whose
+   reference count is no larger belongs to the store alone. */
+PyAPI_FUNC(int) _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue,
+                                     Py_ssize_t held);
+
+static inline int
+_PyStorage_Store(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
+{
+    return (_PyStorage_ACTIVE()
+            ? _PyStorage_StoreSlow(owner, pvalue, held) : 0);
+}
+
+
+/* --- allocation ------------------------------------------------------- */
+
+/* A table (dict keys, list items, set table, bytearray buffer) of owner,
+   from owner's manager.  owner is NULL for a table made before its
+   object: it then comes from this thread's placement.  dram_* is the
+   allocator that the site used before it was hooked, and what the DRAM
+   fast path calls.  Freeing needs no hook: PyMem_Free() and
+   PyObject_Free() send a managed block to its manager. */
+PyAPI_FUNC(void *) _PyStorage_MallocSlow(const void *owner, size_t size,
+                                         void *(*dram_malloc)(size_t));
+PyAPI_FUNC(void *) _PyStorage_CallocSlow(const void *owner,
+                                         size_t nelem, size_t elsize,
+                                         void *(*dram_calloc)(size_t, size_t));
+PyAPI_FUNC(void *) _PyStorage_ReallocSlow(const void *owner, void *ptr,
+                                          size_t size,
+                                          void *(*dram_realloc)(void *, size_t));
+
+#define _PyStorage_MALLOC(owner, dram_malloc, size) \
+    (_PyStorage_ACTIVE() \
+     ? _PyStorage_MallocSlow((owner), (size), (dram_malloc)) \
+     : dram_malloc(size))
+#define _PyStorage_CALLOC(owner, dram_calloc, nelem, elsize) \
+    (_PyStorage_ACTIVE() \
+     ? _PyStorage_CallocSlow((owner), (nelem), (elsize), (dram_calloc)) \
+     : dram_calloc((nelem), (elsize)))
+#define _PyStorage_REALLOC(owner, dram_realloc, ptr, size) \
+    (_PyStorage_ACTIVE() \
+     ? _PyStorage_ReallocSlow((owner), (ptr), (size), (dram_realloc)) \
+     : dram_realloc((ptr), (size)))
+
+/* The block of a new object of type tp (size bytes, pre-header included):
+   from this thread's placement when tp is placeable, else from
+   PyObject_Malloc(). */
+PyAPI_FUNC(void *) _PyStorage_ObjectMallocSlow(PyTypeObject *tp,
+                                               size_t size);
+
+static inline void *
+_PyStorage_ObjectMalloc(PyTypeObject *tp, size_t size)
+{
+    return (_PyStorage_ACTIVE()
+            ? _PyStorage_ObjectMallocSlow(tp, size) : PyObject_Malloc(size));
+}
+
+/* Routing in the PyMem_ and PyObject_ free and realloc functions: a
+   managed block goes to its manager.  Return 1 when routed. */
+PyAPI_FUNC(int) _PyStorage_FreeSlow(void *ptr);
+PyAPI_FUNC(int) _PyStorage_RouteReallocSlow(void *ptr, size_t size,
+                                            void **result);
+
+static inline int
+_PyStorage_Free(void *ptr)
+{
+    return _PyStorage_ACTIVE() && _PyStorage_FreeSlow(ptr);
+}
+
+static inline int
+_PyStorage_RouteRealloc(void *ptr, size_t size, void **result)
+{
+    return _PyStorage_ACTIVE() && _PyStorage_RouteReallocSlow(ptr, size, result);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* !Py_INTERNAL_STORAGE_H */

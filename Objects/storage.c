@@ -1,0 +1,480 @@
+/* Storage managers: where an object's memory comes from, and how writes to
+   it are made atomic and durable.
+
+   Every object has a storage manager, derived from its address.  This
+   file holds the registry of address ranges, the DRAM manager, the
+   thread-local placement stack, and the slow paths of the hooks declared
+   in Include/internal/pycore_storage.h (atomic operations, modified
+   ranges, allocation routing).  The memory-hierarchy rule (what a store
+   into a persistent object does with its value) is in
+   Objects/storagestore.c.
+
+   The registry:
+
+       ranges[0 .. nranges-1]   sorted by start, disjoint
+       +-----------+-----------+---------+
+       | start     | end       | manager |
+       +-----------+-----------+---------+
+       lo = ranges[0].start, hi = ranges[nranges-1].end
+
+   A lookup first tests [lo, hi), which every DRAM address outside the
+   managed span fails at once, then bisects.  Managers own a handful of
+   ranges (a pool, a memkind heap, a test arena), so the table is small
+   and fixed.  It only changes under the GIL, as every hook runs.
+
+   _PyStorage_Active is the one word the DRAM fast path reads: non-zero
+   while any range is registered or any placement is pushed.
+*/
+
+#include "Python.h"
+#include "pycore_object.h"        // _PyType_PreHeaderSize()
+#include "pycore_pyerrors.h"      // _PyErr_Occurred()
+#include "pycore_pystate.h"       // _PyThreadState_GET()
+#include "pycore_storage.h"
+
+
+int _PyStorage_Active = 0;
+
+#define MAX_RANGES 64
+#define MAX_PLACEMENT_DEPTH 32
+
+typedef struct {
+    uintptr_t start;
+    uintptr_t end;
+    PyStorageManager *sm;
+} storage_range;
+
+static struct {
+    storage_range ranges[MAX_RANGES];
+    int nranges;
+    uintptr_t lo, hi;
+    /* Placements pushed, over all threads. */
+    Py_ssize_t nplacements;
+} registry;
+
+static _Thread_local struct {
+    PyStorageManager *stack[MAX_PLACEMENT_DEPTH];
+    int depth;
+} placement;
+
+
+static void
+update_active(void)
+{
+    _PyStorage_Active = (registry.nranges > 0 || registry.nplacements > 0);
+}
+
+
+/* --- the DRAM manager ---------------------------------------------------- */
+
+static void *
+dram_alloc(PyStorageManager *Py_UNUSED(sm), size_t size,
+           PyTypeObject *Py_UNUSED(type))
+{
+    return PyObject_Malloc(size);
+}
+
+static void *
+dram_realloc(PyStorageManager *Py_UNUSED(sm), void *ptr, size_t size)
+{
+    return PyObject_Realloc(ptr, size);
+}
+
+static void
+dram_free(PyStorageManager *Py_UNUSED(sm), void *ptr)
+{
+    PyObject_Free(ptr);
+}
+
+static int
+dram_begin(PyStorageManager *Py_UNUSED(sm))
+{
+    return 0;
+}
+
+static int
+dram_end(PyStorageManager *Py_UNUSED(sm), int Py_UNUSED(ok))
+{
+    return 0;
+}
+
+static int
+dram_modify(PyStorageManager *Py_UNUSED(sm), void *Py_UNUSED(addr),
+            size_t Py_UNUSED(size))
+{
+    return 0;
+}
+
+PyStorageManager PyStorage_DRAM = {
+    .name = "dram",
+    .flags = 0,
+    .alloc = dram_alloc,
+    .realloc = dram_realloc,
+    .free = dram_free,
+    .begin = dram_begin,
+    .end = dram_end,
+    .modify = dram_modify,
+};
+
+
+/* --- the registry -------------------------------------------------------- */
+
+PyStorageManager *
+_PyStorage_Lookup(const void *ptr)
+{
+    uintptr_t a = (uintptr_t)ptr;
+    if (a < registry.lo || a >= registry.hi) {
+        return NULL;
+    }
+    int lo = 0, hi = registry.nranges;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        const storage_range *r = &registry.ranges[mid];
+        if (a < r->start) {
+            hi = mid;
+        }
+        else if (a >= r->end) {
+            lo = mid + 1;
+        }
+        else {
+            return r->sm;
+        }
+    }
+    return NULL;
+}
+
+PyStorageManager *
+PyStorage_Of(const void *ptr)
+{
+    PyStorageManager *sm = _PyStorage_Of(ptr);
+    return sm != NULL ? sm : &PyStorage_DRAM;
+}
+
+static void
+update_bounds(void)
+{
+    if (registry.nranges == 0) {
+        registry.lo = registry.hi = 0;
+    }
+    else {
+        registry.lo = registry.ranges[0].start;
+        registry.hi = registry.ranges[registry.nranges - 1].end;
+    }
+    update_active();
+}
+
+int
+PyStorage_AddRange(PyStorageManager *sm, void *start, size_t size)
+{
+    uintptr_t s = (uintptr_t)start, e = s + size;
+    if (sm == NULL || sm == &PyStorage_DRAM || size == 0 || e < s) {
+        PyErr_SetString(PyExc_ValueError,
+                        "PyStorage_AddRange: a manager other than DRAM "
+                        "and a non-empty range are needed");
+        return -1;
+    }
+    if (registry.nranges == MAX_RANGES) {
+        PyErr_Format(PyExc_OverflowError,
+                     "cannot register more than %d storage ranges: "
+                     "close a pool first", MAX_RANGES);
+        return -1;
+    }
+    int i = 0;
+    while (i < registry.nranges && registry.ranges[i].start < s) {
+        i++;
+    }
+    if ((i > 0 && registry.ranges[i - 1].end > s)
+        || (i < registry.nranges && registry.ranges[i].start < e))
+    {
+        PyErr_Format(PyExc_ValueError,
+                     "storage range %p-%p of '%s' overlaps a registered one",
+                     start, (void *)e, sm->name);
+        return -1;
+    }
+    memmove(&registry.ranges[i + 1], &registry.ranges[i],
+            (registry.nranges - i) * sizeof(storage_range));
+    registry.ranges[i] = (storage_range){s, e, sm};
+    registry.nranges++;
+    update_bounds();
+    return 0;
+}
+
+int
+PyStorage_RemoveRange(void *start)
+{
+    for (int i = 0; i < registry.nranges; i++) {
+        if (registry.ranges[i].start == (uintptr_t)start) {
+            memmove(&registry.ranges[i], &registry.ranges[i + 1],
+                    (registry.nranges - i - 1) * sizeof(storage_range));
+            registry.nranges--;
+            update_bounds();
+            return 0;
+        }
+    }
+    PyErr_Format(PyExc_ValueError, "no storage range starts at %p", start);
+    return -1;
+}
+
+
+/* --- placement ----------------------------------------------------------- */
+
+int
+PyStorage_PushPlacement(PyStorageManager *sm)
+{
+    if (sm == NULL) {
+        PyErr_BadInternalCall();
+        return -1;
+    }
+    if (placement.depth == MAX_PLACEMENT_DEPTH) {
+        PyErr_Format(PyExc_RecursionError,
+                     "storage placements nested more than %d deep",
+                     MAX_PLACEMENT_DEPTH);
+        return -1;
+    }
+    placement.stack[placement.depth++] = sm;
+    registry.nplacements++;
+    update_active();
+    return 0;
+}
+
+int
+PyStorage_PopPlacement(PyStorageManager *sm)
+{
+    if (placement.depth == 0 || placement.stack[placement.depth - 1] != sm) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "PyStorage_PopPlacement: not the innermost "
+                        "placement of this thread");
+        return -1;
+    }
+    placement.depth--;
+    registry.nplacements--;
+    update_active();
+    return 0;
+}
+
+PyStorageManager *
+PyStorage_GetPlacement(void)
+{
+    if (placement.depth == 0) {
+        return NULL;
+    }
+    PyStorageManager *sm = placement.stack[placement.depth - 1];
+    /* A pushed DRAM placement turns placement off for a while. */
+    return sm == &PyStorage_DRAM ? NULL : sm;
+}
+
+/* Objects that a placement allocates: the containers and instances of
+   classes written in Python.  Not classes (their memory
+   belongs to the type system) and not exceptions (raised while a
+   placement is pushed, they are no part of the data). */
+static int
+is_placeable(PyTypeObject *tp)
+{
+    if (tp == &PyDict_Type || tp == &PyList_Type || tp == &PySet_Type
+        || tp == &PyFrozenSet_Type || tp == &PyByteArray_Type)
+    {
+        return 1;
+    }
+    return (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)
+            && !PyType_HasFeature(tp, Py_TPFLAGS_TYPE_SUBCLASS
+                                      | Py_TPFLAGS_BASE_EXC_SUBCLASS));
+}
+
+
+/* --- allocation ---------------------------------------------------------- */
+
+size_t
+PyStorage_PreHeaderSize(PyTypeObject *type)
+{
+    return _PyType_PreHeaderSize(type);
+}
+
+static PyStorageManager *
+table_manager(const void *owner)
+{
+    return owner != NULL ? _PyStorage_Lookup(owner) : PyStorage_GetPlacement();
+}
+
+void *
+_PyStorage_MallocSlow(const void *owner, size_t size,
+                      void *(*dram_malloc)(size_t))
+{
+    PyStorageManager *sm = table_manager(owner);
+    if (sm == NULL) {
+        return dram_malloc(size);
+    }
+    return sm->alloc(sm, size ? size : 1, NULL);
+}
+
+void *
+_PyStorage_CallocSlow(const void *owner, size_t nelem, size_t elsize,
+                      void *(*dram_calloc)(size_t, size_t))
+{
+    PyStorageManager *sm = table_manager(owner);
+    if (sm == NULL) {
+        return dram_calloc(nelem, elsize);
+    }
+    if (elsize != 0 && nelem > (size_t)PY_SSIZE_T_MAX / elsize) {
+        return NULL;
+    }
+    size_t size = nelem * elsize;
+    void *ptr = sm->alloc(sm, size ? size : 1, NULL);
+    if (ptr != NULL) {
+        memset(ptr, 0, size);
+    }
+    return ptr;
+}
+
+void *
+_PyStorage_ReallocSlow(const void *owner, void *ptr, size_t size,
+                       void *(*dram_realloc)(void *, size_t))
+{
+    if (ptr == NULL) {
+        PyStorageManager *sm = table_manager(owner);
+        if (sm != NULL) {
+            return sm->alloc(sm, size ? size : 1, NULL);
+        }
+    }
+    /* A managed ptr is routed by PyMem_Realloc() and PyObject_Realloc(). */
+    return dram_realloc(ptr, size);
+}
+
+void *
+_PyStorage_ObjectMallocSlow(PyTypeObject *tp, size_t size)
+{
+    PyStorageManager *sm = PyStorage_GetPlacement();
+    if (sm == NULL || !is_placeable(tp)) {
+        return PyObject_Malloc(size);
+    }
+    return sm->alloc(sm, size, tp);
+}
+
+int
+_PyStorage_FreeSlow(void *ptr)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(ptr);
+    if (sm == NULL) {
+        return 0;
+    }
+    sm->free(sm, ptr);
+    return 1;
+}
+
+int
+_PyStorage_RouteReallocSlow(void *ptr, size_t size, void **result)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(ptr);
+    if (sm == NULL) {
+        return 0;
+    }
+    *result = sm->realloc(sm, ptr, size ? size : 1);
+    return 1;
+}
+
+
+/* --- atomic operations --------------------------------------------------- */
+
+int
+_PyStorage_TxBegin(_PyStorageTx *tx, PyObject *op)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(op);
+    if (sm == NULL) {
+        return 0;
+    }
+    if (sm->begin(sm) < 0) {
+        return -1;
+    }
+    tx->sm = sm;
+    return 0;
+}
+
+void
+_PyStorage_TxEnd(_PyStorageTx *tx)
+{
+    PyThreadState *tstate = _PyThreadState_GET();
+    PyStorageManager *sm = tx->sm;
+    tx->sm = NULL;
+    if (_PyErr_Occurred(tstate)) {
+        /* The operation failed: undo it, keeping its exception. */
+        PyObject *type, *value, *tb;
+        _PyErr_Fetch(tstate, &type, &value, &tb);
+        if (sm->end(sm, 0) < 0) {
+            _PyErr_ChainExceptions(type, value, tb);
+        }
+        else {
+            _PyErr_Restore(tstate, type, value, tb);
+        }
+        return;
+    }
+    if (sm->end(sm, 1) < 0) {
+        /* The operation has returned its result already: it cannot fail
+           any more.  The manager has undone it; say so loudly. */
+        _PyErr_WriteUnraisableMsg("committing an atomic operation "
+                                  "failed, and it was undone", NULL);
+    }
+}
+
+int
+_PyStorage_ModifySlow(void *addr, size_t size)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(addr);
+    if (sm == NULL) {
+        return 0;
+    }
+    return sm->modify(sm, addr, size);
+}
+
+
+/* --- volatile metadata --------------------------------------------------- */
+
+/* The one list of the parts of an object that are volatile metadata (see
+   PyStorage_VisitVolatile in Include/cpython/storage.h).  Managers rely on
+   it to know what they need not log and must reset on open; the checking
+   manager of the tests, to know what may change outside an operation. */
+int
+PyStorage_VisitVolatile(PyObject *op, PyStorage_RangeVisitor visit, void *arg)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    int r;
+
+#define VISIT(addr, size) \
+    do { \
+        if ((r = visit((void *)(addr), (size), arg)) != 0) { \
+            return r; \
+        } \
+    } while (0)
+
+    VISIT(&op->ob_refcnt, sizeof(op->ob_refcnt));
+    if (_PyObject_IS_GC(op)) {
+        VISIT(_Py_AS_GC(op), sizeof(PyGC_Head));
+    }
+    if (tp->tp_weaklistoffset > 0) {
+        VISIT((char *)op + tp->tp_weaklistoffset, sizeof(PyObject *));
+    }
+    if (PyDict_Check(op)) {
+        PyDictObject *mp = (PyDictObject *)op;
+        VISIT(&mp->ma_version_tag, sizeof(mp->ma_version_tag));
+        if (_PyStorage_Lookup(mp->ma_keys) != NULL) {
+            VISIT(&mp->ma_keys->dk_version, sizeof(mp->ma_keys->dk_version));
+        }
+    }
+    else if (PyUnicode_Check(op)) {
+        PyASCIIObject *a = (PyASCIIObject *)op;
+        VISIT(&a->hash, sizeof(a->hash));
+        VISIT(&a->wstr, sizeof(a->wstr));
+        if (!a->state.ascii) {
+            PyCompactUnicodeObject *c = (PyCompactUnicodeObject *)op;
+            VISIT(&c->utf8_length, sizeof(c->utf8_length));
+            VISIT(&c->utf8, sizeof(c->utf8));
+            VISIT(&c->wstr_length, sizeof(c->wstr_length));
+        }
+    }
+    else if (PyBytes_Check(op)) {
+        VISIT(&((PyBytesObject *)op)->ob_shash, sizeof(Py_hash_t));
+    }
+    else if (PyFrozenSet_Check(op)) {
+        VISIT(&((PySetObject *)op)->hash, sizeof(Py_hash_t));
+    }
+#undef VISIT
+    return 0;
+}

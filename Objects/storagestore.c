@@ -1,0 +1,572 @@
+/* The memory-hierarchy rule: what storing a pointer into an object of a
+   persistent storage manager does with the value.
+
+   An object of a higher memory class (persistent) never points to a
+   mutable object of a lower one (volatile): after the process is gone the
+   pointer would dangle, and a change to the volatile object would never
+   be durable.  So a store of value v into a persistent container does:
+
+     v is a static singleton (None, True, False, Ellipsis, NotImplemented,
+       the small ints and other objects of the runtime's static data):
+       stored as it is; a manager remaps them when it opens its memory
+     v already lives in the container's manager: stored as it is
+     v is immutable, deeply (int, float, complex, str, bytes, and tuples
+       and frozensets of such): a copy is made in the manager
+     v is a volatile mutable (dict, list, set, bytearray, instance of a
+       class written in Python) that the storing code holds exclusively,
+       and so, recursively, is each mutable it contains: it is moved, that
+       is copied into the manager; the volatile original is unreachable
+       once the store is done, and dies with the store's references
+     anything else (a shared mutable, an object of another persistent
+       manager that is mutable, an object of a type a manager cannot hold):
+       refused with TypeError, and nothing changes.
+
+   "Exclusively" is proved by reference counts: the caller says how many
+   references the storing code path itself holds (the evaluation stack's,
+   a call argument's, one it took for the store); a value whose count is
+   no larger is reachable from nowhere else.  A mutable inside it is
+   reachable only through it when its count is 1.
+
+   The rule is applied in two passes, so that it is all or nothing: the
+   first walks the value and refuses without allocating; the second
+   copies, in an atomic operation of the manager.
+*/
+
+#include "Python.h"
+#include "pycore_long.h"          // _PY_NSMALLPOSINTS
+#include "pycore_object.h"        // _PyObject_GC_TRACK()
+#include "pycore_runtime.h"       // _PyRuntime
+#include "pycore_storage.h"
+#include "structmember.h"         // PyMemberDef, T_OBJECT_EX
+
+#define PyBytesObject_SIZE (offsetof(PyBytesObject, ob_sval) + 1)
+
+
+/* Objects of the interpreter's static data: never copied, never moved. */
+static int
+is_static(PyObject *v)
+{
+    if (v == Py_None || v == Py_True || v == Py_False
+        || v == Py_Ellipsis || v == Py_NotImplemented)
+    {
+        return 1;
+    }
+    return ((char *)v >= (char *)&_PyRuntime
+            && (char *)v < (char *)(&_PyRuntime + 1));
+}
+
+static int
+is_immutable_type(PyTypeObject *tp)
+{
+    return (tp == &PyLong_Type || tp == &PyFloat_Type
+            || tp == &PyComplex_Type || tp == &PyUnicode_Type
+            || tp == &PyBytes_Type || tp == &PyTuple_Type
+            || tp == &PyFrozenSet_Type || tp == &PyBool_Type);
+}
+
+/* Instances that a persistent manager can hold: classes written in
+   Python whose instances are a plain object (a __dict__, __slots__, a
+   weak-reference list) and nothing of a builtin base's. */
+static int
+is_plain_instance_type(PyTypeObject *tp)
+{
+    if (!PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)
+        || PyType_HasFeature(tp, Py_TPFLAGS_TYPE_SUBCLASS
+                                 | Py_TPFLAGS_BASE_EXC_SUBCLASS)
+        || tp->tp_itemsize != 0)
+    {
+        return 0;
+    }
+    PyTypeObject *base = tp;
+    while (base->tp_base != NULL
+           && PyType_HasFeature(base, Py_TPFLAGS_HEAPTYPE))
+    {
+        base = base->tp_base;
+    }
+    return base == &PyBaseObject_Type;
+}
+
+static int
+is_mutable_container(PyTypeObject *tp)
+{
+    return (tp == &PyDict_Type || tp == &PyList_Type || tp == &PySet_Type
+            || tp == &PyByteArray_Type || is_plain_instance_type(tp));
+}
+
+static int
+refuse(PyObject *v, PyStorageManager *sm, const char *why)
+{
+    PyErr_Format(PyExc_TypeError,
+                 "cannot store a '%.100s' object in %s storage: %s",
+                 Py_TYPE(v)->tp_name, sm->name, why);
+    return -1;
+}
+
+/* The __slots__ of instance v, as an array of member definitions of
+   its class and its bases: calls visit for each object slot. */
+typedef int (*slot_visitor)(PyObject **slot, void *arg);
+
+static int
+visit_slots(PyObject *v, slot_visitor visit, void *arg)
+{
+    for (PyTypeObject *tp = Py_TYPE(v);
+         tp != NULL && PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE);
+         tp = tp->tp_base)
+    {
+        PyMemberDef *mp = _PyHeapType_GET_MEMBERS((PyHeapTypeObject *)tp);
+        for (Py_ssize_t i = 0; i < Py_SIZE(tp); i++, mp++) {
+            if (mp->type == T_OBJECT_EX) {
+                int r = visit((PyObject **)((char *)v + mp->offset), arg);
+                if (r) {
+                    return r;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+
+/* --- pass 1: may v be stored, and how? ----------------------------------- */
+
+typedef struct {
+    PyStorageManager *sm;
+    int exclusive;
+} check_state;
+
+static int check_value(PyObject *v, PyStorageManager *sm, int exclusive);
+
+static int
+check_slot(PyObject **slot, void *arg)
+{
+    check_state *st = (check_state *)arg;
+    return *slot == NULL ? 0 : check_value(*slot, st->sm, st->exclusive);
+}
+
+/* Can v be stored into sm?  exclusive: the path to v from the stored
+   value holds the only references to every object on it. */
+static int
+check_value(PyObject *v, PyStorageManager *sm, int exclusive)
+{
+    PyTypeObject *tp = Py_TYPE(v);
+    if (is_static(v)) {
+        return 0;
+    }
+    PyStorageManager *owner = _PyStorage_Lookup(v);
+    if (owner == sm) {
+        return 0;
+    }
+    if (Py_EnterRecursiveCall(" while storing a value")) {
+        return -1;
+    }
+    int r = 0;
+    if (tp == &PyTuple_Type) {
+        for (Py_ssize_t i = 0; r == 0 && i < PyTuple_GET_SIZE(v); i++) {
+            PyObject *item = PyTuple_GET_ITEM(v, i);
+            r = check_value(item, sm, exclusive && Py_REFCNT(item) == 1);
+        }
+    }
+    else if (tp == &PyFrozenSet_Type || tp == &PySet_Type) {
+        Py_ssize_t pos = 0;
+        PyObject *key;
+        Py_hash_t hash;
+        if (tp == &PySet_Type && (owner != NULL || !exclusive)) {
+            goto shared;
+        }
+        while (r == 0 && _PySet_NextEntry(v, &pos, &key, &hash)) {
+            /* Set elements are hashable: immutable in practice. */
+            r = check_value(key, sm, 0);
+        }
+    }
+    else if (is_immutable_type(tp)) {
+        /* Numbers, str and bytes have no references to follow. */
+    }
+    else if (!is_mutable_container(tp)) {
+        r = refuse(v, sm, "its type is not one that a persistent "
+                          "storage manager can hold");
+    }
+    else if (owner != NULL || !exclusive) {
+        goto shared;
+    }
+    else if (tp == &PyList_Type) {
+        for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(v); i++) {
+            PyObject *item = PyList_GET_ITEM(v, i);
+            r = check_value(item, sm, Py_REFCNT(item) == 1);
+        }
+    }
+    else if (tp == &PyDict_Type) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (r == 0 && PyDict_Next(v, &pos, &key, &value)) {
+            r = check_value(key, sm, 0);
+            if (r == 0) {
+                r = check_value(value, sm, Py_REFCNT(value) == 1);
+            }
+        }
+    }
+    else if (tp == &PyByteArray_Type) {
+        /* Bytes, no references. */
+    }
+    else {
+        /* An instance: its dict (made on demand) and its slots. */
+        PyObject **dictptr = _PyObject_GetDictPtr(v);
+        if (dictptr != NULL && *dictptr != NULL) {
+            r = check_value(*dictptr, sm, Py_REFCNT(*dictptr) == 1);
+        }
+        else if (dictptr == NULL && tp->tp_dictoffset != 0) {
+            PyObject *dict = PyObject_GenericGetDict(v, NULL);
+            if (dict == NULL) {
+                r = -1;
+            }
+            else {
+                /* One reference is ours. */
+                r = check_value(dict, sm, Py_REFCNT(dict) == 2);
+                Py_DECREF(dict);
+            }
+        }
+        if (r == 0) {
+            check_state st = {sm, 1};
+            r = visit_slots(v, check_slot, &st);
+        }
+    }
+    Py_LeaveRecursiveCall();
+    return r;
+
+shared:
+    Py_LeaveRecursiveCall();
+    if (owner != NULL) {
+        return refuse(v, sm, "it is a mutable object of another storage "
+                             "manager; store a copy (copy.deepcopy())");
+    }
+    return refuse(v, sm, "it is a mutable volatile object that is "
+                         "referenced from elsewhere; store a new one "
+                         "(x.copy(), copy.deepcopy(x)), or drop the "
+                         "other references first");
+}
+
+
+/* --- pass 2: copy into the manager --------------------------------------- */
+
+static PyObject *copy_value(PyObject *v, PyStorageManager *sm);
+
+/* A byte copy of immutable v (no references inside) in sm. */
+static PyObject *
+copy_flat(PyObject *v, size_t size, PyStorageManager *sm)
+{
+    PyTypeObject *tp = Py_TYPE(v);
+    size_t presize = _PyType_PreHeaderSize(tp);
+    char *mem = sm->alloc(sm, presize + size, tp);
+    if (mem == NULL) {
+        return PyErr_NoMemory();
+    }
+    memset(mem, 0, presize);
+    PyObject *copy = (PyObject *)(mem + presize);
+    memcpy(copy, v, size);
+    _Py_NewReference(copy);
+    return copy;
+}
+
+static PyObject *
+copy_str(PyObject *v, PyStorageManager *sm)
+{
+    if (PyUnicode_READY(v) < 0) {
+        return NULL;
+    }
+    if (!PyUnicode_IS_COMPACT(v)) {
+        /* A legacy string: make it compact first. */
+        PyObject *compact = _PyUnicode_Copy(v);
+        if (compact == NULL) {
+            return NULL;
+        }
+        PyObject *copy = copy_str(compact, sm);
+        Py_DECREF(compact);
+        return copy;
+    }
+    size_t header = (PyUnicode_IS_ASCII(v) ? sizeof(PyASCIIObject)
+                                           : sizeof(PyCompactUnicodeObject));
+    size_t size = header
+                  + (PyUnicode_GET_LENGTH(v) + 1) * PyUnicode_KIND(v);
+    PyObject *copy = copy_flat(v, size, sm);
+    if (copy == NULL) {
+        return NULL;
+    }
+    /* Caches made in this process stay behind; so does interning. */
+    PyASCIIObject *a = (PyASCIIObject *)copy;
+    a->wstr = NULL;
+    a->state.interned = SSTATE_NOT_INTERNED;
+    if (!a->state.ascii) {
+        PyCompactUnicodeObject *c = (PyCompactUnicodeObject *)copy;
+        c->utf8 = NULL;
+        c->utf8_length = 0;
+        c->wstr_length = 0;
+    }
+    return copy;
+}
+
+static PyObject *
+copy_tuple(PyObject *v, PyStorageManager *sm)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(v);
+    PyObject *copy = copy_flat(v, _PyObject_VAR_SIZE(&PyTuple_Type, n), sm);
+    if (copy == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(copy, i, NULL);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = copy_value(PyTuple_GET_ITEM(v, i), sm);
+        if (item == NULL) {
+            Py_DECREF(copy);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(copy, i, item);
+    }
+    _PyObject_GC_TRACK(copy);
+    return copy;
+}
+
+/* A new container of sm, made by tp's own code under a placement. */
+static PyObject *
+new_placed(PyStorageManager *sm, PyObject *(*make)(PyObject *), PyObject *arg)
+{
+    if (PyStorage_PushPlacement(sm) < 0) {
+        return NULL;
+    }
+    PyObject *copy = make(arg);
+    if (PyStorage_PopPlacement(sm) < 0) {
+        Py_XDECREF(copy);
+        return NULL;
+    }
+    if (copy != NULL && _PyStorage_Lookup(copy) != sm) {
+        Py_DECREF(copy);
+        PyErr_Format(PyExc_SystemError, "a placed object is not in %s "
+                     "storage", sm->name);
+        return NULL;
+    }
+    return copy;
+}
+
+static PyObject *
+make_list(PyObject *Py_UNUSED(arg))
+{
+    return PyList_New(0);
+}
+
+static PyObject *
+make_dict(PyObject *Py_UNUSED(arg))
+{
+    return PyDict_New();
+}
+
+static PyObject *
+make_set(PyObject *arg)
+{
+    return arg == NULL ? PySet_New(NULL) : PyFrozenSet_New(NULL);
+}
+
+static PyObject *
+make_bytearray(PyObject *v)
+{
+    return PyByteArray_FromStringAndSize(PyByteArray_AS_STRING(v),
+                                         PyByteArray_GET_SIZE(v));
+}
+
+static PyObject *
+make_instance(PyObject *v)
+{
+    PyTypeObject *tp = Py_TYPE(v);
+    return tp->tp_alloc(tp, 0);
+}
+
+static int
+copy_items_into_list(PyObject *copy, PyObject *v, PyStorageManager *sm)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v); i++) {
+        PyObject *item = copy_value(PyList_GET_ITEM(v, i), sm);
+        if (item == NULL) {
+            return -1;
+        }
+        int r = PyList_Append(copy, item);
+        Py_DECREF(item);
+        if (r < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+copy_items_into_dict(PyObject *copy, PyObject *v, PyStorageManager *sm)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(v, &pos, &key, &value)) {
+        PyObject *k = copy_value(key, sm);
+        if (k == NULL) {
+            return -1;
+        }
+        PyObject *val = copy_value(value, sm);
+        if (val == NULL) {
+            Py_DECREF(k);
+            return -1;
+        }
+        int r = PyDict_SetItem(copy, k, val);
+        Py_DECREF(k);
+        Py_DECREF(val);
+        if (r < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+copy_items_into_set(PyObject *copy, PyObject *v, PyStorageManager *sm)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key;
+    Py_hash_t hash;
+    while (_PySet_NextEntry(v, &pos, &key, &hash)) {
+        PyObject *k = copy_value(key, sm);
+        if (k == NULL) {
+            return -1;
+        }
+        int r = PySet_Add(copy, k);
+        Py_DECREF(k);
+        if (r < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+typedef struct {
+    PyObject *copy;
+    PyObject *orig;
+    PyStorageManager *sm;
+} slot_copy_state;
+
+static int
+copy_slot(PyObject **slot, void *arg)
+{
+    slot_copy_state *st = (slot_copy_state *)arg;
+    if (*slot == NULL) {
+        return 0;
+    }
+    PyObject *value = copy_value(*slot, st->sm);
+    if (value == NULL) {
+        return -1;
+    }
+    PyObject **dest = (PyObject **)((char *)st->copy
+                                    + ((char *)slot - (char *)st->orig));
+    Py_XSETREF(*dest, value);
+    return 0;
+}
+
+static int
+copy_instance_state(PyObject *copy, PyObject *v, PyStorageManager *sm)
+{
+    if (Py_TYPE(v)->tp_dictoffset != 0) {
+        PyObject *dict = PyObject_GenericGetDict(v, NULL);
+        if (dict == NULL) {
+            return -1;
+        }
+        PyObject *dcopy = copy_value(dict, sm);
+        Py_DECREF(dict);
+        if (dcopy == NULL) {
+            return -1;
+        }
+        int r = PyObject_GenericSetDict(copy, dcopy, NULL);
+        Py_DECREF(dcopy);
+        if (r < 0) {
+            return -1;
+        }
+    }
+    slot_copy_state st = {copy, v, sm};
+    return visit_slots(v, copy_slot, &st);
+}
+
+static PyObject *
+copy_container(PyObject *v, PyStorageManager *sm,
+               PyObject *(*make)(PyObject *), PyObject *make_arg,
+               int (*fill)(PyObject *, PyObject *, PyStorageManager *))
+{
+    PyObject *copy = new_placed(sm, make, make_arg);
+    if (copy == NULL) {
+        return NULL;
+    }
+    if (fill != NULL && fill(copy, v, sm) < 0) {
+        Py_DECREF(copy);
+        return NULL;
+    }
+    return copy;
+}
+
+/* A new reference to v's counterpart in sm: v itself when it is static or
+   in sm already, else a copy.  Pass 1 has accepted v. */
+static PyObject *
+copy_value(PyObject *v, PyStorageManager *sm)
+{
+    PyTypeObject *tp = Py_TYPE(v);
+    if (is_static(v) || _PyStorage_Lookup(v) == sm) {
+        return Py_NewRef(v);
+    }
+    if (tp == &PyLong_Type) {
+        Py_ssize_t n = Py_ABS(Py_SIZE(v));
+        return copy_flat(v, offsetof(PyLongObject, ob_digit)
+                            + Py_MAX(n, 1) * sizeof(digit), sm);
+    }
+    if (tp == &PyFloat_Type || tp == &PyComplex_Type) {
+        return copy_flat(v, tp->tp_basicsize, sm);
+    }
+    if (tp == &PyBytes_Type) {
+        return copy_flat(v, PyBytesObject_SIZE + PyBytes_GET_SIZE(v), sm);
+    }
+    if (tp == &PyUnicode_Type) {
+        return copy_str(v, sm);
+    }
+    if (tp == &PyTuple_Type) {
+        return copy_tuple(v, sm);
+    }
+    if (tp == &PyList_Type) {
+        return copy_container(v, sm, make_list, NULL, copy_items_into_list);
+    }
+    if (tp == &PyDict_Type) {
+        return copy_container(v, sm, make_dict, NULL, copy_items_into_dict);
+    }
+    if (tp == &PySet_Type) {
+        return copy_container(v, sm, make_set, NULL, copy_items_into_set);
+    }
+    if (tp == &PyFrozenSet_Type) {
+        return copy_container(v, sm, make_set, v, copy_items_into_set);
+    }
+    if (tp == &PyByteArray_Type) {
+        return copy_container(v, sm, make_bytearray, v, NULL);
+    }
+    return copy_container(v, sm, make_instance, v, copy_instance_state);
+}
+
+
+int
+_PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(owner);
+    if (sm == NULL || !(sm->flags & PyStorage_PERSISTENT)) {
+        return 0;
+    }
+    PyObject *v = *pvalue;
+    if (is_static(v) || _PyStorage_Lookup(v) == sm) {
+        return 0;
+    }
+    if (check_value(v, sm, Py_REFCNT(v) <= held) < 0) {
+        return -1;
+    }
+    PyObject *copy = copy_value(v, sm);
+    if (copy == NULL) {
+        return -1;
+    }
+    *pvalue = copy;
+    Py_DECREF(v);
+    return 0;
+}
