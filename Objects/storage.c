@@ -470,7 +470,10 @@ PyStorage_VisitVolatile(PyObject *op, PyStorage_RangeVisitor visit, void *arg)
         }
     }
     else if (PyBytes_Check(op)) {
+_Py_COMP_DIAG_PUSH
+_Py_COMP_DIAG_IGNORE_DEPR_DECLS
         VISIT(&((PyBytesObject *)op)->ob_shash, sizeof(Py_hash_t));
+_Py_COMP_DIAG_POP
     }
     else if (PyFrozenSet_Check(op)) {
         VISIT(&((PySetObject *)op)->hash, sizeof(Py_hash_t));

@@ -47,11 +47,25 @@ _PyStorage_IsManaged(const void *ptr)
 }
 
 /* Is a placement pushed on this thread?  Then the free lists of the
-   placeable types (dict, list) must not hand out DRAM objects. */
+   placeable types (dict, list) must not hand out DRAM objects, and
+   shortcuts that copy a dict wholesale must leave it to the hooks. */
 static inline int
 _PyStorage_Placing(void)
 {
     return _PyStorage_ACTIVE() && PyStorage_GetPlacement() != NULL;
+}
+
+/* Does a table of owner come from a manager (see _PyStorage_MALLOC)?
+   _PyStorage_DRAM_OWNER stands for an owner known to be in DRAM, such as
+   a class, whose tables must never follow a placement. */
+#define _PyStorage_DRAM_OWNER ((const void *)&_PyStorage_Active)
+
+static inline int
+_PyStorage_ManagedTable(const void *owner)
+{
+    return (_PyStorage_ACTIVE()
+            && (owner != NULL ? _PyStorage_Lookup(owner)
+                              : PyStorage_GetPlacement()) != NULL);
 }
 
 
