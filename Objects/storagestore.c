@@ -42,17 +42,26 @@
 #define PyBytesObject_SIZE (offsetof(PyBytesObject, ob_sval) + 1)
 
 
-/* Objects of the interpreter's static data: never copied, never moved. */
+/* The interpreter's static singletons: never copied, never moved, and
+   known by value, so that a manager can find them again in another
+   process: None, True, False, Ellipsis, NotImplemented, the small ints,
+   the empty and one-character bytes and str, the empty tuple.  Not the
+   static identifier and literal strings, which are copied like any str. */
 static int
 is_static(PyObject *v)
 {
     if (v == Py_None || v == Py_True || v == Py_False
-        || v == Py_Ellipsis || v == Py_NotImplemented)
+        || v == Py_Ellipsis || v == Py_NotImplemented
+        || v == &_Py_STR(empty))
     {
         return 1;
     }
-    return ((char *)v >= (char *)&_PyRuntime
-            && (char *)v < (char *)(&_PyRuntime + 1));
+    char *p = (char *)v;
+    char *lo = (char *)&_PyRuntime.global_objects.singletons;
+    char *hi = (char *)(&_PyRuntime.global_objects.singletons + 1);
+    char *named_lo = (char *)&_Py_SINGLETON(strings);
+    char *named_hi = (char *)&_Py_SINGLETON(strings).ascii[0];
+    return p >= lo && p < hi && !(p >= named_lo && p < named_hi);
 }
 
 static int
@@ -556,17 +565,69 @@ _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
         return 0;
     }
     PyObject *v = *pvalue;
-    if (is_static(v) || _PyStorage_Lookup(v) == sm) {
+    if (v == NULL || is_static(v) || _PyStorage_Lookup(v) == sm) {
         return 0;
     }
     if (check_value(v, sm, Py_REFCNT(v) <= held) < 0) {
         return -1;
     }
+    /* The copy is one atomic operation: its objects are the manager's
+       new blocks, and a failure leaves nothing behind. */
+    if (sm->begin(sm) < 0) {
+        return -1;
+    }
     PyObject *copy = copy_value(v, sm);
+    if (sm->end(sm, copy != NULL) < 0) {
+        Py_XDECREF(copy);
+        return -1;
+    }
     if (copy == NULL) {
         return -1;
     }
     *pvalue = copy;
     Py_DECREF(v);
+    return 0;
+}
+
+int
+_PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq, PyObject *source,
+                          Py_ssize_t source_held)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(owner);
+    if (sm == NULL || !(sm->flags & PyStorage_PERSISTENT)) {
+        return 0;
+    }
+    PyObject *seq = *pseq;
+    int exclusive = seq != source || Py_REFCNT(source) <= source_held;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    /* Pass 1 over all items first: a refusal changes nothing. */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = items[i];
+        if (v != NULL && !is_static(v) && _PyStorage_Lookup(v) != sm
+            && check_value(v, sm, exclusive && Py_REFCNT(v) == 1) < 0)
+        {
+            return -1;
+        }
+    }
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        return -1;
+    }
+    if (sm->begin(sm) < 0) {
+        Py_DECREF(out);
+        return -1;
+    }
+    int ok = 1;
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        PyObject *v = items[i] == NULL ? NULL : copy_value(items[i], sm);
+        ok = v != NULL || items[i] == NULL;
+        PyList_SET_ITEM(out, i, v);
+    }
+    if (sm->end(sm, ok) < 0 || !ok) {
+        Py_DECREF(out);
+        return -1;
+    }
+    Py_SETREF(*pseq, out);
     return 0;
 }

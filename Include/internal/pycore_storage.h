@@ -114,6 +114,17 @@ _PyStorage_Modify(void *addr, size_t size)
     return _PyStorage_ACTIVE() ? _PyStorage_ModifySlow(addr, size) : 0;
 }
 
+/* The fields of an object after its PyObject header, up to size bytes
+   from its start (sizeof(PyListObject)...), are about to be written. */
+static inline int
+_PyStorage_ModifyFields(void *op, size_t size)
+{
+    return (_PyStorage_ACTIVE()
+            ? _PyStorage_ModifySlow((char *)op + sizeof(PyObject),
+                                    size - sizeof(PyObject))
+            : 0);
+}
+
 /* The memory-hierarchy rule.  *pvalue is a strong reference that the
    caller is about to store into owner.  For an owner whose manager is
    persistent, the reference may be replaced by one to a copy (immutable
@@ -130,6 +141,25 @@ _PyStorage_Store(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
 {
     return (_PyStorage_ACTIVE()
             ? _PyStorage_StoreSlow(owner, pvalue, held) : 0);
+}
+
+/* The rule for every item of *pseq, a list or tuple from
+   PySequence_Fast(source) whose items are about to be stored into owner;
+   *pseq is a reference the caller owns.  When an item must be copied or
+   moved, *pseq is replaced by a new list of what to store.  The items
+   are the store's own when *pseq is a new list, or when source's
+   reference count is at most source_held. */
+PyAPI_FUNC(int) _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq,
+                                          PyObject *source,
+                                          Py_ssize_t source_held);
+
+static inline int
+_PyStorage_StoreItems(PyObject *owner, PyObject **pseq, PyObject *source,
+                      Py_ssize_t source_held)
+{
+    return (_PyStorage_ACTIVE()
+            ? _PyStorage_StoreItemsSlow(owner, pseq, source, source_held)
+            : 0);
 }
 
 

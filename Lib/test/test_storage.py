@@ -1,0 +1,350 @@
+"""Storage-manager hooks: every mutation path of the core objects tells the
+manager of the object what it writes.
+
+The proof is _teststorage.Arena, a checking storage manager: objects placed
+in it are real dicts, lists, sets, bytearrays and instances, and at the end
+of every atomic operation it compares its memory with a snapshot taken at
+the beginning, reporting any byte that changed outside the ranges the
+hooks registered (volatile metadata excepted: reference counts, GC heads,
+hash caches...).  It also reports writes made outside any atomic operation.
+
+Each test below runs one operation on an arena object and on an equal
+DRAM object, checks that both give the same result, and that the arena
+found nothing.  COVERED lists the operations, by the upstream function
+or opcode that implements them, so that a reader can hold it against the
+hook sites of ../shared/CPYTHON-MAP.md.
+"""
+
+import gc
+import unittest
+from test.support import import_helper
+
+_teststorage = import_helper.import_module("_teststorage")
+
+# Specialized opcodes appear after a few executions of a code object;
+# this many warm-up calls on DRAM objects make sure they are in place.
+WARMUP = 64
+
+COVERED = {
+    "list": [
+        "PyList_New / list_new_prealloc (table from the owner's manager)",
+        "list_resize (header, realloc through the manager)",
+        "list_preallocate_exact",
+        "_PyList_AppendTakeRef / _PyList_AppendTakeRefListResize",
+        "PyList_Append", "list.append", "LIST_APPEND",
+        "PRECALL_NO_KW_LIST_APPEND",
+        "ins1 (list.insert)", "list_ass_item (l[i] = v)",
+        "STORE_SUBSCR_LIST_INT (deoptimized for managed lists)",
+        "list_ass_slice (l[i:j] = seq, del l[i:j])",
+        "list_ass_subscript (extended slices: assign and delete)",
+        "list_extend (list/tuple fast path, iterator path, self)",
+        "list_inplace_concat (+=)", "list_inplace_repeat (*=)",
+        "list_pop_impl", "list_remove", "_list_clear (list.clear)",
+        "list_sort_impl", "list_reverse_impl", "list___init__",
+    ],
+}
+
+
+def placed(arena, factory, *args, **kwargs):
+    """factory(*args, **kwargs), with the arena as this thread's
+    placement."""
+    arena.push_placement()
+    try:
+        return factory(*args, **kwargs)
+    finally:
+        arena.pop_placement()
+
+
+class ArenaTestCase(unittest.TestCase):
+    persistent = False
+
+    @classmethod
+    def setUpClass(cls):
+        # Arenas with live objects are never unmapped: one per class.
+        cls.arena = _teststorage.Arena(1 << 24, persistent=cls.persistent,
+                                       name=cls.__name__)
+
+    def setUp(self):
+        self.assertClean()
+
+    def assertClean(self):
+        self.arena.check()
+        violations = list(self.arena.violations)
+        self.arena.violations.clear()
+        self.assertEqual(violations, [])
+
+    def assertInArena(self, obj):
+        self.assertTrue(self.arena.contains(obj),
+                        f"{type(obj).__name__} is in "
+                        f"{_teststorage.storage_of(obj)}, not the arena")
+
+
+class ListHookTests(ArenaTestCase):
+
+    def make(self, items=(1, 2, 3, "a", None, 4.5, 2**70, (1, 2))):
+        arena_list = placed(self.arena, list, items)
+        self.assertInArena(arena_list)
+        self.assertClean()
+        return arena_list, list(items)
+
+    def check_op(self, op, items=None):
+        """op(list) on an arena list and a DRAM list: same result, same
+        contents, nothing unregistered."""
+        if items is None:
+            ours, theirs = self.make()
+        else:
+            ours, theirs = self.make(items)
+        try:
+            expected = op(theirs)
+        except Exception as exc:
+            with self.assertRaises(type(exc)):
+                op(ours)
+        else:
+            self.assertEqual(op(ours), expected)
+        self.assertEqual(ours, theirs)
+        self.assertClean()
+        return ours
+
+    def test_append(self):
+        self.check_op(lambda l: l.append(5))
+        self.check_op(lambda l: [l.append(i) for i in range(100)])
+
+    def test_insert(self):
+        for where in (0, 3, -2, 100, -100):
+            with self.subTest(where=where):
+                self.check_op(lambda l: l.insert(where, "x"))
+
+    def test_extend(self):
+        self.check_op(lambda l: l.extend([7, 8, 9]))
+        self.check_op(lambda l: l.extend((7, 8)))
+        self.check_op(lambda l: l.extend(range(50)))
+        self.check_op(lambda l: l.extend(str(i) for i in range(20)))
+        self.check_op(lambda l: l.extend(l))
+        self.check_op(lambda l: l.extend([]), items=[])
+        self.check_op(lambda l: l.extend(range(3)), items=[])
+
+    def test_inplace_concat_and_repeat(self):
+        def iadd(l):
+            l += [1, 2]
+        def imul(n):
+            def op(l):
+                l *= n
+            return op
+        self.check_op(iadd)
+        for n in (0, 1, 3):
+            with self.subTest(n=n):
+                self.check_op(imul(n))
+
+    def test_setitem(self):
+        def setitem(i):
+            def op(l):
+                l[i] = "new"
+            return op
+        for i in (0, 3, -1, 99):
+            with self.subTest(i=i):
+                self.check_op(setitem(i))
+
+    def test_slices(self):
+        ops = {
+            "l[1:3] = []": lambda l: l.__setitem__(slice(1, 3), []),
+            "l[1:3] = [a, b, c, d]":
+                lambda l: l.__setitem__(slice(1, 3), list("abcd")),
+            "l[1:3] = (x, y)": lambda l: l.__setitem__(slice(1, 3), "xy"),
+            "l[:] = l": lambda l: l.__setitem__(slice(None), l),
+            "l[:] = []": lambda l: l.__setitem__(slice(None), []),
+            "l[::2] = seq": lambda l: l.__setitem__(slice(None, None, 2),
+                                                   range(4)),
+            "l[::-2] = seq": lambda l: l.__setitem__(slice(None, None, -2),
+                                                    range(4)),
+            "l[::-1] = l": lambda l: l.__setitem__(slice(None, None, -1), l),
+            "del l[2]": lambda l: l.__delitem__(2),
+            "del l[1:4]": lambda l: l.__delitem__(slice(1, 4)),
+            "del l[::2]": lambda l: l.__delitem__(slice(None, None, 2)),
+            "del l[::-3]": lambda l: l.__delitem__(slice(None, None, -3)),
+            "l[5:2] = seq": lambda l: l.__setitem__(slice(5, 2), [0, 0]),
+            "l[::2] = wrong size": lambda l: l.__setitem__(
+                slice(None, None, 2), [1]),
+        }
+        for name, op in ops.items():
+            with self.subTest(name):
+                self.check_op(op)
+
+    def test_pop_remove_clear(self):
+        self.check_op(lambda l: l.pop())
+        self.check_op(lambda l: l.pop(0))
+        self.check_op(lambda l: l.pop(3))
+        self.check_op(lambda l: l.pop(), items=[])
+        self.check_op(lambda l: l.remove("a"))
+        self.check_op(lambda l: l.remove("missing"))
+        self.check_op(lambda l: l.clear())
+        self.check_op(lambda l: [l.pop() for _ in range(len(l))])
+
+    def test_sort_reverse_init(self):
+        items = [5, 3, 9, 1, 7, 2, 8] * 10
+        self.check_op(lambda l: l.sort(), items=items)
+        self.check_op(lambda l: l.sort(key=lambda x: -x, reverse=True),
+                      items=items)
+        self.check_op(lambda l: l.sort(key=str), items=items)
+        self.check_op(lambda l: l.sort(), items=[3, "a"])  # TypeError
+        self.check_op(lambda l: l.reverse())
+        self.check_op(lambda l: l.__init__(range(10)))
+        self.check_op(lambda l: l.__init__())
+
+    def test_specialized_store_subscr_list_int(self):
+        def store(l, i, v):
+            l[i] = v
+        for _ in range(WARMUP):
+            store([1, 2, 3], 1, 0)
+        self.check_op(lambda l: [store(l, i, i * 10) for i in range(3)])
+
+    def test_specialized_list_append(self):
+        def append(l, v):
+            l.append(v)
+        for _ in range(WARMUP):
+            append([], 0)
+        self.check_op(lambda l: [append(l, i) for i in range(20)])
+
+    def test_list_append_opcode(self):
+        # A comprehension's list is placed like any new list.
+        result = placed(self.arena, lambda: [str(i) for i in range(50)])
+        self.assertInArena(result)
+        self.assertEqual(result, [str(i) for i in range(50)])
+        self.assertClean()
+
+    def test_reads_write_nothing(self):
+        ours, theirs = self.make()
+        for op in (len, repr, list, tuple, iter, sorted.__call__ if False
+                   else (lambda l: sorted(l, key=str)), reversed,
+                   lambda l: l.index("a"), lambda l: l.count(1),
+                   lambda l: 3 in l, lambda l: l[1:5], lambda l: l == theirs,
+                   lambda l: l.copy(), lambda l: l * 2, lambda l: l + l):
+            op(ours)
+        self.assertClean()
+
+
+class StoreRuleTests(ArenaTestCase):
+    """The memory-hierarchy rule, with a persistent arena."""
+
+    persistent = True
+
+    def new_list(self):
+        l = placed(self.arena, list)
+        self.assertInArena(l)
+        return l
+
+    def test_immutables_are_copied_in(self):
+        l = self.new_list()
+        values = [2**100, 1.5, 3j, "text", "\u20ac" * 3, b"bytes",
+                  (1, "two", (3.0,)), frozenset({1, "a"}), 12345, True]
+        for v in values:
+            l.append(v)
+        self.assertEqual(l, values)
+        for got in l:
+            if got is not True:
+                self.assertInArena(got)
+        self.assertClean()
+
+    def test_singletons_and_small_ints_are_stored_as_they_are(self):
+        l = self.new_list()
+        l.extend([None, True, False, ..., NotImplemented, 5, -3, ""])
+        self.assertIs(l[0], None)
+        self.assertIs(l[1], True)
+        self.assertIs(l[3], ...)
+        self.assertIs(l[5], 5)
+        self.assertClean()
+
+    def test_unshared_mutables_are_moved_in(self):
+        l = self.new_list()
+        l.append([])
+        l.append({"k": [1, 2], "s": {3}})
+        l.insert(0, bytearray(b"xyz"))
+        l[0:0] = [[9]]
+        l.extend([[8], {7}])
+        for item in l:
+            self.assertInArena(item)
+        self.assertInArena(l[3]["k"])
+        self.assertEqual(l, [[9], bytearray(b"xyz"), [],
+                             {"k": [1, 2], "s": {3}}, [8], {7}])
+        self.assertClean()
+
+    def test_shared_mutables_are_refused(self):
+        l = self.new_list()
+        l.append(1)
+        shared = []
+        inner_shared = {"k": shared}
+        cases = {
+            "append": lambda: l.append(shared),
+            "insert": lambda: l.insert(0, shared),
+            "setitem": lambda: l.__setitem__(0, shared),
+            "extend": lambda: l.extend([shared]),
+            "slice": lambda: l.__setitem__(slice(0, 1), [shared]),
+            "nested": lambda: l.append({"k": shared}),
+            "shared source": lambda: l.extend(inner_shared.values()),
+            "in a tuple": lambda: l.append((1, shared)),
+        }
+        for name, op in cases.items():
+            with self.subTest(name):
+                with self.assertRaisesRegex(TypeError, "referenced from "
+                                            "elsewhere"):
+                    op()
+                self.assertEqual(l, [1])
+                self.assertClean()
+
+    def test_unstorable_type_is_refused(self):
+        l = self.new_list()
+        with self.assertRaisesRegex(TypeError,
+                                    "cannot store a 'function' object"):
+            l.append(lambda: None)
+        self.assertEqual(l, [])
+
+    def test_moved_instance(self):
+        l = self.new_list()
+        l.append(Point(1, [2]))
+        p = l[0]
+        self.assertIs(type(p), Point)
+        self.assertInArena(p)
+        self.assertEqual((p.x, p.y), (1, [2]))
+        self.assertInArena(p.y)
+        l.append(Slotted(3, "s"))
+        self.assertEqual((l[1].a, l[1].b), (3, "s"))
+        self.assertInArena(l[1])
+        self.assertClean()
+
+
+class Point:
+    def __init__(self, x, y):
+        self.x = x
+        self.y = y
+
+
+class Slotted:
+    __slots__ = ("a", "b")
+
+    def __init__(self, a, b):
+        self.a = a
+        self.b = b
+
+
+class FreeListTests(ArenaTestCase):
+    """Free lists and caches never receive or hand out arena memory."""
+
+    persistent = True
+
+    def test_freed_arena_objects_are_not_recycled(self):
+        before = self.arena.stats()["live_blocks"]
+        for _ in range(20):
+            l = placed(self.arena, list, [1.5, (1, 2), {"a": 1}, [2]])
+            d = placed(self.arena, dict, a=1)
+            del l, d
+        gc.collect()
+        self.assertEqual(self.arena.stats()["live_blocks"], before)
+        fresh = ([[] for _ in range(50)] + [{} for _ in range(50)]
+                 + [float(i) + 0.5 for i in range(50)]
+                 + [(i, i) for i in range(50)])
+        for obj in fresh:
+            self.assertFalse(self.arena.contains(obj), type(obj))
+        self.assertClean()
+
+
+if __name__ == "__main__":
+    unittest.main()
