@@ -36,7 +36,7 @@ CORE_TESTS = test_dict test_list test_set test_bytes test_descr test_class \
 	test_sys
 
 # Per-test limit of the full runs, in seconds: nothing can hang them.
-REGRTEST_TIMEOUT = 1800
+REGRTEST_TIMEOUT = 1200
 
 .PHONY: all build configure-if-needed test demo stock patches check-tree \
 	regrtest regrtest-stock clean distclean
@@ -61,7 +61,7 @@ build: configure-if-needed
 	@./python -c 'import sys; print("built", sys.executable, sys.version.split()[0])'
 
 test: build
-	$(TESTENV) ./python -E $(REGRTEST) -w test_pmem $(CORE_TESTS)
+	$(TESTENV) ./python -E $(REGRTEST) -j$(JOBS) -w test_pmem test_storage $(CORE_TESTS)
 
 demo: build
 	./python Tools/pmem/demo.py

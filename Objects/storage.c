@@ -27,10 +27,13 @@
 */
 
 #include "Python.h"
+#include "pycore_dict.h"          // DK_ENTRIES()
 #include "pycore_object.h"        // _PyType_PreHeaderSize()
 #include "pycore_pyerrors.h"      // _PyErr_Occurred()
 #include "pycore_pystate.h"       // _PyThreadState_GET()
 #include "pycore_storage.h"
+
+#include <stddef.h>               // offsetof()
 
 
 int _PyStorage_Active = 0;
@@ -422,6 +425,66 @@ _PyStorage_ModifySlow(void *addr, size_t size)
         return 0;
     }
     return sm->modify(sm, addr, size);
+}
+
+
+int
+_PyStorage_ModifyDictSlotSlow(PyDictObject *mp, Py_ssize_t hashpos,
+                              Py_ssize_t ix)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(mp);
+    if (sm == NULL) {
+        return 0;
+    }
+    if (sm->modify(sm, (char *)mp + sizeof(PyObject),
+                   sizeof(PyDictObject) - sizeof(PyObject)) < 0)
+    {
+        return -1;
+    }
+    PyDictKeysObject *keys = mp->ma_keys;
+    if (_PyStorage_Lookup(keys) != sm) {
+        /* The static empty keys: replaced, never written. */
+        return 0;
+    }
+    if (sm->modify(sm, keys, offsetof(PyDictKeysObject, dk_indices)) < 0) {
+        return -1;
+    }
+    if (hashpos >= 0) {
+        size_t width = (size_t)1 << (keys->dk_log2_index_bytes
+                                     - keys->dk_log2_size);
+        if (sm->modify(sm, keys->dk_indices + hashpos * width, width) < 0) {
+            return -1;
+        }
+    }
+    if (ix >= 0) {
+        void *entry;
+        size_t size;
+        if (DK_IS_UNICODE(keys)) {
+            entry = &DK_UNICODE_ENTRIES(keys)[ix];
+            size = sizeof(PyDictUnicodeEntry);
+        }
+        else {
+            entry = &DK_ENTRIES(keys)[ix];
+            size = sizeof(PyDictKeyEntry);
+        }
+        if (sm->modify(sm, entry, size) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyObject *
+_PyStorage_DictSetDefault(PyObject *d, PyObject *key, PyObject *defaultobj)
+{
+    PyObject *value = PyDict_GetItemWithError(d, key);
+    if (value != NULL || PyErr_Occurred()) {
+        return value;
+    }
+    if (PyDict_SetItem(d, key, defaultobj) < 0) {
+        return NULL;
+    }
+    return PyDict_GetItemWithError(d, key);
 }
 
 

@@ -631,3 +631,48 @@ _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq, PyObject *source,
     Py_SETREF(*pseq, out);
     return 0;
 }
+
+int
+_PyStorage_DictMergeFrom(PyObject *d, PyObject *other, Py_ssize_t held)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(d);
+    if (sm == NULL || !(sm->flags & PyStorage_PERSISTENT) || other == d) {
+        return PyDict_Merge(d, other, 1);
+    }
+    int exclusive = Py_REFCNT(other) <= held;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(other, &pos, &key, &value)) {
+        if (check_value(key, sm, 0) < 0
+            || check_value(value, sm, exclusive && Py_REFCNT(value) == 1) < 0)
+        {
+            return -1;
+        }
+    }
+    /* A volatile dict of what to store, made in one operation. */
+    PyObject *stored = PyDict_New();
+    if (stored == NULL) {
+        return -1;
+    }
+    if (sm->begin(sm) < 0) {
+        Py_DECREF(stored);
+        return -1;
+    }
+    int r = 0;
+    pos = 0;
+    while (r == 0 && PyDict_Next(other, &pos, &key, &value)) {
+        PyObject *k = copy_value(key, sm);
+        PyObject *v = k == NULL ? NULL : copy_value(value, sm);
+        r = v == NULL ? -1 : PyDict_SetItem(stored, k, v);
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+    }
+    if (sm->end(sm, r == 0) < 0) {
+        r = -1;
+    }
+    if (r == 0) {
+        r = PyDict_Merge(d, stored, 1);
+    }
+    Py_DECREF(stored);
+    return r;
+}

@@ -125,6 +125,31 @@ _PyStorage_ModifyFields(void *op, size_t size)
             : 0);
 }
 
+/* A slot of a dict is about to change: its index slot hashpos and its
+   entry ix (each when >= 0), with the dict's and its keys' fields. */
+PyAPI_FUNC(int) _PyStorage_ModifyDictSlotSlow(PyDictObject *mp,
+                                              Py_ssize_t hashpos,
+                                              Py_ssize_t ix);
+
+static inline int
+_PyStorage_ModifyDictSlot(PyDictObject *mp, Py_ssize_t hashpos, Py_ssize_t ix)
+{
+    return (_PyStorage_ACTIVE()
+            ? _PyStorage_ModifyDictSlotSlow(mp, hashpos, ix) : 0);
+}
+
+/* dict.setdefault() on a managed dict: through PyDict_SetItem(), so
+   that the default is stored by the rule (and what is returned is what
+   the dict holds).  A borrowed reference, like PyDict_SetDefault(). */
+PyAPI_FUNC(PyObject *) _PyStorage_DictSetDefault(PyObject *d, PyObject *key,
+                                                 PyObject *defaultobj);
+
+/* d.update(other) for a managed d and a dict other that the calling path
+   holds held references to: other's items are stored by the rule, the
+   unshared ones moved.  0, or -1 with an exception set. */
+PyAPI_FUNC(int) _PyStorage_DictMergeFrom(PyObject *d, PyObject *other,
+                                         Py_ssize_t held);
+
 /* The memory-hierarchy rule.  *pvalue is a strong reference that the
    caller is about to store into owner.  For an owner whose manager is
    persistent, the reference may be replaced by one to a copy (immutable
@@ -142,6 +167,12 @@ _PyStorage_Store(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
     return (_PyStorage_ACTIVE()
             ? _PyStorage_StoreSlow(owner, pvalue, held) : 0);
 }
+
+/* _PyStorage_Store() as a macro, for sites whose held count takes work to
+   compute: the expression is evaluated on the slow path only. */
+#define _PyStorage_STORE(owner, pvalue, held) \
+    (_PyStorage_ACTIVE() \
+     ? _PyStorage_StoreSlow(_PyObject_CAST(owner), (pvalue), (held)) : 0)
 
 /* The rule for every item of *pseq, a list or tuple from
    PySequence_Fast(source) whose items are about to be stored into owner;

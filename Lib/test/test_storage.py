@@ -42,6 +42,20 @@ COVERED = {
         "list_pop_impl", "list_remove", "_list_clear (list.clear)",
         "list_sort_impl", "list_reverse_impl", "list___init__",
     ],
+    "dict": [
+        "new_keys_object (keys from the owner's manager, no free list)",
+        "insertdict (new slot, replacement, unicode -> general keys)",
+        "insert_to_emptydict", "dictresize (insertion_resize)",
+        "PyDict_SetItem (d[k] = v)", "_PyDict_SetItem_Take2",
+        "STORE_SUBSCR_DICT", "MAP_ADD",
+        "delitem_common (del d[k], dict.pop)", "_PyDict_Pop_KnownHash",
+        "PyDict_Clear (dict.clear)", "dict_popitem_impl",
+        "PyDict_SetDefault (dict.setdefault)",
+        "dict_merge (update from a dict, clone path skipped, |=)",
+        "PyDict_MergeFromSeq2 (update from pairs)", "dict___init__",
+        "_PyDictKeys_GetVersionForCurrentState (no version for managed "
+        "keys)",
+    ],
 }
 
 
@@ -222,6 +236,103 @@ class ListHookTests(ArenaTestCase):
         self.assertClean()
 
 
+class DictHookTests(ArenaTestCase):
+
+    def make(self, items=None):
+        if items is None:
+            items = {"a": 1, "b": "two", "c": None, "d": 4.5, "e": 2**70}
+        ours = placed(self.arena, dict, items)
+        self.assertInArena(ours)
+        self.assertClean()
+        return ours, dict(items)
+
+    def check_op(self, op, items=None):
+        ours, theirs = self.make(items)
+        try:
+            expected = op(theirs)
+        except Exception as exc:
+            with self.assertRaises(type(exc)):
+                op(ours)
+        else:
+            self.assertEqual(op(ours), expected)
+        self.assertEqual(ours, theirs)
+        self.assertEqual(list(ours), list(theirs))
+        self.assertClean()
+        return ours
+
+    def test_setitem(self):
+        def setitem(k, v):
+            def op(d):
+                d[k] = v
+            return op
+        self.check_op(setitem("new", 1))
+        self.check_op(setitem("a", "replaced"))
+        self.check_op(setitem(7, "int key"))       # unicode -> general
+        self.check_op(setitem((1, 2), "tuple key"))
+        self.check_op(setitem("x", 1), items={})   # empty keys
+        self.check_op(setitem(1, 1), items={})
+
+    def test_growth(self):
+        self.check_op(lambda d: [d.__setitem__(f"k{i}", i)
+                                 for i in range(1000)])
+        self.check_op(lambda d: [d.__setitem__(i, i) for i in range(1000)],
+                      items={})
+
+    def test_delete(self):
+        self.check_op(lambda d: d.__delitem__("b"))
+        self.check_op(lambda d: d.__delitem__("missing"))
+        self.check_op(lambda d: d.pop("c"))
+        self.check_op(lambda d: d.pop("missing", "default"))
+        self.check_op(lambda d: d.pop("missing"))
+        self.check_op(lambda d: [d.pop(k) for k in list(d)])
+        self.check_op(lambda d: (d.pop("a"), d.__setitem__("a", 0)))
+        self.check_op(lambda d: d.popitem())
+        self.check_op(lambda d: [d.popitem() for _ in range(len(d))])
+        self.check_op(lambda d: d.popitem(), items={})
+        self.check_op(lambda d: d.popitem(), items={1: 2, 3: 4})
+        self.check_op(lambda d: d.clear())
+
+    def test_setdefault(self):
+        self.check_op(lambda d: d.setdefault("a", 0))
+        self.check_op(lambda d: d.setdefault("new", "v"))
+        self.check_op(lambda d: d.setdefault("new"))
+
+    def test_update(self):
+        self.check_op(lambda d: d.update({"a": 0, "z": 26}))
+        self.check_op(lambda d: d.update(x=1, y=2))
+        self.check_op(lambda d: d.update([("p", 1), ("q", 2)]))
+        self.check_op(lambda d: d.update(d))
+        self.check_op(lambda d: d.update({str(i): i for i in range(100)}))
+        self.check_op(lambda d: d.update({"k": 1}), items={})  # clone path
+        self.check_op(lambda d: d.__ior__({"m": 1}))
+        self.check_op(lambda d: d.__init__({"i": 1}, j=2))
+        self.check_op(lambda d: d.update(1))  # TypeError
+
+    def test_specialized_store_subscr_dict(self):
+        def store(d, k, v):
+            d[k] = v
+        for _ in range(WARMUP):
+            store({}, "k", 0)
+        self.check_op(lambda d: [store(d, str(i), i) for i in range(30)])
+
+    def test_map_add(self):
+        result = placed(self.arena, lambda: {str(i): i for i in range(50)})
+        self.assertInArena(result)
+        self.assertEqual(result, {str(i): i for i in range(50)})
+        self.assertClean()
+
+    def test_reads_write_nothing(self):
+        ours, theirs = self.make()
+        for op in (len, repr, list, iter, lambda d: d["a"],
+                   lambda d: d.get("zz"), lambda d: "b" in d,
+                   lambda d: list(d.items()), lambda d: list(d.values()),
+                   lambda d: d == theirs, lambda d: d.copy(),
+                   lambda d: dict(d), lambda d: d | {"q": 1},
+                   lambda d: {**d}):
+            op(ours)
+        self.assertClean()
+
+
 class StoreRuleTests(ArenaTestCase):
     """The memory-hierarchy rule, with a persistent arena."""
 
@@ -296,6 +407,24 @@ class StoreRuleTests(ArenaTestCase):
                                     "cannot store a 'function' object"):
             l.append(lambda: None)
         self.assertEqual(l, [])
+
+    def test_dict_rules(self):
+        d = placed(self.arena, dict)
+        d["k"] = []
+        d.update({"u": {"v": [1]}})
+        d.setdefault("s", [2])
+        self.assertInArena(d["k"])
+        self.assertInArena(d["u"]["v"])
+        self.assertInArena(d["s"])
+        self.assertInArena(next(iter(d)))        # the key, copied in
+        shared = {"k2": []}
+        with self.assertRaisesRegex(TypeError, "referenced from elsewhere"):
+            d.update(shared)
+        inner = []
+        with self.assertRaisesRegex(TypeError, "referenced from elsewhere"):
+            d["x"] = inner
+        self.assertEqual(d, {"k": [], "u": {"v": [1]}, "s": [2]})
+        self.assertClean()
 
     def test_moved_instance(self):
         l = self.new_list()

@@ -1,0 +1,410 @@
+"""Measure the DRAM overhead of pmem-python against stock CPython 3.11.2.
+
+Every object of the fork goes through its storage manager's hooks; for the
+default manager, ordinary DRAM, those hooks should cost (almost) nothing.
+This driver runs the same small workloads (dict, list, set, bytearray,
+attribute access, calls, a mixed graph walk) under both interpreters, side
+by side, and prints the ratio fork/stock per workload.
+
+Example (from the repository root; the driver runs under any Python 3.11)::
+
+    $ python3 Tools/pmem/bench/dram_overhead.py --mode callgrind --only dict
+    stock  /work/main/build/stock/Python-3.11.2/python: 3.11.2 (main, ...)
+    fork   /work/main/python: 3.11.2+pmem (main, Nov 26 2026, 08:36:56) ...
+
+    callgrind instructions (start-up subtracted: stock 24,585,037, ...)
+    workload             stock            fork  fork/stock  overhead
+    dict           144,016,587     145,736,251      1.0119    +1.19%
+    max 1.0119 (dict), geometric mean 1.0119
+
+    total 8 s
+
+Other runs: ``--mode both`` (the default) adds the wall-time table,
+``--mode time --repeat 9 --regrtest`` times only, and also the core
+regrtests; ``--limit 1`` fails (exit status 1) when a callgrind overhead
+exceeds 1%; ``--scale 0.5`` halves every iteration count; ``--list``.
+
+The primary figure is the instruction count (Ir) that callgrind collects.
+It is deterministic: the same on a quiet machine and on a shared two-core
+one where another build saturates both cores, and the same from one run to
+the next, so a difference of a few hundredths of a per cent is visible (the
+floor: a different memory layout, e.g. a longer path, moves each workload
+by some 10,000 instructions).  Wall time, the minimum of --repeat runs
+alternating which interpreter goes first, moves by several per cent on such
+a machine; it runs ten times the iterations.  Both subtract an empty
+workload, measured once per interpreter: start-up differs between builds.
+
+Children run with ``-B -S``, in /, with an environment of PYTHONHASHSEED=0
+alone, so that counts do not depend on the caller.  (``-E`` is not passed:
+it would ignore PYTHONHASHSEED, and random str hashes make counts vary.)
+"""
+
+import argparse
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+VALGRIND = "/usr/bin/valgrind"
+TIME_FACTOR = 10    # time mode runs 10x the iterations: noise needs length
+REGRTESTS = ("test_dict", "test_list", "test_set", "test_bytes",
+             "test_descr", "test_class")
+HARNESS = "\nimport sys\nrun(int(sys.argv[1]))\n"
+EMPTY = "def run(n):\n    pass\n"
+
+# (name, what it hammers, iterations under callgrind, source defining run(n))
+WORKLOADS = (
+    ("dict", "str/int insert, lookup, delete, resizes, setdefault, update, "
+     "popitem, clear, comprehension", 14, '''
+def run(n):
+    keys = ["k%d" % i for i in range(2000)]
+    for r in range(n):
+        d = {}
+        for i in range(2000):
+            d[i] = d[keys[i]] = i
+        t = 0
+        for i in range(2000):
+            t += d[i] + d[keys[i]]
+        for i in range(0, 2000, 2):
+            del d[i], d[keys[i]]
+        for i in range(500):
+            d.setdefault(3000 + i, []).append(i)
+            d.setdefault("k1", 0)
+        d.update({j: j for j in range(4000, 4500)}, a=1, b=2)
+        e = {keys[j]: j for j in range(500)}
+        e.update(d)
+        while len(e) > 100:
+            e.popitem()
+        e.clear()
+'''),
+    ("list", "append, comprehension, insert, pop, slice assignment, sort, "
+     "reverse, *=, lst[i] = x", 12, '''
+def run(n):
+    for r in range(n):
+        a = []
+        for i in range(3000):
+            a.append(i)
+        b = [x * 2 for x in a]
+        for i in range(300):
+            b.insert(i * 3, i)
+        for i in range(300):
+            b.pop(), b.pop(0)
+        for i in range(len(a)):
+            a[i] = i * 3 % 1000
+        a[100:200], a[-50:], a[0:0] = b[:50], [], b[:100]
+        a.sort()
+        a.reverse()
+        c = a[:100]
+        c *= 20
+        b.sort(key=lambda x: -x)
+        del a[:]
+'''),
+    ("set", "add, discard, pop, update, &=, |=, intersection_update", 20, '''
+def run(n):
+    for r in range(n):
+        s = set()
+        for i in range(3000):
+            s.add(i)
+            s.add(-i)
+        for i in range(0, 3000, 3):
+            s.discard(i)
+        t, u = {i for i in range(1000, 4000)}, set(range(2000, 5000))
+        s |= t
+        s &= u
+        t.update(range(5000, 6000))
+        t.intersection_update(u)
+        t.update(str(i) for i in range(500))
+        while len(t) > 500:
+            t.pop()
+'''),
+    ("bytearray", "append, extend, slice assignment, +=", 70, '''
+def run(n):
+    for r in range(n):
+        b = bytearray()
+        for i in range(5000):
+            b.append(i & 255)
+        for i in range(500):
+            b.extend(b"abcdefgh")
+            b += b"xyz"
+        for i in range(0, 2000, 4):
+            b[i:i + 2] = b"QRS"
+        b[100:1000], b[0:0] = b"", bytes(range(256))
+'''),
+    ("attr", "instance attributes: inline values, __slots__, a 40-attribute "
+     "instance (STORE_ATTR_WITH_HINT)", 60, '''
+class Plain:
+    def __init__(self):
+        self.a, self.b, self.c = 0, 1, 2
+class Slotted:
+    __slots__ = ("a", "b", "c")
+    def __init__(self):
+        self.a, self.b, self.c = 0, 1, 2
+class Many:
+    def __init__(self):
+        for i in range(40):
+            setattr(self, "f%d" % i, i)
+def plain(o, m):  # one function per class keeps each site monomorphic
+    for i in range(m):
+        o.a = i
+        o.b = o.a + o.c
+        o.c = o.b - 1
+def slotted(o, m):
+    for i in range(m):
+        o.a = i
+        o.b = o.a + o.c
+        o.c = o.b - 1
+def hinted(o, m):
+    for i in range(m):
+        o.f1 = i
+        o.f30 = o.f1 + o.f39
+        o.f39 = o.f30 - 1
+def run(n):
+    p, s, h = Plain(), Slotted(), Many()
+    for r in range(n):
+        plain(p, 2000), slotted(s, 2000), hinted(h, 2000)
+        for k in range(100):
+            Plain(), Slotted()
+'''),
+    ("calls", "function, keyword, method and static-method calls", 50, '''
+def add(a, b):
+    return a + b
+def kw(a, b=1, *, c=2):
+    return a + b + c
+class C:
+    v = 0
+    def inc(self, x):
+        self.v += x
+        return self.v
+    @staticmethod
+    def st(x):
+        return x
+def run(n):
+    o = C()
+    for r in range(n):
+        t = 0
+        for i in range(2000):
+            t = add(t, i)
+            t = kw(t, c=i)
+            o.inc(i)
+            C.st(i)
+            len((i,))
+'''),
+    ("mixed", "build a random dict-of-lists graph, walk it breadth first, "
+     "rank by in-degree", 25, '''
+def run(n):
+    x = 12345
+    for r in range(n):
+        g = {v: [] for v in range(600)}
+        for k in range(3000):
+            x = (x * 1103515245 + 12345) & 0x7fffffff
+            g[x % 600].append(x // 600 % 600)
+        seen, order, i = {0}, [0], 0
+        while i < len(order):
+            for w in g[order[i]]:
+                if w not in seen:
+                    seen.add(w)
+                    order.append(w)
+            i += 1
+        deg = {}
+        for v, ws in g.items():
+            for w in ws:
+                deg[w] = deg.get(w, 0) + 1
+        ranked = sorted(deg, key=deg.__getitem__)
+'''),
+)
+
+
+class BenchError(Exception):
+    """An interpreter (or valgrind) failed; the message says which."""
+
+
+def run_child(cmd, label, hermetic=True):
+    """Run cmd; return (seconds, output); raise BenchError on failure.
+
+    A hermetic child gets nothing but PYTHONHASHSEED=0 in its environment,
+    / as its directory and /dev/null as stdin, so that its counts do not
+    depend on the caller's; else it gets the caller's environment without
+    PYTHON* and with that seed.
+    """
+    env = {} if hermetic else {k: v for k, v in os.environ.items()
+                               if not k.startswith("PYTHON")}
+    env["PYTHONHASHSEED"] = "0"
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd="/" if hermetic else None,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
+        raise BenchError(f"{label} exited with status {proc.returncode}:"
+                         f"\n{tail}")
+    return elapsed, proc.stdout + proc.stderr
+
+
+def workload_cmd(python, source, n):
+    """The command line that runs one workload of n iterations."""
+    return [python, "-B", "-S", "-c", source + HARNESS, str(n)]
+
+
+def callgrind_ir(python, name, source, n):
+    """Total instructions (Ir) of one workload under callgrind."""
+    # Valgrind 3.19 accepts /dev/null as its output file and prints the
+    # total on stderr, so no profile file is written.
+    cmd = [VALGRIND, "--tool=callgrind", "--callgrind-out-file=/dev/null",
+           *workload_cmd(python, source, n)]
+    _, out = run_child(cmd, f"{python} ({name}, callgrind)")
+    match = re.search(r"Collected : (\d+)", out)
+    if not match:
+        raise BenchError(f"no 'Collected :' line from valgrind for {name}")
+    return int(match.group(1))
+
+
+def wall_time(python, name, source, n):
+    """Seconds that one run of a workload takes."""
+    return run_child(workload_cmd(python, source, n), f"{python} ({name})")[0]
+
+
+def measure(interps, selected, probe, runs=1, factor=1.0):
+    """Return {workload: {interp: figure}} and {interp: start-up figure}.
+
+    probe(python, name, source, n) measures one run; the figure is the
+    minimum over runs (alternating which interpreter goes first) minus the
+    empty workload's.  factor multiplies the iteration counts.
+    """
+    jobs = [("empty", EMPTY, 1)] + [(name, source, max(1, round(n * factor)))
+                                    for name, _, n, source in selected]
+    best = {}
+    for name, source, n in jobs:
+        best[name] = dict.fromkeys(interps, math.inf)
+        for rep in range(runs):
+            for label in list(interps)[::-1 if rep % 2 else 1]:
+                print(f"  ... {probe.__name__} {label} {name} #{rep + 1}",
+                      file=sys.stderr, flush=True)
+                figure = probe(interps[label], name, source, n)
+                best[name][label] = min(best[name][label], figure)
+    empty = best.pop("empty")
+    return {name: {label: fig - empty[label] for label, fig in row.items()}
+            for name, row in best.items()}, empty
+
+
+def measure_regrtest(interps, repeat):
+    """Time ``-m test -j2`` on the fixed test list: min of repeat runs."""
+    best = dict.fromkeys(interps, math.inf)
+    for rep in range(repeat):
+        for label in list(interps)[::-1 if rep % 2 else 1]:
+            python = interps[label]
+            print(f"  ... regrtest {label} #{rep + 1}", file=sys.stderr,
+                  flush=True)
+            # -B and --tempdir keep regrtest's files out of the build tree.
+            with tempfile.TemporaryDirectory() as tmp:
+                cmd = [python, "-B", "-m", "test", "-j2", "--tempdir", tmp,
+                       *REGRTESTS]
+                secs, _ = run_child(cmd, f"{python} -m test", False)
+            best[label] = min(best[label], secs)
+    return best
+
+
+def print_table(title, rows, fmt):
+    """Print workload, stock, fork, ratio, overhead; return the ratios."""
+    print(f"\n{title}\n{'workload':<10} {'stock':>15} {'fork':>15} "
+          f"{'fork/stock':>11} {'overhead':>9}")
+    ratios = {}
+    for name, row in rows.items():
+        ratio = ratios[name] = row["fork"] / row["stock"]
+        print(f"{name:<10} {fmt(row['stock']):>15} {fmt(row['fork']):>15} "
+              f"{ratio:>11.4f} {(ratio - 1) * 100:>+8.2f}%")
+    worst = max(ratios, key=ratios.get)
+    print(f"max {ratios[worst]:.4f} ({worst}), geometric mean "
+          f"{statistics.geometric_mean(ratios.values()):.4f}")
+    return ratios
+
+
+def parse_args(argv):
+    """The command line; see the module docstring."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--fork", default=str(REPO / "python"))
+    p.add_argument("--stock",
+                   default=str(REPO / "build/stock/Python-3.11.2/python"))
+    p.add_argument("--mode", choices=("callgrind", "time", "both"),
+                   default="both")
+    p.add_argument("--repeat", type=int, default=5,
+                   help="wall-time runs per workload; the minimum counts")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="multiply every iteration count")
+    p.add_argument("--only", action="append", metavar="NAME",
+                   choices=[w[0] for w in WORKLOADS],
+                   help="run only this workload (repeatable)")
+    p.add_argument("--list", action="store_true", help="list the workloads")
+    p.add_argument("--limit", type=float, metavar="PCT",
+                   help="exit 1 when a callgrind overhead exceeds PCT %%")
+    p.add_argument("--regrtest", action="store_true",
+                   help="also time -m test -j2 " + " ".join(REGRTESTS))
+    return p.parse_args(argv)
+
+
+def main(argv):
+    """Run the selected measurements; return the exit status."""
+    args = parse_args(argv)
+    if args.list:
+        for name, what, n, _ in WORKLOADS:
+            print(f"{name:<10} {n:>3} iterations: {what}")
+        return 0
+    interps = {"stock": os.path.abspath(args.stock),
+               "fork": os.path.abspath(args.fork)}
+    for label, python in interps.items():
+        if not os.access(python, os.X_OK):
+            print(f"error: {label} interpreter {python} is not executable",
+                  file=sys.stderr)
+            return 2
+    selected = [w for w in WORKLOADS if not args.only or w[0] in args.only]
+    status, start = 0, time.perf_counter()
+    mtimes = {label: os.stat(python).st_mtime
+              for label, python in interps.items()}
+    try:
+        for label, python in interps.items():
+            _, version = run_child(
+                [python, "-B", "-S", "-c", "import sys; print(sys.version)"],
+                python)
+            print(f"{label:<6} {python}: {' '.join(version.split())}")
+        if args.mode in ("callgrind", "both"):
+            rows, base = measure(interps, selected, callgrind_ir,
+                                 factor=args.scale)
+            ratios = print_table(
+                f"callgrind instructions (start-up subtracted: stock "
+                f"{base['stock']:,}, fork {base['fork']:,})",
+                rows, "{:,}".format)
+            if (args.limit is not None
+                    and max(ratios.values()) > 1 + args.limit / 100):
+                print(f"FAIL: an overhead exceeds the limit of {args.limit}%")
+                status = 1
+        if args.mode in ("time", "both"):
+            rows, base = measure(interps, selected, wall_time, args.repeat,
+                                 args.scale * TIME_FACTOR)
+            print_table(
+                f"wall time, s, min of {args.repeat} (start-up subtracted: "
+                f"stock {base['stock']:.4f}, fork {base['fork']:.4f})",
+                rows, "{:.4f}".format)
+        if args.regrtest:
+            secs = measure_regrtest(interps, args.repeat)
+            print(f"\nregrtest -j2 {' '.join(REGRTESTS)}, min of "
+                  f"{args.repeat}: stock "
+                  f"{secs['stock']:.1f} s, fork {secs['fork']:.1f} s, "
+                  f"fork/stock {secs['fork'] / secs['stock']:.4f}")
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    for label, python in interps.items():
+        if os.stat(python).st_mtime != mtimes[label]:
+            print(f"WARNING: {python} changed during the run")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
