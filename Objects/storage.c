@@ -474,6 +474,45 @@ _PyStorage_ModifyDictSlotSlow(PyDictObject *mp, Py_ssize_t hashpos,
     return 0;
 }
 
+int
+_PyStorage_ModifySetEntrySlow(PySetObject *so, setentry *entry)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(so);
+    if (sm == NULL) {
+        return 0;
+    }
+    /* The counters, table pointer, frozenset hash and search finger. */
+    if (sm->modify(sm, &so->fill,
+                   (char *)&so->smalltable - (char *)&so->fill) < 0)
+    {
+        return -1;
+    }
+    return sm->modify(sm, entry, sizeof(setentry));
+}
+
+int
+_PyStorage_SetSwapBodies(PyObject *a, PyObject *b)
+{
+    /* t = set(a); a.clear(); a.update(b); b.clear(); b.update(t) */
+    PyObject *t = PySet_New(a);
+    if (t == NULL) {
+        return -1;
+    }
+    int r = -1;
+    PyStorageManager *sm = _PyStorage_Lookup(a);
+    if (sm != NULL && sm->begin(sm) < 0) {
+        goto done;
+    }
+    r = (PySet_Clear(a) < 0 || _PySet_Update(a, b) < 0
+         || PySet_Clear(b) < 0 || _PySet_Update(b, t) < 0) ? -1 : 0;
+    if (sm != NULL && sm->end(sm, r == 0) < 0) {
+        r = -1;
+    }
+done:
+    Py_DECREF(t);
+    return r;
+}
+
 PyObject *
 _PyStorage_DictSetDefault(PyObject *d, PyObject *key, PyObject *defaultobj)
 {

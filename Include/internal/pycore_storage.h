@@ -138,6 +138,22 @@ _PyStorage_ModifyDictSlot(PyDictObject *mp, Py_ssize_t hashpos, Py_ssize_t ix)
             ? _PyStorage_ModifyDictSlotSlow(mp, hashpos, ix) : 0);
 }
 
+/* A set's entry is about to change, with the set's counters. */
+PyAPI_FUNC(int) _PyStorage_ModifySetEntrySlow(PySetObject *so,
+                                              setentry *entry);
+
+static inline int
+_PyStorage_ModifySetEntry(PySetObject *so, setentry *entry)
+{
+    return (_PyStorage_ACTIVE()
+            ? _PyStorage_ModifySetEntrySlow(so, entry) : 0);
+}
+
+/* set_swap_bodies() when a or b is managed: a managed set keeps its table,
+   and takes the other's contents through the hooked paths.  0, or -1
+   with an exception set. */
+PyAPI_FUNC(int) _PyStorage_SetSwapBodies(PyObject *a, PyObject *b);
+
 /* dict.setdefault() on a managed dict: through PyDict_SetItem(), so
    that the default is stored by the rule (and what is returned is what
    the dict holds).  A borrowed reference, like PyDict_SetDefault(). */

@@ -56,6 +56,17 @@ COVERED = {
         "_PyDictKeys_GetVersionForCurrentState (no version for managed "
         "keys)",
     ],
+    "set": [
+        "set_add_entry (set.add, new slot, dummy slot)",
+        "set_table_resize (table from the owner's manager)",
+        "set_discard_entry (discard, remove)", "set_pop",
+        "set_clear_internal (clear)",
+        "set_merge (fast paths skipped for managed sets)",
+        "set_update_internal (update from sets, dicts, iterables, |=)",
+        "set_difference_update_internal (-=)",
+        "set_symmetric_difference_update (^=)",
+        "set_swap_bodies (intersection_update, &=)", "set_init",
+    ],
 }
 
 
@@ -329,6 +340,71 @@ class DictHookTests(ArenaTestCase):
                    lambda d: d == theirs, lambda d: d.copy(),
                    lambda d: dict(d), lambda d: d | {"q": 1},
                    lambda d: {**d}):
+            op(ours)
+        self.assertClean()
+
+
+class SetHookTests(ArenaTestCase):
+
+    def make(self, items=(1, 2, 3, "a", "b", None, 4.5, (1, 2))):
+        ours = placed(self.arena, set, items)
+        self.assertInArena(ours)
+        self.assertClean()
+        return ours, set(items)
+
+    def check_op(self, op, items=None):
+        ours, theirs = self.make() if items is None else self.make(items)
+        try:
+            expected = op(theirs)
+        except Exception as exc:
+            with self.assertRaises(type(exc)):
+                op(ours)
+        else:
+            result = op(ours)
+            if result is not ours:
+                self.assertEqual(result, expected)
+        self.assertEqual(ours, theirs)
+        self.assertClean()
+        return ours
+
+    def test_add_discard_pop_clear(self):
+        self.check_op(lambda s: s.add("new"))
+        self.check_op(lambda s: s.add(1))
+        self.check_op(lambda s: [s.add(i) for i in range(500)])
+        self.check_op(lambda s: [s.add(i) for i in range(500)], items=())
+        self.check_op(lambda s: s.discard("a"))
+        self.check_op(lambda s: s.discard("missing"))
+        self.check_op(lambda s: s.remove("missing"))
+        self.check_op(lambda s: (s.discard("a"), s.add("a")))
+        self.check_op(lambda s: sorted(map(str, [s.pop()
+                                                for _ in range(len(s))])))
+        self.check_op(lambda s: s.pop(), items=())
+        self.check_op(lambda s: s.clear())
+        self.check_op(lambda s: [s.discard(i) for i in range(300)],
+                      items=range(500))
+
+    def test_updates(self):
+        self.check_op(lambda s: s.update({5, 6}, [7], "xy"))
+        self.check_op(lambda s: s.update({"k": 1}))
+        self.check_op(lambda s: s.update(set(range(100))), items=())
+        self.check_op(lambda s: s.update(s))
+        self.check_op(lambda s: s.__ior__({8, 9}))
+        self.check_op(lambda s: s.__isub__({1, 2}))
+        self.check_op(lambda s: s.difference_update([3], {"a"}))
+        self.check_op(lambda s: s.__ixor__({1, 99}))
+        self.check_op(lambda s: s.symmetric_difference_update({"k": 0}))
+        self.check_op(lambda s: s.__iand__({1, 2, "a"}))
+        self.check_op(lambda s: s.intersection_update([1, "b"], (1, "b")))
+        self.check_op(lambda s: s.intersection_update(range(1000)),
+                      items=range(100))
+        self.check_op(lambda s: s.__init__([1, 2]))
+
+    def test_reads_write_nothing(self):
+        ours, theirs = self.make()
+        for op in (len, repr, list, lambda s: 1 in s, lambda s: s | {0},
+                   lambda s: s & {1}, lambda s: s - {1}, lambda s: s ^ {1},
+                   lambda s: s.copy(), lambda s: s <= theirs,
+                   lambda s: s.isdisjoint({0}), frozenset):
             op(ours)
         self.assertClean()
 
