@@ -35,8 +35,10 @@ CORE_TESTS = test_dict test_list test_set test_bytes test_descr test_class \
 	test_userdict test_userlist test_copy test_pickle test_json test_capi \
 	test_sys
 
-# Per-test limit of the full runs, in seconds: nothing can hang them.
-REGRTEST_TIMEOUT = 1200
+# Per-test limit of the full runs, in seconds: nothing can hang them
+# (test_socket's VSOCK test blocks for ever here; the slowest test that
+# passes, test_tools, takes about 4 minutes).
+REGRTEST_TIMEOUT = 900
 
 .PHONY: all build configure-if-needed test demo stock patches check-tree \
 	regrtest regrtest-stock clean distclean
@@ -81,12 +83,12 @@ check-tree:
 	@$(TREESH) check
 
 regrtest: build
-	$(TESTENV) ./python -E $(REGRTEST) -j$(JOBS) -w \
+	$(TESTENV) ./python -E $(REGRTEST) -j$(JOBS) \
 		--timeout=$(REGRTEST_TIMEOUT) \
 		--baseline Tools/pmem/regrtest-stock.txt
 
 regrtest-stock: stock
-	$(TESTENV) $(STOCK)/python -E $(REGRTEST) -j$(JOBS) -w \
+	$(TESTENV) $(STOCK)/python -E $(REGRTEST) -j$(JOBS) \
 		--timeout=$(REGRTEST_TIMEOUT) \
 		--write-failures build/regrtest-stock.txt
 

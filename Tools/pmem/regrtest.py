@@ -10,14 +10,16 @@ last line printed is ``regrtest: N passed, N failed, N skipped``.
 --baseline FILE
     FILE lists the tests that fail on stock CPython 3.11.2 on this machine,
     one per line (``#`` starts a comment that gives the reason).  Failures
-    of those tests are expected; any other failure is new, and only new
-    failures make the exit status non-zero.
+    of those tests are expected and are not run again; any other failure
+    is run once more, verbosely, in a new process, and counts as new if it
+    fails again.  Only new failures make the exit status non-zero.
 --write-failures FILE
     Write the names of the failed tests to FILE, in the baseline's format,
     for a person to annotate and commit.
 """
 
 import faulthandler
+import subprocess
 import sys
 
 from test.libregrtest.main import Regrtest
@@ -31,6 +33,19 @@ def read_baseline(path):
             if name:
                 names.add(name)
     return names
+
+
+def rerun(tests, args):
+    """Run the failed tests again, verbosely; return those that fail."""
+    timeout = [arg for arg in args if arg.startswith("--timeout")]
+    still = []
+    for name in tests:
+        print(f"regrtest: running {name} again, verbosely", flush=True)
+        proc = subprocess.run([sys.executable, "-m", "test", "-v",
+                               *timeout, name])
+        if proc.returncode != 0:
+            still.append(name)
+    return still
 
 
 def main(argv):
@@ -66,6 +81,8 @@ def main(argv):
     if baseline:
         expected = read_baseline(baseline)
         new = [name for name in failed if name not in expected]
+        if new:
+            new = rerun(new, args)
         gone = sorted(expected - set(failed) - set(regrtest.skipped))
         if gone:
             print("regrtest: failing on stock but passing here:",
