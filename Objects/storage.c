@@ -475,6 +475,24 @@ _PyStorage_ModifyDictSlotSlow(PyDictObject *mp, Py_ssize_t hashpos,
 }
 
 int
+_PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(ba);
+    if (sm == NULL) {
+        return 0;
+    }
+    if (sm->modify(sm, (char *)ba + sizeof(PyObject),
+                   sizeof(PyByteArrayObject) - sizeof(PyObject)) < 0)
+    {
+        return -1;
+    }
+    if (ba->ob_bytes == NULL || _PyStorage_Lookup(ba->ob_bytes) != sm) {
+        return 0;
+    }
+    return sm->modify(sm, ba->ob_bytes, ba->ob_alloc);
+}
+
+int
 _PyStorage_ModifySetEntrySlow(PySetObject *so, setentry *entry)
 {
     PyStorageManager *sm = _PyStorage_Lookup(so);

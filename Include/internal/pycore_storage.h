@@ -138,6 +138,15 @@ _PyStorage_ModifyDictSlot(PyDictObject *mp, Py_ssize_t hashpos, Py_ssize_t ix)
             ? _PyStorage_ModifyDictSlotSlow(mp, hashpos, ix) : 0);
 }
 
+/* A bytearray's fields and its whole buffer are about to change. */
+PyAPI_FUNC(int) _PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba);
+
+static inline int
+_PyStorage_ModifyByteArray(PyByteArrayObject *ba)
+{
+    return _PyStorage_ACTIVE() ? _PyStorage_ModifyByteArraySlow(ba) : 0;
+}
+
 /* A set's entry is about to change, with the set's counters. */
 PyAPI_FUNC(int) _PyStorage_ModifySetEntrySlow(PySetObject *so,
                                               setentry *entry);

@@ -67,6 +67,15 @@ COVERED = {
         "set_symmetric_difference_update (^=)",
         "set_swap_bodies (intersection_update, &=)", "set_init",
     ],
+    "bytearray": [
+        "PyByteArray_FromStringAndSize (buffer from the owner's manager)",
+        "PyByteArray_Resize", "bytearray_iconcat (+=)",
+        "bytearray_irepeat (*=)", "bytearray_setslice_linear",
+        "bytearray_setitem (b[i] = x)",
+        "bytearray_ass_subscript (slices, extended slices, del)",
+        "bytearray___init__", "reverse", "insert", "append", "extend",
+        "pop", "remove", "clear",
+    ],
 }
 
 
@@ -406,6 +415,68 @@ class SetHookTests(ArenaTestCase):
                    lambda s: s.copy(), lambda s: s <= theirs,
                    lambda s: s.isdisjoint({0}), frozenset):
             op(ours)
+        self.assertClean()
+
+
+class ByteArrayHookTests(ArenaTestCase):
+
+    def check_op(self, op, data=b"hello, world"):
+        ours = placed(self.arena, bytearray, data)
+        self.assertInArena(ours)
+        self.assertClean()
+        theirs = bytearray(data)
+        try:
+            expected = op(theirs)
+        except Exception as exc:
+            with self.assertRaises(type(exc)):
+                op(ours)
+        else:
+            result = op(ours)
+            if result is not ours:
+                self.assertEqual(result, expected)
+        self.assertEqual(ours, theirs)
+        self.assertClean()
+
+    def test_methods(self):
+        ops = {
+            "append": lambda b: b.append(33),
+            "append many": lambda b: [b.append(i) for i in range(300)],
+            "extend bytes": lambda b: b.extend(b"abc"),
+            "extend ints": lambda b: b.extend(range(100)),
+            "extend self": lambda b: b.extend(b),
+            "insert": lambda b: b.insert(3, 65),
+            "insert front": lambda b: b.insert(-100, 65),
+            "pop": lambda b: b.pop(),
+            "pop 0": lambda b: b.pop(0),
+            "remove": lambda b: b.remove(ord("o")),
+            "remove missing": lambda b: b.remove(ord("z")),
+            "reverse": lambda b: b.reverse(),
+            "clear": lambda b: b.clear(),
+            "+=": lambda b: b.__iadd__(b"tail"),
+            "*= 3": lambda b: b.__imul__(3),
+            "*= 0": lambda b: b.__imul__(0),
+            "b[i] = x": lambda b: b.__setitem__(2, 90),
+            "b[i:j] = grow": lambda b: b.__setitem__(slice(2, 4), b"XYZW"),
+            "b[i:j] = shrink": lambda b: b.__setitem__(slice(0, 6), b"."),
+            "b[::2] = ...": lambda b: b.__setitem__(slice(None, None, 2),
+                                                   b"_" * 6),
+            "del b[i]": lambda b: b.__delitem__(4),
+            "del b[::3]": lambda b: b.__delitem__(slice(None, None, 3)),
+            "del b[:5]": lambda b: b.__delitem__(slice(None, 5)),
+            "__init__": lambda b: b.__init__(b"again"),
+            "__init__ int": lambda b: b.__init__(10),
+        }
+        for name, op in ops.items():
+            with self.subTest(name):
+                self.check_op(op)
+        self.check_op(lambda b: b.extend(b"x" * 100), data=b"")
+
+    def test_reads_write_nothing(self):
+        b = placed(self.arena, bytearray, b"abcdef")
+        for op in (len, bytes, repr, lambda b: b[1:3], lambda b: b.find(b"c"),
+                   lambda b: b.upper(), lambda b: b + b"x",
+                   lambda b: b.hex(), lambda b: b.decode()):
+            op(b)
         self.assertClean()
 
 
