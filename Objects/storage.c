@@ -531,6 +531,66 @@ done:
     return r;
 }
 
+/* A new dict of sm, made by the dict type's own code. */
+static PyObject *
+new_dict_in(PyStorageManager *sm)
+{
+    if (PyStorage_PushPlacement(sm) < 0) {
+        return NULL;
+    }
+    PyObject *dict = PyDict_New();
+    (void)PyStorage_PopPlacement(sm);
+    return dict;
+}
+
+int
+_PyStorage_InitializeDict(PyObject *obj)
+{
+    /* obj is new: its memory needs no registration. */
+    PyObject **dictptr = _PyObject_GetDictPtr(obj);
+    if (dictptr == NULL || *dictptr != NULL) {
+        return 0;
+    }
+    *dictptr = new_dict_in(_PyStorage_Lookup(obj));
+    return *dictptr == NULL ? -1 : 0;
+}
+
+int
+_PyStorage_ObjectDictSetItem(PyObject **dictptr, PyObject *key,
+                             PyObject *value)
+{
+    _PyStorage_ATOMIC(dictptr, return -1);
+    PyObject *dict = *dictptr;
+    if (dict == NULL) {
+        if (_PyStorage_Modify(dictptr, sizeof(PyObject *)) < 0) {
+            return -1;
+        }
+        dict = new_dict_in(_PyStorage_Lookup(dictptr));
+        if (dict == NULL) {
+            return -1;
+        }
+        *dictptr = dict;
+    }
+    return (value == NULL ? PyDict_DelItem(dict, key)
+                          : PyDict_SetItem(dict, key, value));
+}
+
+int
+_PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr, PyObject *value)
+{
+    _PyStorage_ATOMIC(obj, return -1);
+    /* value: the storing path's reference (the stack's) and ours */
+    PyObject *v = Py_XNewRef(value);
+    if (_PyStorage_Store(obj, &v, 2) < 0
+        || _PyStorage_Modify(dictptr, sizeof(PyObject *)) < 0)
+    {
+        Py_XDECREF(v);
+        return -1;
+    }
+    Py_XSETREF(*dictptr, v);
+    return 0;
+}
+
 PyObject *
 _PyStorage_DictSetDefault(PyObject *d, PyObject *key, PyObject *defaultobj)
 {

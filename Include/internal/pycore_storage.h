@@ -138,6 +138,17 @@ _PyStorage_ModifyDictSlot(PyDictObject *mp, Py_ssize_t hashpos, Py_ssize_t ix)
             ? _PyStorage_ModifyDictSlotSlow(mp, hashpos, ix) : 0);
 }
 
+/* Instances.  A managed instance always has a dict of its own manager
+   (combined, never inline values or a class's shared keys), made when
+   the instance is: _PyObject_InitializeDict() calls the first, the
+   instance-dict store the second, and assignments to __dict__ the
+   third. */
+PyAPI_FUNC(int) _PyStorage_InitializeDict(PyObject *obj);
+PyAPI_FUNC(int) _PyStorage_ObjectDictSetItem(PyObject **dictptr,
+                                             PyObject *key, PyObject *value);
+PyAPI_FUNC(int) _PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr,
+                                      PyObject *value);
+
 /* A bytearray's fields and its whole buffer are about to change. */
 PyAPI_FUNC(int) _PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba);
 

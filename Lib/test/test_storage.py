@@ -76,6 +76,16 @@ COVERED = {
         "bytearray___init__", "reverse", "insert", "append", "extend",
         "pop", "remove", "clear",
     ],
+    "instance": [
+        "object_new -> _PyObject_InitializeDict (a combined dict of the "
+        "instance's manager, no inline values, no shared keys)",
+        "_PyObjectDict_SetItem (setattr, delattr through the dict)",
+        "PyObject_GenericSetDict, subtype_setdict (obj.__dict__ = d)",
+        "PyMember_SetOne (__slots__ stores and deletes)",
+        "STORE_ATTR_INSTANCE_VALUE (never specialized: no inline values)",
+        "STORE_ATTR_WITH_HINT, STORE_ATTR_SLOT (deoptimized for managed "
+        "objects)",
+    ],
 }
 
 
@@ -480,6 +490,83 @@ class ByteArrayHookTests(ArenaTestCase):
         self.assertClean()
 
 
+class InstanceHookTests(ArenaTestCase):
+
+    def check_op(self, cls, op, *args):
+        ours = placed(self.arena, cls, *args)
+        self.assertInArena(ours)
+        if hasattr(ours, "__dict__"):
+            self.assertInArena(ours.__dict__)
+        self.assertClean()
+        theirs = cls(*args)
+        try:
+            expected = op(theirs)
+        except Exception as exc:
+            with self.assertRaises(type(exc)):
+                op(ours)
+        else:
+            self.assertEqual(op(ours), expected)
+        self.assertEqual(state(ours), state(theirs))
+        self.assertClean()
+
+    def test_dict_attributes(self):
+        ops = {
+            "replace": lambda p: setattr(p, "x", 10),
+            "new": lambda p: setattr(p, "z", "zed"),
+            "many": lambda p: [setattr(p, f"a{i}", i) for i in range(40)],
+            "delete": lambda p: delattr(p, "y"),
+            "delete missing": lambda p: delattr(p, "nope"),
+            "object.__setattr__": lambda p: object.__setattr__(p, "x", 0),
+            "via __dict__": lambda p: p.__dict__.__setitem__("w", 1),
+            "__dict__ = d": lambda p: setattr(p, "__dict__", {"q": 1}),
+            "vars update": lambda p: vars(p).update(k=2),
+        }
+        for name, op in ops.items():
+            with self.subTest(name):
+                self.check_op(Point, op, 1, 2)
+
+    def test_slots(self):
+        ops = {
+            "replace": lambda s: setattr(s, "a", 10),
+            "delete": lambda s: delattr(s, "b"),
+            "delete twice": lambda s: (delattr(s, "b"), delattr(s, "b")),
+        }
+        for name, op in ops.items():
+            with self.subTest(name):
+                self.check_op(Slotted, op, 1, 2)
+
+    def test_specialized_store_attr(self):
+        def store(obj, v):
+            obj.x = v
+        def store_slot(obj, v):
+            obj.a = v
+        def store_hint(obj, v):
+            obj.a30 = v
+        many = Point(0, 0)
+        for i in range(40):
+            setattr(many, f"a{i}", i)
+        for _ in range(WARMUP):
+            store(Point(0, 0), 1)
+            store_slot(Slotted(0, 0), 1)
+            store_hint(many, 1)
+        self.check_op(Point, lambda p: [store(p, i) for i in range(5)], 1, 2)
+        self.check_op(Slotted, lambda s: [store_slot(s, i) for i in range(5)],
+                      1, 2)
+
+        def fill_and_store(p):
+            for i in range(40):
+                setattr(p, f"a{i}", i)
+            for i in range(5):
+                store_hint(p, i)
+        self.check_op(Point, fill_and_store, 1, 2)
+
+
+def state(obj):
+    if hasattr(obj, "__dict__"):
+        return dict(vars(obj))
+    return {name: getattr(obj, name, None) for name in obj.__slots__}
+
+
 class StoreRuleTests(ArenaTestCase):
     """The memory-hierarchy rule, with a persistent arena."""
 
@@ -584,6 +671,20 @@ class StoreRuleTests(ArenaTestCase):
         l.append(Slotted(3, "s"))
         self.assertEqual((l[1].a, l[1].b), (3, "s"))
         self.assertInArena(l[1])
+        self.assertClean()
+        # Stores into the persistent instances follow the rule too.
+        p.z = [3]
+        self.assertInArena(p.z)
+        l[1].b = {"k": []}
+        self.assertInArena(l[1].b)
+        shared = []
+        with self.assertRaisesRegex(TypeError, "referenced from elsewhere"):
+            p.w = shared
+        with self.assertRaisesRegex(TypeError, "referenced from elsewhere"):
+            l[1].a = shared
+        with self.assertRaisesRegex(TypeError, "referenced from elsewhere"):
+            p.__dict__ = shared_dict = {}
+        self.assertEqual((p.x, p.y, p.z, l[1].a), (1, [2], [3], 3))
         self.assertClean()
 
 
