@@ -16,6 +16,7 @@ import unittest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.realpath(__file__)))))
 TREE_SH = os.path.join(REPO, "Tools", "pmem", "tree.sh")
+VERSION_PATCH = os.path.join(REPO, "Include", "patchlevel.h.patch")
 TARBALL_NAME = "python3.11_3.11.2.orig.tar.gz"
 
 
@@ -35,7 +36,8 @@ def remove_tree(path):
     shutil.rmtree(path)
 
 
-@unittest.skipUnless(os.path.exists(TREE_SH), "not run from a pmem-python checkout")
+@unittest.skipUnless(os.path.exists(TREE_SH) and os.path.exists(VERSION_PATCH),
+                     "not run from a pmem-python checkout")
 @unittest.skipUnless(os.path.exists(os.path.join(CACHE, TARBALL_NAME)),
                      "the pristine tarball is not cached (run ./configure)")
 @unittest.skipUnless(shutil.which("patch") and shutil.which("diff"),
@@ -69,8 +71,7 @@ class TreeTests(unittest.TestCase):
         shutil.copy(TREE_SH, os.path.join(self.top, "Tools", "pmem"))
         self.write("Objects/ournew.c", "/* ours */\n")
         self.write("Include/patchlevel.h.patch",
-                   self.read_file(os.path.join(REPO, "Include",
-                                               "patchlevel.h.patch")))
+                   self.read_file(VERSION_PATCH))
         self.tree = os.path.join(self.top, "build", "Python-3.11.2")
 
     @staticmethod
