@@ -61,10 +61,34 @@ static _Thread_local struct {
 } placement;
 
 
+/* Specialized STORE_ATTR instructions write object memory directly; none
+   may exist while a manager is active (the specializer refuses to make
+   them then).  Those made before are guarded by their class's version
+   tag: changing every class's tag makes them deoptimize. */
+static void
+invalidate_type_versions(PyTypeObject *type)
+{
+    PyType_Modified(type);
+    PyObject *subclasses = _PyType_GetSubclasses(type);
+    if (subclasses == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(subclasses); i++) {
+        invalidate_type_versions(
+            (PyTypeObject *)PyList_GET_ITEM(subclasses, i));
+    }
+    Py_DECREF(subclasses);
+}
+
 static void
 update_active(void)
 {
+    int was = _PyStorage_Active;
     _PyStorage_Active = (registry.nranges > 0 || registry.nplacements > 0);
+    if (_PyStorage_Active && !was) {
+        invalidate_type_versions(&PyBaseObject_Type);
+    }
 }
 
 
@@ -234,9 +258,10 @@ PyStorage_PushPlacement(PyStorageManager *sm)
                      MAX_PLACEMENT_DEPTH);
         return -1;
     }
-    placement.stack[placement.depth++] = sm;
+    /* Activate first: activation allocates, and not from sm. */
     registry.nplacements++;
     update_active();
+    placement.stack[placement.depth++] = sm;
     return 0;
 }
 
@@ -377,26 +402,20 @@ _PyStorage_RouteReallocSlow(void *ptr, size_t size, void **result)
 
 /* --- atomic operations --------------------------------------------------- */
 
-int
-_PyStorage_TxBegin(_PyStorageTx *tx, PyObject *op)
+PyStorageManager *
+_PyStorage_TxBegin(PyObject *op)
 {
     PyStorageManager *sm = _PyStorage_Lookup(op);
-    if (sm == NULL) {
-        return 0;
+    if (sm != NULL && sm->begin(sm) < 0) {
+        return _PyStorage_TX_FAILED;
     }
-    if (sm->begin(sm) < 0) {
-        return -1;
-    }
-    tx->sm = sm;
-    return 0;
+    return sm;
 }
 
 void
-_PyStorage_TxEnd(_PyStorageTx *tx)
+_PyStorage_TxEnd(PyStorageManager *sm)
 {
     PyThreadState *tstate = _PyThreadState_GET();
-    PyStorageManager *sm = tx->sm;
-    tx->sm = NULL;
     if (_PyErr_Occurred(tstate)) {
         /* The operation failed: undo it, keeping its exception. */
         PyObject *type, *value, *tb;
@@ -562,7 +581,7 @@ _PyStorage_ObjectDictSetItem(PyObject **dictptr, PyObject *key,
     _PyStorage_ATOMIC(dictptr, return -1);
     PyObject *dict = *dictptr;
     if (dict == NULL) {
-        if (_PyStorage_Modify(dictptr, sizeof(PyObject *)) < 0) {
+        if (_PyStorage_TX_MODIFY(dictptr, sizeof(PyObject *)) < 0) {
             return -1;
         }
         dict = new_dict_in(_PyStorage_Lookup(dictptr));
@@ -581,8 +600,8 @@ _PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr, PyObject *value)
     _PyStorage_ATOMIC(obj, return -1);
     /* value: the storing path's reference (the stack's) and ours */
     PyObject *v = Py_XNewRef(value);
-    if (_PyStorage_Store(obj, &v, 2) < 0
-        || _PyStorage_Modify(dictptr, sizeof(PyObject *)) < 0)
+    if (_PyStorage_TX_STORE(obj, &v, 2) < 0
+        || _PyStorage_TX_MODIFY(dictptr, sizeof(PyObject *)) < 0)
     {
         Py_XDECREF(v);
         return -1;

@@ -84,25 +84,58 @@ typedef struct {
     PyStorageManager *sm;
 } _PyStorageTx;
 
-PyAPI_FUNC(int) _PyStorage_TxBegin(_PyStorageTx *tx, PyObject *op);
-PyAPI_FUNC(void) _PyStorage_TxEnd(_PyStorageTx *tx);
+/* What _PyStorage_TxBegin() returns when the manager could not begin. */
+#define _PyStorage_TX_FAILED ((PyStorageManager *)1)
+
+/* The manager of op after beginning an operation; NULL for DRAM. */
+PyAPI_FUNC(PyStorageManager *) _PyStorage_TxBegin(PyObject *op);
+PyAPI_FUNC(void) _PyStorage_TxEnd(PyStorageManager *sm);
 
 static inline void
 _PyStorage_TxCleanup(_PyStorageTx *tx)
 {
     if (_PyStorage_UNLIKELY(tx->sm != NULL)) {
-        _PyStorage_TxEnd(tx);
+        _PyStorage_TxEnd(tx->sm);
     }
 }
 
+/* The local's address never escapes but into the inlined cleanup, so the
+   compiler keeps it in a register: on the DRAM path it is the constant
+   NULL, and the end costs nothing. */
 #define _PyStorage_ATOMIC(op, on_error) \
     _PyStorageTx _py_storage_tx \
-        __attribute__((cleanup(_PyStorage_TxCleanup))) = {NULL}; \
-    if (_PyStorage_ACTIVE() \
-        && _PyStorage_TxBegin(&_py_storage_tx, _PyObject_CAST(op)) < 0) \
-    { \
+        __attribute__((cleanup(_PyStorage_TxCleanup))) = { \
+            _PyStorage_ACTIVE() ? _PyStorage_TxBegin(_PyObject_CAST(op)) \
+                                : NULL}; \
+    if (_PyStorage_UNLIKELY(_py_storage_tx.sm == _PyStorage_TX_FAILED)) { \
+        _py_storage_tx.sm = NULL; \
         on_error; \
     }
+
+/* Inside the block of a _PyStorage_ATOMIC(op, ...), about op: the same
+   hooks as below, testing the operation's manager (a register; the
+   constant NULL on the DRAM path) instead of loading the global word. */
+#define _PyStorage_TX_ACTIVE() _PyStorage_UNLIKELY(_py_storage_tx.sm != NULL)
+#define _PyStorage_TX_MODIFY(addr, size) \
+    (_PyStorage_TX_ACTIVE() ? _PyStorage_ModifySlow((addr), (size)) : 0)
+#define _PyStorage_TX_MODIFY_FIELDS(op, size) \
+    (_PyStorage_TX_ACTIVE() \
+     ? _PyStorage_ModifySlow((char *)(op) + sizeof(PyObject), \
+                             (size) - sizeof(PyObject)) : 0)
+#define _PyStorage_TX_STORE(owner, pvalue, held) \
+    (_PyStorage_TX_ACTIVE() \
+     ? _PyStorage_StoreSlow(_PyObject_CAST(owner), (pvalue), (held)) : 0)
+#define _PyStorage_TX_STORE_ITEMS(owner, pseq, source, held) \
+    (_PyStorage_TX_ACTIVE() \
+     ? _PyStorage_StoreItemsSlow(_PyObject_CAST(owner), (pseq), (source), \
+                                 (held)) : 0)
+#define _PyStorage_TX_MODIFY_DICT_SLOT(mp, hashpos, ix) \
+    (_PyStorage_TX_ACTIVE() \
+     ? _PyStorage_ModifyDictSlotSlow((mp), (hashpos), (ix)) : 0)
+#define _PyStorage_TX_MODIFY_SET_ENTRY(so, entry) \
+    (_PyStorage_TX_ACTIVE() ? _PyStorage_ModifySetEntrySlow((so), (entry)) : 0)
+#define _PyStorage_TX_MODIFY_BYTEARRAY(ba) \
+    (_PyStorage_TX_ACTIVE() ? _PyStorage_ModifyByteArraySlow(ba) : 0)
 
 /* [addr, addr+size) is about to be written.  0, or -1 with an exception
    set: then the caller must leave the operation without writing. */
