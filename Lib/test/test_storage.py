@@ -18,6 +18,7 @@ hook sites of ../shared/CPYTHON-MAP.md.
 import gc
 import unittest
 from test.support import import_helper
+from test.support.script_helper import assert_python_ok
 
 _teststorage = import_helper.import_module("_teststorage")
 
@@ -83,8 +84,8 @@ COVERED = {
         "PyObject_GenericSetDict, subtype_setdict (obj.__dict__ = d)",
         "PyMember_SetOne (__slots__ stores and deletes)",
         "STORE_ATTR_INSTANCE_VALUE (never specialized: no inline values)",
-        "STORE_ATTR_WITH_HINT, STORE_ATTR_SLOT (deoptimized for managed "
-        "objects)",
+        "STORE_ATTR_WITH_HINT, STORE_ATTR_SLOT (not specialized while a "
+        "manager is active; those made before deoptimize on activation)",
     ],
 }
 
@@ -559,6 +560,45 @@ class InstanceHookTests(ArenaTestCase):
             for i in range(5):
                 store_hint(p, i)
         self.check_op(Point, fill_and_store, 1, 2)
+
+
+class SpecializationTests(unittest.TestCase):
+
+    def test_store_attr_specialized_before_activation(self):
+        # Only a new process has specialized code from before any manager.
+        code = """if 1:
+            import dis, _teststorage
+            class P:
+                __slots__ = ("a",)
+            class Q:
+                pass
+            def store_slot(o, v):
+                o.a = v
+            def store_hint(o, v):
+                o.a30 = v
+            many = Q()
+            for i in range(40):
+                setattr(many, f"a{i}", i)
+            for _ in range(64):
+                store_slot(P(), 1)
+                store_hint(many, 1)
+            ops = {i.opname for f in (store_slot, store_hint)
+                   for i in dis.get_instructions(f, adaptive=True)}
+            assert {"STORE_ATTR_SLOT", "STORE_ATTR_WITH_HINT"} <= ops, ops
+            arena = _teststorage.Arena()
+            arena.push_placement()
+            p, q = P(), Q()
+            arena.pop_placement()
+            for i in range(40):
+                setattr(q, f"a{i}", i)
+            arena.check()
+            store_slot(p, 5)
+            store_hint(q, 6)
+            assert (p.a, q.a30) == (5, 6)
+            violations = arena.check()
+            assert violations == [], violations
+        """
+        assert_python_ok("-c", code)
 
 
 def state(obj):
