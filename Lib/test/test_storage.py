@@ -16,6 +16,7 @@ hook sites of ../shared/CPYTHON-MAP.md.
 """
 
 import gc
+import sys
 import unittest
 from test.support import import_helper
 from test.support.script_helper import assert_python_ok
@@ -560,6 +561,19 @@ class InstanceHookTests(ArenaTestCase):
             for i in range(5):
                 store_hint(p, i)
         self.check_op(Point, fill_and_store, 1, 2)
+
+
+class LayoutTests(unittest.TestCase):
+    """No field was added to any object: extensions built for 3.11 load."""
+
+    @unittest.skipUnless(sys.maxsize > 2**32, "sizes measured on 64-bit")
+    def test_object_layouts_are_stock(self):
+        # Measured on stock CPython 3.11.2 built here (make stock).
+        stock = {object: 16, dict: 48, list: 40, set: 200, frozenset: 200,
+                 bytearray: 56, type: 904, tuple: 24, int: 24, float: 24,
+                 str: 80, bytes: 33}
+        self.assertEqual({t: t.__basicsize__ for t in stock}, stock)
+        self.assertEqual(type.__itemsize__, 40)
 
 
 class SpecializationTests(unittest.TestCase):
