@@ -59,7 +59,7 @@ build: configure-if-needed
 		echo "make: configure.ac changed: rerunning ./configure"; \
 		eval ./configure $$(cat build/configure-args); fi
 	$(MAKE) -C $(TREE) -j$(JOBS)
-	@ln -sfn $(TREE)/python python
+	@$(TREESH) wrapper
 	@./python -c 'import sys; print("built", sys.executable, sys.version.split()[0])'
 
 test: build

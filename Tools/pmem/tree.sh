@@ -14,6 +14,7 @@
 #                      edits to upstream files that no patch records
 #   tree.sh patches    write every such edit into its .patch file
 #   tree.sh check      exit non-zero if sync would report anything
+#   tree.sh wrapper    write ./python, which runs the built interpreter
 #
 # Layout under build/ (ignored by git):
 #
@@ -344,6 +345,18 @@ sync_tree() {
     reconcile sync
 }
 
+# ./python: a script, not a link, so that sys.executable is the built
+# binary itself (venv and ensurepip, and so test_cppext, need that).
+write_wrapper() {
+    rm -f "$TOP/python"
+    cat >"$TOP/python" <<'EOF'
+#!/bin/sh
+# pmem-python: run the interpreter built under build/ (written by make).
+exec "$(dirname "$0")/build/Python-3.11.2/python" "$@"
+EOF
+    chmod +x "$TOP/python"
+}
+
 out_of_step=0
 case ${1:-} in
 fetch) fetch ;;
@@ -360,5 +373,6 @@ check)
     reconcile check
     exit $out_of_step
     ;;
-*) die "usage: tree.sh fetch|unpack DIR|sync|patches|check" ;;
+wrapper) write_wrapper ;;
+*) die "usage: tree.sh fetch|unpack DIR|sync|patches|check|wrapper" ;;
 esac
