@@ -147,15 +147,13 @@ arena_realloc(PyStorageManager *sm, void *ptr, size_t size)
     ArenaObject *a = ARENA(sm);
     size_t g = granule_of(a, ptr);
     size_t old = block_granules(a, g) * GRANULE;
-    if (size <= old) {
-        return ptr;
-    }
-    /* A new block, as a pool's realloc in a transaction makes one. */
+    /* Always a new block, as a pool's realloc in a transaction makes one:
+       what a resize writes is then new memory, never unregistered. */
     void *new = arena_alloc(sm, size, NULL);
     if (new == NULL) {
         return NULL;
     }
-    memcpy(new, ptr, old);
+    memcpy(new, ptr, Py_MIN(old, size));
     arena_free(sm, ptr);
     return new;
 }

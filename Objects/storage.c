@@ -493,6 +493,33 @@ _PyStorage_ModifyDictSlotSlow(PyDictObject *mp, Py_ssize_t hashpos,
     return 0;
 }
 
+_Thread_local PyObject *_PyStorage_Reentered = NULL;
+
+int
+_PyStorage_ByteArrayResize(PyObject *self, Py_ssize_t size)
+{
+    PyObject *outer = _PyStorage_Reentered;
+    PyStorageManager *sm = _PyStorage_TxBegin(self);
+    if (sm == _PyStorage_TX_FAILED) {
+        return -1;
+    }
+    int r = 0;
+    if (sm != NULL) {
+        /* A resize writes the fields and the buffer; a new buffer is a new
+           block of the operation. */
+        r = _PyStorage_ModifyByteArraySlow((PyByteArrayObject *)self);
+    }
+    if (r == 0) {
+        _PyStorage_Reentered = self;
+        r = PyByteArray_Resize(self, size);
+        _PyStorage_Reentered = outer;
+    }
+    if (sm != NULL) {
+        _PyStorage_TxEnd(sm);
+    }
+    return r;
+}
+
 int
 _PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba)
 {

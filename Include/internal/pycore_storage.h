@@ -182,6 +182,21 @@ PyAPI_FUNC(int) _PyStorage_ObjectDictSetItem(PyObject **dictptr,
 PyAPI_FUNC(int) _PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr,
                                       PyObject *value);
 
+/* Re-entry.  A hot function whose writes a manager can be told about
+   before it runs has a single hook at its top,
+
+       if (_PyStorage_ACTIVE() && !_PyStorage_REENTERED(op))
+           return _PyStorage_<Function>(op, ...);
+
+   and no other: the slow path begins the operation, registers what the
+   function will write, marks op as re-entered on this thread, calls the
+   function again (which now runs its stock body) and ends the operation.
+   The DRAM fast path is the one load and branch of the first line. */
+PyAPI_DATA(_Thread_local PyObject *) _PyStorage_Reentered;
+#define _PyStorage_REENTERED(op) (_PyStorage_Reentered == _PyObject_CAST(op))
+
+PyAPI_FUNC(int) _PyStorage_ByteArrayResize(PyObject *self, Py_ssize_t size);
+
 /* A bytearray's fields and its whole buffer are about to change. */
 PyAPI_FUNC(int) _PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba);
 
