@@ -495,12 +495,35 @@ _PyStorage_ModifyDictSlotSlow(PyDictObject *mp, Py_ssize_t hashpos,
 
 _Thread_local PyObject *_PyStorage_Reentered = NULL;
 
+/* Begin an operation on op, mark op for re-entry; 0, or -1 when the
+   manager could not begin. */
+static int
+reenter_begin(PyObject *op, PyStorageManager **psm, PyObject **pouter)
+{
+    *psm = _PyStorage_TxBegin(op);
+    if (*psm == _PyStorage_TX_FAILED) {
+        return -1;
+    }
+    *pouter = _PyStorage_Reentered;
+    return 0;
+}
+
+static int
+reenter_end(PyStorageManager *sm, PyObject *outer, int r)
+{
+    _PyStorage_Reentered = outer;
+    if (sm != NULL) {
+        _PyStorage_TxEnd(sm);
+    }
+    return r;
+}
+
 int
 _PyStorage_ByteArrayResize(PyObject *self, Py_ssize_t size)
 {
-    PyObject *outer = _PyStorage_Reentered;
-    PyStorageManager *sm = _PyStorage_TxBegin(self);
-    if (sm == _PyStorage_TX_FAILED) {
+    PyStorageManager *sm;
+    PyObject *outer;
+    if (reenter_begin(self, &sm, &outer) < 0) {
         return -1;
     }
     int r = 0;
@@ -512,12 +535,74 @@ _PyStorage_ByteArrayResize(PyObject *self, Py_ssize_t size)
     if (r == 0) {
         _PyStorage_Reentered = self;
         r = PyByteArray_Resize(self, size);
-        _PyStorage_Reentered = outer;
     }
+    return reenter_end(sm, outer, r);
+}
+
+int
+_PyStorage_InsertDict(
+    PyDictObject *mp, PyObject *key, Py_hash_t hash, PyObject *value,
+    int (*insertdict)(PyDictObject *, PyObject *, Py_hash_t, PyObject *))
+{
+    /* Consumes key and value, as insertdict() does. */
+    PyStorageManager *sm;
+    PyObject *outer;
+    if (reenter_begin((PyObject *)mp, &sm, &outer) < 0) {
+        Py_DECREF(key);
+        Py_DECREF(value);
+        return -1;
+    }
+    int r;
+    if (sm != NULL
+        && (_PyStorage_StoreSlow((PyObject *)mp, &key, 1) < 0
+            || _PyStorage_StoreSlow((PyObject *)mp, &value, 1) < 0))
+    {
+        Py_DECREF(key);
+        Py_DECREF(value);
+        r = -1;
+    }
+    else {
+        _PyStorage_Reentered = (PyObject *)mp;
+        r = insertdict(mp, key, hash, value);
+    }
+    return reenter_end(sm, outer, r);
+}
+
+int
+_PyStorage_DelItemCommon(
+    PyDictObject *mp, Py_hash_t hash, Py_ssize_t ix, PyObject *old_value,
+    int (*delitem)(PyDictObject *, Py_hash_t, Py_ssize_t, PyObject *))
+{
+    PyStorageManager *sm;
+    PyObject *outer;
+    if (reenter_begin((PyObject *)mp, &sm, &outer) < 0) {
+        return -1;
+    }
+    _PyStorage_Reentered = (PyObject *)mp;
+    return reenter_end(sm, outer, delitem(mp, hash, ix, old_value));
+}
+
+int
+_PyStorage_SetAddEntry(PySetObject *so, PyObject *key, Py_hash_t hash,
+                       int (*add)(PySetObject *, PyObject *, Py_hash_t))
+{
+    PyStorageManager *sm;
+    PyObject *outer;
+    if (reenter_begin((PyObject *)so, &sm, &outer) < 0) {
+        return -1;
+    }
+    /* key: the caller's reference and ours */
+    Py_INCREF(key);
+    int r = 0;
     if (sm != NULL) {
-        _PyStorage_TxEnd(sm);
+        r = _PyStorage_StoreSlow((PyObject *)so, &key, 2);
     }
-    return r;
+    if (r == 0) {
+        _PyStorage_Reentered = (PyObject *)so;
+        r = add(so, key, hash);
+    }
+    Py_DECREF(key);
+    return reenter_end(sm, outer, r);
 }
 
 int

@@ -193,9 +193,34 @@ PyAPI_FUNC(int) _PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr,
    function again (which now runs its stock body) and ends the operation.
    The DRAM fast path is the one load and branch of the first line. */
 PyAPI_DATA(_Thread_local PyObject *) _PyStorage_Reentered;
-#define _PyStorage_REENTERED(op) (_PyStorage_Reentered == _PyObject_CAST(op))
+
+/* The mark is taken by the first hooked entry that sees it: the one the
+   slow path calls.  Operations that the call starts on op again (from
+   Python code, say) take the slow path again. */
+static inline int
+_PyStorage_REENTERED(const void *op)
+{
+    if (_PyStorage_Reentered != op) {
+        return 0;
+    }
+    _PyStorage_Reentered = NULL;
+    return 1;
+}
 
 PyAPI_FUNC(int) _PyStorage_ByteArrayResize(PyObject *self, Py_ssize_t size);
+
+/* insertdict(), delitem_common() and set_add_entry(), entered again by
+   their slow paths, which also apply the hierarchy rule to what
+   insertdict() and set_add_entry() store. */
+PyAPI_FUNC(int) _PyStorage_InsertDict(
+    PyDictObject *mp, PyObject *key, Py_hash_t hash, PyObject *value,
+    int (*insertdict)(PyDictObject *, PyObject *, Py_hash_t, PyObject *));
+PyAPI_FUNC(int) _PyStorage_DelItemCommon(
+    PyDictObject *mp, Py_hash_t hash, Py_ssize_t ix, PyObject *old_value,
+    int (*delitem)(PyDictObject *, Py_hash_t, Py_ssize_t, PyObject *));
+PyAPI_FUNC(int) _PyStorage_SetAddEntry(
+    PySetObject *so, PyObject *key, Py_hash_t hash,
+    int (*add)(PySetObject *, PyObject *, Py_hash_t));
 
 /* A bytearray's fields and its whole buffer are about to change. */
 PyAPI_FUNC(int) _PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba);

@@ -328,7 +328,7 @@ def print_table(title, rows, fmt):
 def parse_args(argv):
     """The command line; see the module docstring."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--fork", default=str(REPO / "python"))
+    p.add_argument("--fork", default=str(REPO / "build/Python-3.11.2/python"))
     p.add_argument("--stock",
                    default=str(REPO / "build/stock/Python-3.11.2/python"))
     p.add_argument("--mode", choices=("callgrind", "time", "both"),
