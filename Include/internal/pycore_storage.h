@@ -30,7 +30,14 @@ PyAPI_DATA(int) _PyStorage_Active;
 #endif
 #define _PyStorage_ACTIVE() _PyStorage_UNLIKELY(_PyStorage_Active)
 
-PyAPI_FUNC(PyStorageManager *) _PyStorage_Lookup(const void *ptr);
+/* The slow paths: the compiler keeps them out of the hot code's layout. */
+#if defined(__GNUC__) || defined(__clang__)
+#  define _PyStorage_COLD __attribute__((cold))
+#else
+#  define _PyStorage_COLD
+#endif
+
+_PyStorage_COLD PyAPI_FUNC(PyStorageManager *) _PyStorage_Lookup(const void *ptr);
 
 /* The manager of ptr; NULL for DRAM. */
 static inline PyStorageManager *
@@ -88,8 +95,8 @@ typedef struct {
 #define _PyStorage_TX_FAILED ((PyStorageManager *)1)
 
 /* The manager of op after beginning an operation; NULL for DRAM. */
-PyAPI_FUNC(PyStorageManager *) _PyStorage_TxBegin(PyObject *op);
-PyAPI_FUNC(void) _PyStorage_TxEnd(PyStorageManager *sm);
+_PyStorage_COLD PyAPI_FUNC(PyStorageManager *) _PyStorage_TxBegin(PyObject *op);
+_PyStorage_COLD PyAPI_FUNC(void) _PyStorage_TxEnd(PyStorageManager *sm);
 
 static inline void
 _PyStorage_TxCleanup(_PyStorageTx *tx)
@@ -139,7 +146,7 @@ _PyStorage_TxCleanup(_PyStorageTx *tx)
 
 /* [addr, addr+size) is about to be written.  0, or -1 with an exception
    set: then the caller must leave the operation without writing. */
-PyAPI_FUNC(int) _PyStorage_ModifySlow(void *addr, size_t size);
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_ModifySlow(void *addr, size_t size);
 
 static inline int
 _PyStorage_Modify(void *addr, size_t size)
@@ -160,7 +167,7 @@ _PyStorage_ModifyFields(void *op, size_t size)
 
 /* A slot of a dict is about to change: its index slot hashpos and its
    entry ix (each when >= 0), with the dict's and its keys' fields. */
-PyAPI_FUNC(int) _PyStorage_ModifyDictSlotSlow(PyDictObject *mp,
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_ModifyDictSlotSlow(PyDictObject *mp,
                                               Py_ssize_t hashpos,
                                               Py_ssize_t ix);
 
@@ -176,10 +183,10 @@ _PyStorage_ModifyDictSlot(PyDictObject *mp, Py_ssize_t hashpos, Py_ssize_t ix)
    the instance is: _PyObject_InitializeDict() calls the first, the
    instance-dict store the second, and assignments to __dict__ the
    third. */
-PyAPI_FUNC(int) _PyStorage_InitializeDict(PyObject *obj);
-PyAPI_FUNC(int) _PyStorage_ObjectDictSetItem(PyObject **dictptr,
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_InitializeDict(PyObject *obj);
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_ObjectDictSetItem(PyObject **dictptr,
                                              PyObject *key, PyObject *value);
-PyAPI_FUNC(int) _PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr,
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr,
                                       PyObject *value);
 
 /* Re-entry.  A hot function whose writes a manager can be told about
@@ -207,23 +214,23 @@ _PyStorage_REENTERED(const void *op)
     return 1;
 }
 
-PyAPI_FUNC(int) _PyStorage_ByteArrayResize(PyObject *self, Py_ssize_t size);
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_ByteArrayResize(PyObject *self, Py_ssize_t size);
 
 /* insertdict(), delitem_common() and set_add_entry(), entered again by
    their slow paths, which also apply the hierarchy rule to what
    insertdict() and set_add_entry() store. */
-PyAPI_FUNC(int) _PyStorage_InsertDict(
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_InsertDict(
     PyDictObject *mp, PyObject *key, Py_hash_t hash, PyObject *value,
     int (*insertdict)(PyDictObject *, PyObject *, Py_hash_t, PyObject *));
-PyAPI_FUNC(int) _PyStorage_DelItemCommon(
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_DelItemCommon(
     PyDictObject *mp, Py_hash_t hash, Py_ssize_t ix, PyObject *old_value,
     int (*delitem)(PyDictObject *, Py_hash_t, Py_ssize_t, PyObject *));
-PyAPI_FUNC(int) _PyStorage_SetAddEntry(
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_SetAddEntry(
     PySetObject *so, PyObject *key, Py_hash_t hash,
     int (*add)(PySetObject *, PyObject *, Py_hash_t));
 
 /* A bytearray's fields and its whole buffer are about to change. */
-PyAPI_FUNC(int) _PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba);
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba);
 
 static inline int
 _PyStorage_ModifyByteArray(PyByteArrayObject *ba)
@@ -232,7 +239,7 @@ _PyStorage_ModifyByteArray(PyByteArrayObject *ba)
 }
 
 /* A set's entry is about to change, with the set's counters. */
-PyAPI_FUNC(int) _PyStorage_ModifySetEntrySlow(PySetObject *so,
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_ModifySetEntrySlow(PySetObject *so,
                                               setentry *entry);
 
 static inline int
@@ -245,18 +252,18 @@ _PyStorage_ModifySetEntry(PySetObject *so, setentry *entry)
 /* set_swap_bodies() when a or b is managed: a managed set keeps its table,
    and takes the other's contents through the hooked paths.  0, or -1
    with an exception set. */
-PyAPI_FUNC(int) _PyStorage_SetSwapBodies(PyObject *a, PyObject *b);
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_SetSwapBodies(PyObject *a, PyObject *b);
 
 /* dict.setdefault() on a managed dict: through PyDict_SetItem(), so
    that the default is stored by the rule (and what is returned is what
    the dict holds).  A borrowed reference, like PyDict_SetDefault(). */
-PyAPI_FUNC(PyObject *) _PyStorage_DictSetDefault(PyObject *d, PyObject *key,
+_PyStorage_COLD PyAPI_FUNC(PyObject *) _PyStorage_DictSetDefault(PyObject *d, PyObject *key,
                                                  PyObject *defaultobj);
 
 /* d.update(other) for a managed d and a dict other that the calling path
    holds held references to: other's items are stored by the rule, the
    unshared ones moved.  0, or -1 with an exception set. */
-PyAPI_FUNC(int) _PyStorage_DictMergeFrom(PyObject *d, PyObject *other,
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_DictMergeFrom(PyObject *d, PyObject *other,
                                          Py_ssize_t held);
 
 /* The memory-hierarchy rule.  *pvalue is a strong reference that the
@@ -267,7 +274,7 @@ PyAPI_FUNC(int) _PyStorage_DictMergeFrom(PyObject *d, PyObject *other,
    set, *pvalue untouched.  held counts the references to the value that
    the storing code path itself holds, *pvalue's included: a value whose
    reference count is no larger belongs to the store alone. */
-PyAPI_FUNC(int) _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue,
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue,
                                      Py_ssize_t held);
 
 static inline int
@@ -289,7 +296,7 @@ _PyStorage_Store(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
    moved, *pseq is replaced by a new list of what to store.  The items
    are the store's own when *pseq is a new list, or when source's
    reference count is at most source_held. */
-PyAPI_FUNC(int) _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq,
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq,
                                           PyObject *source,
                                           Py_ssize_t source_held);
 
@@ -311,12 +318,12 @@ _PyStorage_StoreItems(PyObject *owner, PyObject **pseq, PyObject *source,
    allocator that the site used before it was hooked, and what the DRAM
    fast path calls.  Freeing needs no hook: PyMem_Free() and
    PyObject_Free() send a managed block to its manager. */
-PyAPI_FUNC(void *) _PyStorage_MallocSlow(const void *owner, size_t size,
+_PyStorage_COLD PyAPI_FUNC(void *) _PyStorage_MallocSlow(const void *owner, size_t size,
                                          void *(*dram_malloc)(size_t));
-PyAPI_FUNC(void *) _PyStorage_CallocSlow(const void *owner,
+_PyStorage_COLD PyAPI_FUNC(void *) _PyStorage_CallocSlow(const void *owner,
                                          size_t nelem, size_t elsize,
                                          void *(*dram_calloc)(size_t, size_t));
-PyAPI_FUNC(void *) _PyStorage_ReallocSlow(const void *owner, void *ptr,
+_PyStorage_COLD PyAPI_FUNC(void *) _PyStorage_ReallocSlow(const void *owner, void *ptr,
                                           size_t size,
                                           void *(*dram_realloc)(void *, size_t));
 
@@ -336,7 +343,7 @@ PyAPI_FUNC(void *) _PyStorage_ReallocSlow(const void *owner, void *ptr,
 /* The block of a new object of type tp (size bytes, pre-header included):
    from this thread's placement when tp is placeable, else from
    PyObject_Malloc(). */
-PyAPI_FUNC(void *) _PyStorage_ObjectMallocSlow(PyTypeObject *tp,
+_PyStorage_COLD PyAPI_FUNC(void *) _PyStorage_ObjectMallocSlow(PyTypeObject *tp,
                                                size_t size);
 
 static inline void *
@@ -348,8 +355,8 @@ _PyStorage_ObjectMalloc(PyTypeObject *tp, size_t size)
 
 /* Routing in the PyMem_ and PyObject_ free and realloc functions: a
    managed block goes to its manager.  Return 1 when routed. */
-PyAPI_FUNC(int) _PyStorage_FreeSlow(void *ptr);
-PyAPI_FUNC(int) _PyStorage_RouteReallocSlow(void *ptr, size_t size,
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_FreeSlow(void *ptr);
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_RouteReallocSlow(void *ptr, size_t size,
                                             void **result);
 
 static inline int
