@@ -33,6 +33,7 @@
 */
 
 #include "Python.h"
+#include "pycore_list.h"          // _PyList_AppendTakeRef()
 #include "pycore_long.h"          // _PY_NSMALLPOSINTS
 #include "pycore_object.h"        // _PyObject_GC_TRACK()
 #include "pycore_runtime.h"       // _PyRuntime
@@ -632,31 +633,28 @@ _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq, PyObject *source,
     return 0;
 }
 
-int
-_PyStorage_DictMergeFrom(PyObject *d, PyObject *other, Py_ssize_t held)
+/* A new volatile dict of what storing other's items into sm stores: the
+   hierarchy rule applied to each key and value, in one operation of sm.
+   exclusive: the caller's path holds other exclusively. */
+static PyObject *
+stored_items(PyStorageManager *sm, PyObject *other, int exclusive)
 {
-    PyStorageManager *sm = _PyStorage_Lookup(d);
-    if (sm == NULL || !(sm->flags & PyStorage_PERSISTENT) || other == d) {
-        return PyDict_Merge(d, other, 1);
-    }
-    int exclusive = Py_REFCNT(other) <= held;
     Py_ssize_t pos = 0;
     PyObject *key, *value;
     while (PyDict_Next(other, &pos, &key, &value)) {
         if (check_value(key, sm, 0) < 0
             || check_value(value, sm, exclusive && Py_REFCNT(value) == 1) < 0)
         {
-            return -1;
+            return NULL;
         }
     }
-    /* A volatile dict of what to store, made in one operation. */
     PyObject *stored = PyDict_New();
     if (stored == NULL) {
-        return -1;
+        return NULL;
     }
     if (sm->begin(sm) < 0) {
         Py_DECREF(stored);
-        return -1;
+        return NULL;
     }
     int r = 0;
     pos = 0;
@@ -667,12 +665,81 @@ _PyStorage_DictMergeFrom(PyObject *d, PyObject *other, Py_ssize_t held)
         Py_XDECREF(k);
         Py_XDECREF(v);
     }
-    if (sm->end(sm, r == 0) < 0) {
-        r = -1;
+    if (sm->end(sm, r == 0) < 0 || r < 0) {
+        Py_DECREF(stored);
+        return NULL;
     }
-    if (r == 0) {
-        r = PyDict_Merge(d, stored, 1);
+    return stored;
+}
+
+int
+_PyStorage_DictMergeFrom(PyObject *d, PyObject *other, Py_ssize_t held)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(d);
+    if (sm == NULL || !(sm->flags & PyStorage_PERSISTENT) || other == d) {
+        return PyDict_Merge(d, other, 1);
     }
+    PyObject *stored = stored_items(sm, other, Py_REFCNT(other) <= held);
+    if (stored == NULL) {
+        return -1;
+    }
+    int r = PyDict_Merge(d, stored, 1);
     Py_DECREF(stored);
     return r;
+}
+
+int
+_PyStorage_DictMerge(PyObject *a, PyObject *b, int override,
+                     int (*merge)(PyObject *, PyObject *, int))
+{
+    PyStorageManager *sm = _PyStorage_Lookup(a);
+    if (sm != NULL && sm->begin(sm) < 0) {
+        return -1;
+    }
+    PyObject *stored = NULL;
+    int r = 0;
+    if (sm != NULL && (sm->flags & PyStorage_PERSISTENT) && b != a
+        && PyDict_CheckExact(b))
+    {
+        /* b: the caller's reference (C callers of PyDict_Merge hold one) */
+        stored = stored_items(sm, b, Py_REFCNT(b) <= 1);
+        r = stored == NULL ? -1 : 0;
+    }
+    if (r == 0) {
+        PyObject *outer = _PyStorage_Reentered;
+        _PyStorage_Reentered = a;
+        r = merge(a, stored != NULL ? stored : b, override);
+        _PyStorage_Reentered = outer;
+    }
+    Py_XDECREF(stored);
+    if (sm != NULL) {
+        _PyStorage_TxEnd(sm);
+    }
+    return r;
+}
+
+int
+_PyStorage_ListAppend(PyObject *list, PyObject *item)
+{
+    Py_INCREF(item);
+    if (_PyStorage_StoreSlow(list, &item, 2) < 0) {
+        Py_DECREF(item);
+        return -1;
+    }
+    return _PyList_AppendTakeRef((PyListObject *)list, item);
+}
+
+int
+_PyStorage_DictSetItem(PyObject *dict, PyObject *key, PyObject *value)
+{
+    Py_INCREF(key);
+    Py_INCREF(value);
+    if (_PyStorage_StoreSlow(dict, &key, 2) < 0
+        || _PyStorage_StoreSlow(dict, &value, 2) < 0)
+    {
+        Py_DECREF(key);
+        Py_DECREF(value);
+        return -1;
+    }
+    return _PyDict_SetItem_Take2((PyDictObject *)dict, key, value);
 }

@@ -260,6 +260,18 @@ _PyStorage_COLD PyAPI_FUNC(int) _PyStorage_SetSwapBodies(PyObject *a, PyObject *
 _PyStorage_COLD PyAPI_FUNC(PyObject *) _PyStorage_DictSetDefault(PyObject *d, PyObject *key,
                                                  PyObject *defaultobj);
 
+/* The slow paths of PyList_Append(), list.append(), PyDict_SetItem() and
+   dict_merge(): the value is borrowed from the caller, who holds one
+   reference; the rule is applied with that and the one the store takes. */
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_ListAppend(PyObject *list,
+                                                      PyObject *item);
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_DictSetItem(PyObject *dict,
+                                                       PyObject *key,
+                                                       PyObject *value);
+_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_DictMerge(
+    PyObject *a, PyObject *b, int override,
+    int (*merge)(PyObject *, PyObject *, int));
+
 /* d.update(other) for a managed d and a dict other that the calling path
    holds held references to: other's items are stored by the rule, the
    unshared ones moved.  0, or -1 with an exception set. */
