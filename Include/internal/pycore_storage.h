@@ -37,7 +37,8 @@ PyAPI_DATA(int) _PyStorage_Active;
 #  define _PyStorage_COLD
 #endif
 
-_PyStorage_COLD PyAPI_FUNC(PyStorageManager *) _PyStorage_Lookup(const void *ptr);
+_PyStorage_COLD
+PyAPI_FUNC(PyStorageManager *) _PyStorage_Lookup(const void *ptr);
 
 /* The manager of ptr; NULL for DRAM. */
 static inline PyStorageManager *
@@ -95,8 +96,10 @@ typedef struct {
 #define _PyStorage_TX_FAILED ((PyStorageManager *)1)
 
 /* The manager of op after beginning an operation; NULL for DRAM. */
-_PyStorage_COLD PyAPI_FUNC(PyStorageManager *) _PyStorage_TxBegin(PyObject *op);
-_PyStorage_COLD PyAPI_FUNC(void) _PyStorage_TxEnd(PyStorageManager *sm);
+_PyStorage_COLD
+PyAPI_FUNC(PyStorageManager *) _PyStorage_TxBegin(PyObject *op);
+_PyStorage_COLD
+PyAPI_FUNC(void) _PyStorage_TxEnd(PyStorageManager *sm);
 
 static inline void
 _PyStorage_TxCleanup(_PyStorageTx *tx)
@@ -146,7 +149,8 @@ _PyStorage_TxCleanup(_PyStorageTx *tx)
 
 /* [addr, addr+size) is about to be written.  0, or -1 with an exception
    set: then the caller must leave the operation without writing. */
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_ModifySlow(void *addr, size_t size);
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_ModifySlow(void *addr, size_t size);
 
 static inline int
 _PyStorage_Modify(void *addr, size_t size)
@@ -167,7 +171,8 @@ _PyStorage_ModifyFields(void *op, size_t size)
 
 /* A slot of a dict is about to change: its index slot hashpos and its
    entry ix (each when >= 0), with the dict's and its keys' fields. */
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_ModifyDictSlotSlow(PyDictObject *mp,
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_ModifyDictSlotSlow(PyDictObject *mp,
                                               Py_ssize_t hashpos,
                                               Py_ssize_t ix);
 
@@ -183,10 +188,13 @@ _PyStorage_ModifyDictSlot(PyDictObject *mp, Py_ssize_t hashpos, Py_ssize_t ix)
    the instance is: _PyObject_InitializeDict() calls the first, the
    instance-dict store the second, and assignments to __dict__ the
    third. */
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_InitializeDict(PyObject *obj);
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_ObjectDictSetItem(PyObject **dictptr,
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_InitializeDict(PyObject *obj);
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_ObjectDictSetItem(PyObject **dictptr,
                                              PyObject *key, PyObject *value);
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr,
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr,
                                       PyObject *value);
 
 /* Re-entry.  A hot function whose writes a manager can be told about
@@ -214,23 +222,28 @@ _PyStorage_REENTERED(const void *op)
     return 1;
 }
 
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_ByteArrayResize(PyObject *self, Py_ssize_t size);
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_ByteArrayResize(PyObject *self, Py_ssize_t size);
 
 /* insertdict(), delitem_common() and set_add_entry(), entered again by
    their slow paths, which also apply the hierarchy rule to what
    insertdict() and set_add_entry() store. */
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_InsertDict(
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_InsertDict(
     PyDictObject *mp, PyObject *key, Py_hash_t hash, PyObject *value,
     int (*insertdict)(PyDictObject *, PyObject *, Py_hash_t, PyObject *));
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_DelItemCommon(
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_DelItemCommon(
     PyDictObject *mp, Py_hash_t hash, Py_ssize_t ix, PyObject *old_value,
     int (*delitem)(PyDictObject *, Py_hash_t, Py_ssize_t, PyObject *));
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_SetAddEntry(
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_SetAddEntry(
     PySetObject *so, PyObject *key, Py_hash_t hash,
     int (*add)(PySetObject *, PyObject *, Py_hash_t));
 
 /* A bytearray's fields and its whole buffer are about to change. */
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba);
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba);
 
 static inline int
 _PyStorage_ModifyByteArray(PyByteArrayObject *ba)
@@ -239,7 +252,8 @@ _PyStorage_ModifyByteArray(PyByteArrayObject *ba)
 }
 
 /* A set's entry is about to change, with the set's counters. */
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_ModifySetEntrySlow(PySetObject *so,
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_ModifySetEntrySlow(PySetObject *so,
                                               setentry *entry);
 
 static inline int
@@ -252,30 +266,36 @@ _PyStorage_ModifySetEntry(PySetObject *so, setentry *entry)
 /* set_swap_bodies() when a or b is managed: a managed set keeps its table,
    and takes the other's contents through the hooked paths.  0, or -1
    with an exception set. */
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_SetSwapBodies(PyObject *a, PyObject *b);
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_SetSwapBodies(PyObject *a, PyObject *b);
 
 /* dict.setdefault() on a managed dict: through PyDict_SetItem(), so
    that the default is stored by the rule (and what is returned is what
    the dict holds).  A borrowed reference, like PyDict_SetDefault(). */
-_PyStorage_COLD PyAPI_FUNC(PyObject *) _PyStorage_DictSetDefault(PyObject *d, PyObject *key,
+_PyStorage_COLD
+PyAPI_FUNC(PyObject *) _PyStorage_DictSetDefault(PyObject *d, PyObject *key,
                                                  PyObject *defaultobj);
 
 /* The slow paths of PyList_Append(), list.append(), PyDict_SetItem() and
    dict_merge(): the value is borrowed from the caller, who holds one
    reference; the rule is applied with that and the one the store takes. */
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_ListAppend(PyObject *list,
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_ListAppend(PyObject *list,
                                                       PyObject *item);
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_DictSetItem(PyObject *dict,
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_DictSetItem(PyObject *dict,
                                                        PyObject *key,
                                                        PyObject *value);
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_DictMerge(
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_DictMerge(
     PyObject *a, PyObject *b, int override,
     int (*merge)(PyObject *, PyObject *, int));
 
 /* d.update(other) for a managed d and a dict other that the calling path
    holds held references to: other's items are stored by the rule, the
    unshared ones moved.  0, or -1 with an exception set. */
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_DictMergeFrom(PyObject *d, PyObject *other,
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_DictMergeFrom(PyObject *d, PyObject *other,
                                          Py_ssize_t held);
 
 /* The memory-hierarchy rule.  *pvalue is a strong reference that the
@@ -286,21 +306,9 @@ _PyStorage_COLD PyAPI_FUNC(int) _PyStorage_DictMergeFrom(PyObject *d, PyObject *
    set, *pvalue untouched.  held counts the references to the value that
    the storing code path itself holds, *pvalue's included: a value whose
    reference count is no larger belongs to the store alone. */
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue,
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue,
                                      Py_ssize_t held);
-
-static inline int
-_PyStorage_Store(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
-{
-    return (_PyStorage_ACTIVE()
-            ? _PyStorage_StoreSlow(owner, pvalue, held) : 0);
-}
-
-/* _PyStorage_Store() as a macro, for sites whose held count takes work to
-   compute: the expression is evaluated on the slow path only. */
-#define _PyStorage_STORE(owner, pvalue, held) \
-    (_PyStorage_ACTIVE() \
-     ? _PyStorage_StoreSlow(_PyObject_CAST(owner), (pvalue), (held)) : 0)
 
 /* The rule for every item of *pseq, a list or tuple from
    PySequence_Fast(source) whose items are about to be stored into owner;
@@ -308,18 +316,10 @@ _PyStorage_Store(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
    moved, *pseq is replaced by a new list of what to store.  The items
    are the store's own when *pseq is a new list, or when source's
    reference count is at most source_held. */
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq,
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq,
                                           PyObject *source,
                                           Py_ssize_t source_held);
-
-static inline int
-_PyStorage_StoreItems(PyObject *owner, PyObject **pseq, PyObject *source,
-                      Py_ssize_t source_held)
-{
-    return (_PyStorage_ACTIVE()
-            ? _PyStorage_StoreItemsSlow(owner, pseq, source, source_held)
-            : 0);
-}
 
 
 /* --- allocation ------------------------------------------------------- */
@@ -330,14 +330,17 @@ _PyStorage_StoreItems(PyObject *owner, PyObject **pseq, PyObject *source,
    allocator that the site used before it was hooked, and what the DRAM
    fast path calls.  Freeing needs no hook: PyMem_Free() and
    PyObject_Free() send a managed block to its manager. */
-_PyStorage_COLD PyAPI_FUNC(void *) _PyStorage_MallocSlow(const void *owner, size_t size,
+_PyStorage_COLD
+PyAPI_FUNC(void *) _PyStorage_MallocSlow(const void *owner, size_t size,
                                          void *(*dram_malloc)(size_t));
-_PyStorage_COLD PyAPI_FUNC(void *) _PyStorage_CallocSlow(const void *owner,
+_PyStorage_COLD
+PyAPI_FUNC(void *) _PyStorage_CallocSlow(const void *owner,
                                          size_t nelem, size_t elsize,
                                          void *(*dram_calloc)(size_t, size_t));
-_PyStorage_COLD PyAPI_FUNC(void *) _PyStorage_ReallocSlow(const void *owner, void *ptr,
-                                          size_t size,
-                                          void *(*dram_realloc)(void *, size_t));
+_PyStorage_COLD
+PyAPI_FUNC(void *) _PyStorage_ReallocSlow(
+    const void *owner, void *ptr, size_t size,
+    void *(*dram_realloc)(void *, size_t));
 
 #define _PyStorage_MALLOC(owner, dram_malloc, size) \
     (_PyStorage_ACTIVE() \
@@ -355,7 +358,8 @@ _PyStorage_COLD PyAPI_FUNC(void *) _PyStorage_ReallocSlow(const void *owner, voi
 /* The block of a new object of type tp (size bytes, pre-header included):
    from this thread's placement when tp is placeable, else from
    PyObject_Malloc(). */
-_PyStorage_COLD PyAPI_FUNC(void *) _PyStorage_ObjectMallocSlow(PyTypeObject *tp,
+_PyStorage_COLD
+PyAPI_FUNC(void *) _PyStorage_ObjectMallocSlow(PyTypeObject *tp,
                                                size_t size);
 
 static inline void *
@@ -367,8 +371,10 @@ _PyStorage_ObjectMalloc(PyTypeObject *tp, size_t size)
 
 /* Routing in the PyMem_ and PyObject_ free and realloc functions: a
    managed block goes to its manager.  Return 1 when routed. */
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_FreeSlow(void *ptr);
-_PyStorage_COLD PyAPI_FUNC(int) _PyStorage_RouteReallocSlow(void *ptr, size_t size,
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_FreeSlow(void *ptr);
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_RouteReallocSlow(void *ptr, size_t size,
                                             void **result);
 
 static inline int
@@ -380,7 +386,8 @@ _PyStorage_Free(void *ptr)
 static inline int
 _PyStorage_RouteRealloc(void *ptr, size_t size, void **result)
 {
-    return _PyStorage_ACTIVE() && _PyStorage_RouteReallocSlow(ptr, size, result);
+    return (_PyStorage_ACTIVE()
+            && _PyStorage_RouteReallocSlow(ptr, size, result));
 }
 
 #ifdef __cplusplus
