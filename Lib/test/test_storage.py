@@ -119,6 +119,22 @@ class ArenaTestCase(unittest.TestCase):
         self.arena.violations.clear()
         self.assertEqual(violations, [])
 
+    def run_both(self, op, ours, theirs):
+        """op on an arena object and on its equal DRAM twin: the same
+        outcome, and nothing the checker cannot account for."""
+        self.assertInArena(ours)
+        self.assertClean()
+        try:
+            expected = op(theirs)
+        except Exception as exc:
+            with self.assertRaises(type(exc)):
+                op(ours)
+        else:
+            result = op(ours)
+            if result is not ours:
+                self.assertEqual(result, expected)
+        self.assertClean()
+
     def assertInArena(self, obj):
         self.assertTrue(self.arena.contains(obj),
                         f"{type(obj).__name__} is in "
@@ -136,19 +152,9 @@ class ListHookTests(ArenaTestCase):
     def check_op(self, op, items=None):
         """op(list) on an arena list and a DRAM list: same result, same
         contents, nothing unregistered."""
-        if items is None:
-            ours, theirs = self.make()
-        else:
-            ours, theirs = self.make(items)
-        try:
-            expected = op(theirs)
-        except Exception as exc:
-            with self.assertRaises(type(exc)):
-                op(ours)
-        else:
-            self.assertEqual(op(ours), expected)
+        ours, theirs = self.make() if items is None else self.make(items)
+        self.run_both(op, ours, theirs)
         self.assertEqual(ours, theirs)
-        self.assertClean()
         return ours
 
     def test_append(self):
@@ -280,16 +286,9 @@ class DictHookTests(ArenaTestCase):
 
     def check_op(self, op, items=None):
         ours, theirs = self.make(items)
-        try:
-            expected = op(theirs)
-        except Exception as exc:
-            with self.assertRaises(type(exc)):
-                op(ours)
-        else:
-            self.assertEqual(op(ours), expected)
+        self.run_both(op, ours, theirs)
         self.assertEqual(ours, theirs)
         self.assertEqual(list(ours), list(theirs))
-        self.assertClean()
         return ours
 
     def test_setitem(self):
@@ -375,17 +374,8 @@ class SetHookTests(ArenaTestCase):
 
     def check_op(self, op, items=None):
         ours, theirs = self.make() if items is None else self.make(items)
-        try:
-            expected = op(theirs)
-        except Exception as exc:
-            with self.assertRaises(type(exc)):
-                op(ours)
-        else:
-            result = op(ours)
-            if result is not ours:
-                self.assertEqual(result, expected)
+        self.run_both(op, ours, theirs)
         self.assertEqual(ours, theirs)
-        self.assertClean()
         return ours
 
     def test_add_discard_pop_clear(self):
@@ -433,21 +423,9 @@ class SetHookTests(ArenaTestCase):
 class ByteArrayHookTests(ArenaTestCase):
 
     def check_op(self, op, data=b"hello, world"):
-        ours = placed(self.arena, bytearray, data)
-        self.assertInArena(ours)
-        self.assertClean()
-        theirs = bytearray(data)
-        try:
-            expected = op(theirs)
-        except Exception as exc:
-            with self.assertRaises(type(exc)):
-                op(ours)
-        else:
-            result = op(ours)
-            if result is not ours:
-                self.assertEqual(result, expected)
+        ours, theirs = placed(self.arena, bytearray, data), bytearray(data)
+        self.run_both(op, ours, theirs)
         self.assertEqual(ours, theirs)
-        self.assertClean()
 
     def test_methods(self):
         ops = {
@@ -495,21 +473,11 @@ class ByteArrayHookTests(ArenaTestCase):
 class InstanceHookTests(ArenaTestCase):
 
     def check_op(self, cls, op, *args):
-        ours = placed(self.arena, cls, *args)
-        self.assertInArena(ours)
+        ours, theirs = placed(self.arena, cls, *args), cls(*args)
         if hasattr(ours, "__dict__"):
             self.assertInArena(ours.__dict__)
-        self.assertClean()
-        theirs = cls(*args)
-        try:
-            expected = op(theirs)
-        except Exception as exc:
-            with self.assertRaises(type(exc)):
-                op(ours)
-        else:
-            self.assertEqual(op(ours), expected)
+        self.run_both(op, ours, theirs)
         self.assertEqual(state(ours), state(theirs))
-        self.assertClean()
 
     def test_dict_attributes(self):
         ops = {
