@@ -447,6 +447,15 @@ _PyStorage_ModifySlow(void *addr, size_t size)
 }
 
 
+/* The fields of op after its PyObject header, up to size bytes from its
+   start, are about to change. */
+static int
+modify_fields(PyStorageManager *sm, void *op, size_t size)
+{
+    return sm->modify(sm, (char *)op + sizeof(PyObject),
+                      size - sizeof(PyObject));
+}
+
 int
 _PyStorage_ModifyDictSlotSlow(PyDictObject *mp, Py_ssize_t hashpos,
                               Py_ssize_t ix)
@@ -455,9 +464,7 @@ _PyStorage_ModifyDictSlotSlow(PyDictObject *mp, Py_ssize_t hashpos,
     if (sm == NULL) {
         return 0;
     }
-    if (sm->modify(sm, (char *)mp + sizeof(PyObject),
-                   sizeof(PyDictObject) - sizeof(PyObject)) < 0)
-    {
+    if (modify_fields(sm, mp, sizeof(PyDictObject)) < 0) {
         return -1;
     }
     PyDictKeysObject *keys = mp->ma_keys;
@@ -612,9 +619,7 @@ _PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba)
     if (sm == NULL) {
         return 0;
     }
-    if (sm->modify(sm, (char *)ba + sizeof(PyObject),
-                   sizeof(PyByteArrayObject) - sizeof(PyObject)) < 0)
-    {
+    if (modify_fields(sm, ba, sizeof(PyByteArrayObject)) < 0) {
         return -1;
     }
     if (ba->ob_bytes == NULL || _PyStorage_Lookup(ba->ob_bytes) != sm) {
@@ -662,16 +667,17 @@ done:
     return r;
 }
 
+static PyObject *
+make_dict(PyObject *Py_UNUSED(arg))
+{
+    return PyDict_New();
+}
+
 /* A new dict of sm, made by the dict type's own code. */
 static PyObject *
 new_dict_in(PyStorageManager *sm)
 {
-    if (PyStorage_PushPlacement(sm) < 0) {
-        return NULL;
-    }
-    PyObject *dict = PyDict_New();
-    (void)PyStorage_PopPlacement(sm);
-    return dict;
+    return _PyStorage_NewPlaced(sm, make_dict, NULL);
 }
 
 int

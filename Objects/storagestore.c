@@ -336,9 +336,9 @@ copy_tuple(PyObject *v, PyStorageManager *sm)
     return copy;
 }
 
-/* A new container of sm, made by tp's own code under a placement. */
-static PyObject *
-new_placed(PyStorageManager *sm, PyObject *(*make)(PyObject *), PyObject *arg)
+PyObject *
+_PyStorage_NewPlaced(PyStorageManager *sm, PyObject *(*make)(PyObject *),
+                     PyObject *arg)
 {
     if (PyStorage_PushPlacement(sm) < 0) {
         return NULL;
@@ -502,7 +502,7 @@ copy_container(PyObject *v, PyStorageManager *sm,
                PyObject *(*make)(PyObject *), PyObject *make_arg,
                int (*fill)(PyObject *, PyObject *, PyStorageManager *))
 {
-    PyObject *copy = new_placed(sm, make, make_arg);
+    PyObject *copy = _PyStorage_NewPlaced(sm, make, make_arg);
     if (copy == NULL) {
         return NULL;
     }

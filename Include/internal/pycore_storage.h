@@ -152,12 +152,6 @@ _PyStorage_TxCleanup(_PyStorageTx *tx)
 _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_ModifySlow(void *addr, size_t size);
 
-static inline int
-_PyStorage_Modify(void *addr, size_t size)
-{
-    return _PyStorage_ACTIVE() ? _PyStorage_ModifySlow(addr, size) : 0;
-}
-
 /* The fields of an object after its PyObject header, up to size bytes
    from its start (sizeof(PyListObject)...), are about to be written. */
 static inline int
@@ -241,15 +235,15 @@ PyAPI_FUNC(int) _PyStorage_SetAddEntry(
     PySetObject *so, PyObject *key, Py_hash_t hash,
     int (*add)(PySetObject *, PyObject *, Py_hash_t));
 
+/* A new object of sm, made by its type's own code (make(arg)) with sm
+   as this thread's placement; NULL with an exception set. */
+extern PyObject *_PyStorage_NewPlaced(PyStorageManager *sm,
+                                      PyObject *(*make)(PyObject *),
+                                      PyObject *arg);
+
 /* A bytearray's fields and its whole buffer are about to change. */
 _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba);
-
-static inline int
-_PyStorage_ModifyByteArray(PyByteArrayObject *ba)
-{
-    return _PyStorage_ACTIVE() ? _PyStorage_ModifyByteArraySlow(ba) : 0;
-}
 
 /* A set's entry is about to change, with the set's counters. */
 _PyStorage_COLD
