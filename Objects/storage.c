@@ -412,12 +412,32 @@ _PyStorage_TxBegin(PyObject *op)
     return sm;
 }
 
-void
-_PyStorage_TxEnd(PyStorageManager *sm)
+int
+_PyStorage_TxBeginAt(_PyStorageTx *tx, PyObject *op)
 {
-    PyThreadState *tstate = _PyThreadState_GET();
+    PyStorageManager *sm = _PyStorage_TxBegin(op);
+    if (sm == _PyStorage_TX_FAILED) {
+        return -1;
+    }
+    tx->sm = sm;
+    return 0;
+}
+
+void
+_PyStorage_TxEndAt(_PyStorageTx *tx)
+{
+    if (tx->sm != NULL) {
+        _PyStorage_TxEnd(tx->sm);
+    }
+}
+
+/* End an operation: undo it when an exception is set (keeping that
+   exception), else commit it.  0, or -1 with an exception set when the
+   commit failed and the manager undid the operation. */
+static int
+tx_end(PyThreadState *tstate, PyStorageManager *sm)
+{
     if (_PyErr_Occurred(tstate)) {
-        /* The operation failed: undo it, keeping its exception. */
         PyObject *type, *value, *tb;
         _PyErr_Fetch(tstate, &type, &value, &tb);
         if (sm->end(sm, 0) < 0) {
@@ -426,9 +446,15 @@ _PyStorage_TxEnd(PyStorageManager *sm)
         else {
             _PyErr_Restore(tstate, type, value, tb);
         }
-        return;
+        return 0;
     }
-    if (sm->end(sm, 1) < 0) {
+    return sm->end(sm, 1);
+}
+
+void
+_PyStorage_TxEnd(PyStorageManager *sm)
+{
+    if (tx_end(_PyThreadState_GET(), sm) < 0) {
         /* The operation has returned its result already: it cannot fail
            any more.  The manager has undone it; say so loudly. */
         _PyErr_WriteUnraisableMsg("committing an atomic operation "
@@ -523,6 +549,30 @@ reenter_end(PyStorageManager *sm, PyObject *outer, int r)
         _PyStorage_TxEnd(sm);
     }
     return r;
+}
+
+PyStorageManager *
+_PyStorage_ReenterBegin(PyObject *op, PyObject **pouter)
+{
+    PyStorageManager *sm;
+    if (reenter_begin(op, &sm, pouter) < 0) {
+        return _PyStorage_TX_FAILED;
+    }
+    _PyStorage_Reentered = op;
+    return sm;
+}
+
+int
+_PyStorage_ReenterEnd(PyStorageManager *sm, PyObject *outer)
+{
+    /* The mark is still set when the call failed before its hook. */
+    _PyStorage_Reentered = outer;
+    if (sm == NULL) {
+        return 0;
+    }
+    /* A commit that fails has undone the operation: the caller drops
+       the result and reports the error instead. */
+    return tx_end(_PyThreadState_GET(), sm);
 }
 
 int
@@ -699,7 +749,7 @@ _PyStorage_ObjectDictSetItem(PyObject **dictptr, PyObject *key,
     _PyStorage_ATOMIC(dictptr, return -1);
     PyObject *dict = *dictptr;
     if (dict == NULL) {
-        if (_PyStorage_TX_MODIFY(dictptr, sizeof(PyObject *)) < 0) {
+        if (_PyStorage_ModifySlow(dictptr, sizeof(PyObject *)) < 0) {
             return -1;
         }
         dict = new_dict_in(_PyStorage_Lookup(dictptr));
@@ -718,8 +768,8 @@ _PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr, PyObject *value)
     _PyStorage_ATOMIC(obj, return -1);
     /* value: the storing path's reference (the stack's) and ours */
     PyObject *v = Py_XNewRef(value);
-    if (_PyStorage_TX_STORE(obj, &v, 2) < 0
-        || _PyStorage_TX_MODIFY(dictptr, sizeof(PyObject *)) < 0)
+    if (_PyStorage_StoreSlow(obj, &v, 2) < 0
+        || _PyStorage_ModifySlow(dictptr, sizeof(PyObject *)) < 0)
     {
         Py_XDECREF(v);
         return -1;

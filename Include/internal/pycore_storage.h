@@ -86,8 +86,13 @@ _PyStorage_ManagedTable(const void *owner)
    commits when the block is left with no exception set, and undoes the
    operation when one is set (every failure path of CPython's object code
    sets one).  When the manager cannot begin, on_error runs (return NULL,
-   return -1...).  For a DRAM object it begins nothing, and the end is a
-   test of a local that is NULL. */
+   return -1...).  It is the form for a function that the compiler inlines
+   into its only caller, which _PyStorage_REENTER() (below) would prevent;
+   elsewhere, prefer that.
+
+   On the DRAM path it costs a store to a local at the start, and a load
+   and a branch at each end.  The local lives in the stack frame and not
+   in a register: only the out-of-line slow paths take its address. */
 typedef struct {
     PyStorageManager *sm;
 } _PyStorageTx;
@@ -100,57 +105,41 @@ _PyStorage_COLD
 PyAPI_FUNC(PyStorageManager *) _PyStorage_TxBegin(PyObject *op);
 _PyStorage_COLD
 PyAPI_FUNC(void) _PyStorage_TxEnd(PyStorageManager *sm);
+/* Begin into tx: 0, or -1 with an exception set. */
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_TxBeginAt(_PyStorageTx *tx, PyObject *op);
+/* End what _PyStorage_TxBeginAt() began, if anything. */
+_PyStorage_COLD
+PyAPI_FUNC(void) _PyStorage_TxEndAt(_PyStorageTx *tx);
 
 static inline void
 _PyStorage_TxCleanup(_PyStorageTx *tx)
 {
-    if (_PyStorage_UNLIKELY(tx->sm != NULL)) {
-        _PyStorage_TxEnd(tx->sm);
+    /* A manager that was registered during the operation finds tx NULL. */
+    if (_PyStorage_ACTIVE()) {
+        _PyStorage_TxEndAt(tx);
     }
 }
 
-/* The local's address never escapes but into the inlined cleanup, so the
-   compiler keeps it in a register: on the DRAM path it is the constant
-   NULL, and the end costs nothing. */
 #define _PyStorage_ATOMIC(op, on_error) \
     _PyStorageTx _py_storage_tx \
-        __attribute__((cleanup(_PyStorage_TxCleanup))) = { \
-            _PyStorage_ACTIVE() ? _PyStorage_TxBegin(_PyObject_CAST(op)) \
-                                : NULL}; \
-    if (_PyStorage_UNLIKELY(_py_storage_tx.sm == _PyStorage_TX_FAILED)) { \
-        _py_storage_tx.sm = NULL; \
+        __attribute__((cleanup(_PyStorage_TxCleanup))) = {NULL}; \
+    if (_PyStorage_ACTIVE() \
+        && _PyStorage_TxBeginAt(&_py_storage_tx, _PyObject_CAST(op)) < 0) \
+    { \
         on_error; \
     }
-
-/* Inside the block of a _PyStorage_ATOMIC(op, ...), about op: the same
-   hooks as below, testing the operation's manager (a register; the
-   constant NULL on the DRAM path) instead of loading the global word. */
-#define _PyStorage_TX_ACTIVE() _PyStorage_UNLIKELY(_py_storage_tx.sm != NULL)
-#define _PyStorage_TX_MODIFY(addr, size) \
-    (_PyStorage_TX_ACTIVE() ? _PyStorage_ModifySlow((addr), (size)) : 0)
-#define _PyStorage_TX_MODIFY_FIELDS(op, size) \
-    (_PyStorage_TX_ACTIVE() \
-     ? _PyStorage_ModifySlow((char *)(op) + sizeof(PyObject), \
-                             (size) - sizeof(PyObject)) : 0)
-#define _PyStorage_TX_STORE(owner, pvalue, held) \
-    (_PyStorage_TX_ACTIVE() \
-     ? _PyStorage_StoreSlow(_PyObject_CAST(owner), (pvalue), (held)) : 0)
-#define _PyStorage_TX_STORE_ITEMS(owner, pseq, source, held) \
-    (_PyStorage_TX_ACTIVE() \
-     ? _PyStorage_StoreItemsSlow(_PyObject_CAST(owner), (pseq), (source), \
-                                 (held)) : 0)
-#define _PyStorage_TX_MODIFY_DICT_SLOT(mp, hashpos, ix) \
-    (_PyStorage_TX_ACTIVE() \
-     ? _PyStorage_ModifyDictSlotSlow((mp), (hashpos), (ix)) : 0)
-#define _PyStorage_TX_MODIFY_SET_ENTRY(so, entry) \
-    (_PyStorage_TX_ACTIVE() ? _PyStorage_ModifySetEntrySlow((so), (entry)) : 0)
-#define _PyStorage_TX_MODIFY_BYTEARRAY(ba) \
-    (_PyStorage_TX_ACTIVE() ? _PyStorage_ModifyByteArraySlow(ba) : 0)
 
 /* [addr, addr+size) is about to be written.  0, or -1 with an exception
    set: then the caller must leave the operation without writing. */
 _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_ModifySlow(void *addr, size_t size);
+
+static inline int
+_PyStorage_Modify(void *addr, size_t size)
+{
+    return _PyStorage_ACTIVE() ? _PyStorage_ModifySlow(addr, size) : 0;
+}
 
 /* The fields of an object after its PyObject header, up to size bytes
    from its start (sizeof(PyListObject)...), are about to be written. */
@@ -216,6 +205,59 @@ _PyStorage_REENTERED(const void *op)
     return 1;
 }
 
+/* The generic slow path of a function whose writes to op are all
+   registered by hooks in its body, or by the hooked functions it calls.
+   Placed at the top of the function, before anything that its returns
+   release,
+
+       _PyStorage_REENTER(op, -1, function(op, arg, ...));
+
+   calls the function again (the same call, the same arguments) inside an
+   atomic operation on op, and returns what it returns: failed (-1, NULL)
+   when the operation could not begin, or could not commit, with an
+   exception set.  _PyStorage_REENTER_OBJECT() is the form for functions
+   that return a new reference, _PyStorage_REENTER_VOID() for those that
+   return nothing. */
+_PyStorage_COLD
+PyAPI_FUNC(PyStorageManager *) _PyStorage_ReenterBegin(PyObject *op,
+                                                       PyObject **pouter);
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_ReenterEnd(PyStorageManager *sm,
+                                      PyObject *outer);
+
+#define _PyStorage_REENTER_(op, type, failed, call, on_end_failure) \
+    if (_PyStorage_ACTIVE() && !_PyStorage_REENTERED(op)) { \
+        PyObject *_py_storage_outer; \
+        PyStorageManager *_py_storage_sm = _PyStorage_ReenterBegin( \
+            _PyObject_CAST(op), &_py_storage_outer); \
+        if (_py_storage_sm == _PyStorage_TX_FAILED) { \
+            return failed; \
+        } \
+        type _py_storage_result = (call); \
+        if (_PyStorage_ReenterEnd(_py_storage_sm, \
+                                  _py_storage_outer) < 0) { \
+            on_end_failure; \
+            return failed; \
+        } \
+        return _py_storage_result; \
+    }
+#define _PyStorage_REENTER(op, failed, call) \
+    _PyStorage_REENTER_(op, int, failed, call, (void)0)
+#define _PyStorage_REENTER_OBJECT(op, call) \
+    _PyStorage_REENTER_(op, PyObject *, NULL, call, \
+                        Py_XDECREF(_py_storage_result))
+#define _PyStorage_REENTER_VOID(op, call) \
+    if (_PyStorage_ACTIVE() && !_PyStorage_REENTERED(op)) { \
+        PyObject *_py_storage_outer; \
+        PyStorageManager *_py_storage_sm = _PyStorage_ReenterBegin( \
+            _PyObject_CAST(op), &_py_storage_outer); \
+        if (_py_storage_sm != _PyStorage_TX_FAILED) { \
+            (call); \
+            (void)_PyStorage_ReenterEnd(_py_storage_sm, _py_storage_outer); \
+        } \
+        return; \
+    }
+
 _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_ByteArrayResize(PyObject *self, Py_ssize_t size);
 
@@ -244,6 +286,12 @@ extern PyObject *_PyStorage_NewPlaced(PyStorageManager *sm,
 /* A bytearray's fields and its whole buffer are about to change. */
 _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba);
+
+static inline int
+_PyStorage_ModifyByteArray(PyByteArrayObject *ba)
+{
+    return _PyStorage_ACTIVE() ? _PyStorage_ModifyByteArraySlow(ba) : 0;
+}
 
 /* A set's entry is about to change, with the set's counters. */
 _PyStorage_COLD
@@ -314,6 +362,22 @@ _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq,
                                           PyObject *source,
                                           Py_ssize_t source_held);
+
+static inline int
+_PyStorage_Store(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
+{
+    return (_PyStorage_ACTIVE()
+            ? _PyStorage_StoreSlow(owner, pvalue, held) : 0);
+}
+
+static inline int
+_PyStorage_StoreItems(PyObject *owner, PyObject **pseq, PyObject *source,
+                      Py_ssize_t source_held)
+{
+    return (_PyStorage_ACTIVE()
+            ? _PyStorage_StoreItemsSlow(owner, pseq, source, source_held)
+            : 0);
+}
 
 
 /* --- allocation ------------------------------------------------------- */
