@@ -619,7 +619,6 @@ _PyStorage_InsertDict(
         r = -1;
     }
     else {
-        _PyStorage_Reentered = (PyObject *)mp;
         r = insertdict(mp, key, hash, value);
     }
     return reenter_end(sm, outer, r);
@@ -635,8 +634,38 @@ _PyStorage_DelItemCommon(
     if (reenter_begin((PyObject *)mp, &sm, &outer) < 0) {
         return -1;
     }
-    _PyStorage_Reentered = (PyObject *)mp;
     return reenter_end(sm, outer, delitem(mp, hash, ix, old_value));
+}
+
+int
+_PyStorage_SetDiscardEntry(PySetObject *so, PyObject *key, Py_hash_t hash,
+                           int (*discard)(PySetObject *, PyObject *,
+                                          Py_hash_t))
+{
+    PyStorageManager *sm;
+    PyObject *outer;
+    if (reenter_begin((PyObject *)so, &sm, &outer) < 0) {
+        return -1;
+    }
+    return reenter_end(sm, outer, discard(so, key, hash));
+}
+
+PyObject *
+_PyStorage_Call(PyObject *op, PyObject *(*function)(PyObject *))
+{
+    PyObject *outer;
+    PyStorageManager *sm = _PyStorage_ReenterBegin(op, &outer);
+    if (sm == _PyStorage_TX_FAILED) {
+        return NULL;
+    }
+    /* function is the hooked twin: it needs no mark. */
+    _PyStorage_Reentered = outer;
+    PyObject *result = function(op);
+    if (_PyStorage_ReenterEnd(sm, outer) < 0) {
+        Py_XDECREF(result);
+        return NULL;
+    }
+    return result;
 }
 
 int
@@ -655,7 +684,6 @@ _PyStorage_SetAddEntry(PySetObject *so, PyObject *key, Py_hash_t hash,
         r = _PyStorage_StoreSlow((PyObject *)so, &key, 2);
     }
     if (r == 0) {
-        _PyStorage_Reentered = (PyObject *)so;
         r = add(so, key, hash);
     }
     Py_DECREF(key);

@@ -261,9 +261,26 @@ PyAPI_FUNC(int) _PyStorage_ReenterEnd(PyStorageManager *sm,
 _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_ByteArrayResize(PyObject *self, Py_ssize_t size);
 
-/* insertdict(), delitem_common() and set_add_entry(), entered again by
-   their slow paths, which also apply the hierarchy rule to what
-   insertdict() and set_add_entry() store. */
+/* Twins.  The hottest functions are compiled twice from one body: a
+   DRAM twin without hooks, and a hooked twin for managed objects, which
+   the DRAM twin's one hook calls through these slow paths:
+
+       if (_PyStorage_ACTIVE())
+           return _PyStorage_<Function>(op, ..., <function>_managed);
+       return <function>_body(op, ..., 0);
+
+   The slow path begins an operation on op, calls the hooked twin, and
+   ends it; _PyStorage_InsertDict() and _PyStorage_SetAddEntry() also
+   apply the hierarchy rule to what insertdict() and set_add_entry()
+   store.  _PyStorage_Call() is the form for a method without
+   arguments. */
+_PyStorage_COLD
+PyAPI_FUNC(PyObject *) _PyStorage_Call(PyObject *op,
+                                       PyObject *(*function)(PyObject *));
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_SetDiscardEntry(
+    PySetObject *so, PyObject *key, Py_hash_t hash,
+    int (*discard)(PySetObject *, PyObject *, Py_hash_t));
 _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_InsertDict(
     PyDictObject *mp, PyObject *key, Py_hash_t hash, PyObject *value,
