@@ -563,6 +563,12 @@ _PyStorage_ReenterBegin(PyObject *op, PyObject **pouter)
 }
 
 int
+_PyStorage_TxEndChecked(PyStorageManager *sm)
+{
+    return sm != NULL ? tx_end(_PyThreadState_GET(), sm) : 0;
+}
+
+int
 _PyStorage_ReenterEnd(PyStorageManager *sm, PyObject *outer)
 {
     /* The mark is still set when the call failed before its hook. */
@@ -573,27 +579,6 @@ _PyStorage_ReenterEnd(PyStorageManager *sm, PyObject *outer)
     /* A commit that fails has undone the operation: the caller drops
        the result and reports the error instead. */
     return tx_end(_PyThreadState_GET(), sm);
-}
-
-int
-_PyStorage_ByteArrayResize(PyObject *self, Py_ssize_t size)
-{
-    PyStorageManager *sm;
-    PyObject *outer;
-    if (reenter_begin(self, &sm, &outer) < 0) {
-        return -1;
-    }
-    int r = 0;
-    if (sm != NULL) {
-        /* A resize writes the fields and the buffer; a new buffer is a new
-           block of the operation. */
-        r = _PyStorage_ModifyByteArraySlow((PyByteArrayObject *)self);
-    }
-    if (r == 0) {
-        _PyStorage_Reentered = self;
-        r = PyByteArray_Resize(self, size);
-    }
-    return reenter_end(sm, outer, r);
 }
 
 int

@@ -28,7 +28,33 @@ PyAPI_DATA(int) _PyStorage_Active;
 #else
 #  define _PyStorage_UNLIKELY(x) (x)
 #endif
-#define _PyStorage_ACTIVE() _PyStorage_UNLIKELY(_PyStorage_Active)
+
+/* Is any manager active?  On x86-64 with GCC or clang the test is one
+   compare of the word in memory and one conditional jump to the slow
+   path, whatever the surrounding code: the compiler can neither load the
+   word into a register that it must then keep, nor reuse what it learnt
+   from it, both of which cost the hot path instructions. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) \
+    && !defined(__cplusplus)
+static inline int
+_PyStorage_ActiveTest(void)
+{
+    __asm__ goto ("cmpl $0, %0\n\tjne %l[active]"
+                  : /* no outputs */
+                  : "m" (_PyStorage_Active)
+                  : "cc"
+                  : active);
+    return 0;
+active:
+#  ifndef __clang__
+    __attribute__((cold));
+#  endif
+    return 1;
+}
+#  define _PyStorage_ACTIVE() _PyStorage_ActiveTest()
+#else
+#  define _PyStorage_ACTIVE() _PyStorage_UNLIKELY(_PyStorage_Active)
+#endif
 
 /* The slow paths: the compiler keeps them out of the hot code's layout. */
 #if defined(__GNUC__) || defined(__clang__)
@@ -258,8 +284,45 @@ PyAPI_FUNC(int) _PyStorage_ReenterEnd(PyStorageManager *sm,
         return; \
     }
 
+/* The twin of a function, inline: placed at the top of a function whose
+   body is a static inline function with a const int managed parameter,
+
+       _PyStorage_TWIN(op, -1, function_body(op, arg, 1));
+       return function_body(op, arg, 0);
+
+   calls the hooked twin inside an atomic operation on op when a manager
+   is active, and the DRAM twin, which has no hooks, otherwise. */
 _PyStorage_COLD
-PyAPI_FUNC(int) _PyStorage_ByteArrayResize(PyObject *self, Py_ssize_t size);
+PyAPI_FUNC(int) _PyStorage_TxEndChecked(PyStorageManager *sm);
+
+#define _PyStorage_TWIN_(op, type, failed, call, on_end_failure) \
+    if (_PyStorage_ACTIVE()) { \
+        PyStorageManager *_py_storage_sm = \
+            _PyStorage_TxBegin(_PyObject_CAST(op)); \
+        if (_py_storage_sm == _PyStorage_TX_FAILED) { \
+            return failed; \
+        } \
+        type _py_storage_result = (call); \
+        if (_PyStorage_TxEndChecked(_py_storage_sm) < 0) { \
+            on_end_failure; \
+            return failed; \
+        } \
+        return _py_storage_result; \
+    }
+#define _PyStorage_TWIN(op, failed, call) \
+    _PyStorage_TWIN_(op, int, failed, call, (void)0)
+#define _PyStorage_TWIN_OBJECT(op, call) \
+    _PyStorage_TWIN_(op, PyObject *, NULL, call, \
+                     Py_XDECREF(_py_storage_result))
+
+/* Allocation in a twin body: from owner's manager in the hooked twin. */
+#define _PyStorage_TWIN_MALLOC(managed, owner, dram_malloc, size) \
+    ((managed) ? _PyStorage_MallocSlow((owner), (size), (dram_malloc)) \
+               : dram_malloc(size))
+#define _PyStorage_TWIN_REALLOC(managed, owner, dram_realloc, ptr, size) \
+    ((managed) \
+     ? _PyStorage_ReallocSlow((owner), (ptr), (size), (dram_realloc)) \
+     : dram_realloc((ptr), (size)))
 
 /* Twins.  The hottest functions are compiled twice from one body: a
    DRAM twin without hooks, and a hooked twin for managed objects, which
