@@ -635,6 +635,45 @@ _PyStorage_SetDiscardEntry(PySetObject *so, PyObject *key, Py_hash_t hash,
     return reenter_end(sm, outer, discard(so, key, hash));
 }
 
+int
+_PyStorage_CallSsize(PyObject *op, Py_ssize_t n,
+                     int (*function)(PyObject *, Py_ssize_t))
+{
+    PyStorageManager *sm = _PyStorage_TxBegin(op);
+    if (sm == _PyStorage_TX_FAILED) {
+        return -1;
+    }
+    int r = function(op, n);
+    return _PyStorage_TxEndChecked(sm) < 0 ? -1 : r;
+}
+
+int
+_PyStorage_CallObjects(PyObject *op, PyObject *a, PyObject *b,
+                       int (*function)(PyObject *, PyObject *, PyObject *))
+{
+    PyStorageManager *sm = _PyStorage_TxBegin(op);
+    if (sm == _PyStorage_TX_FAILED) {
+        return -1;
+    }
+    int r = function(op, a, b);
+    return _PyStorage_TxEndChecked(sm) < 0 ? -1 : r;
+}
+
+PyObject *
+_PyStorage_CallInt(PyObject *op, int i, PyObject *(*function)(PyObject *, int))
+{
+    PyStorageManager *sm = _PyStorage_TxBegin(op);
+    if (sm == _PyStorage_TX_FAILED) {
+        return NULL;
+    }
+    PyObject *result = function(op, i);
+    if (_PyStorage_TxEndChecked(sm) < 0) {
+        Py_XDECREF(result);
+        return NULL;
+    }
+    return result;
+}
+
 PyObject *
 _PyStorage_Call(PyObject *op, PyObject *(*function)(PyObject *))
 {

@@ -335,11 +335,22 @@ PyAPI_FUNC(int) _PyStorage_TxEndChecked(PyStorageManager *sm);
    The slow path begins an operation on op, calls the hooked twin, and
    ends it; _PyStorage_InsertDict() and _PyStorage_SetAddEntry() also
    apply the hierarchy rule to what insertdict() and set_add_entry()
-   store.  _PyStorage_Call() is the form for a method without
-   arguments. */
+   store.  _PyStorage_Call() and its kin are the forms for other
+   signatures: the slow path is a tail call, so the DRAM twin keeps
+   upstream's frame. */
 _PyStorage_COLD
 PyAPI_FUNC(PyObject *) _PyStorage_Call(PyObject *op,
                                        PyObject *(*function)(PyObject *));
+_PyStorage_COLD
+PyAPI_FUNC(PyObject *) _PyStorage_CallInt(
+    PyObject *op, int i, PyObject *(*function)(PyObject *, int));
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_CallSsize(
+    PyObject *op, Py_ssize_t n, int (*function)(PyObject *, Py_ssize_t));
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_CallObjects(
+    PyObject *op, PyObject *a, PyObject *b,
+    int (*function)(PyObject *, PyObject *, PyObject *));
 _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_SetDiscardEntry(
     PySetObject *so, PyObject *key, Py_hash_t hash,
