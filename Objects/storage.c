@@ -412,31 +412,17 @@ _PyStorage_TxBegin(PyObject *op)
     return sm;
 }
 
-int
-_PyStorage_TxBeginAt(_PyStorageTx *tx, PyObject *op)
-{
-    PyStorageManager *sm = _PyStorage_TxBegin(op);
-    if (sm == _PyStorage_TX_FAILED) {
-        return -1;
-    }
-    tx->sm = sm;
-    return 0;
-}
-
-void
-_PyStorage_TxEndAt(_PyStorageTx *tx)
-{
-    if (tx->sm != NULL) {
-        _PyStorage_TxEnd(tx->sm);
-    }
-}
-
 /* End an operation: undo it when an exception is set (keeping that
    exception), else commit it.  0, or -1 with an exception set when the
-   commit failed and the manager undid the operation. */
-static int
-tx_end(PyThreadState *tstate, PyStorageManager *sm)
+   commit failed: then the manager has undone the operation, and the
+   caller reports the error instead of its result. */
+int
+_PyStorage_TxEnd(PyStorageManager *sm)
 {
+    if (sm == NULL) {
+        return 0;
+    }
+    PyThreadState *tstate = _PyThreadState_GET();
     if (_PyErr_Occurred(tstate)) {
         PyObject *type, *value, *tb;
         _PyErr_Fetch(tstate, &type, &value, &tb);
@@ -449,17 +435,6 @@ tx_end(PyThreadState *tstate, PyStorageManager *sm)
         return 0;
     }
     return sm->end(sm, 1);
-}
-
-void
-_PyStorage_TxEnd(PyStorageManager *sm)
-{
-    if (tx_end(_PyThreadState_GET(), sm) < 0) {
-        /* The operation has returned its result already: it cannot fail
-           any more.  The manager has undone it; say so loudly. */
-        _PyErr_WriteUnraisableMsg("committing an atomic operation "
-                                  "failed, and it was undone", NULL);
-    }
 }
 
 int
@@ -528,44 +503,15 @@ _PyStorage_ModifyDictSlotSlow(PyDictObject *mp, Py_ssize_t hashpos,
 
 _Thread_local PyObject *_PyStorage_Reentered = NULL;
 
-/* Begin an operation on op, mark op for re-entry; 0, or -1 when the
-   manager could not begin. */
-static int
-reenter_begin(PyObject *op, PyStorageManager **psm, PyObject **pouter)
-{
-    *psm = _PyStorage_TxBegin(op);
-    if (*psm == _PyStorage_TX_FAILED) {
-        return -1;
-    }
-    *pouter = _PyStorage_Reentered;
-    return 0;
-}
-
-static int
-reenter_end(PyStorageManager *sm, PyObject *outer, int r)
-{
-    _PyStorage_Reentered = outer;
-    if (sm != NULL) {
-        _PyStorage_TxEnd(sm);
-    }
-    return r;
-}
-
 PyStorageManager *
 _PyStorage_ReenterBegin(PyObject *op, PyObject **pouter)
 {
-    PyStorageManager *sm;
-    if (reenter_begin(op, &sm, pouter) < 0) {
-        return _PyStorage_TX_FAILED;
+    PyStorageManager *sm = _PyStorage_TxBegin(op);
+    if (sm != _PyStorage_TX_FAILED) {
+        *pouter = _PyStorage_Reentered;
+        _PyStorage_Reentered = op;
     }
-    _PyStorage_Reentered = op;
     return sm;
-}
-
-int
-_PyStorage_TxEndChecked(PyStorageManager *sm)
-{
-    return sm != NULL ? tx_end(_PyThreadState_GET(), sm) : 0;
 }
 
 int
@@ -573,23 +519,19 @@ _PyStorage_ReenterEnd(PyStorageManager *sm, PyObject *outer)
 {
     /* The mark is still set when the call failed before its hook. */
     _PyStorage_Reentered = outer;
-    if (sm == NULL) {
-        return 0;
-    }
-    /* A commit that fails has undone the operation: the caller drops
-       the result and reports the error instead. */
-    return tx_end(_PyThreadState_GET(), sm);
+    return _PyStorage_TxEnd(sm);
 }
+
+/* The slow paths of twins: the hooked twin inside an operation. */
 
 int
 _PyStorage_InsertDict(
     PyDictObject *mp, PyObject *key, Py_hash_t hash, PyObject *value,
-    int (*insertdict)(PyDictObject *, PyObject *, Py_hash_t, PyObject *))
+    int (*insert)(PyDictObject *, PyObject *, Py_hash_t, PyObject *))
 {
     /* Consumes key and value, as insertdict() does. */
-    PyStorageManager *sm;
-    PyObject *outer;
-    if (reenter_begin((PyObject *)mp, &sm, &outer) < 0) {
+    PyStorageManager *sm = _PyStorage_TxBegin((PyObject *)mp);
+    if (sm == _PyStorage_TX_FAILED) {
         Py_DECREF(key);
         Py_DECREF(value);
         return -1;
@@ -604,9 +546,9 @@ _PyStorage_InsertDict(
         r = -1;
     }
     else {
-        r = insertdict(mp, key, hash, value);
+        r = insert(mp, key, hash, value);
     }
-    return reenter_end(sm, outer, r);
+    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
 }
 
 int
@@ -614,91 +556,20 @@ _PyStorage_DelItemCommon(
     PyDictObject *mp, Py_hash_t hash, Py_ssize_t ix, PyObject *old_value,
     int (*delitem)(PyDictObject *, Py_hash_t, Py_ssize_t, PyObject *))
 {
-    PyStorageManager *sm;
-    PyObject *outer;
-    if (reenter_begin((PyObject *)mp, &sm, &outer) < 0) {
-        return -1;
-    }
-    return reenter_end(sm, outer, delitem(mp, hash, ix, old_value));
-}
-
-int
-_PyStorage_SetDiscardEntry(PySetObject *so, PyObject *key, Py_hash_t hash,
-                           int (*discard)(PySetObject *, PyObject *,
-                                          Py_hash_t))
-{
-    PyStorageManager *sm;
-    PyObject *outer;
-    if (reenter_begin((PyObject *)so, &sm, &outer) < 0) {
-        return -1;
-    }
-    return reenter_end(sm, outer, discard(so, key, hash));
-}
-
-int
-_PyStorage_CallSsize(PyObject *op, Py_ssize_t n,
-                     int (*function)(PyObject *, Py_ssize_t))
-{
-    PyStorageManager *sm = _PyStorage_TxBegin(op);
+    PyStorageManager *sm = _PyStorage_TxBegin((PyObject *)mp);
     if (sm == _PyStorage_TX_FAILED) {
         return -1;
     }
-    int r = function(op, n);
-    return _PyStorage_TxEndChecked(sm) < 0 ? -1 : r;
-}
-
-int
-_PyStorage_CallObjects(PyObject *op, PyObject *a, PyObject *b,
-                       int (*function)(PyObject *, PyObject *, PyObject *))
-{
-    PyStorageManager *sm = _PyStorage_TxBegin(op);
-    if (sm == _PyStorage_TX_FAILED) {
-        return -1;
-    }
-    int r = function(op, a, b);
-    return _PyStorage_TxEndChecked(sm) < 0 ? -1 : r;
-}
-
-PyObject *
-_PyStorage_CallInt(PyObject *op, int i, PyObject *(*function)(PyObject *, int))
-{
-    PyStorageManager *sm = _PyStorage_TxBegin(op);
-    if (sm == _PyStorage_TX_FAILED) {
-        return NULL;
-    }
-    PyObject *result = function(op, i);
-    if (_PyStorage_TxEndChecked(sm) < 0) {
-        Py_XDECREF(result);
-        return NULL;
-    }
-    return result;
-}
-
-PyObject *
-_PyStorage_Call(PyObject *op, PyObject *(*function)(PyObject *))
-{
-    PyObject *outer;
-    PyStorageManager *sm = _PyStorage_ReenterBegin(op, &outer);
-    if (sm == _PyStorage_TX_FAILED) {
-        return NULL;
-    }
-    /* function is the hooked twin: it needs no mark. */
-    _PyStorage_Reentered = outer;
-    PyObject *result = function(op);
-    if (_PyStorage_ReenterEnd(sm, outer) < 0) {
-        Py_XDECREF(result);
-        return NULL;
-    }
-    return result;
+    int r = delitem(mp, hash, ix, old_value);
+    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
 }
 
 int
 _PyStorage_SetAddEntry(PySetObject *so, PyObject *key, Py_hash_t hash,
                        int (*add)(PySetObject *, PyObject *, Py_hash_t))
 {
-    PyStorageManager *sm;
-    PyObject *outer;
-    if (reenter_begin((PyObject *)so, &sm, &outer) < 0) {
+    PyStorageManager *sm = _PyStorage_TxBegin((PyObject *)so);
+    if (sm == _PyStorage_TX_FAILED) {
         return -1;
     }
     /* key: the caller's reference and ours */
@@ -711,7 +582,74 @@ _PyStorage_SetAddEntry(PySetObject *so, PyObject *key, Py_hash_t hash,
         r = add(so, key, hash);
     }
     Py_DECREF(key);
-    return reenter_end(sm, outer, r);
+    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
+}
+
+int
+_PyStorage_SetDiscardEntry(PySetObject *so, PyObject *key, Py_hash_t hash,
+                           int (*discard)(PySetObject *, PyObject *,
+                                          Py_hash_t))
+{
+    PyStorageManager *sm = _PyStorage_TxBegin((PyObject *)so);
+    if (sm == _PyStorage_TX_FAILED) {
+        return -1;
+    }
+    int r = discard(so, key, hash);
+    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
+}
+
+int
+_PyStorage_CallSsize(PyObject *op, Py_ssize_t n,
+                     int (*function)(PyObject *, Py_ssize_t))
+{
+    PyStorageManager *sm = _PyStorage_TxBegin(op);
+    if (sm == _PyStorage_TX_FAILED) {
+        return -1;
+    }
+    int r = function(op, n);
+    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
+}
+
+int
+_PyStorage_CallObjects(PyObject *op, PyObject *a, PyObject *b,
+                       int (*function)(PyObject *, PyObject *, PyObject *))
+{
+    PyStorageManager *sm = _PyStorage_TxBegin(op);
+    if (sm == _PyStorage_TX_FAILED) {
+        return -1;
+    }
+    int r = function(op, a, b);
+    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
+}
+
+PyObject *
+_PyStorage_CallInt(PyObject *op, int i, PyObject *(*function)(PyObject *, int))
+{
+    PyStorageManager *sm = _PyStorage_TxBegin(op);
+    if (sm == _PyStorage_TX_FAILED) {
+        return NULL;
+    }
+    PyObject *result = function(op, i);
+    if (_PyStorage_TxEnd(sm) < 0) {
+        Py_XDECREF(result);
+        return NULL;
+    }
+    return result;
+}
+
+PyObject *
+_PyStorage_Call(PyObject *op, PyObject *(*function)(PyObject *))
+{
+    PyStorageManager *sm = _PyStorage_TxBegin(op);
+    if (sm == _PyStorage_TX_FAILED) {
+        return NULL;
+    }
+    PyObject *result = function(op);
+    if (_PyStorage_TxEnd(sm) < 0) {
+        Py_XDECREF(result);
+        return NULL;
+    }
+    return result;
 }
 
 int
@@ -794,11 +732,9 @@ _PyStorage_InitializeDict(PyObject *obj)
     return *dictptr == NULL ? -1 : 0;
 }
 
-int
-_PyStorage_ObjectDictSetItem(PyObject **dictptr, PyObject *key,
-                             PyObject *value)
+static int
+object_dict_setitem(PyObject **dictptr, PyObject *key, PyObject *value)
 {
-    _PyStorage_ATOMIC(dictptr, return -1);
     PyObject *dict = *dictptr;
     if (dict == NULL) {
         if (_PyStorage_ModifySlow(dictptr, sizeof(PyObject *)) < 0) {
@@ -815,9 +751,20 @@ _PyStorage_ObjectDictSetItem(PyObject **dictptr, PyObject *key,
 }
 
 int
-_PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr, PyObject *value)
+_PyStorage_ObjectDictSetItem(PyObject **dictptr, PyObject *key,
+                             PyObject *value)
 {
-    _PyStorage_ATOMIC(obj, return -1);
+    PyStorageManager *sm = _PyStorage_TxBegin((PyObject *)dictptr);
+    if (sm == _PyStorage_TX_FAILED) {
+        return -1;
+    }
+    int r = object_dict_setitem(dictptr, key, value);
+    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
+}
+
+static int
+set_dict_ptr(PyObject *obj, PyObject **dictptr, PyObject *value)
+{
     /* value: the storing path's reference (the stack's) and ours */
     PyObject *v = Py_XNewRef(value);
     if (_PyStorage_StoreSlow(obj, &v, 2) < 0
@@ -828,6 +775,17 @@ _PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr, PyObject *value)
     }
     Py_XSETREF(*dictptr, v);
     return 0;
+}
+
+int
+_PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr, PyObject *value)
+{
+    PyStorageManager *sm = _PyStorage_TxBegin(obj);
+    if (sm == _PyStorage_TX_FAILED) {
+        return -1;
+    }
+    int r = set_dict_ptr(obj, dictptr, value);
+    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
 }
 
 PyObject *

@@ -712,10 +712,7 @@ _PyStorage_DictMerge(PyObject *a, PyObject *b, int override,
         _PyStorage_Reentered = outer;
     }
     Py_XDECREF(stored);
-    if (sm != NULL) {
-        _PyStorage_TxEnd(sm);
-    }
-    return r;
+    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
 }
 
 int

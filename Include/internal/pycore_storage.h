@@ -105,56 +105,23 @@ _PyStorage_ManagedTable(const void *owner)
 
 /* --- atomic operations ------------------------------------------------ */
 
-/* _PyStorage_ATOMIC(op, on_error) opens an atomic operation on the
-   object op, to end where the enclosing C block does: it is a
-   declaration, placed after a function's argument checks and before its
-   first write to op, and before any goto that jumps past it.  The end
-   commits when the block is left with no exception set, and undoes the
-   operation when one is set (every failure path of CPython's object code
-   sets one).  When the manager cannot begin, on_error runs (return NULL,
-   return -1...).  It is the form for a function that the compiler inlines
-   into its only caller, which _PyStorage_REENTER() (below) would prevent;
-   elsewhere, prefer that.
-
-   On the DRAM path it costs a store to a local at the start, and a load
-   and a branch at each end.  The local lives in the stack frame and not
-   in a register: only the out-of-line slow paths take its address. */
-typedef struct {
-    PyStorageManager *sm;
-} _PyStorageTx;
+/* An atomic operation on an object is one call of a hooked function, or
+   of the hooked twin of a function (both below), between these two.  The
+   end commits when no exception is set, and undoes the operation when one
+   is (every failure path of CPython's object code sets one). */
 
 /* What _PyStorage_TxBegin() returns when the manager could not begin. */
 #define _PyStorage_TX_FAILED ((PyStorageManager *)1)
 
-/* The manager of op after beginning an operation; NULL for DRAM. */
+/* The manager of op after beginning an operation on it; NULL for DRAM;
+   _PyStorage_TX_FAILED, with an exception set, when it could not begin. */
 _PyStorage_COLD
 PyAPI_FUNC(PyStorageManager *) _PyStorage_TxBegin(PyObject *op);
+/* 0; or -1 with an exception set when the commit failed: the manager has
+   undone the operation, and the caller reports the error instead of its
+   result.  Nothing for sm NULL. */
 _PyStorage_COLD
-PyAPI_FUNC(void) _PyStorage_TxEnd(PyStorageManager *sm);
-/* Begin into tx: 0, or -1 with an exception set. */
-_PyStorage_COLD
-PyAPI_FUNC(int) _PyStorage_TxBeginAt(_PyStorageTx *tx, PyObject *op);
-/* End what _PyStorage_TxBeginAt() began, if anything. */
-_PyStorage_COLD
-PyAPI_FUNC(void) _PyStorage_TxEndAt(_PyStorageTx *tx);
-
-static inline void
-_PyStorage_TxCleanup(_PyStorageTx *tx)
-{
-    /* A manager that was registered during the operation finds tx NULL. */
-    if (_PyStorage_ACTIVE()) {
-        _PyStorage_TxEndAt(tx);
-    }
-}
-
-#define _PyStorage_ATOMIC(op, on_error) \
-    _PyStorageTx _py_storage_tx \
-        __attribute__((cleanup(_PyStorage_TxCleanup))) = {NULL}; \
-    if (_PyStorage_ACTIVE() \
-        && _PyStorage_TxBeginAt(&_py_storage_tx, _PyObject_CAST(op)) < 0) \
-    { \
-        on_error; \
-    }
+PyAPI_FUNC(int) _PyStorage_TxEnd(PyStorageManager *sm);
 
 /* [addr, addr+size) is about to be written.  0, or -1 with an exception
    set: then the caller must leave the operation without writing. */
@@ -243,7 +210,8 @@ _PyStorage_REENTERED(const void *op)
    when the operation could not begin, or could not commit, with an
    exception set.  _PyStorage_REENTER_OBJECT() is the form for functions
    that return a new reference, _PyStorage_REENTER_VOID() for those that
-   return nothing. */
+   return nothing; _PyStorage_REENTER_STEALING() for those that steal a
+   reference (drop runs when the operation cannot begin). */
 _PyStorage_COLD
 PyAPI_FUNC(PyStorageManager *) _PyStorage_ReenterBegin(PyObject *op,
                                                        PyObject **pouter);
@@ -251,26 +219,29 @@ _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_ReenterEnd(PyStorageManager *sm,
                                       PyObject *outer);
 
-#define _PyStorage_REENTER_(op, type, failed, call, on_end_failure) \
+#define _PyStorage_REENTER_(op, type, failed, call, drop, drop_result) \
     if (_PyStorage_ACTIVE() && !_PyStorage_REENTERED(op)) { \
         PyObject *_py_storage_outer; \
         PyStorageManager *_py_storage_sm = _PyStorage_ReenterBegin( \
             _PyObject_CAST(op), &_py_storage_outer); \
         if (_py_storage_sm == _PyStorage_TX_FAILED) { \
+            drop; \
             return failed; \
         } \
         type _py_storage_result = (call); \
         if (_PyStorage_ReenterEnd(_py_storage_sm, \
                                   _py_storage_outer) < 0) { \
-            on_end_failure; \
+            drop_result; \
             return failed; \
         } \
         return _py_storage_result; \
     }
 #define _PyStorage_REENTER(op, failed, call) \
-    _PyStorage_REENTER_(op, int, failed, call, (void)0)
+    _PyStorage_REENTER_(op, int, failed, call, (void)0, (void)0)
+#define _PyStorage_REENTER_STEALING(op, failed, call, drop) \
+    _PyStorage_REENTER_(op, int, failed, call, drop, (void)0)
 #define _PyStorage_REENTER_OBJECT(op, call) \
-    _PyStorage_REENTER_(op, PyObject *, NULL, call, \
+    _PyStorage_REENTER_(op, PyObject *, NULL, call, (void)0, \
                         Py_XDECREF(_py_storage_result))
 #define _PyStorage_REENTER_VOID(op, call) \
     if (_PyStorage_ACTIVE() && !_PyStorage_REENTERED(op)) { \
@@ -292,9 +263,6 @@ PyAPI_FUNC(int) _PyStorage_ReenterEnd(PyStorageManager *sm,
 
    calls the hooked twin inside an atomic operation on op when a manager
    is active, and the DRAM twin, which has no hooks, otherwise. */
-_PyStorage_COLD
-PyAPI_FUNC(int) _PyStorage_TxEndChecked(PyStorageManager *sm);
-
 #define _PyStorage_TWIN_(op, type, failed, call, on_end_failure) \
     if (_PyStorage_ACTIVE()) { \
         PyStorageManager *_py_storage_sm = \
@@ -303,7 +271,7 @@ PyAPI_FUNC(int) _PyStorage_TxEndChecked(PyStorageManager *sm);
             return failed; \
         } \
         type _py_storage_result = (call); \
-        if (_PyStorage_TxEndChecked(_py_storage_sm) < 0) { \
+        if (_PyStorage_TxEnd(_py_storage_sm) < 0) { \
             on_end_failure; \
             return failed; \
         } \
