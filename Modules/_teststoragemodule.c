@@ -17,6 +17,10 @@
  * tests assert that the list stays empty.  The arena never undoes
  * anything: it is a coverage checker, not a transaction manager.
  *
+ * Failures to inject: arena.fail_begins and arena.fail_commits count the
+ * outermost begins and the committing outermost ends still to go before
+ * one fails (0: none fails), with RuntimeError.
+ *
  * Memory layout: the region is cut into 16-byte granules; per granule,
  * out of the region so that the checker's own bookkeeping never shows up
  * as a difference:
@@ -68,6 +72,7 @@ typedef struct {
     Py_ssize_t live_blocks;
     Py_ssize_t operations;
     PyObject *violations;         /* list of str */
+    int fail_begins, fail_commits;  /* see the header comment */
 } ArenaObject;
 
 #define ARENA(sm) \
@@ -331,6 +336,10 @@ static int
 arena_begin(PyStorageManager *sm)
 {
     ArenaObject *a = ARENA(sm);
+    if (a->depth == 0 && a->fail_begins > 0 && --a->fail_begins == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "arena: injected begin failure");
+        return -1;
+    }
     if (a->depth++ == 0) {
         compare(a, 0);
         take_snapshot(a);
@@ -340,7 +349,7 @@ arena_begin(PyStorageManager *sm)
 }
 
 static int
-arena_end(PyStorageManager *sm, int Py_UNUSED(ok))
+arena_end(PyStorageManager *sm, int ok)
 {
     ArenaObject *a = ARENA(sm);
     if (a->depth <= 0) {
@@ -352,6 +361,11 @@ arena_end(PyStorageManager *sm, int Py_UNUSED(ok))
         take_snapshot(a);
         a->nranges = 0;
         a->operations++;
+        if (ok && a->fail_commits > 0 && --a->fail_commits == 0) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "arena: injected commit failure");
+            return -1;
+        }
     }
     return 0;
 }
@@ -560,6 +574,10 @@ static PyMethodDef arena_methods[] = {
 static PyMemberDef arena_members[] = {
     {"violations", T_OBJECT, offsetof(ArenaObject, violations), READONLY,
      "What the checker found, one string each."},
+    {"fail_begins", T_INT, offsetof(ArenaObject, fail_begins), 0,
+     "Fail the n-th outermost begin from now (0: never)."},
+    {"fail_commits", T_INT, offsetof(ArenaObject, fail_commits), 0,
+     "Fail the n-th committing outermost end from now (0: never)."},
     {NULL}
 };
 

@@ -522,6 +522,13 @@ _PyStorage_ReenterEnd(PyStorageManager *sm, PyObject *outer)
     return _PyStorage_TxEnd(sm);
 }
 
+void
+_PyStorage_WriteUnraisable(PyObject *op)
+{
+    /* "Exception ignored in a failed, undone atomic operation on: op" */
+    _PyErr_WriteUnraisableMsg("in a failed, undone atomic operation on", op);
+}
+
 /* The slow paths of twins: the hooked twin inside an operation. */
 
 int

@@ -209,9 +209,11 @@ _PyStorage_REENTERED(const void *op)
    atomic operation on op, and returns what it returns: failed (-1, NULL)
    when the operation could not begin, or could not commit, with an
    exception set.  _PyStorage_REENTER_OBJECT() is the form for functions
-   that return a new reference, _PyStorage_REENTER_VOID() for those that
-   return nothing; _PyStorage_REENTER_STEALING() for those that steal a
-   reference (drop runs when the operation cannot begin). */
+   that return a new reference; _PyStorage_REENTER_STEALING() for those
+   that steal a reference (drop runs when the operation cannot begin).
+   _PyStorage_REENTER_VOID() is for functions that cannot report an
+   error: a failure to begin or to commit is written as unraisable, and
+   leaves op as it was. */
 _PyStorage_COLD
 PyAPI_FUNC(PyStorageManager *) _PyStorage_ReenterBegin(PyObject *op,
                                                        PyObject **pouter);
@@ -248,12 +250,19 @@ PyAPI_FUNC(int) _PyStorage_ReenterEnd(PyStorageManager *sm,
         PyObject *_py_storage_outer; \
         PyStorageManager *_py_storage_sm = _PyStorage_ReenterBegin( \
             _PyObject_CAST(op), &_py_storage_outer); \
-        if (_py_storage_sm != _PyStorage_TX_FAILED) { \
-            (call); \
-            (void)_PyStorage_ReenterEnd(_py_storage_sm, _py_storage_outer); \
+        if (_py_storage_sm == _PyStorage_TX_FAILED \
+            || ((call), \
+                _PyStorage_ReenterEnd(_py_storage_sm, \
+                                      _py_storage_outer) < 0)) \
+        { \
+            _PyStorage_WriteUnraisable(_PyObject_CAST(op)); \
         } \
         return; \
     }
+
+/* Report the failure of an operation on op that its caller cannot. */
+_PyStorage_COLD
+PyAPI_FUNC(void) _PyStorage_WriteUnraisable(PyObject *op);
 
 /* The twin of a function, inline: placed at the top of a function whose
    body is a static inline function with a const int managed parameter,

@@ -745,5 +745,76 @@ class FreeListTests(ArenaTestCase):
         self.assertClean()
 
 
+class FailureTests(ArenaTestCase):
+    """A manager that cannot begin or commit makes the operation raise.
+
+    One operation per kind of slow path: a re-entered function, a hooked
+    twin (with and without the store rule), and each signature of the
+    twins' slow paths.  The arena injects the failures.
+    """
+
+    value = object()
+
+    def operations(self):
+        v = self.value
+        return {
+            "list.append": (list, [1, 2], lambda l: l.append(v)),
+            "l[0] = v": (list, [1, 2], lambda l: l.__setitem__(0, v)),
+            "list.sort": (list, [2, 1], lambda l: l.sort()),
+            "d[k] = v": (dict, {"a": 1}, lambda d: d.__setitem__("b", v)),
+            "{}[k] = v": (dict, {}, lambda d: d.__setitem__("b", v)),
+            "del d[k]": (dict, {"a": 1}, lambda d: d.__delitem__("a")),
+            "dict.popitem": (dict, {"a": 1}, lambda d: d.popitem()),
+            "dict.clear": (dict, {"a": 1}, lambda d: d.clear()),
+            "set.add": (set, {1}, lambda s: s.add(v)),
+            "set.discard": (set, {1}, lambda s: s.discard(1)),
+            "set.pop": (set, {1}, lambda s: s.pop()),
+            "bytearray.append": (bytearray, b"ab", lambda b: b.append(1)),
+            "b[0:1] = x": (bytearray, b"ab",
+                           lambda b: b.__setitem__(slice(0, 1), b"xyz")),
+            "bytearray +=": (bytearray, b"ab", lambda b: b.__iadd__(b"c")),
+            "setattr": (Point, (1, 2), lambda p: setattr(p, "x", v)),
+            "__slots__": (Slotted, (1, 2), lambda s: setattr(s, "a", v)),
+        }
+
+    def make(self, factory, arg):
+        args = arg if factory in (Point, Slotted) else (arg,)
+        obj = placed(self.arena, factory, *args)
+        self.assertClean()
+        return obj
+
+    @staticmethod
+    def contents(obj):
+        if isinstance(obj, (Point, Slotted)):
+            return state(obj)
+        return bytes(obj) if isinstance(obj, bytearray) else type(obj)(obj)
+
+    def test_failed_begin_changes_nothing(self):
+        for name, (factory, arg, op) in self.operations().items():
+            with self.subTest(name):
+                obj = self.make(factory, arg)
+                before = self.contents(obj)
+                refs = sys.getrefcount(self.value)
+                self.arena.fail_begins = 1
+                with self.assertRaisesRegex(RuntimeError,
+                                            "injected begin failure"):
+                    op(obj)
+                self.assertEqual(self.arena.fail_begins, 0)
+                self.assertEqual(self.contents(obj), before)
+                self.assertEqual(sys.getrefcount(self.value), refs)
+                self.assertClean()
+
+    def test_failed_commit_raises(self):
+        for name, (factory, arg, op) in self.operations().items():
+            with self.subTest(name):
+                obj = self.make(factory, arg)
+                self.arena.fail_commits = 1
+                with self.assertRaisesRegex(RuntimeError,
+                                            "injected commit failure"):
+                    op(obj)
+                self.assertEqual(self.arena.fail_commits, 0)
+                self.assertClean()
+
+
 if __name__ == "__main__":
     unittest.main()
