@@ -18,9 +18,16 @@ extern "C" {
    program does.  While it is zero, every hook below is one load of that
    word and one branch that is never taken, and then does what the
    unhooked code did (PyMem_Malloc, nothing at all...); only a process
-   that opens a pool pays for range lookups.  The word only ever changes
-   under the GIL, and the hooks run with the GIL held, so a hook never
-   sees a range table that changes under it. */
+   that opens a pool pays for range lookups.  The hottest functions have
+   twins (see below): their DRAM twin is upstream's body, with that one
+   test at its top and no other.  The word only ever changes under the
+   GIL, and the hooks run with the GIL held, so a hook never sees a range
+   table that changes under it.
+
+   An object never changes managers: a DRAM object stays in DRAM while
+   managers come and go.  So a hook may leave a whole operation on a DRAM
+   object to its fast path even if a manager becomes active during the
+   operation (a pool opened by an __eq__ method, say). */
 PyAPI_DATA(int) _PyStorage_Active;
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -151,13 +158,6 @@ _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_ModifyDictSlotSlow(PyDictObject *mp,
                                               Py_ssize_t hashpos,
                                               Py_ssize_t ix);
-
-static inline int
-_PyStorage_ModifyDictSlot(PyDictObject *mp, Py_ssize_t hashpos, Py_ssize_t ix)
-{
-    return (_PyStorage_ACTIVE()
-            ? _PyStorage_ModifyDictSlotSlow(mp, hashpos, ix) : 0);
-}
 
 /* Instances.  A managed instance always has a dict of its own manager
    (combined, never inline values or a class's shared keys), made when
@@ -365,13 +365,6 @@ _PyStorage_ModifyByteArray(PyByteArrayObject *ba)
 _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_ModifySetEntrySlow(PySetObject *so,
                                               setentry *entry);
-
-static inline int
-_PyStorage_ModifySetEntry(PySetObject *so, setentry *entry)
-{
-    return (_PyStorage_ACTIVE()
-            ? _PyStorage_ModifySetEntrySlow(so, entry) : 0);
-}
 
 /* set_swap_bodies() when a or b is managed: a managed set keeps its table,
    and takes the other's contents through the hooked paths.  0, or -1
