@@ -1,0 +1,87 @@
+"""Python objects in persistent memory.
+
+A pool is a file of persistent memory (a PMDK libpmemobj pool) that holds
+real Python objects -- dict, list, set, bytearray, int, str, tuple... --
+which survive the process::
+
+    import pmem
+    pool = pmem.open("accounts.pool")        # created the first time
+    if not hasattr(pool.ns, "accounts"):
+        pool.ns.accounts = dict()            # moved into the pool
+    with pool:                               # one transaction
+        pool.ns.accounts["alice"] = 10.0
+
+Every change to a pool object is atomic: one operation (``d[k] = v``,
+``lst.append(x)``) is a transaction of its own, and ``with pool:`` makes
+a block one transaction, rolled back when it raises.  Storing into a
+pool object follows the memory hierarchy: immutable values are copied
+in, a mutable value that nothing else refers to is moved in, and a
+shared mutable value is refused with TypeError.
+"""
+
+import _pmem
+from _pmem import PoolError, FORMAT_VERSION, DEFAULT_SIZE, storage_of
+
+__all__ = ["open", "Pool", "PoolError", "storage_of", "PersistentDict",
+           "PersistentList", "PersistentSet", "PersistentByteArray",
+           "FORMAT_VERSION", "DEFAULT_SIZE"]
+
+
+class Pool(_pmem.Pool):
+    """An open pool.  ``with pool:`` is a transaction."""
+
+    @property
+    def ns(self):
+        """The pool's persistent root namespace."""
+        return _pmem.Namespace(self)
+
+    def new(self, type, /, *args, **kwargs):
+        """type(*args, **kwargs), made directly in the pool."""
+        self.push_placement()
+        try:
+            return type(*args, **kwargs)
+        finally:
+            self.pop_placement()
+
+    def transaction(self):
+        """A context manager for one transaction: ``with pool:``."""
+        return self
+
+    def __enter__(self):
+        self.begin()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.end(exc_type is None)
+        return False
+
+    def __repr__(self):
+        state = "closed" if self.closed else "open"
+        return f"<pmem.Pool {self.path!r} ({state})>"
+
+
+def open(path, *, create=True, size=DEFAULT_SIZE):
+    """Open the pool at path, creating it (size bytes) if it does not
+    exist and create is true.  Opening a pool twice in one process gives
+    the same Pool."""
+    return Pool(path, create=create, size=size)
+
+
+def PersistentDict(pool, /, *args, **kwargs):
+    """A dict in pool: dict(*args, **kwargs)."""
+    return pool.new(dict, *args, **kwargs)
+
+
+def PersistentList(pool, /, *args):
+    """A list in pool: list(*args)."""
+    return pool.new(list, *args)
+
+
+def PersistentSet(pool, /, *args):
+    """A set in pool: set(*args)."""
+    return pool.new(set, *args)
+
+
+def PersistentByteArray(pool, /, *args):
+    """A bytearray in pool: bytearray(*args)."""
+    return pool.new(bytearray, *args)

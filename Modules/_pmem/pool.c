@@ -1,0 +1,1162 @@
+/* _pmem: the persistent-memory storage manager (PMDK libpmemobj).
+ *
+ * This module is the only code that links libpmemobj.  A _pmem.Pool owns
+ * one libpmemobj pool file, mapped into the process, and is the storage
+ * manager (Include/cpython/storage.h) of the mapping's address range:
+ *
+ *   alloc/realloc/free   pmemobj allocations, transactional inside an
+ *                        atomic operation, else atomic on their own; the
+ *                        allocation's type number records the object's
+ *                        type (pool_type_code()), for the open pass
+ *   begin/end            one libpmemobj transaction for the outermost
+ *                        operation; nested operations join it
+ *   modify               pmemobj_tx_xadd_range_direct(): the undo log
+ *
+ * The functions are libpmemobj's failure-return ones (no setjmp, no
+ * abort of the process): every failure becomes a Python exception.
+ *
+ * The pool file.  Its layout name is POOL_LAYOUT; its root object is a
+ * pool_root that starts with POOL_MAGIC and the format version.  A pool
+ * is created under a temporary name and renamed into place, so that a
+ * crash during creation never leaves a half-made pool under the real
+ * name.  Opening checks the layout, the root and the version and turns
+ * every refusal of libpmemobj (a foreign, truncated or corrupt file, a
+ * pool open in another process) into pmem.PoolError with a message that
+ * says what is wrong.
+ *
+ * Lifetime.  Python objects of a pool can outlive any call: a DRAM
+ * variable may hold one after the pool's Pool object is gone.  So a pool
+ * stays mapped, and registered as the manager of its range, until the
+ * process exits; the module keeps every Pool it opened.  close() ends the
+ * pool's use: operations on its objects then raise PoolError, frees are
+ * left to the next open's collection of unreachable objects, and reads
+ * still find mapped memory.  The process's exit unmaps the pool and
+ * releases its lock; libpmemobj keeps it consistent without a close.
+ */
+
+#ifndef Py_BUILD_CORE_BUILTIN
+#  define Py_BUILD_CORE_MODULE 1
+#endif
+#define PY_SSIZE_T_CLEAN
+
+#include "Python.h"
+#include "structmember.h"         // PyMemberDef
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <libpmemobj.h>
+
+#define POOL_LAYOUT "pmem-python"
+#define POOL_MAGIC "PyPMEM\r\n"
+#define POOL_FORMAT 1
+#define POOL_DEFAULT_SIZE ((Py_ssize_t)64 << 20)
+
+/* The root object.  Offsets are from the pool's base, so that they stay
+   right when the pool maps elsewhere. */
+struct pool_root {
+    char magic[8];                /* POOL_MAGIC */
+    uint32_t format;              /* POOL_FORMAT */
+    uint32_t root_size;           /* sizeof(struct pool_root) */
+    uint64_t namespace;           /* the namespace dict, or 0 */
+    uint64_t types;               /* the table of user classes, or 0 */
+    uint64_t reserved[12];
+};
+
+/* The type number of an allocation: what the open pass will need to give
+   the object its type again.  0 is a table (dict keys, list items...). */
+enum {
+    POOL_TABLE = 0,
+    POOL_DICT, POOL_LIST, POOL_SET, POOL_FROZENSET, POOL_BYTEARRAY,
+    POOL_TUPLE, POOL_INT, POOL_FLOAT, POOL_COMPLEX, POOL_STR, POOL_BYTES,
+    /* A user class: POOL_INSTANCE + its index in the pool's type table. */
+    POOL_INSTANCE = 1024,
+};
+
+typedef struct {
+    PyObject_HEAD
+    PyStorageManager sm;          /* sm.name points into name */
+    char name[64];
+    PMEMobjpool *pop;             /* mapped until the process exits */
+    size_t size;                  /* of the mapping */
+    int closed;                   /* close() was called */
+    int depth;                    /* nesting of begin/end */
+    PyObject *path;               /* str */
+    PyObject *error;              /* pmem.PoolError */
+} PoolObject;
+
+#define POOL(sm) ((PoolObject *)((char *)(sm) - offsetof(PoolObject, sm)))
+
+typedef struct {
+    PyObject *PoolError;
+    PyTypeObject *PoolType;
+    PyObject *pools;              /* {real path: Pool}, never emptied */
+} pmem_state;
+
+static struct PyModuleDef pmem_module;
+
+static inline pmem_state *
+get_state(PyObject *module)
+{
+    return (pmem_state *)PyModule_GetState(module);
+}
+
+
+/* --- type codes -------------------------------------------------------- */
+
+static uint64_t
+pool_type_code(PyTypeObject *type)
+{
+    if (type == NULL) {
+        return POOL_TABLE;
+    }
+    static PyTypeObject *const builtins[] = {
+        [POOL_DICT] = &PyDict_Type, [POOL_LIST] = &PyList_Type,
+        [POOL_SET] = &PySet_Type, [POOL_FROZENSET] = &PyFrozenSet_Type,
+        [POOL_BYTEARRAY] = &PyByteArray_Type, [POOL_TUPLE] = &PyTuple_Type,
+        [POOL_INT] = &PyLong_Type, [POOL_FLOAT] = &PyFloat_Type,
+        [POOL_COMPLEX] = &PyComplex_Type, [POOL_STR] = &PyUnicode_Type,
+        [POOL_BYTES] = &PyBytes_Type,
+    };
+    for (size_t i = 1; i < Py_ARRAY_LENGTH(builtins); i++) {
+        if (builtins[i] == type) {
+            return i;
+        }
+    }
+    /* User classes get their entry in the type table with the open pass
+       (the next step of this module). */
+    return POOL_INSTANCE;
+}
+
+
+/* --- the storage manager ------------------------------------------------ */
+
+/* Raise PoolError with libpmemobj's reason. */
+static void
+pool_error(PoolObject *p, const char *what)
+{
+    const char *msg = pmemobj_errormsg();
+    PyErr_Format(p->error, "%s in pool %R: %s", what, p->path,
+                 msg != NULL && msg[0] != '\0' ? msg : strerror(errno));
+}
+
+static void *
+pool_alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
+{
+    PoolObject *p = POOL(sm);
+    PMEMoid oid;
+    if (p->closed) {
+        return NULL;
+    }
+    if (p->depth > 0) {
+        oid = pmemobj_tx_xalloc(size, pool_type_code(type),
+                                POBJ_XALLOC_NO_ABORT | POBJ_XALLOC_ZERO);
+        if (OID_IS_NULL(oid)) {
+            return NULL;
+        }
+    }
+    else if (pmemobj_zalloc(p->pop, &oid, size, pool_type_code(type)) != 0) {
+        /* Not yet reachable from anything: the open pass reclaims it if
+           the process dies before it is stored. */
+        return NULL;
+    }
+    return pmemobj_direct(oid);
+}
+
+static void *
+pool_realloc(PyStorageManager *sm, void *ptr, size_t size)
+{
+    PoolObject *p = POOL(sm);
+    if (p->closed) {
+        return NULL;
+    }
+    PMEMoid oid = pmemobj_oid(ptr);
+    uint64_t code = pmemobj_type_num(oid);
+    if (p->depth > 0) {
+        /* The failure behaviour of the transaction is to return. */
+        PMEMoid moved = pmemobj_tx_realloc(oid, size, code);
+        return OID_IS_NULL(moved) ? NULL : pmemobj_direct(moved);
+    }
+    if (pmemobj_realloc(p->pop, &oid, size, code) != 0) {
+        return NULL;
+    }
+    return pmemobj_direct(oid);
+}
+
+static void
+pool_free(PyStorageManager *sm, void *ptr)
+{
+    PoolObject *p = POOL(sm);
+    PMEMoid oid = pmemobj_oid(ptr);
+    if (p->closed) {
+        /* Left to the next open, which frees what nothing reaches. */
+        return;
+    }
+    if (p->depth > 0) {
+        /* Freed at commit; an abort keeps the block. */
+        (void)pmemobj_tx_xfree(oid, POBJ_XFREE_NO_ABORT);
+    }
+    else {
+        pmemobj_free(&oid);
+    }
+}
+
+static int
+pool_begin(PyStorageManager *sm)
+{
+    PoolObject *p = POOL(sm);
+    if (p->depth > 0) {
+        p->depth++;
+        return 0;
+    }
+    if (p->closed) {
+        PyErr_Format(p->error, "pool %R is closed: its objects can be "
+                     "read, not changed", p->path);
+        return -1;
+    }
+    if (pmemobj_tx_stage() != TX_STAGE_NONE) {
+        PyErr_Format(p->error, "an atomic operation on pool %R cannot "
+                     "begin inside one on another pool: an operation "
+                     "spans one pool", p->path);
+        return -1;
+    }
+    if (pmemobj_tx_begin(p->pop, NULL, TX_PARAM_NONE) != 0) {
+        pool_error(p, "cannot begin a transaction");
+        (void)pmemobj_tx_end();
+        return -1;
+    }
+    pmemobj_tx_set_failure_behavior(POBJ_TX_FAILURE_RETURN);
+    p->depth = 1;
+    return 0;
+}
+
+static int
+pool_end(PyStorageManager *sm, int ok)
+{
+    PoolObject *p = POOL(sm);
+    if (p->depth <= 0) {
+        PyErr_SetString(PyExc_SystemError, "pool end() without begin()");
+        return -1;
+    }
+    if (--p->depth > 0) {
+        /* A nested operation joins the outermost one. */
+        return 0;
+    }
+    /* A failed transactional call has aborted the transaction already. */
+    int committing = ok && pmemobj_tx_stage() == TX_STAGE_WORK;
+    if (committing) {
+        pmemobj_tx_commit();
+    }
+    else if (pmemobj_tx_stage() == TX_STAGE_WORK) {
+        pmemobj_tx_abort(ECANCELED);
+    }
+    int err = pmemobj_tx_end();
+    if (ok && (!committing || err != 0)) {
+        errno = err;
+        pool_error(p, "the transaction was aborted");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+pool_modify(PyStorageManager *sm, void *addr, size_t size)
+{
+    PoolObject *p = POOL(sm);
+    if (p->depth == 0) {
+        PyErr_Format(PyExc_SystemError, "a write to pool %R outside any "
+                     "atomic operation", p->path);
+        return -1;
+    }
+    if (pmemobj_tx_xadd_range_direct(addr, size, POBJ_XADD_NO_ABORT) != 0) {
+        pool_error(p, "cannot log a change");
+        return -1;
+    }
+    return 0;
+}
+
+
+/* --- creating and opening ------------------------------------------------ */
+
+/* Create a pool at path: under a temporary name, renamed into place
+   once complete.  0, or -1 with an exception set. */
+static int
+create_pool(PyObject *error, PyObject *path, const char *cpath, size_t size)
+{
+    PyObject *tmp = PyUnicode_FromFormat("%U.creating", path);
+    if (tmp == NULL) {
+        return -1;
+    }
+    PyObject *tmp_bytes = PyUnicode_EncodeFSDefault(tmp);
+    Py_DECREF(tmp);
+    if (tmp_bytes == NULL) {
+        return -1;
+    }
+    const char *ctmp = PyBytes_AS_STRING(tmp_bytes);
+    int r = -1;
+    /* What a crash during an earlier creation left. */
+    (void)unlink(ctmp);
+    PMEMobjpool *pop = pmemobj_create(ctmp, POOL_LAYOUT, size, 0600);
+    if (pop == NULL) {
+        PyErr_Format(error, "cannot create pool %R: %s", path,
+                     pmemobj_errormsg());
+        goto done;
+    }
+    PMEMoid root_oid = pmemobj_root(pop, sizeof(struct pool_root));
+    if (OID_IS_NULL(root_oid)) {
+        PyErr_Format(error, "cannot create pool %R: %s", path,
+                     pmemobj_errormsg());
+        pmemobj_close(pop);
+        (void)unlink(ctmp);
+        goto done;
+    }
+    struct pool_root *root = pmemobj_direct(root_oid);
+    memcpy(root->magic, POOL_MAGIC, sizeof(root->magic));
+    root->format = POOL_FORMAT;
+    root->root_size = sizeof(struct pool_root);
+    pmemobj_persist(pop, root, sizeof(*root));
+    pmemobj_close(pop);
+    if (rename(ctmp, cpath) < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        (void)unlink(ctmp);
+        goto done;
+    }
+    /* The rename itself must reach the disk before the pool is used. */
+    PyObject *dir = NULL;
+    const char *slash = strrchr(cpath, '/');
+    dir = slash == NULL ? PyBytes_FromString(".")
+                        : PyBytes_FromStringAndSize(cpath, slash - cpath + 1);
+    if (dir == NULL) {
+        goto done;
+    }
+    int fd = open(PyBytes_AS_STRING(dir), O_RDONLY | O_DIRECTORY);
+    Py_DECREF(dir);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    r = 0;
+done:
+    Py_DECREF(tmp_bytes);
+    return r;
+}
+
+/* Why libpmemobj refused to open path, as a PoolError. */
+static void
+open_error(PyObject *error, PyObject *path, int err, const char *msg)
+{
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+        PyErr_Format(error, "pool %R is open in another process; a pool "
+                     "has one process at a time", path);
+    }
+    else if (err == ENOENT) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_FileNotFoundError, path);
+    }
+    else if (msg != NULL && strstr(msg, "layout") != NULL) {
+        PyErr_Format(error, "%R is a libpmemobj pool of another program "
+                     "(another layout), not a pmem-python pool: %s",
+                     path, msg);
+    }
+    else {
+        PyErr_Format(error, "%R is not a valid pmem-python pool (foreign, "
+                     "truncated or corrupt file): %s", path,
+                     msg != NULL && msg[0] != '\0' ? msg : strerror(err));
+    }
+}
+
+/* libpmemobj's check of a pool's metadata, in a child process: on some
+   corrupt heaps pmemobj_check() itself crashes, and that must not kill
+   the interpreter.  The child reports pmemobj_check()'s result in its
+   exit status, and errno and libpmemobj's message through a pipe.
+   0, or -1 with an exception set. */
+static int
+check_metadata(PyObject *error, PyObject *path, const char *cpath)
+{
+    int fds[2];
+    if (pipe(fds) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* A crash is an answer here, not for faulthandler to report. */
+        signal(SIGSEGV, SIG_DFL);
+        signal(SIGBUS, SIG_DFL);
+        signal(SIGABRT, SIG_DFL);
+        close(fds[0]);
+        int ok = pmemobj_check(cpath, POOL_LAYOUT);
+        int err = errno;
+        const char *msg = ok < 0 ? pmemobj_errormsg() : "";
+        (void)!write(fds[1], &err, sizeof(err));
+        (void)!write(fds[1], msg, strlen(msg));
+        _exit(ok == 1 ? 0 : ok == 0 ? 1 : 2);
+    }
+    close(fds[1]);
+    if (pid < 0) {
+        close(fds[0]);
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    char buf[512];
+    int err = 0;
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof(buf) - 1
+           && (n = read(fds[0], buf + got, sizeof(buf) - 1 - got)) != 0)
+    {
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        got += (size_t)n;
+    }
+    close(fds[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+    }
+    if (WIFSIGNALED(status)) {
+        PyErr_Format(error, "pool %R is corrupt: checking its metadata "
+                     "crashed libpmemobj (signal %d)", path,
+                     WTERMSIG(status));
+        return -1;
+    }
+    if (got >= sizeof(err)) {
+        memcpy(&err, buf, sizeof(err));
+    }
+    buf[got] = '\0';
+    const char *msg = got > sizeof(err) ? buf + sizeof(err) : "";
+    switch (WEXITSTATUS(status)) {
+    case 0:
+        return 0;
+    case 1:
+        PyErr_Format(error, "pool %R is corrupt: libpmemobj found its "
+                     "metadata inconsistent", path);
+        return -1;
+    default:
+        open_error(error, path, err, msg);
+        return -1;
+    }
+}
+
+/* Before libpmemobj maps a file, which it does not expect to be foreign:
+   the file must be as large as a pool and start with a pool header's
+   signature, and libpmemobj's own check of its metadata must pass.
+   0, or -1 with an exception set. */
+static int
+check_file(PyObject *error, PyObject *path, const char *cpath)
+{
+    static const char signature[8] = "PMEMOBJ";   /* with its NUL */
+    char head[sizeof(signature)];
+    int fd = open(cpath, O_RDONLY);
+    if (fd < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(
+            errno == ENOENT ? PyExc_FileNotFoundError : PyExc_OSError, path);
+        return -1;
+    }
+    struct stat st;
+    ssize_t n = fstat(fd, &st) == 0 ? read(fd, head, sizeof(head)) : -1;
+    close(fd);
+    if (n < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        return -1;
+    }
+    if (n < (ssize_t)sizeof(head)
+        || memcmp(head, signature, sizeof(signature)) != 0)
+    {
+        PyErr_Format(error, "%R is not a pmem-python pool: it does not "
+                     "start with a libpmemobj pool header", path);
+        return -1;
+    }
+    if ((size_t)st.st_size < PMEMOBJ_MIN_POOL) {
+        PyErr_Format(error, "pool %R is truncated: %lld bytes, a pool has "
+                     "%zu at least", path, (long long)st.st_size,
+                     (size_t)PMEMOBJ_MIN_POOL);
+        return -1;
+    }
+    return check_metadata(error, path, cpath);
+}
+
+/* Check the root of an open pool: 0, or -1 with PoolError set. */
+static int
+check_root(PyObject *error, PyObject *path, PMEMobjpool *pop)
+{
+    size_t root_size = pmemobj_root_size(pop);
+    if (root_size < offsetof(struct pool_root, namespace)) {
+        PyErr_Format(error, "%R is not a pmem-python pool: it has no root "
+                     "(a crash while it was created, or another program)",
+                     path);
+        return -1;
+    }
+    struct pool_root *root = pmemobj_direct(pmemobj_root(pop, root_size));
+    if (memcmp(root->magic, POOL_MAGIC, sizeof(root->magic)) != 0) {
+        PyErr_Format(error, "%R is not a pmem-python pool: bad magic in "
+                     "its root", path);
+        return -1;
+    }
+    if (root->format != POOL_FORMAT) {
+        PyErr_Format(error, "pool %R has format version %u; this "
+                     "interpreter reads version %d only", path,
+                     (unsigned int)root->format, POOL_FORMAT);
+        return -1;
+    }
+    if (root->root_size != root_size || root_size != sizeof(*root)) {
+        PyErr_Format(error, "pool %R is corrupt: its root has %zu bytes, "
+                     "format %d has %zu", path, root_size, POOL_FORMAT,
+                     sizeof(*root));
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", "create", "size", NULL};
+    PyObject *path;
+    int create = 1;
+    Py_ssize_t size = POOL_DEFAULT_SIZE;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$pn:Pool", kwlist,
+                                     PyUnicode_FSDecoder, &path, &create,
+                                     &size)) {
+        return NULL;
+    }
+    PoolObject *self = NULL;
+    PyObject *key = NULL;
+    PyObject *path_bytes = PyUnicode_EncodeFSDefault(path);
+    if (path_bytes == NULL) {
+        goto error;
+    }
+    PyObject *module = PyType_GetModuleByDef(type, &pmem_module);
+    if (module == NULL) {
+        goto error;
+    }
+    pmem_state *state = get_state(module);
+    PyObject *error = Py_NewRef(state->PoolError);
+    const char *cpath = PyBytes_AS_STRING(path_bytes);
+    struct stat st;
+    if (stat(cpath, &st) < 0) {
+        if (errno != ENOENT || !create) {
+            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+            Py_DECREF(error);
+            goto error;
+        }
+        if (size < (Py_ssize_t)PMEMOBJ_MIN_POOL) {
+            PyErr_Format(PyExc_ValueError, "a pool has %zu bytes at least",
+                         (size_t)PMEMOBJ_MIN_POOL);
+            Py_DECREF(error);
+            goto error;
+        }
+        if (create_pool(error, path, cpath, (size_t)size) < 0
+            || stat(cpath, &st) < 0)
+        {
+            if (!PyErr_Occurred()) {
+                PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+            }
+            Py_DECREF(error);
+            goto error;
+        }
+    }
+    /* A pool this process has opened already: the same Pool. */
+    char *real = realpath(cpath, NULL);
+    if (real == NULL) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        Py_DECREF(error);
+        goto error;
+    }
+    key = PyUnicode_DecodeFSDefault(real);
+    free(real);
+    if (key == NULL) {
+        Py_DECREF(error);
+        goto error;
+    }
+    PyObject *known = PyDict_GetItemWithError(state->pools, key);
+    if (known != NULL || PyErr_Occurred()) {
+        if (known != NULL && ((PoolObject *)known)->closed) {
+            PyErr_Format(error, "pool %R was closed in this process; open "
+                         "it again in a new process", path);
+            known = NULL;
+        }
+        Py_DECREF(error);
+        Py_XDECREF(path);
+        Py_DECREF(path_bytes);
+        Py_DECREF(key);
+        return Py_XNewRef(known);
+    }
+    if (check_file(error, path, cpath) < 0) {
+        Py_DECREF(error);
+        goto error;
+    }
+    PMEMobjpool *pop = pmemobj_open(cpath, POOL_LAYOUT);
+    if (pop == NULL) {
+        open_error(error, path, errno, pmemobj_errormsg());
+        Py_DECREF(error);
+        goto error;
+    }
+    if (check_root(error, path, pop) < 0) {
+        pmemobj_close(pop);
+        Py_DECREF(error);
+        goto error;
+    }
+    struct pool_root *root = pmemobj_direct(
+        pmemobj_root(pop, sizeof(struct pool_root)));
+    if (root->namespace != 0) {
+        /* Its objects' types, singletons and hashes are the last
+           process's: they need the open pass (the next step of this
+           module) before anything may read them. */
+        PyErr_Format(error, "pool %R holds objects of an earlier process; "
+                     "this build cannot map them in yet (no open pass)",
+                     path);
+        pmemobj_close(pop);
+        Py_DECREF(error);
+        goto error;
+    }
+    self = (PoolObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        pmemobj_close(pop);
+        Py_DECREF(error);
+        goto error;
+    }
+    self->pop = pop;
+    self->size = (size_t)st.st_size;
+    self->path = path;
+    self->error = error;
+    path = NULL;
+    PyOS_snprintf(self->name, sizeof(self->name), "pool %s",
+                  PyUnicode_AsUTF8(self->path));
+    self->sm = (PyStorageManager){
+        .name = self->name,
+        .flags = PyStorage_PERSISTENT,
+        .alloc = pool_alloc,
+        .realloc = pool_realloc,
+        .free = pool_free,
+        .begin = pool_begin,
+        .end = pool_end,
+        .modify = pool_modify,
+    };
+    if (PyDict_SetItem(state->pools, key, (PyObject *)self) < 0) {
+        goto error;
+    }
+    if (PyStorage_AddRange(&self->sm, pop, self->size) < 0) {
+        /* Mapped, known, and never used. */
+        self->closed = 1;
+        goto error;
+    }
+    Py_DECREF(key);
+    Py_DECREF(path_bytes);
+    return (PyObject *)self;
+
+error:
+    Py_XDECREF(key);
+    Py_XDECREF(path);
+    Py_XDECREF(path_bytes);
+    Py_XDECREF(self);
+    return NULL;
+}
+
+static void
+pool_dealloc(PoolObject *self)
+{
+    /* Only at the interpreter's exit (the module keeps its pools): the
+       mapping stays for objects that the exit has not freed yet. */
+    Py_XDECREF(self->path);
+    Py_XDECREF(self->error);
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static int
+check_open(PoolObject *self)
+{
+    if (self->closed) {
+        PyErr_Format(self->error, "pool %R is closed", self->path);
+        return -1;
+    }
+    return 0;
+}
+
+
+/* --- methods ------------------------------------------------------------- */
+
+static PyObject *
+pool_begin_meth(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0 || pool_begin(&self->sm) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+pool_end_meth(PoolObject *self, PyObject *ok)
+{
+    int commit = PyObject_IsTrue(ok);
+    if (commit < 0 || check_open(self) < 0) {
+        return NULL;
+    }
+    if (pool_end(&self->sm, commit) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+pool_close(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->depth > 0) {
+        PyErr_Format(self->error, "pool %R cannot close inside one of its "
+                     "transactions", self->path);
+        return NULL;
+    }
+    self->closed = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+pool_push_placement(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0 || PyStorage_PushPlacement(&self->sm) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+pool_pop_placement(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (PyStorage_PopPlacement(&self->sm) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* The pool's namespace dict, made on first use. */
+static PyObject *
+pool_namespace(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    char *base = (char *)self->pop;
+    struct pool_root *root = pmemobj_direct(
+        pmemobj_root(self->pop, sizeof(struct pool_root)));
+    if (root->namespace != 0) {
+        return Py_NewRef((PyObject *)(base + root->namespace));
+    }
+    if (pool_begin(&self->sm) < 0) {
+        return NULL;
+    }
+    PyObject *ns = NULL;
+    if (PyStorage_PushPlacement(&self->sm) == 0) {
+        ns = PyDict_New();
+        (void)PyStorage_PopPlacement(&self->sm);
+    }
+    if (ns != NULL
+        && pool_modify(&self->sm, &root->namespace,
+                       sizeof(root->namespace)) == 0)
+    {
+        /* The root's reference: the namespace lives as long as the
+           pool. */
+        root->namespace = (uint64_t)((char *)ns - base);
+        Py_INCREF(ns);
+    }
+    else {
+        Py_CLEAR(ns);
+    }
+    if (pool_end(&self->sm, ns != NULL) < 0) {
+        Py_CLEAR(ns);
+    }
+    return ns;
+}
+
+static PyObject *
+pool_contains_obj(PoolObject *self, PyObject *obj)
+{
+    return PyBool_FromLong(PyStorage_Of(obj) == &self->sm);
+}
+
+static PyObject *
+pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    Py_ssize_t objects = 0, tables = 0;
+    size_t used = 0;
+    PMEMoid oid;
+    POBJ_FOREACH(self->pop, oid) {
+        size_t n = pmemobj_alloc_usable_size(oid);
+        used += n;
+        if (pmemobj_type_num(oid) == POOL_TABLE) {
+            tables++;
+        }
+        else {
+            objects++;
+        }
+    }
+    return Py_BuildValue("{sn sn sn sn}", "objects", objects,
+                         "tables", tables, "bytes_used", (Py_ssize_t)used,
+                         "pool_size", (Py_ssize_t)self->size);
+}
+
+static PyObject *
+pool_get_closed(PoolObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *
+pool_get_depth(PoolObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->depth);
+}
+
+static PyMethodDef pool_methods[] = {
+    {"begin", (PyCFunction)pool_begin_meth, METH_NOARGS,
+     "Begin an atomic operation (a transaction); they nest."},
+    {"end", (PyCFunction)pool_end_meth, METH_O,
+     "end(ok): end the innermost begin(); the outermost commits when ok "
+     "is true and aborts otherwise."},
+    {"close", (PyCFunction)pool_close, METH_NOARGS,
+     "End the pool's use in this process: its objects can be read, "
+     "not changed."},
+    {"push_placement", (PyCFunction)pool_push_placement, METH_NOARGS,
+     "Make new containers and instances in this pool."},
+    {"pop_placement", (PyCFunction)pool_pop_placement, METH_NOARGS,
+     "Undo push_placement()."},
+    {"namespace", (PyCFunction)pool_namespace, METH_NOARGS,
+     "The pool's root namespace, a dict in the pool."},
+    {"contains", (PyCFunction)pool_contains_obj, METH_O,
+     "Does obj live in this pool?"},
+    {"stats", (PyCFunction)pool_stats, METH_NOARGS,
+     "Allocations and bytes in use."},
+    {NULL}
+};
+
+static PyMemberDef pool_members[] = {
+    {"path", T_OBJECT, offsetof(PoolObject, path), READONLY, NULL},
+    {"size", T_PYSSIZET, offsetof(PoolObject, size), READONLY, NULL},
+    {NULL}
+};
+
+static PyGetSetDef pool_getset[] = {
+    {"closed", (getter)pool_get_closed, NULL, NULL, NULL},
+    {"depth", (getter)pool_get_depth, NULL,
+     "How deep in begin() calls the pool is.", NULL},
+    {NULL}
+};
+
+static PyType_Slot pool_slots[] = {
+    {Py_tp_new, pool_new},
+    {Py_tp_dealloc, pool_dealloc},
+    {Py_tp_methods, pool_methods},
+    {Py_tp_members, pool_members},
+    {Py_tp_getset, pool_getset},
+    {Py_tp_doc, "Pool(path, *, create=True, size=64 MiB): a libpmemobj "
+                "pool, mapped, and the storage manager of its memory."},
+    {0, NULL}
+};
+
+static PyType_Spec pool_spec = {
+    .name = "_pmem.Pool",
+    .basicsize = sizeof(PoolObject),
+    .flags = (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE
+              | Py_TPFLAGS_IMMUTABLETYPE),
+    .slots = pool_slots,
+};
+
+
+/* --- the namespace -------------------------------------------------------- */
+
+/* pool.ns: attribute access to the namespace dict.  In C, so that a
+   store reaches the dict's hook holding only the caller's reference to
+   the value: pool.ns.accounts = dict() moves the new dict in. */
+typedef struct {
+    PyObject_HEAD
+    PoolObject *pool;
+} NamespaceObject;
+
+static PyObject *
+namespace_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *pool;
+    if (!_PyArg_NoKeywords("Namespace", kwds)
+        || !PyArg_UnpackTuple(args, "Namespace", 1, 1, &pool))
+    {
+        return NULL;
+    }
+    PyObject *module = PyType_GetModuleByDef(type, &pmem_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(pool, get_state(module)->PoolType)) {
+        PyErr_SetString(PyExc_TypeError, "Namespace(pool): a Pool");
+        return NULL;
+    }
+    NamespaceObject *self = (NamespaceObject *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->pool = (PoolObject *)Py_NewRef(pool);
+    }
+    return (PyObject *)self;
+}
+
+static void
+namespace_dealloc(NamespaceObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_XDECREF(self->pool);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+namespace_getattro(NamespaceObject *self, PyObject *name)
+{
+    PyObject *ns = pool_namespace(self->pool, NULL);
+    if (ns == NULL) {
+        return NULL;
+    }
+    PyObject *value;
+    if (PyUnicode_Check(name)
+        && PyUnicode_CompareWithASCIIString(name, "__dict__") == 0)
+    {
+        return ns;
+    }
+    value = Py_XNewRef(PyDict_GetItemWithError(ns, name));
+    Py_DECREF(ns);
+    if (value != NULL || PyErr_Occurred()) {
+        return value;
+    }
+    /* __class__, __dir__ and the other attributes of every object. */
+    return PyObject_GenericGetAttr((PyObject *)self, name);
+}
+
+static int
+namespace_setattro(NamespaceObject *self, PyObject *name, PyObject *value)
+{
+    if (!PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "attribute name must be string, "
+                     "not '%.200s'", Py_TYPE(name)->tp_name);
+        return -1;
+    }
+    PyObject *ns = pool_namespace(self->pool, NULL);
+    if (ns == NULL) {
+        return -1;
+    }
+    int r;
+    if (value != NULL) {
+        r = PyDict_SetItem(ns, name, value);
+    }
+    else {
+        r = PyDict_DelItem(ns, name);
+        if (r < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
+            PyErr_Format(PyExc_AttributeError, "pool namespace has no "
+                         "attribute '%U'", name);
+        }
+    }
+    Py_DECREF(ns);
+    return r;
+}
+
+static PyObject *
+namespace_dir(NamespaceObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *ns = pool_namespace(self->pool, NULL);
+    if (ns == NULL) {
+        return NULL;
+    }
+    PyObject *keys = PyDict_Keys(ns);
+    Py_DECREF(ns);
+    if (keys != NULL && PyList_Sort(keys) < 0) {
+        Py_CLEAR(keys);
+    }
+    return keys;
+}
+
+static PyObject *
+namespace_repr(NamespaceObject *self)
+{
+    return PyUnicode_FromFormat("<pmem namespace of %R>", self->pool->path);
+}
+
+static PyMethodDef namespace_methods[] = {
+    {"__dir__", (PyCFunction)namespace_dir, METH_NOARGS, NULL},
+    {NULL}
+};
+
+static PyType_Slot namespace_slots[] = {
+    {Py_tp_new, namespace_new},
+    {Py_tp_dealloc, namespace_dealloc},
+    {Py_tp_getattro, namespace_getattro},
+    {Py_tp_setattro, namespace_setattro},
+    {Py_tp_methods, namespace_methods},
+    {Py_tp_repr, namespace_repr},
+    {Py_tp_doc, "Namespace(pool): the pool's named objects, as "
+                "attributes."},
+    {0, NULL}
+};
+
+static PyType_Spec namespace_spec = {
+    .name = "_pmem.Namespace",
+    .basicsize = sizeof(NamespaceObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = namespace_slots,
+};
+
+
+/* --- test support -------------------------------------------------------- */
+
+/* Rewrite the format version of a closed pool: for the tests of the
+   version check. */
+static PyObject *
+set_format_version(PyObject *module, PyObject *args)
+{
+    PyObject *path;
+    unsigned int version;
+    if (!PyArg_ParseTuple(args, "O&I:_set_format_version",
+                          PyUnicode_FSConverter, &path, &version)) {
+        return NULL;
+    }
+    PMEMobjpool *pop = pmemobj_open(PyBytes_AS_STRING(path), POOL_LAYOUT);
+    Py_DECREF(path);
+    if (pop == NULL) {
+        PyErr_SetString(get_state(module)->PoolError, pmemobj_errormsg());
+        return NULL;
+    }
+    struct pool_root *root = pmemobj_direct(
+        pmemobj_root(pop, sizeof(struct pool_root)));
+    root->format = version;
+    pmemobj_persist(pop, &root->format, sizeof(root->format));
+    pmemobj_close(pop);
+    Py_RETURN_NONE;
+}
+
+/* The Pool that obj lives in, or None. */
+static PyObject *
+storage_of(PyObject *module, PyObject *obj)
+{
+    PyStorageManager *sm = PyStorage_Of(obj);
+    if (sm->alloc == pool_alloc) {
+        return Py_NewRef((PyObject *)POOL(sm));
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"storage_of", storage_of, METH_O,
+     "storage_of(obj): the Pool that obj lives in, or None (DRAM)."},
+    {"_set_format_version", set_format_version, METH_VARARGS,
+     "For tests: _set_format_version(path, version)."},
+    {NULL}
+};
+
+
+/* --- the module ---------------------------------------------------------- */
+
+static int
+pmem_exec(PyObject *module)
+{
+    pmem_state *state = get_state(module);
+    state->PoolError = PyErr_NewExceptionWithDoc(
+        "pmem.PoolError",
+        "A pool file cannot be created, opened or used: foreign, "
+        "corrupt, of another version, or open in another process.",
+        PyExc_OSError, NULL);
+    if (state->PoolError == NULL
+        || PyModule_AddObjectRef(module, "PoolError", state->PoolError) < 0)
+    {
+        return -1;
+    }
+    state->pools = PyDict_New();
+    if (state->pools == NULL) {
+        return -1;
+    }
+    state->PoolType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &pool_spec, NULL);
+    if (state->PoolType == NULL
+        || PyModule_AddType(module, state->PoolType) < 0)
+    {
+        return -1;
+    }
+    PyTypeObject *ns_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &namespace_spec, NULL);
+    if (ns_type == NULL) {
+        return -1;
+    }
+    int r = PyModule_AddType(module, ns_type);
+    Py_DECREF(ns_type);
+    if (r < 0) {
+        return -1;
+    }
+    if (PyModule_AddIntConstant(module, "FORMAT_VERSION", POOL_FORMAT) < 0
+        || PyModule_AddStringConstant(module, "LAYOUT", POOL_LAYOUT) < 0
+        || PyModule_AddIntConstant(module, "DEFAULT_SIZE",
+                                   (long)POOL_DEFAULT_SIZE) < 0
+        || PyModule_AddIntConstant(module, "MIN_SIZE",
+                                   (long)PMEMOBJ_MIN_POOL) < 0)
+    {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+pmem_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    pmem_state *state = get_state(module);
+    Py_VISIT(state->PoolError);
+    Py_VISIT(state->PoolType);
+    Py_VISIT(state->pools);
+    return 0;
+}
+
+static int
+pmem_clear(PyObject *module)
+{
+    pmem_state *state = get_state(module);
+    Py_CLEAR(state->PoolError);
+    Py_CLEAR(state->PoolType);
+    Py_CLEAR(state->pools);
+    return 0;
+}
+
+static void
+pmem_free(void *module)
+{
+    (void)pmem_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot pmem_slots[] = {
+    {Py_mod_exec, pmem_exec},
+    {0, NULL}
+};
+
+static struct PyModuleDef pmem_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_pmem",
+    .m_doc = "The persistent-memory storage manager (libpmemobj); "
+             "see the pmem package.",
+    .m_size = sizeof(pmem_state),
+    .m_methods = module_methods,
+    .m_slots = pmem_slots,
+    .m_traverse = pmem_traverse,
+    .m_clear = pmem_clear,
+    .m_free = pmem_free,
+};
+
+PyMODINIT_FUNC
+PyInit__pmem(void)
+{
+    return PyModuleDef_Init(&pmem_module);
+}
