@@ -48,8 +48,8 @@
    process: None, True, False, Ellipsis, NotImplemented, the small ints,
    the empty and one-character bytes and str, the empty tuple.  Not the
    static identifier and literal strings, which are copied like any str. */
-static int
-is_static(PyObject *v)
+int
+_PyStorage_IsStatic(PyObject *v)
 {
     if (v == Py_None || v == Py_True || v == Py_False
         || v == Py_Ellipsis || v == Py_NotImplemented
@@ -159,7 +159,7 @@ static int
 check_value(PyObject *v, PyStorageManager *sm, int exclusive)
 {
     PyTypeObject *tp = Py_TYPE(v);
-    if (is_static(v)) {
+    if (_PyStorage_IsStatic(v)) {
         return 0;
     }
     PyStorageManager *owner = _PyStorage_Lookup(v);
@@ -519,7 +519,7 @@ static PyObject *
 copy_value(PyObject *v, PyStorageManager *sm)
 {
     PyTypeObject *tp = Py_TYPE(v);
-    if (is_static(v) || _PyStorage_Lookup(v) == sm) {
+    if (_PyStorage_IsStatic(v) || _PyStorage_Lookup(v) == sm) {
         return Py_NewRef(v);
     }
     if (tp == &PyLong_Type) {
@@ -566,7 +566,7 @@ _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
         return 0;
     }
     PyObject *v = *pvalue;
-    if (v == NULL || is_static(v) || _PyStorage_Lookup(v) == sm) {
+    if (v == NULL || _PyStorage_IsStatic(v) || _PyStorage_Lookup(v) == sm) {
         return 0;
     }
     if (check_value(v, sm, Py_REFCNT(v) <= held) < 0) {
@@ -605,7 +605,7 @@ _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq, PyObject *source,
     /* Pass 1 over all items first: a refusal changes nothing. */
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *v = items[i];
-        if (v != NULL && !is_static(v) && _PyStorage_Lookup(v) != sm
+        if (v != NULL && !_PyStorage_IsStatic(v) && _PyStorage_Lookup(v) != sm
             && check_value(v, sm, exclusive && Py_REFCNT(v) == 1) < 0)
         {
             return -1;

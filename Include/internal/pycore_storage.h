@@ -509,6 +509,42 @@ _PyStorage_RouteRealloc(void *ptr, size_t size, void **result)
             && _PyStorage_RouteReallocSlow(ptr, size, result));
 }
 
+/* --- mapping a persistent manager's objects (Objects/storagemap.c) ----- */
+
+/* The objects known by value, stored as they are: None, True, False,
+   Ellipsis, NotImplemented, the small ints, the empty and one-character
+   bytes and str, the empty tuple. */
+PyAPI_FUNC(int) _PyStorage_IsStatic(PyObject *v);
+/* Those, and the other static objects that a managed object may point
+   to: the dicts' shared empty keys, the sets' dummy key. */
+PyAPI_FUNC(int) _PyStorage_IsStaticTarget(const void *ptr);
+
+/* visit(slot, kind, arg) for every pointer that op holds: kind
+   _PyStorage_SLOT_TABLE for a table that op owns (visited before what it
+   holds, so that the visitor may replace the pointer), _PyStorage_SLOT_OBJECT
+   for an object pointer (or NULL).  Stops at the first non-zero return and
+   returns it; -1 for an object of a type a manager cannot hold. */
+#define _PyStorage_SLOT_OBJECT 0
+#define _PyStorage_SLOT_TABLE 1
+typedef int (*_PyStorage_SlotVisitor)(void **slot, int kind, void *arg);
+PyAPI_FUNC(int) _PyStorage_VisitSlots(PyObject *op,
+                                      _PyStorage_SlotVisitor visit,
+                                      void *arg);
+
+/* Forget what an earlier process left in op's volatile metadata (see
+   PyStorage_VisitVolatile()): reference count 0, untracked, no caches.
+   op's type must be set. */
+PyAPI_FUNC(void) _PyStorage_ResetVolatile(PyObject *op);
+
+/* Rebuild the hash table of a dict or set (a no-op for other objects)
+   for this process's hashes, inside an operation of its manager.  0, or
+   -1 with an exception set. */
+PyAPI_FUNC(int) _PyStorage_Rehash(PyObject *op);
+/* The hashes that op's table keeps, recomputed (for the two below). */
+PyAPI_FUNC(int) _PyStorage_RehashEntries(PyObject *op);
+PyAPI_FUNC(int) _PyDict_Rehash(PyObject *op);
+PyAPI_FUNC(int) _PySet_Rehash(PyObject *op);
+
 #ifdef __cplusplus
 }
 #endif

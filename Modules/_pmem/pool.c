@@ -40,6 +40,7 @@
 #define PY_SSIZE_T_CLEAN
 
 #include "Python.h"
+#include "pycore_storage.h"       // _PyStorage_VisitSlots()
 #include "structmember.h"         // PyMemberDef
 
 #include <errno.h>
@@ -65,7 +66,10 @@ struct pool_root {
     uint32_t root_size;           /* sizeof(struct pool_root) */
     uint64_t namespace;           /* the namespace dict, or 0 */
     uint64_t types;               /* the table of user classes, or 0 */
-    uint64_t reserved[12];
+    uint64_t base;                /* where the objects' pointers are right */
+    uint64_t anchor;              /* &_Py_NoneStruct of the process that
+                                     made their static pointers right */
+    uint64_t reserved[10];
 };
 
 /* The type number of an allocation: what the open pass will need to give
@@ -519,6 +523,296 @@ check_root(PyObject *error, PyObject *path, PMEMobjpool *pop)
     return 0;
 }
 
+/* --- the open pass --------------------------------------------------------- */
+
+/* Every allocation of the pool, by the address that pointers to it hold
+   (an object's, past its pre-header; a table's start): an open-addressing
+   table in DRAM, built once per open. */
+typedef struct {
+    char *key;                    /* NULL: a free slot */
+    char *block;                  /* the allocation's start */
+    PyObject *obj;                /* the object in it, NULL for a table */
+    char mark;                    /* reachable from the root */
+} alloc_entry;
+
+typedef struct {
+    PoolObject *pool;
+    alloc_entry *entries;
+    size_t mask;
+    size_t count;
+    Py_ssize_t delta;             /* binary: this process's minus the last */
+    char *lo, *hi;                /* the pool's range */
+    int dirty;                    /* static pointers were rewritten */
+    const char *problem;          /* what the pass found wrong */
+    void *where;
+} open_state;
+
+static alloc_entry *
+find_alloc(open_state *st, const void *key)
+{
+    size_t h = ((uintptr_t)key >> 4) * 0x9E3779B97F4A7C15ULL;
+    for (size_t i = h & st->mask; ; i = (i + 1) & st->mask) {
+        alloc_entry *e = &st->entries[i];
+        if (e->key == key || e->key == NULL) {
+            return e;
+        }
+    }
+}
+
+static PyTypeObject *
+type_of_code(uint64_t code)
+{
+    switch (code) {
+    case POOL_DICT: return &PyDict_Type;
+    case POOL_LIST: return &PyList_Type;
+    case POOL_SET: return &PySet_Type;
+    case POOL_FROZENSET: return &PyFrozenSet_Type;
+    case POOL_BYTEARRAY: return &PyByteArray_Type;
+    case POOL_TUPLE: return &PyTuple_Type;
+    case POOL_INT: return &PyLong_Type;
+    case POOL_FLOAT: return &PyFloat_Type;
+    case POOL_COMPLEX: return &PyComplex_Type;
+    case POOL_STR: return &PyUnicode_Type;
+    case POOL_BYTES: return &PyBytes_Type;
+    default: return NULL;
+    }
+}
+
+static int
+problem(open_state *st, const char *what, void *where)
+{
+    st->problem = what;
+    st->where = where;
+    return 1;
+}
+
+/* Every pointer an object holds must land on an object or table of the
+   pool, or on a static object of the interpreter (rewritten for this
+   process's binary). */
+static int
+check_slot(void **slot, int kind, void *arg)
+{
+    open_state *st = (open_state *)arg;
+    char *v = *slot;
+    if (v == NULL) {
+        return 0;
+    }
+    if (v >= st->lo && v < st->hi) {
+        alloc_entry *e = find_alloc(st, v);
+        if (kind == _PyStorage_SLOT_TABLE) {
+            return e->key != NULL && e->obj == NULL
+                   ? 0 : problem(st, "a table pointer that lands on no "
+                                     "table", slot);
+        }
+        return e->key != NULL && e->obj != NULL
+               ? 0 : problem(st, "a pointer that lands on no object", slot);
+    }
+    if (_PyStorage_IsStaticTarget(v)) {
+        return 0;
+    }
+    if (st->delta != 0 && _PyStorage_IsStaticTarget(v + st->delta)) {
+        *slot = v + st->delta;
+        pmemobj_flush(st->pool->pop, slot, sizeof(*slot));
+        st->dirty = 1;
+        return 0;
+    }
+    return problem(st, "a pointer to neither the pool nor a constant of "
+                       "the interpreter", slot);
+}
+
+static alloc_entry *
+entry_of_object(open_state *st, PyObject *op)
+{
+    alloc_entry *e = find_alloc(st, op);
+    return e->key != NULL && e->obj == op ? e : NULL;
+}
+
+typedef struct {
+    open_state *st;
+    alloc_entry *owner;
+    PyObject **stack;
+    size_t depth, allocated;
+} mark_state;
+
+/* Mark what a reachable object holds; push objects seen the first time. */
+static int
+mark_slot(void **slot, int kind, void *arg)
+{
+    mark_state *ms = (mark_state *)arg;
+    char *v = *slot;
+    if (v == NULL || v < ms->st->lo || v >= ms->st->hi) {
+        return 0;
+    }
+    if (kind == _PyStorage_SLOT_TABLE) {
+        find_alloc(ms->st, v)->mark = 1;
+        return 0;
+    }
+    alloc_entry *e = entry_of_object(ms->st, (PyObject *)v);
+    ((PyObject *)v)->ob_refcnt++;
+    if (e->mark) {
+        return 0;
+    }
+    e->mark = 1;
+    if (ms->depth == ms->allocated) {
+        size_t n = ms->allocated ? ms->allocated * 2 : 1024;
+        PyObject **s = PyMem_RawRealloc(ms->stack, n * sizeof(*s));
+        if (s == NULL) {
+            return -1;
+        }
+        ms->stack = s;
+        ms->allocated = n;
+    }
+    ms->stack[ms->depth++] = (PyObject *)v;
+    return 0;
+}
+
+/* Make the pool's objects this process's (DESIGN section 4): types,
+   volatile metadata, pointers to static objects, reference counts,
+   unreachable allocations freed, hash tables rebuilt.  Every step can
+   run again from its start: a crash during the pass is repaired by the
+   next open.  0, or -1 with PoolError (or MemoryError) set. */
+static int
+open_pass(PoolObject *p)
+{
+    PMEMobjpool *pop = p->pop;
+    struct pool_root *root = pmemobj_direct(
+        pmemobj_root(pop, sizeof(struct pool_root)));
+    if (root->base != 0 && root->base != (uint64_t)(uintptr_t)pop) {
+        PyErr_Format(p->error, "pool %R maps at another address than "
+                     "when it was last used; moving a pool's objects is "
+                     "not supported yet", p->path);
+        return -1;
+    }
+    open_state st = {.pool = p, .lo = (char *)pop,
+                     .hi = (char *)pop + p->size};
+    if (root->anchor != 0) {
+        st.delta = (char *)Py_None - (char *)(uintptr_t)root->anchor;
+    }
+    size_t n = 0;
+    PMEMoid oid;
+    POBJ_FOREACH(pop, oid) {
+        n++;
+    }
+    size_t capacity = 64;
+    while (capacity < 2 * n) {
+        capacity <<= 1;
+    }
+    st.entries = PyMem_RawCalloc(capacity, sizeof(alloc_entry));
+    if (st.entries == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    st.mask = capacity - 1;
+    int r = -1;
+    mark_state ms = {.st = &st};
+
+    /* 1. Types and volatile metadata, from the allocations' type codes. */
+    POBJ_FOREACH(pop, oid) {
+        char *block = pmemobj_direct(oid);
+        uint64_t code = pmemobj_type_num(oid);
+        if (code == POOL_TABLE) {
+            alloc_entry *e = find_alloc(&st, block);
+            e->key = e->block = block;
+            continue;
+        }
+        PyTypeObject *type = type_of_code(code);
+        if (type == NULL) {
+            PyErr_Format(p->error, "pool %R holds an object of type code "
+                         "%llu, which this interpreter does not know "
+                         "(instances of classes are not supported yet)",
+                         p->path, (unsigned long long)code);
+            goto done;
+        }
+        PyObject *op = (PyObject *)(block + PyStorage_PreHeaderSize(type));
+        Py_SET_TYPE(op, type);
+        _PyStorage_ResetVolatile(op);
+        alloc_entry *e = find_alloc(&st, op);
+        e->key = (char *)op;
+        e->block = block;
+        e->obj = op;
+    }
+
+    /* 2. Every pointer checked; static ones made this process's. */
+    for (size_t i = 0; i <= st.mask; i++) {
+        alloc_entry *e = &st.entries[i];
+        if (e->obj != NULL
+            && _PyStorage_VisitSlots(e->obj, check_slot, &st) != 0)
+        {
+            PyErr_Format(p->error, "pool %R is corrupt: a %s at +%zu "
+                         "holds %s", p->path, Py_TYPE(e->obj)->tp_name,
+                         (size_t)((char *)e->obj - st.lo),
+                         st.problem != NULL ? st.problem
+                                            : "what a pool cannot hold");
+            goto done;
+        }
+    }
+    if (st.dirty) {
+        pmemobj_drain(pop);
+    }
+
+    /* 3. What the root reaches, with the references it holds. */
+    if (root->namespace != 0) {
+        PyObject *ns = (PyObject *)(st.lo + root->namespace);
+        alloc_entry *e = (char *)ns > st.lo && (char *)ns < st.hi
+                         ? entry_of_object(&st, ns) : NULL;
+        if (e == NULL || !PyDict_CheckExact(ns)) {
+            PyErr_Format(p->error, "pool %R is corrupt: its namespace is "
+                         "not a dict of the pool", p->path);
+            goto done;
+        }
+        e->mark = 1;
+        ns->ob_refcnt = 1;        /* the root's */
+        ms.stack = PyMem_RawMalloc(1024 * sizeof(PyObject *));
+        if (ms.stack == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        ms.allocated = 1024;
+        ms.stack[ms.depth++] = ns;
+        while (ms.depth > 0) {
+            PyObject *op = ms.stack[--ms.depth];
+            if (_PyStorage_VisitSlots(op, mark_slot, &ms) < 0) {
+                PyErr_NoMemory();
+                goto done;
+            }
+        }
+    }
+
+    /* 4. The rest is what a crash left behind: freed. */
+    for (size_t i = 0; i <= st.mask; i++) {
+        alloc_entry *e = &st.entries[i];
+        if (e->block != NULL && !e->mark) {
+            PMEMoid dead = pmemobj_oid(e->block);
+            pmemobj_free(&dead);
+        }
+    }
+
+    /* 5. Hash tables for this process's hashes: one transaction. */
+    if (pool_begin(&p->sm) < 0) {
+        goto done;
+    }
+    int ok = 1;
+    for (size_t i = 0; i <= st.mask && ok; i++) {
+        alloc_entry *e = &st.entries[i];
+        if (e->mark && e->obj != NULL && _PyStorage_Rehash(e->obj) < 0) {
+            ok = 0;
+        }
+    }
+    if (pool_end(&p->sm, ok) < 0 || !ok) {
+        goto done;
+    }
+
+    /* 6. The pointers are right for this mapping and this binary. */
+    root->base = (uint64_t)(uintptr_t)pop;
+    root->anchor = (uint64_t)(uintptr_t)Py_None;
+    pmemobj_persist(pop, &root->base, 2 * sizeof(uint64_t));
+    r = 0;
+done:
+    PyMem_RawFree(ms.stack);
+    PyMem_RawFree(st.entries);
+    return r;
+}
+
 static PyObject *
 pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -608,19 +902,6 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(error);
         goto error;
     }
-    struct pool_root *root = pmemobj_direct(
-        pmemobj_root(pop, sizeof(struct pool_root)));
-    if (root->namespace != 0) {
-        /* Its objects' types, singletons and hashes are the last
-           process's: they need the open pass (the next step of this
-           module) before anything may read them. */
-        PyErr_Format(error, "pool %R holds objects of an earlier process; "
-                     "this build cannot map them in yet (no open pass)",
-                     path);
-        pmemobj_close(pop);
-        Py_DECREF(error);
-        goto error;
-    }
     self = (PoolObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
         pmemobj_close(pop);
@@ -649,6 +930,10 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     if (PyStorage_AddRange(&self->sm, pop, self->size) < 0) {
         /* Mapped, known, and never used. */
+        self->closed = 1;
+        goto error;
+    }
+    if (open_pass(self) < 0) {
         self->closed = 1;
         goto error;
     }

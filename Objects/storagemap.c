@@ -1,0 +1,218 @@
+/* Mapping a persistent manager's objects into a new process.
+
+   A persistent manager keeps real objects.  When a process maps them in,
+   what the last process left in them must be made this process's: their
+   types, their pointers to the interpreter's static objects (None, the
+   small ints... which move with the binary), their volatile metadata
+   (reference counts, GC heads, hash caches), the hash tables of dicts and
+   sets (string hashes are randomized per process).  The manager knows its
+   memory; this file knows the objects' layouts:
+
+     _PyStorage_VisitSlots()     every pointer an object holds, and the
+                                 tables it owns, for the manager to check,
+                                 relocate and count
+     _PyStorage_IsStaticTarget() the static objects a managed object may
+                                 point to
+     _PyStorage_ResetVolatile()  forget the last process's metadata
+     _PyStorage_Rehash()         rebuild a dict's or set's hash table
+
+   The types a persistent manager can hold are the ones the store rule
+   admits (Objects/storagestore.c): dict, list, set, frozenset, tuple,
+   bytearray, int, bool, float, complex, str, bytes. */
+
+#include "Python.h"
+#include "pycore_dict.h"          // DK_ENTRIES()
+#include "pycore_object.h"        // _PyObject_IS_GC()
+#include "pycore_storage.h"
+
+
+static PyDictKeysObject *
+empty_keys(void)
+{
+    /* A new empty dict shares the interpreter's static empty keys. */
+    static PyDictKeysObject *keys;
+    if (keys == NULL) {
+        PyObject *d = PyDict_New();
+        if (d != NULL) {
+            keys = ((PyDictObject *)d)->ma_keys;
+            Py_DECREF(d);
+        }
+    }
+    return keys;
+}
+
+int
+_PyStorage_IsStaticTarget(const void *ptr)
+{
+    return (_PyStorage_IsStatic((PyObject *)ptr) || ptr == _PySet_Dummy
+            || ptr == (const void *)empty_keys());
+}
+
+#define VISIT(slot, kind) \
+    do { \
+        int _r = visit((void **)(slot), (kind), arg); \
+        if (_r != 0) { \
+            return _r; \
+        } \
+    } while (0)
+
+int
+_PyStorage_VisitSlots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    if (tp == &PyDict_Type) {
+        PyDictObject *mp = (PyDictObject *)op;
+        if (mp->ma_values != NULL) {
+            /* A managed dict is always combined. */
+            return -1;
+        }
+        VISIT(&mp->ma_keys, _PyStorage_SLOT_TABLE);
+        PyDictKeysObject *keys = mp->ma_keys;
+        if (keys == empty_keys()) {
+            return 0;
+        }
+        Py_ssize_t n = keys->dk_nentries;
+        if (DK_IS_UNICODE(keys)) {
+            PyDictUnicodeEntry *ep = DK_UNICODE_ENTRIES(keys);
+            for (Py_ssize_t i = 0; i < n; i++) {
+                VISIT(&ep[i].me_key, _PyStorage_SLOT_OBJECT);
+                VISIT(&ep[i].me_value, _PyStorage_SLOT_OBJECT);
+            }
+        }
+        else {
+            PyDictKeyEntry *ep = DK_ENTRIES(keys);
+            for (Py_ssize_t i = 0; i < n; i++) {
+                VISIT(&ep[i].me_key, _PyStorage_SLOT_OBJECT);
+                VISIT(&ep[i].me_value, _PyStorage_SLOT_OBJECT);
+            }
+        }
+    }
+    else if (tp == &PyList_Type) {
+        PyListObject *l = (PyListObject *)op;
+        VISIT(&l->ob_item, _PyStorage_SLOT_TABLE);
+        for (Py_ssize_t i = 0; i < Py_SIZE(l); i++) {
+            VISIT(&l->ob_item[i], _PyStorage_SLOT_OBJECT);
+        }
+    }
+    else if (tp == &PyTuple_Type) {
+        for (Py_ssize_t i = 0; i < Py_SIZE(op); i++) {
+            VISIT(&((PyTupleObject *)op)->ob_item[i], _PyStorage_SLOT_OBJECT);
+        }
+    }
+    else if (tp == &PySet_Type || tp == &PyFrozenSet_Type) {
+        PySetObject *so = (PySetObject *)op;
+        if (so->table != so->smalltable) {
+            VISIT(&so->table, _PyStorage_SLOT_TABLE);
+        }
+        for (Py_ssize_t i = 0; i <= so->mask; i++) {
+            VISIT(&so->table[i].key, _PyStorage_SLOT_OBJECT);
+        }
+    }
+    else if (tp == &PyByteArray_Type) {
+        PyByteArrayObject *b = (PyByteArrayObject *)op;
+        if (b->ob_bytes != NULL) {
+            /* ob_start points into the buffer: an offset, kept. */
+            Py_ssize_t start = b->ob_start - b->ob_bytes;
+            VISIT(&b->ob_bytes, _PyStorage_SLOT_TABLE);
+            b->ob_start = b->ob_bytes + start;
+        }
+    }
+    else if (tp != &PyLong_Type && tp != &PyBool_Type && tp != &PyFloat_Type
+             && tp != &PyComplex_Type && tp != &PyUnicode_Type
+             && tp != &PyBytes_Type)
+    {
+        /* Instances of user classes: not yet. */
+        return -1;
+    }
+    return 0;
+}
+
+#undef VISIT
+
+void
+_PyStorage_ResetVolatile(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    op->ob_refcnt = 0;
+    if (_PyType_IS_GC(tp)) {
+        /* Untracked: the DRAM collector never sees the manager's objects
+           from an earlier process; the manager reclaims its own. */
+        PyGC_Head *gc = _Py_AS_GC(op);
+        gc->_gc_next = 0;
+        gc->_gc_prev = 0;
+    }
+    if (tp == &PyDict_Type) {
+        ((PyDictObject *)op)->ma_version_tag = 0;
+    }
+    else if (tp == &PyUnicode_Type) {
+        PyASCIIObject *a = (PyASCIIObject *)op;
+        a->hash = -1;
+        a->wstr = NULL;
+        if (!a->state.ascii) {
+            /* A lazily made UTF-8 buffer was the last process's. */
+            PyCompactUnicodeObject *c = (PyCompactUnicodeObject *)op;
+            c->utf8 = NULL;
+            c->utf8_length = 0;
+            c->wstr_length = 0;
+        }
+    }
+    else if (tp == &PyBytes_Type) {
+_Py_COMP_DIAG_PUSH
+_Py_COMP_DIAG_IGNORE_DEPR_DECLS
+        ((PyBytesObject *)op)->ob_shash = -1;
+_Py_COMP_DIAG_POP
+    }
+    else if (tp == &PySet_Type || tp == &PyFrozenSet_Type) {
+        ((PySetObject *)op)->hash = -1;
+    }
+}
+
+int
+_PyStorage_RehashEntries(PyObject *op)
+{
+    /* The hashes the table keeps: recomputed, and cached in the keys.
+       Idempotent, so a crash in the middle needs no undo. */
+    if (PyDict_CheckExact(op)) {
+        PyDictKeysObject *keys = ((PyDictObject *)op)->ma_keys;
+        for (Py_ssize_t i = 0; i < keys->dk_nentries; i++) {
+            PyObject *key;
+            if (DK_IS_UNICODE(keys)) {
+                key = DK_UNICODE_ENTRIES(keys)[i].me_key;
+                if (key != NULL && PyObject_Hash(key) == -1) {
+                    return -1;
+                }
+            }
+            else {
+                PyDictKeyEntry *ep = &DK_ENTRIES(keys)[i];
+                key = ep->me_key;
+                if (key != NULL && (ep->me_hash = PyObject_Hash(key)) == -1) {
+                    return -1;
+                }
+            }
+        }
+    }
+    else if (PyAnySet_CheckExact(op)) {
+        PySetObject *so = (PySetObject *)op;
+        for (Py_ssize_t i = 0; i <= so->mask; i++) {
+            setentry *entry = &so->table[i];
+            if (entry->key != NULL && entry->key != _PySet_Dummy
+                && (entry->hash = PyObject_Hash(entry->key)) == -1)
+            {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+int
+_PyStorage_Rehash(PyObject *op)
+{
+    if (PyDict_CheckExact(op)) {
+        return _PyDict_Rehash(op);
+    }
+    if (PyAnySet_CheckExact(op)) {
+        return _PySet_Rehash(op);
+    }
+    return 0;
+}
