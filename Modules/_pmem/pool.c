@@ -69,7 +69,9 @@ struct pool_root {
     uint64_t base;                /* where the objects' pointers are right */
     uint64_t anchor;              /* &_Py_NoneStruct of the process that
                                      made their static pointers right */
-    uint64_t reserved[10];
+    uint64_t pending;             /* the one they are being made right
+                                     for, while that is under way */
+    uint64_t reserved[9];
 };
 
 /* The type number of an allocation: what the open pass will need to give
@@ -87,6 +89,7 @@ typedef struct {
     PyStorageManager sm;          /* sm.name points into name */
     char name[64];
     PMEMobjpool *pop;             /* mapped until the process exits */
+    struct pool_root *root;
     size_t size;                  /* of the mapping */
     int closed;                   /* close() was called */
     int depth;                    /* nesting of begin/end */
@@ -540,7 +543,9 @@ typedef struct {
     alloc_entry *entries;
     size_t mask;
     size_t count;
-    Py_ssize_t delta;             /* binary: this process's minus the last */
+    /* Static pointers are made right for the binary whose None was at
+       target, from the one whose None was at source (0: none). */
+    char *source, *target;
     char *lo, *hi;                /* the pool's range */
     int dirty;                    /* static pointers were rewritten */
     const char *problem;          /* what the pass found wrong */
@@ -607,11 +612,16 @@ check_slot(void **slot, int kind, void *arg)
         return e->key != NULL && e->obj != NULL
                ? 0 : problem(st, "a pointer that lands on no object", slot);
     }
-    if (_PyStorage_IsStaticTarget(v)) {
+    /* A static object of the binary whose None is at x, seen from this
+       process's binary: v + ((char *)Py_None - x). */
+    char *none = (char *)Py_None;
+    if (_PyStorage_IsStaticTarget(v + (none - st->target))) {
         return 0;
     }
-    if (st->delta != 0 && _PyStorage_IsStaticTarget(v + st->delta)) {
-        *slot = v + st->delta;
+    if (st->source != NULL
+        && _PyStorage_IsStaticTarget(v + (none - st->source)))
+    {
+        *slot = v + (st->target - st->source);
         pmemobj_flush(st->pool->pop, slot, sizeof(*slot));
         st->dirty = 1;
         return 0;
@@ -666,6 +676,40 @@ mark_slot(void **slot, int kind, void *arg)
     return 0;
 }
 
+/* Check every pointer of every object, making the static ones right for
+   the binary whose None is at target.  0, or -1 with PoolError set. */
+static int
+check_pointers(open_state *st, struct pool_root *root, char *target)
+{
+    PMEMobjpool *pop = st->pool->pop;
+    root->pending = (uint64_t)(uintptr_t)target;
+    pmemobj_persist(pop, &root->pending, sizeof(root->pending));
+    st->source = (char *)(uintptr_t)root->anchor;
+    st->target = target;
+    st->dirty = 0;
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->obj != NULL
+            && _PyStorage_VisitSlots(e->obj, check_slot, st) != 0)
+        {
+            PyErr_Format(st->pool->error, "pool %R is corrupt: a %s at +%zu "
+                         "holds %s", st->pool->path, Py_TYPE(e->obj)->tp_name,
+                         (size_t)((char *)e->obj - st->lo),
+                         st->problem != NULL ? st->problem
+                                             : "what a pool cannot hold");
+            return -1;
+        }
+    }
+    if (st->dirty) {
+        pmemobj_drain(pop);
+    }
+    root->anchor = (uint64_t)(uintptr_t)target;
+    pmemobj_persist(pop, &root->anchor, sizeof(root->anchor));
+    root->pending = 0;
+    pmemobj_persist(pop, &root->pending, sizeof(root->pending));
+    return 0;
+}
+
 /* Make the pool's objects this process's (DESIGN section 4): types,
    volatile metadata, pointers to static objects, reference counts,
    unreachable allocations freed, hash tables rebuilt.  Every step can
@@ -675,8 +719,7 @@ static int
 open_pass(PoolObject *p)
 {
     PMEMobjpool *pop = p->pop;
-    struct pool_root *root = pmemobj_direct(
-        pmemobj_root(pop, sizeof(struct pool_root)));
+    struct pool_root *root = p->root;
     if (root->base != 0 && root->base != (uint64_t)(uintptr_t)pop) {
         PyErr_Format(p->error, "pool %R maps at another address than "
                      "when it was last used; moving a pool's objects is "
@@ -685,9 +728,6 @@ open_pass(PoolObject *p)
     }
     open_state st = {.pool = p, .lo = (char *)pop,
                      .hi = (char *)pop + p->size};
-    if (root->anchor != 0) {
-        st.delta = (char *)Py_None - (char *)(uintptr_t)root->anchor;
-    }
     size_t n = 0;
     PMEMoid oid;
     POBJ_FOREACH(pop, oid) {
@@ -732,22 +772,17 @@ open_pass(PoolObject *p)
         e->obj = op;
     }
 
-    /* 2. Every pointer checked; static ones made this process's. */
-    for (size_t i = 0; i <= st.mask; i++) {
-        alloc_entry *e = &st.entries[i];
-        if (e->obj != NULL
-            && _PyStorage_VisitSlots(e->obj, check_slot, &st) != 0)
-        {
-            PyErr_Format(p->error, "pool %R is corrupt: a %s at +%zu "
-                         "holds %s", p->path, Py_TYPE(e->obj)->tp_name,
-                         (size_t)((char *)e->obj - st.lo),
-                         st.problem != NULL ? st.problem
-                                            : "what a pool cannot hold");
-            goto done;
-        }
+    /* 2. Every pointer checked; static ones made this process's.  The
+       target is recorded first: a pass that stops half-way leaves each
+       pointer right for the source or for the target, and the next open
+       finishes it before it starts its own. */
+    if (root->pending != 0 && root->pending != (uint64_t)(uintptr_t)Py_None
+        && check_pointers(&st, root, (char *)(uintptr_t)root->pending) < 0)
+    {
+        goto done;
     }
-    if (st.dirty) {
-        pmemobj_drain(pop);
+    if (check_pointers(&st, root, (char *)Py_None) < 0) {
+        goto done;
     }
 
     /* 3. What the root reaches, with the references it holds. */
@@ -802,10 +837,9 @@ open_pass(PoolObject *p)
         goto done;
     }
 
-    /* 6. The pointers are right for this mapping and this binary. */
+    /* 6. The pointers are right for this mapping. */
     root->base = (uint64_t)(uintptr_t)pop;
-    root->anchor = (uint64_t)(uintptr_t)Py_None;
-    pmemobj_persist(pop, &root->base, 2 * sizeof(uint64_t));
+    pmemobj_persist(pop, &root->base, sizeof(root->base));
     r = 0;
 done:
     PyMem_RawFree(ms.stack);
@@ -909,6 +943,7 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         goto error;
     }
     self->pop = pop;
+    self->root = pmemobj_direct(pmemobj_root(pop, sizeof(struct pool_root)));
     self->size = (size_t)st.st_size;
     self->path = path;
     self->error = error;
@@ -1034,8 +1069,7 @@ pool_namespace(PoolObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     char *base = (char *)self->pop;
-    struct pool_root *root = pmemobj_direct(
-        pmemobj_root(self->pop, sizeof(struct pool_root)));
+    struct pool_root *root = self->root;
     if (root->namespace != 0) {
         return Py_NewRef((PyObject *)(base + root->namespace));
     }
@@ -1135,7 +1169,15 @@ static PyMemberDef pool_members[] = {
     {NULL}
 };
 
+static PyObject *
+pool_get_base(PoolObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromVoidPtr(self->pop);
+}
+
 static PyGetSetDef pool_getset[] = {
+    {"base", (getter)pool_get_base, NULL,
+     "The address the pool is mapped at.", NULL},
     {"closed", (getter)pool_get_closed, NULL, NULL, NULL},
     {"depth", (getter)pool_get_depth, NULL,
      "How deep in begin() calls the pool is.", NULL},
