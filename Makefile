@@ -65,8 +65,14 @@ build: configure-if-needed
 test: build
 	$(TESTENV) ./python -E $(REGRTEST) -j$(JOBS) -w test_pmem test_storage $(CORE_TESTS)
 
+DEMO_POOL = build/demo/accounts.pool
+
 demo: build
-	./python Tools/pmem/demo.py
+	@rm -f $(DEMO_POOL) && mkdir -p $(dir $(DEMO_POOL))
+	@echo "run 1 (creates $(DEMO_POOL)):"
+	./python Tools/pmem/demo.py alice bob 10 $(DEMO_POOL)
+	@echo "run 2 (a new process: the balances carry over):"
+	./python Tools/pmem/demo.py alice bob 10 $(DEMO_POOL)
 
 stock:
 	@if [ ! -d $(STOCK) ]; then \

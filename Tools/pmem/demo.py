@@ -1,27 +1,24 @@
-"""pmem-python's demo.
+"""pmem-python's demo: the bank program of DESIGN section 1.
 
-For now it shows the interpreter and the storage managers that this build
-was configured with.  The bank demo of DESIGN §1 replaces it once pools
-exist (issue 4).
+    ./python Tools/pmem/demo.py SRC DST AMOUNT [POOL]
+
+moves AMOUNT from account SRC to account DST in one transaction.  The
+accounts live in a pool file (accounts.pool unless POOL is given), so
+each run starts from the balances the last one left.  `make demo` runs
+it twice on a fresh pool.
 """
 
 import sys
-import sysconfig
+import pmem
 
-
-def main():
-    print(f"interpreter: {sys.executable}")
-    print(f"version:     Python {sys.version}")
-    print("storage managers:")
-    print("  dram     the default: ordinary memory, hooks are no-ops")
-    for name, define, library in (
-            ("pmem", "WITH_PMEM", "libpmemobj"),
-            ("memkind", "WITH_MEMKIND", "libmemkind")):
-        state = ("configured" if sysconfig.get_config_var(define)
-                 else "not configured")
-        print(f"  {name:<8s} {state} ({library})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+src, dst, delta = sys.argv[1].lower(), sys.argv[2].lower(), float(sys.argv[3])
+pop = pmem.open(sys.argv[4] if len(sys.argv) > 4 else "accounts.pool")
+if not hasattr(pop.ns, "accounts"):
+    pop.ns.accounts = dict()                 # a plain dict: moved into the pool
+for acct in (src, dst):
+    if acct not in pop.ns.accounts:
+        pop.ns.accounts[acct] = 0.0          # immutable: copied into the pool
+with pop:                                    # one transaction
+    pop.ns.accounts[src] -= delta
+    pop.ns.accounts[dst] += delta
+print(f"{src:<10s} {pop.ns.accounts[src]:10.2f} {dst:<10s} {pop.ns.accounts[dst]:10.2f}")
