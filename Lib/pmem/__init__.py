@@ -22,12 +22,21 @@ shared mutable value is refused with TypeError.
 import os
 
 # A pool's objects hold raw pointers: it must map where it was mapped
-# last.  libpmemobj reads this hint once, when it is loaded; a pool maps
-# there when the address is free.  (Pools that must move are refused for
-# now: see _pmem's open pass.)
-os.environ.setdefault("PMEM_MMAP_HINT", "0x600000000000")
+# last.  libpmemobj reads this hint once, when it is loaded (with _pmem);
+# a pool maps there when the address is free.  (Pools that must move are
+# refused for now: see _pmem's open pass.)  The environment is left as it
+# was.
+_HINT = "PMEM_MMAP_HINT"
+_hint_set = _HINT not in os.environ
+if _hint_set:
+    os.environ[_HINT] = "0x600000000000"
+try:
+    import _pmem
+finally:
+    if _hint_set:
+        del os.environ[_HINT]
+del _hint_set
 
-import _pmem
 from _pmem import PoolError, FORMAT_VERSION, DEFAULT_SIZE, storage_of
 
 __all__ = ["open", "Pool", "PoolError", "storage_of", "PersistentDict",

@@ -22,13 +22,14 @@ import sys
 import tempfile
 import textwrap
 import unittest
-from test.support import import_helper
+from test.support import import_helper, os_helper
 from test.support.script_helper import assert_python_ok
 
 FAST_FLUSH = {"PMEM_IS_PMEM_FORCE": "1"}
-os.environ.update(FAST_FLUSH)
-_pmem = import_helper.import_module("_pmem")
-import pmem
+with os_helper.EnvironmentVarGuard() as env:
+    env.update(FAST_FLUSH)
+    _pmem = import_helper.import_module("_pmem")
+    import pmem
 
 SIZE = 16 << 20
 
