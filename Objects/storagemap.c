@@ -142,7 +142,13 @@ _PyStorage_ResetVolatile(PyObject *op)
         gc->_gc_prev = 0;
     }
     if (tp == &PyDict_Type) {
-        ((PyDictObject *)op)->ma_version_tag = 0;
+        PyDictObject *mp = (PyDictObject *)op;
+        mp->ma_version_tag = 0;
+        if (mp->ma_keys != empty_keys()) {
+            /* A managed dict's keys are its alone (a deallocation that
+               an abort undid had given them up). */
+            mp->ma_keys->dk_refcnt = 1;
+        }
     }
     else if (tp == &PyUnicode_Type) {
         PyASCIIObject *a = (PyASCIIObject *)op;

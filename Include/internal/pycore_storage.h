@@ -531,9 +531,9 @@ PyAPI_FUNC(int) _PyStorage_VisitSlots(PyObject *op,
                                       _PyStorage_SlotVisitor visit,
                                       void *arg);
 
-/* Forget what an earlier process left in op's volatile metadata (see
-   PyStorage_VisitVolatile()): reference count 0, untracked, no caches.
-   op's type must be set. */
+/* Forget what an earlier process (or a deallocation that an abort undid)
+   left in op's volatile metadata (see PyStorage_VisitVolatile()):
+   reference count 0, untracked, no caches.  op's type must be set. */
 PyAPI_FUNC(void) _PyStorage_ResetVolatile(PyObject *op);
 
 /* Rebuild the hash table of a dict or set (a no-op for other objects)

@@ -93,6 +93,8 @@ typedef struct {
     size_t size;                  /* of the mapping */
     int closed;                   /* close() was called */
     int depth;                    /* nesting of begin/end */
+    char **txfreed;               /* blocks freed by the transaction */
+    size_t ntxfreed, txfreed_allocated;
     PyObject *path;               /* str */
     PyObject *error;              /* pmem.PoolError */
 } PoolObject;
@@ -143,6 +145,10 @@ pool_type_code(PyTypeObject *type)
 
 /* --- the storage manager ------------------------------------------------ */
 
+typedef struct open_state repair_state;
+static repair_state *repair_prepare(PoolObject *p);
+static void repair_finish(PoolObject *p, repair_state *st);
+
 /* Raise PoolError with libpmemobj's reason. */
 static void
 pool_error(PoolObject *p, const char *what)
@@ -161,6 +167,8 @@ pool_alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
         return NULL;
     }
     if (p->depth > 0) {
+        /* An abort frees it.  (A DRAM reference to it then dangles: to be
+           replaced by reservations that an abort can keep.) */
         oid = pmemobj_tx_xalloc(size, pool_type_code(type),
                                 POBJ_XALLOC_NO_ABORT | POBJ_XALLOC_ZERO);
         if (OID_IS_NULL(oid)) {
@@ -205,7 +213,20 @@ pool_free(PyStorageManager *sm, void *ptr)
         return;
     }
     if (p->depth > 0) {
-        /* Freed at commit; an abort keeps the block. */
+        /* Freed at commit; an abort keeps the block, and pool_end() brings
+           the object back. */
+        if (p->ntxfreed == p->txfreed_allocated) {
+            size_t n = p->ntxfreed ? 2 * p->ntxfreed : 64;
+            char **list = PyMem_RawRealloc(p->txfreed, n * sizeof(char *));
+            if (list == NULL) {
+                /* Then it is freed now, for good. */
+                pmemobj_free(&oid);
+                return;
+            }
+            p->txfreed = list;
+            p->txfreed_allocated = n;
+        }
+        p->txfreed[p->ntxfreed++] = ptr;
         (void)pmemobj_tx_xfree(oid, POBJ_XFREE_NO_ABORT);
     }
     else {
@@ -256,13 +277,23 @@ pool_end(PyStorageManager *sm, int ok)
     }
     /* A failed transactional call has aborted the transaction already. */
     int committing = ok && pmemobj_tx_stage() == TX_STAGE_WORK;
+    repair_state *repair = NULL;
     if (committing) {
         pmemobj_tx_commit();
     }
-    else if (pmemobj_tx_stage() == TX_STAGE_WORK) {
-        pmemobj_tx_abort(ECANCELED);
+    else {
+        /* The undo log restores the objects' memory; their reference
+           counts are counted again around it. */
+        repair = repair_prepare(p);
+        if (pmemobj_tx_stage() == TX_STAGE_WORK) {
+            pmemobj_tx_abort(ECANCELED);
+        }
     }
     int err = pmemobj_tx_end();
+    if (repair != NULL) {
+        repair_finish(p, repair);
+    }
+    p->ntxfreed = 0;
     if (ok && (!committing || err != 0)) {
         errno = err;
         pool_error(p, "the transaction was aborted");
@@ -536,9 +567,12 @@ typedef struct {
     char *block;                  /* the allocation's start */
     PyObject *obj;                /* the object in it, NULL for a table */
     char mark;                    /* reachable from the root */
+    char dead;                    /* freed by the aborted transaction */
+    Py_ssize_t count;             /* references from the pool */
+    Py_ssize_t dram;              /* references from DRAM */
 } alloc_entry;
 
-typedef struct {
+struct open_state {
     PoolObject *pool;
     alloc_entry *entries;
     size_t mask;
@@ -550,7 +584,8 @@ typedef struct {
     int dirty;                    /* static pointers were rewritten */
     const char *problem;          /* what the pass found wrong */
     void *where;
-} open_state;
+};
+typedef struct open_state open_state;
 
 static alloc_entry *
 find_alloc(open_state *st, const void *key)
@@ -845,6 +880,144 @@ done:
     PyMem_RawFree(ms.stack);
     PyMem_RawFree(st.entries);
     return r;
+}
+
+/* --- after an abort ------------------------------------------------------- */
+
+/* Reference counts are volatile metadata: an abort's undo log does not
+   restore them.  So an abort is bracketed by two counts.  Before it, the
+   references that the live objects of the pool hold tell, for each
+   object, how many of its references are DRAM's (its count minus those).
+   After it, with the memory as it was, the pool's references are counted
+   again: an object's count is DRAM's plus the pool's.  Objects that the
+   transaction freed are alive again (their blocks' frees were part of
+   it), with no DRAM reference; objects that it made and nothing refers to
+   any more are left for the next open to free. */
+
+static int
+count_slot(void **slot, int kind, void *arg)
+{
+    open_state *st = (open_state *)arg;
+    char *v = *slot;
+    if (kind == _PyStorage_SLOT_OBJECT && v != NULL && v >= st->lo
+        && v < st->hi)
+    {
+        alloc_entry *e = find_alloc(st, v);
+        if (e->key != NULL && e->obj != NULL) {
+            e->count++;
+        }
+    }
+    return 0;
+}
+
+/* The table of the pool's allocations, for the counts; NULL when it
+   cannot be made (then the counts are left as they are). */
+static repair_state *
+repair_prepare(PoolObject *p)
+{
+    size_t n = 0;
+    PMEMoid oid;
+    POBJ_FOREACH(p->pop, oid) {
+        n++;
+    }
+    size_t capacity = 64;
+    while (capacity < 2 * n) {
+        capacity <<= 1;
+    }
+    repair_state *st = PyMem_RawCalloc(1, sizeof(*st));
+    alloc_entry *entries = PyMem_RawCalloc(capacity, sizeof(alloc_entry));
+    if (st == NULL || entries == NULL) {
+        PyMem_RawFree(st);
+        PyMem_RawFree(entries);
+        return NULL;
+    }
+    st->pool = p;
+    st->entries = entries;
+    st->mask = capacity - 1;
+    st->lo = (char *)p->pop;
+    st->hi = st->lo + p->size;
+    POBJ_FOREACH(p->pop, oid) {
+        char *block = pmemobj_direct(oid);
+        PyTypeObject *type = type_of_code(pmemobj_type_num(oid));
+        char *key = type == NULL
+                    ? block : block + PyStorage_PreHeaderSize(type);
+        alloc_entry *e = find_alloc(st, key);
+        e->key = key;
+        e->block = block;
+        e->obj = type == NULL ? NULL : (PyObject *)key;
+    }
+    for (size_t i = 0; i < p->ntxfreed; i++) {
+        PMEMoid freed = pmemobj_oid(p->txfreed[i]);
+        PyTypeObject *type = type_of_code(pmemobj_type_num(freed));
+        if (type != NULL) {
+            alloc_entry *e = find_alloc(
+                st, p->txfreed[i] + PyStorage_PreHeaderSize(type));
+            if (e->key != NULL) {
+                e->dead = 1;
+            }
+        }
+    }
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->obj != NULL && !e->dead) {
+            (void)_PyStorage_VisitSlots(e->obj, count_slot, st);
+        }
+    }
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->obj != NULL) {
+            e->dram = e->dead ? 0 : Py_REFCNT(e->obj) - e->count;
+            e->count = 0;
+        }
+    }
+    return st;
+}
+
+static void
+repair_finish(PoolObject *p, repair_state *st)
+{
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->obj != NULL) {
+            (void)_PyStorage_VisitSlots(e->obj, count_slot, st);
+        }
+    }
+    if (p->root->namespace != 0) {
+        alloc_entry *e = find_alloc(st, st->lo + p->root->namespace);
+        if (e->key != NULL) {
+            e->count++;           /* the root's */
+        }
+    }
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->obj == NULL) {
+            continue;
+        }
+        Py_ssize_t refcnt = e->dram + e->count;
+        if (refcnt <= 0) {
+            /* Unreachable: never decref'd again, left to the next open. */
+            refcnt = 0;
+            if (PyObject_IS_GC(e->obj) && PyObject_GC_IsTracked(e->obj)) {
+                PyObject_GC_UnTrack(e->obj);
+            }
+        }
+        Py_SET_REFCNT(e->obj, refcnt);
+        if (e->dead) {
+            /* What its deallocation did to it, undone; the hash caches
+               that tables of this process rely on, made again. */
+            _PyStorage_ResetVolatile(e->obj);
+            Py_SET_REFCNT(e->obj, refcnt);
+            if (!PyDict_CheckExact(e->obj) && !PyList_CheckExact(e->obj)
+                && !PySet_CheckExact(e->obj)
+                && !PyByteArray_CheckExact(e->obj)
+                && PyObject_Hash(e->obj) == -1)
+            {
+                PyErr_Clear();
+            }
+        }
+    }
+    PyMem_RawFree(st->entries);
+    PyMem_RawFree(st);
 }
 
 static PyObject *

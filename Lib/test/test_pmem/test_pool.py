@@ -233,6 +233,28 @@ class TransactionTests(PoolTestCase):
         self.assertEqual(pool.ns.log, [])
         self.assertEqual(pool.depth, 0)
 
+    def test_abort_brings_back_what_the_transaction_freed(self):
+        pool = self.pool
+        pool.ns.x = [1.5, "a"]
+        pool.ns.d = {"k": [2.5]}
+        refs = (sys.getrefcount(pool.ns.x), sys.getrefcount(pool.ns.d["k"]))
+        with self.assertRaises(KeyError):
+            with pool:
+                del pool.ns.x              # the list, its key, its items
+                pool.ns.d["k"] = None      # the inner list and its float
+                pool.ns.y = ["new"]
+                raise KeyError
+        self.assertEqual((pool.ns.x, pool.ns.d), ([1.5, "a"], {"k": [2.5]}))
+        self.assertFalse(hasattr(pool.ns, "y"))
+        self.assertEqual((sys.getrefcount(pool.ns.x),
+                          sys.getrefcount(pool.ns.d["k"])), refs)
+        # The counts are right: deleting now frees for good.
+        x = pool.ns.x
+        del pool.ns.x
+        self.assertEqual(sys.getrefcount(x), 2)
+        del x
+        self.assertEqual(pool.stats()["objects"], 6)
+
     def test_closed_pool_refuses_changes(self):
         pool = self.pool
         pool.ns.items = [1]
