@@ -1286,20 +1286,51 @@ pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
     }
     Py_ssize_t objects = 0, tables = 0;
     size_t used = 0;
+    PyObject *by_type = PyDict_New();
+    if (by_type == NULL) {
+        return NULL;
+    }
     PMEMoid oid;
     POBJ_FOREACH(self->pop, oid) {
         size_t n = pmemobj_alloc_usable_size(oid);
         used += n;
-        if (pmemobj_type_num(oid) == POOL_TABLE) {
+        uint64_t code = pmemobj_type_num(oid);
+        PyTypeObject *type = type_of_code(code);
+        const char *name = code == POOL_TABLE ? "(tables)"
+                           : type != NULL ? type->tp_name : "(instances)";
+        if (code == POOL_TABLE) {
             tables++;
         }
         else {
             objects++;
         }
+        /* {name: [count, bytes]} */
+        PyObject *row = PyDict_GetItemString(by_type, name);
+        if (row == NULL) {
+            row = Py_BuildValue("[nn]", (Py_ssize_t)0, (Py_ssize_t)0);
+            if (row == NULL || PyDict_SetItemString(by_type, name, row) < 0) {
+                Py_XDECREF(row);
+                Py_DECREF(by_type);
+                return NULL;
+            }
+            Py_DECREF(row);
+        }
+        for (int i = 0; i < 2; i++) {
+            PyObject *old = PyList_GET_ITEM(row, i);
+            PyObject *new = PyLong_FromSsize_t(
+                PyLong_AsSsize_t(old) + (i == 0 ? 1 : (Py_ssize_t)n));
+            if (new == NULL) {
+                Py_DECREF(by_type);
+                return NULL;
+            }
+            PyList_SET_ITEM(row, i, new);
+            Py_DECREF(old);
+        }
     }
-    return Py_BuildValue("{sn sn sn sn}", "objects", objects,
+    return Py_BuildValue("{sn sn sn sn sN}", "objects", objects,
                          "tables", tables, "bytes_used", (Py_ssize_t)used,
-                         "pool_size", (Py_ssize_t)self->size);
+                         "pool_size", (Py_ssize_t)self->size,
+                         "by_type", by_type);
 }
 
 static PyObject *
