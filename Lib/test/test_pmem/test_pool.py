@@ -461,6 +461,30 @@ class RoundTripTests(PoolTestCase):
                 """, seed=i))
         self.assertEqual(len(set(used)), 1, used)
 
+    def test_command_line(self):
+        self.run_in_new_process(f"""
+            import pmem
+            pool = pmem.open({self.path!r}, size={SIZE})
+            pool.ns.accounts = {{"alice": 1.5}}
+            """, seed=10)
+        env = dict(os.environ, **FAST_FLUSH)
+        def cli(*args):
+            return subprocess.run([sys.executable, "-m", "pmem", *args],
+                                  env=env, capture_output=True, text=True)
+        info = cli("info", self.path)
+        self.assertEqual(info.returncode, 0, info.stderr)
+        self.assertIn("names:     accounts", info.stdout)
+        self.assertRegex(info.stdout, r"dict +1 ")
+        self.assertEqual(cli("dump", self.path).stdout,
+                         "{'accounts': {'alice': 1.5}}\n")
+        self.assertIn(": ok, 4 objects", cli("check", self.path).stdout)
+        foreign = os.path.join(self.dir, "foreign")
+        with open(foreign, "w") as f:
+            f.write("x" * 100)
+        bad = cli("check", foreign)
+        self.assertEqual(bad.returncode, 1)
+        self.assertIn("not a pmem-python pool", bad.stderr)
+
     def test_corrupt_pointer_is_refused(self):
         out = self.run_in_new_process(f"""
             import pmem
