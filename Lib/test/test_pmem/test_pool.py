@@ -474,10 +474,10 @@ class RoundTripTests(PoolTestCase):
         info = cli("info", self.path)
         self.assertEqual(info.returncode, 0, info.stderr)
         self.assertIn("names:     accounts", info.stdout)
-        self.assertRegex(info.stdout, r"dict +1 ")
+        self.assertRegex(info.stdout, r"dict +2 ")   # and the namespace
         self.assertEqual(cli("dump", self.path).stdout,
                          "{'accounts': {'alice': 1.5}}\n")
-        self.assertIn(": ok, 4 objects", cli("check", self.path).stdout)
+        self.assertIn(": ok, 5 objects", cli("check", self.path).stdout)
         foreign = os.path.join(self.dir, "foreign")
         with open(foreign, "w") as f:
             f.write("x" * 100)
