@@ -587,6 +587,61 @@ struct open_state {
 };
 typedef struct open_state open_state;
 
+/* Every allocation of the pool, with its type code: one walk of
+   libpmemobj's heap (pmemobj_next() is most of an open's time).  NULL
+   with MemoryError set. */
+typedef struct {
+    char *block;
+    uint64_t code;
+} alloc_item;
+
+static alloc_item *
+list_allocations(PMEMobjpool *pop, size_t *pn)
+{
+    size_t n = 0, allocated = 1024;
+    alloc_item *items = PyMem_RawMalloc(allocated * sizeof(*items));
+    if (items == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    PMEMoid oid;
+    POBJ_FOREACH(pop, oid) {
+        if (n == allocated) {
+            allocated *= 2;
+            alloc_item *more = PyMem_RawRealloc(items,
+                                                allocated * sizeof(*items));
+            if (more == NULL) {
+                PyMem_RawFree(items);
+                PyErr_NoMemory();
+                return NULL;
+            }
+            items = more;
+        }
+        items[n].block = pmemobj_direct(oid);
+        items[n].code = pmemobj_type_num(oid);
+        n++;
+    }
+    *pn = n;
+    return items;
+}
+
+/* An empty table for n allocations in st; -1 with MemoryError set. */
+static int
+alloc_table_init(open_state *st, size_t n)
+{
+    size_t capacity = 64;
+    while (capacity < 2 * n) {
+        capacity <<= 1;
+    }
+    st->entries = PyMem_RawCalloc(capacity, sizeof(alloc_entry));
+    if (st->entries == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    st->mask = capacity - 1;
+    return 0;
+}
+
 static alloc_entry *
 find_alloc(open_state *st, const void *key)
 {
@@ -763,28 +818,22 @@ open_pass(PoolObject *p)
     }
     open_state st = {.pool = p, .lo = (char *)pop,
                      .hi = (char *)pop + p->size};
-    size_t n = 0;
-    PMEMoid oid;
-    POBJ_FOREACH(pop, oid) {
-        n++;
-    }
-    size_t capacity = 64;
-    while (capacity < 2 * n) {
-        capacity <<= 1;
-    }
-    st.entries = PyMem_RawCalloc(capacity, sizeof(alloc_entry));
-    if (st.entries == NULL) {
-        PyErr_NoMemory();
+    size_t n;
+    alloc_item *items = list_allocations(pop, &n);
+    if (items == NULL) {
         return -1;
     }
-    st.mask = capacity - 1;
+    if (alloc_table_init(&st, n) < 0) {
+        PyMem_RawFree(items);
+        return -1;
+    }
     int r = -1;
     mark_state ms = {.st = &st};
 
     /* 1. Types and volatile metadata, from the allocations' type codes. */
-    POBJ_FOREACH(pop, oid) {
-        char *block = pmemobj_direct(oid);
-        uint64_t code = pmemobj_type_num(oid);
+    for (size_t i = 0; i < n; i++) {
+        char *block = items[i].block;
+        uint64_t code = items[i].code;
         if (code == POOL_TABLE) {
             alloc_entry *e = find_alloc(&st, block);
             e->key = e->block = block;
@@ -877,6 +926,7 @@ open_pass(PoolObject *p)
     pmemobj_persist(pop, &root->base, sizeof(root->base));
     r = 0;
 done:
+    PyMem_RawFree(items);
     PyMem_RawFree(ms.stack);
     PyMem_RawFree(st.entries);
     return r;
@@ -915,30 +965,22 @@ count_slot(void **slot, int kind, void *arg)
 static repair_state *
 repair_prepare(PoolObject *p)
 {
-    size_t n = 0;
-    PMEMoid oid;
-    POBJ_FOREACH(p->pop, oid) {
-        n++;
-    }
-    size_t capacity = 64;
-    while (capacity < 2 * n) {
-        capacity <<= 1;
-    }
-    repair_state *st = PyMem_RawCalloc(1, sizeof(*st));
-    alloc_entry *entries = PyMem_RawCalloc(capacity, sizeof(alloc_entry));
-    if (st == NULL || entries == NULL) {
+    size_t n;
+    alloc_item *items = list_allocations(p->pop, &n);
+    repair_state *st = items == NULL ? NULL : PyMem_RawCalloc(1, sizeof(*st));
+    if (st == NULL || alloc_table_init(st, n) < 0) {
+        /* The counts stay as they are: better than no abort. */
+        PyErr_Clear();
+        PyMem_RawFree(items);
         PyMem_RawFree(st);
-        PyMem_RawFree(entries);
         return NULL;
     }
     st->pool = p;
-    st->entries = entries;
-    st->mask = capacity - 1;
     st->lo = (char *)p->pop;
     st->hi = st->lo + p->size;
-    POBJ_FOREACH(p->pop, oid) {
-        char *block = pmemobj_direct(oid);
-        PyTypeObject *type = type_of_code(pmemobj_type_num(oid));
+    for (size_t i = 0; i < n; i++) {
+        char *block = items[i].block;
+        PyTypeObject *type = type_of_code(items[i].code);
         char *key = type == NULL
                     ? block : block + PyStorage_PreHeaderSize(type);
         alloc_entry *e = find_alloc(st, key);
@@ -946,6 +988,7 @@ repair_prepare(PoolObject *p)
         e->block = block;
         e->obj = type == NULL ? NULL : (PyObject *)key;
     }
+    PyMem_RawFree(items);
     for (size_t i = 0; i < p->ntxfreed; i++) {
         PMEMoid freed = pmemobj_oid(p->txfreed[i]);
         PyTypeObject *type = type_of_code(pmemobj_type_num(freed));
