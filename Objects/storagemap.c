@@ -24,6 +24,7 @@
 #include "pycore_dict.h"          // DK_ENTRIES()
 #include "pycore_object.h"        // _PyObject_IS_GC()
 #include "pycore_storage.h"
+#include "structmember.h"         // T_OBJECT_EX
 
 
 static PyDictKeysObject *
@@ -117,11 +118,27 @@ _PyStorage_VisitSlots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg)
             b->ob_start = b->ob_bytes + start;
         }
     }
+    else if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
+        /* An instance: its dict, and its __slots__ of every class. */
+        PyObject **dictptr = _PyObject_GetDictPtr(op);
+        if (dictptr != NULL) {
+            VISIT(dictptr, _PyStorage_SLOT_OBJECT);
+        }
+        for (; tp != NULL && PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE);
+             tp = tp->tp_base)
+        {
+            PyMemberDef *mp = _PyHeapType_GET_MEMBERS((PyHeapTypeObject *)tp);
+            for (Py_ssize_t i = 0; i < Py_SIZE(tp); i++, mp++) {
+                if (mp->type == T_OBJECT_EX) {
+                    VISIT((char *)op + mp->offset, _PyStorage_SLOT_OBJECT);
+                }
+            }
+        }
+    }
     else if (tp != &PyLong_Type && tp != &PyBool_Type && tp != &PyFloat_Type
              && tp != &PyComplex_Type && tp != &PyUnicode_Type
              && tp != &PyBytes_Type)
     {
-        /* Instances of user classes: not yet. */
         return -1;
     }
     return 0;
@@ -134,6 +151,10 @@ _PyStorage_ResetVolatile(PyObject *op)
 {
     PyTypeObject *tp = Py_TYPE(op);
     op->ob_refcnt = 0;
+    if (tp->tp_weaklistoffset > 0) {
+        /* The weak references were the last process's. */
+        *(PyObject **)((char *)op + tp->tp_weaklistoffset) = NULL;
+    }
     if (_PyType_IS_GC(tp)) {
         /* Untracked: the DRAM collector never sees the manager's objects
            from an earlier process; the manager reclaims its own. */

@@ -217,6 +217,14 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
     else if (tp == &PyByteArray_Type) {
         /* Bytes, no references. */
     }
+    else if ((sm->flags & PyStorage_PERSISTENT)
+             && PyUnicode_FindChar(((PyHeapTypeObject *)tp)->ht_qualname, '<',
+                                   0, PY_SSIZE_T_MAX, 1) != -1)
+    {
+        r = refuse(v, sm, "its class is defined inside a function, and "
+                          "persistent storage finds classes again by module "
+                          "and qualified name: define it at module level");
+    }
     else {
         /* An instance: its dict (made on demand) and its slots. */
         PyObject **dictptr = _PyObject_GetDictPtr(v);

@@ -93,6 +93,8 @@ typedef struct {
     size_t size;                  /* of the mapping */
     int closed;                   /* close() was called */
     int depth;                    /* nesting of begin/end */
+    PyObject *type_codes;         /* {class: its type code} */
+    PyObject *classes;            /* [class or None], by type table index */
     char **txfreed;               /* blocks freed by the transaction */
     size_t ntxfreed, txfreed_allocated;
     PyObject *path;               /* str */
@@ -119,7 +121,7 @@ get_state(PyObject *module)
 /* --- type codes -------------------------------------------------------- */
 
 static uint64_t
-pool_type_code(PyTypeObject *type)
+builtin_type_code(PyTypeObject *type)
 {
     if (type == NULL) {
         return POOL_TABLE;
@@ -137,15 +139,14 @@ pool_type_code(PyTypeObject *type)
             return i;
         }
     }
-    /* User classes get their entry in the type table with the open pass
-       (the next step of this module). */
-    return POOL_INSTANCE;
+    return POOL_INSTANCE;         /* not a builtin */
 }
 
 
 /* --- the storage manager ------------------------------------------------ */
 
 typedef struct open_state repair_state;
+static uint64_t pool_type_code(PoolObject *p, PyTypeObject *type);
 static repair_state *repair_prepare(PoolObject *p);
 static void repair_finish(PoolObject *p, repair_state *st);
 
@@ -166,16 +167,20 @@ pool_alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
     if (p->closed) {
         return NULL;
     }
+    uint64_t code = pool_type_code(p, type);
+    if (code == UINT64_MAX) {
+        return NULL;
+    }
     if (p->depth > 0) {
         /* An abort frees it.  (A DRAM reference to it then dangles: to be
            replaced by reservations that an abort can keep.) */
-        oid = pmemobj_tx_xalloc(size, pool_type_code(type),
+        oid = pmemobj_tx_xalloc(size, code,
                                 POBJ_XALLOC_NO_ABORT | POBJ_XALLOC_ZERO);
         if (OID_IS_NULL(oid)) {
             return NULL;
         }
     }
-    else if (pmemobj_zalloc(p->pop, &oid, size, pool_type_code(type)) != 0) {
+    else if (pmemobj_zalloc(p->pop, &oid, size, code) != 0) {
         /* Not yet reachable from anything: the open pass reclaims it if
            the process dies before it is stored. */
         return NULL;
@@ -766,6 +771,163 @@ mark_slot(void **slot, int kind, void *arg)
     return 0;
 }
 
+/* The class named "module:qualname", imported; NULL with an exception
+   set. */
+static PyObject *
+find_class(PyObject *name)
+{
+    Py_ssize_t colon = PyUnicode_FindChar(name, ':', 0,
+                                          PyUnicode_GET_LENGTH(name), 1);
+    if (colon < 0) {
+        PyErr_Format(PyExc_ValueError, "no ':' in %R", name);
+        return NULL;
+    }
+    PyObject *modname = PyUnicode_Substring(name, 0, colon);
+    PyObject *qualname = PyUnicode_Substring(name, colon + 1,
+                                             PyUnicode_GET_LENGTH(name));
+    PyObject *obj = NULL, *path = NULL;
+    if (modname == NULL || qualname == NULL) {
+        goto done;
+    }
+    obj = PyImport_Import(modname);
+    PyObject *dot = PyUnicode_FromString(".");
+    path = dot == NULL ? NULL : PyUnicode_Split(qualname, dot, -1);
+    Py_XDECREF(dot);
+    if (obj == NULL || path == NULL) {
+        Py_CLEAR(obj);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; obj != NULL && i < PyList_GET_SIZE(path); i++) {
+        Py_SETREF(obj, PyObject_GetAttr(obj, PyList_GET_ITEM(path, i)));
+    }
+    if (obj != NULL && !PyType_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%R is not a class", name);
+        Py_CLEAR(obj);
+    }
+done:
+    Py_XDECREF(modname);
+    Py_XDECREF(qualname);
+    Py_XDECREF(path);
+    return obj;
+}
+
+/* The instances of user classes get their class from the pool's type
+   table ("module:qualname" strs): imported, checked against the block it
+   must fit in, and remembered for new instances.  0, or -1 with
+   PoolError set. */
+static int
+resolve_classes(open_state *st, alloc_item *items, size_t n)
+{
+    PoolObject *p = st->pool;
+    PyObject *table = NULL;
+    Py_ssize_t ntypes = 0;
+    if (p->root->types != 0) {
+        table = (PyObject *)(st->lo + p->root->types);
+        alloc_entry *e = entry_of_object(st, table);
+        if (e == NULL || !PyList_CheckExact(table)) {
+            PyErr_Format(p->error, "pool %R is corrupt: its type table is "
+                         "not a list of the pool", p->path);
+            return -1;
+        }
+        ntypes = PyList_GET_SIZE(table);
+        alloc_entry *items_table = ntypes == 0 ? NULL : find_alloc(
+            st, ((PyListObject *)table)->ob_item);
+        if (ntypes != 0 && (items_table->key == NULL
+                            || items_table->obj != NULL))
+        {
+            PyErr_Format(p->error, "pool %R is corrupt: its type table's "
+                         "items are not a table of the pool", p->path);
+            return -1;
+        }
+    }
+    PyObject **classes = PyMem_RawCalloc(ntypes ? ntypes : 1,
+                                         sizeof(PyObject *));
+    if (classes == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int r = -1;
+    for (Py_ssize_t i = 0; i < ntypes; i++) {
+        if (PyList_Append(p->classes, Py_None) < 0) {
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t code = items[i].code;
+        if (code < POOL_INSTANCE) {
+            continue;
+        }
+        Py_ssize_t index = (Py_ssize_t)(code - POOL_INSTANCE);
+        if (code - POOL_INSTANCE >= (uint64_t)ntypes) {
+            PyErr_Format(p->error, "pool %R is corrupt: an object of type "
+                         "code %llu, which no class has", p->path,
+                         (unsigned long long)code);
+            goto done;
+        }
+        if (classes[index] == NULL) {
+            PyObject *name = PyList_GET_ITEM(table, index);
+            alloc_entry *ne = entry_of_object(st, name);
+            if (ne == NULL || !PyUnicode_CheckExact(name)) {
+                PyErr_Format(p->error, "pool %R is corrupt: its type "
+                             "table holds a non-str", p->path);
+                goto done;
+            }
+            PyObject *cls = find_class(name);
+            if (cls == NULL) {
+                PyObject *type, *exc, *tb;
+                PyErr_Fetch(&type, &exc, &tb);
+                PyErr_NormalizeException(&type, &exc, &tb);
+                PyErr_Format(p->error, "pool %R holds instances of %R, "
+                             "which this process cannot find (%S): import "
+                             "or define it before opening the pool",
+                             p->path, name, exc);
+                Py_XDECREF(type);
+                Py_XDECREF(exc);
+                Py_XDECREF(tb);
+                goto done;
+            }
+            PyObject *value = PyLong_FromUnsignedLongLong(code);
+            if (value == NULL
+                || PyDict_SetItem(p->type_codes, cls, value) < 0)
+            {
+                Py_XDECREF(value);
+                Py_DECREF(cls);
+                goto done;
+            }
+            Py_DECREF(value);
+            classes[index] = cls;
+            Py_INCREF(cls);
+            PyList_SetItem(p->classes, index, cls);
+        }
+        PyTypeObject *type = (PyTypeObject *)classes[index];
+        size_t presize = PyStorage_PreHeaderSize(type);
+        size_t usable = pmemobj_alloc_usable_size(pmemobj_oid(items[i].block));
+        if (type->tp_itemsize != 0 || type->tp_dealloc == NULL
+            || usable < presize + (size_t)type->tp_basicsize)
+        {
+            PyErr_Format(p->error, "pool %R holds %s instances that do not "
+                         "fit the class of this process (its layout "
+                         "changed?)", p->path, type->tp_name);
+            goto done;
+        }
+        PyObject *op = (PyObject *)(items[i].block + presize);
+        Py_SET_TYPE(op, type);
+        Py_INCREF(type);          /* an instance's reference */
+        _PyStorage_ResetVolatile(op);
+        alloc_entry *e = find_alloc(st, op);
+        e->key = (char *)op;
+        e->block = items[i].block;
+        e->obj = op;
+    }
+    r = 0;
+done:
+    for (Py_ssize_t i = 0; i < ntypes; i++) {
+        Py_XDECREF(classes[i]);
+    }
+    PyMem_RawFree(classes);
+    return r;
+}
+
 /* Check every pointer of every object, making the static ones right for
    the binary whose None is at target.  0, or -1 with PoolError set. */
 static int
@@ -841,11 +1003,8 @@ open_pass(PoolObject *p)
         }
         PyTypeObject *type = type_of_code(code);
         if (type == NULL) {
-            PyErr_Format(p->error, "pool %R holds an object of type code "
-                         "%llu, which this interpreter does not know "
-                         "(instances of classes are not supported yet)",
-                         p->path, (unsigned long long)code);
-            goto done;
+            /* An instance: its class comes from the type table, below. */
+            continue;
         }
         PyObject *op = (PyObject *)(block + PyStorage_PreHeaderSize(type));
         Py_SET_TYPE(op, type);
@@ -854,6 +1013,11 @@ open_pass(PoolObject *p)
         e->key = (char *)op;
         e->block = block;
         e->obj = op;
+    }
+
+    /* 1b. The classes of the instances, from the type table. */
+    if (resolve_classes(&st, items, n) < 0) {
+        goto done;
     }
 
     /* 2. Every pointer checked; static ones made this process's.  The
@@ -870,24 +1034,30 @@ open_pass(PoolObject *p)
     }
 
     /* 3. What the root reaches, with the references it holds. */
-    if (root->namespace != 0) {
-        PyObject *ns = (PyObject *)(st.lo + root->namespace);
-        alloc_entry *e = (char *)ns > st.lo && (char *)ns < st.hi
-                         ? entry_of_object(&st, ns) : NULL;
-        if (e == NULL || !PyDict_CheckExact(ns)) {
-            PyErr_Format(p->error, "pool %R is corrupt: its namespace is "
-                         "not a dict of the pool", p->path);
+    ms.stack = PyMem_RawMalloc(1024 * sizeof(PyObject *));
+    if (ms.stack == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    ms.allocated = 1024;
+    uint64_t roots[] = {root->namespace, root->types};
+    PyTypeObject *root_types[] = {&PyDict_Type, &PyList_Type};
+    for (int k = 0; k < 2; k++) {
+        if (roots[k] == 0) {
+            continue;
+        }
+        PyObject *held = (PyObject *)(st.lo + roots[k]);
+        alloc_entry *e = (char *)held > st.lo && (char *)held < st.hi
+                         ? entry_of_object(&st, held) : NULL;
+        if (e == NULL || Py_TYPE(held) != root_types[k]) {
+            PyErr_Format(p->error, "pool %R is corrupt: its root does not "
+                         "hold a %s of the pool", p->path,
+                         root_types[k]->tp_name);
             goto done;
         }
         e->mark = 1;
-        ns->ob_refcnt = 1;        /* the root's */
-        ms.stack = PyMem_RawMalloc(1024 * sizeof(PyObject *));
-        if (ms.stack == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
-        ms.allocated = 1024;
-        ms.stack[ms.depth++] = ns;
+        held->ob_refcnt = 1;      /* the root's */
+        ms.stack[ms.depth++] = held;
         while (ms.depth > 0) {
             PyObject *op = ms.stack[--ms.depth];
             if (_PyStorage_VisitSlots(op, mark_slot, &ms) < 0) {
@@ -933,6 +1103,21 @@ done:
 }
 
 /* --- after an abort ------------------------------------------------------- */
+
+/* The type of an allocation's object in this process; NULL for a table. */
+static PyTypeObject *
+class_of_code(PoolObject *p, uint64_t code)
+{
+    if (code < POOL_INSTANCE) {
+        return type_of_code(code);
+    }
+    Py_ssize_t index = (Py_ssize_t)(code - POOL_INSTANCE);
+    if (index >= PyList_GET_SIZE(p->classes)) {
+        return NULL;
+    }
+    PyObject *cls = PyList_GET_ITEM(p->classes, index);
+    return cls == Py_None ? NULL : (PyTypeObject *)cls;
+}
 
 /* Reference counts are volatile metadata: an abort's undo log does not
    restore them.  So an abort is bracketed by two counts.  Before it, the
@@ -980,7 +1165,7 @@ repair_prepare(PoolObject *p)
     st->hi = st->lo + p->size;
     for (size_t i = 0; i < n; i++) {
         char *block = items[i].block;
-        PyTypeObject *type = type_of_code(items[i].code);
+        PyTypeObject *type = class_of_code(p, items[i].code);
         char *key = type == NULL
                     ? block : block + PyStorage_PreHeaderSize(type);
         alloc_entry *e = find_alloc(st, key);
@@ -991,7 +1176,7 @@ repair_prepare(PoolObject *p)
     PyMem_RawFree(items);
     for (size_t i = 0; i < p->ntxfreed; i++) {
         PMEMoid freed = pmemobj_oid(p->txfreed[i]);
-        PyTypeObject *type = type_of_code(pmemobj_type_num(freed));
+        PyTypeObject *type = class_of_code(p, pmemobj_type_num(freed));
         if (type != NULL) {
             alloc_entry *e = find_alloc(
                 st, p->txfreed[i] + PyStorage_PreHeaderSize(type));
@@ -1025,9 +1210,10 @@ repair_finish(PoolObject *p, repair_state *st)
             (void)_PyStorage_VisitSlots(e->obj, count_slot, st);
         }
     }
-    if (p->root->namespace != 0) {
-        alloc_entry *e = find_alloc(st, st->lo + p->root->namespace);
-        if (e->key != NULL) {
+    uint64_t roots[] = {p->root->namespace, p->root->types};
+    for (int k = 0; k < 2; k++) {
+        alloc_entry *e = roots[k] == 0 ? NULL : find_alloc(st, st->lo + roots[k]);
+        if (e != NULL && e->key != NULL) {
             e->count++;           /* the root's */
         }
     }
@@ -1048,6 +1234,9 @@ repair_finish(PoolObject *p, repair_state *st)
         if (e->dead) {
             /* What its deallocation did to it, undone; the hash caches
                that tables of this process rely on, made again. */
+            if (PyType_HasFeature(Py_TYPE(e->obj), Py_TPFLAGS_HEAPTYPE)) {
+                Py_INCREF(Py_TYPE(e->obj));   /* subtype_dealloc dropped it */
+            }
             _PyStorage_ResetVolatile(e->obj);
             Py_SET_REFCNT(e->obj, refcnt);
             if (!PyDict_CheckExact(e->obj) && !PyList_CheckExact(e->obj)
@@ -1159,6 +1348,13 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         goto error;
     }
     self->pop = pop;
+    self->type_codes = PyDict_New();
+    self->classes = PyList_New(0);
+    if (self->type_codes == NULL || self->classes == NULL) {
+        pmemobj_close(pop);
+        self->pop = NULL;
+        goto error;
+    }
     self->root = pmemobj_direct(pmemobj_root(pop, sizeof(struct pool_root)));
     self->size = (size_t)st.st_size;
     self->path = path;
@@ -1207,6 +1403,8 @@ pool_dealloc(PoolObject *self)
        mapping stays for objects that the exit has not freed yet. */
     Py_XDECREF(self->path);
     Py_XDECREF(self->error);
+    Py_XDECREF(self->type_codes);
+    Py_XDECREF(self->classes);
     PyTypeObject *tp = Py_TYPE(self);
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -1277,42 +1475,99 @@ pool_pop_placement(PoolObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* The pool's namespace dict, made on first use. */
+/* A container that the root holds (the namespace, the type table), made
+   on first use.  A new reference, or NULL with an exception set. */
 static PyObject *
-pool_namespace(PoolObject *self, PyObject *Py_UNUSED(ignored))
+root_container(PoolObject *self, uint64_t *field, PyObject *(*make)(void))
 {
     if (check_open(self) < 0) {
         return NULL;
     }
     char *base = (char *)self->pop;
-    struct pool_root *root = self->root;
-    if (root->namespace != 0) {
-        return Py_NewRef((PyObject *)(base + root->namespace));
+    if (*field != 0) {
+        return Py_NewRef((PyObject *)(base + *field));
     }
     if (pool_begin(&self->sm) < 0) {
         return NULL;
     }
-    PyObject *ns = NULL;
+    PyObject *obj = NULL;
     if (PyStorage_PushPlacement(&self->sm) == 0) {
-        ns = PyDict_New();
+        obj = make();
         (void)PyStorage_PopPlacement(&self->sm);
     }
-    if (ns != NULL
-        && pool_modify(&self->sm, &root->namespace,
-                       sizeof(root->namespace)) == 0)
-    {
-        /* The root's reference: the namespace lives as long as the
-           pool. */
-        root->namespace = (uint64_t)((char *)ns - base);
-        Py_INCREF(ns);
+    if (obj != NULL && pool_modify(&self->sm, field, sizeof(*field)) == 0) {
+        /* The root's reference: it lives as long as the pool. */
+        *field = (uint64_t)((char *)obj - base);
+        Py_INCREF(obj);
     }
     else {
-        Py_CLEAR(ns);
+        Py_CLEAR(obj);
     }
-    if (pool_end(&self->sm, ns != NULL) < 0) {
-        Py_CLEAR(ns);
+    if (pool_end(&self->sm, obj != NULL) < 0) {
+        Py_CLEAR(obj);
     }
-    return ns;
+    return obj;
+}
+
+static PyObject *
+new_list(void)
+{
+    return PyList_New(0);
+}
+
+/* The pool's namespace dict, made on first use. */
+static PyObject *
+pool_namespace(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return root_container(self, &self->root->namespace, PyDict_New);
+}
+
+/* The type code of a new object of type (NULL: a table): a builtin's, or
+   POOL_INSTANCE + the index of "module:qualname" in the pool's type table,
+   which the class enters on first use.  UINT64_MAX with an exception set
+   when the class cannot be found again that way. */
+static uint64_t
+pool_type_code(PoolObject *p, PyTypeObject *type)
+{
+    uint64_t code = builtin_type_code(type);
+    if (code != POOL_INSTANCE) {
+        return code;
+    }
+    PyObject *known = PyDict_GetItemWithError(p->type_codes,
+                                              (PyObject *)type);
+    if (known != NULL) {
+        return PyLong_AsUnsignedLongLong(known);
+    }
+    if (PyErr_Occurred()) {
+        return UINT64_MAX;
+    }
+    PyObject *qualname = ((PyHeapTypeObject *)type)->ht_qualname;
+    if (!PyType_HasFeature(type, Py_TPFLAGS_HEAPTYPE)
+        || PyUnicode_FindChar(qualname, '<', 0, PY_SSIZE_T_MAX, 1) != -1)
+    {
+        PyErr_Format(PyExc_TypeError, "cannot store a '%.100s' object in "
+                     "pool %R: its class must be found again by module and "
+                     "qualified name", type->tp_name, p->path);
+        return UINT64_MAX;
+    }
+    PyObject *module = PyObject_GetAttrString((PyObject *)type, "__module__");
+    PyObject *name = module == NULL
+                     ? NULL : PyUnicode_FromFormat("%S:%U", module, qualname);
+    Py_XDECREF(module);
+    PyObject *types = name == NULL
+                      ? NULL : root_container(p, &p->root->types, new_list);
+    PyObject *value = NULL;
+    if (types != NULL) {
+        code = POOL_INSTANCE + (uint64_t)PyList_GET_SIZE(types);
+        value = PyLong_FromUnsignedLongLong(code);
+    }
+    int r = (value == NULL || PyList_Append(types, name) < 0
+             || PyDict_SetItem(p->type_codes, (PyObject *)type, value) < 0
+             || PyList_Append(p->classes, (PyObject *)type) < 0);
+    Py_XDECREF(value);
+    Py_XDECREF(types);
+    Py_XDECREF(name);
+    return r ? UINT64_MAX : code;
 }
 
 static PyObject *
@@ -1338,7 +1593,7 @@ pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
         size_t n = pmemobj_alloc_usable_size(oid);
         used += n;
         uint64_t code = pmemobj_type_num(oid);
-        PyTypeObject *type = type_of_code(code);
+        PyTypeObject *type = class_of_code(self, code);
         const char *name = code == POOL_TABLE ? "(tables)"
                            : type != NULL ? type->tp_name : "(instances)";
         if (code == POOL_TABLE) {
