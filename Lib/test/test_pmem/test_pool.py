@@ -290,8 +290,11 @@ class RoundTripTests(PoolTestCase):
     """What one process stores, the next one finds: other hash seeds,
     another binary layout (ASLR moves the interpreter every run)."""
 
-    def run_in_new_process(self, code, seed):
+    def run_in_new_process(self, code, seed, path=None):
         env = dict(os.environ, PYTHONHASHSEED=str(seed), **FAST_FLUSH)
+        env.pop("PYTHONPATH", None)
+        if path is not None:
+            env["PYTHONPATH"] = path
         proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c",
                                textwrap.dedent(code)],
                               env=env, capture_output=True, text=True)
@@ -460,6 +463,65 @@ class RoundTripTests(PoolTestCase):
                 print(pmem.open({self.path!r}).stats()["bytes_used"])
                 """, seed=i))
         self.assertEqual(len(set(used)), 1, used)
+
+    CLASSES = textwrap.dedent("""
+        class Account:
+            def __init__(self, owner, balance):
+                self.owner = owner
+                self.balance = balance
+
+        class Point:
+            __slots__ = ("x", "y", "__weakref__")
+            def __init__(self, x, y):
+                self.x, self.y = x, y
+        """)
+
+    def test_instances_of_classes_round_trip(self):
+        with open(os.path.join(self.dir, "accounts.py"), "w") as f:
+            f.write(self.CLASSES)
+        self.run_in_new_process(f"""
+            import pmem, weakref
+            from accounts import Account, Point
+            pool = pmem.open({self.path!r}, size={SIZE})
+            pool.ns.alice = Account("alice", 10.0)
+            pool.ns.points = [Point(1, 2), Point(3, [4])]
+            pool.ns.first = pool.ns.points[0]
+            ref = weakref.ref(pool.ns.first)
+            def local():
+                class Local:
+                    pass
+                return Local()
+            try:
+                pool.ns.local = local()
+            except TypeError as exc:
+                assert "defined inside a function" in str(exc), exc
+            else:
+                raise AssertionError("a local class was stored")
+            """, seed=11, path=self.dir)
+        out = self.run_in_new_process(f"""
+            import pmem, weakref
+            from accounts import Account, Point
+            ns = pmem.open({self.path!r}).ns
+            assert type(ns.alice) is Account
+            assert vars(ns.alice) == {{"owner": "alice", "balance": 10.0}}
+            assert [type(p) for p in ns.points] == [Point, Point]
+            assert (ns.points[1].x, ns.points[1].y) == (3, [4])
+            assert ns.first is ns.points[0]
+            assert weakref.ref(ns.first)() is ns.first
+            ns.alice.balance += 5
+            ns.points[1].y.append(5)
+            print(ns.alice.balance, ns.points[1].y)
+            """, seed=12, path=self.dir)
+        self.assertEqual(out, "15.0 [4, 5]\n")
+        out = self.run_in_new_process(f"""
+            import pmem
+            try:
+                pmem.open({self.path!r})
+            except pmem.PoolError as exc:
+                print(exc)
+            """, seed=13)
+        self.assertIn("holds instances of 'accounts:Account', which this "
+                      "process cannot find", out)
 
     def test_command_line(self):
         self.run_in_new_process(f"""
