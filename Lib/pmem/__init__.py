@@ -21,11 +21,11 @@ shared mutable value is refused with TypeError.
 
 import os
 
-# A pool's objects hold raw pointers: it must map where it was mapped
-# last.  libpmemobj reads this hint once, when it is loaded (with _pmem);
-# a pool maps there when the address is free.  (Pools that must move are
-# refused for now: see _pmem's open pass.)  The environment is left as it
-# was.
+# A pool's objects hold raw pointers.  A pool that maps where it was
+# mapped last opens fastest (when it maps elsewhere, the open pass moves
+# every pointer).  libpmemobj reads this hint once, when it is loaded
+# (with _pmem), and maps a pool there when the address is free.  The
+# environment is left as it was.
 _HINT = "PMEM_MMAP_HINT"
 _hint_set = _HINT not in os.environ
 if _hint_set:

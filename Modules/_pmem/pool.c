@@ -71,7 +71,9 @@ struct pool_root {
                                      made their static pointers right */
     uint64_t pending;             /* the one they are being made right
                                      for, while that is under way */
-    uint64_t reserved[9];
+    uint64_t moving[4];           /* bases that opens which stopped half-way
+                                     were moving the pointers to, or 0 */
+    uint64_t reserved[5];
 };
 
 /* The type number of an allocation: what the open pass will need to give
@@ -585,6 +587,8 @@ struct open_state {
     /* Static pointers are made right for the binary whose None was at
        target, from the one whose None was at source (0: none). */
     char *source, *target;
+    /* Pool pointers are moved to [lo, hi) from any of these bases. */
+    char *old[5];
     char *lo, *hi;                /* the pool's range */
     int dirty;                    /* static pointers were rewritten */
     const char *problem;          /* what the pass found wrong */
@@ -697,10 +701,26 @@ check_slot(void **slot, int kind, void *arg)
     if (v == NULL) {
         return 0;
     }
+    size_t size = (size_t)(st->hi - st->lo);
+    for (int k = 0; k < 5 && st->old[k] != NULL; k++) {
+        if (v >= st->old[k] && v < st->old[k] + size) {
+            /* Mapped elsewhere last time: moved with the pool. */
+            v = st->lo + (v - st->old[k]);
+            *slot = v;
+            pmemobj_flush(st->pool->pop, slot, sizeof(*slot));
+            st->dirty = 1;
+            break;
+        }
+    }
     if (v >= st->lo && v < st->hi) {
         alloc_entry *e = find_alloc(st, v);
         if (kind == _PyStorage_SLOT_TABLE) {
-            return e->key != NULL && e->obj == NULL
+            /* A table of the pool, or a set's own small table (which
+               _PyStorage_VisitSlots() skips, but not when the set has
+               just moved). */
+            char *small = (char *)slot - offsetof(PySetObject, table)
+                          + offsetof(PySetObject, smalltable);
+            return (e->key != NULL && e->obj == NULL) || v == small
                    ? 0 : problem(st, "a table pointer that lands on no "
                                      "table", slot);
         }
@@ -749,7 +769,10 @@ mark_slot(void **slot, int kind, void *arg)
         return 0;
     }
     if (kind == _PyStorage_SLOT_TABLE) {
-        find_alloc(ms->st, v)->mark = 1;
+        alloc_entry *e = find_alloc(ms->st, v);
+        if (e->key != NULL) {
+            e->mark = 1;
+        }
         return 0;
     }
     alloc_entry *e = entry_of_object(ms->st, (PyObject *)v);
@@ -827,6 +850,15 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
         if (e == NULL || !PyList_CheckExact(table)) {
             PyErr_Format(p->error, "pool %R is corrupt: its type table is "
                          "not a list of the pool", p->path);
+            return -1;
+        }
+        /* Its pointers first (they may have to move with the pool). */
+        st->source = (char *)(uintptr_t)p->root->anchor;
+        st->target = (char *)Py_None;
+        if (_PyStorage_VisitSlots(table, check_slot, st) != 0) {
+            PyErr_Format(p->error, "pool %R is corrupt: its type table "
+                         "holds %s", p->path,
+                         st->problem ? st->problem : "what it cannot");
             return -1;
         }
         ntypes = PyList_GET_SIZE(table);
@@ -913,7 +945,6 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
         PyObject *op = (PyObject *)(items[i].block + presize);
         Py_SET_TYPE(op, type);
         Py_INCREF(type);          /* an instance's reference */
-        _PyStorage_ResetVolatile(op);
         alloc_entry *e = find_alloc(st, op);
         e->key = (char *)op;
         e->block = items[i].block;
@@ -926,6 +957,63 @@ done:
     }
     PyMem_RawFree(classes);
     return r;
+}
+
+/* The bases the pool's pointers may be relative to, when it maps
+   somewhere else than last time: the recorded one, and those of opens
+   that stopped while moving them.  This mapping is recorded among the
+   latter before any pointer moves, so that a crash leaves every pointer
+   relative to a recorded base.  0, or -1 with PoolError set. */
+static int
+plan_move(open_state *st)
+{
+    PoolObject *p = st->pool;
+    struct pool_root *root = p->root;
+    uint64_t here = (uint64_t)(uintptr_t)st->lo;
+    uint64_t size = (uint64_t)(st->hi - st->lo);
+    int n = 0, recorded = 0;
+    if (root->base != 0 && root->base != here) {
+        st->old[n++] = (char *)(uintptr_t)root->base;
+    }
+    int free_slot = -1;
+    for (int k = 0; k < 4; k++) {
+        uint64_t b = root->moving[k];
+        if (b == 0) {
+            if (free_slot < 0) {
+                free_slot = k;
+            }
+        }
+        else if (b == here) {
+            recorded = 1;
+        }
+        else {
+            st->old[n++] = (char *)(uintptr_t)b;
+        }
+    }
+    if (n == 0) {
+        return 0;
+    }
+    for (int k = 0; k < n; k++) {
+        uint64_t b = (uint64_t)(uintptr_t)st->old[k];
+        if (b < here + size && here < b + size) {
+            PyErr_Format(p->error, "pool %R maps at %p, overlapping where it "
+                         "was mapped before (%p): its pointers cannot be "
+                         "moved; open it in a new process", p->path,
+                         st->lo, st->old[k]);
+            return -1;
+        }
+    }
+    if (!recorded) {
+        if (free_slot < 0) {
+            PyErr_Format(p->error, "pool %R: four opens in a row stopped "
+                         "while moving its pointers; it cannot be moved "
+                         "again safely", p->path);
+            return -1;
+        }
+        root->moving[free_slot] = here;
+        pmemobj_persist(p->pop, &root->moving[free_slot], sizeof(here));
+    }
+    return 0;
 }
 
 /* Check every pointer of every object, making the static ones right for
@@ -972,14 +1060,11 @@ open_pass(PoolObject *p)
 {
     PMEMobjpool *pop = p->pop;
     struct pool_root *root = p->root;
-    if (root->base != 0 && root->base != (uint64_t)(uintptr_t)pop) {
-        PyErr_Format(p->error, "pool %R maps at another address than "
-                     "when it was last used; moving a pool's objects is "
-                     "not supported yet", p->path);
-        return -1;
-    }
     open_state st = {.pool = p, .lo = (char *)pop,
                      .hi = (char *)pop + p->size};
+    if (plan_move(&st) < 0) {
+        return -1;
+    }
     size_t n;
     alloc_item *items = list_allocations(pop, &n);
     if (items == NULL) {
@@ -1008,7 +1093,6 @@ open_pass(PoolObject *p)
         }
         PyObject *op = (PyObject *)(block + PyStorage_PreHeaderSize(type));
         Py_SET_TYPE(op, type);
-        _PyStorage_ResetVolatile(op);
         alloc_entry *e = find_alloc(&st, op);
         e->key = (char *)op;
         e->block = block;
@@ -1031,6 +1115,14 @@ open_pass(PoolObject *p)
     }
     if (check_pointers(&st, root, (char *)Py_None) < 0) {
         goto done;
+    }
+
+    /* 2b. Volatile metadata, with every pointer right. */
+    for (size_t i = 0; i <= st.mask; i++) {
+        alloc_entry *e = &st.entries[i];
+        if (e->obj != NULL) {
+            _PyStorage_ResetVolatile(e->obj);
+        }
     }
 
     /* 3. What the root reaches, with the references it holds. */
@@ -1094,6 +1186,8 @@ open_pass(PoolObject *p)
     /* 6. The pointers are right for this mapping. */
     root->base = (uint64_t)(uintptr_t)pop;
     pmemobj_persist(pop, &root->base, sizeof(root->base));
+    memset(root->moving, 0, sizeof(root->moving));
+    pmemobj_persist(pop, root->moving, sizeof(root->moving));
     r = 0;
 done:
     PyMem_RawFree(items);

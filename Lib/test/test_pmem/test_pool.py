@@ -290,11 +290,13 @@ class RoundTripTests(PoolTestCase):
     """What one process stores, the next one finds: other hash seeds,
     another binary layout (ASLR moves the interpreter every run)."""
 
-    def run_in_new_process(self, code, seed, path=None):
+    def run_in_new_process(self, code, seed, path=None, hint=None):
         env = dict(os.environ, PYTHONHASHSEED=str(seed), **FAST_FLUSH)
         env.pop("PYTHONPATH", None)
         if path is not None:
             env["PYTHONPATH"] = path
+        if hint is not None:
+            env["PMEM_MMAP_HINT"] = hint
         proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c",
                                textwrap.dedent(code)],
                               env=env, capture_output=True, text=True)
@@ -522,6 +524,59 @@ class RoundTripTests(PoolTestCase):
             """, seed=13)
         self.assertIn("holds instances of 'accounts:Account', which this "
                       "process cannot find", out)
+
+    CHECK_MOVED = """
+        import pmem
+        pool = pmem.open({path!r})
+        ns = pool.ns
+        assert ns.data["k5"][1:] == [(5, "x"), {{5}}, frozenset({{5}})]
+        assert all(ns.data[f"k{{i}}"][3] == frozenset({{i}})
+                   for i in range(1000))
+        assert ns.small == {{1, 2, 3}} and 2 in ns.small
+        assert ns.bytes == b"world" and ns.none is None
+        ns.data["k5"][0] += 1
+        print(hex(pool.base))
+        """
+
+    def test_pool_that_maps_elsewhere_moves(self):
+        # PMEM_MMAP_HINT makes the next process map the pool at another
+        # address: every pointer moves, statics are remapped, and it all
+        # moves back.
+        self.run_in_new_process(f"""
+            import pmem
+            pool = pmem.open({self.path!r}, size={SIZE})
+            pool.ns.data = {{f"k{{i}}": [i, (i, "x"), {{i}}, frozenset({{i}})]
+                            for i in range(1000)}}
+            pool.ns.small = {{1, 2, 3}}
+            pool.ns.bytes = bytearray(b"hello world")
+            del pool.ns.bytes[:6]
+            pool.ns.none = None
+            """, seed=14)
+        bases = [self.run_in_new_process(
+                     self.CHECK_MOVED.format(path=self.path), seed=15 + i,
+                     hint=hint).strip()
+                 for i, hint in enumerate(["0x680000000000",
+                                           "0x500000000000", None])]
+        self.assertEqual(len(set(bases)), 3, bases)
+        out = self.run_in_new_process(f"""
+            import pmem
+            print(pmem.open({self.path!r}).ns.data["k5"][0])
+            """, seed=18)
+        self.assertEqual(out, "8\n")
+
+    def test_two_pools_in_one_process(self):
+        other = os.path.join(self.dir, "other.pool")
+        for path, value in ((self.path, "first"), (other, "second")):
+            self.run_in_new_process(f"""
+                import pmem
+                pmem.open({path!r}, size={SIZE}).ns.value = [{value!r}]
+                """, seed=19)
+        out = self.run_in_new_process(f"""
+            import pmem
+            a, b = pmem.open({self.path!r}), pmem.open({other!r})
+            print(a.ns.value, b.ns.value, a.base != b.base)
+            """, seed=20)
+        self.assertEqual(out, "['first'] ['second'] True\n")
 
     def test_command_line(self):
         self.run_in_new_process(f"""
