@@ -533,7 +533,8 @@ class RoundTripTests(PoolTestCase):
         assert all(ns.data[f"k{{i}}"][3] == frozenset({{i}})
                    for i in range(1000))
         assert ns.small == {{1, 2, 3}} and 2 in ns.small
-        assert ns.bytes == b"world" and ns.none is None
+        assert ns.bytes == b"world"
+        assert ns.none is None and ns.flag is True
         ns.data["k5"][0] += 1
         print(hex(pool.base))
         """
@@ -551,6 +552,7 @@ class RoundTripTests(PoolTestCase):
             pool.ns.bytes = bytearray(b"hello world")
             del pool.ns.bytes[:6]
             pool.ns.none = None
+            pool.ns.flag = True
             """, seed=14)
         bases = [self.run_in_new_process(
                      self.CHECK_MOVED.format(path=self.path), seed=15 + i,
