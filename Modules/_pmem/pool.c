@@ -1474,6 +1474,10 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         self->closed = 1;
         goto error;
     }
+    /* The range's reference, never given back: the manager (self->sm)
+       must outlive every object of the pool, even those that the
+       interpreter's finalization frees after this module is gone. */
+    Py_INCREF(self);
     if (open_pass(self) < 0) {
         self->closed = 1;
         goto error;
@@ -1514,6 +1518,127 @@ check_open(PoolObject *self)
     return 0;
 }
 
+
+/* pool.gc(): free the objects that neither the root nor DRAM reaches
+   (cycles that reference counting cannot free: those of earlier
+   processes are not tracked by the DRAM collector).  An object is held
+   from DRAM when its reference count exceeds the references the pool's
+   objects hold to it. */
+static int
+gc_mark_slot(void **slot, int kind, void *arg)
+{
+    mark_state *ms = (mark_state *)arg;
+    char *v = *slot;
+    if (v == NULL || v < ms->st->lo || v >= ms->st->hi) {
+        return 0;
+    }
+    alloc_entry *e = find_alloc(ms->st, v);
+    if (e->key == NULL || e->mark) {
+        return 0;
+    }
+    e->mark = 1;
+    if (kind == _PyStorage_SLOT_TABLE) {
+        return 0;
+    }
+    if (ms->depth == ms->allocated) {
+        size_t n = ms->allocated ? ms->allocated * 2 : 1024;
+        PyObject **s = PyMem_RawRealloc(ms->stack, n * sizeof(*s));
+        if (s == NULL) {
+            return -1;
+        }
+        ms->stack = s;
+        ms->allocated = n;
+    }
+    ms->stack[ms->depth++] = (PyObject *)v;
+    return 0;
+}
+
+static int
+gc_release_slot(void **slot, int kind, void *arg)
+{
+    /* A garbage object's reference to a live one, given up. */
+    open_state *st = (open_state *)arg;
+    char *v = *slot;
+    if (kind == _PyStorage_SLOT_OBJECT && v != NULL && v >= st->lo
+        && v < st->hi)
+    {
+        alloc_entry *e = find_alloc(st, v);
+        if (e->key != NULL && e->mark) {
+            Py_SET_REFCNT((PyObject *)v, Py_REFCNT((PyObject *)v) - 1);
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    if (self->depth > 0) {
+        PyErr_Format(self->error, "pool %R cannot collect inside one of "
+                     "its transactions", self->path);
+        return NULL;
+    }
+    repair_state *st = repair_prepare(self);   /* counts pool references */
+    if (st == NULL) {
+        return PyErr_NoMemory();
+    }
+    mark_state ms = {.st = st};
+    Py_ssize_t freed = -1;
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->obj != NULL && e->dram > 0
+            && gc_mark_slot((void **)&e->obj, _PyStorage_SLOT_OBJECT,
+                            &ms) < 0)
+        {
+            goto done;
+        }
+    }
+    uint64_t roots[] = {self->root->namespace, self->root->types};
+    for (int k = 0; k < 2; k++) {
+        PyObject *held = roots[k] ? (PyObject *)(st->lo + roots[k]) : NULL;
+        if (held != NULL
+            && gc_mark_slot((void **)&held, _PyStorage_SLOT_OBJECT, &ms) < 0)
+        {
+            goto done;
+        }
+    }
+    while (ms.depth > 0) {
+        if (_PyStorage_VisitSlots(ms.stack[--ms.depth], gc_mark_slot,
+                                  &ms) < 0)
+        {
+            goto done;
+        }
+    }
+    freed = 0;
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->obj != NULL && !e->mark) {
+            (void)_PyStorage_VisitSlots(e->obj, gc_release_slot, st);
+            if (PyObject_IS_GC(e->obj) && PyObject_GC_IsTracked(e->obj)) {
+                PyObject_GC_UnTrack(e->obj);
+            }
+            if (PyType_HasFeature(Py_TYPE(e->obj), Py_TPFLAGS_HEAPTYPE)) {
+                Py_DECREF(Py_TYPE(e->obj));
+            }
+            freed++;
+        }
+    }
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->key != NULL && !e->mark) {
+            PMEMoid dead = pmemobj_oid(e->block);
+            pmemobj_free(&dead);
+        }
+    }
+done:
+    PyMem_RawFree(ms.stack);
+    PyMem_RawFree(st->entries);
+    PyMem_RawFree(st);
+    return freed < 0 ? PyErr_NoMemory() : PyLong_FromSsize_t(freed);
+}
 
 /* --- methods ------------------------------------------------------------- */
 
@@ -1754,6 +1879,9 @@ static PyMethodDef pool_methods[] = {
      "The pool's root namespace, a dict in the pool."},
     {"contains", (PyCFunction)pool_contains_obj, METH_O,
      "Does obj live in this pool?"},
+    {"gc", (PyCFunction)pool_gc, METH_NOARGS,
+     "Free the objects that neither the pool's root nor this process "
+     "reaches; return how many."},
     {"stats", (PyCFunction)pool_stats, METH_NOARGS,
      "Allocations and bytes in use."},
     {NULL}

@@ -255,6 +255,23 @@ class TransactionTests(PoolTestCase):
         del x
         self.assertEqual(pool.stats()["objects"], 6)
 
+    def test_gc_frees_unreachable_cycles(self):
+        pool = self.pool
+        pool.ns.keep = [1.5]
+        a, b = pool.new(list), pool.new(list)
+        a.append(b)
+        b.append(a)                        # a cycle nothing reaches
+        del a, b
+        held = pool.new(list)
+        held.append(pool.new(list))
+        held[0].append(held)               # a cycle that DRAM holds
+        before = pool.stats()["objects"]
+        self.assertEqual(pool.gc(), 2)
+        self.assertEqual(pool.stats()["objects"], before - 2)
+        self.assertEqual(pool.gc(), 0)
+        self.assertIs(held[0][0], held)
+        self.assertEqual(pool.ns.keep, [1.5])
+
     def test_closed_pool_refuses_changes(self):
         pool = self.pool
         pool.ns.items = [1]
