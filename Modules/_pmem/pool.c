@@ -15,6 +15,11 @@
  * The functions are libpmemobj's failure-return ones (no setjmp, no
  * abort of the process): every failure becomes a Python exception.
  *
+ * Opening runs the open pass (open_pass(), DESIGN section 4) over every
+ * allocation; an abort counts references around the undo log
+ * (repair_prepare(), repair_finish()); pool.gc() frees what neither the
+ * root nor DRAM reaches.
+ *
  * The pool file.  Its layout name is POOL_LAYOUT; its root object is a
  * pool_root that starts with POOL_MAGIC and the format version.  A pool
  * is created under a temporary name and renamed into place, so that a
