@@ -764,6 +764,24 @@ typedef struct {
     size_t depth, allocated;
 } mark_state;
 
+/* Push op on the stack of objects whose slots are still to visit.  0, or
+   -1 when out of memory. */
+static int
+mark_push(mark_state *ms, PyObject *op)
+{
+    if (ms->depth == ms->allocated) {
+        size_t n = ms->allocated ? ms->allocated * 2 : 1024;
+        PyObject **s = PyMem_RawRealloc(ms->stack, n * sizeof(*s));
+        if (s == NULL) {
+            return -1;
+        }
+        ms->stack = s;
+        ms->allocated = n;
+    }
+    ms->stack[ms->depth++] = op;
+    return 0;
+}
+
 /* Mark what a reachable object holds; push objects seen the first time. */
 static int
 mark_slot(void **slot, int kind, void *arg)
@@ -786,17 +804,7 @@ mark_slot(void **slot, int kind, void *arg)
         return 0;
     }
     e->mark = 1;
-    if (ms->depth == ms->allocated) {
-        size_t n = ms->allocated ? ms->allocated * 2 : 1024;
-        PyObject **s = PyMem_RawRealloc(ms->stack, n * sizeof(*s));
-        if (s == NULL) {
-            return -1;
-        }
-        ms->stack = s;
-        ms->allocated = n;
-    }
-    ms->stack[ms->depth++] = (PyObject *)v;
-    return 0;
+    return mark_push(ms, (PyObject *)v);
 }
 
 /* The class named "module:qualname", imported; NULL with an exception
@@ -1545,17 +1553,7 @@ gc_mark_slot(void **slot, int kind, void *arg)
     if (kind == _PyStorage_SLOT_TABLE) {
         return 0;
     }
-    if (ms->depth == ms->allocated) {
-        size_t n = ms->allocated ? ms->allocated * 2 : 1024;
-        PyObject **s = PyMem_RawRealloc(ms->stack, n * sizeof(*s));
-        if (s == NULL) {
-            return -1;
-        }
-        ms->stack = s;
-        ms->allocated = n;
-    }
-    ms->stack[ms->depth++] = (PyObject *)v;
-    return 0;
+    return mark_push(ms, (PyObject *)v);
 }
 
 static int
