@@ -178,18 +178,14 @@ pool_alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
     if (code == UINT64_MAX) {
         return NULL;
     }
-    if (p->depth > 0) {
-        /* An abort frees it.  (A DRAM reference to it then dangles: to be
-           replaced by reservations that an abort can keep.) */
-        oid = pmemobj_tx_xalloc(size, code,
-                                POBJ_XALLOC_NO_ABORT | POBJ_XALLOC_ZERO);
-        if (OID_IS_NULL(oid)) {
-            return NULL;
-        }
-    }
-    else if (pmemobj_zalloc(p->pop, &oid, size, code) != 0) {
-        /* Not yet reachable from anything: the open pass reclaims it if
-           the process dies before it is stored. */
+    /* Atomic, inside a transaction too: an abort must not free an object
+       that a variable may still refer to.  Such an object goes back to
+       the state of its first logged change (a new container: empty), and
+       pool_end() counts its references again.  Until it is stored,
+       nothing in the pool reaches it: if the process dies first, or the
+       transaction that stores it aborts and nothing keeps it, the next
+       open (or pool.gc()) frees it. */
+    if (pmemobj_zalloc(p->pop, &oid, size, code) != 0) {
         return NULL;
     }
     return pmemobj_direct(oid);

@@ -17,10 +17,12 @@ import ctypes.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import unittest
 from test.support import import_helper, os_helper
 from test.support.script_helper import assert_python_ok
@@ -243,9 +245,17 @@ class TransactionTests(PoolTestCase):
                 del pool.ns.x              # the list, its key, its items
                 pool.ns.d["k"] = None      # the inner list and its float
                 pool.ns.y = ["new"]
+                kept = pool.ns.y           # made by the transaction
                 raise KeyError
         self.assertEqual((pool.ns.x, pool.ns.d), ([1.5, "a"], {"k": [2.5]}))
         self.assertFalse(hasattr(pool.ns, "y"))
+        # What the transaction made is not freed under a variable that
+        # refers to it: it is back as it was made, empty.
+        self.assertEqual(kept, [])
+        self.assertEqual(sys.getrefcount(kept), 2)
+        kept.append("more")
+        self.assertEqual(kept, ["more"])
+        del kept
         self.assertEqual((sys.getrefcount(pool.ns.x),
                           sys.getrefcount(pool.ns.d["k"])), refs)
         # The counts are right: deleting now frees for good.
@@ -253,6 +263,8 @@ class TransactionTests(PoolTestCase):
         del pool.ns.x
         self.assertEqual(sys.getrefcount(x), 2)
         del x
+        # What the transaction made and nothing keeps is garbage.
+        self.assertGreater(pool.gc(), 0)
         self.assertEqual(pool.stats()["objects"], 6)
 
     def test_gc_frees_unreachable_cycles(self):
@@ -596,6 +608,54 @@ class RoundTripTests(PoolTestCase):
             print(a.ns.value, b.ns.value, a.base != b.base)
             """, seed=20)
         self.assertEqual(out, "['first'] ['second'] True\n")
+
+    def test_killed_in_transactions(self):
+        # SIGKILL at whatever instant: the next process sees whole
+        # transactions only, and nothing that a killed one allocated.
+        self.run_in_new_process(f"""
+            import pmem
+            pool = pmem.open({self.path!r}, size=512 << 20)
+            pool.ns.d = {{}}
+            pool.ns.n = 0
+            """, seed=21)
+        writer = textwrap.dedent(f"""
+            import pmem, sys
+            pool = pmem.open({self.path!r})
+            d = pool.ns.d
+            print("ready", flush=True)
+            while True:
+                with pool:
+                    n = pool.ns.n
+                    for j in range(200):
+                        d[f"k{{n}}_{{j}}"] = [j, (n, j)]
+                    pool.ns.n = n + 1
+            """)
+        check = f"""
+            import pmem
+            pool = pmem.open({self.path!r})
+            n, d = pool.ns.n, pool.ns.d
+            assert len(d) == 200 * n, (len(d), n)
+            assert all(d[f"k{{i}}_{{j}}"] == [j, (i, j)]
+                       for i in range(n) for j in range(200))
+            # Three objects an entry (key, list, tuple); an int for each
+            # transaction past the small ints, shared by its tuples; the
+            # namespace, its two keys, the dict and n: nothing else.
+            expected = (3 * len(d) + max(0, n - 257) + (n >= 257) + 4)
+            print(n, pool.stats()["objects"] - expected)
+            """
+        env = dict(os.environ, **FAST_FLUSH)
+        for i, delay in enumerate((0.2, 0.35, 0.5)):
+            proc = subprocess.Popen([sys.executable, "-c", writer], env=env,
+                                    stdout=subprocess.PIPE, text=True)
+            self.assertEqual(proc.stdout.readline(), "ready\n")
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            proc.stdout.close()
+            n, leftovers = map(int, self.run_in_new_process(
+                check, seed=22 + i).split())
+            self.assertGreater(n, 0)
+            self.assertEqual(leftovers, 0)
 
     def test_command_line(self):
         self.run_in_new_process(f"""
