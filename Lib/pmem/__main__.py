@@ -20,7 +20,8 @@ def info(pool):
     print(f"pool:      {pool.path}")
     print(f"format:    {pmem.FORMAT_VERSION}")
     print(f"size:      {stats['pool_size']:,} bytes "
-          f"({stats['bytes_used']:,} in use)")
+          f"({stats['bytes_used']:,} in use, at most "
+          f"{stats['bytes_free']:,} free)")
     print(f"objects:   {stats['objects']:,} (and {stats['tables']:,} tables)")
     print(f"names:     {', '.join(dir(pool.ns)) or '(none)'}")
     for name, (count, size) in sorted(stats["by_type"].items()):

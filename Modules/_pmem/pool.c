@@ -1843,8 +1843,11 @@ pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
             Py_DECREF(old);
         }
     }
-    return Py_BuildValue("{sn sn sn sn sN}", "objects", objects,
+    /* Free: what the allocations leave of the file (libpmemobj's own
+       metadata is not counted: an upper bound). */
+    return Py_BuildValue("{sn sn sn sn sn sN}", "objects", objects,
                          "tables", tables, "bytes_used", (Py_ssize_t)used,
+                         "bytes_free", (Py_ssize_t)(self->size - used),
                          "pool_size", (Py_ssize_t)self->size,
                          "by_type", by_type);
 }

@@ -657,6 +657,67 @@ class RoundTripTests(PoolTestCase):
             self.assertGreater(n, 0)
             self.assertEqual(leftovers, 0)
 
+    def test_killed_while_opening(self):
+        # The open pass writes into the pool (pointers moved for another
+        # address, statics for another binary, tables rehashed); killed at
+        # any instant, the next open repairs it.
+        self.run_in_new_process(f"""
+            import pmem
+            pool = pmem.open({self.path!r}, size=256 << 20)
+            pool.ns.data = {{}}
+            with pool:
+                for i in range(50000):
+                    pool.ns.data[f"k{{i}}"] = (i, [i + 0.5])
+            pool.ns.small = {{"a", "b", None}}
+            """, seed=30)
+        env = dict(os.environ, **FAST_FLUSH)
+        opener = f"import pmem; pmem.open({self.path!r}); print('open')"
+        interrupted = 0
+        for i, (hint, delay) in enumerate((("0x680000000000", 0.05),
+                                           ("0x500000000000", 0.1),
+                                           ("0x580000000000", 0.15),
+                                           (None, 0.08))):
+            child_env = dict(env, PYTHONHASHSEED=str(40 + i))
+            if hint is not None:
+                child_env["PMEM_MMAP_HINT"] = hint
+            proc = subprocess.Popen([sys.executable, "-c", opener],
+                                    env=child_env, stdout=subprocess.PIPE)
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            interrupted += proc.communicate()[0] != b"open\n"
+        self.assertGreater(interrupted, 0, "no open was interrupted")
+        out = self.run_in_new_process(f"""
+            import pmem
+            pool = pmem.open({self.path!r})
+            data = pool.ns.data
+            assert all(data[f"k{{i}}"] == (i, [i + 0.5]) for i in range(50000))
+            assert pool.ns.small == {{"a", "b", None}} and None in pool.ns.small
+            print(len(data), pool.gc())
+            """, seed=50, hint="0x600000000000")
+        self.assertEqual(out, "50000 0\n")
+
+    def test_between_pools(self):
+        # Cross-pool stores: immutables are copied, mutables refused.
+        other = os.path.join(self.dir, "other.pool")
+        out = self.run_in_new_process(f"""
+            import pmem, socket
+            a = pmem.open({self.path!r}, size={SIZE})
+            b = pmem.open({other!r}, size={SIZE})
+            a.ns.items = [("tuple", 1.5), "str"]
+            b.ns.copy = a.ns.items[0]
+            assert pmem.storage_of(b.ns.copy) is b and b.ns.copy == ("tuple", 1.5)
+            try:
+                b.ns.shared = a.ns.items
+            except TypeError as exc:
+                print("refused:", "list" in str(exc))
+            try:
+                a.ns.sock = socket.socket()
+            except TypeError as exc:
+                print(str(exc).startswith("cannot store a 'socket' object"))
+            print(sorted(vars(b.ns)), sorted(vars(a.ns)))
+            """, seed=31)
+        self.assertEqual(out, "refused: True\nTrue\n['copy'] ['items']\n")
+
     def test_command_line(self):
         self.run_in_new_process(f"""
             import pmem
