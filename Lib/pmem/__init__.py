@@ -37,7 +37,9 @@ finally:
         del os.environ[_HINT]
 del _hint_set
 
-from _pmem import PoolError, FORMAT_VERSION, DEFAULT_SIZE, storage_of
+from _pmem import (PoolError, FORMAT_VERSION, DEFAULT_SIZE, storage_of,
+                   PersistentDict, PersistentList, PersistentSet,
+                   PersistentByteArray)
 
 __all__ = ["open", "Pool", "PoolError", "storage_of", "PersistentDict",
            "PersistentList", "PersistentSet", "PersistentByteArray",
@@ -51,14 +53,6 @@ class Pool(_pmem.Pool):
     def ns(self):
         """The pool's persistent root namespace."""
         return _pmem.Namespace(self)
-
-    def new(self, type, /, *args, **kwargs):
-        """type(*args, **kwargs), made directly in the pool."""
-        self.push_placement()
-        try:
-            return type(*args, **kwargs)
-        finally:
-            self.pop_placement()
 
     def transaction(self):
         """A context manager for one transaction: ``with pool:``."""
@@ -82,23 +76,3 @@ def open(path, *, create=True, size=DEFAULT_SIZE):
     exist and create is true.  Opening a pool twice in one process gives
     the same Pool."""
     return Pool(path, create=create, size=size)
-
-
-def PersistentDict(pool, /, *args, **kwargs):
-    """A dict in pool: dict(*args, **kwargs)."""
-    return pool.new(dict, *args, **kwargs)
-
-
-def PersistentList(pool, /, *args):
-    """A list in pool: list(*args)."""
-    return pool.new(list, *args)
-
-
-def PersistentSet(pool, /, *args):
-    """A set in pool: set(*args)."""
-    return pool.new(set, *args)
-
-
-def PersistentByteArray(pool, /, *args):
-    """A bytearray in pool: bytearray(*args)."""
-    return pool.new(bytearray, *args)

@@ -1675,6 +1675,38 @@ pool_close(PoolObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* type(*args, **kwargs) made in pool.  In C, with the vectorcall's own
+   argument array: a value passed here is held by the caller and by the
+   call's tuple only, as the store rule expects of a call (a Python
+   wrapper would hold it once more, and an unshared list in
+   PersistentDict(pool, {"a": []}) would look shared). */
+static PyObject *
+new_in(PoolObject *pool, PyObject *type, PyObject *const *args,
+       Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (check_open(pool) < 0) {
+        return NULL;
+    }
+    if (PyStorage_PushPlacement(&pool->sm) < 0) {
+        return NULL;
+    }
+    PyObject *obj = PyObject_Vectorcall(type, args, nargs, kwnames);
+    (void)PyStorage_PopPlacement(&pool->sm);
+    return obj;
+}
+
+static PyObject *
+pool_new_object(PoolObject *self, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "new(type, /, *args, **kwargs) "
+                        "needs the type");
+        return NULL;
+    }
+    return new_in(self, args[0], args + 1, nargs - 1, kwnames);
+}
+
 static PyObject *
 pool_push_placement(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -1873,6 +1905,10 @@ static PyMethodDef pool_methods[] = {
     {"close", (PyCFunction)pool_close, METH_NOARGS,
      "End the pool's use in this process: its objects can be read, "
      "not changed."},
+    {"new", (PyCFunction)(void(*)(void))pool_new_object,
+     METH_FASTCALL | METH_KEYWORDS,
+     "new(type, /, *args, **kwargs): type(*args, **kwargs), made in the "
+     "pool."},
     {"push_placement", (PyCFunction)pool_push_placement, METH_NOARGS,
      "Make new containers and instances in this pool."},
     {"pop_placement", (PyCFunction)pool_pop_placement, METH_NOARGS,
@@ -2106,7 +2142,48 @@ storage_of(PyObject *module, PyObject *obj)
     Py_RETURN_NONE;
 }
 
+/* PersistentDict(pool, /, *args, **kwargs) and its kin. */
+static PyObject *
+persistent(PyObject *module, PyTypeObject *type, PyObject *const *args,
+           Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs < 1
+        || !PyObject_TypeCheck(args[0], get_state(module)->PoolType))
+    {
+        PyErr_Format(PyExc_TypeError, "Persistent%s(pool, /, ...): the "
+                     "first argument is the pool", type->tp_name);
+        return NULL;
+    }
+    return new_in((PoolObject *)args[0], (PyObject *)type, args + 1,
+                  nargs - 1, kwnames);
+}
+
+#define PERSISTENT(NAME, TYPE) \
+    static PyObject * \
+    NAME(PyObject *module, PyObject *const *args, Py_ssize_t nargs, \
+         PyObject *kwnames) \
+    { \
+        return persistent(module, &TYPE, args, nargs, kwnames); \
+    }
+PERSISTENT(persistent_dict, PyDict_Type)
+PERSISTENT(persistent_list, PyList_Type)
+PERSISTENT(persistent_set, PySet_Type)
+PERSISTENT(persistent_bytearray, PyByteArray_Type)
+#undef PERSISTENT
+
 static PyMethodDef module_methods[] = {
+    {"PersistentDict", (PyCFunction)(void(*)(void))persistent_dict,
+     METH_FASTCALL | METH_KEYWORDS,
+     "PersistentDict(pool, /, *args, **kwargs): dict(...) made in pool."},
+    {"PersistentList", (PyCFunction)(void(*)(void))persistent_list,
+     METH_FASTCALL | METH_KEYWORDS,
+     "PersistentList(pool, /, *args): list(...) made in pool."},
+    {"PersistentSet", (PyCFunction)(void(*)(void))persistent_set,
+     METH_FASTCALL | METH_KEYWORDS,
+     "PersistentSet(pool, /, *args): set(...) made in pool."},
+    {"PersistentByteArray", (PyCFunction)(void(*)(void))persistent_bytearray,
+     METH_FASTCALL | METH_KEYWORDS,
+     "PersistentByteArray(pool, /, *args): bytearray(...) made in pool."},
     {"storage_of", storage_of, METH_O,
      "storage_of(obj): the Pool that obj lives in, or None (DRAM)."},
     {"_set_format_version", set_format_version, METH_VARARGS,

@@ -208,6 +208,18 @@ class TransactionTests(PoolTestCase):
             self.assertIs(pmem.storage_of(obj), self.pool)
         self.assertEqual((d, l, s, b), ({"a": 1}, [1, 2], {"a", "b"},
                                         bytearray(b"xy")))
+        # Unshared mutables inside the arguments are moved in...
+        nested = [pmem.PersistentDict(self.pool, {"a": []}),
+                  pmem.PersistentList(self.pool, [[1], {"k": [2]}]),
+                  pmem.PersistentDict(self.pool, a=[1]),
+                  self.pool.new(dict, {"a": {"b": []}})]
+        self.assertEqual(nested, [{"a": []}, [[1], {"k": [2]}], {"a": [1]},
+                                  {"a": {"b": []}}])
+        self.assertIs(pmem.storage_of(nested[1][1]["k"]), self.pool)
+        # ...shared ones are refused.
+        shared = []
+        with self.assertRaisesRegex(TypeError, "referenced from elsewhere"):
+            pmem.PersistentList(self.pool, [shared])
 
     def test_with_pool_commits(self):
         pool = self.pool
