@@ -99,7 +99,9 @@ typedef struct {
     struct pool_root *root;
     size_t size;                  /* of the mapping */
     int closed;                   /* close() was called */
-    int depth;                    /* nesting of begin/end */
+    int depth;                    /* nesting of begin/end, in owner */
+    PyThread_type_lock writer;    /* held by the thread in a transaction */
+    unsigned long owner;          /* that thread, while depth > 0 */
     PyObject *type_codes;         /* {class: its type code} */
     PyObject *classes;            /* [class or None], by type table index */
     char **txfreed;               /* blocks freed by the transaction */
@@ -157,6 +159,13 @@ static uint64_t pool_type_code(PoolObject *p, PyTypeObject *type);
 static repair_state *repair_prepare(PoolObject *p);
 static void repair_finish(PoolObject *p, repair_state *st);
 
+/* Is this thread inside a transaction of p? */
+static inline int
+in_my_transaction(PoolObject *p)
+{
+    return p->depth > 0 && p->owner == PyThread_get_thread_ident();
+}
+
 /* Raise PoolError with libpmemobj's reason. */
 static void
 pool_error(PoolObject *p, const char *what)
@@ -200,7 +209,7 @@ pool_realloc(PyStorageManager *sm, void *ptr, size_t size)
     }
     PMEMoid oid = pmemobj_oid(ptr);
     uint64_t code = pmemobj_type_num(oid);
-    if (p->depth > 0) {
+    if (in_my_transaction(p)) {
         /* The failure behaviour of the transaction is to return. */
         PMEMoid moved = pmemobj_tx_realloc(oid, size, code);
         return OID_IS_NULL(moved) ? NULL : pmemobj_direct(moved);
@@ -220,7 +229,7 @@ pool_free(PyStorageManager *sm, void *ptr)
         /* Left to the next open, which frees what nothing reaches. */
         return;
     }
-    if (p->depth > 0) {
+    if (in_my_transaction(p)) {
         /* Freed at commit; an abort keeps the block, and pool_end() brings
            the object back. */
         if (p->ntxfreed == p->txfreed_allocated) {
@@ -246,7 +255,8 @@ static int
 pool_begin(PyStorageManager *sm)
 {
     PoolObject *p = POOL(sm);
-    if (p->depth > 0) {
+    unsigned long me = PyThread_get_thread_ident();
+    if (p->depth > 0 && p->owner == me) {
         p->depth++;
         return 0;
     }
@@ -261,12 +271,21 @@ pool_begin(PyStorageManager *sm)
                      "spans one pool", p->path);
         return -1;
     }
+    /* One writer at a time: another thread's transaction is waited for,
+       without the GIL (readers do not lock). */
+    if (!PyThread_acquire_lock(p->writer, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(p->writer, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
     if (pmemobj_tx_begin(p->pop, NULL, TX_PARAM_NONE) != 0) {
         pool_error(p, "cannot begin a transaction");
         (void)pmemobj_tx_end();
+        PyThread_release_lock(p->writer);
         return -1;
     }
     pmemobj_tx_set_failure_behavior(POBJ_TX_FAILURE_RETURN);
+    p->owner = me;
     p->depth = 1;
     return 0;
 }
@@ -275,8 +294,9 @@ static int
 pool_end(PyStorageManager *sm, int ok)
 {
     PoolObject *p = POOL(sm);
-    if (p->depth <= 0) {
-        PyErr_SetString(PyExc_SystemError, "pool end() without begin()");
+    if (p->depth <= 0 || p->owner != PyThread_get_thread_ident()) {
+        PyErr_SetString(PyExc_SystemError,
+                        "pool end() without this thread's begin()");
         return -1;
     }
     if (--p->depth > 0) {
@@ -302,6 +322,8 @@ pool_end(PyStorageManager *sm, int ok)
         repair_finish(p, repair);
     }
     p->ntxfreed = 0;
+    p->owner = 0;
+    PyThread_release_lock(p->writer);
     if (ok && (!committing || err != 0)) {
         errno = err;
         pool_error(p, "the transaction was aborted");
@@ -314,7 +336,7 @@ static int
 pool_modify(PyStorageManager *sm, void *addr, size_t size)
 {
     PoolObject *p = POOL(sm);
-    if (p->depth == 0) {
+    if (!in_my_transaction(p)) {
         PyErr_Format(PyExc_SystemError, "a write to pool %R outside any "
                      "atomic operation", p->path);
         return -1;
@@ -1453,7 +1475,10 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->pop = pop;
     self->type_codes = PyDict_New();
     self->classes = PyList_New(0);
-    if (self->type_codes == NULL || self->classes == NULL) {
+    self->writer = PyThread_allocate_lock();
+    if (self->type_codes == NULL || self->classes == NULL
+        || self->writer == NULL)
+    {
         pmemobj_close(pop);
         self->pop = NULL;
         goto error;

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import unittest
 from test.support import import_helper, os_helper
@@ -295,6 +296,30 @@ class TransactionTests(PoolTestCase):
         self.assertEqual(pool.gc(), 0)
         self.assertIs(held[0][0], held)
         self.assertEqual(pool.ns.keep, [1.5])
+
+    def test_one_writer_at_a_time(self):
+        # A thread's transaction waits for another thread's to end.
+        pool = self.pool
+        pool.ns.c = {"n": 0, "log": []}
+        c = pool.ns.c
+        def work(tag):
+            for i in range(100):
+                with pool:
+                    n = c["n"]
+                    time.sleep(0)          # the other thread runs here
+                    c["log"].append((tag, n))
+                    c["n"] = n + 1
+                c["log"].append(tag)       # an implicit transaction
+        threads = [threading.Thread(target=work, args=(tag,))
+                   for tag in "ab"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(c["n"], 200)
+        self.assertEqual(sorted(e[1] for e in c["log"] if type(e) is tuple),
+                         list(range(200)))
+        self.assertEqual(pool.depth, 0)
 
     def test_closed_pool_refuses_changes(self):
         pool = self.pool
