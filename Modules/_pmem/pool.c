@@ -210,6 +210,9 @@ pool_realloc(PyStorageManager *sm, void *ptr, size_t size)
     PMEMoid oid = pmemobj_oid(ptr);
     uint64_t code = pmemobj_type_num(oid);
     if (in_my_transaction(p)) {
+        if (pmemobj_tx_stage() != TX_STAGE_WORK) {
+            return NULL;          /* aborted already */
+        }
         /* The failure behaviour of the transaction is to return. */
         PMEMoid moved = pmemobj_tx_realloc(oid, size, code);
         return OID_IS_NULL(moved) ? NULL : pmemobj_direct(moved);
@@ -244,7 +247,11 @@ pool_free(PyStorageManager *sm, void *ptr)
             p->txfreed_allocated = n;
         }
         p->txfreed[p->ntxfreed++] = ptr;
-        (void)pmemobj_tx_xfree(oid, POBJ_XFREE_NO_ABORT);
+        /* A transaction that a failure has aborted already (pool full...)
+           takes no more calls: the block stays, pool_end() counts it. */
+        if (pmemobj_tx_stage() == TX_STAGE_WORK) {
+            (void)pmemobj_tx_xfree(oid, POBJ_XFREE_NO_ABORT);
+        }
     }
     else {
         pmemobj_free(&oid);
@@ -341,8 +348,19 @@ pool_modify(PyStorageManager *sm, void *addr, size_t size)
                      "atomic operation", p->path);
         return -1;
     }
+    if (pmemobj_tx_stage() != TX_STAGE_WORK) {
+        PyErr_Format(p->error, "the transaction on pool %R was aborted by "
+                     "an earlier failure", p->path);
+        return -1;
+    }
     if (pmemobj_tx_xadd_range_direct(addr, size, POBJ_XADD_NO_ABORT) != 0) {
-        pool_error(p, "cannot log a change");
+        if (errno == ENOMEM) {
+            /* The undo log cannot grow: the pool is full. */
+            PyErr_Format(PyExc_MemoryError, "pool %R is full", p->path);
+        }
+        else {
+            pool_error(p, "cannot log a change");
+        }
         return -1;
     }
     return 0;

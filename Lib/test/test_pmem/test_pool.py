@@ -297,6 +297,32 @@ class TransactionTests(PoolTestCase):
         self.assertIs(held[0][0], held)
         self.assertEqual(pool.ns.keep, [1.5])
 
+    def test_pool_full(self):
+        # MemoryError, the transaction rolled back, the pool usable.
+        path = os.path.join(self.dir, "small.pool")
+        pool = pmem.open(path, size=_pmem.MIN_SIZE)
+        pool.ns.items = []
+        pool.ns.count = 0
+        items = pool.ns.items
+        with self.assertRaises(MemoryError):
+            while True:
+                with pool:
+                    items.append("x" * 200)
+                    pool.ns.count = len(items)
+        self.assertGreater(len(items), 0)
+        self.assertEqual(pool.ns.count, len(items))
+        with self.assertRaises(MemoryError):
+            with pool:
+                del items[0]
+                items.extend("y" * 1000 for _ in range(1000))
+        self.assertEqual(pool.ns.count, len(items))
+        self.assertEqual(items[0], "x" * 200)
+        # Small changes fit the log that a full pool keeps for itself.
+        for _ in range(20):
+            items.pop()
+        items.append("after")
+        self.assertEqual(items[-1], "after")
+
     def test_one_writer_at_a_time(self):
         # A thread's transaction waits for another thread's to end.
         pool = self.pool
