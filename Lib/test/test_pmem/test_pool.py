@@ -248,6 +248,20 @@ class TransactionTests(PoolTestCase):
         self.assertEqual(pool.ns.log, [])
         self.assertEqual(pool.depth, 0)
 
+    def test_interrupt_and_exit_roll_back(self):
+        pool = self.pool
+        pool.ns.log = ["start"]
+        for exc in (KeyboardInterrupt, SystemExit, GeneratorExit):
+            with self.subTest(exc.__name__):
+                with self.assertRaises(exc):
+                    with pool:
+                        pool.ns.log.append("inside")
+                        pool.ns.extra = {"k": [1]}
+                        raise exc
+                self.assertEqual(pool.ns.log, ["start"])
+                self.assertFalse(hasattr(pool.ns, "extra"))
+                self.assertEqual(pool.depth, 0)
+
     def test_abort_brings_back_what_the_transaction_freed(self):
         pool = self.pool
         pool.ns.x = [1.5, "a"]
