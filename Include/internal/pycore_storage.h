@@ -288,9 +288,6 @@ PyAPI_FUNC(void) _PyStorage_WriteUnraisable(PyObject *op);
     }
 #define _PyStorage_TWIN(op, failed, call) \
     _PyStorage_TWIN_(op, int, failed, call, (void)0)
-#define _PyStorage_TWIN_OBJECT(op, call) \
-    _PyStorage_TWIN_(op, PyObject *, NULL, call, \
-                     Py_XDECREF(_py_storage_result))
 
 /* Allocation in a twin body: from owner's manager in the hooked twin. */
 #define _PyStorage_TWIN_MALLOC(managed, owner, dram_malloc, size) \

@@ -129,22 +129,24 @@ get_state(PyObject *module)
 
 /* --- type codes -------------------------------------------------------- */
 
+/* The builtin types by type code, both ways. */
+static PyTypeObject *const builtin_types[] = {
+    [POOL_DICT] = &PyDict_Type, [POOL_LIST] = &PyList_Type,
+    [POOL_SET] = &PySet_Type, [POOL_FROZENSET] = &PyFrozenSet_Type,
+    [POOL_BYTEARRAY] = &PyByteArray_Type, [POOL_TUPLE] = &PyTuple_Type,
+    [POOL_INT] = &PyLong_Type, [POOL_FLOAT] = &PyFloat_Type,
+    [POOL_COMPLEX] = &PyComplex_Type, [POOL_STR] = &PyUnicode_Type,
+    [POOL_BYTES] = &PyBytes_Type,
+};
+
 static uint64_t
 builtin_type_code(PyTypeObject *type)
 {
     if (type == NULL) {
         return POOL_TABLE;
     }
-    static PyTypeObject *const builtins[] = {
-        [POOL_DICT] = &PyDict_Type, [POOL_LIST] = &PyList_Type,
-        [POOL_SET] = &PySet_Type, [POOL_FROZENSET] = &PyFrozenSet_Type,
-        [POOL_BYTEARRAY] = &PyByteArray_Type, [POOL_TUPLE] = &PyTuple_Type,
-        [POOL_INT] = &PyLong_Type, [POOL_FLOAT] = &PyFloat_Type,
-        [POOL_COMPLEX] = &PyComplex_Type, [POOL_STR] = &PyUnicode_Type,
-        [POOL_BYTES] = &PyBytes_Type,
-    };
-    for (size_t i = 1; i < Py_ARRAY_LENGTH(builtins); i++) {
-        if (builtins[i] == type) {
+    for (size_t i = 1; i < Py_ARRAY_LENGTH(builtin_types); i++) {
+        if (builtin_types[i] == type) {
             return i;
         }
     }
@@ -633,7 +635,6 @@ struct open_state {
     char *lo, *hi;                /* the pool's range */
     int dirty;                    /* static pointers were rewritten */
     const char *problem;          /* what the pass found wrong */
-    void *where;
 };
 typedef struct open_state open_state;
 
@@ -707,27 +708,14 @@ find_alloc(open_state *st, const void *key)
 static PyTypeObject *
 type_of_code(uint64_t code)
 {
-    switch (code) {
-    case POOL_DICT: return &PyDict_Type;
-    case POOL_LIST: return &PyList_Type;
-    case POOL_SET: return &PySet_Type;
-    case POOL_FROZENSET: return &PyFrozenSet_Type;
-    case POOL_BYTEARRAY: return &PyByteArray_Type;
-    case POOL_TUPLE: return &PyTuple_Type;
-    case POOL_INT: return &PyLong_Type;
-    case POOL_FLOAT: return &PyFloat_Type;
-    case POOL_COMPLEX: return &PyComplex_Type;
-    case POOL_STR: return &PyUnicode_Type;
-    case POOL_BYTES: return &PyBytes_Type;
-    default: return NULL;
-    }
+    /* NULL for a table and for codes this interpreter does not know. */
+    return code < Py_ARRAY_LENGTH(builtin_types) ? builtin_types[code] : NULL;
 }
 
 static int
-problem(open_state *st, const char *what, void *where)
+problem(open_state *st, const char *what)
 {
     st->problem = what;
-    st->where = where;
     return 1;
 }
 
@@ -763,10 +751,10 @@ check_slot(void **slot, int kind, void *arg)
                           + offsetof(PySetObject, smalltable);
             return (e->key != NULL && e->obj == NULL) || v == small
                    ? 0 : problem(st, "a table pointer that lands on no "
-                                     "table", slot);
+                                     "table");
         }
         return e->key != NULL && e->obj != NULL
-               ? 0 : problem(st, "a pointer that lands on no object", slot);
+               ? 0 : problem(st, "a pointer that lands on no object");
     }
     /* A static object of the binary whose None is at x, seen from this
        process's binary: v + ((char *)Py_None - x). */
@@ -783,7 +771,7 @@ check_slot(void **slot, int kind, void *arg)
         return 0;
     }
     return problem(st, "a pointer to neither the pool nor a constant of "
-                       "the interpreter", slot);
+                       "the interpreter");
 }
 
 static alloc_entry *
@@ -843,43 +831,21 @@ mark_slot(void **slot, int kind, void *arg)
     return mark_push(ms, (PyObject *)v);
 }
 
-/* The class named "module:qualname", imported; NULL with an exception
-   set. */
+/* The class named "module:qualname", imported (pkgutil.resolve_name(),
+   the resolver of that notation); NULL with an exception set. */
 static PyObject *
 find_class(PyObject *name)
 {
-    Py_ssize_t colon = PyUnicode_FindChar(name, ':', 0,
-                                          PyUnicode_GET_LENGTH(name), 1);
-    if (colon < 0) {
-        PyErr_Format(PyExc_ValueError, "no ':' in %R", name);
+    PyObject *pkgutil = PyImport_ImportModule("pkgutil");
+    if (pkgutil == NULL) {
         return NULL;
     }
-    PyObject *modname = PyUnicode_Substring(name, 0, colon);
-    PyObject *qualname = PyUnicode_Substring(name, colon + 1,
-                                             PyUnicode_GET_LENGTH(name));
-    PyObject *obj = NULL, *path = NULL;
-    if (modname == NULL || qualname == NULL) {
-        goto done;
-    }
-    obj = PyImport_Import(modname);
-    PyObject *dot = PyUnicode_FromString(".");
-    path = dot == NULL ? NULL : PyUnicode_Split(qualname, dot, -1);
-    Py_XDECREF(dot);
-    if (obj == NULL || path == NULL) {
-        Py_CLEAR(obj);
-        goto done;
-    }
-    for (Py_ssize_t i = 0; obj != NULL && i < PyList_GET_SIZE(path); i++) {
-        Py_SETREF(obj, PyObject_GetAttr(obj, PyList_GET_ITEM(path, i)));
-    }
+    PyObject *obj = PyObject_CallMethod(pkgutil, "resolve_name", "O", name);
+    Py_DECREF(pkgutil);
     if (obj != NULL && !PyType_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%R is not a class", name);
         Py_CLEAR(obj);
     }
-done:
-    Py_XDECREF(modname);
-    Py_XDECREF(qualname);
-    Py_XDECREF(path);
     return obj;
 }
 
@@ -921,16 +887,10 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
             return -1;
         }
     }
-    PyObject **classes = PyMem_RawCalloc(ntypes ? ntypes : 1,
-                                         sizeof(PyObject *));
-    if (classes == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    int r = -1;
+    /* p->classes: the class of each entry, None until resolved. */
     for (Py_ssize_t i = 0; i < ntypes; i++) {
         if (PyList_Append(p->classes, Py_None) < 0) {
-            goto done;
+            return -1;
         }
     }
     for (size_t i = 0; i < n; i++) {
@@ -943,15 +903,15 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
             PyErr_Format(p->error, "pool %R is corrupt: an object of type "
                          "code %llu, which no class has", p->path,
                          (unsigned long long)code);
-            goto done;
+            return -1;
         }
-        if (classes[index] == NULL) {
+        if (PyList_GET_ITEM(p->classes, index) == Py_None) {
             PyObject *name = PyList_GET_ITEM(table, index);
             alloc_entry *ne = entry_of_object(st, name);
             if (ne == NULL || !PyUnicode_CheckExact(name)) {
                 PyErr_Format(p->error, "pool %R is corrupt: its type "
                              "table holds a non-str", p->path);
-                goto done;
+                return -1;
             }
             PyObject *cls = find_class(name);
             if (cls == NULL) {
@@ -965,22 +925,19 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
                 Py_XDECREF(type);
                 Py_XDECREF(exc);
                 Py_XDECREF(tb);
-                goto done;
+                return -1;
             }
             PyObject *value = PyLong_FromUnsignedLongLong(code);
-            if (value == NULL
-                || PyDict_SetItem(p->type_codes, cls, value) < 0)
-            {
-                Py_XDECREF(value);
-                Py_DECREF(cls);
-                goto done;
+            int r = value == NULL ? -1
+                    : PyDict_SetItem(p->type_codes, cls, value);
+            Py_XDECREF(value);
+            PyList_SetItem(p->classes, index, cls);   /* steals cls */
+            if (r < 0) {
+                return -1;
             }
-            Py_DECREF(value);
-            classes[index] = cls;
-            Py_INCREF(cls);
-            PyList_SetItem(p->classes, index, cls);
         }
-        PyTypeObject *type = (PyTypeObject *)classes[index];
+        PyTypeObject *type = (PyTypeObject *)PyList_GET_ITEM(p->classes,
+                                                             index);
         size_t presize = PyStorage_PreHeaderSize(type);
         size_t usable = pmemobj_alloc_usable_size(pmemobj_oid(items[i].block));
         if (type->tp_itemsize != 0 || type->tp_dealloc == NULL
@@ -989,7 +946,7 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
             PyErr_Format(p->error, "pool %R holds %s instances that do not "
                          "fit the class of this process (its layout "
                          "changed?)", p->path, type->tp_name);
-            goto done;
+            return -1;
         }
         PyObject *op = (PyObject *)(items[i].block + presize);
         Py_SET_TYPE(op, type);
@@ -999,13 +956,7 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
         e->block = items[i].block;
         e->obj = op;
     }
-    r = 0;
-done:
-    for (Py_ssize_t i = 0; i < ntypes; i++) {
-        Py_XDECREF(classes[i]);
-    }
-    PyMem_RawFree(classes);
-    return r;
+    return 0;
 }
 
 /* The bases the pool's pointers may be relative to, when it maps
@@ -1875,48 +1826,54 @@ pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
     if (check_open(self) < 0) {
         return NULL;
     }
-    Py_ssize_t objects = 0, tables = 0;
-    size_t used = 0;
-    PyObject *by_type = PyDict_New();
-    if (by_type == NULL) {
+    size_t n;
+    alloc_item *items = list_allocations(self->pop, &n);
+    if (items == NULL) {
         return NULL;
     }
-    PMEMoid oid;
-    POBJ_FOREACH(self->pop, oid) {
-        size_t n = pmemobj_alloc_usable_size(oid);
-        used += n;
-        uint64_t code = pmemobj_type_num(oid);
-        PyTypeObject *type = class_of_code(self, code);
-        const char *name = code == POOL_TABLE ? "(tables)"
-                           : type != NULL ? type->tp_name : "(instances)";
-        if (code == POOL_TABLE) {
-            tables++;
+    /* Counts and bytes by type code: the builtins', then one per class
+       (POOL_INSTANCE + i), then what no class of this process has. */
+    size_t nbuiltin = Py_ARRAY_LENGTH(builtin_types);
+    size_t nrows = nbuiltin + (size_t)PyList_GET_SIZE(self->classes) + 1;
+    Py_ssize_t (*rows)[2] = PyMem_RawCalloc(nrows, sizeof(*rows));
+    if (rows == NULL) {
+        PyMem_RawFree(items);
+        return PyErr_NoMemory();
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t size = pmemobj_alloc_usable_size(pmemobj_oid(items[i].block));
+        uint64_t code = items[i].code;
+        size_t row = code < nbuiltin ? code
+                     : code - POOL_INSTANCE < nrows - nbuiltin - 1
+                       ? nbuiltin + (code - POOL_INSTANCE) : nrows - 1;
+        rows[row][0]++;
+        rows[row][1] += (Py_ssize_t)size;
+        used += size;
+    }
+    PyMem_RawFree(items);
+    PyObject *by_type = PyDict_New();
+    Py_ssize_t objects = 0;
+    for (size_t row = 0; by_type != NULL && row < nrows; row++) {
+        if (rows[row][0] == 0) {
+            continue;
         }
-        else {
-            objects++;
+        const char *name = row == POOL_TABLE ? "(tables)"
+            : row < nbuiltin ? builtin_types[row]->tp_name
+            : row == nrows - 1 ? "(instances)"
+            : ((PyTypeObject *)PyList_GET_ITEM(self->classes,
+                                               row - nbuiltin))->tp_name;
+        objects += row == POOL_TABLE ? 0 : rows[row][0];
+        PyObject *value = Py_BuildValue("[nn]", rows[row][0], rows[row][1]);
+        if (value == NULL || PyDict_SetItemString(by_type, name, value) < 0) {
+            Py_CLEAR(by_type);
         }
-        /* {name: [count, bytes]} */
-        PyObject *row = PyDict_GetItemString(by_type, name);
-        if (row == NULL) {
-            row = Py_BuildValue("[nn]", (Py_ssize_t)0, (Py_ssize_t)0);
-            if (row == NULL || PyDict_SetItemString(by_type, name, row) < 0) {
-                Py_XDECREF(row);
-                Py_DECREF(by_type);
-                return NULL;
-            }
-            Py_DECREF(row);
-        }
-        for (int i = 0; i < 2; i++) {
-            PyObject *old = PyList_GET_ITEM(row, i);
-            PyObject *new = PyLong_FromSsize_t(
-                PyLong_AsSsize_t(old) + (i == 0 ? 1 : (Py_ssize_t)n));
-            if (new == NULL) {
-                Py_DECREF(by_type);
-                return NULL;
-            }
-            PyList_SET_ITEM(row, i, new);
-            Py_DECREF(old);
-        }
+        Py_XDECREF(value);
+    }
+    Py_ssize_t tables = rows[POOL_TABLE][0];
+    PyMem_RawFree(rows);
+    if (by_type == NULL) {
+        return NULL;
     }
     /* Free: what the allocations leave of the file (libpmemobj's own
        metadata is not counted: an upper bound). */
