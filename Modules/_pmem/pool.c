@@ -1701,24 +1701,6 @@ pool_new_object(PoolObject *self, PyObject *const *args, Py_ssize_t nargs,
     return new_in(self, args[0], args + 1, nargs - 1, kwnames);
 }
 
-static PyObject *
-pool_push_placement(PoolObject *self, PyObject *Py_UNUSED(ignored))
-{
-    if (check_open(self) < 0 || PyStorage_PushPlacement(&self->sm) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-pool_pop_placement(PoolObject *self, PyObject *Py_UNUSED(ignored))
-{
-    if (PyStorage_PopPlacement(&self->sm) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
 /* A container that the root holds (the namespace, the type table), made
    on first use.  A new reference, or NULL with an exception set. */
 static PyObject *
@@ -1815,12 +1797,6 @@ pool_type_code(PoolObject *p, PyTypeObject *type)
 }
 
 static PyObject *
-pool_contains_obj(PoolObject *self, PyObject *obj)
-{
-    return PyBool_FromLong(PyStorage_Of(obj) == &self->sm);
-}
-
-static PyObject *
 pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (check_open(self) < 0) {
@@ -1909,14 +1885,8 @@ static PyMethodDef pool_methods[] = {
      METH_FASTCALL | METH_KEYWORDS,
      "new(type, /, *args, **kwargs): type(*args, **kwargs), made in the "
      "pool."},
-    {"push_placement", (PyCFunction)pool_push_placement, METH_NOARGS,
-     "Make new containers and instances in this pool."},
-    {"pop_placement", (PyCFunction)pool_pop_placement, METH_NOARGS,
-     "Undo push_placement()."},
     {"namespace", (PyCFunction)pool_namespace, METH_NOARGS,
      "The pool's root namespace, a dict in the pool."},
-    {"contains", (PyCFunction)pool_contains_obj, METH_O,
-     "Does obj live in this pool?"},
     {"gc", (PyCFunction)pool_gc, METH_NOARGS,
      "Free the objects that neither the pool's root nor this process "
      "reaches; return how many."},
