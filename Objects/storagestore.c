@@ -65,6 +65,15 @@ _PyStorage_IsStatic(PyObject *v)
     return p >= lo && p < hi && !(p >= named_lo && p < named_hi);
 }
 
+int
+_PyStorage_IsFindableClass(PyTypeObject *tp)
+{
+    /* Not one defined in a function: "f.<locals>.C". */
+    return (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)
+            && PyUnicode_FindChar(((PyHeapTypeObject *)tp)->ht_qualname, '<',
+                                  0, PY_SSIZE_T_MAX, 1) == -1);
+}
+
 static int
 is_immutable_type(PyTypeObject *tp)
 {
@@ -218,8 +227,7 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
         /* Bytes, no references. */
     }
     else if ((sm->flags & PyStorage_PERSISTENT)
-             && PyUnicode_FindChar(((PyHeapTypeObject *)tp)->ht_qualname, '<',
-                                   0, PY_SSIZE_T_MAX, 1) != -1)
+             && !_PyStorage_IsFindableClass(tp))
     {
         r = refuse(v, sm, "its class is defined inside a function, and "
                           "persistent storage finds classes again by module "

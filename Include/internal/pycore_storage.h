@@ -512,6 +512,10 @@ _PyStorage_RouteRealloc(void *ptr, size_t size, void **result)
    Ellipsis, NotImplemented, the small ints, the empty and one-character
    bytes and str, the empty tuple. */
 PyAPI_FUNC(int) _PyStorage_IsStatic(PyObject *v);
+/* Can a persistent manager find tp again in another process by its
+   module and qualified name? */
+PyAPI_FUNC(int) _PyStorage_IsFindableClass(PyTypeObject *tp);
+
 /* Those, and the other static objects that a managed object may point
    to: the dicts' shared empty keys, the sets' dummy key. */
 PyAPI_FUNC(int) _PyStorage_IsStaticTarget(const void *ptr);

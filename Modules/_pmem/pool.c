@@ -1767,10 +1767,7 @@ pool_type_code(PoolObject *p, PyTypeObject *type)
     if (PyErr_Occurred()) {
         return UINT64_MAX;
     }
-    PyObject *qualname = ((PyHeapTypeObject *)type)->ht_qualname;
-    if (!PyType_HasFeature(type, Py_TPFLAGS_HEAPTYPE)
-        || PyUnicode_FindChar(qualname, '<', 0, PY_SSIZE_T_MAX, 1) != -1)
-    {
+    if (!_PyStorage_IsFindableClass(type)) {
         PyErr_Format(PyExc_TypeError, "cannot store a '%.100s' object in "
                      "pool %R: its class must be found again by module and "
                      "qualified name", type->tp_name, p->path);
@@ -1778,7 +1775,8 @@ pool_type_code(PoolObject *p, PyTypeObject *type)
     }
     PyObject *module = PyObject_GetAttrString((PyObject *)type, "__module__");
     PyObject *name = module == NULL
-                     ? NULL : PyUnicode_FromFormat("%S:%U", module, qualname);
+                     ? NULL : PyUnicode_FromFormat(
+                         "%S:%U", module, ((PyHeapTypeObject *)type)->ht_qualname);
     Py_XDECREF(module);
     PyObject *types = name == NULL
                       ? NULL : root_container(p, &p->root->types, new_list);
