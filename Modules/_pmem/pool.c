@@ -618,6 +618,7 @@ typedef struct {
     PyObject *obj;                /* the object in it, NULL for a table */
     char mark;                    /* reachable from the root */
     char dead;                    /* freed by the aborted transaction */
+    const char *broken;           /* what is wrong with its pointers */
     Py_ssize_t count;             /* references from the pool */
     Py_ssize_t dram;              /* references from DRAM */
 } alloc_entry;
@@ -783,7 +784,7 @@ entry_of_object(open_state *st, PyObject *op)
 
 typedef struct {
     open_state *st;
-    alloc_entry *owner;
+    alloc_entry *bad;             /* a reachable object found broken */
     PyObject **stack;
     size_t depth, allocated;
 } mark_state;
@@ -806,7 +807,8 @@ mark_push(mark_state *ms, PyObject *op)
     return 0;
 }
 
-/* Mark what a reachable object holds; push objects seen the first time. */
+/* Mark what a reachable object holds; push objects seen the first time.
+   1 when it holds a broken object. */
 static int
 mark_slot(void **slot, int kind, void *arg)
 {
@@ -823,6 +825,10 @@ mark_slot(void **slot, int kind, void *arg)
         return 0;
     }
     alloc_entry *e = entry_of_object(ms->st, (PyObject *)v);
+    if (e == NULL || e->broken != NULL) {
+        ms->bad = e;
+        return 1;
+    }
     ((PyObject *)v)->ob_refcnt++;
     if (e->mark) {
         return 0;
@@ -1027,17 +1033,16 @@ check_pointers(open_state *st, struct pool_root *root, char *target)
     st->source = (char *)(uintptr_t)root->anchor;
     st->target = target;
     st->dirty = 0;
+    /* A bad pointer is an error only in an object that the root reaches:
+       an unreachable one may be what a killed process was deallocating
+       (its parts freed one by one), which the sweep frees unread. */
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->obj != NULL
+        if (e->obj != NULL && e->broken == NULL
             && _PyStorage_VisitSlots(e->obj, check_slot, st) != 0)
         {
-            PyErr_Format(st->pool->error, "pool %R is corrupt: a %s at +%zu "
-                         "holds %s", st->pool->path, Py_TYPE(e->obj)->tp_name,
-                         (size_t)((char *)e->obj - st->lo),
-                         st->problem != NULL ? st->problem
-                                             : "what a pool cannot hold");
-            return -1;
+            e->broken = st->problem != NULL ? st->problem
+                                            : "what a pool cannot hold";
         }
     }
     if (st->dirty) {
@@ -1120,7 +1125,7 @@ open_pass(PoolObject *p)
     /* 2b. Volatile metadata, with every pointer right. */
     for (size_t i = 0; i <= st.mask; i++) {
         alloc_entry *e = &st.entries[i];
-        if (e->obj != NULL) {
+        if (e->obj != NULL && e->broken == NULL) {
             _PyStorage_ResetVolatile(e->obj);
         }
     }
@@ -1147,15 +1152,29 @@ open_pass(PoolObject *p)
                          root_types[k]->tp_name);
             goto done;
         }
+        int err = e->broken != NULL;
+        ms.bad = e;
         e->mark = 1;
         held->ob_refcnt = 1;      /* the root's */
         ms.stack[ms.depth++] = held;
-        while (ms.depth > 0) {
+        while (ms.depth > 0 && !err) {
             PyObject *op = ms.stack[--ms.depth];
-            if (_PyStorage_VisitSlots(op, mark_slot, &ms) < 0) {
-                PyErr_NoMemory();
-                goto done;
-            }
+            err = _PyStorage_VisitSlots(op, mark_slot, &ms);
+        }
+        if (err < 0) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        if (err > 0 && ms.bad == NULL) {
+            PyErr_Format(p->error, "pool %R is corrupt: an object holds a "
+                         "pointer that lands on no object", p->path);
+            goto done;
+        }
+        if (err > 0) {
+            PyErr_Format(p->error, "pool %R is corrupt: a %s at +%zu holds "
+                         "%s", p->path, Py_TYPE(ms.bad->obj)->tp_name,
+                         (size_t)(ms.bad->key - st.lo), ms.bad->broken);
+            goto done;
         }
     }
 

@@ -819,6 +819,47 @@ class RoundTripTests(PoolTestCase):
         self.assertEqual(bad.returncode, 1)
         self.assertIn("not a pmem-python pool", bad.stderr)
 
+    def test_killed_while_deallocating(self):
+        # An object that nothing in the pool refers to any more is freed
+        # part by part (its items, its table, itself).  Killed half-way,
+        # it is garbage holding pointers to freed blocks: the next open
+        # frees it, and opens.
+        with open(os.path.join(self.dir, "items.py"), "w") as f:
+            f.write(textwrap.dedent("""
+                import os, signal
+
+                class Item:
+                    armed = False
+
+                    def __init__(self, n):
+                        self.n = n
+
+                    def __del__(self):
+                        if self.armed and self.n == 5:
+                            os.kill(os.getpid(), signal.SIGKILL)
+                """))
+        env = dict(os.environ, PYTHONPATH=self.dir, **FAST_FLUSH)
+        proc = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import pmem
+            from items import Item
+            pool = pmem.open({self.path!r}, size={SIZE})
+            pool.ns.keep = [1.5]
+            pool.ns.items = [Item(i) for i in range(10)]
+            items = pool.ns.items
+            del pool.ns.items
+            Item.armed = True
+            del items      # items 9..6 freed, then killed in 5's __del__
+            """)], env=env, capture_output=True, text=True)
+        self.assertEqual(proc.returncode, -signal.SIGKILL, proc.stderr)
+        out = self.run_in_new_process(f"""
+            import pmem
+            pool = pmem.open({self.path!r})
+            print(vars(pool.ns), pool.stats()["objects"])
+            """, seed=10, path=self.dir)
+        # The namespace, its key, the list and its float; the type table
+        # and its class name.
+        self.assertEqual(out, "{'keep': [1.5]} 6\n")
+
     def test_corrupt_pointer_is_refused(self):
         out = self.run_in_new_process(f"""
             import pmem
