@@ -106,11 +106,32 @@ typedef struct {
     PyObject *classes;            /* [class or None], by type table index */
     char **txfreed;               /* blocks freed by the transaction */
     size_t ntxfreed, txfreed_allocated;
+    struct savepoint *savepoints; /* of the nested `with pool:` blocks */
+    int nsavepoints, savepoints_allocated;
+    char *undo;                   /* what changed since the first one */
+    size_t undo_len, undo_allocated;
+    int doomed;                   /* a nested block could not be undone */
     PyObject *path;               /* str */
     PyObject *error;              /* pmem.PoolError */
 } PoolObject;
 
 #define POOL(sm) ((PoolObject *)((char *)(sm) - offsetof(PoolObject, sm)))
+
+/* A nested `with pool:` block: where its changes start. */
+struct savepoint {
+    int depth;                    /* p->depth inside the block */
+    size_t undo_len;              /* p->undo_len at its start */
+    size_t ntxfreed;              /* p->ntxfreed at its start */
+};
+
+/* A record of p->undo: the bytes of a range as they were before a change
+   (rounded up to 8), then this trailer, so that it is read backwards. */
+typedef struct {
+    char *addr;
+    size_t size;
+} undo_trailer;
+
+#define UNDO_ROUND(n) (((n) + 7) & ~(size_t)7)
 
 typedef struct {
     PyObject *PoolError;
@@ -158,7 +179,7 @@ builtin_type_code(PyTypeObject *type)
 
 typedef struct open_state repair_state;
 static uint64_t pool_type_code(PoolObject *p, PyTypeObject *type);
-static repair_state *repair_prepare(PoolObject *p);
+static repair_state *repair_prepare(PoolObject *p, size_t from);
 static void repair_finish(PoolObject *p, repair_state *st);
 
 /* Is this thread inside a transaction of p? */
@@ -202,6 +223,39 @@ pool_alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
     return pmemobj_direct(oid);
 }
 
+/* Record a block that the transaction frees: it is freed when the
+   transaction commits (the frees are part of it), and comes back if the
+   transaction, or the nested block that freed it, is undone.  0, or -1
+   when out of memory. */
+static int
+record_free(PoolObject *p, char *block)
+{
+    if (p->ntxfreed == p->txfreed_allocated) {
+        size_t n = p->ntxfreed ? 2 * p->ntxfreed : 64;
+        char **list = PyMem_RawRealloc(p->txfreed, n * sizeof(char *));
+        if (list == NULL) {
+            return -1;
+        }
+        p->txfreed = list;
+        p->txfreed_allocated = n;
+    }
+    p->txfreed[p->ntxfreed++] = block;
+    return 0;
+}
+
+typedef struct {
+    const void *from;
+    size_t size;
+} copy_arg;
+
+static int
+copy_constructor(PMEMobjpool *pop, void *ptr, void *arg)
+{
+    copy_arg *a = (copy_arg *)arg;
+    pmemobj_memcpy_persist(pop, ptr, a->from, a->size);
+    return 0;
+}
+
 static void *
 pool_realloc(PyStorageManager *sm, void *ptr, size_t size)
 {
@@ -212,12 +266,29 @@ pool_realloc(PyStorageManager *sm, void *ptr, size_t size)
     PMEMoid oid = pmemobj_oid(ptr);
     uint64_t code = pmemobj_type_num(oid);
     if (in_my_transaction(p)) {
-        if (pmemobj_tx_stage() != TX_STAGE_WORK) {
-            return NULL;          /* aborted already */
+        /* A new block, made atomically with the old contents, and the old
+           one freed by the transaction: a savepoint's undo can bring the
+           old one back (pmemobj_tx_realloc() would free it for good). */
+        size_t old = pmemobj_alloc_usable_size(oid);
+        copy_arg arg = {ptr, old < size ? old : size};
+        PMEMoid moved;
+        if (pmemobj_tx_stage() != TX_STAGE_WORK
+            || pmemobj_alloc(p->pop, &moved, size, code, copy_constructor,
+                             &arg) != 0)
+        {
+            return NULL;
         }
-        /* The failure behaviour of the transaction is to return. */
-        PMEMoid moved = pmemobj_tx_realloc(oid, size, code);
-        return OID_IS_NULL(moved) ? NULL : pmemobj_direct(moved);
+        /* Flushed by the commit, like a block of the transaction's own;
+           nothing to undo in it (an undo drops it). */
+        void *block = pmemobj_direct(moved);
+        if (pmemobj_tx_xadd_range_direct(block, size, POBJ_XADD_NO_SNAPSHOT
+                                         | POBJ_XADD_NO_ABORT) != 0
+            || record_free(p, ptr) < 0)
+        {
+            pmemobj_free(&moved);
+            return NULL;
+        }
+        return block;
     }
     if (pmemobj_realloc(p->pop, &oid, size, code) != 0) {
         return NULL;
@@ -229,35 +300,18 @@ static void
 pool_free(PyStorageManager *sm, void *ptr)
 {
     PoolObject *p = POOL(sm);
-    PMEMoid oid = pmemobj_oid(ptr);
     if (p->closed) {
         /* Left to the next open, which frees what nothing reaches. */
         return;
     }
     if (in_my_transaction(p)) {
-        /* Freed at commit; an abort keeps the block, and pool_end() brings
-           the object back. */
-        if (p->ntxfreed == p->txfreed_allocated) {
-            size_t n = p->ntxfreed ? 2 * p->ntxfreed : 64;
-            char **list = PyMem_RawRealloc(p->txfreed, n * sizeof(char *));
-            if (list == NULL) {
-                /* Then it is freed now, for good. */
-                pmemobj_free(&oid);
-                return;
-            }
-            p->txfreed = list;
-            p->txfreed_allocated = n;
-        }
-        p->txfreed[p->ntxfreed++] = ptr;
-        /* A transaction that a failure has aborted already (pool full...)
-           takes no more calls: the block stays, pool_end() counts it. */
-        if (pmemobj_tx_stage() == TX_STAGE_WORK) {
-            (void)pmemobj_tx_xfree(oid, POBJ_XFREE_NO_ABORT);
-        }
+        /* Out of memory for the record: the block is left to the next
+           open (freeing it now could not be undone). */
+        (void)record_free(p, ptr);
+        return;
     }
-    else {
-        pmemobj_free(&oid);
-    }
+    PMEMoid oid = pmemobj_oid(ptr);
+    pmemobj_free(&oid);
 }
 
 static int
@@ -313,32 +367,149 @@ pool_end(PyStorageManager *sm, int ok)
         return 0;
     }
     /* A failed transactional call has aborted the transaction already. */
-    int committing = ok && pmemobj_tx_stage() == TX_STAGE_WORK;
+    int committing = ok && !p->doomed && pmemobj_tx_stage() == TX_STAGE_WORK;
+    int full = 0;
     repair_state *repair = NULL;
+    /* The frees are the transaction's last changes. */
+    for (size_t i = 0; committing && i < p->ntxfreed; i++) {
+        if (pmemobj_tx_xfree(pmemobj_oid(p->txfreed[i]),
+                             POBJ_XFREE_NO_ABORT) != 0)
+        {
+            committing = 0;
+            full = 1;
+        }
+    }
     if (committing) {
         pmemobj_tx_commit();
     }
     else {
         /* The undo log restores the objects' memory; their reference
            counts are counted again around it. */
-        repair = repair_prepare(p);
+        repair = repair_prepare(p, 0);
         if (pmemobj_tx_stage() == TX_STAGE_WORK) {
             pmemobj_tx_abort(ECANCELED);
         }
     }
     int err = pmemobj_tx_end();
+    p->ntxfreed = 0;
+    p->nsavepoints = 0;
+    p->undo_len = 0;
     if (repair != NULL) {
         repair_finish(p, repair);
     }
-    p->ntxfreed = 0;
+    int doomed = p->doomed;
+    p->doomed = 0;
     p->owner = 0;
     PyThread_release_lock(p->writer);
+    if (ok && full) {
+        PyErr_Format(PyExc_MemoryError, "pool %R is full: the transaction "
+                     "was rolled back", p->path);
+        return -1;
+    }
+    if (ok && doomed) {
+        PyErr_Format(p->error, "the transaction on pool %R was rolled "
+                     "back: a nested block that raised could not be "
+                     "undone alone", p->path);
+        return -1;
+    }
     if (ok && (!committing || err != 0)) {
         errno = err;
         pool_error(p, "the transaction was aborted");
         return -1;
     }
     return 0;
+}
+
+/* --- savepoints ----------------------------------------------------------
+
+   libpmemobj's transactions do not nest: an abort undoes the outermost
+   one.  A nested `with pool:` block is a savepoint of our own.  While one
+   is open, every range registered by modify() is also copied, as it was,
+   into p->undo (in DRAM: a crash undoes the whole transaction anyway).
+   A block that raises writes those copies back, newest first, down to
+   its start -- into ranges of the transaction, so the writes are logged
+   and flushed like any change -- and counts references again around it,
+   as an abort does; the blocks it freed are not freed.  When that cannot
+   be done (out of memory, or a failure aborted the whole transaction),
+   the outermost transaction refuses to commit. */
+
+/* Copy [addr, addr + size) into p->undo.  0, or -1 with MemoryError. */
+static int
+save_undo(PoolObject *p, void *addr, size_t size)
+{
+    size_t need = UNDO_ROUND(size) + sizeof(undo_trailer);
+    if (p->undo_allocated - p->undo_len < need) {
+        size_t n = p->undo_allocated ? p->undo_allocated : 4096;
+        while (n - p->undo_len < need) {
+            n *= 2;
+        }
+        char *undo = PyMem_RawRealloc(p->undo, n);
+        if (undo == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        p->undo = undo;
+        p->undo_allocated = n;
+    }
+    char *rec = p->undo + p->undo_len;
+    memcpy(rec, addr, size);
+    undo_trailer t = {addr, size};
+    memcpy(rec + UNDO_ROUND(size), &t, sizeof(t));
+    p->undo_len += need;
+    return 0;
+}
+
+/* A nested block begins.  0, or -1 with MemoryError. */
+static int
+savepoint_push(PoolObject *p)
+{
+    if (p->nsavepoints == p->savepoints_allocated) {
+        int n = p->savepoints_allocated ? 2 * p->savepoints_allocated : 8;
+        struct savepoint *list = PyMem_RawRealloc(
+            p->savepoints, (size_t)n * sizeof(*list));
+        if (list == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        p->savepoints = list;
+        p->savepoints_allocated = n;
+    }
+    struct savepoint *sp = &p->savepoints[p->nsavepoints++];
+    sp->depth = p->depth + 1;
+    sp->undo_len = p->undo_len;
+    sp->ntxfreed = p->ntxfreed;
+    return 0;
+}
+
+/* The nested block at the top ends; undo its changes if it raised. */
+static void
+savepoint_pop(PoolObject *p, int ok)
+{
+    struct savepoint sp = p->savepoints[--p->nsavepoints];
+    if (!ok && !p->doomed) {
+        repair_state *repair = pmemobj_tx_stage() == TX_STAGE_WORK
+                               ? repair_prepare(p, sp.ntxfreed) : NULL;
+        if (repair == NULL) {
+            p->doomed = 1;
+        }
+        else {
+            char *end = p->undo + p->undo_len;
+            while (end > p->undo + sp.undo_len) {
+                undo_trailer t;
+                memcpy(&t, end - sizeof(t), sizeof(t));
+                end -= sizeof(t) + UNDO_ROUND(t.size);
+                memcpy(t.addr, end, t.size);
+            }
+            p->ntxfreed = sp.ntxfreed;
+            repair_finish(p, repair);
+        }
+    }
+    if (p->nsavepoints == 0) {
+        p->undo_len = 0;
+    }
+    else if (!ok) {
+        p->undo_len = sp.undo_len;
+    }
 }
 
 static int
@@ -363,6 +534,9 @@ pool_modify(PyStorageManager *sm, void *addr, size_t size)
         else {
             pool_error(p, "cannot log a change");
         }
+        return -1;
+    }
+    if (p->nsavepoints > 0 && save_undo(p, addr, size) < 0) {
         return -1;
     }
     return 0;
@@ -617,7 +791,10 @@ typedef struct {
     char *block;                  /* the allocation's start */
     PyObject *obj;                /* the object in it, NULL for a table */
     char mark;                    /* reachable from the root */
-    char dead;                    /* freed by the aborted transaction */
+    char dead;                    /* freed by the transaction: 1, to be
+                                     brought back; 2, before the savepoint
+                                     undone (stays freed) */
+    char live;                    /* referenced before the undo */
     const char *broken;           /* what is wrong with its pointers */
     Py_ssize_t count;             /* references from the pool */
     Py_ssize_t dram;              /* references from DRAM */
@@ -1261,7 +1438,7 @@ count_slot(void **slot, int kind, void *arg)
 /* The table of the pool's allocations, for the counts; NULL when it
    cannot be made (then the counts are left as they are). */
 static repair_state *
-repair_prepare(PoolObject *p)
+repair_prepare(PoolObject *p, size_t from)
 {
     size_t n;
     alloc_item *items = list_allocations(p->pop, &n);
@@ -1294,7 +1471,7 @@ repair_prepare(PoolObject *p)
             alloc_entry *e = find_alloc(
                 st, p->txfreed[i] + PyStorage_PreHeaderSize(type));
             if (e->key != NULL) {
-                e->dead = 1;
+                e->dead = i < from ? 2 : 1;
             }
         }
     }
@@ -1308,10 +1485,118 @@ repair_prepare(PoolObject *p)
         alloc_entry *e = &st->entries[i];
         if (e->obj != NULL) {
             e->dram = e->dead ? 0 : Py_REFCNT(e->obj) - e->count;
+            e->live = !e->dead && Py_REFCNT(e->obj) > 0;
             e->count = 0;
         }
     }
     return st;
+}
+
+/* A block that an undo left unreferenced, freed: by the transaction
+   that is still going on (a savepoint's undo), else now. */
+static void
+free_block(PoolObject *p, char *block)
+{
+    if (in_my_transaction(p)) {
+        (void)record_free(p, block);   /* else left to the next open */
+    }
+    else {
+        PMEMoid oid = pmemobj_oid(block);
+        pmemobj_free(&oid);
+    }
+}
+
+typedef struct {
+    repair_state *st;
+    alloc_entry **stack;
+    size_t depth, allocated;
+} release_state;
+
+/* Whether e is an object that the undo left with no reference, which
+   was live before it (or brought back by it): what the undone changes
+   made, or what only they referred to. */
+static int
+is_garbage(alloc_entry *e)
+{
+    if (e->obj == NULL || e->dead == 2 || Py_REFCNT(e->obj) != 0
+        || !(e->live || e->dead == 1))
+    {
+        return 0;
+    }
+    Py_ssize_t off = Py_TYPE(e->obj)->tp_weaklistoffset;
+    /* A weak reference still points to it: left to the next open. */
+    return off <= 0 || *(PyObject **)((char *)e->obj + off) == NULL;
+}
+
+static int
+release_push(release_state *rs, alloc_entry *e)
+{
+    if (rs->depth == rs->allocated) {
+        size_t n = rs->allocated ? 2 * rs->allocated : 64;
+        alloc_entry **s = PyMem_RawRealloc(rs->stack, n * sizeof(*s));
+        if (s == NULL) {
+            return -1;
+        }
+        rs->stack = s;
+        rs->allocated = n;
+    }
+    e->dead = 2;                  /* freed below, and counted no more */
+    rs->stack[rs->depth++] = e;
+    return 0;
+}
+
+static int
+release_slot(void **slot, int kind, void *arg)
+{
+    release_state *rs = (release_state *)arg;
+    repair_state *st = rs->st;
+    char *v = *slot;
+    if (v == NULL || v < st->lo || v >= st->hi) {
+        return 0;
+    }
+    alloc_entry *e = find_alloc(st, v);
+    if (e->key == NULL || e->dead == 2) {
+        return 0;
+    }
+    if (kind == _PyStorage_SLOT_TABLE) {
+        if (e->obj == NULL) {
+            e->dead = 2;
+            free_block(st->pool, e->block);
+        }
+        return 0;
+    }
+    if (e->obj != NULL && Py_REFCNT(e->obj) > 0) {
+        Py_SET_REFCNT(e->obj, Py_REFCNT(e->obj) - 1);
+        if (is_garbage(e) && release_push(rs, e) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Free the objects that the undo left unreferenced, and what only they
+   referenced, so that an undone transaction leaves nothing behind. */
+static void
+release_garbage(PoolObject *p, repair_state *st)
+{
+    release_state rs = {.st = st};
+    int err = 0;
+    for (size_t i = 0; i <= st->mask && !err; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (is_garbage(e)) {
+            err = release_push(&rs, e);
+        }
+    }
+    while (rs.depth > 0 && !err) {
+        alloc_entry *e = rs.stack[--rs.depth];
+        err = _PyStorage_VisitSlots(e->obj, release_slot, &rs) < 0;
+        if (PyType_HasFeature(Py_TYPE(e->obj), Py_TPFLAGS_HEAPTYPE)) {
+            Py_DECREF(Py_TYPE(e->obj));
+        }
+        free_block(p, e->block);
+    }
+    /* Out of memory: what is left is left to the next open. */
+    PyMem_RawFree(rs.stack);
 }
 
 static void
@@ -1319,7 +1604,7 @@ repair_finish(PoolObject *p, repair_state *st)
 {
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->obj != NULL) {
+        if (e->obj != NULL && e->dead != 2) {
             (void)_PyStorage_VisitSlots(e->obj, count_slot, st);
         }
     }
@@ -1332,7 +1617,7 @@ repair_finish(PoolObject *p, repair_state *st)
     }
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->obj == NULL) {
+        if (e->obj == NULL || e->dead == 2) {
             continue;
         }
         Py_ssize_t refcnt = e->dram + e->count;
@@ -1361,6 +1646,7 @@ repair_finish(PoolObject *p, repair_state *st)
             }
         }
     }
+    release_garbage(p, st);
     PyMem_RawFree(st->entries);
     PyMem_RawFree(st);
 }
@@ -1593,7 +1879,7 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
                      "its transactions", self->path);
         return NULL;
     }
-    repair_state *st = repair_prepare(self);   /* counts pool references */
+    repair_state *st = repair_prepare(self, 0);   /* counts pool references */
     if (st == NULL) {
         return PyErr_NoMemory();
     }
@@ -1657,7 +1943,18 @@ done:
 static PyObject *
 pool_begin_meth(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (check_open(self) < 0 || pool_begin(&self->sm) < 0) {
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    /* Nested in a transaction of this thread: a savepoint. */
+    int nested = in_my_transaction(self);
+    if (nested && savepoint_push(self) < 0) {
+        return NULL;
+    }
+    if (pool_begin(&self->sm) < 0) {
+        if (nested) {
+            self->nsavepoints--;
+        }
         return NULL;
     }
     Py_RETURN_NONE;
@@ -1669,6 +1966,12 @@ pool_end_meth(PoolObject *self, PyObject *ok)
     int commit = PyObject_IsTrue(ok);
     if (commit < 0 || check_open(self) < 0) {
         return NULL;
+    }
+    if (self->nsavepoints > 0 && in_my_transaction(self)
+        && self->savepoints[self->nsavepoints - 1].depth == self->depth)
+    {
+        savepoint_pop(self, commit);
+        commit = 1;               /* what is left joins the outer block */
     }
     if (pool_end(&self->sm, commit) < 0) {
         return NULL;

@@ -290,9 +290,92 @@ class TransactionTests(PoolTestCase):
         del pool.ns.x
         self.assertEqual(sys.getrefcount(x), 2)
         del x
-        # What the transaction made and nothing keeps is garbage.
-        self.assertGreater(pool.gc(), 0)
+        # What the transaction made and nothing keeps was freed by the
+        # abort: nothing is left for the collector.
+        self.assertEqual(pool.gc(), 0)
         self.assertEqual(pool.stats()["objects"], 6)
+
+    def test_abort_frees_what_the_transaction_made(self):
+        pool = self.pool
+        pool.ns.d = {"k": 1}
+        before = pool.stats()["objects"]
+        with self.assertRaises(KeyError):
+            with pool:
+                pool.ns.d["new"] = [{"x": (1.5, "s" * 40)}, 2.5]
+                pool.ns.d.update((f"key{i}", i * 1.5) for i in range(100))
+                pool.ns.other = {"a": [3.5]}
+                raise KeyError
+        self.assertEqual(pool.ns.d, {"k": 1})
+        self.assertEqual(pool.stats()["objects"], before)
+        self.assertEqual(pool.gc(), 0)
+
+    def test_nested_block_is_a_savepoint(self):
+        pool = self.pool
+        pool.ns.accounts = {"alice": 10.0, "bob": 0.0}
+        pool.ns.log = ["start"]
+        pool.ns.gone = [7.5]
+        gone = pool.ns.gone
+        before = pool.stats()["objects"]
+        refs = sys.getrefcount(gone)
+        with pool:
+            pool.ns.accounts["alice"] -= 4
+            with self.assertRaises(ZeroDivisionError):
+                with pool:
+                    pool.ns.accounts["bob"] += 4
+                    pool.ns.accounts.update((f"c{i}", float(i))
+                                            for i in range(50))   # resizes
+                    pool.ns.log.extend(["inner"] * 100)            # grows
+                    pool.ns.made = {"new": [1.5]}
+                    kept = pool.ns.made
+                    del pool.ns.gone
+                    1 / 0
+            # Only the inner block's changes are undone...
+            self.assertEqual(pool.ns.accounts, {"alice": 6.0, "bob": 0.0})
+            self.assertEqual(pool.ns.log, ["start"])
+            self.assertIs(pool.ns.gone, gone)
+            self.assertFalse(hasattr(pool.ns, "made"))
+            # ...what they made and a variable keeps is back as made...
+            self.assertEqual(kept, {})
+            self.assertEqual(sys.getrefcount(kept), 2)
+            del kept
+            # ...and the block goes on, and commits.
+            pool.ns.log.append("outer")
+        self.assertEqual(pool.ns.accounts, {"alice": 6.0, "bob": 0.0})
+        self.assertEqual(pool.ns.log, ["start", "outer"])
+        self.assertEqual(sys.getrefcount(gone), refs)
+        # The log's new item ("outer"), nothing else: what the inner block
+        # made was freed when it was undone.
+        self.assertEqual(pool.stats()["objects"], before + 1)
+        self.assertEqual(pool.gc(), 0)
+        self.assertEqual(pool.depth, 0)
+
+    def test_savepoints_nest(self):
+        pool = self.pool
+        pool.ns.trail = []
+        with pool:
+            pool.ns.trail.append(1)
+            with self.assertRaises(KeyError):
+                with pool:
+                    pool.ns.trail.append(2)
+                    with pool:               # committed into the middle
+                        pool.ns.trail.append(3)
+                    with self.assertRaises(ValueError):
+                        with pool:           # undone alone
+                            pool.ns.trail.append(4)
+                            raise ValueError
+                    self.assertEqual(pool.ns.trail, [1, 2, 3])
+                    raise KeyError           # undoes 2 and 3
+            self.assertEqual(pool.ns.trail, [1])
+            pool.ns.trail.append(5)
+        self.assertEqual(pool.ns.trail, [1, 5])
+        # An exception that leaves the outermost block undoes it all,
+        # committed nested blocks too.
+        with self.assertRaises(KeyError):
+            with pool:
+                with pool:
+                    pool.ns.trail.append(6)
+                raise KeyError
+        self.assertEqual(pool.ns.trail, [1, 5])
 
     def test_gc_frees_unreachable_cycles(self):
         pool = self.pool
