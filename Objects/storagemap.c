@@ -57,10 +57,78 @@ _PyStorage_IsStaticTarget(const void *ptr)
         } \
     } while (0)
 
-int
-_PyStorage_VisitSlots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg)
+/* What a part must hold, when the walk checks extents. */
+#define EXTENT(ptr, nbytes) \
+    do { \
+        if (check) { \
+            _PyStorage_Extent _x = {(ptr), (nbytes)}; \
+            int _r = visit((void **)&_x, _PyStorage_SLOT_EXTENT, arg); \
+            if (_r != 0) { \
+                return _r; \
+            } \
+        } \
+    } while (0)
+
+/* n items of size each after a header of base bytes; SIZE_MAX when n is
+   impossible. */
+static size_t
+var_size(size_t base, Py_ssize_t n, size_t size)
+{
+    if (n < 0 || (size_t)n > (PY_SSIZE_T_MAX - base) / size) {
+        return SIZE_MAX;
+    }
+    return base + (size_t)n * size;
+}
+
+/* The bytes a str's header says it has; SIZE_MAX for an impossible one. */
+static size_t
+str_size(PyObject *op)
+{
+    PyASCIIObject *a = (PyASCIIObject *)op;
+    unsigned int kind = a->state.kind;
+    if (!a->state.compact || !a->state.ready
+        || (kind != 1 && kind != 2 && kind != 4)
+        || (a->state.ascii && kind != 1))
+    {
+        return SIZE_MAX;
+    }
+    size_t base = a->state.ascii ? sizeof(PyASCIIObject)
+                                 : sizeof(PyCompactUnicodeObject);
+    size_t n = var_size(base, a->length, kind);
+    return n == SIZE_MAX ? n : n + kind;        /* the terminator */
+}
+
+/* The bytes of a dict's keys table past its header; SIZE_MAX when the
+   header is impossible. */
+static size_t
+keys_size(PyDictKeysObject *keys)
+{
+    unsigned int log2 = keys->dk_log2_size;
+    unsigned int index = log2 < 8 ? 0 : log2 < 16 ? 1 : log2 < 32 ? 2 : 3;
+    if (log2 < 3 || log2 > 40                 /* PyDict_LOG_MINSIZE */
+        || keys->dk_log2_index_bytes != log2 + index
+        || (keys->dk_kind != DICT_KEYS_GENERAL
+            && keys->dk_kind != DICT_KEYS_UNICODE)
+        || keys->dk_nentries < 0 || keys->dk_usable < 0)
+    {
+        return SIZE_MAX;
+    }
+    size_t usable = ((size_t)2 << log2) / 3;   /* USABLE_FRACTION() */
+    if ((size_t)keys->dk_nentries > usable) {
+        return SIZE_MAX;
+    }
+    size_t entry = keys->dk_kind == DICT_KEYS_UNICODE
+                   ? sizeof(PyDictUnicodeEntry) : sizeof(PyDictKeyEntry);
+    return sizeof(PyDictKeysObject) + ((size_t)1 << keys->dk_log2_index_bytes)
+           + (size_t)keys->dk_nentries * entry;
+}
+
+static int
+visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
+            const int check)
 {
     PyTypeObject *tp = Py_TYPE(op);
+    EXTENT(op, (size_t)tp->tp_basicsize);
     if (tp == &PyDict_Type) {
         PyDictObject *mp = (PyDictObject *)op;
         if (mp->ma_values != NULL) {
@@ -72,6 +140,8 @@ _PyStorage_VisitSlots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg)
         if (keys == empty_keys()) {
             return 0;
         }
+        EXTENT(keys, sizeof(PyDictKeysObject));
+        EXTENT(keys, keys_size(keys));
         Py_ssize_t n = keys->dk_nentries;
         if (DK_IS_UNICODE(keys)) {
             PyDictUnicodeEntry *ep = DK_UNICODE_ENTRIES(keys);
@@ -90,20 +160,46 @@ _PyStorage_VisitSlots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg)
     }
     else if (tp == &PyList_Type) {
         PyListObject *l = (PyListObject *)op;
+        if (check && (Py_SIZE(l) < 0 || Py_SIZE(l) > l->allocated
+                      || (l->ob_item == NULL && Py_SIZE(l) != 0)))
+        {
+            EXTENT(op, SIZE_MAX);
+        }
         VISIT(&l->ob_item, _PyStorage_SLOT_TABLE);
+        if (l->ob_item != NULL) {
+            EXTENT(l->ob_item, var_size(0, l->allocated, sizeof(PyObject *)));
+        }
         for (Py_ssize_t i = 0; i < Py_SIZE(l); i++) {
             VISIT(&l->ob_item[i], _PyStorage_SLOT_OBJECT);
         }
     }
     else if (tp == &PyTuple_Type) {
+        EXTENT(op, var_size((size_t)tp->tp_basicsize, Py_SIZE(op),
+                            sizeof(PyObject *)));
         for (Py_ssize_t i = 0; i < Py_SIZE(op); i++) {
             VISIT(&((PyTupleObject *)op)->ob_item[i], _PyStorage_SLOT_OBJECT);
         }
     }
     else if (tp == &PySet_Type || tp == &PyFrozenSet_Type) {
         PySetObject *so = (PySetObject *)op;
+        size_t slots = (size_t)so->mask + 1;
+        if (check && (so->mask < PySet_MINSIZE - 1 || (slots & so->mask)
+                      || so->fill > so->mask || so->used > so->fill
+                      || so->used < 0))
+        {
+            EXTENT(op, SIZE_MAX);
+        }
         if (so->table != so->smalltable) {
             VISIT(&so->table, _PyStorage_SLOT_TABLE);
+        }
+        /* The small table, exactly when the set is smallest. */
+        if (check && (so->mask == PySet_MINSIZE - 1)
+                     != (so->table == so->smalltable))
+        {
+            EXTENT(op, SIZE_MAX);
+        }
+        if (so->table != so->smalltable) {
+            EXTENT(so->table, var_size(0, so->mask + 1, sizeof(setentry)));
         }
         for (Py_ssize_t i = 0; i <= so->mask; i++) {
             VISIT(&so->table[i].key, _PyStorage_SLOT_OBJECT);
@@ -114,8 +210,18 @@ _PyStorage_VisitSlots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg)
         if (b->ob_bytes != NULL) {
             /* ob_start points into the buffer: an offset, kept. */
             Py_ssize_t start = b->ob_start - b->ob_bytes;
+            if (check && (start < 0 || Py_SIZE(b) < 0
+                          || Py_SIZE(b) >= b->ob_alloc
+                          || start > b->ob_alloc - 1 - Py_SIZE(b)))
+            {
+                EXTENT(op, SIZE_MAX);
+            }
             VISIT(&b->ob_bytes, _PyStorage_SLOT_TABLE);
+            EXTENT(b->ob_bytes, var_size(0, b->ob_alloc, 1));
             b->ob_start = b->ob_bytes + start;
+        }
+        else if (check && (Py_SIZE(b) != 0 || b->ob_alloc != 0)) {
+            EXTENT(op, SIZE_MAX);
         }
     }
     else if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
@@ -135,16 +241,38 @@ _PyStorage_VisitSlots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg)
             }
         }
     }
-    else if (tp != &PyLong_Type && tp != &PyBool_Type && tp != &PyFloat_Type
-             && tp != &PyComplex_Type && tp != &PyUnicode_Type
-             && tp != &PyBytes_Type)
-    {
+    else if (tp == &PyLong_Type || tp == &PyBool_Type) {
+        Py_ssize_t n = Py_SIZE(op);
+        EXTENT(op, var_size(offsetof(PyLongObject, ob_digit),
+                            n < 0 ? -n : n, sizeof(digit)));
+    }
+    else if (tp == &PyBytes_Type) {
+        EXTENT(op, var_size(offsetof(PyBytesObject, ob_sval) + 1, Py_SIZE(op),
+                            1));
+    }
+    else if (tp == &PyUnicode_Type) {
+        EXTENT(op, str_size(op));
+    }
+    else if (tp != &PyFloat_Type && tp != &PyComplex_Type) {
         return -1;
     }
     return 0;
 }
 
 #undef VISIT
+#undef EXTENT
+
+int
+_PyStorage_VisitSlots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg)
+{
+    return visit_slots(op, visit, arg, 0);
+}
+
+int
+_PyStorage_CheckSlots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg)
+{
+    return visit_slots(op, visit, arg, 1);
+}
 
 void
 _PyStorage_ResetVolatile(PyObject *op)

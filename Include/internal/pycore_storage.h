@@ -532,6 +532,22 @@ PyAPI_FUNC(int) _PyStorage_VisitSlots(PyObject *op,
                                       _PyStorage_SlotVisitor visit,
                                       void *arg);
 
+/* The same walk over memory that nothing has checked yet (a file being
+   opened), which also tells what each part must hold before reading it:
+   visit((void **)&extent, _PyStorage_SLOT_EXTENT, arg) with the bytes
+   that op's block (from op) or a table (from its start) must have, for
+   what op's header says; size SIZE_MAX when the header is impossible.
+   Each table's pointer is visited first (and may be replaced), then its
+   extent, then what it holds. */
+#define _PyStorage_SLOT_EXTENT 2
+typedef struct {
+    const void *start;
+    size_t size;
+} _PyStorage_Extent;
+PyAPI_FUNC(int) _PyStorage_CheckSlots(PyObject *op,
+                                      _PyStorage_SlotVisitor visit,
+                                      void *arg);
+
 /* Forget what an earlier process (or a deallocation that an abort undid)
    left in op's volatile metadata (see PyStorage_VisitVolatile()):
    reference count 0, untracked, no caches.  op's type must be set. */

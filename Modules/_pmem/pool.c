@@ -904,6 +904,16 @@ static int
 check_slot(void **slot, int kind, void *arg)
 {
     open_state *st = (open_state *)arg;
+    if (kind == _PyStorage_SLOT_EXTENT) {
+        /* An object's block, or a table, holds what its header says. */
+        _PyStorage_Extent *x = (_PyStorage_Extent *)slot;
+        char *start = (char *)x->start;
+        alloc_entry *e = find_alloc(st, start);
+        size_t usable = e->key == NULL ? 0 : pmemobj_alloc_usable_size(
+            pmemobj_oid(e->block)) - (size_t)(start - e->block);
+        return x->size <= usable
+               ? 0 : problem(st, "a size that its memory cannot hold");
+    }
     char *v = *slot;
     if (v == NULL) {
         return 0;
@@ -1053,7 +1063,7 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
         /* Its pointers first (they may have to move with the pool). */
         st->source = (char *)(uintptr_t)p->root->anchor;
         st->target = (char *)Py_None;
-        if (_PyStorage_VisitSlots(table, check_slot, st) != 0) {
+        if (_PyStorage_CheckSlots(table, check_slot, st) != 0) {
             PyErr_Format(p->error, "pool %R is corrupt: its type table "
                          "holds %s", p->path,
                          st->problem ? st->problem : "what it cannot");
@@ -1216,7 +1226,7 @@ check_pointers(open_state *st, struct pool_root *root, char *target)
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->obj != NULL && e->broken == NULL
-            && _PyStorage_VisitSlots(e->obj, check_slot, st) != 0)
+            && _PyStorage_CheckSlots(e->obj, check_slot, st) != 0)
         {
             e->broken = st->problem != NULL ? st->problem
                                             : "what a pool cannot hold";
