@@ -457,6 +457,34 @@ modify_fields(PyStorageManager *sm, void *op, size_t size)
                       size - sizeof(PyObject));
 }
 
+void
+_PyStorage_DeallocSlow(PyObject *op)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(op);
+    if (sm == NULL) {
+        return;
+    }
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject *exc_type, *exc, *tb;
+    PyErr_Fetch(&exc_type, &exc, &tb);
+    int r = sm->begin(sm);
+    if (r == 0) {
+        r = modify_fields(sm, op, (size_t)tp->tp_basicsize);
+        if (r == 0 && (tp->tp_flags & Py_TPFLAGS_MANAGED_DICT)) {
+            /* The dict and values pointers, before the GC head. */
+            r = sm->modify(sm, _PyObject_ValuesPointer(op),
+                           2 * sizeof(PyObject *));
+        }
+        if (sm->end(sm, r == 0) < 0) {
+            r = -1;
+        }
+    }
+    if (r < 0) {
+        _PyStorage_WriteUnraisable(op);
+    }
+    PyErr_Restore(exc_type, exc, tb);
+}
+
 int
 _PyStorage_ModifyDictSlotSlow(PyDictObject *mp, Py_ssize_t hashpos,
                               Py_ssize_t ix)
@@ -544,6 +572,28 @@ _PyStorage_InsertDict(
         return -1;
     }
     int r;
+    if (sm != NULL && (sm->flags & PyStorage_PERSISTENT)
+        && (PyUnicode_CheckExact(key) || PyLong_CheckExact(key)))
+    {
+        /* A key already in the dict (its comparisons run no code): the
+           entry keeps its key, and a number may be overwritten. */
+        PyObject *old;
+        Py_ssize_t ix = _Py_dict_lookup(mp, key, hash, &old);
+        r = ix == DKIX_ERROR ? -1
+            : old == NULL ? 0 : _PyStorage_StoreOver(sm, old, value);
+        if (r == 0 && old != NULL) {
+            PyObject *stored = DK_IS_UNICODE(mp->ma_keys)
+                               ? DK_UNICODE_ENTRIES(mp->ma_keys)[ix].me_key
+                               : DK_ENTRIES(mp->ma_keys)[ix].me_key;
+            Py_INCREF(stored);
+            Py_SETREF(key, stored);
+        }
+        if (r != 0) {
+            Py_DECREF(key);
+            Py_DECREF(value);
+            return _PyStorage_TxEnd(sm) < 0 || r < 0 ? -1 : 0;
+        }
+    }
     if (sm != NULL
         && (_PyStorage_StoreSlow((PyObject *)mp, &key, 1) < 0
             || _PyStorage_StoreSlow((PyObject *)mp, &value, 1) < 0))

@@ -43,6 +43,22 @@ empty_keys(void)
 }
 
 int
+_PyStorage_SharesEmptyKeys(PyObject *op)
+{
+    return PyDict_CheckExact(op)
+           && ((PyDictObject *)op)->ma_keys == empty_keys();
+}
+
+void
+_PyStorage_AddEmptyKeysRefs(Py_ssize_t n)
+{
+    PyDictKeysObject *keys = empty_keys();
+    if (keys != NULL) {
+        keys->dk_refcnt += n;
+    }
+}
+
+int
 _PyStorage_IsStaticTarget(const void *ptr)
 {
     return (_PyStorage_IsStatic((PyObject *)ptr) || ptr == _PySet_Dummy
@@ -137,7 +153,9 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
         }
         VISIT(&mp->ma_keys, _PyStorage_SLOT_TABLE);
         PyDictKeysObject *keys = mp->ma_keys;
-        if (keys == empty_keys()) {
+        if (keys == empty_keys() || PyStorage_Of(keys) == &PyStorage_DRAM) {
+            /* The empty keys (of this binary, or, half-way through an
+               open that rewrites static pointers, of another one). */
             return 0;
         }
         EXTENT(keys, sizeof(PyDictKeysObject));
@@ -146,6 +164,11 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
         if (DK_IS_UNICODE(keys)) {
             PyDictUnicodeEntry *ep = DK_UNICODE_ENTRIES(keys);
             for (Py_ssize_t i = 0; i < n; i++) {
+                if (check
+                    && (ep[i].me_key == NULL) != (ep[i].me_value == NULL))
+                {
+                    EXTENT(op, SIZE_MAX);     /* half an entry */
+                }
                 VISIT(&ep[i].me_key, _PyStorage_SLOT_OBJECT);
                 VISIT(&ep[i].me_value, _PyStorage_SLOT_OBJECT);
             }
@@ -153,6 +176,11 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
         else {
             PyDictKeyEntry *ep = DK_ENTRIES(keys);
             for (Py_ssize_t i = 0; i < n; i++) {
+                if (check
+                    && (ep[i].me_key == NULL) != (ep[i].me_value == NULL))
+                {
+                    EXTENT(op, SIZE_MAX);     /* half an entry */
+                }
                 VISIT(&ep[i].me_key, _PyStorage_SLOT_OBJECT);
                 VISIT(&ep[i].me_value, _PyStorage_SLOT_OBJECT);
             }
@@ -170,6 +198,9 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
             EXTENT(l->ob_item, var_size(0, l->allocated, sizeof(PyObject *)));
         }
         for (Py_ssize_t i = 0; i < Py_SIZE(l); i++) {
+            if (check && l->ob_item[i] == NULL) {
+                EXTENT(op, SIZE_MAX);
+            }
             VISIT(&l->ob_item[i], _PyStorage_SLOT_OBJECT);
         }
     }
@@ -177,6 +208,9 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
         EXTENT(op, var_size((size_t)tp->tp_basicsize, Py_SIZE(op),
                             sizeof(PyObject *)));
         for (Py_ssize_t i = 0; i < Py_SIZE(op); i++) {
+            if (check && ((PyTupleObject *)op)->ob_item[i] == NULL) {
+                EXTENT(op, SIZE_MAX);
+            }
             VISIT(&((PyTupleObject *)op)->ob_item[i], _PyStorage_SLOT_OBJECT);
         }
     }
@@ -208,7 +242,12 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
     else if (tp == &PyByteArray_Type) {
         PyByteArrayObject *b = (PyByteArrayObject *)op;
         if (b->ob_bytes != NULL) {
-            /* ob_start points into the buffer: an offset, kept. */
+            /* ob_start points into the buffer: moved on its own (a move
+               may stop between the two pointers), then checked. */
+            if (check) {
+                VISIT(&b->ob_start, _PyStorage_SLOT_INTERIOR);
+            }
+            VISIT(&b->ob_bytes, _PyStorage_SLOT_TABLE);
             Py_ssize_t start = b->ob_start - b->ob_bytes;
             if (check && (start < 0 || Py_SIZE(b) < 0
                           || Py_SIZE(b) >= b->ob_alloc
@@ -216,9 +255,7 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
             {
                 EXTENT(op, SIZE_MAX);
             }
-            VISIT(&b->ob_bytes, _PyStorage_SLOT_TABLE);
             EXTENT(b->ob_bytes, var_size(0, b->ob_alloc, 1));
-            b->ob_start = b->ob_bytes + start;
         }
         else if (check && (Py_SIZE(b) != 0 || b->ob_alloc != 0)) {
             EXTENT(op, SIZE_MAX);

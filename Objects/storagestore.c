@@ -607,6 +607,45 @@ _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
 }
 
 int
+_PyStorage_StoreOver(PyStorageManager *sm, PyObject *old, PyObject *value)
+{
+    if (Py_REFCNT(old) != 1 || Py_TYPE(old) != Py_TYPE(value)
+        || _PyStorage_Lookup(old) != sm || _PyStorage_IsStatic(value)
+        || _PyStorage_Lookup(value) == sm)
+    {
+        return 0;
+    }
+    char *to, *from;
+    size_t size;
+    if (PyFloat_CheckExact(old)) {
+        to = (char *)&((PyFloatObject *)old)->ob_fval;
+        from = (char *)&((PyFloatObject *)value)->ob_fval;
+        size = sizeof(double);
+    }
+    else if (PyLong_CheckExact(old)) {
+        /* An int's block has room for at least one digit. */
+        Py_ssize_t have = Py_ABS(Py_SIZE(old));
+        Py_ssize_t need = Py_ABS(Py_SIZE(value));
+        if (Py_MAX(need, 1) > Py_MAX(have, 1)) {
+            return 0;
+        }
+        to = (char *)&((PyVarObject *)old)->ob_size;
+        from = (char *)&((PyVarObject *)value)->ob_size;
+        size = offsetof(PyLongObject, ob_digit)
+               - offsetof(PyVarObject, ob_size)
+               + (size_t)need * sizeof(digit);
+    }
+    else {
+        return 0;
+    }
+    if (sm->modify(sm, to, size) < 0) {
+        return -1;
+    }
+    memcpy(to, from, size);
+    return 1;
+}
+
+int
 _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq, PyObject *source,
                           Py_ssize_t source_held)
 {

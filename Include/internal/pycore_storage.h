@@ -152,6 +152,21 @@ _PyStorage_ModifyFields(void *op, size_t size)
             : 0);
 }
 
+/* An instance of a heap type is being deallocated: what its deallocation
+   clears (its __slots__, its dict pointers) is logged first, inside an
+   operation of its manager, so that undoing the enclosing transaction
+   brings the object back whole.  Errors are unraisable. */
+_PyStorage_COLD
+PyAPI_FUNC(void) _PyStorage_DeallocSlow(PyObject *op);
+
+static inline void
+_PyStorage_Dealloc(PyObject *op)
+{
+    if (_PyStorage_ACTIVE()) {
+        _PyStorage_DeallocSlow(op);
+    }
+}
+
 /* A slot of a dict is about to change: its index slot hashpos and its
    entry ix (each when >= 0), with the dict's and its keys' fields. */
 _PyStorage_COLD
@@ -410,6 +425,16 @@ _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue,
                                      Py_ssize_t held);
 
+/* A store of value over old, a number of sm that only the slot being
+   stored into refers to (the dict's entry, the list's item): when value
+   is a volatile number of old's type that fits in old's block, old's
+   value is overwritten in place (one logged range, no allocation, no
+   free: what a C program on the pool would do) and the slot keeps old.
+   1 when done, 0 when the store must go the usual way, -1 with an
+   exception set. */
+PyAPI_FUNC(int) _PyStorage_StoreOver(PyStorageManager *sm, PyObject *old,
+                                     PyObject *value);
+
 /* The rule for every item of *pseq, a list or tuple from
    PySequence_Fast(source) whose items are about to be stored into owner;
    *pseq is a reference the caller owns.  When an item must be copied or
@@ -538,8 +563,11 @@ PyAPI_FUNC(int) _PyStorage_VisitSlots(PyObject *op,
    that op's block (from op) or a table (from its start) must have, for
    what op's header says; size SIZE_MAX when the header is impossible.
    Each table's pointer is visited first (and may be replaced), then its
-   extent, then what it holds. */
+   extent, then what it holds.  A pointer into the middle of a table (a
+   bytearray's start) is visited as _PyStorage_SLOT_INTERIOR, to be moved
+   with the memory. */
 #define _PyStorage_SLOT_EXTENT 2
+#define _PyStorage_SLOT_INTERIOR 3
 typedef struct {
     const void *start;
     size_t size;
@@ -547,6 +575,12 @@ typedef struct {
 PyAPI_FUNC(int) _PyStorage_CheckSlots(PyObject *op,
                                       _PyStorage_SlotVisitor visit,
                                       void *arg);
+
+/* The interpreter's empty dict keys are shared, and reference counted:
+   a manager that gives dicts of its memory those keys without the
+   interpreter's knowledge (an open, an undo) counts them. */
+PyAPI_FUNC(int) _PyStorage_SharesEmptyKeys(PyObject *op);
+PyAPI_FUNC(void) _PyStorage_AddEmptyKeysRefs(Py_ssize_t n);
 
 /* Forget what an earlier process (or a deallocation that an abort undid)
    left in op's volatile metadata (see PyStorage_VisitVolatile()):

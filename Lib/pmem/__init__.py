@@ -58,14 +58,6 @@ class Pool(_pmem.Pool):
         """A context manager for one transaction: ``with pool:``."""
         return self
 
-    def __enter__(self):
-        self.begin()
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        self.end(exc_type is None)
-        return False
-
     def __repr__(self):
         state = "closed" if self.closed else "open"
         return f"<pmem.Pool {self.path!r} ({state})>"

@@ -106,6 +106,8 @@ typedef struct {
     PyObject *classes;            /* [class or None], by type table index */
     char **txfreed;               /* blocks freed by the transaction */
     size_t ntxfreed, txfreed_allocated;
+    char **txmade;                /* blocks allocated by the transaction */
+    size_t ntxmade, txmade_allocated;
     struct savepoint *savepoints; /* of the nested `with pool:` blocks */
     int nsavepoints, savepoints_allocated;
     char *undo;                   /* what changed since the first one */
@@ -179,6 +181,7 @@ builtin_type_code(PyTypeObject *type)
 
 typedef struct open_state repair_state;
 static uint64_t pool_type_code(PoolObject *p, PyTypeObject *type);
+static int record_made(PoolObject *p, char *block);
 static repair_state *repair_prepare(PoolObject *p, size_t from);
 static void repair_finish(PoolObject *p, repair_state *st);
 
@@ -220,7 +223,31 @@ pool_alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
     if (pmemobj_zalloc(p->pop, &oid, size, code) != 0) {
         return NULL;
     }
-    return pmemobj_direct(oid);
+    char *block = pmemobj_direct(oid);
+    if (in_my_transaction(p) && record_made(p, block) < 0) {
+        pmemobj_free(&oid);
+        return NULL;
+    }
+    return block;
+}
+
+/* Append block to a list of the transaction's blocks.  0, or -1 when
+   out of memory. */
+static int
+block_list_append(char ***plist, size_t *pn, size_t *pallocated,
+                  char *block)
+{
+    if (*pn == *pallocated) {
+        size_t n = *pn ? 2 * *pn : 64;
+        char **list = PyMem_RawRealloc(*plist, n * sizeof(char *));
+        if (list == NULL) {
+            return -1;
+        }
+        *plist = list;
+        *pallocated = n;
+    }
+    (*plist)[(*pn)++] = block;
+    return 0;
 }
 
 /* Record a block that the transaction frees: it is freed when the
@@ -230,17 +257,18 @@ pool_alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
 static int
 record_free(PoolObject *p, char *block)
 {
-    if (p->ntxfreed == p->txfreed_allocated) {
-        size_t n = p->ntxfreed ? 2 * p->ntxfreed : 64;
-        char **list = PyMem_RawRealloc(p->txfreed, n * sizeof(char *));
-        if (list == NULL) {
-            return -1;
-        }
-        p->txfreed = list;
-        p->txfreed_allocated = n;
-    }
-    p->txfreed[p->ntxfreed++] = block;
-    return 0;
+    return block_list_append(&p->txfreed, &p->ntxfreed,
+                             &p->txfreed_allocated, block);
+}
+
+/* Record a block that the transaction allocated: what is written into it
+   without being logged (a new object is filled in) is flushed by the
+   commit. */
+static int
+record_made(PoolObject *p, char *block)
+{
+    return block_list_append(&p->txmade, &p->ntxmade,
+                             &p->txmade_allocated, block);
 }
 
 typedef struct {
@@ -278,13 +306,8 @@ pool_realloc(PyStorageManager *sm, void *ptr, size_t size)
         {
             return NULL;
         }
-        /* Flushed by the commit, like a block of the transaction's own;
-           nothing to undo in it (an undo drops it). */
-        void *block = pmemobj_direct(moved);
-        if (pmemobj_tx_xadd_range_direct(block, size, POBJ_XADD_NO_SNAPSHOT
-                                         | POBJ_XADD_NO_ABORT) != 0
-            || record_free(p, ptr) < 0)
-        {
+        char *block = pmemobj_direct(moved);
+        if (record_made(p, block) < 0 || record_free(p, ptr) < 0) {
             pmemobj_free(&moved);
             return NULL;
         }
@@ -380,6 +403,12 @@ pool_end(PyStorageManager *sm, int ok)
         }
     }
     if (committing) {
+        /* The commit drains these flushes before it commits. */
+        for (size_t i = 0; i < p->ntxmade; i++) {
+            PMEMoid made = pmemobj_oid(p->txmade[i]);
+            pmemobj_flush(p->pop, p->txmade[i],
+                          pmemobj_alloc_usable_size(made));
+        }
         pmemobj_tx_commit();
     }
     else {
@@ -392,6 +421,7 @@ pool_end(PyStorageManager *sm, int ok)
     }
     int err = pmemobj_tx_end();
     p->ntxfreed = 0;
+    p->ntxmade = 0;
     p->nsavepoints = 0;
     p->undo_len = 0;
     if (repair != NULL) {
@@ -636,8 +666,13 @@ open_error(PyObject *error, PyObject *path, int err, const char *msg)
    the interpreter.  The child reports pmemobj_check()'s result in its
    exit status, and errno and libpmemobj's message through a pipe.
    0, or -1 with an exception set. */
+/* The time the check of a pool of size bytes may take: 5 seconds, and 1
+   more per 16 MiB (here it checks 64 MiB in a tenth of a second). */
+#define CHECK_SECONDS(size) (5u + (unsigned int)((size) >> 24))
+
 static int
-check_metadata(PyObject *error, PyObject *path, const char *cpath)
+check_metadata(PyObject *error, PyObject *path, const char *cpath,
+               size_t size)
 {
     int fds[2];
     if (pipe(fds) < 0) {
@@ -650,10 +685,28 @@ check_metadata(PyObject *error, PyObject *path, const char *cpath)
         signal(SIGSEGV, SIG_DFL);
         signal(SIGBUS, SIG_DFL);
         signal(SIGABRT, SIG_DFL);
+        signal(SIGFPE, SIG_DFL);
+        /* Nor is a check that never ends (a cycle in corrupt metadata):
+           a generous time for the pool's size. */
+        signal(SIGALRM, SIG_DFL);
+        alarm(CHECK_SECONDS(size));
         close(fds[0]);
         int ok = pmemobj_check(cpath, POOL_LAYOUT);
         int err = errno;
         const char *msg = ok < 0 ? pmemobj_errormsg() : "";
+        if (ok == 1) {
+            /* The open will walk every allocation, which metadata that
+               the check passes can still make loop or crash: first here.
+               A failure to open is for the parent to report. */
+            PMEMobjpool *pop = pmemobj_open(cpath, POOL_LAYOUT);
+            if (pop != NULL) {
+                PMEMoid oid;
+                POBJ_FOREACH(pop, oid) {
+                    (void)pmemobj_alloc_usable_size(oid);
+                }
+                pmemobj_close(pop);
+            }
+        }
         (void)!write(fds[1], &err, sizeof(err));
         (void)!write(fds[1], msg, strlen(msg));
         _exit(ok == 1 ? 0 : ok == 0 ? 1 : 2);
@@ -686,6 +739,11 @@ check_metadata(PyObject *error, PyObject *path, const char *cpath)
             PyErr_SetFromErrno(PyExc_OSError);
             return -1;
         }
+    }
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) {
+        PyErr_Format(error, "pool %R is corrupt: checking its metadata "
+                     "did not end in %u seconds", path, CHECK_SECONDS(size));
+        return -1;
     }
     if (WIFSIGNALED(status)) {
         PyErr_Format(error, "pool %R is corrupt: checking its metadata "
@@ -746,12 +804,12 @@ check_file(PyObject *error, PyObject *path, const char *cpath)
                      (size_t)PMEMOBJ_MIN_POOL);
         return -1;
     }
-    return check_metadata(error, path, cpath);
+    return check_metadata(error, path, cpath, (size_t)st.st_size);
 }
 
 /* Check the root of an open pool: 0, or -1 with PoolError set. */
 static int
-check_root(PyObject *error, PyObject *path, PMEMobjpool *pop)
+check_root(PyObject *error, PyObject *path, PMEMobjpool *pop, size_t size)
 {
     size_t root_size = pmemobj_root_size(pop);
     if (root_size < offsetof(struct pool_root, namespace)) {
@@ -761,6 +819,14 @@ check_root(PyObject *error, PyObject *path, PMEMobjpool *pop)
         return -1;
     }
     struct pool_root *root = pmemobj_direct(pmemobj_root(pop, root_size));
+    /* The root's place is not under the header's checksum. */
+    if ((char *)root < (char *)pop || root_size > size
+        || (size_t)((char *)root - (char *)pop) > size - root_size)
+    {
+        PyErr_Format(error, "pool %R is corrupt: its root lies outside it",
+                     path);
+        return -1;
+    }
     if (memcmp(root->magic, POOL_MAGIC, sizeof(root->magic)) != 0) {
         PyErr_Format(error, "%R is not a pmem-python pool: bad magic in "
                      "its root", path);
@@ -781,7 +847,7 @@ check_root(PyObject *error, PyObject *path, PMEMobjpool *pop)
     return 0;
 }
 
-/* --- the open pass --------------------------------------------------------- */
+/* --- the open pass ------------------------------------------------------- */
 
 /* Every allocation of the pool, by the address that pointers to it hold
    (an object's, past its pre-header; a table's start): an open-addressing
@@ -812,6 +878,9 @@ struct open_state {
     char *old[5];
     char *lo, *hi;                /* the pool's range */
     int dirty;                    /* static pointers were rewritten */
+    Py_ssize_t empty_keys;        /* references to the empty keys, gained */
+    int static_step;              /* count_slot() on a static object: -1
+                                     before an undo, +1 after */
     const char *problem;          /* what the pass found wrong */
 };
 typedef struct open_state open_state;
@@ -834,7 +903,18 @@ list_allocations(PMEMobjpool *pop, size_t *pn)
         return NULL;
     }
     PMEMoid oid;
+    char *last = NULL;
     POBJ_FOREACH(pop, oid) {
+        /* The walk goes up the heap: anything else is a cycle in corrupt
+           metadata, which would never end. */
+        char *block = pmemobj_direct(oid);
+        if (block <= last) {
+            PyMem_RawFree(items);
+            PyErr_SetString(PyExc_ValueError, "the heap's allocations "
+                            "do not follow one another");
+            return NULL;
+        }
+        last = block;
         if (n == allocated) {
             allocated *= 2;
             alloc_item *more = PyMem_RawRealloc(items,
@@ -883,6 +963,19 @@ find_alloc(open_state *st, const void *key)
     }
 }
 
+/* The interpreter's static objects (None, True, small ints...) are
+   reference counted, and the pool's objects hold references to them that
+   no process took: each open takes them (the reachable objects'), and an
+   undo gives back those of the memory it replaces and takes those of the
+   memory it restores.  The set dummy is not counted by the set code. */
+static inline void
+add_static_ref(PyObject *v, int n)
+{
+    if (v != _PySet_Dummy) {
+        Py_SET_REFCNT(v, Py_REFCNT(v) + n);
+    }
+}
+
 static PyTypeObject *
 type_of_code(uint64_t code)
 {
@@ -912,7 +1005,8 @@ check_slot(void **slot, int kind, void *arg)
         size_t usable = e->key == NULL ? 0 : pmemobj_alloc_usable_size(
             pmemobj_oid(e->block)) - (size_t)(start - e->block);
         return x->size <= usable
-               ? 0 : problem(st, "a size that its memory cannot hold");
+               ? 0 : problem(st, "a header that its memory cannot hold "
+                                 "(corrupt sizes or items)");
     }
     char *v = *slot;
     if (v == NULL) {
@@ -930,6 +1024,9 @@ check_slot(void **slot, int kind, void *arg)
         }
     }
     if (v >= st->lo && v < st->hi) {
+        if (kind == _PyStorage_SLOT_INTERIOR) {
+            return 0;             /* the owner checks where it lands */
+        }
         alloc_entry *e = find_alloc(st, v);
         if (kind == _PyStorage_SLOT_TABLE) {
             /* A table of the pool, or a set's own small table (which
@@ -943,6 +1040,9 @@ check_slot(void **slot, int kind, void *arg)
         }
         return e->key != NULL && e->obj != NULL
                ? 0 : problem(st, "a pointer that lands on no object");
+    }
+    if (kind == _PyStorage_SLOT_INTERIOR) {
+        return problem(st, "a pointer outside the pool");
     }
     /* A static object of the binary whose None is at x, seen from this
        process's binary: v + ((char *)Py_None - x). */
@@ -1001,7 +1101,13 @@ mark_slot(void **slot, int kind, void *arg)
 {
     mark_state *ms = (mark_state *)arg;
     char *v = *slot;
-    if (v == NULL || v < ms->st->lo || v >= ms->st->hi) {
+    if (v == NULL) {
+        return 0;
+    }
+    if (v < ms->st->lo || v >= ms->st->hi) {
+        if (kind == _PyStorage_SLOT_OBJECT) {
+            add_static_ref((PyObject *)v, 1);
+        }
         return 0;
     }
     if (kind == _PyStorage_SLOT_TABLE) {
@@ -1260,6 +1366,10 @@ open_pass(PoolObject *p)
     size_t n;
     alloc_item *items = list_allocations(pop, &n);
     if (items == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyErr_Format(p->error, "pool %R is corrupt: the heap's "
+                         "allocations do not follow one another", p->path);
+        }
         return -1;
     }
     if (alloc_table_init(&st, n) < 0) {
@@ -1365,6 +1475,14 @@ open_pass(PoolObject *p)
         }
     }
 
+    /* The interpreter's empty keys, held by the pool's empty dicts. */
+    for (size_t i = 0; i <= st.mask; i++) {
+        alloc_entry *e = &st.entries[i];
+        if (e->mark && e->obj != NULL && _PyStorage_SharesEmptyKeys(e->obj)) {
+            _PyStorage_AddEmptyKeysRefs(1);
+        }
+    }
+
     /* 4. The rest is what a crash left behind: freed. */
     for (size_t i = 0; i <= st.mask; i++) {
         alloc_entry *e = &st.entries[i];
@@ -1402,7 +1520,7 @@ done:
     return r;
 }
 
-/* --- after an abort ------------------------------------------------------- */
+/* --- after an abort ------------------------------------------------------ */
 
 /* The type of an allocation's object in this process; NULL for a table. */
 static PyTypeObject *
@@ -1434,13 +1552,17 @@ count_slot(void **slot, int kind, void *arg)
 {
     open_state *st = (open_state *)arg;
     char *v = *slot;
-    if (kind == _PyStorage_SLOT_OBJECT && v != NULL && v >= st->lo
-        && v < st->hi)
-    {
+    if (kind != _PyStorage_SLOT_OBJECT || v == NULL) {
+        return 0;
+    }
+    if (v >= st->lo && v < st->hi) {
         alloc_entry *e = find_alloc(st, v);
         if (e->key != NULL && e->obj != NULL) {
             e->count++;
         }
+    }
+    else {
+        add_static_ref((PyObject *)v, st->static_step);
     }
     return 0;
 }
@@ -1485,6 +1607,7 @@ repair_prepare(PoolObject *p, size_t from)
             }
         }
     }
+    st->static_step = -1;
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->obj != NULL && !e->dead) {
@@ -1497,6 +1620,9 @@ repair_prepare(PoolObject *p, size_t from)
             e->dram = e->dead ? 0 : Py_REFCNT(e->obj) - e->count;
             e->live = !e->dead && Py_REFCNT(e->obj) > 0;
             e->count = 0;
+            if (!e->dead && _PyStorage_SharesEmptyKeys(e->obj)) {
+                st->empty_keys--;     /* counted again after the undo */
+            }
         }
     }
     return st;
@@ -1561,7 +1687,13 @@ release_slot(void **slot, int kind, void *arg)
     release_state *rs = (release_state *)arg;
     repair_state *st = rs->st;
     char *v = *slot;
-    if (v == NULL || v < st->lo || v >= st->hi) {
+    if (v == NULL) {
+        return 0;
+    }
+    if (v < st->lo || v >= st->hi) {
+        if (kind == _PyStorage_SLOT_OBJECT) {
+            add_static_ref((PyObject *)v, -1);
+        }
         return 0;
     }
     alloc_entry *e = find_alloc(st, v);
@@ -1599,6 +1731,9 @@ release_garbage(PoolObject *p, repair_state *st)
     }
     while (rs.depth > 0 && !err) {
         alloc_entry *e = rs.stack[--rs.depth];
+        if (PyObject_IS_GC(e->obj) && PyObject_GC_IsTracked(e->obj)) {
+            PyObject_GC_UnTrack(e->obj);
+        }
         err = _PyStorage_VisitSlots(e->obj, release_slot, &rs) < 0;
         if (PyType_HasFeature(Py_TYPE(e->obj), Py_TPFLAGS_HEAPTYPE)) {
             Py_DECREF(Py_TYPE(e->obj));
@@ -1615,12 +1750,14 @@ repair_finish(PoolObject *p, repair_state *st)
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->obj != NULL && e->dead != 2) {
+            st->static_step = 1;
             (void)_PyStorage_VisitSlots(e->obj, count_slot, st);
         }
     }
     uint64_t roots[] = {p->root->namespace, p->root->types};
     for (int k = 0; k < 2; k++) {
-        alloc_entry *e = roots[k] == 0 ? NULL : find_alloc(st, st->lo + roots[k]);
+        alloc_entry *e = roots[k] == 0
+                         ? NULL : find_alloc(st, st->lo + roots[k]);
         if (e != NULL && e->key != NULL) {
             e->count++;           /* the root's */
         }
@@ -1657,6 +1794,15 @@ repair_finish(PoolObject *p, repair_state *st)
         }
     }
     release_garbage(p, st);
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->obj != NULL && e->dead != 2
+            && _PyStorage_SharesEmptyKeys(e->obj))
+        {
+            st->empty_keys++;
+        }
+    }
+    _PyStorage_AddEmptyKeysRefs(st->empty_keys);
     PyMem_RawFree(st->entries);
     PyMem_RawFree(st);
 }
@@ -1745,7 +1891,7 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(error);
         goto error;
     }
-    if (check_root(error, path, pop) < 0) {
+    if (check_root(error, path, pop, (size_t)st.st_size) < 0) {
         pmemobj_close(pop);
         Py_DECREF(error);
         goto error;
@@ -1867,13 +2013,17 @@ gc_release_slot(void **slot, int kind, void *arg)
     /* A garbage object's reference to a live one, given up. */
     open_state *st = (open_state *)arg;
     char *v = *slot;
-    if (kind == _PyStorage_SLOT_OBJECT && v != NULL && v >= st->lo
-        && v < st->hi)
-    {
+    if (kind != _PyStorage_SLOT_OBJECT || v == NULL) {
+        return 0;
+    }
+    if (v >= st->lo && v < st->hi) {
         alloc_entry *e = find_alloc(st, v);
         if (e->key != NULL && e->mark) {
             Py_SET_REFCNT((PyObject *)v, Py_REFCNT((PyObject *)v) - 1);
         }
+    }
+    else {
+        add_static_ref((PyObject *)v, -1);
     }
     return 0;
 }
@@ -1931,6 +2081,9 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
             if (PyType_HasFeature(Py_TYPE(e->obj), Py_TPFLAGS_HEAPTYPE)) {
                 Py_DECREF(Py_TYPE(e->obj));
             }
+            if (_PyStorage_SharesEmptyKeys(e->obj)) {
+                _PyStorage_AddEmptyKeysRefs(-1);
+            }
             freed++;
         }
     }
@@ -1970,12 +2123,11 @@ pool_begin_meth(PoolObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-static PyObject *
-pool_end_meth(PoolObject *self, PyObject *ok)
+static int
+pool_end_block(PoolObject *self, int commit)
 {
-    int commit = PyObject_IsTrue(ok);
-    if (commit < 0 || check_open(self) < 0) {
-        return NULL;
+    if (check_open(self) < 0) {
+        return -1;
     }
     if (self->nsavepoints > 0 && in_my_transaction(self)
         && self->savepoints[self->nsavepoints - 1].depth == self->depth)
@@ -1983,10 +2135,42 @@ pool_end_meth(PoolObject *self, PyObject *ok)
         savepoint_pop(self, commit);
         commit = 1;               /* what is left joins the outer block */
     }
-    if (pool_end(&self->sm, commit) < 0) {
+    return pool_end(&self->sm, commit);
+}
+
+static PyObject *
+pool_end_meth(PoolObject *self, PyObject *ok)
+{
+    int commit = PyObject_IsTrue(ok);
+    if (commit < 0 || pool_end_block(self, commit) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/* `with pool:` -- a transaction, or a savepoint inside one. */
+static PyObject *
+pool_enter(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *r = pool_begin_meth(self, NULL);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    return Py_NewRef(self);
+}
+
+static PyObject *
+pool_exit(PoolObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!_PyArg_CheckPositional("__exit__", nargs, 3, 3)) {
+        return NULL;
+    }
+    /* Committed when the block did not raise; never suppresses. */
+    if (pool_end_block(self, args[0] == Py_None) < 0) {
+        return NULL;
+    }
+    Py_RETURN_FALSE;
 }
 
 static PyObject *
@@ -2108,7 +2292,8 @@ pool_type_code(PoolObject *p, PyTypeObject *type)
     PyObject *module = PyObject_GetAttrString((PyObject *)type, "__module__");
     PyObject *name = module == NULL
                      ? NULL : PyUnicode_FromFormat(
-                         "%S:%U", module, ((PyHeapTypeObject *)type)->ht_qualname);
+                         "%S:%U", module,
+                         ((PyHeapTypeObject *)type)->ht_qualname);
     Py_XDECREF(module);
     PyObject *types = name == NULL
                       ? NULL : root_container(p, &p->root->types, new_list);
@@ -2208,6 +2393,10 @@ static PyMethodDef pool_methods[] = {
     {"end", (PyCFunction)pool_end_meth, METH_O,
      "end(ok): end the innermost begin(); the outermost commits when ok "
      "is true and aborts otherwise."},
+    {"__enter__", (PyCFunction)pool_enter, METH_NOARGS,
+     "Begin a transaction (`with pool:`); nested, a savepoint."},
+    {"__exit__", (PyCFunction)(void(*)(void))pool_exit, METH_FASTCALL,
+     "Commit the block, or undo it when it raised."},
     {"close", (PyCFunction)pool_close, METH_NOARGS,
      "End the pool's use in this process: its objects can be read, "
      "not changed."},
@@ -2266,7 +2455,7 @@ static PyType_Spec pool_spec = {
 };
 
 
-/* --- the namespace -------------------------------------------------------- */
+/* --- the namespace ------------------------------------------------------- */
 
 /* pool.ns: attribute access to the namespace dict.  In C, so that a
    store reaches the dict's hook holding only the caller's reference to

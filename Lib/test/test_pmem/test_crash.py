@@ -1,0 +1,63 @@
+"""The crash harnesses of Tools/pmem/crash, with small counts.
+
+soak.py kills a workload at random instants (during pmem.open() too) and
+checks that the pool holds exactly what committed; fuzz.py opens corrupt
+copies of a pool, which must open or raise pmem.PoolError.  Here each
+runs a few trials with a fixed seed, as a subprocess; run them by hand
+with thousands (``./python Tools/pmem/crash/soak.py --trials 2000``).
+
+The harnesses are found from this file's real path: in the build tree
+it is a link to the repository's, whose root holds Tools/.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import unittest
+from test.support import import_helper, os_helper
+
+with os_helper.EnvironmentVarGuard() as env:
+    env["PMEM_IS_PMEM_FORCE"] = "1"
+    import_helper.import_module("_pmem")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.realpath(__file__)))))
+CRASH = os.path.join(ROOT, "Tools", "pmem", "crash")
+
+
+class CrashHarnessTests(unittest.TestCase):
+
+    def run_harness(self, name, *args):
+        script = os.path.join(CRASH, name)
+        if not os.path.exists(script):
+            self.skipTest(f"{script} not found")
+        proc = subprocess.run([sys.executable, script, *args],
+                              capture_output=True, text=True, timeout=300)
+        output = proc.stdout + proc.stderr
+        self.assertEqual(proc.returncode, 0, output)
+        return proc.stdout.splitlines()[-1]
+
+    def test_soak(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            last = self.run_harness("soak.py", "--trials", "6",
+                                    "--seed", "20261126", "--quiet",
+                                    "--dir", tmp)
+        self.assertRegex(last, r"^soak: 6 trials, \d+ kills during open, "
+                               r"0 invariant failures$")
+
+    def test_fuzz(self):
+        with tempfile.TemporaryDirectory() as failures:
+            last = self.run_harness("fuzz.py", "--files", "40",
+                                    "--seed", "20261126", "--quiet",
+                                    "--failures", failures,
+                                    "--timeout", "10", "--no-gdb")
+        match = re.fullmatch(r"fuzz: 40 files, opened (\d+), refused (\d+) "
+                             r"\(PoolError\), 0 failures", last)
+        self.assertIsNotNone(match, last)
+        self.assertEqual(sum(map(int, match.groups())), 40)
+
+
+if __name__ == "__main__":
+    unittest.main()
