@@ -572,22 +572,11 @@ _PyStorage_InsertDict(
         return -1;
     }
     int r;
-    if (sm != NULL && (sm->flags & PyStorage_PERSISTENT)
-        && (PyUnicode_CheckExact(key) || PyLong_CheckExact(key)))
-    {
-        /* A key already in the dict (its comparisons run no code): the
-           entry keeps its key, and a number may be overwritten. */
-        PyObject *old;
-        Py_ssize_t ix = _Py_dict_lookup(mp, key, hash, &old);
-        r = ix == DKIX_ERROR ? -1
-            : old == NULL ? 0 : _PyStorage_StoreOver(sm, old, value);
-        if (r == 0 && old != NULL) {
-            PyObject *stored = DK_IS_UNICODE(mp->ma_keys)
-                               ? DK_UNICODE_ENTRIES(mp->ma_keys)[ix].me_key
-                               : DK_ENTRIES(mp->ma_keys)[ix].me_key;
-            Py_INCREF(stored);
-            Py_SETREF(key, stored);
-        }
+    if (sm != NULL && (sm->flags & PyStorage_PERSISTENT)) {
+        /* A key already in the dict: the entry keeps its key (no copy),
+           and a number may be overwritten in place. */
+        PyObject *old = _PyStorage_DictEntryFor(mp, &key, hash);
+        r = old == NULL ? 0 : _PyStorage_StoreOver(sm, old, value);
         if (r != 0) {
             Py_DECREF(key);
             Py_DECREF(value);

@@ -606,8 +606,11 @@ _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
     return 0;
 }
 
-int
-_PyStorage_StoreOver(PyStorageManager *sm, PyObject *old, PyObject *value)
+/* Where a store of value over old, a number of sm, writes in place
+   (see _PyStorage_StoreOver()); 0 when it cannot. */
+static int
+over_range(PyStorageManager *sm, PyObject *old, PyObject *value,
+           char **to, char **from, size_t *size)
 {
     if (Py_REFCNT(old) != 1 || Py_TYPE(old) != Py_TYPE(value)
         || _PyStorage_Lookup(old) != sm || _PyStorage_IsStatic(value)
@@ -615,27 +618,35 @@ _PyStorage_StoreOver(PyStorageManager *sm, PyObject *old, PyObject *value)
     {
         return 0;
     }
-    char *to, *from;
-    size_t size;
     if (PyFloat_CheckExact(old)) {
-        to = (char *)&((PyFloatObject *)old)->ob_fval;
-        from = (char *)&((PyFloatObject *)value)->ob_fval;
-        size = sizeof(double);
+        *to = (char *)&((PyFloatObject *)old)->ob_fval;
+        *from = (char *)&((PyFloatObject *)value)->ob_fval;
+        *size = sizeof(double);
+        return 1;
     }
-    else if (PyLong_CheckExact(old)) {
+    if (PyLong_CheckExact(old)) {
         /* An int's block has room for at least one digit. */
         Py_ssize_t have = Py_ABS(Py_SIZE(old));
         Py_ssize_t need = Py_ABS(Py_SIZE(value));
         if (Py_MAX(need, 1) > Py_MAX(have, 1)) {
             return 0;
         }
-        to = (char *)&((PyVarObject *)old)->ob_size;
-        from = (char *)&((PyVarObject *)value)->ob_size;
-        size = offsetof(PyLongObject, ob_digit)
-               - offsetof(PyVarObject, ob_size)
-               + (size_t)need * sizeof(digit);
+        *to = (char *)&((PyVarObject *)old)->ob_size;
+        *from = (char *)&((PyVarObject *)value)->ob_size;
+        *size = offsetof(PyLongObject, ob_digit)
+                - offsetof(PyVarObject, ob_size)
+                + (size_t)need * sizeof(digit);
+        return 1;
     }
-    else {
+    return 0;
+}
+
+int
+_PyStorage_StoreOver(PyStorageManager *sm, PyObject *old, PyObject *value)
+{
+    char *to, *from;
+    size_t size;
+    if (!over_range(sm, old, value, &to, &from, &size)) {
         return 0;
     }
     if (sm->modify(sm, to, size) < 0) {
@@ -643,6 +654,52 @@ _PyStorage_StoreOver(PyStorageManager *sm, PyObject *old, PyObject *value)
     }
     memcpy(to, from, size);
     return 1;
+}
+
+PyObject *
+_PyStorage_DictEntryFor(PyDictObject *mp, PyObject **pkey, Py_hash_t hash)
+{
+    PyObject *key = *pkey;
+    if (!PyUnicode_CheckExact(key) && !PyLong_CheckExact(key)) {
+        return NULL;
+    }
+    if (hash == -1 && (hash = PyObject_Hash(key)) == -1) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *old;
+    Py_ssize_t ix = _Py_dict_lookup(mp, key, hash, &old);
+    if (ix < 0 || old == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyDictKeysObject *keys = mp->ma_keys;
+    PyObject *stored = DK_IS_UNICODE(keys) ? DK_UNICODE_ENTRIES(keys)[ix].me_key
+                                           : DK_ENTRIES(keys)[ix].me_key;
+    Py_SETREF(*pkey, Py_NewRef(stored));
+    return old;
+}
+
+int
+_PyStorage_StoreIntoSlow(PyObject *owner, PyObject **slot, PyObject **pvalue,
+                         Py_ssize_t held)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(owner);
+    if (sm == NULL) {
+        return 0;
+    }
+    if ((sm->flags & PyStorage_PERSISTENT) && *slot != NULL) {
+        int r = _PyStorage_StoreOver(sm, *slot, *pvalue);
+        if (r != 0) {
+            return r;
+        }
+    }
+    if (_PyStorage_StoreSlow(owner, pvalue, held) < 0
+        || sm->modify(sm, slot, sizeof(PyObject *)) < 0)
+    {
+        return -1;
+    }
+    return 0;
 }
 
 int
@@ -786,6 +843,27 @@ _PyStorage_DictSetItem(PyObject *dict, PyObject *key, PyObject *value)
 {
     Py_INCREF(key);
     Py_INCREF(value);
+    PyStorageManager *sm = _PyStorage_Lookup(dict);
+    PyObject *old;
+    char *to, *from;
+    size_t size;
+    if (sm != NULL && (sm->flags & PyStorage_PERSISTENT)
+        && (old = _PyStorage_DictEntryFor((PyDictObject *)dict, &key,
+                                          -1)) != NULL
+        && over_range(sm, old, value, &to, &from, &size))
+    {
+        /* A number over a number: one logged range, in one operation. */
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (sm->begin(sm) < 0) {
+            return -1;
+        }
+        int ok = sm->modify(sm, to, size) == 0;
+        if (ok) {
+            memcpy(to, from, size);
+        }
+        return sm->end(sm, ok) < 0 || !ok ? -1 : 0;
+    }
     if (_PyStorage_StoreSlow(dict, &key, 2) < 0
         || _PyStorage_StoreSlow(dict, &value, 2) < 0)
     {

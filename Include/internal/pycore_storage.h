@@ -435,6 +435,31 @@ PyAPI_FUNC(int) _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue,
 PyAPI_FUNC(int) _PyStorage_StoreOver(PyStorageManager *sm, PyObject *old,
                                      PyObject *value);
 
+/* The value of the entry of mp that a store to *pkey would replace, when
+   *pkey is a str or an int (whose comparisons run no code) and mp holds
+   it: *pkey is then replaced by the entry's own key (no copy to make).
+   NULL when there is no such entry.  hash may be -1 (computed). */
+PyAPI_FUNC(PyObject *) _PyStorage_DictEntryFor(PyDictObject *mp,
+                                               PyObject **pkey,
+                                               Py_hash_t hash);
+
+/* A store of *pvalue into *slot, a pointer of owner: the rule applied to
+   the value (as _PyStorage_Store(), held likewise), the slot logged, or
+   the old value overwritten in place (_PyStorage_StoreOver()).  0: the
+   caller stores *pvalue into the slot; 1: stored already (the caller
+   drops its reference); -1 with an exception set. */
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_StoreIntoSlow(PyObject *owner, PyObject **slot,
+                                         PyObject **pvalue, Py_ssize_t held);
+
+static inline int
+_PyStorage_StoreInto(PyObject *owner, PyObject **slot, PyObject **pvalue,
+                     Py_ssize_t held)
+{
+    return (_PyStorage_ACTIVE()
+            ? _PyStorage_StoreIntoSlow(owner, slot, pvalue, held) : 0);
+}
+
 /* The rule for every item of *pseq, a list or tuple from
    PySequence_Fast(source) whose items are about to be stored into owner;
    *pseq is a reference the caller owns.  When an item must be copied or

@@ -377,6 +377,45 @@ class TransactionTests(PoolTestCase):
                 raise KeyError
         self.assertEqual(pool.ns.trail, [1, 5])
 
+    def test_numbers_are_stored_over_in_place(self):
+        # A number that only its slot refers to is overwritten in place
+        # (what a C program on the pool does); one held elsewhere is not.
+        pool = self.pool
+        pool.ns.d = {"a": 1000, "f": 1.5}
+        pool.ns.l = [1000, 2.5]
+        d, l = pool.ns.d, pool.ns.l
+        before = pool.stats()["objects"]
+        ident = id(d["a"]), id(d["f"]), id(l[0]), id(l[1])
+        d["a"] += 1
+        d["f"] *= 2
+        l[0] -= 1
+        l[1] = 7.25
+        self.assertEqual((d, l), ({"a": 1001, "f": 3.0}, [999, 7.25]))
+        self.assertEqual((id(d["a"]), id(d["f"]), id(l[0]), id(l[1])), ident)
+        self.assertEqual(pool.stats()["objects"], before)
+        held = d["a"]
+        d["a"] = 5000
+        self.assertEqual(held, 1001)
+        self.assertNotEqual(id(d["a"]), id(held))
+        d["a"] = 10 ** 30                  # does not fit: a new int
+        d["a"] = -5                        # a small int: the static one
+        self.assertIs(d["a"], -5)
+        d["a"] = 12345
+        # Undone like any change: by an abort, and by a savepoint.
+        with self.assertRaises(KeyError):
+            with pool:
+                d["a"] = 99999
+                l[1] = -1.0
+                raise KeyError
+        self.assertEqual((d["a"], l[1]), (12345, 7.25))
+        with pool:
+            with self.assertRaises(KeyError):
+                with pool:
+                    d["a"] = 77777
+                    raise KeyError
+            d["f"] = 0.5
+        self.assertEqual(d, {"a": 12345, "f": 0.5})
+
     def test_gc_frees_unreachable_cycles(self):
         pool = self.pool
         pool.ns.keep = [1.5]
