@@ -182,6 +182,7 @@ builtin_type_code(PyTypeObject *type)
 typedef struct open_state repair_state;
 static uint64_t pool_type_code(PoolObject *p, PyTypeObject *type);
 static int record_made(PoolObject *p, char *block);
+static void restore_type_table(PoolObject *p);
 static repair_state *repair_prepare(PoolObject *p, size_t from);
 static void repair_finish(PoolObject *p, repair_state *st);
 
@@ -431,6 +432,12 @@ pool_end(PyStorageManager *sm, int ok)
     p->doomed = 0;
     p->owner = 0;
     PyThread_release_lock(p->writer);
+    if (!committing) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        restore_type_table(p);
+        PyErr_Restore(type, value, tb);
+    }
     if (ok && full) {
         PyErr_Format(PyExc_MemoryError, "pool %R is full: the transaction "
                      "was rolled back", p->path);
@@ -532,6 +539,7 @@ savepoint_pop(PoolObject *p, int ok)
             }
             p->ntxfreed = sp.ntxfreed;
             repair_finish(p, repair);
+            restore_type_table(p);
         }
     }
     if (p->nsavepoints == 0) {
@@ -2268,6 +2276,28 @@ pool_namespace(PoolObject *self, PyObject *Py_UNUSED(ignored))
    POOL_INSTANCE + the index of "module:qualname" in the pool's type table,
    which the class enters on first use.  UINT64_MAX with an exception set
    when the class cannot be found again that way. */
+/* Append "module:qualname" of type to the pool's type table (made when
+   missing), in an operation of the pool.  0, or -1 with an exception. */
+static int
+append_class_name(PoolObject *p, PyTypeObject *type)
+{
+    PyObject *module = PyObject_GetAttrString((PyObject *)type, "__module__");
+    PyObject *name = module == NULL
+                     ? NULL : PyUnicode_FromFormat(
+                         "%S:%U", module,
+                         ((PyHeapTypeObject *)type)->ht_qualname);
+    Py_XDECREF(module);
+    if (name == NULL || pool_begin(&p->sm) < 0) {
+        Py_XDECREF(name);
+        return -1;
+    }
+    PyObject *types = root_container(p, &p->root->types, new_list);
+    int r = types == NULL ? -1 : PyList_Append(types, name);
+    Py_XDECREF(types);
+    Py_DECREF(name);
+    return pool_end(&p->sm, r == 0) < 0 ? -1 : r;
+}
+
 static uint64_t
 pool_type_code(PoolObject *p, PyTypeObject *type)
 {
@@ -2289,26 +2319,36 @@ pool_type_code(PoolObject *p, PyTypeObject *type)
                      "qualified name", type->tp_name, p->path);
         return UINT64_MAX;
     }
-    PyObject *module = PyObject_GetAttrString((PyObject *)type, "__module__");
-    PyObject *name = module == NULL
-                     ? NULL : PyUnicode_FromFormat(
-                         "%S:%U", module,
-                         ((PyHeapTypeObject *)type)->ht_qualname);
-    Py_XDECREF(module);
-    PyObject *types = name == NULL
-                      ? NULL : root_container(p, &p->root->types, new_list);
-    PyObject *value = NULL;
-    if (types != NULL) {
-        code = POOL_INSTANCE + (uint64_t)PyList_GET_SIZE(types);
-        value = PyLong_FromUnsignedLongLong(code);
-    }
-    int r = (value == NULL || PyList_Append(types, name) < 0
+    code = POOL_INSTANCE + (uint64_t)PyList_GET_SIZE(p->classes);
+    PyObject *value = PyLong_FromUnsignedLongLong(code);
+    int r = (value == NULL || append_class_name(p, type) < 0
              || PyDict_SetItem(p->type_codes, (PyObject *)type, value) < 0
              || PyList_Append(p->classes, (PyObject *)type) < 0);
     Py_XDECREF(value);
-    Py_XDECREF(types);
-    Py_XDECREF(name);
     return r ? UINT64_MAX : code;
+}
+
+/* The classes that an undo took out of the type table (their entries
+   were made by the undone changes) go back in, in the same places: the
+   codes that this process gives their instances stay right. */
+static void
+restore_type_table(PoolObject *p)
+{
+    static int restoring;         /* under the GIL */
+    if (restoring || p->closed) {
+        return;
+    }
+    restoring = 1;
+    Py_ssize_t n = p->root->types == 0 ? 0 : PyList_GET_SIZE(
+        (PyObject *)((char *)p->pop + p->root->types));
+    for (Py_ssize_t i = n; i < PyList_GET_SIZE(p->classes); i++) {
+        PyObject *cls = PyList_GET_ITEM(p->classes, i);
+        if (append_class_name(p, (PyTypeObject *)cls) < 0) {
+            PyErr_WriteUnraisable(cls);
+            break;
+        }
+    }
+    restoring = 0;
 }
 
 static PyObject *

@@ -75,7 +75,9 @@ class HarnessTests(unittest.TestCase):
                       rf"failures$", out, re.MULTILINE)
         self.assertIsNotNone(m, out)
         self.assertEqual(int(m.group(1)), kinds, out)
-        self.assertGreater(int(m.group(2)), 10, out)
+        # A transaction has a few at least (its log, its commit): none
+        # would mean that the shim saw nothing.
+        self.assertGreater(int(m.group(2)), 3, out)
         self.assertEqual(int(m.group(3)), 0, out)
 
     def test_every_point_of_a_transfer_and_a_dict_resize(self):

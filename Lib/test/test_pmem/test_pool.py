@@ -753,6 +753,44 @@ class RoundTripTests(PoolTestCase):
         self.assertIn("holds instances of 'accounts:Account', which this "
                       "process cannot find", out)
 
+    def test_classes_registered_by_undone_transactions(self):
+        # A class's first instance makes its entry in the pool's type
+        # table.  When the transaction is undone (or the nested block),
+        # the entry comes back: instances made since keep their class.
+        with open(os.path.join(self.dir, "accounts.py"), "w") as f:
+            f.write(self.CLASSES)
+        self.run_in_new_process(f"""
+            import pmem
+            from accounts import Account, Point
+            pool = pmem.open({self.path!r}, size={SIZE})
+            try:
+                with pool:
+                    kept = pool.new(Account, "kept", 1.5)
+                    pool.ns.a = Account("undone", 0.0)
+                    raise KeyError
+            except KeyError:
+                pass
+            with pool:
+                try:
+                    with pool:
+                        pool.ns.p = Point(0, 0)
+                        raise KeyError
+                except KeyError:
+                    pass
+                pool.ns.q = Point(1, 2)
+            pool.ns.b = Account("bob", 2.5)
+            pool.ns.kept = kept
+            """, seed=14, path=self.dir)
+        out = self.run_in_new_process(f"""
+            import pmem
+            from accounts import Account, Point
+            ns = pmem.open({self.path!r}).ns
+            print(sorted(vars(ns)), type(ns.q).__name__, ns.q.x, ns.q.y,
+                  type(ns.b).__name__, ns.b.owner, type(ns.kept).__name__)
+            """, seed=15, path=self.dir)
+        self.assertEqual(out, "['b', 'kept', 'q'] Point 1 2 Account bob "
+                              "Account\n")
+
     CHECK_MOVED = """
         import pmem
         pool = pmem.open({path!r})
