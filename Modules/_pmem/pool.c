@@ -1130,11 +1130,12 @@ mark_slot(void **slot, int kind, void *arg)
         ms->bad = e;
         return 1;
     }
-    ((PyObject *)v)->ob_refcnt++;
     if (e->mark) {
+        ((PyObject *)v)->ob_refcnt++;
         return 0;
     }
     e->mark = 1;
+    ((PyObject *)v)->ob_refcnt = 1;   /* the last process's count, gone */
     return mark_push(ms, (PyObject *)v);
 }
 
@@ -1427,14 +1428,6 @@ open_pass(PoolObject *p)
         goto done;
     }
 
-    /* 2b. Volatile metadata, with every pointer right. */
-    for (size_t i = 0; i <= st.mask; i++) {
-        alloc_entry *e = &st.entries[i];
-        if (e->obj != NULL && e->broken == NULL) {
-            _PyStorage_ResetVolatile(e->obj);
-        }
-    }
-
     /* 3. What the root reaches, with the references it holds. */
     ms.stack = PyMem_RawMalloc(1024 * sizeof(PyObject *));
     if (ms.stack == NULL) {
@@ -1480,6 +1473,18 @@ open_pass(PoolObject *p)
                          "%s", p->path, Py_TYPE(ms.bad->obj)->tp_name,
                          (size_t)(ms.bad->key - st.lo), ms.bad->broken);
             goto done;
+        }
+    }
+
+    /* 3b. Volatile metadata, of the objects that are kept: an unreachable
+       one may be anything that a crash left (a block that an allocation
+       had only zeroed). */
+    for (size_t i = 0; i <= st.mask; i++) {
+        alloc_entry *e = &st.entries[i];
+        if (e->mark && e->obj != NULL) {
+            Py_ssize_t refcnt = Py_REFCNT(e->obj);
+            _PyStorage_ResetVolatile(e->obj);
+            Py_SET_REFCNT(e->obj, refcnt);
         }
     }
 

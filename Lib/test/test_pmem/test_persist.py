@@ -85,6 +85,15 @@ class HarnessTests(unittest.TestCase):
         self.assertSummary(out, "persist points", 2)
         self.assertEqual(rc, 0, out)
 
+    def test_points_of_an_allocation(self):
+        # An atomic allocation killed half-way leaves a zeroed block that
+        # nothing reaches: the open frees it without reading it.
+        rc, out = self.run_driver("--kinds", "alloc", "--power-loss",
+                                  "--limit-per-kind", "40")
+        self.assertSummary(out, "persist points", 1)
+        self.assertSummary(out, "power-loss images", 1)
+        self.assertEqual(rc, 0, out)
+
     def test_power_loss_at_every_point_of_a_transfer(self):
         rc, out = self.run_driver("--only-power-loss", "--kinds",
                                   "transfer")
