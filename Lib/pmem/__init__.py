@@ -17,6 +17,24 @@ a block one transaction, rolled back when it raises.  Storing into a
 pool object follows the memory hierarchy: immutable values are copied
 in, a mutable value that nothing else refers to is moved in, and a
 shared mutable value is refused with TypeError.
+
+Transactions in detail:
+
+* A ``with pool:`` block inside another is a savepoint: when it raises,
+  its own changes are undone and the outer block goes on; the outermost
+  block commits them all or nothing.
+* An undone block leaves every object as it was: what it freed comes
+  back, what it made is freed unless a variable still refers to it (then
+  it is back as it was made, empty for a container).
+* A block belongs to the thread that entered it, and is the pool's one
+  writer while it runs: the other threads' changes to the pool wait for
+  its end (reading does not wait).
+* A generator or coroutine that suspends inside a block keeps the block
+  open: what its thread does meanwhile joins the transaction, which ends
+  when the generator leaves the block (committed, or undone when it
+  raises or is closed).  Blocks must end in the order they began.
+* A pool that is full raises MemoryError, and the transaction is undone;
+  so is a transaction interrupted by KeyboardInterrupt or SystemExit.
 """
 
 import os

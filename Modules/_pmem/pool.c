@@ -4,12 +4,15 @@
  * one libpmemobj pool file, mapped into the process, and is the storage
  * manager (Include/cpython/storage.h) of the mapping's address range:
  *
- *   alloc/realloc/free   pmemobj allocations, transactional inside an
- *                        atomic operation, else atomic on their own; the
- *                        allocation's type number records the object's
- *                        type (pool_type_code()), for the open pass
+ *   alloc/realloc/free   atomic pmemobj allocations (a variable may keep
+ *                        an object that an undo does not free); inside a
+ *                        transaction, new blocks are flushed by its commit
+ *                        and frees are deferred to it; the allocation's
+ *                        type number records the object's type
+ *                        (pool_type_code()), for the open pass
  *   begin/end            one libpmemobj transaction for the outermost
- *                        operation; nested operations join it
+ *                        operation; nested operations join it, a nested
+ *                        `with pool:` is a savepoint (savepoint_push())
  *   modify               pmemobj_tx_xadd_range_direct(): the undo log
  *
  * The functions are libpmemobj's failure-return ones (no setjmp, no

@@ -262,6 +262,32 @@ class TransactionTests(PoolTestCase):
                 self.assertFalse(hasattr(pool.ns, "extra"))
                 self.assertEqual(pool.depth, 0)
 
+    def test_generator_suspended_in_a_block(self):
+        # The block spans the suspension: what the thread does meanwhile
+        # joins its transaction, which ends when the generator leaves the
+        # block -- committed when it runs to the end, undone when it is
+        # closed (GeneratorExit) or raises.
+        pool = self.pool
+        pool.ns.log = []
+        def steps(tag):
+            with pool:
+                pool.ns.log.append(tag + "1")
+                yield
+                pool.ns.log.append(tag + "2")
+        g = steps("a")
+        next(g)
+        self.assertEqual(pool.depth, 1)
+        pool.ns.log.append("meanwhile")        # joins the block
+        self.assertRaises(StopIteration, next, g)
+        self.assertEqual(pool.ns.log, ["a1", "meanwhile", "a2"])
+        self.assertEqual(pool.depth, 0)
+        g = steps("b")
+        next(g)
+        pool.ns.log.append("meanwhile")
+        g.close()                               # undone, with what joined
+        self.assertEqual(pool.ns.log, ["a1", "meanwhile", "a2"])
+        self.assertEqual(pool.depth, 0)
+
     def test_abort_brings_back_what_the_transaction_freed(self):
         pool = self.pool
         pool.ns.x = [1.5, "a"]
@@ -790,6 +816,58 @@ class RoundTripTests(PoolTestCase):
             """, seed=15, path=self.dir)
         self.assertEqual(out, "['b', 'kept', 'q'] Point 1 2 Account bob "
                               "Account\n")
+
+    def test_eight_threads_of_transfers(self):
+        # Four threads move money between shared accounts in `with pool:`
+        # blocks (a block is the only writer while it runs); four move it
+        # between accounts of their own with implicit transactions, and
+        # log each transfer with list.append().  Switching threads every
+        # few microseconds, nothing deadlocks, no money appears or goes,
+        # and the next process finds all of it.
+        self.run_in_new_process(f"""
+            import pmem, random, sys, threading
+            sys.setswitchinterval(1e-5)
+            pool = pmem.open({self.path!r}, size={SIZE})
+            pool.ns.accounts = {{i: 1000 for i in range(48)}}
+            pool.ns.log = []
+            accounts, log = pool.ns.accounts, pool.ns.log
+            def explicit(seed):
+                rng = random.Random(seed)
+                for _ in range(200):
+                    a, b = rng.sample(range(32), 2)
+                    x = rng.randrange(1, 100)
+                    with pool:
+                        accounts[a] -= x
+                        accounts[b] += x
+                        log.append(("e", seed, x))
+            def implicit(seed):
+                rng = random.Random(seed)
+                own = [32 + 4 * (seed - 4) + k for k in range(4)]
+                for _ in range(200):
+                    a, b = rng.sample(own, 2)
+                    x = rng.randrange(1, 100)
+                    accounts[a] -= x
+                    accounts[b] += x
+                    log.append(("i", seed, x))
+            threads = [threading.Thread(target=explicit if n < 4
+                                        else implicit, args=(n,))
+                       for n in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+                assert not t.is_alive(), "deadlock"
+            assert sum(accounts.values()) == 48000, sum(accounts.values())
+            assert len(log) == 1600, len(log)
+            assert pool.depth == 0
+            """, seed=16)
+        out = self.run_in_new_process(f"""
+            import pmem
+            ns = pmem.open({self.path!r}).ns
+            print(sum(ns.accounts.values()), len(ns.log),
+                  sorted(set(e[1] for e in ns.log)))
+            """, seed=17)
+        self.assertEqual(out, "48000 1600 [0, 1, 2, 3, 4, 5, 6, 7]\n")
 
     CHECK_MOVED = """
         import pmem
