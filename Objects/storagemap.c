@@ -54,8 +54,24 @@ _PyStorage_AddEmptyKeysRefs(Py_ssize_t n)
 {
     PyDictKeysObject *keys = empty_keys();
     if (keys != NULL) {
+#ifdef Py_REF_DEBUG
+        _Py_RefTotal += n;        /* as dictkeys_incref() counts */
+#endif
         keys->dk_refcnt += n;
     }
+}
+
+void
+_PyStorage_ForgetObject(PyObject *op)
+{
+#ifdef Py_REF_DEBUG
+    if (PyDict_CheckExact(op)) {
+        PyDictKeysObject *keys = ((PyDictObject *)op)->ma_keys;
+        if (keys != empty_keys()) {
+            _Py_RefTotal -= keys->dk_refcnt;
+        }
+    }
+#endif
 }
 
 int
@@ -333,6 +349,9 @@ _PyStorage_ResetVolatile(PyObject *op)
         if (mp->ma_keys != empty_keys()) {
             /* A managed dict's keys are its alone (a deallocation that
                an abort undid had given them up). */
+#ifdef Py_REF_DEBUG
+            _Py_RefTotal += 1 - mp->ma_keys->dk_refcnt;
+#endif
             mp->ma_keys->dk_refcnt = 1;
         }
     }

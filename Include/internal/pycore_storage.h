@@ -607,6 +607,11 @@ PyAPI_FUNC(int) _PyStorage_CheckSlots(PyObject *op,
 PyAPI_FUNC(int) _PyStorage_SharesEmptyKeys(PyObject *op);
 PyAPI_FUNC(void) _PyStorage_AddEmptyKeysRefs(Py_ssize_t n);
 
+/* op's memory is freed by its manager without a deallocation (it is
+   garbage that an undo or a collection found): what the interpreter
+   counted of its parts, given up. */
+PyAPI_FUNC(void) _PyStorage_ForgetObject(PyObject *op);
+
 /* Forget what an earlier process (or a deallocation that an abort undid)
    left in op's volatile metadata (see PyStorage_VisitVolatile()):
    reference count 0, untracked, no caches.  op's type must be set. */

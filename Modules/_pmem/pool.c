@@ -127,6 +127,7 @@ struct savepoint {
     int depth;                    /* p->depth inside the block */
     size_t undo_len;              /* p->undo_len at its start */
     size_t ntxfreed;              /* p->ntxfreed at its start */
+    size_t ntxmade;               /* p->ntxmade at its start */
 };
 
 /* A record of p->undo: the bytes of a range as they were before a change
@@ -186,7 +187,8 @@ typedef struct open_state repair_state;
 static uint64_t pool_type_code(PoolObject *p, PyTypeObject *type);
 static int record_made(PoolObject *p, char *block);
 static void restore_type_table(PoolObject *p);
-static repair_state *repair_prepare(PoolObject *p, size_t from);
+static repair_state *repair_prepare(PoolObject *p, size_t from,
+                                    size_t made_from);
 static void repair_finish(PoolObject *p, repair_state *st);
 
 /* Is this thread inside a transaction of p? */
@@ -418,19 +420,19 @@ pool_end(PyStorageManager *sm, int ok)
     else {
         /* The undo log restores the objects' memory; their reference
            counts are counted again around it. */
-        repair = repair_prepare(p, 0);
+        repair = repair_prepare(p, 0, 0);
         if (pmemobj_tx_stage() == TX_STAGE_WORK) {
             pmemobj_tx_abort(ECANCELED);
         }
     }
     int err = pmemobj_tx_end();
     p->ntxfreed = 0;
-    p->ntxmade = 0;
     p->nsavepoints = 0;
     p->undo_len = 0;
     if (repair != NULL) {
-        repair_finish(p, repair);
+        repair_finish(p, repair);   /* frees what the undo left alone */
     }
+    p->ntxmade = 0;
     int doomed = p->doomed;
     p->doomed = 0;
     p->owner = 0;
@@ -518,6 +520,7 @@ savepoint_push(PoolObject *p)
     sp->depth = p->depth + 1;
     sp->undo_len = p->undo_len;
     sp->ntxfreed = p->ntxfreed;
+    sp->ntxmade = p->ntxmade;
     return 0;
 }
 
@@ -528,7 +531,8 @@ savepoint_pop(PoolObject *p, int ok)
     struct savepoint sp = p->savepoints[--p->nsavepoints];
     if (!ok && !p->doomed) {
         repair_state *repair = pmemobj_tx_stage() == TX_STAGE_WORK
-                               ? repair_prepare(p, sp.ntxfreed) : NULL;
+                               ? repair_prepare(p, sp.ntxfreed, sp.ntxmade)
+                               : NULL;
         if (repair == NULL) {
             p->doomed = 1;
         }
@@ -892,6 +896,7 @@ struct open_state {
     Py_ssize_t empty_keys;        /* references to the empty keys, gained */
     int static_step;              /* count_slot() on a static object: -1
                                      before an undo, +1 after */
+    size_t made_from;             /* the undone blocks of p->txmade */
     const char *problem;          /* what the pass found wrong */
 };
 typedef struct open_state open_state;
@@ -974,6 +979,17 @@ find_alloc(open_state *st, const void *key)
     }
 }
 
+/* Reference counts that the pool sets (it counts references that no
+   Py_INCREF() took), in the debug build's total too. */
+static inline void
+set_refcnt(PyObject *op, Py_ssize_t refcnt)
+{
+#ifdef Py_REF_DEBUG
+    _Py_RefTotal += refcnt - Py_REFCNT(op);
+#endif
+    Py_SET_REFCNT(op, refcnt);
+}
+
 /* The interpreter's static objects (None, True, small ints...) are
    reference counted, and the pool's objects hold references to them that
    no process took: each open takes them (the reachable objects'), and an
@@ -983,7 +999,7 @@ static inline void
 add_static_ref(PyObject *v, int n)
 {
     if (v != _PySet_Dummy) {
-        Py_SET_REFCNT(v, Py_REFCNT(v) + n);
+        set_refcnt(v, Py_REFCNT(v) + n);
     }
 }
 
@@ -1134,11 +1150,13 @@ mark_slot(void **slot, int kind, void *arg)
         return 1;
     }
     if (e->mark) {
-        ((PyObject *)v)->ob_refcnt++;
+        set_refcnt((PyObject *)v, Py_REFCNT((PyObject *)v) + 1);
         return 0;
     }
     e->mark = 1;
-    ((PyObject *)v)->ob_refcnt = 1;   /* the last process's count, gone */
+    /* The last process's count, gone. */
+    Py_SET_REFCNT((PyObject *)v, 0);
+    set_refcnt((PyObject *)v, 1);
     return mark_push(ms, (PyObject *)v);
 }
 
@@ -1456,7 +1474,8 @@ open_pass(PoolObject *p)
         int err = e->broken != NULL;
         ms.bad = e;
         e->mark = 1;
-        held->ob_refcnt = 1;      /* the root's */
+        Py_SET_REFCNT(held, 0);
+        set_refcnt(held, 1);      /* the root's */
         ms.stack[ms.depth++] = held;
         while (ms.depth > 0 && !err) {
             PyObject *op = ms.stack[--ms.depth];
@@ -1568,7 +1587,20 @@ count_slot(void **slot, int kind, void *arg)
 {
     open_state *st = (open_state *)arg;
     char *v = *slot;
-    if (kind != _PyStorage_SLOT_OBJECT || v == NULL) {
+    if (v == NULL) {
+        return 0;
+    }
+    if (kind == _PyStorage_SLOT_TABLE) {
+        /* After the undo: a table that an object holds. */
+        if (st->static_step > 0 && v >= st->lo && v < st->hi) {
+            alloc_entry *e = find_alloc(st, v);
+            if (e->key != NULL && e->obj == NULL) {
+                e->count++;
+            }
+        }
+        return 0;
+    }
+    if (kind != _PyStorage_SLOT_OBJECT) {
         return 0;
     }
     if (v >= st->lo && v < st->hi) {
@@ -1583,10 +1615,24 @@ count_slot(void **slot, int kind, void *arg)
     return 0;
 }
 
+/* The references of the pool's root (each object it holds has one). */
+static void
+count_roots(PoolObject *p, repair_state *st)
+{
+    uint64_t roots[] = {p->root->namespace, p->root->types};
+    for (int k = 0; k < 2; k++) {
+        alloc_entry *e = roots[k] == 0
+                         ? NULL : find_alloc(st, st->lo + roots[k]);
+        if (e != NULL && e->key != NULL && e->obj != NULL) {
+            e->count++;
+        }
+    }
+}
+
 /* The table of the pool's allocations, for the counts; NULL when it
    cannot be made (then the counts are left as they are). */
 static repair_state *
-repair_prepare(PoolObject *p, size_t from)
+repair_prepare(PoolObject *p, size_t from, size_t made_from)
 {
     size_t n;
     alloc_item *items = list_allocations(p->pop, &n);
@@ -1599,6 +1645,7 @@ repair_prepare(PoolObject *p, size_t from)
         return NULL;
     }
     st->pool = p;
+    st->made_from = made_from;
     st->lo = (char *)p->pop;
     st->hi = st->lo + p->size;
     for (size_t i = 0; i < n; i++) {
@@ -1630,6 +1677,7 @@ repair_prepare(PoolObject *p, size_t from)
             (void)_PyStorage_VisitSlots(e->obj, count_slot, st);
         }
     }
+    count_roots(p, st);
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->obj != NULL) {
@@ -1724,7 +1772,7 @@ release_slot(void **slot, int kind, void *arg)
         return 0;
     }
     if (e->obj != NULL && Py_REFCNT(e->obj) > 0) {
-        Py_SET_REFCNT(e->obj, Py_REFCNT(e->obj) - 1);
+        set_refcnt(e->obj, Py_REFCNT(e->obj) - 1);
         if (is_garbage(e) && release_push(rs, e) < 0) {
             return -1;
         }
@@ -1754,6 +1802,7 @@ release_garbage(PoolObject *p, repair_state *st)
         if (PyType_HasFeature(Py_TYPE(e->obj), Py_TPFLAGS_HEAPTYPE)) {
             Py_DECREF(Py_TYPE(e->obj));
         }
+        _PyStorage_ForgetObject(e->obj);
         free_block(p, e->block);
     }
     /* Out of memory: what is left is left to the next open. */
@@ -1770,14 +1819,7 @@ repair_finish(PoolObject *p, repair_state *st)
             (void)_PyStorage_VisitSlots(e->obj, count_slot, st);
         }
     }
-    uint64_t roots[] = {p->root->namespace, p->root->types};
-    for (int k = 0; k < 2; k++) {
-        alloc_entry *e = roots[k] == 0
-                         ? NULL : find_alloc(st, st->lo + roots[k]);
-        if (e != NULL && e->key != NULL) {
-            e->count++;           /* the root's */
-        }
-    }
+    count_roots(p, st);
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->obj == NULL || e->dead == 2) {
@@ -1791,7 +1833,7 @@ repair_finish(PoolObject *p, repair_state *st)
                 PyObject_GC_UnTrack(e->obj);
             }
         }
-        Py_SET_REFCNT(e->obj, refcnt);
+        set_refcnt(e->obj, refcnt);
         if (e->dead) {
             /* What its deallocation did to it, undone; the hash caches
                that tables of this process rely on, made again. */
@@ -1810,6 +1852,17 @@ repair_finish(PoolObject *p, repair_state *st)
         }
     }
     release_garbage(p, st);
+    /* The tables that the undone changes made (a dict's new keys...) and
+       that no object holds any more. */
+    for (size_t i = st->made_from; i < p->ntxmade; i++) {
+        alloc_entry *e = find_alloc(st, p->txmade[i]);
+        if (e->key == p->txmade[i] && e->obj == NULL && e->count == 0
+            && e->dead != 2)
+        {
+            e->dead = 2;
+            free_block(p, e->block);
+        }
+    }
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->obj != NULL && e->dead != 2
@@ -2035,7 +2088,7 @@ gc_release_slot(void **slot, int kind, void *arg)
     if (v >= st->lo && v < st->hi) {
         alloc_entry *e = find_alloc(st, v);
         if (e->key != NULL && e->mark) {
-            Py_SET_REFCNT((PyObject *)v, Py_REFCNT((PyObject *)v) - 1);
+            set_refcnt((PyObject *)v, Py_REFCNT((PyObject *)v) - 1);
         }
     }
     else {
@@ -2055,7 +2108,7 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
                      "its transactions", self->path);
         return NULL;
     }
-    repair_state *st = repair_prepare(self, 0);   /* counts pool references */
+    repair_state *st = repair_prepare(self, 0, 0);   /* counts references */
     if (st == NULL) {
         return PyErr_NoMemory();
     }
@@ -2100,6 +2153,7 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
             if (_PyStorage_SharesEmptyKeys(e->obj)) {
                 _PyStorage_AddEmptyKeysRefs(-1);
             }
+            _PyStorage_ForgetObject(e->obj);
             freed++;
         }
     }
