@@ -324,15 +324,20 @@ class TransactionTests(PoolTestCase):
     def test_abort_frees_what_the_transaction_made(self):
         pool = self.pool
         pool.ns.d = {"k": 1}
-        before = pool.stats()["objects"]
-        with self.assertRaises(KeyError):
-            with pool:
-                pool.ns.d["new"] = [{"x": (1.5, "s" * 40)}, 2.5]
-                pool.ns.d.update((f"key{i}", i * 1.5) for i in range(100))
-                pool.ns.other = {"a": [3.5]}
-                raise KeyError
+        stats = pool.stats()
+        refs = sys.getrefcount(vars(pool.ns))
+        for i in range(3):
+            with self.assertRaises(KeyError):
+                with pool:
+                    pool.ns.d["new"] = [{"x": (1.5, "s" * 40)}, 2.5]
+                    pool.ns.d.update((f"key{i}", i * 1.5)
+                                     for i in range(100))     # resizes
+                    pool.ns.other = {"a": [3.5]}
+                    raise KeyError
         self.assertEqual(pool.ns.d, {"k": 1})
-        self.assertEqual(pool.stats()["objects"], before)
+        # Its objects and tables (the new dicts' keys...) are freed.
+        self.assertEqual(pool.stats(), stats)
+        self.assertEqual(sys.getrefcount(vars(pool.ns)), refs)
         self.assertEqual(pool.gc(), 0)
 
     def test_nested_block_is_a_savepoint(self):
