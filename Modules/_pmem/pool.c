@@ -279,14 +279,19 @@ record_made(PoolObject *p, char *block)
 
 typedef struct {
     const void *from;
-    size_t size;
+    size_t size;                  /* to copy; the rest is zeroed */
 } copy_arg;
 
 static int
 copy_constructor(PMEMobjpool *pop, void *ptr, void *arg)
 {
     copy_arg *a = (copy_arg *)arg;
+    size_t usable = pmemobj_alloc_usable_size(pmemobj_oid(ptr));
     pmemobj_memcpy_persist(pop, ptr, a->from, a->size);
+    if (usable > a->size) {
+        pmemobj_memset_persist(pop, (char *)ptr + a->size, 0,
+                               usable - a->size);
+    }
     return 0;
 }
 
