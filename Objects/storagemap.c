@@ -77,7 +77,7 @@ _PyStorage_ForgetObject(PyObject *op)
 int
 _PyStorage_IsStaticTarget(const void *ptr)
 {
-    return (_PyStorage_IsStatic((PyObject *)ptr) || ptr == _PySet_Dummy
+    return (_PyStorage_IsStaticObject(ptr) || ptr == _PySet_Dummy
             || ptr == (const void *)empty_keys());
 }
 

@@ -65,6 +65,40 @@ _PyStorage_IsStatic(PyObject *v)
     return p >= lo && p < hi && !(p >= named_lo && p < named_hi);
 }
 
+/* Whether p is the start of the element of an array of n, each size
+   bytes, at base. */
+static int
+is_element(const char *p, const void *base, size_t n, size_t size)
+{
+    const char *b = (const char *)base;
+    return (p >= b && p < b + n * size && (size_t)(p - b) % size == 0);
+}
+
+int
+_PyStorage_IsStaticObject(const void *ptr)
+{
+    /* _PyStorage_IsStatic(), exactly: a pointer read from a file must
+       land on the start of one of those objects. */
+    const char *p = (const char *)ptr;
+    return (ptr == Py_None || ptr == Py_True || ptr == Py_False
+            || ptr == Py_Ellipsis || ptr == Py_NotImplemented
+            || ptr == &_Py_STR(empty)
+            || ptr == &_Py_SINGLETON(bytes_empty)
+            || ptr == &_Py_SINGLETON(tuple_empty)
+            || is_element(p, _Py_SINGLETON(small_ints),
+                          Py_ARRAY_LENGTH(_Py_SINGLETON(small_ints)),
+                          sizeof(_Py_SINGLETON(small_ints)[0]))
+            || is_element(p, _Py_SINGLETON(bytes_characters),
+                          Py_ARRAY_LENGTH(_Py_SINGLETON(bytes_characters)),
+                          sizeof(_Py_SINGLETON(bytes_characters)[0]))
+            || is_element(p, _Py_SINGLETON(strings).ascii,
+                          Py_ARRAY_LENGTH(_Py_SINGLETON(strings).ascii),
+                          sizeof(_Py_SINGLETON(strings).ascii[0]))
+            || is_element(p, _Py_SINGLETON(strings).latin1,
+                          Py_ARRAY_LENGTH(_Py_SINGLETON(strings).latin1),
+                          sizeof(_Py_SINGLETON(strings).latin1[0])));
+}
+
 int
 _PyStorage_IsFindableClass(PyTypeObject *tp)
 {

@@ -562,6 +562,9 @@ _PyStorage_RouteRealloc(void *ptr, size_t size, void **result)
    Ellipsis, NotImplemented, the small ints, the empty and one-character
    bytes and str, the empty tuple. */
 PyAPI_FUNC(int) _PyStorage_IsStatic(PyObject *v);
+/* The same, exactly: ptr is the start of one of those objects (for
+   pointers read from a file). */
+PyAPI_FUNC(int) _PyStorage_IsStaticObject(const void *ptr);
 /* Can a persistent manager find tp again in another process by its
    module and qualified name? */
 PyAPI_FUNC(int) _PyStorage_IsFindableClass(PyTypeObject *tp);
