@@ -467,20 +467,21 @@ _PyStorage_DeallocSlow(PyObject *op)
     PyTypeObject *tp = Py_TYPE(op);
     PyObject *exc_type, *exc, *tb;
     PyErr_Fetch(&exc_type, &exc, &tb);
-    int r = sm->begin(sm);
-    if (r == 0) {
-        r = modify_fields(sm, op, (size_t)tp->tp_basicsize);
+    if (sm->begin(sm) < 0) {
+        /* No operation can begin (a closed pool): none is going on
+           either, so there is nothing to undo. */
+        PyErr_Clear();
+    }
+    else {
+        int r = modify_fields(sm, op, (size_t)tp->tp_basicsize);
         if (r == 0 && (tp->tp_flags & Py_TPFLAGS_MANAGED_DICT)) {
             /* The dict and values pointers, before the GC head. */
             r = sm->modify(sm, _PyObject_ValuesPointer(op),
                            2 * sizeof(PyObject *));
         }
-        if (sm->end(sm, r == 0) < 0) {
-            r = -1;
+        if (sm->end(sm, r == 0) < 0 || r < 0) {
+            _PyStorage_WriteUnraisable(op);
         }
-    }
-    if (r < 0) {
-        _PyStorage_WriteUnraisable(op);
     }
     PyErr_Restore(exc_type, exc, tb);
 }

@@ -708,8 +708,9 @@ _PyStorage_DictEntryFor(PyDictObject *mp, PyObject **pkey, Py_hash_t hash)
         return NULL;
     }
     PyDictKeysObject *keys = mp->ma_keys;
-    PyObject *stored = DK_IS_UNICODE(keys) ? DK_UNICODE_ENTRIES(keys)[ix].me_key
-                                           : DK_ENTRIES(keys)[ix].me_key;
+    PyObject *stored = DK_IS_UNICODE(keys)
+                       ? DK_UNICODE_ENTRIES(keys)[ix].me_key
+                       : DK_ENTRIES(keys)[ix].me_key;
     Py_SETREF(*pkey, Py_NewRef(stored));
     return old;
 }

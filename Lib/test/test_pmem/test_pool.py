@@ -14,6 +14,7 @@ before _pmem is imported, and passed to every child.
 
 import ctypes
 import ctypes.util
+import gc
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import textwrap
 import threading
 import time
 import unittest
+from test import support
 from test.support import import_helper, os_helper
 from test.support.script_helper import assert_python_ok
 
@@ -35,6 +37,10 @@ with os_helper.EnvironmentVarGuard() as env:
     import pmem
 
 SIZE = 16 << 20
+
+
+class Plain:
+    """A class of this module, for instances in pools."""
 
 
 class PoolTestCase(unittest.TestCase):
@@ -525,6 +531,19 @@ class TransactionTests(PoolTestCase):
         self.assertEqual(items, [1])
         with self.assertRaisesRegex(pmem.PoolError, "closed in this process"):
             pmem.open(self.path)
+
+    def test_instances_outlive_a_closed_pool_quietly(self):
+        # Deallocating an instance logs what it clears, in an operation
+        # of its pool; a closed pool has none going on, and says nothing.
+        pool = self.pool
+        pool.ns.keep = [1]
+        obj = pool.new(Plain)
+        obj.x = [1.5]
+        pool.close()
+        with support.catch_unraisable_exception() as cm:
+            del obj
+            gc.collect()
+            self.assertIsNone(cm.unraisable)
 
 
 
