@@ -560,6 +560,31 @@ _PyStorage_WriteUnraisable(PyObject *op)
 
 /* The slow paths of twins: the hooked twin inside an operation. */
 
+/* The value of the entry of mp that a store to *pkey would replace, when
+   *pkey is a str or an int (whose comparisons run no code) and mp holds
+   it: *pkey is then replaced by the entry's own key (no copy to make).
+   NULL when there is no such entry. */
+static PyObject *
+dict_entry_for(PyDictObject *mp, PyObject **pkey, Py_hash_t hash)
+{
+    if (!PyUnicode_CheckExact(*pkey) && !PyLong_CheckExact(*pkey)) {
+        return NULL;
+    }
+    PyObject *old;
+    Py_ssize_t ix = _Py_dict_lookup(mp, *pkey, hash, &old);
+    if (ix < 0 || old == NULL) {
+        /* A failed comparison fails the insertion's lookup again. */
+        PyErr_Clear();
+        return NULL;
+    }
+    PyDictKeysObject *keys = mp->ma_keys;
+    PyObject *stored = DK_IS_UNICODE(keys)
+                       ? DK_UNICODE_ENTRIES(keys)[ix].me_key
+                       : DK_ENTRIES(keys)[ix].me_key;
+    Py_SETREF(*pkey, Py_NewRef(stored));
+    return old;
+}
+
 int
 _PyStorage_InsertDict(
     PyDictObject *mp, PyObject *key, Py_hash_t hash, PyObject *value,
@@ -576,7 +601,7 @@ _PyStorage_InsertDict(
     if (sm != NULL && (sm->flags & PyStorage_PERSISTENT)) {
         /* A key already in the dict: the entry keeps its key (no copy),
            and a number may be overwritten in place. */
-        PyObject *old = _PyStorage_DictEntryFor(mp, &key, hash);
+        PyObject *old = dict_entry_for(mp, &key, hash);
         r = old == NULL ? 0 : _PyStorage_StoreOver(sm, old, value);
         if (r != 0) {
             Py_DECREF(key);

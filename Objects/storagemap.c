@@ -77,7 +77,7 @@ _PyStorage_ForgetObject(PyObject *op)
 int
 _PyStorage_IsStaticTarget(const void *ptr)
 {
-    return (_PyStorage_IsStaticObject(ptr) || ptr == _PySet_Dummy
+    return (_PyStorage_IsStatic(ptr) || ptr == _PySet_Dummy
             || ptr == (const void *)empty_keys());
 }
 
@@ -176,30 +176,30 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
         }
         EXTENT(keys, sizeof(PyDictKeysObject));
         EXTENT(keys, keys_size(keys));
-        Py_ssize_t n = keys->dk_nentries;
+        /* Both entry layouts end with me_key, me_value. */
+        Py_BUILD_ASSERT(offsetof(PyDictKeyEntry, me_value)
+                        == offsetof(PyDictKeyEntry, me_key)
+                           + sizeof(PyObject *));
+        Py_BUILD_ASSERT(offsetof(PyDictUnicodeEntry, me_value)
+                        == offsetof(PyDictUnicodeEntry, me_key)
+                           + sizeof(PyObject *));
+        char *entry;
+        size_t size;
         if (DK_IS_UNICODE(keys)) {
-            PyDictUnicodeEntry *ep = DK_UNICODE_ENTRIES(keys);
-            for (Py_ssize_t i = 0; i < n; i++) {
-                if (check
-                    && (ep[i].me_key == NULL) != (ep[i].me_value == NULL))
-                {
-                    EXTENT(op, SIZE_MAX);     /* half an entry */
-                }
-                VISIT(&ep[i].me_key, _PyStorage_SLOT_OBJECT);
-                VISIT(&ep[i].me_value, _PyStorage_SLOT_OBJECT);
-            }
+            entry = (char *)&DK_UNICODE_ENTRIES(keys)->me_key;
+            size = sizeof(PyDictUnicodeEntry);
         }
         else {
-            PyDictKeyEntry *ep = DK_ENTRIES(keys);
-            for (Py_ssize_t i = 0; i < n; i++) {
-                if (check
-                    && (ep[i].me_key == NULL) != (ep[i].me_value == NULL))
-                {
-                    EXTENT(op, SIZE_MAX);     /* half an entry */
-                }
-                VISIT(&ep[i].me_key, _PyStorage_SLOT_OBJECT);
-                VISIT(&ep[i].me_value, _PyStorage_SLOT_OBJECT);
+            entry = (char *)&DK_ENTRIES(keys)->me_key;
+            size = sizeof(PyDictKeyEntry);
+        }
+        for (Py_ssize_t i = 0; i < keys->dk_nentries; i++, entry += size) {
+            PyObject **kv = (PyObject **)entry;
+            if (check && (kv[0] == NULL) != (kv[1] == NULL)) {
+                EXTENT(op, SIZE_MAX);         /* half an entry */
             }
+            VISIT(&kv[0], _PyStorage_SLOT_OBJECT);
+            VISIT(&kv[1], _PyStorage_SLOT_OBJECT);
         }
     }
     else if (tp == &PyList_Type) {

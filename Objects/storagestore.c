@@ -43,30 +43,8 @@
 #define PyBytesObject_SIZE (offsetof(PyBytesObject, ob_sval) + 1)
 
 
-/* The interpreter's static singletons: never copied, never moved, and
-   known by value, so that a manager can find them again in another
-   process: None, True, False, Ellipsis, NotImplemented, the small ints,
-   the empty and one-character bytes and str, the empty tuple.  Not the
-   static identifier and literal strings, which are copied like any str. */
-int
-_PyStorage_IsStatic(PyObject *v)
-{
-    if (v == Py_None || v == Py_True || v == Py_False
-        || v == Py_Ellipsis || v == Py_NotImplemented
-        || v == &_Py_STR(empty))
-    {
-        return 1;
-    }
-    char *p = (char *)v;
-    char *lo = (char *)&_PyRuntime.global_objects.singletons;
-    char *hi = (char *)(&_PyRuntime.global_objects.singletons + 1);
-    char *named_lo = (char *)&_Py_SINGLETON(strings);
-    char *named_hi = (char *)&_Py_SINGLETON(strings).ascii[0];
-    return p >= lo && p < hi && !(p >= named_lo && p < named_hi);
-}
-
-/* Whether p is the start of the element of an array of n, each size
-   bytes, at base. */
+/* Whether p is the start of an element of the array of n elements, each
+   size bytes, at base. */
 static int
 is_element(const char *p, const void *base, size_t n, size_t size)
 {
@@ -74,11 +52,15 @@ is_element(const char *p, const void *base, size_t n, size_t size)
     return (p >= b && p < b + n * size && (size_t)(p - b) % size == 0);
 }
 
+/* The interpreter's static singletons: never copied, never moved, and
+   known by value, so that a manager can find them again in another
+   process: None, True, False, Ellipsis, NotImplemented, the small ints,
+   the empty and one-character bytes and str, the empty tuple.  Not the
+   static identifier and literal strings, which are copied like any str.
+   Exactly their starts: the pointer may come from a file. */
 int
-_PyStorage_IsStaticObject(const void *ptr)
+_PyStorage_IsStatic(const void *ptr)
 {
-    /* _PyStorage_IsStatic(), exactly: a pointer read from a file must
-       land on the start of one of those objects. */
     const char *p = (const char *)ptr;
     return (ptr == Py_None || ptr == Py_True || ptr == Py_False
             || ptr == Py_Ellipsis || ptr == Py_NotImplemented
@@ -640,11 +622,8 @@ _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
     return 0;
 }
 
-/* Where a store of value over old, a number of sm, writes in place
-   (see _PyStorage_StoreOver()); 0 when it cannot. */
-static int
-over_range(PyStorageManager *sm, PyObject *old, PyObject *value,
-           char **to, char **from, size_t *size)
+int
+_PyStorage_StoreOver(PyStorageManager *sm, PyObject *old, PyObject *value)
 {
     if (Py_REFCNT(old) != 1 || Py_TYPE(old) != Py_TYPE(value)
         || _PyStorage_Lookup(old) != sm || _PyStorage_IsStatic(value)
@@ -652,35 +631,27 @@ over_range(PyStorageManager *sm, PyObject *old, PyObject *value,
     {
         return 0;
     }
+    char *to, *from;
+    size_t size;
     if (PyFloat_CheckExact(old)) {
-        *to = (char *)&((PyFloatObject *)old)->ob_fval;
-        *from = (char *)&((PyFloatObject *)value)->ob_fval;
-        *size = sizeof(double);
-        return 1;
+        to = (char *)&((PyFloatObject *)old)->ob_fval;
+        from = (char *)&((PyFloatObject *)value)->ob_fval;
+        size = sizeof(double);
     }
-    if (PyLong_CheckExact(old)) {
+    else if (PyLong_CheckExact(old)) {
         /* An int's block has room for at least one digit. */
         Py_ssize_t have = Py_ABS(Py_SIZE(old));
         Py_ssize_t need = Py_ABS(Py_SIZE(value));
         if (Py_MAX(need, 1) > Py_MAX(have, 1)) {
             return 0;
         }
-        *to = (char *)&((PyVarObject *)old)->ob_size;
-        *from = (char *)&((PyVarObject *)value)->ob_size;
-        *size = offsetof(PyLongObject, ob_digit)
-                - offsetof(PyVarObject, ob_size)
-                + (size_t)need * sizeof(digit);
-        return 1;
+        to = (char *)&((PyVarObject *)old)->ob_size;
+        from = (char *)&((PyVarObject *)value)->ob_size;
+        size = offsetof(PyLongObject, ob_digit)
+               - offsetof(PyVarObject, ob_size)
+               + (size_t)need * sizeof(digit);
     }
-    return 0;
-}
-
-int
-_PyStorage_StoreOver(PyStorageManager *sm, PyObject *old, PyObject *value)
-{
-    char *to, *from;
-    size_t size;
-    if (!over_range(sm, old, value, &to, &from, &size)) {
+    else {
         return 0;
     }
     if (sm->modify(sm, to, size) < 0) {
@@ -688,31 +659,6 @@ _PyStorage_StoreOver(PyStorageManager *sm, PyObject *old, PyObject *value)
     }
     memcpy(to, from, size);
     return 1;
-}
-
-PyObject *
-_PyStorage_DictEntryFor(PyDictObject *mp, PyObject **pkey, Py_hash_t hash)
-{
-    PyObject *key = *pkey;
-    if (!PyUnicode_CheckExact(key) && !PyLong_CheckExact(key)) {
-        return NULL;
-    }
-    if (hash == -1 && (hash = PyObject_Hash(key)) == -1) {
-        PyErr_Clear();
-        return NULL;
-    }
-    PyObject *old;
-    Py_ssize_t ix = _Py_dict_lookup(mp, key, hash, &old);
-    if (ix < 0 || old == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
-    PyDictKeysObject *keys = mp->ma_keys;
-    PyObject *stored = DK_IS_UNICODE(keys)
-                       ? DK_UNICODE_ENTRIES(keys)[ix].me_key
-                       : DK_ENTRIES(keys)[ix].me_key;
-    Py_SETREF(*pkey, Py_NewRef(stored));
-    return old;
 }
 
 int
@@ -873,34 +819,25 @@ _PyStorage_ListAppend(PyObject *list, PyObject *item)
     return _PyList_AppendTakeRef((PyListObject *)list, item);
 }
 
+/* Whether the rule's outcome for v depends on the references held (a
+   number or a str is copied in whatever they are). */
+static inline int
+held_matters(PyObject *v)
+{
+    return !(PyUnicode_CheckExact(v) || PyLong_CheckExact(v)
+             || PyFloat_CheckExact(v));
+}
+
 int
 _PyStorage_DictSetItem(PyObject *dict, PyObject *key, PyObject *value)
 {
     Py_INCREF(key);
     Py_INCREF(value);
-    PyStorageManager *sm = _PyStorage_Lookup(dict);
-    PyObject *old;
-    char *to, *from;
-    size_t size;
-    if (sm != NULL && (sm->flags & PyStorage_PERSISTENT)
-        && (old = _PyStorage_DictEntryFor((PyDictObject *)dict, &key,
-                                          -1)) != NULL
-        && over_range(sm, old, value, &to, &from, &size))
-    {
-        /* A number over a number: one logged range, in one operation. */
-        Py_DECREF(key);
-        Py_DECREF(value);
-        if (sm->begin(sm) < 0) {
-            return -1;
-        }
-        int ok = sm->modify(sm, to, size) == 0;
-        if (ok) {
-            memcpy(to, from, size);
-        }
-        return sm->end(sm, ok) < 0 || !ok ? -1 : 0;
-    }
-    if (_PyStorage_StoreSlow(dict, &key, 2) < 0
-        || _PyStorage_StoreSlow(dict, &value, 2) < 0)
+    /* The rule for what depends on the caller's reference, here; the
+       rest is for insertdict()'s (_PyStorage_InsertDict()), which reuses
+       a key the dict holds and writes a number over a number. */
+    if ((held_matters(key) && _PyStorage_StoreSlow(dict, &key, 2) < 0)
+        || (held_matters(value) && _PyStorage_StoreSlow(dict, &value, 2) < 0))
     {
         Py_DECREF(key);
         Py_DECREF(value);

@@ -435,14 +435,6 @@ PyAPI_FUNC(int) _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue,
 PyAPI_FUNC(int) _PyStorage_StoreOver(PyStorageManager *sm, PyObject *old,
                                      PyObject *value);
 
-/* The value of the entry of mp that a store to *pkey would replace, when
-   *pkey is a str or an int (whose comparisons run no code) and mp holds
-   it: *pkey is then replaced by the entry's own key (no copy to make).
-   NULL when there is no such entry.  hash may be -1 (computed). */
-PyAPI_FUNC(PyObject *) _PyStorage_DictEntryFor(PyDictObject *mp,
-                                               PyObject **pkey,
-                                               Py_hash_t hash);
-
 /* A store of *pvalue into *slot, a pointer of owner: the rule applied to
    the value (as _PyStorage_Store(), held likewise), the slot logged, or
    the old value overwritten in place (_PyStorage_StoreOver()).  0: the
@@ -560,11 +552,9 @@ _PyStorage_RouteRealloc(void *ptr, size_t size, void **result)
 
 /* The objects known by value, stored as they are: None, True, False,
    Ellipsis, NotImplemented, the small ints, the empty and one-character
-   bytes and str, the empty tuple. */
-PyAPI_FUNC(int) _PyStorage_IsStatic(PyObject *v);
-/* The same, exactly: ptr is the start of one of those objects (for
-   pointers read from a file). */
-PyAPI_FUNC(int) _PyStorage_IsStaticObject(const void *ptr);
+   bytes and str, the empty tuple.  ptr must be the start of one (it may
+   be a pointer read from a file). */
+PyAPI_FUNC(int) _PyStorage_IsStatic(const void *ptr);
 /* Can a persistent manager find tp again in another process by its
    module and qualified name? */
 PyAPI_FUNC(int) _PyStorage_IsFindableClass(PyTypeObject *tp);

@@ -187,7 +187,7 @@ typedef struct open_state repair_state;
 static uint64_t pool_type_code(PoolObject *p, PyTypeObject *type);
 static int record_made(PoolObject *p, char *block);
 static void restore_type_table(PoolObject *p);
-static repair_state *repair_prepare(PoolObject *p, size_t from,
+static repair_state *repair_prepare(PoolObject *p, int undo, size_t from,
                                     size_t made_from);
 static void repair_finish(PoolObject *p, repair_state *st);
 
@@ -425,7 +425,7 @@ pool_end(PyStorageManager *sm, int ok)
     else {
         /* The undo log restores the objects' memory; their reference
            counts are counted again around it. */
-        repair = repair_prepare(p, 0, 0);
+        repair = repair_prepare(p, 1, 0, 0);
         if (pmemobj_tx_stage() == TX_STAGE_WORK) {
             pmemobj_tx_abort(ECANCELED);
         }
@@ -536,7 +536,7 @@ savepoint_pop(PoolObject *p, int ok)
     struct savepoint sp = p->savepoints[--p->nsavepoints];
     if (!ok && !p->doomed) {
         repair_state *repair = pmemobj_tx_stage() == TX_STAGE_WORK
-                               ? repair_prepare(p, sp.ntxfreed, sp.ntxmade)
+                               ? repair_prepare(p, 1, sp.ntxfreed, sp.ntxmade)
                                : NULL;
         if (repair == NULL) {
             p->doomed = 1;
@@ -899,8 +899,10 @@ struct open_state {
     char *lo, *hi;                /* the pool's range */
     int dirty;                    /* static pointers were rewritten */
     Py_ssize_t empty_keys;        /* references to the empty keys, gained */
-    int static_step;              /* count_slot() on a static object: -1
-                                     before an undo, +1 after */
+    int undo;                     /* the counts bracket an undo: the static
+                                     objects' references are given back
+                                     before it and taken again after */
+    int undone;                   /* count_slot() runs after the undo */
     size_t made_from;             /* the undone blocks of p->txmade */
     const char *problem;          /* what the pass found wrong */
 };
@@ -1597,7 +1599,7 @@ count_slot(void **slot, int kind, void *arg)
     }
     if (kind == _PyStorage_SLOT_TABLE) {
         /* After the undo: a table that an object holds. */
-        if (st->static_step > 0 && v >= st->lo && v < st->hi) {
+        if (st->undone && v >= st->lo && v < st->hi) {
             alloc_entry *e = find_alloc(st, v);
             if (e->key != NULL && e->obj == NULL) {
                 e->count++;
@@ -1614,8 +1616,8 @@ count_slot(void **slot, int kind, void *arg)
             e->count++;
         }
     }
-    else {
-        add_static_ref((PyObject *)v, st->static_step);
+    else if (st->undo) {
+        add_static_ref((PyObject *)v, st->undone ? 1 : -1);
     }
     return 0;
 }
@@ -1634,10 +1636,12 @@ count_roots(PoolObject *p, repair_state *st)
     }
 }
 
-/* The table of the pool's allocations, for the counts; NULL when it
-   cannot be made (then the counts are left as they are). */
+/* The table of the pool's allocations, for the counts (undo: around an
+   undo, with the blocks that it frees and makes from the from-th and
+   made_from-th of the transaction's); NULL when it cannot be made (then
+   the counts are left as they are). */
 static repair_state *
-repair_prepare(PoolObject *p, size_t from, size_t made_from)
+repair_prepare(PoolObject *p, int undo, size_t from, size_t made_from)
 {
     size_t n;
     alloc_item *items = list_allocations(p->pop, &n);
@@ -1650,6 +1654,7 @@ repair_prepare(PoolObject *p, size_t from, size_t made_from)
         return NULL;
     }
     st->pool = p;
+    st->undo = undo;
     st->made_from = made_from;
     st->lo = (char *)p->pop;
     st->hi = st->lo + p->size;
@@ -1675,7 +1680,6 @@ repair_prepare(PoolObject *p, size_t from, size_t made_from)
             }
         }
     }
-    st->static_step = -1;
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->obj != NULL && !e->dead) {
@@ -1817,10 +1821,10 @@ release_garbage(PoolObject *p, repair_state *st)
 static void
 repair_finish(PoolObject *p, repair_state *st)
 {
+    st->undone = 1;
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->obj != NULL && e->dead != 2) {
-            st->static_step = 1;
             (void)_PyStorage_VisitSlots(e->obj, count_slot, st);
         }
     }
@@ -2113,7 +2117,7 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
                      "its transactions", self->path);
         return NULL;
     }
-    repair_state *st = repair_prepare(self, 0, 0);   /* counts references */
+    repair_state *st = repair_prepare(self, 0, 0, 0);   /* the counts */
     if (st == NULL) {
         return PyErr_NoMemory();
     }
@@ -2178,21 +2182,31 @@ done:
 
 /* --- methods ------------------------------------------------------------- */
 
-static PyObject *
-pool_begin_meth(PoolObject *self, PyObject *Py_UNUSED(ignored))
+/* An explicit begin: a transaction, or, nested in one of this thread, a
+   savepoint.  0, or -1 with an exception set. */
+static int
+pool_begin_block(PoolObject *self)
 {
     if (check_open(self) < 0) {
-        return NULL;
+        return -1;
     }
-    /* Nested in a transaction of this thread: a savepoint. */
     int nested = in_my_transaction(self);
     if (nested && savepoint_push(self) < 0) {
-        return NULL;
+        return -1;
     }
     if (pool_begin(&self->sm) < 0) {
         if (nested) {
             self->nsavepoints--;
         }
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+pool_begin_meth(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (pool_begin_block(self) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -2227,12 +2241,7 @@ pool_end_meth(PoolObject *self, PyObject *ok)
 static PyObject *
 pool_enter(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *r = pool_begin_meth(self, NULL);
-    if (r == NULL) {
-        return NULL;
-    }
-    Py_DECREF(r);
-    return Py_NewRef(self);
+    return pool_begin_block(self) < 0 ? NULL : Py_NewRef(self);
 }
 
 static PyObject *

@@ -453,6 +453,14 @@ class TransactionTests(PoolTestCase):
             d["f"] = 0.5
         self.assertEqual(d, {"a": 12345, "f": 0.5})
 
+    def test_gc_keeps_the_counts_of_constants(self):
+        pool = self.pool
+        pool.ns.l = [None] * 100 + [True, 7, ()]
+        counts = [sys.getrefcount(c) for c in (None, True, 7, ())]
+        self.assertEqual(pool.gc(), 0)
+        self.assertEqual([sys.getrefcount(c) for c in (None, True, 7, ())],
+                         counts)
+
     def test_gc_frees_unreachable_cycles(self):
         pool = self.pool
         pool.ns.keep = [1.5]
