@@ -420,10 +420,20 @@ int
 _PyStorage_Rehash(PyObject *op)
 {
     if (PyDict_CheckExact(op)) {
-        return _PyDict_Rehash(op);
+        if (((PyDictObject *)op)->ma_keys == empty_keys()) {
+            return 0;
+        }
+        return _PyStorage_RehashEntries(op) < 0 ? -1 : _PyDict_Rehash(op);
     }
     if (PyAnySet_CheckExact(op)) {
-        return _PySet_Rehash(op);
+        Py_ssize_t used = ((PySetObject *)op)->used;
+        if (used == 0) {
+            return 0;
+        }
+        /* Always a new table (set_table_resize() leaves a small table
+           without dummies as it is), sized as set_add_entry() would. */
+        return (_PyStorage_RehashEntries(op) < 0 ? -1 : _PySet_Rehash(
+            op, used > 50000 ? used * 2 : Py_MAX(used * 4, PySet_MINSIZE)));
     }
     return 0;
 }

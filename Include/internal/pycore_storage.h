@@ -616,8 +616,10 @@ PyAPI_FUNC(void) _PyStorage_ResetVolatile(PyObject *op);
 PyAPI_FUNC(int) _PyStorage_Rehash(PyObject *op);
 /* The hashes that op's table keeps, recomputed (for the two below). */
 PyAPI_FUNC(int) _PyStorage_RehashEntries(PyObject *op);
+/* Upstream's resizes, reached from here: the dict's table rebuilt at its
+   size; the set's rebuilt for minused entries. */
 PyAPI_FUNC(int) _PyDict_Rehash(PyObject *op);
-PyAPI_FUNC(int) _PySet_Rehash(PyObject *op);
+PyAPI_FUNC(int) _PySet_Rehash(PyObject *op, Py_ssize_t minused);
 
 #ifdef __cplusplus
 }

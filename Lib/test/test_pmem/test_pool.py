@@ -849,6 +849,22 @@ class RoundTripTests(PoolTestCase):
         self.assertEqual(out, "['b', 'kept', 'q'] Point 1 2 Account bob "
                               "Account\n")
 
+    def test_small_sets_are_rehashed(self):
+        # A set of one element sits in its small table, which upstream's
+        # resize leaves as it is: the open must rebuild it all the same.
+        self.run_in_new_process(f"""
+            import pmem
+            pool = pmem.open({self.path!r}, size={SIZE})
+            pool.ns.sets = [{{"x20"}}, frozenset({{"y7"}}), {{"a", "b"}}, set()]
+            """, seed=23)
+        for seed in (24, 25, 26):
+            out = self.run_in_new_process(f"""
+                import pmem
+                one, frozen, two, empty = pmem.open({self.path!r}).ns.sets
+                print("x20" in one, "y7" in frozen, "b" in two, len(empty))
+                """, seed=seed)
+            self.assertEqual(out, "True True True 0\n")
+
     def test_eight_threads_of_transfers(self):
         # Four threads move money between shared accounts in `with pool:`
         # blocks (a block is the only writer while it runs); four move it
