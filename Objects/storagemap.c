@@ -331,7 +331,6 @@ void
 _PyStorage_ResetVolatile(PyObject *op)
 {
     PyTypeObject *tp = Py_TYPE(op);
-    op->ob_refcnt = 0;
     if (tp->tp_weaklistoffset > 0) {
         /* The weak references were the last process's. */
         *(PyObject **)((char *)op + tp->tp_weaklistoffset) = NULL;

@@ -607,7 +607,8 @@ PyAPI_FUNC(void) _PyStorage_ForgetObject(PyObject *op);
 
 /* Forget what an earlier process (or a deallocation that an abort undid)
    left in op's volatile metadata (see PyStorage_VisitVolatile()):
-   reference count 0, untracked, no caches.  op's type must be set. */
+   untracked, no caches.  op's type must be set; its reference count is
+   the manager's to set (it counts the references). */
 PyAPI_FUNC(void) _PyStorage_ResetVolatile(PyObject *op);
 
 /* Rebuild the hash table of a dict or set (a no-op for other objects)

@@ -1511,9 +1511,7 @@ open_pass(PoolObject *p)
     for (size_t i = 0; i <= st.mask; i++) {
         alloc_entry *e = &st.entries[i];
         if (e->mark && e->obj != NULL) {
-            Py_ssize_t refcnt = Py_REFCNT(e->obj);
             _PyStorage_ResetVolatile(e->obj);
-            Py_SET_REFCNT(e->obj, refcnt);
         }
     }
 
@@ -1850,7 +1848,6 @@ repair_finish(PoolObject *p, repair_state *st)
                 Py_INCREF(Py_TYPE(e->obj));   /* subtype_dealloc dropped it */
             }
             _PyStorage_ResetVolatile(e->obj);
-            Py_SET_REFCNT(e->obj, refcnt);
             if (!PyDict_CheckExact(e->obj) && !PyList_CheckExact(e->obj)
                 && !PySet_CheckExact(e->obj)
                 && !PyByteArray_CheckExact(e->obj)
