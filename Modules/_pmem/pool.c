@@ -51,6 +51,8 @@
 #include "pycore_storage.h"       // _PyStorage_VisitSlots()
 #include "structmember.h"         // PyMemberDef
 
+#include "heapcheck.h"            // _PyPmem_CheckHeap()
+
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -714,22 +716,31 @@ check_metadata(PyObject *error, PyObject *path, const char *cpath,
         int ok = pmemobj_check(cpath, POOL_LAYOUT);
         int err = errno;
         const char *msg = ok < 0 ? pmemobj_errormsg() : "";
+        int status = ok == 1 ? 0 : ok == 0 ? 1 : 2;
+        char why[256];
         if (ok == 1) {
-            /* The open will walk every allocation, which metadata that
-               the check passes can still make loop or crash: first here.
-               A failure to open is for the parent to report. */
+            /* The open will walk every allocation, and the first commit
+               will read chunk headers that the check leaves out: corrupt
+               ones can make libpmemobj loop or crash, so first here.  A
+               failure to open is for the parent to report. */
             PMEMobjpool *pop = pmemobj_open(cpath, POOL_LAYOUT);
             if (pop != NULL) {
-                PMEMoid oid;
-                POBJ_FOREACH(pop, oid) {
-                    (void)pmemobj_alloc_usable_size(oid);
+                if (_PyPmem_CheckHeap(pop, size, why, sizeof(why)) < 0) {
+                    msg = why;
+                    status = 3;
+                }
+                else {
+                    PMEMoid oid;
+                    POBJ_FOREACH(pop, oid) {
+                        (void)pmemobj_alloc_usable_size(oid);
+                    }
                 }
                 pmemobj_close(pop);
             }
         }
         (void)!write(fds[1], &err, sizeof(err));
         (void)!write(fds[1], msg, strlen(msg));
-        _exit(ok == 1 ? 0 : ok == 0 ? 1 : 2);
+        _exit(status);
     }
     close(fds[1]);
     if (pid < 0) {
@@ -782,6 +793,10 @@ check_metadata(PyObject *error, PyObject *path, const char *cpath,
     case 1:
         PyErr_Format(error, "pool %R is corrupt: libpmemobj found its "
                      "metadata inconsistent", path);
+        return -1;
+    case 3:
+        PyErr_Format(error, "pool %R is corrupt: its heap metadata is "
+                     "inconsistent (%s)", path, msg);
         return -1;
     default:
         open_error(error, path, err, msg);

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -138,6 +139,56 @@ class BadFileTests(PoolTestCase):
     def test_corrupt_heap(self):
         # libpmemobj's own check crashes on this one: it runs in a child.
         self.assertRefused(self.corrupt(1 << 20), "corrupt")
+
+    def long_run(self):
+        """A pool with a run of several chunks in libpmemobj's heap: the
+        pool's path, and the file offsets of the run's chunk headers and
+        of its block size (libpmemobj 1.12's heap format)."""
+        path = self.make_pool(code="pool.ns.d = {i: str(i) for i in "
+                                   "range(3000)}")
+        with open(path, "rb") as f:
+            data = f.read()
+        (heap,) = struct.unpack_from("<Q", data, 4096 + 1024 + 16)
+        headers = heap + 1024 + 64                  # zone 0's chunk headers
+        chunks = headers + 8 * (65535 - 7)
+        chunk = 0
+        while True:
+            kind, _, size_idx = struct.unpack_from("<HHI", data,
+                                                   headers + 8 * chunk)
+            self.assertIn(kind, (2, 3, 4), "no run of several chunks")
+            if kind == 4 and size_idx > 1:
+                return (path, [headers + 8 * (chunk + i)
+                               for i in range(size_idx)],
+                        chunks + (chunk << 18))
+            chunk += size_idx
+
+    def patched(self, path, offset, data):
+        copy = self.copy_of(path, f"patched-{offset}.pool")
+        with open(copy, "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+        return copy
+
+    def test_corrupt_chunk_header_of_a_run(self):
+        # pmemobj_check() reads only the headers of chunks that start a
+        # block; libpmemobj follows these when it frees or allocates in
+        # the run (a wild index, or a division by zero, in a commit).
+        # (libpmemobj's own check crashes on a corrupt last header: that
+        # one is refused too, but without saying why.)
+        path, headers, block_size = self.long_run()
+        middle = headers[len(headers) // 2]
+        for offset, data in [
+                (middle, bytes(8)),
+                (middle + 4, struct.pack("<I", 40104)),
+                (headers[1], struct.pack("<HHI", 3, 0, 1))]:
+            with self.subTest(offset=offset, data=data):
+                self.assertRefused(self.patched(path, offset, data),
+                                   r"heap metadata is inconsistent \(chunk "
+                                   r"\d+ of zone 0 is chunk \d+ of a run")
+        self.assertRefused(self.patched(path, block_size, bytes(8)),
+                           "corrupt")
+        # The pool itself is fine.
+        pmem.open(path, create=False).close()
 
     def test_pool_of_another_layout(self):
         name = ctypes.util.find_library("pmemobj")

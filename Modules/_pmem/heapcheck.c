@@ -1,0 +1,248 @@
+/* heapcheck.c: the part of libpmemobj's heap metadata that
+ * pmemobj_check() leaves unchecked.
+ *
+ * pmemobj_check() verifies the heap header and, in every zone, the header
+ * of each chunk that starts a block: its type, its flags, and that the
+ * blocks' sizes add up to the zone's.  It does not read the headers of a
+ * run's further chunks (type RUN_DATA, each holding its distance back to
+ * the run's first chunk), nor a run's block size and alignment.
+ * libpmemobj reads them when it frees or allocates in the run, and trusts
+ * them: a corrupt one makes it index outside the heap or divide by zero
+ * (both found by Tools/pmem/crash/fuzz.py, inside the first commit after
+ * the open).  The checker child of pool.c (check_metadata()) runs this
+ * check after pmemobj_open() has replayed the logs, so that such a pool is
+ * refused with PoolError before the interpreter uses it.
+ *
+ * What it knows of the file is the on-media format of PMDK 1.12: the pool
+ * descriptor after the 4 KiB pool header (the layout name, then the lanes'
+ * and the heap's offsets), and heap format 1.0 (src/libpmemobj/
+ * heap_layout.h): a 1 KiB heap header, then zones of a 64-byte header, an
+ * array of MAX_CHUNK 8-byte chunk headers and up to MAX_CHUNK chunks of
+ * 256 KiB.  The check is stricter than libpmemobj only where libpmemobj
+ * itself never writes the value refused.  Headers that libpmemobj rebuilds
+ * before it reads them are not checked: a multi-chunk block's footer, the
+ * interior headers of free and used blocks, a zone that is not yet
+ * initialised (magic 0).
+ */
+
+#include "heapcheck.h"
+
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#define POOL_HDR_SIZE 4096
+#define DESC_LAYOUT_SIZE 1024             /* PMEMOBJ_MAX_LAYOUT */
+#define DESC_HEAP_OFFSET (POOL_HDR_SIZE + DESC_LAYOUT_SIZE + 16)
+
+#define HEAP_SIGNATURE "MEMORY_HEAP_HDR"  /* 16 bytes with its NUL */
+#define HEAP_MAJOR 1
+#define HEAP_HEADER_SIZE 1024
+#define ZONE_HEADER_MAGIC 0xC3F0A2D2u
+#define ZONE_HEADER_SIZE 64
+#define MAX_CHUNK (UINT16_MAX - 7)
+#define CHUNKSIZE ((uint64_t)256 << 10)
+#define ZONE_META_SIZE ((uint64_t)ZONE_HEADER_SIZE + 8 * (uint64_t)MAX_CHUNK)
+#define ZONE_MIN_SIZE (ZONE_META_SIZE + CHUNKSIZE)
+#define ZONE_MAX_SIZE (ZONE_META_SIZE + CHUNKSIZE * MAX_CHUNK)
+
+enum {
+    CHUNK_TYPE_FREE = 2,
+    CHUNK_TYPE_USED = 3,
+    CHUNK_TYPE_RUN = 4,
+    CHUNK_TYPE_RUN_DATA = 5,
+};
+#define CHUNK_FLAG_ALIGNED 0x4
+#define CHUNK_FLAG_FLEX_BITMAP 0x8
+#define CHUNK_FLAGS_ALL_VALID 0xF
+
+/* A run starts with its block size and alignment; its bitmap follows. */
+#define RUN_HEADER_SIZE 16
+#define RUN_CONTENT_SIZE(size_idx) \
+    (CHUNKSIZE - RUN_HEADER_SIZE + ((uint64_t)(size_idx) - 1) * CHUNKSIZE)
+#define RUN_DEFAULT_BITMAP_SIZE (38 * 8)
+
+struct heap_header {
+    char signature[16];
+    uint64_t major;
+    uint64_t minor;
+    uint64_t unused;
+    uint64_t chunksize;
+    uint64_t chunks_per_zone;
+};
+
+struct zone_header {
+    uint32_t magic;
+    uint32_t size_idx;
+};
+
+struct chunk_header {
+    uint16_t type;
+    uint16_t flags;
+    uint32_t size_idx;
+};
+
+struct run_header {
+    uint64_t block_size;
+    uint64_t alignment;
+};
+
+/* The number of blocks libpmemobj finds in a run, computed as it does
+   (memblock_run_bitmap()), with 0 for none: a run whose count would be
+   negative makes it walk a bitmap of 2**32 bits. */
+static uint64_t
+run_nblocks(const struct chunk_header *hdr, const struct run_header *run)
+{
+    uint64_t aligned = (hdr->flags & CHUNK_FLAG_ALIGNED) != 0;
+    uint64_t n;
+    if (hdr->flags & CHUNK_FLAG_FLEX_BITMAP) {
+        uint64_t content = RUN_CONTENT_SIZE(hdr->size_idx);
+        uint64_t nvalues = (content / run->block_size + 63) / 64;
+        /* The bitmap and the run header end on a cache line. */
+        nvalues = ((nvalues + 2 + 7) & ~(uint64_t)7) - 2;
+        if (nvalues * 8 >= content) {
+            return 0;
+        }
+        n = (content - nvalues * 8) / run->block_size;
+    }
+    else {
+        n = (RUN_CONTENT_SIZE(hdr->size_idx) - RUN_DEFAULT_BITMAP_SIZE)
+            / run->block_size;
+    }
+    return n > aligned ? n - aligned : 0;
+}
+
+/* The blocks of zone z, which holds size_idx chunks: 0, or -1 with what is
+   wrong in why. */
+static int
+check_zone(const char *zone, unsigned int z, uint32_t size_idx,
+           char *why, size_t whylen)
+{
+    const struct chunk_header *hdrs =
+        (const struct chunk_header *)(zone + ZONE_HEADER_SIZE);
+    const char *chunks = zone + ZONE_META_SIZE;
+    uint32_t i = 0;
+    while (i < size_idx) {
+        const struct chunk_header *hdr = &hdrs[i];
+        if (hdr->type != CHUNK_TYPE_FREE && hdr->type != CHUNK_TYPE_USED
+            && hdr->type != CHUNK_TYPE_RUN)
+        {
+            snprintf(why, whylen, "chunk %u of zone %u starts a block "
+                     "but has type %u", i, z, hdr->type);
+            return -1;
+        }
+        if (hdr->flags & ~CHUNK_FLAGS_ALL_VALID) {
+            snprintf(why, whylen, "chunk %u of zone %u has unknown flags "
+                     "0x%x", i, z, hdr->flags);
+            return -1;
+        }
+        if (hdr->size_idx == 0 || hdr->size_idx > size_idx - i) {
+            snprintf(why, whylen, "the block at chunk %u of zone %u is "
+                     "%" PRIu32 " chunks long; the zone has %" PRIu32,
+                     i, z, hdr->size_idx, size_idx);
+            return -1;
+        }
+        if (hdr->type == CHUNK_TYPE_RUN) {
+            const struct run_header *run =
+                (const struct run_header *)(chunks + i * CHUNKSIZE);
+            if (run->block_size == 0
+                || run->block_size > RUN_CONTENT_SIZE(hdr->size_idx))
+            {
+                snprintf(why, whylen, "the run at chunk %u of zone %u has "
+                         "blocks of %" PRIu64 " bytes", i, z,
+                         run->block_size);
+                return -1;
+            }
+            if ((hdr->flags & CHUNK_FLAG_ALIGNED)
+                && (run->alignment == 0
+                    || (run->alignment & (run->alignment - 1)) != 0
+                    || run->alignment > CHUNKSIZE))
+            {
+                snprintf(why, whylen, "the run at chunk %u of zone %u is "
+                         "aligned to %" PRIu64 " bytes", i, z,
+                         run->alignment);
+                return -1;
+            }
+            if (run_nblocks(hdr, run) == 0) {
+                snprintf(why, whylen, "the run at chunk %u of zone %u has "
+                         "room for no block", i, z);
+                return -1;
+            }
+            /* libpmemobj finds a run from any of its chunks through
+               these headers. */
+            for (uint32_t j = 1; j < hdr->size_idx; j++) {
+                const struct chunk_header *data = &hdrs[i + j];
+                if (data->type != CHUNK_TYPE_RUN_DATA || data->size_idx != j) {
+                    snprintf(why, whylen, "chunk %u of zone %u is chunk "
+                             "%u of a run, but its header says type %u, "
+                             "%" PRIu32 " chunks from the run's start",
+                             i + j, z, j, data->type, data->size_idx);
+                    return -1;
+                }
+            }
+        }
+        i += hdr->size_idx;
+    }
+    return 0;
+}
+
+int
+_PyPmem_CheckHeap(const void *base, size_t size, char *why, size_t whylen)
+{
+    const char *pool = base;
+    uint64_t heap_offset;
+    if (size < DESC_HEAP_OFFSET + sizeof(heap_offset)) {
+        snprintf(why, whylen, "the pool is too small for its descriptor");
+        return -1;
+    }
+    memcpy(&heap_offset, pool + DESC_HEAP_OFFSET, sizeof(heap_offset));
+    if (heap_offset % 8 != 0 || heap_offset > size
+        || size - heap_offset < HEAP_HEADER_SIZE + ZONE_MIN_SIZE)
+    {
+        snprintf(why, whylen, "the heap's offset %" PRIu64 " does not "
+                 "leave room for a heap in %zu bytes", heap_offset, size);
+        return -1;
+    }
+    const char *heap = pool + heap_offset;
+    uint64_t heap_size = size - heap_offset;
+    const struct heap_header *hh = (const struct heap_header *)heap;
+    if (memcmp(hh->signature, HEAP_SIGNATURE, sizeof(HEAP_SIGNATURE)) != 0
+        || hh->major != HEAP_MAJOR || hh->chunksize != CHUNKSIZE
+        || hh->chunks_per_zone != MAX_CHUNK)
+    {
+        snprintf(why, whylen, "the heap header is not one of heap format "
+                 "%d with chunks of %" PRIu64 " bytes", HEAP_MAJOR,
+                 CHUNKSIZE);
+        return -1;
+    }
+
+    /* The zones, laid out as libpmemobj does (heap_max_zone(),
+       get_zone_size_idx()): every zone but the last holds MAX_CHUNK
+       chunks; the last holds those that fit. */
+    uint64_t left = heap_size - HEAP_HEADER_SIZE;
+    for (unsigned int z = 0; left >= ZONE_MIN_SIZE; z++) {
+        const char *zone = heap + HEAP_HEADER_SIZE + z * ZONE_MAX_SIZE;
+        uint64_t room = left >= ZONE_MAX_SIZE
+                        ? MAX_CHUNK : (left - ZONE_META_SIZE) / CHUNKSIZE;
+        left -= left >= ZONE_MAX_SIZE ? ZONE_MAX_SIZE : left;
+        const struct zone_header *zh = (const struct zone_header *)zone;
+        if (zh->magic == 0) {
+            continue;       /* libpmemobj initialises it when it needs it */
+        }
+        if (zh->magic != ZONE_HEADER_MAGIC) {
+            snprintf(why, whylen, "zone %u has a bad magic number", z);
+            return -1;
+        }
+        if (zh->size_idx == 0 || zh->size_idx > room) {
+            snprintf(why, whylen, "zone %u says it holds %" PRIu32
+                     " chunks; it has room for %" PRIu64,
+                     z, zh->size_idx, room);
+            return -1;
+        }
+        if (check_zone(zone, z, zh->size_idx, why, whylen) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
