@@ -686,7 +686,9 @@ open_error(PyObject *error, PyObject *path, int err, const char *msg)
 /* libpmemobj's check of a pool's metadata, in a child process: on some
    corrupt heaps pmemobj_check() itself crashes, and that must not kill
    the interpreter.  The child reports pmemobj_check()'s result in its
-   exit status, and errno and libpmemobj's message through a pipe.
+   exit status (0 consistent, 1 inconsistent, 2 an error), or 3 when
+   _PyPmem_CheckHeap() finds what the check leaves out inconsistent, and
+   errno and a message (libpmemobj's or that check's) through a pipe.
    0, or -1 with an exception set. */
 /* The time the check of a pool of size bytes may take: 5 seconds, and 1
    more per 16 MiB (here it checks 64 MiB in a tenth of a second). */
