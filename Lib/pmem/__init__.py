@@ -35,6 +35,18 @@ Transactions in detail:
   raises or is closed).  Blocks must end in the order they began.
 * A pool that is full raises MemoryError, and the transaction is undone;
   so is a transaction interrupted by KeyboardInterrupt or SystemExit.
+
+Volatile memory of other kinds (when built with libmemkind): a
+MemoryKind is a region of a memkind kind -- high-bandwidth memory
+('hbw'), persistent memory used as volatile memory ('dax_kmem', or
+'file' with dir=), ordinary memory ('regular') -- and ``with kind:``
+places there the dicts, lists, sets, bytearrays and class instances that
+the thread makes meanwhile.  They are ordinary objects, without
+transactions; storage_of(obj) tells where an object lives::
+
+    hbw = pmem.MemoryKind("hbw", size=4 << 30)
+    with hbw:
+        table = dict()
 """
 
 import os
@@ -55,13 +67,30 @@ finally:
         del os.environ[_HINT]
 del _hint_set
 
-from _pmem import (PoolError, FORMAT_VERSION, DEFAULT_SIZE, storage_of,
+from _pmem import (PoolError, FORMAT_VERSION, DEFAULT_SIZE,
                    PersistentDict, PersistentList, PersistentSet,
                    PersistentByteArray)
 
+try:
+    # The memkind manager: built when libmemkind was found (--with-memkind).
+    import _memkind
+except ImportError:
+    _memkind = None
+    MemoryKind = None
+else:
+    MemoryKind = _memkind.Kind
+
 __all__ = ["open", "Pool", "PoolError", "storage_of", "PersistentDict",
            "PersistentList", "PersistentSet", "PersistentByteArray",
-           "FORMAT_VERSION", "DEFAULT_SIZE"]
+           "MemoryKind", "FORMAT_VERSION", "DEFAULT_SIZE"]
+
+
+def storage_of(obj):
+    """Where obj lives: its Pool, its MemoryKind, or None (DRAM)."""
+    where = _pmem.storage_of(obj)
+    if where is None and _memkind is not None:
+        where = _memkind.kind_of(obj)
+    return where
 
 
 class Pool(_pmem.Pool):

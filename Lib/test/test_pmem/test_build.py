@@ -1,5 +1,6 @@
 """The interpreter is the fork, built with the options it was asked for."""
 
+import importlib.util
 import platform
 import sys
 import sysconfig
@@ -36,10 +37,15 @@ class ConfigureOptionsTests(unittest.TestCase):
         self.assertIn(value, ("yes", "no"))
         return value == "yes"
 
+    # option: the extension module of the manager
+    modules = {"pmem": "_pmem", "memkind": "_memkind"}
+
     def check_manager(self, option):
         wanted = self.asked_for(option)
         define = sysconfig.get_config_var(self.managers[option])
         self.assertEqual(bool(define), wanted)
+        found = importlib.util.find_spec(self.modules[option]) is not None
+        self.assertEqual(found, wanted, self.modules[option])
 
     def test_pmem_option(self):
         self.check_manager("pmem")

@@ -1,0 +1,554 @@
+/* _memkind: the memkind storage manager (libmemkind).
+ *
+ * A _memkind.Kind is a volatile memory class (DESIGN section 6): the
+ * objects placed in it (`with kind:`) live in memory of a memkind kind --
+ * high-bandwidth memory (MEMKIND_HBW...), persistent memory used as
+ * volatile memory (MEMKIND_DAX_KMEM..., or a file), or ordinary memory
+ * (MEMKIND_REGULAR, MEMKIND_DEFAULT) -- and behave as DRAM objects do: no
+ * transaction, no store rule (a volatile object may point anywhere).  Of
+ * the manager's hooks only alloc, realloc and free do anything.
+ *
+ * Every object's manager is found from its address, so the objects of a
+ * Kind must lie in one address range.  A Kind takes one region of `size`
+ * bytes from its memkind kind (memkind_posix_memalign(): memkind binds
+ * the region's pages to the kind's NUMA nodes, and they are faulted in
+ * only when used) or maps a file of that size, suballocates it with a
+ * fixed kind (memkind_create_fixed()), and registers the region as its
+ * manager's range.  A full region raises MemoryError.
+ *
+ * Lifetime.  As with pools, a Kind's objects can outlive every reference
+ * to the Kind: the module keeps every Kind it made, and the region stays
+ * until the process exits.
+ */
+
+#ifndef Py_BUILD_CORE_BUILTIN
+#  define Py_BUILD_CORE_MODULE 1
+#endif
+#define PY_SSIZE_T_CLEAN
+
+#include "Python.h"
+#include "structmember.h"         // PyMemberDef
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <memkind.h>
+
+#define KIND_DEFAULT_SIZE ((Py_ssize_t)1 << 30)
+#define KIND_MIN_SIZE ((Py_ssize_t)16 << 20)
+#define REGION_ALIGNMENT ((size_t)2 << 20)
+
+/* The kinds a Kind can draw its region from, by name; "file" maps a file
+   instead. */
+static const struct {
+    const char *name;
+    memkind_t *kind;
+} kinds[] = {
+    {"default", &MEMKIND_DEFAULT},
+    {"regular", &MEMKIND_REGULAR},
+    {"hugetlb", &MEMKIND_HUGETLB},
+    {"interleave", &MEMKIND_INTERLEAVE},
+    {"hbw", &MEMKIND_HBW},
+    {"hbw_all", &MEMKIND_HBW_ALL},
+    {"hbw_preferred", &MEMKIND_HBW_PREFERRED},
+    {"hbw_interleave", &MEMKIND_HBW_INTERLEAVE},
+    {"dax_kmem", &MEMKIND_DAX_KMEM},
+    {"dax_kmem_all", &MEMKIND_DAX_KMEM_ALL},
+    {"dax_kmem_preferred", &MEMKIND_DAX_KMEM_PREFERRED},
+    {"dax_kmem_interleave", &MEMKIND_DAX_KMEM_INTERLEAVE},
+    {"highest_capacity", &MEMKIND_HIGHEST_CAPACITY},
+    {"lowest_latency_local", &MEMKIND_LOWEST_LATENCY_LOCAL},
+    {"highest_bandwidth_local", &MEMKIND_HIGHEST_BANDWIDTH_LOCAL},
+};
+#define FILE_KIND "file"
+
+typedef struct {
+    PyObject_HEAD
+    PyStorageManager sm;
+    PyObject *name;               /* the kind's name (str) */
+    PyObject *dir;                /* "file": the directory, or None */
+    memkind_t source;             /* the region's kind; NULL for "file" */
+    memkind_t fixed;              /* the suballocator of the region */
+    char *region;
+    size_t size;
+    Py_ssize_t blocks;            /* blocks allocated and not freed */
+    char cname[32];
+} KindObject;
+
+#define KIND(sm) \
+    ((KindObject *)((char *)(sm) - offsetof(KindObject, sm)))
+
+typedef struct {
+    PyTypeObject *KindType;
+    PyObject *kinds;              /* every Kind made: they never go */
+} memkind_state;
+
+static inline memkind_state *
+get_state(PyObject *module)
+{
+    return (memkind_state *)PyModule_GetState(module);
+}
+
+
+/* --- the storage manager ------------------------------------------------ */
+
+static void *
+kind_alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
+{
+    KindObject *k = KIND(sm);
+    void *block = memkind_malloc(k->fixed, size == 0 ? 1 : size);
+    if (block != NULL) {
+        k->blocks++;
+    }
+    return block;
+}
+
+static void *
+kind_realloc(PyStorageManager *sm, void *ptr, size_t size)
+{
+    KindObject *k = KIND(sm);
+    if (ptr == NULL) {
+        return kind_alloc(sm, size, NULL);
+    }
+    return memkind_realloc(k->fixed, ptr, size == 0 ? 1 : size);
+}
+
+static void
+kind_free(PyStorageManager *sm, void *ptr)
+{
+    KindObject *k = KIND(sm);
+    if (ptr != NULL) {
+        memkind_free(k->fixed, ptr);
+        k->blocks--;
+    }
+}
+
+/* Volatile memory: an operation is as atomic as in DRAM, and needs no
+   bracket and no log. */
+static int
+kind_begin(PyStorageManager *sm)
+{
+    return 0;
+}
+
+static int
+kind_end(PyStorageManager *sm, int ok)
+{
+    return 0;
+}
+
+static int
+kind_modify(PyStorageManager *sm, void *addr, size_t size)
+{
+    return 0;
+}
+
+
+/* --- making a Kind ------------------------------------------------------- */
+
+static struct PyModuleDef memkind_module;
+
+static void
+memkind_error(int err, const char *what, PyObject *name)
+{
+    char msg[MEMKIND_ERROR_MESSAGE_SIZE];
+    memkind_error_message(err, msg, sizeof(msg));
+    PyErr_Format(PyExc_OSError, "%s memkind kind %R: %s", what, name, msg);
+}
+
+/* An unnamed file in dir, open for reading and writing; -1 with errno
+   set on failure. */
+static int
+unnamed_file(const char *dir)
+{
+    int fd = open(dir, O_TMPFILE | O_RDWR, 0600);
+    if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR)) {
+        return fd;
+    }
+    /* A file system without O_TMPFILE: a named file, unlinked at once. */
+    PyObject *path = PyBytes_FromFormat("%s/pmem-memkind.XXXXXX", dir);
+    if (path == NULL) {
+        PyErr_Clear();
+        errno = ENOMEM;
+        return -1;
+    }
+    fd = mkstemp(PyBytes_AS_STRING(path));
+    if (fd >= 0) {
+        (void)unlink(PyBytes_AS_STRING(path));
+    }
+    Py_DECREF(path);
+    return fd;
+}
+
+/* The region of a "file" Kind: an unnamed file of size bytes in dir,
+   mapped shared (so that its pages are the file system's, persistent
+   memory on a DAX file system).  Its blocks are allocated now: in a
+   sparse file, a full file system would be a SIGBUS at the first touch of
+   a page, not a MemoryError.  0, or -1 with an exception set. */
+static int
+map_file(KindObject *k, PyObject *dir)
+{
+    PyObject *dir_bytes;
+    if (!PyUnicode_FSConverter(dir, &dir_bytes)) {
+        return -1;
+    }
+    int fd = unnamed_file(PyBytes_AS_STRING(dir_bytes));
+    Py_DECREF(dir_bytes);
+    if (fd < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, dir);
+        return -1;
+    }
+    int err = posix_fallocate(fd, 0, (off_t)k->size);
+    if (err != 0) {
+        close(fd);
+        errno = err;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, dir);
+        return -1;
+    }
+    void *region = mmap(NULL, k->size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                        fd, 0);
+    close(fd);                    /* the mapping keeps the file */
+    if (region == MAP_FAILED) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, dir);
+        return -1;
+    }
+    k->region = region;
+    return 0;
+}
+
+static PyObject *
+kind_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"name", "size", "dir", NULL};
+    PyObject *name = NULL;
+    Py_ssize_t size = KIND_DEFAULT_SIZE;
+    PyObject *dir = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|U$nO:Kind", kwlist,
+                                     &name, &size, &dir)) {
+        return NULL;
+    }
+    PyObject *module = PyType_GetModuleByDef(type, &memkind_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    const char *cname = name == NULL ? "regular" : PyUnicode_AsUTF8(name);
+    if (cname == NULL) {
+        return NULL;
+    }
+    memkind_t *source = NULL;
+    int is_file = strcmp(cname, FILE_KIND) == 0;
+    if (!is_file) {
+        for (size_t i = 0; i < Py_ARRAY_LENGTH(kinds); i++) {
+            if (strcmp(cname, kinds[i].name) == 0) {
+                source = kinds[i].kind;
+                break;
+            }
+        }
+        if (source == NULL) {
+            PyObject *names = PyUnicode_FromString(FILE_KIND);
+            for (size_t i = 0; names != NULL && i < Py_ARRAY_LENGTH(kinds);
+                 i++) {
+                Py_SETREF(names, PyUnicode_FromFormat("%U, %s", names,
+                                                      kinds[i].name));
+            }
+            if (names != NULL) {
+                PyErr_Format(PyExc_ValueError, "unknown memkind kind %R; "
+                             "the kinds are: %U", name, names);
+                Py_DECREF(names);
+            }
+            return NULL;
+        }
+        if (dir != Py_None) {
+            PyErr_Format(PyExc_TypeError, "dir= is for the '%s' kind only",
+                         FILE_KIND);
+            return NULL;
+        }
+    }
+    else if (dir == Py_None) {
+        PyErr_Format(PyExc_TypeError, "the '%s' kind needs dir=, the "
+                     "directory of its file", FILE_KIND);
+        return NULL;
+    }
+    if (size < KIND_MIN_SIZE) {
+        PyErr_Format(PyExc_ValueError, "a memkind region is %zd bytes at "
+                     "least, not %zd", KIND_MIN_SIZE, size);
+        return NULL;
+    }
+
+    KindObject *k = (KindObject *)type->tp_alloc(type, 0);
+    if (k == NULL) {
+        return NULL;
+    }
+    k->name = PyUnicode_FromString(cname);
+    k->dir = Py_NewRef(dir);
+    if (k->name == NULL) {
+        goto error;
+    }
+    PyOS_snprintf(k->cname, sizeof(k->cname), "memkind:%s", cname);
+    k->sm = (PyStorageManager){
+        .name = k->cname,
+        .flags = 0,
+        .alloc = kind_alloc,
+        .realloc = kind_realloc,
+        .free = kind_free,
+        .begin = kind_begin,
+        .end = kind_end,
+        .modify = kind_modify,
+    };
+    k->size = ((size_t)size + REGION_ALIGNMENT - 1) & ~(REGION_ALIGNMENT - 1);
+    if (is_file) {
+        if (map_file(k, dir) < 0) {
+            goto error;
+        }
+    }
+    else {
+        k->source = *source;
+        int err = memkind_check_available(k->source);
+        if (err != 0) {
+            memkind_error(err, "this machine has no memory of", k->name);
+            goto error;
+        }
+        void *region = NULL;
+        err = memkind_posix_memalign(k->source, &region, REGION_ALIGNMENT,
+                                     k->size);
+        if (err != 0 || region == NULL) {
+            PyErr_Format(PyExc_MemoryError, "cannot take %zu bytes of "
+                         "memkind kind %R", k->size, k->name);
+            goto error;
+        }
+        k->region = region;
+    }
+    int err = memkind_create_fixed(k->region, k->size, &k->fixed);
+    if (err != 0) {
+        memkind_error(err, "cannot make a region of", k->name);
+        goto error;
+    }
+    if (PyList_Append(get_state(module)->kinds, (PyObject *)k) < 0) {
+        goto error;
+    }
+    if (PyStorage_AddRange(&k->sm, k->region, k->size) < 0) {
+        /* Kept by the module, without a range: nothing is ever placed in
+           it. */
+        Py_DECREF(k);
+        return NULL;
+    }
+    return (PyObject *)k;
+
+error:
+    /* Nothing was placed in the region yet: give it back. */
+    if (k->fixed != NULL) {
+        memkind_destroy_kind(k->fixed);
+        k->fixed = NULL;
+    }
+    if (k->region != NULL) {
+        if (k->source != NULL) {
+            memkind_free(k->source, k->region);
+        }
+        else {
+            munmap(k->region, k->size);
+        }
+        k->region = NULL;
+    }
+    Py_DECREF(k);
+    return NULL;
+}
+
+static void
+kind_dealloc(KindObject *k)
+{
+    /* Only a Kind that never got a region gets here: the module keeps the
+       others for the life of the process. */
+    PyTypeObject *tp = Py_TYPE(k);
+    Py_XDECREF(k->name);
+    Py_XDECREF(k->dir);
+    tp->tp_free((PyObject *)k);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+kind_enter(KindObject *k, PyObject *Py_UNUSED(ignored))
+{
+    if (PyStorage_PushPlacement(&k->sm) < 0) {
+        return NULL;
+    }
+    return Py_NewRef(k);
+}
+
+static PyObject *
+kind_exit(KindObject *k, PyObject *args)
+{
+    if (PyStorage_PopPlacement(&k->sm) < 0) {
+        return NULL;
+    }
+    Py_RETURN_FALSE;
+}
+
+static PyObject *
+kind_stats(KindObject *k, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("{sn sn}", "blocks", k->blocks,
+                         "size", (Py_ssize_t)k->size);
+}
+
+static PyObject *
+kind_repr(KindObject *k)
+{
+    if (k->dir != Py_None) {
+        return PyUnicode_FromFormat("<pmem.MemoryKind %R in %R, %zu bytes>",
+                                    k->name, k->dir, k->size);
+    }
+    return PyUnicode_FromFormat("<pmem.MemoryKind %R, %zu bytes>", k->name,
+                                k->size);
+}
+
+static PyMethodDef kind_methods[] = {
+    {"__enter__", (PyCFunction)kind_enter, METH_NOARGS,
+     "Place the new containers and instances of this thread here."},
+    {"__exit__", (PyCFunction)kind_exit, METH_VARARGS,
+     "End the placement that __enter__ began."},
+    {"stats", (PyCFunction)kind_stats, METH_NOARGS,
+     "stats() -> {'blocks': allocated blocks, 'size': region bytes}"},
+    {NULL}
+};
+
+static PyMemberDef kind_members[] = {
+    {"name", T_OBJECT, offsetof(KindObject, name), READONLY,
+     "The memkind kind's name."},
+    {"dir", T_OBJECT, offsetof(KindObject, dir), READONLY,
+     "The directory of a 'file' kind's file, or None."},
+    {"size", T_PYSSIZET, offsetof(KindObject, size), READONLY,
+     "The region's size in bytes."},
+    {NULL}
+};
+
+static int
+kind_sq_contains(KindObject *k, PyObject *obj)
+{
+    return PyStorage_Of(obj) == &k->sm;
+}
+
+PyDoc_STRVAR(kind_doc,
+"Kind(name='regular', *, size=1 GiB, dir=None)\n\
+\n\
+A region of memory of a memkind kind, for volatile objects: inside\n\
+`with kind:`, the new dicts, lists, sets, bytearrays and instances of\n\
+classes that this thread makes live there.  They are ordinary objects of\n\
+their types.  name is a memkind kind ('regular', 'hbw', 'dax_kmem'...),\n\
+or 'file': a file in dir, unnamed and gone at exit.  A full region\n\
+raises MemoryError; an absent kind, OSError.");
+
+static PyType_Slot kind_slots[] = {
+    {Py_tp_new, kind_new},
+    {Py_tp_dealloc, kind_dealloc},
+    {Py_tp_repr, kind_repr},
+    {Py_tp_methods, kind_methods},
+    {Py_tp_members, kind_members},
+    {Py_sq_contains, kind_sq_contains},
+    {Py_tp_doc, (void *)kind_doc},
+    {0, NULL}
+};
+
+static PyType_Spec kind_spec = {
+    .name = "_memkind.Kind",
+    .basicsize = sizeof(KindObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = kind_slots,
+};
+
+
+/* --- the module ---------------------------------------------------------- */
+
+static PyObject *
+kind_of(PyObject *module, PyObject *obj)
+{
+    PyStorageManager *sm = PyStorage_Of(obj);
+    if (sm->alloc == kind_alloc) {
+        return Py_NewRef((PyObject *)KIND(sm));
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+kind_names(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *names = PyList_New(0);
+    for (size_t i = 0; names != NULL && i < Py_ARRAY_LENGTH(kinds); i++) {
+        PyObject *name = PyUnicode_FromString(kinds[i].name);
+        if (name == NULL || PyList_Append(names, name) < 0) {
+            Py_CLEAR(names);
+        }
+        Py_XDECREF(name);
+    }
+    return names;
+}
+
+static PyMethodDef memkind_methods[] = {
+    {"kind_of", kind_of, METH_O,
+     "kind_of(obj): the Kind that obj lives in, or None."},
+    {"kind_names", kind_names, METH_NOARGS,
+     "kind_names(): the memkind kinds a Kind can be made of."},
+    {NULL}
+};
+
+static int
+memkind_exec(PyObject *module)
+{
+    memkind_state *state = get_state(module);
+    state->KindType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &kind_spec, NULL);
+    if (state->KindType == NULL
+        || PyModule_AddType(module, state->KindType) < 0)
+    {
+        return -1;
+    }
+    state->kinds = PyList_New(0);
+    if (state->kinds == NULL) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+memkind_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    memkind_state *state = get_state(module);
+    Py_VISIT(state->KindType);
+    Py_VISIT(state->kinds);
+    return 0;
+}
+
+static int
+memkind_clear(PyObject *module)
+{
+    memkind_state *state = get_state(module);
+    Py_CLEAR(state->KindType);
+    /* state->kinds stays: the regions outlive the module. */
+    return 0;
+}
+
+static PyModuleDef_Slot memkind_slots[] = {
+    {Py_mod_exec, memkind_exec},
+    {0, NULL}
+};
+
+static struct PyModuleDef memkind_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_memkind",
+    .m_doc = "The memkind storage manager: volatile objects in memory of "
+             "a memkind kind.",
+    .m_size = sizeof(memkind_state),
+    .m_methods = memkind_methods,
+    .m_slots = memkind_slots,
+    .m_traverse = memkind_traverse,
+    .m_clear = memkind_clear,
+};
+
+PyMODINIT_FUNC
+PyInit__memkind(void)
+{
+    return PyModuleDef_Init(&memkind_module);
+}
