@@ -21,7 +21,9 @@ Example (from the repository root; the driver runs under any Python 3.11)::
 
 Other runs: ``--mode both`` (the default) adds the wall-time table,
 ``--mode time --repeat 9 --regrtest`` times only, and also the core
-regrtests; ``--limit 1`` fails (exit status 1) when a callgrind overhead
+regrtests; ``--with-manager`` runs the fork's workloads with a storage
+manager registered (what a program pays for its DRAM objects while a
+pool or a memory kind is open); ``--limit 1`` fails (exit status 1) when a callgrind overhead
 exceeds 1%; ``--scale 0.5`` halves every iteration count; ``--list``.
 
 The primary figure is the instruction count (Ir) that callgrind collects.
@@ -56,6 +58,11 @@ TIME_FACTOR = 10    # time mode runs 10x the iterations: noise needs length
 REGRTESTS = ("test_dict", "test_list", "test_set", "test_bytes",
              "test_descr", "test_class")
 HARNESS = "\nimport sys\nrun(int(sys.argv[1]))\n"
+# --with-manager: the fork's workloads run with a storage manager
+# registered (a test arena that holds no object of theirs), as a program
+# with an open pool or a memory kind does.
+MANAGER = ("import _teststorage\n"
+           "_arena = _teststorage.Arena(1 << 20, name='idle')\n")
 EMPTY = "def run(n):\n    pass\n"
 
 # (name, what it hammers, iterations under callgrind, source defining run(n))
@@ -270,13 +277,16 @@ def wall_time(python, name, source, n):
     return run_child(workload_cmd(python, source, n), f"{python} ({name})")[0]
 
 
-def measure(interps, selected, probe, runs=1, factor=1.0):
+def measure(interps, selected, probe, runs=1, factor=1.0, prelude=None):
     """Return {workload: {interp: figure}} and {interp: start-up figure}.
 
     probe(python, name, source, n) measures one run; the figure is the
     minimum over runs (alternating which interpreter goes first) minus the
-    empty workload's.  factor multiplies the iteration counts.
+    empty workload's.  factor multiplies the iteration counts; prelude maps
+    an interpreter's label to code that runs before each of its workloads
+    (the empty one too).
     """
+    prelude = prelude or {}
     jobs = [("empty", EMPTY, 1)] + [(name, source, max(1, round(n * factor)))
                                     for name, _, n, source in selected]
     best = {}
@@ -286,7 +296,8 @@ def measure(interps, selected, probe, runs=1, factor=1.0):
             for label in list(interps)[::-1 if rep % 2 else 1]:
                 print(f"  ... {probe.__name__} {label} {name} #{rep + 1}",
                       file=sys.stderr, flush=True)
-                figure = probe(interps[label], name, source, n)
+                figure = probe(interps[label], name,
+                               prelude.get(label, "") + source, n)
                 best[name][label] = min(best[name][label], figure)
     empty = best.pop("empty")
     return {name: {label: fig - empty[label] for label, fig in row.items()}
@@ -343,6 +354,10 @@ def parse_args(argv):
     p.add_argument("--list", action="store_true", help="list the workloads")
     p.add_argument("--limit", type=float, metavar="PCT",
                    help="exit 1 when a callgrind overhead exceeds PCT %%")
+    p.add_argument("--with-manager", action="store_true",
+                   help="run the fork's workloads with a storage manager "
+                        "registered (the cost for DRAM objects while a pool "
+                        "is open)")
     p.add_argument("--regrtest", action="store_true",
                    help="also time -m test -j2 " + " ".join(REGRTESTS))
     return p.parse_args(argv)
@@ -363,6 +378,7 @@ def main(argv):
                   file=sys.stderr)
             return 2
     selected = [w for w in WORKLOADS if not args.only or w[0] in args.only]
+    prelude = {"fork": MANAGER} if args.with_manager else {}
     status, start = 0, time.perf_counter()
     mtimes = {label: os.stat(python).st_mtime
               for label, python in interps.items()}
@@ -374,7 +390,7 @@ def main(argv):
             print(f"{label:<6} {python}: {' '.join(version.split())}")
         if args.mode in ("callgrind", "both"):
             rows, base = measure(interps, selected, callgrind_ir,
-                                 factor=args.scale)
+                                 factor=args.scale, prelude=prelude)
             ratios = print_table(
                 f"callgrind instructions (start-up subtracted: stock "
                 f"{base['stock']:,}, fork {base['fork']:,})",
@@ -385,7 +401,7 @@ def main(argv):
                 status = 1
         if args.mode in ("time", "both"):
             rows, base = measure(interps, selected, wall_time, args.repeat,
-                                 args.scale * TIME_FACTOR)
+                                 args.scale * TIME_FACTOR, prelude)
             print_table(
                 f"wall time, s, min of {args.repeat} (start-up subtracted: "
                 f"stock {base['stock']:.4f}, fork {base['fork']:.4f})",
