@@ -16,9 +16,11 @@
  * fixed kind (memkind_create_fixed()), and registers the region as its
  * manager's range.  A full region raises MemoryError.
  *
- * Lifetime.  As with pools, a Kind's objects can outlive every reference
- * to the Kind: the module keeps every Kind it made, and the region stays
- * until the process exits.
+ * Lifetime.  A Kind's objects can outlive every reference to the Kind
+ * (their manager is found from their address, not through a reference):
+ * a Kind that goes while it has objects, or while a placement of it is
+ * pushed, stays until they are gone, and then gives its region back, as
+ * an empty Kind does when it goes.
  */
 
 #ifndef Py_BUILD_CORE_BUILTIN
@@ -75,7 +77,11 @@ typedef struct {
     memkind_t fixed;              /* the suballocator of the region */
     char *region;
     size_t size;
+    int registered;               /* the region is the manager's range */
     Py_ssize_t blocks;            /* blocks allocated and not freed */
+    int placements;               /* pushes not popped, on any thread */
+    int orphaned;                 /* no reference left: kept for its
+                                     objects (see kind_dealloc()) */
     char cname[32];
 } KindObject;
 
@@ -84,7 +90,6 @@ typedef struct {
 
 typedef struct {
     PyTypeObject *KindType;
-    PyObject *kinds;              /* every Kind made: they never go */
 } memkind_state;
 
 static inline memkind_state *
@@ -124,6 +129,11 @@ kind_free(PyStorageManager *sm, void *ptr)
     if (ptr != NULL) {
         memkind_free(k->fixed, ptr);
         k->blocks--;
+        if (k->orphaned && k->blocks == 0 && k->placements == 0) {
+            /* The last object of a Kind that nothing refers to. */
+            k->orphaned = 0;
+            Py_DECREF(k);
+        }
     }
 }
 
@@ -151,6 +161,36 @@ kind_modify(PyStorageManager *sm, void *addr, size_t size)
 /* --- making a Kind ------------------------------------------------------- */
 
 static struct PyModuleDef memkind_module;
+
+/* Empty regions of memkind kinds, each with its fixed kind, kept for
+   reuse (release_region()). */
+typedef struct spare {
+    memkind_t source;
+    size_t size;
+    char *region;
+    memkind_t fixed;
+    struct spare *next;
+} spare;
+
+static spare *spares = NULL;
+
+/* An empty region of source of size bytes, with its fixed kind, from
+   the spares: 1, or 0 when there is none. */
+static int
+take_spare(KindObject *k)
+{
+    for (spare **link = &spares; *link != NULL; link = &(*link)->next) {
+        spare *sp = *link;
+        if (sp->source == k->source && sp->size == k->size) {
+            k->region = sp->region;
+            k->fixed = sp->fixed;
+            *link = sp->next;
+            PyMem_RawFree(sp);
+            return 1;
+        }
+    }
+    return 0;
+}
 
 static void
 memkind_error(int err, const char *what, PyObject *name)
@@ -231,10 +271,6 @@ kind_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                                      &name, &size, &dir)) {
         return NULL;
     }
-    PyObject *module = PyType_GetModuleByDef(type, &memkind_module);
-    if (module == NULL) {
-        return NULL;
-    }
     const char *cname = name == NULL ? "regular" : PyUnicode_AsUTF8(name);
     if (cname == NULL) {
         return NULL;
@@ -312,56 +348,90 @@ kind_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             memkind_error(err, "this machine has no memory of", k->name);
             goto error;
         }
-        void *region = NULL;
-        err = memkind_posix_memalign(k->source, &region, REGION_ALIGNMENT,
-                                     k->size);
-        if (err != 0 || region == NULL) {
-            PyErr_Format(PyExc_MemoryError, "cannot take %zu bytes of "
-                         "memkind kind %R", k->size, k->name);
+        if (!take_spare(k)) {
+            void *region = NULL;
+            err = memkind_posix_memalign(k->source, &region,
+                                         REGION_ALIGNMENT, k->size);
+            if (err != 0 || region == NULL) {
+                PyErr_Format(PyExc_MemoryError, "cannot take %zu bytes of "
+                             "memkind kind %R", k->size, k->name);
+                goto error;
+            }
+            k->region = region;
+        }
+    }
+    if (k->fixed == NULL) {
+        int err = memkind_create_fixed(k->region, k->size, &k->fixed);
+        if (err != 0) {
+            memkind_error(err, "cannot make a region of", k->name);
             goto error;
         }
-        k->region = region;
-    }
-    int err = memkind_create_fixed(k->region, k->size, &k->fixed);
-    if (err != 0) {
-        memkind_error(err, "cannot make a region of", k->name);
-        goto error;
-    }
-    if (PyList_Append(get_state(module)->kinds, (PyObject *)k) < 0) {
-        goto error;
     }
     if (PyStorage_AddRange(&k->sm, k->region, k->size) < 0) {
-        /* Kept by the module, without a range: nothing is ever placed in
-           it. */
-        Py_DECREF(k);
-        return NULL;
+        goto error;
     }
+    k->registered = 1;
     return (PyObject *)k;
 
 error:
-    /* Nothing was placed in the region yet: give it back. */
-    if (k->fixed != NULL) {
-        memkind_destroy_kind(k->fixed);
-        k->fixed = NULL;
+    Py_DECREF(k);                 /* gives the region back */
+    return NULL;
+}
+
+/* Give the region back: nothing lives in it any more.  A file's region
+   is unmapped.  A region of a memkind kind cannot go back to that kind
+   once a fixed kind has managed it (destroying the fixed kind takes the
+   allocator's record of the region's pages with it), so it is kept, empty,
+   for the next Kind of the same kind and size (take_spare()). */
+static void
+release_region(KindObject *k)
+{
+    if (k->registered) {
+        (void)PyStorage_RemoveRange(k->region);
+        k->registered = 0;
     }
-    if (k->region != NULL) {
-        if (k->source != NULL) {
+    if (k->region == NULL) {
+        return;
+    }
+    if (k->source != NULL) {
+        if (k->fixed == NULL) {
             memkind_free(k->source, k->region);
         }
         else {
-            munmap(k->region, k->size);
+            spare *sp = PyMem_RawMalloc(sizeof(spare));
+            if (sp != NULL) {
+                *sp = (spare){k->source, k->size, k->region, k->fixed,
+                              spares};
+                spares = sp;
+            }
+            /* else: out of memory, the region is left behind */
         }
-        k->region = NULL;
     }
-    Py_DECREF(k);
-    return NULL;
+    else {
+        if (k->fixed != NULL) {
+            memkind_destroy_kind(k->fixed);
+        }
+        munmap(k->region, k->size);
+    }
+    k->fixed = NULL;
+    k->region = NULL;
 }
 
 static void
 kind_dealloc(KindObject *k)
 {
-    /* Only a Kind that never got a region gets here: the module keeps the
-       others for the life of the process. */
+    if (k->blocks > 0 || k->placements > 0) {
+        /* Objects of the region live on, or a placement still names the
+           manager: keep it (resurrected, without a reference) until the
+           last of its objects is freed (kind_free()). */
+        k->orphaned = 1;
+        Py_SET_REFCNT(k, 1);
+#ifdef Py_REF_DEBUG
+        _Py_RefTotal++;
+#endif
+        return;
+    }
+    release_region(k);
     PyTypeObject *tp = Py_TYPE(k);
     Py_XDECREF(k->name);
     Py_XDECREF(k->dir);
@@ -375,6 +445,7 @@ kind_enter(KindObject *k, PyObject *Py_UNUSED(ignored))
     if (PyStorage_PushPlacement(&k->sm) < 0) {
         return NULL;
     }
+    k->placements++;
     return Py_NewRef(k);
 }
 
@@ -384,6 +455,7 @@ kind_exit(KindObject *k, PyObject *args)
     if (PyStorage_PopPlacement(&k->sm) < 0) {
         return NULL;
     }
+    k->placements--;
     Py_RETURN_FALSE;
 }
 
@@ -505,10 +577,6 @@ memkind_exec(PyObject *module)
     {
         return -1;
     }
-    state->kinds = PyList_New(0);
-    if (state->kinds == NULL) {
-        return -1;
-    }
     return 0;
 }
 
@@ -517,7 +585,6 @@ memkind_traverse(PyObject *module, visitproc visit, void *arg)
 {
     memkind_state *state = get_state(module);
     Py_VISIT(state->KindType);
-    Py_VISIT(state->kinds);
     return 0;
 }
 
@@ -526,7 +593,6 @@ memkind_clear(PyObject *module)
 {
     memkind_state *state = get_state(module);
     Py_CLEAR(state->KindType);
-    /* state->kinds stays: the regions outlive the module. */
     return 0;
 }
 

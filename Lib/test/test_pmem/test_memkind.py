@@ -80,6 +80,33 @@ class PlacementTests(unittest.TestCase):
         del d
         self.assertEqual(kind.stats()["blocks"], before)
 
+    def test_kind_stays_while_its_objects_live(self):
+        kind = regular()
+        with kind:
+            d = {"k": [1]}
+        del kind
+        kind = pmem.storage_of(d)
+        self.assertIsInstance(kind, pmem.MemoryKind)
+        self.assertEqual(kind.name, "regular")
+        del kind
+        d["k"].append(2)                    # the region is still there
+        self.assertEqual(d, {"k": [1, 2]})
+
+    def test_regions_go_back(self):
+        # More kinds than a process has ranges (64), one after another:
+        # each gives its range back when it and its objects are gone.
+        for i in range(100):
+            kind = regular(16 << 20)
+            with kind:
+                d = {i: [i]}
+            del kind                        # before its objects
+            del d
+            kind = pmem.MemoryKind("file", dir=tempfile.gettempdir(),
+                                   size=16 << 20)
+            with kind:
+                d = {i: [i]}
+            del d, kind
+
     def test_placement_is_per_thread(self):
         kind = regular()
         made = []
