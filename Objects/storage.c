@@ -37,6 +37,8 @@
 
 
 int _PyStorage_Active = 0;
+uintptr_t _PyStorage_Lo = 0;
+uintptr_t _PyStorage_Span = 0;
 
 #define MAX_RANGES 64
 #define MAX_PLACEMENT_DEPTH 32
@@ -187,6 +189,8 @@ update_bounds(void)
         registry.lo = registry.ranges[0].start;
         registry.hi = registry.ranges[registry.nranges - 1].end;
     }
+    _PyStorage_Lo = registry.lo;
+    _PyStorage_Span = registry.hi - registry.lo;
     update_active();
 }
 

@@ -73,6 +73,17 @@ active:
 _PyStorage_COLD
 PyAPI_FUNC(PyStorageManager *) _PyStorage_Lookup(const void *ptr);
 
+/* The registry's bounds: every managed object lies in [_PyStorage_Lo,
+   _PyStorage_Lo + _PyStorage_Span), and a pointer outside them is DRAM
+   (placements do not matter: they concern new objects).  An inline test
+   without a call, for the specialized instructions that write objects
+   directly: they run for DRAM objects while managers are registered, and
+   deopt for the others. */
+PyAPI_DATA(uintptr_t) _PyStorage_Lo;
+PyAPI_DATA(uintptr_t) _PyStorage_Span;
+#define _PyStorage_MAYBE_MANAGED(ptr) \
+    ((uintptr_t)(ptr) - _PyStorage_Lo < _PyStorage_Span)
+
 /* The manager of ptr; NULL for DRAM. */
 static inline PyStorageManager *
 _PyStorage_Of(const void *ptr)

@@ -583,6 +583,58 @@ class SpecializationTests(unittest.TestCase):
         assert_python_ok("-c", code)
 
 
+    def test_store_specialized_while_a_manager_is_registered(self):
+        # DRAM objects keep the specializations that write directly while
+        # a manager is registered; for a managed object they deopt.
+        code = """if 1:
+            import dis, _teststorage
+            arena = _teststorage.Arena()
+            class P:
+                __slots__ = ("a",)
+            class Q:
+                pass
+            class R:
+                def __init__(self):
+                    self.b = 0
+            def store_slot(o, v):
+                o.a = v
+            def store_value(o, v):
+                o.b = v
+            def store_hint(o, v):
+                o.a30 = v
+            def store_item(lst, v):
+                lst[0] = v
+            many = Q()
+            for i in range(40):
+                setattr(many, f"a{i}", i)
+            for _ in range(64):
+                store_slot(P(), 1)
+                store_value(R(), 1)
+                store_hint(many, 1)
+                store_item([0], 1)
+            ops = {i.opname for f in (store_slot, store_value, store_hint,
+                                      store_item)
+                   for i in dis.get_instructions(f, adaptive=True)}
+            assert {"STORE_ATTR_SLOT", "STORE_ATTR_INSTANCE_VALUE",
+                    "STORE_ATTR_WITH_HINT", "STORE_SUBSCR_LIST_INT"} <= ops, ops
+            arena.push_placement()
+            p, q, r, lst = P(), R(), Q(), [0]
+            arena.pop_placement()
+            for i in range(40):
+                setattr(r, f"a{i}", i)
+            arena.check()
+            for v in range(5):
+                store_slot(p, v)
+                store_value(q, v)
+                store_hint(r, v)
+                store_item(lst, v)
+            assert (p.a, q.b, r.a30, lst) == (4, 4, 4, [4])
+            violations = arena.check()
+            assert violations == [], violations
+        """
+        assert_python_ok("-c", code)
+
+
 def state(obj):
     if hasattr(obj, "__dict__"):
         return dict(vars(obj))
