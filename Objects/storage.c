@@ -63,10 +63,12 @@ static _Thread_local struct {
 } placement;
 
 
-/* Specialized STORE_ATTR instructions write object memory directly; none
-   may exist while a manager is active (the specializer refuses to make
-   them then).  Those made before are guarded by their class's version
-   tag: changing every class's tag makes them deoptimize. */
+/* Specialized STORE_ATTR instructions write object memory directly.
+   They now test the registry's bounds themselves (_PyStorage_MAYBE_MANAGED
+   in ceval.c) and deopt for a managed object; changing every class's
+   version tag when the first manager comes is what guarded the ones made
+   before, and is kept as a second guard (it costs one respecialization
+   of attribute sites per activation). */
 static void
 invalidate_type_versions(PyTypeObject *type)
 {

@@ -85,8 +85,8 @@ COVERED = {
         "PyObject_GenericSetDict, subtype_setdict (obj.__dict__ = d)",
         "PyMember_SetOne (__slots__ stores and deletes)",
         "STORE_ATTR_INSTANCE_VALUE (never specialized: no inline values)",
-        "STORE_ATTR_WITH_HINT, STORE_ATTR_SLOT (not specialized while a "
-        "manager is active; those made before deoptimize on activation)",
+        "STORE_ATTR_WITH_HINT, STORE_ATTR_SLOT (specialized for DRAM "
+        "objects only; they deopt for a managed object or dict)",
     ],
 }
 

@@ -251,8 +251,10 @@ map_file(KindObject *k, PyObject *dir)
     }
     void *region = mmap(NULL, k->size, PROT_READ | PROT_WRITE, MAP_SHARED,
                         fd, 0);
+    int saved_errno = errno;
     close(fd);                    /* the mapping keeps the file */
     if (region == MAP_FAILED) {
+        errno = saved_errno;
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, dir);
         return -1;
     }
@@ -425,10 +427,7 @@ kind_dealloc(KindObject *k)
            manager: keep it (resurrected, without a reference) until the
            last of its objects is freed (kind_free()). */
         k->orphaned = 1;
-        Py_SET_REFCNT(k, 1);
-#ifdef Py_REF_DEBUG
-        _Py_RefTotal++;
-#endif
+        _Py_NewReference((PyObject *)k);
         return;
     }
     release_region(k);
@@ -456,6 +455,12 @@ kind_exit(KindObject *k, PyObject *args)
         return NULL;
     }
     k->placements--;
+    if (k->orphaned && k->blocks == 0 && k->placements == 0) {
+        /* The last placement of a Kind whose objects are gone (the call
+           holds its own reference). */
+        k->orphaned = 0;
+        Py_DECREF(k);
+    }
     Py_RETURN_FALSE;
 }
 

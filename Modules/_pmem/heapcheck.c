@@ -146,8 +146,11 @@ check_zone(const char *zone, unsigned int z, uint32_t size_idx,
         if (hdr->type == CHUNK_TYPE_RUN) {
             const struct run_header *run =
                 (const struct run_header *)(chunks + i * CHUNKSIZE);
+            /* libpmemobj counts a run's blocks in 32 bits. */
             if (run->block_size == 0
-                || run->block_size > RUN_CONTENT_SIZE(hdr->size_idx))
+                || run->block_size > RUN_CONTENT_SIZE(hdr->size_idx)
+                || RUN_CONTENT_SIZE(hdr->size_idx) / run->block_size
+                   > UINT32_MAX)
             {
                 snprintf(why, whylen, "the run at chunk %u of zone %u has "
                          "blocks of %" PRIu64 " bytes", i, z,
