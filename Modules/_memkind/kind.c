@@ -35,6 +35,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -68,7 +69,7 @@ static const struct {
 };
 #define FILE_KIND "file"
 
-typedef struct {
+typedef struct _KindObject {
     PyObject_HEAD
     PyStorageManager sm;
     PyObject *name;               /* the kind's name (str) */
@@ -78,6 +79,8 @@ typedef struct {
     char *region;
     size_t size;
     int registered;               /* the region is the manager's range */
+    int fd;                       /* "file": the file, or -1 */
+    struct _KindObject *next_file;    /* the list of file_kinds */
     Py_ssize_t blocks;            /* blocks allocated and not freed */
     int placements;               /* pushes not popped, on any thread */
     int orphaned;                 /* no reference left: kept for its
@@ -174,6 +177,25 @@ typedef struct spare {
 
 static spare *spares = NULL;
 
+/* The "file" Kinds that have a region.  Their mappings are shared: after
+   fork(), the child would write into the parent's objects with an
+   allocator state of its own.  The child maps each region again at the
+   same address, privately (copy-on-write, as the rest of its memory). */
+static KindObject *file_kinds = NULL;
+
+static void
+remap_file_kinds_in_child(void)
+{
+    for (KindObject *k = file_kinds; k != NULL; k = k->next_file) {
+        if (mmap(k->region, k->size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_FIXED, k->fd, 0) == MAP_FAILED) {
+            /* Better no region than a shared one. */
+            (void)mmap(k->region, k->size, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        }
+    }
+}
+
 /* An empty region of source of size bytes, with its fixed kind, from
    the spares: 1, or 0 when there is none. */
 static int
@@ -251,14 +273,27 @@ map_file(KindObject *k, PyObject *dir)
     }
     void *region = mmap(NULL, k->size, PROT_READ | PROT_WRITE, MAP_SHARED,
                         fd, 0);
-    int saved_errno = errno;
-    close(fd);                    /* the mapping keeps the file */
     if (region == MAP_FAILED) {
+        int saved_errno = errno;
+        close(fd);
         errno = saved_errno;
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, dir);
         return -1;
     }
+    static int atfork_done = 0;
+    if (!atfork_done) {
+        if (pthread_atfork(NULL, NULL, remap_file_kinds_in_child) != 0) {
+            munmap(region, k->size);
+            close(fd);
+            PyErr_NoMemory();
+            return -1;
+        }
+        atfork_done = 1;
+    }
     k->region = region;
+    k->fd = fd;                   /* kept for the child's remapping */
+    k->next_file = file_kinds;
+    file_kinds = k;
     return 0;
 }
 
@@ -321,6 +356,7 @@ kind_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (k == NULL) {
         return NULL;
     }
+    k->fd = -1;
     k->name = PyUnicode_FromString(cname);
     k->dir = Py_NewRef(dir);
     if (k->name == NULL) {
@@ -414,6 +450,17 @@ release_region(KindObject *k)
             memkind_destroy_kind(k->fixed);
         }
         munmap(k->region, k->size);
+        for (KindObject **link = &file_kinds; *link != NULL;
+             link = &(*link)->next_file) {
+            if (*link == k) {
+                *link = k->next_file;
+                break;
+            }
+        }
+        if (k->fd >= 0) {
+            close(k->fd);
+            k->fd = -1;
+        }
     }
     k->fixed = NULL;
     k->region = NULL;

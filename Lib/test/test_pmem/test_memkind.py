@@ -179,6 +179,35 @@ class RegionTests(unittest.TestCase):
         self.assertEqual(os.listdir(self.dir), [])
         self.assertIn(repr(self.dir), repr(kind))
 
+    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork()")
+    def test_file_kind_after_fork_is_the_processes_own(self):
+        # The file is mapped shared; a forked child must not write into
+        # the parent's objects (nor allocate from the same free blocks).
+        kind = pmem.MemoryKind("file", dir=self.dir, size=SIZE)
+        with kind:
+            d = {"k": [1]}
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                d["k"].append(2)
+                with kind:
+                    junk = [[i] for i in range(1000)]
+                d["child"] = junk
+                os.write(w, repr(sorted(d)).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        with os.fdopen(r) as f:
+            seen = f.read()
+        os.waitpid(pid, 0)
+        self.assertEqual(seen, "['child', 'k']")
+        self.assertEqual(d, {"k": [1]})
+        with kind:
+            mine = [[i] for i in range(1000)]
+        self.assertEqual(d, {"k": [1]})
+        self.assertEqual(mine[999], [999])
+
     def test_full_region_raises_memory_error(self):
         kind = pmem.MemoryKind("file", dir=self.dir, size=16 << 20)
         keep = []
