@@ -163,8 +163,6 @@ kind_modify(PyStorageManager *sm, void *addr, size_t size)
 
 /* --- making a Kind ------------------------------------------------------- */
 
-static struct PyModuleDef memkind_module;
-
 /* Empty regions of memkind kinds, each with its fixed kind, kept for
    reuse (release_region()). */
 typedef struct spare {
@@ -297,6 +295,21 @@ map_file(KindObject *k, PyObject *dir)
     return 0;
 }
 
+/* The names a Kind can be made of: "file", then the memkind kinds. */
+static PyObject *
+kind_names(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *names = Py_BuildValue("[s]", FILE_KIND);
+    for (size_t i = 0; names != NULL && i < Py_ARRAY_LENGTH(kinds); i++) {
+        PyObject *name = PyUnicode_FromString(kinds[i].name);
+        if (name == NULL || PyList_Append(names, name) < 0) {
+            Py_CLEAR(names);
+        }
+        Py_XDECREF(name);
+    }
+    return names;
+}
+
 static PyObject *
 kind_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -322,17 +335,17 @@ kind_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             }
         }
         if (source == NULL) {
-            PyObject *names = PyUnicode_FromString(FILE_KIND);
-            for (size_t i = 0; names != NULL && i < Py_ARRAY_LENGTH(kinds);
-                 i++) {
-                Py_SETREF(names, PyUnicode_FromFormat("%U, %s", names,
-                                                      kinds[i].name));
-            }
-            if (names != NULL) {
+            PyObject *names = kind_names(NULL, NULL);
+            PyObject *sep = PyUnicode_FromString(", ");
+            PyObject *text = names == NULL || sep == NULL
+                             ? NULL : PyUnicode_Join(sep, names);
+            if (text != NULL) {
                 PyErr_Format(PyExc_ValueError, "unknown memkind kind %R; "
-                             "the kinds are: %U", name, names);
-                Py_DECREF(names);
+                             "the kinds are: %U", name, text);
             }
+            Py_XDECREF(names);
+            Py_XDECREF(sep);
+            Py_XDECREF(text);
             return NULL;
         }
         if (dir != Py_None) {
@@ -596,25 +609,11 @@ kind_of(PyObject *module, PyObject *obj)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-kind_names(PyObject *module, PyObject *Py_UNUSED(ignored))
-{
-    PyObject *names = PyList_New(0);
-    for (size_t i = 0; names != NULL && i < Py_ARRAY_LENGTH(kinds); i++) {
-        PyObject *name = PyUnicode_FromString(kinds[i].name);
-        if (name == NULL || PyList_Append(names, name) < 0) {
-            Py_CLEAR(names);
-        }
-        Py_XDECREF(name);
-    }
-    return names;
-}
-
 static PyMethodDef memkind_methods[] = {
     {"kind_of", kind_of, METH_O,
      "kind_of(obj): the Kind that obj lives in, or None."},
     {"kind_names", kind_names, METH_NOARGS,
-     "kind_names(): the memkind kinds a Kind can be made of."},
+     "kind_names(): the names a Kind can be made of."},
     {NULL}
 };
 
