@@ -83,6 +83,10 @@ PyAPI_DATA(uintptr_t) _PyStorage_Lo;
 PyAPI_DATA(uintptr_t) _PyStorage_Span;
 #define _PyStorage_MAYBE_MANAGED(ptr) \
     ((uintptr_t)(ptr) - _PyStorage_Lo < _PyStorage_Span)
+/* The guard of a hook whose slow path does nothing for a DRAM object:
+   the fast path's one branch, then (managers registered) the bounds. */
+#define _PyStorage_ACTIVE_FOR(ptr) \
+    (_PyStorage_ACTIVE() && _PyStorage_MAYBE_MANAGED(ptr))
 
 /* The manager of ptr; NULL for DRAM. */
 static inline PyStorageManager *
