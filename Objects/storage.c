@@ -493,6 +493,13 @@ _PyStorage_DeallocSlow(PyObject *op)
 }
 
 int
+_PyStorage_GcHoldSlow(PyObject *op)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(op);
+    return sm != NULL && sm->collectable != NULL && !sm->collectable(sm);
+}
+
+int
 _PyStorage_ModifyDictSlotSlow(PyDictObject *mp, Py_ssize_t hashpos,
                               Py_ssize_t ix)
 {
@@ -869,14 +876,19 @@ _PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr, PyObject *value)
 PyObject *
 _PyStorage_DictSetDefault(PyObject *d, PyObject *key, PyObject *defaultobj)
 {
-    PyObject *value = PyDict_GetItemWithError(d, key);
-    if (value != NULL || PyErr_Occurred()) {
-        return value;
-    }
-    if (PyDict_SetItem(d, key, defaultobj) < 0) {
+    /* Begun before the look-up: another thread's store of key cannot
+       come between. */
+    PyStorageManager *sm = _PyStorage_TxBegin(d);
+    if (sm == _PyStorage_TX_FAILED) {
         return NULL;
     }
-    return PyDict_GetItemWithError(d, key);
+    PyObject *value = PyDict_GetItemWithError(d, key);
+    if (value == NULL && !PyErr_Occurred()
+        && PyDict_SetItem(d, key, defaultobj) == 0)
+    {
+        value = PyDict_GetItemWithError(d, key);
+    }
+    return _PyStorage_TxEnd(sm) < 0 ? NULL : value;
 }
 
 

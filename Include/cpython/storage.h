@@ -61,6 +61,12 @@ struct _PyStorageManager {
     /* [addr, addr+size) is about to change; 0, or -1 with an exception
        set (the caller then abandons the operation). */
     int (*modify)(PyStorageManager *sm, void *addr, size_t size);
+
+    /* May the cycle collector clear and free the manager's objects now?
+       0 keeps all of them through this collection (while a transaction
+       is going on, what tp_clear, finalizers and deallocations would do
+       could not be undone with it); NULL is always. */
+    int (*collectable)(PyStorageManager *sm);
 };
 
 /* The DRAM manager: what PyStorage_Of() returns for ordinary memory. */

@@ -182,6 +182,19 @@ _PyStorage_Dealloc(PyObject *op)
     }
 }
 
+/* The cycle collector counts this many references to op that no object
+   of the collected generations holds: 1 keeps op, and what it reaches,
+   alive through the collection, when its manager does not let its
+   objects be collected now (see PyStorageManager.collectable). */
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_GcHoldSlow(PyObject *op);
+
+static inline int
+_PyStorage_GcHold(PyObject *op)
+{
+    return _PyStorage_ACTIVE_FOR(op) ? _PyStorage_GcHoldSlow(op) : 0;
+}
+
 /* A slot of a dict is about to change: its index slot hashpos and its
    entry ix (each when >= 0), with the dict's and its keys' fields. */
 _PyStorage_COLD
@@ -212,7 +225,8 @@ PyAPI_FUNC(int) _PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr,
    and no other: the slow path begins the operation, registers what the
    function will write, marks op as re-entered on this thread, calls the
    function again (which now runs its stock body) and ends the operation.
-   The DRAM fast path is the one load and branch of the first line. */
+   The DRAM fast path is the one load and branch of the first line (and,
+   while managers are registered, the registry's bounds). */
 PyAPI_DATA(_Thread_local PyObject *) _PyStorage_Reentered;
 
 /* The mark is taken by the first hooked entry that sees it: the one the
@@ -252,7 +266,7 @@ PyAPI_FUNC(int) _PyStorage_ReenterEnd(PyStorageManager *sm,
                                       PyObject *outer);
 
 #define _PyStorage_REENTER_(op, type, failed, call, drop, drop_result) \
-    if (_PyStorage_ACTIVE() && !_PyStorage_REENTERED(op)) { \
+    if (_PyStorage_ACTIVE_FOR(op) && !_PyStorage_REENTERED(op)) { \
         PyObject *_py_storage_outer; \
         PyStorageManager *_py_storage_sm = _PyStorage_ReenterBegin( \
             _PyObject_CAST(op), &_py_storage_outer); \
@@ -276,7 +290,7 @@ PyAPI_FUNC(int) _PyStorage_ReenterEnd(PyStorageManager *sm,
     _PyStorage_REENTER_(op, PyObject *, NULL, call, (void)0, \
                         Py_XDECREF(_py_storage_result))
 #define _PyStorage_REENTER_VOID(op, call) \
-    if (_PyStorage_ACTIVE() && !_PyStorage_REENTERED(op)) { \
+    if (_PyStorage_ACTIVE_FOR(op) && !_PyStorage_REENTERED(op)) { \
         PyObject *_py_storage_outer; \
         PyStorageManager *_py_storage_sm = _PyStorage_ReenterBegin( \
             _PyObject_CAST(op), &_py_storage_outer); \

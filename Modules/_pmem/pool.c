@@ -57,9 +57,15 @@
 #include <fcntl.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#ifdef __linux__
+#  include <sys/prctl.h>          // PR_SET_PDEATHSIG
+#endif
+
+#include <pthread.h>              // pthread_atfork()
 
 #include <libpmemobj.h>
 
@@ -96,7 +102,7 @@ enum {
     POOL_INSTANCE = 1024,
 };
 
-typedef struct {
+typedef struct PoolObject {
     PyObject_HEAD
     PyStorageManager sm;          /* sm.name points into name */
     char name[64];
@@ -104,6 +110,13 @@ typedef struct {
     struct pool_root *root;
     size_t size;                  /* of the mapping */
     int closed;                   /* close() was called */
+    int forked;                   /* this process is a forked child of
+                                     the one that opened the pool */
+    pid_t opener;                 /* the process that opened it */
+    char *cpath;                  /* its file's real path */
+    dev_t dev;                    /* and identity */
+    ino_t ino;
+    struct PoolObject *next_open; /* the pools this process opened */
     int depth;                    /* nesting of begin/end, in owner */
     PyThread_type_lock writer;    /* held by the thread in a transaction */
     unsigned long owner;          /* that thread, while depth > 0 */
@@ -200,6 +213,34 @@ in_my_transaction(PoolObject *p)
     return p->depth > 0 && p->owner == PyThread_get_thread_ident();
 }
 
+/* Raise PoolError: p can be read, not changed, in this process. */
+static void
+refuse_change(PoolObject *p)
+{
+    if (p->forked) {
+        PyErr_Format(p->error, "pool %R belongs to process %d, which "
+                     "opened it: a forked child sees the pool as it was at "
+                     "the fork and can read it, not change it (return what "
+                     "to store to the parent, or open the pool in a new "
+                     "process once the parent has closed it)", p->path,
+                     (int)p->opener);
+    }
+    else {
+        PyErr_Format(p->error, "pool %R is closed: its objects can be "
+                     "read, not changed", p->path);
+    }
+}
+
+/* May the cycle collector clear p's objects now?  Not inside one of its
+   transactions (what tp_clear and finalizers write, and what is freed,
+   could not be undone with it), nor when p cannot be changed. */
+static int
+pool_collectable(PyStorageManager *sm)
+{
+    PoolObject *p = POOL(sm);
+    return p->depth == 0 && !p->closed && !p->forked;
+}
+
 /* Raise PoolError with libpmemobj's reason. */
 static void
 pool_error(PoolObject *p, const char *what)
@@ -214,7 +255,7 @@ pool_alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
 {
     PoolObject *p = POOL(sm);
     PMEMoid oid;
-    if (p->closed) {
+    if (p->closed || p->forked) {
         return NULL;
     }
     uint64_t code = pool_type_code(p, type);
@@ -301,7 +342,7 @@ static void *
 pool_realloc(PyStorageManager *sm, void *ptr, size_t size)
 {
     PoolObject *p = POOL(sm);
-    if (p->closed) {
+    if (p->closed || p->forked) {
         return NULL;
     }
     PMEMoid oid = pmemobj_oid(ptr);
@@ -336,8 +377,9 @@ static void
 pool_free(PyStorageManager *sm, void *ptr)
 {
     PoolObject *p = POOL(sm);
-    if (p->closed) {
-        /* Left to the next open, which frees what nothing reaches. */
+    if (p->closed || p->forked) {
+        /* Left to the next open, which frees what nothing reaches (a
+           forked child's memory of the pool is its own copy). */
         return;
     }
     if (in_my_transaction(p)) {
@@ -359,9 +401,8 @@ pool_begin(PyStorageManager *sm)
         p->depth++;
         return 0;
     }
-    if (p->closed) {
-        PyErr_Format(p->error, "pool %R is closed: its objects can be "
-                     "read, not changed", p->path);
+    if (p->closed || p->forked) {
+        refuse_change(p);
         return -1;
     }
     if (pmemobj_tx_stage() != TX_STAGE_NONE) {
@@ -595,6 +636,178 @@ pool_modify(PyStorageManager *sm, void *addr, size_t size)
 }
 
 
+/* --- fork() and close() --------------------------------------------------
+
+   A pool is mapped shared, and the mapping holds the file open, and with
+   it the pool's lock.  A forked child inherits the mapping: every write
+   of the child (reference counts included) would reach the parent's
+   objects and the file behind the parent's back, and the child would
+   keep the pool locked after the parent is gone.  So the child gets each
+   pool as it was at the fork, as a private copy at the same addresses,
+   and the pool is marked forked there: its objects can be read, and any
+   change raises PoolError (refuse_change()).  The parent waits for the
+   copies to be made, so that none of its later writes reaches them.
+   close() replaces the mapping the same way, which releases the lock
+   while the objects stay readable.
+
+   The copy takes the pages of the file that hold data; its holes stay
+   zero pages, which are not allocated until written. */
+
+static PoolObject *open_pools = NULL;   /* linked by next_open */
+static int checker_forking = 0;         /* check_metadata()'s fork */
+static int fork_pipe[2] = {-1, -1};     /* the parent waits for its EOF */
+
+/* Copy the data of the file behind [base, base + size) into copy.  fd is
+   the file, opened again, or -1 (then everything is copied). */
+static void
+copy_data(char *copy, const char *base, size_t size, int fd)
+{
+    size_t pos = 0;
+    while (fd >= 0 && pos < size) {
+        off_t data = lseek(fd, (off_t)pos, SEEK_DATA);
+        if (data < 0) {
+            if (errno == ENXIO) {
+                return;           /* a hole up to the end */
+            }
+            break;                /* no SEEK_DATA here: copy the rest */
+        }
+        if ((size_t)data >= size) {
+            return;
+        }
+        off_t hole = lseek(fd, data, SEEK_HOLE);
+        size_t end = hole < 0 || (size_t)hole > size ? size : (size_t)hole;
+        memcpy(copy + data, base + data, end - (size_t)data);
+        pos = end;
+    }
+    if (pos < size) {
+        memcpy(copy + pos, base + pos, size - pos);
+    }
+}
+
+/* Replace p's shared mapping by a private copy at the same addresses,
+   which holds neither the file nor its lock.  Only async-signal-safe
+   calls: this runs in a forked child.  0; or -1 when there is no memory
+   for the copy: then the mapping is a private mapping of the file, which
+   the parent's later writes can still reach, or, failing that, left
+   unreadable. */
+static int
+make_private(PoolObject *p)
+{
+    char *base = (char *)p->pop;
+    size_t size = p->size;
+    int fd = open(p->cpath, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || st.st_dev != p->dev
+                    || st.st_ino != p->ino))
+    {
+        close(fd);                /* another file has the name now */
+        fd = -1;
+    }
+    int r = -1;
+    char *copy = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (copy != MAP_FAILED) {
+        copy_data(copy, base, size, fd);
+        if (mremap(copy, size, size, MREMAP_MAYMOVE | MREMAP_FIXED,
+                   base) != MAP_FAILED)
+        {
+            r = 0;
+        }
+        else {
+            (void)munmap(copy, size);
+        }
+    }
+    if (r < 0 && (fd < 0 || mmap(base, size, PROT_READ | PROT_WRITE,
+                                 MAP_PRIVATE | MAP_FIXED, fd,
+                                 0) == MAP_FAILED))
+    {
+        (void)mmap(base, size, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return r;
+}
+
+static void
+before_fork(void)
+{
+    if (checker_forking) {
+        return;
+    }
+    for (PoolObject *p = open_pools; p != NULL; p = p->next_open) {
+        if (!p->forked && !p->closed) {
+            if (pipe2(fork_pipe, O_CLOEXEC) < 0) {
+                fork_pipe[0] = fork_pipe[1] = -1;
+            }
+            return;
+        }
+    }
+}
+
+static void
+after_fork_in_parent(void)
+{
+    if (fork_pipe[1] < 0) {
+        return;
+    }
+    close(fork_pipe[1]);
+    char c;
+    while (read(fork_pipe[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    close(fork_pipe[0]);
+    fork_pipe[0] = fork_pipe[1] = -1;
+}
+
+static void
+after_fork_in_child(void)
+{
+    if (checker_forking) {
+        return;                   /* the checker maps nothing of ours */
+    }
+    for (PoolObject *p = open_pools; p != NULL; p = p->next_open) {
+        if (!p->forked && !p->closed) {
+            (void)make_private(p);
+        }
+        /* The parent's transaction, if one was going on, stays the
+           parent's: nothing of it is the child's to end. */
+        p->forked = 1;
+        p->depth = 0;
+        p->owner = 0;
+        p->nsavepoints = 0;
+        p->ntxfreed = 0;
+        p->ntxmade = 0;
+        p->undo_len = 0;
+        p->doomed = 0;
+    }
+    if (fork_pipe[1] >= 0) {
+        close(fork_pipe[0]);
+        close(fork_pipe[1]);      /* the parent goes on */
+        fork_pipe[0] = fork_pipe[1] = -1;
+    }
+}
+
+/* The fork handlers, installed with the first pool.  0, or -1 with an
+   exception set. */
+static int
+watch_forks(void)
+{
+    static int installed = 0;
+    if (!installed) {
+        int err = pthread_atfork(before_fork, after_fork_in_parent,
+                                 after_fork_in_child);
+        if (err != 0) {
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        installed = 1;
+    }
+    return 0;
+}
+
+
 /* --- creating and opening ------------------------------------------------ */
 
 /* Create a pool at path: under a temporary name, renamed into place
@@ -699,12 +912,24 @@ check_metadata(PyObject *error, PyObject *path, const char *cpath,
                size_t size)
 {
     int fds[2];
-    if (pipe(fds) < 0) {
+    if (pipe2(fds, O_CLOEXEC) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    pid_t parent = getpid();
+    checker_forking = 1;
     pid_t pid = fork();
+    checker_forking = 0;
     if (pid == 0) {
+        /* The check holds the pool's lock: it must not outlive the
+           process that asked for it (killed while opening, that one
+           would leave the pool locked until the check ends). */
+#ifdef __linux__
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+        if (getppid() != parent) {
+            _exit(2);             /* the parent died before the prctl() */
+        }
         /* A crash is an answer here, not for faulthandler to report. */
         signal(SIGSEGV, SIG_DFL);
         signal(SIGBUS, SIG_DFL);
@@ -2007,6 +2232,9 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->root = pmemobj_direct(pmemobj_root(pop, sizeof(struct pool_root)));
     self->size = (size_t)st.st_size;
+    self->opener = getpid();
+    self->dev = st.st_dev;
+    self->ino = st.st_ino;
     self->path = path;
     self->error = error;
     path = NULL;
@@ -2021,10 +2249,29 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         .begin = pool_begin,
         .end = pool_end,
         .modify = pool_modify,
+        .collectable = pool_collectable,
     };
     if (PyDict_SetItem(state->pools, key, (PyObject *)self) < 0) {
         goto error;
     }
+    /* The fork handlers copy it: its path, as a C string that stays. */
+    PyObject *real_bytes = PyUnicode_EncodeFSDefault(key);
+    self->cpath = real_bytes == NULL
+                  ? NULL : _PyMem_RawStrdup(PyBytes_AS_STRING(real_bytes));
+    Py_XDECREF(real_bytes);
+    if (self->cpath == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_NoMemory();
+        }
+        self->closed = 1;
+        goto error;
+    }
+    if (watch_forks() < 0) {
+        self->closed = 1;
+        goto error;
+    }
+    self->next_open = open_pools;
+    open_pools = self;
     if (PyStorage_AddRange(&self->sm, pop, self->size) < 0) {
         /* Mapped, known, and never used. */
         self->closed = 1;
@@ -2055,6 +2302,15 @@ pool_dealloc(PoolObject *self)
 {
     /* Only at the interpreter's exit (the module keeps its pools): the
        mapping stays for objects that the exit has not freed yet. */
+    for (PoolObject **link = &open_pools; *link != NULL;
+         link = &(*link)->next_open)
+    {
+        if (*link == self) {
+            *link = self->next_open;
+            break;
+        }
+    }
+    PyMem_RawFree(self->cpath);
     Py_XDECREF(self->path);
     Py_XDECREF(self->error);
     Py_XDECREF(self->type_codes);
@@ -2124,6 +2380,10 @@ static PyObject *
 pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (check_open(self) < 0) {
+        return NULL;
+    }
+    if (self->forked) {
+        refuse_change(self);
         return NULL;
     }
     if (self->depth > 0) {
@@ -2229,6 +2489,10 @@ pool_begin_meth(PoolObject *self, PyObject *Py_UNUSED(ignored))
 static int
 pool_end_block(PoolObject *self, int commit)
 {
+    if (self->forked) {
+        /* The parent's block, forked inside it: the parent ends it. */
+        return 0;
+    }
     if (check_open(self) < 0) {
         return -1;
     }
@@ -2279,6 +2543,10 @@ pool_close(PoolObject *self, PyObject *Py_UNUSED(ignored))
                      "transactions", self->path);
         return NULL;
     }
+    if (!self->closed && !self->forked) {
+        /* The objects stay readable; the file and its lock are let go. */
+        (void)make_private(self);
+    }
     self->closed = 1;
     Py_RETURN_NONE;
 }
@@ -2293,6 +2561,10 @@ new_in(PoolObject *pool, PyObject *type, PyObject *const *args,
        Py_ssize_t nargs, PyObject *kwnames)
 {
     if (check_open(pool) < 0) {
+        return NULL;
+    }
+    if (pool->forked) {
+        refuse_change(pool);
         return NULL;
     }
     if (PyStorage_PushPlacement(&pool->sm) < 0) {
