@@ -328,6 +328,27 @@ _PyStorage_CheckSlots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg)
 }
 
 void
+_PyStorage_ResetStrCaches(PyObject *op)
+{
+    PyASCIIObject *a = (PyASCIIObject *)op;
+    a->wstr = NULL;
+    if (a->state.ascii) {
+        return;
+    }
+    PyCompactUnicodeObject *c = (PyCompactUnicodeObject *)op;
+    c->utf8 = NULL;
+    c->utf8_length = 0;
+    c->wstr_length = 0;
+#if SIZEOF_WCHAR_T == 4
+    /* As PyUnicode_New() makes it, and as the debug build checks. */
+    if (PyUnicode_KIND(op) == PyUnicode_4BYTE_KIND) {
+        a->wstr = (wchar_t *)PyUnicode_DATA(op);
+        c->wstr_length = PyUnicode_GET_LENGTH(op);
+    }
+#endif
+}
+
+void
 _PyStorage_ResetVolatile(PyObject *op)
 {
     PyTypeObject *tp = Py_TYPE(op);
@@ -357,14 +378,8 @@ _PyStorage_ResetVolatile(PyObject *op)
     else if (tp == &PyUnicode_Type) {
         PyASCIIObject *a = (PyASCIIObject *)op;
         a->hash = -1;
-        a->wstr = NULL;
-        if (!a->state.ascii) {
-            /* A lazily made UTF-8 buffer was the last process's. */
-            PyCompactUnicodeObject *c = (PyCompactUnicodeObject *)op;
-            c->utf8 = NULL;
-            c->utf8_length = 0;
-            c->wstr_length = 0;
-        }
+        /* A lazily made UTF-8 buffer was the last process's. */
+        _PyStorage_ResetStrCaches(op);
     }
     else if (tp == &PyBytes_Type) {
 _Py_COMP_DIAG_PUSH

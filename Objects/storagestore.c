@@ -333,15 +333,8 @@ copy_str(PyObject *v, PyStorageManager *sm)
         return NULL;
     }
     /* Caches made in this process stay behind; so does interning. */
-    PyASCIIObject *a = (PyASCIIObject *)copy;
-    a->wstr = NULL;
-    a->state.interned = SSTATE_NOT_INTERNED;
-    if (!a->state.ascii) {
-        PyCompactUnicodeObject *c = (PyCompactUnicodeObject *)copy;
-        c->utf8 = NULL;
-        c->utf8_length = 0;
-        c->wstr_length = 0;
-    }
+    ((PyASCIIObject *)copy)->state.interned = SSTATE_NOT_INTERNED;
+    _PyStorage_ResetStrCaches(copy);
     return copy;
 }
 

@@ -640,6 +640,11 @@ PyAPI_FUNC(void) _PyStorage_ForgetObject(PyObject *op);
    the manager's to set (it counts the references). */
 PyAPI_FUNC(void) _PyStorage_ResetVolatile(PyObject *op);
 
+/* A str's caches (its UTF-8 and wchar_t forms) as a new str of this
+   process has them: none, but for the wchar_t form that is the str's own
+   data (4-byte strs where wchar_t is 4 bytes). */
+PyAPI_FUNC(void) _PyStorage_ResetStrCaches(PyObject *op);
+
 /* Rebuild the hash table of a dict or set (a no-op for other objects)
    for this process's hashes, inside an operation of its manager.  0, or
    -1 with an exception set. */

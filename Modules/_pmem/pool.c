@@ -57,6 +57,8 @@
 #include <fcntl.h>
 #include <string.h>
 #include <signal.h>
+#include <time.h>                 // nanosleep()
+#include <sys/file.h>             // flock()
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1029,6 +1031,36 @@ check_metadata(PyObject *error, PyObject *path, const char *cpath,
         open_error(error, path, err, msg);
         return -1;
     }
+}
+
+/* A process that held the pool's lock and was killed (or whose open's
+   checker was killed with it) lets it go as it exits, which can take a
+   moment after its parent sees it dead: the open waits up to LOCK_WAIT
+   milliseconds for the lock, as libpmemobj takes it (flock()), before it
+   tries; a pool that stays locked is open in another process. */
+#define LOCK_WAIT 1000
+
+static void
+wait_for_lock(const char *cpath)
+{
+    int fd = open(cpath, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return;                   /* for the open to report */
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int waited = 0; ; waited += 10) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            (void)flock(fd, LOCK_UN);
+            break;
+        }
+        if ((errno != EWOULDBLOCK && errno != EINTR) || waited >= LOCK_WAIT) {
+            break;
+        }
+        struct timespec ten_ms = {0, 10 * 1000 * 1000};
+        (void)nanosleep(&ten_ms, NULL);
+    }
+    Py_END_ALLOW_THREADS
+    close(fd);
 }
 
 /* Before libpmemobj maps a file, which it does not expect to be foreign:
@@ -2198,6 +2230,7 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(key);
         return Py_XNewRef(known);
     }
+    wait_for_lock(cpath);
     if (check_file(error, path, cpath) < 0) {
         Py_DECREF(error);
         goto error;
