@@ -19,8 +19,11 @@ an implicit transaction of its own that sets ``done``.  The operations
 cover bank transfers, dict growth past resizes, deletes, popitem, list
 insert/sort/slice assignment/pop, set updates, bytearray edits, nested
 containers, instances of user classes (Record and Pair, found as
-``soak:Record`` and ``soak:Pair``) and transactions that raise and roll
-back.
+``soak:Record`` and ``soak:Pair``), transactions that raise and roll
+back, transactions that make records garbage cycles, collect them
+(gc.collect()) and roll back, and transactions that a forked child
+tries first: its every change must raise PoolError (a kill of the
+parent then leaves the child running, which must not hold the pool).
 
 Each trial starts a child process that opens the pool and sends a
 canonical dump of everything in ``pool.ns`` to this process, which keeps
@@ -42,6 +45,7 @@ are printed; the exit status is 1.
 """
 
 import argparse
+import gc
 import itertools
 import marshal
 import os
@@ -613,6 +617,7 @@ def implicit_namespace(ns, rng, i):
 
 
 TX, IMPLICIT, ABORT = "tx", "implicit", "abort"
+FORK, GC_ABORT = "fork", "gc-abort"
 OPERATIONS = [
     # (weight, mode, function)
     (14, TX, tx_transfer),
@@ -635,6 +640,10 @@ OPERATIONS = [
     (3, IMPLICIT, implicit_recs),
     (2, IMPLICIT, implicit_namespace),
     (4, ABORT, None),               # a TX operation, then Rollback
+    (2, FORK, None),                # a TX operation, which a forked child
+                                    # tries first (refused)
+    (2, GC_ABORT, None),            # a TX operation, records made garbage
+                                    # cycles, collected, then Rollback
 ]
 _WEIGHTS = list(itertools.accumulate(w for w, _, _ in OPERATIONS))
 _TX_FUNCS = [f for _, mode, f in OPERATIONS if mode == TX]
@@ -646,11 +655,50 @@ def plan(seed, i):
     """Operation i: (mode, function, its random generator)."""
     rng = random.Random(seed * 1_000_003 + i)
     _, mode, func = rng.choices(OPERATIONS, cum_weights=_WEIGHTS)[0]
-    if mode == ABORT:
+    if mode in (ABORT, FORK, GC_ABORT):
         func = rng.choice(_TX_FUNCS)
-        if not ROLLBACKS:
+        if mode != FORK and not ROLLBACKS:
             mode = TX
     return mode, func, rng
+
+
+def forked_writer(ns, func, rng, i):
+    """A forked child tries operation i: the pool is the parent's, and
+    every change must raise PoolError without reaching it."""
+    import pmem
+    pid = os.fork()
+    if pid == 0:
+        status = 0
+        try:
+            try:
+                func(ns, rng, i)
+            except pmem.PoolError:
+                pass
+            try:
+                ns.done = -1
+                status = 3                  # a change was allowed
+            except pmem.PoolError:
+                pass
+        except BaseException:
+            status = 4
+        os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    status = os.waitstatus_to_exitcode(status)
+    if status != 0:
+        raise RuntimeError(f"the forked writer of operation {i} ended "
+                           f"with status {status} (3: a change was "
+                           f"allowed; 4: an error other than PoolError)")
+
+
+def orphan_cycles(ns, rng):
+    """Records taken out of the pool's list as garbage cycles (through
+    their attributes, their dict and a list)."""
+    recs = ns.recs
+    for _ in range(min(len(recs), rng.randrange(1, 4))):
+        rec = recs.pop(rng.randrange(len(recs)))
+        rec.me = rec
+        rec.extra["me"] = rec
+        rec.tags.append(rec.tags)
 
 
 def run_in_pool(pool, ns, seed, i):
@@ -663,10 +711,21 @@ def run_in_pool(pool, ns, seed, i):
     elif mode == IMPLICIT:
         func(ns, rng, i)
         ns.done = i + 1
+    elif mode == FORK:
+        if i % 2:
+            forked_writer(ns, func, random.Random(i), i)
+        with pool:
+            if not i % 2:               # inside the parent's transaction
+                forked_writer(ns, func, random.Random(i), i)
+            func(ns, rng, i)
+            ns.done = i + 1
     else:
         try:
             with pool:
                 func(ns, rng, i)
+                if mode == GC_ABORT:
+                    orphan_cycles(ns, rng)
+                    gc.collect()
                 ns.done = i + 1
                 raise Rollback
         except Rollback:
@@ -677,7 +736,7 @@ def run_in_pool(pool, ns, seed, i):
 def run_in_model(model, seed, i):
     """Operation i on the model."""
     mode, func, rng = plan(seed, i)
-    if mode != ABORT:
+    if mode not in (ABORT, GC_ABORT):
         func(model, rng, i)
     model.done = i + 1
 
