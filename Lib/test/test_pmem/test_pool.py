@@ -221,6 +221,7 @@ class BadFileTests(PoolTestCase):
                 sys.stdin.read()
                 """)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.addCleanup(holder.stdout.close)
         self.addCleanup(holder.wait)
         self.addCleanup(holder.stdin.close)
         self.assertEqual(holder.stdout.readline(), "open\n")
