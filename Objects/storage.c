@@ -463,12 +463,12 @@ modify_fields(PyStorageManager *sm, void *op, size_t size)
                       size - sizeof(PyObject));
 }
 
-void
+int
 _PyStorage_DeallocSlow(PyObject *op)
 {
     PyStorageManager *sm = _PyStorage_Lookup(op);
     if (sm == NULL) {
-        return;
+        return 0;
     }
     PyTypeObject *tp = Py_TYPE(op);
     PyObject *exc_type, *exc, *tb;
@@ -477,6 +477,15 @@ _PyStorage_DeallocSlow(PyObject *op)
         /* No operation can begin (a closed pool): none is going on
            either, so there is nothing to undo. */
         PyErr_Clear();
+    }
+    else if (Py_REFCNT(op) > 0) {
+        /* Referenced again by the undo of a transaction that it waited
+           for: there is nothing to deallocate. */
+        if (sm->end(sm, 1) < 0) {
+            PyErr_Clear();
+        }
+        PyErr_Restore(exc_type, exc, tb);
+        return 1;
     }
     else {
         int r = modify_fields(sm, op, (size_t)tp->tp_basicsize);
@@ -490,6 +499,7 @@ _PyStorage_DeallocSlow(PyObject *op)
         }
     }
     PyErr_Restore(exc_type, exc, tb);
+    return 0;
 }
 
 int

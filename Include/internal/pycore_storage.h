@@ -170,16 +170,17 @@ _PyStorage_ModifyFields(void *op, size_t size)
 /* An instance of a heap type is being deallocated: what its deallocation
    clears (its __slots__, its dict pointers) is logged first, inside an
    operation of its manager, so that undoing the enclosing transaction
-   brings the object back whole.  Errors are unraisable. */
+   brings the object back whole.  Errors are unraisable.  1 when op is
+   alive again and must not be deallocated: while this thread waited to
+   begin, another's transaction was undone, which gave back the reference
+   that it had dropped. */
 _PyStorage_COLD
-PyAPI_FUNC(void) _PyStorage_DeallocSlow(PyObject *op);
+PyAPI_FUNC(int) _PyStorage_DeallocSlow(PyObject *op);
 
-static inline void
+static inline int
 _PyStorage_Dealloc(PyObject *op)
 {
-    if (_PyStorage_ACTIVE()) {
-        _PyStorage_DeallocSlow(op);
-    }
+    return _PyStorage_ACTIVE_FOR(op) ? _PyStorage_DeallocSlow(op) : 0;
 }
 
 /* The cycle collector counts this many references to op that no object

@@ -384,9 +384,13 @@ pool_free(PyStorageManager *sm, void *ptr)
            forked child's memory of the pool is its own copy). */
         return;
     }
-    if (in_my_transaction(p)) {
-        /* Out of memory for the record: the block is left to the next
-           open (freeing it now could not be undone). */
+    if (p->depth > 0) {
+        /* Freed by the transaction; by another thread's, when this one
+           deallocates an object while that transaction is going on: the
+           object may be one whose last reference from the pool that
+           transaction dropped, and which its undo brings back.  Out of
+           memory for the record: the block is left to the next open
+           (freeing it now could not be undone). */
         (void)record_free(p, ptr);
         return;
     }

@@ -424,6 +424,50 @@ class ThreadTests(ProcessTestCase):
                          r"\(\d+ rolled back\), 0 mismatches$")
 
 
+    def test_object_dropped_by_a_thread_during_an_undone_transaction(self):
+        # Thread B drops its last reference to an object whose last
+        # reference from the pool the main thread's transaction has just
+        # removed; that transaction is undone: the object is back, whole,
+        # in the pool (B's deallocation must not free it for good).
+        out = self.run_script("""
+            import threading, pmem
+            class Obj:
+                pass
+            pool = pmem.open(PATH, size=16 << 20)
+            pool.ns.r = {'list': [1, 2, [3]], 'dict': {'a': [4]}}
+            pool.ns.r['obj'] = pool.new(Obj)
+            pool.ns.r['obj'].x = [5]
+            for name in ('list', 'dict', 'obj'):
+                held = [pool.ns.r[name]]
+                dropped = threading.Event()
+                removed = threading.Event()
+                def drop():
+                    removed.wait()
+                    held.clear()      # the last reference: deallocation
+                    dropped.set()
+                b = threading.Thread(target=drop)
+                b.start()
+                try:
+                    with pool:
+                        del pool.ns.r[name]
+                        removed.set()
+                        # An instance's deallocation waits for the
+                        # transaction; the others go on.
+                        dropped.wait(0.5)
+                        raise KeyError
+                except KeyError:
+                    pass
+                b.join()
+            r = pool.ns.r
+            print(r['list'], r['dict'], r['obj'].x)
+            """)
+        self.assertEqual(out.strip(), "[1, 2, [3]] {'a': [4]} [5]")
+        self.assertEqual(self.read_pool(
+            "pool.ns.r['list'], pool.ns.r['dict'], pool.ns.r['obj'].x",
+            prelude="class Obj:\n    pass\n"),
+            "[1, 2, [3]] {'a': [4]} [5]")
+
+
 class KilledOpenTests(ProcessTestCase):
 
     def test_open_killed_during_the_check_leaves_the_pool_openable(self):

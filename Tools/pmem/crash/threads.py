@@ -286,7 +286,11 @@ def own_op(name, args, od, ol, os_, ob, slots, model):
     elif name == "ownset":
         r = rng.randrange(4)
         if r == 0 and os_:
-            os_.pop()
+            # pop() takes whatever its table has first, which differs
+            # between a pool set and its model: put it back, and take
+            # the smallest.
+            os_.add(os_.pop())
+            os_.discard(min(os_))
         elif r == 1:
             os_.intersection_update(range(0, OWN_MAX, 2))
         elif r == 2:
