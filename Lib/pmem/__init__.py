@@ -36,6 +36,43 @@ Transactions in detail:
 * A pool that is full raises MemoryError, and the transaction is undone;
   so is a transaction interrupted by KeyboardInterrupt or SystemExit.
 
+Threads: every change to a pool object -- an operation, or a block --
+takes the pool's writer lock before it reads what it changes, so threads
+can share pool objects as they share ordinary ones; what they see of
+another thread's block before it ends is what they would see of an
+ordinary object.  A thread's block that waits for another thread to
+release a lock that thread needs, while that thread changes the pool,
+waits for ever (as with any two locks).  The cycle collector leaves a
+pool's objects alone while a transaction of the pool is open: what it
+would clear could not be undone with the transaction; garbage cycles
+that a transaction made are collected after it commits.
+
+Processes: a pool is open in one process at a time; a second process
+that opens it gets PoolError (after waiting up to a second for a process
+that is exiting to let the pool go).  A pool holds no file descriptor (only its
+mapping), so a program the process executes (subprocess) has nothing of
+it.  A child made by fork() -- os.fork(), multiprocessing with the
+'fork' start method, Linux's default -- gets each open pool as it was at
+the fork, in a copy of its own at the same addresses:
+
+* it can read every object, and sees none of the parent's later
+  changes;
+* any change to a pool object (a store, a method that mutates, a
+  ``with pool:`` block, pool.new(), pool.gc()) raises PoolError, and
+  nothing the child does reaches the file; it returns what it computed
+  to the parent, which stores it (a multiprocessing worker returns it);
+* a fork inside a ``with pool:`` block leaves the block the parent's: the
+  child's exit from it ends nothing;
+* the child does not hold the pool: once the parent has closed the pool
+  or exited, another process can open it while the child lives on.
+
+The copy is made during fork(), of the parts of the pool file that hold
+data (its holes are not copied), and the parent waits for it: a fork
+takes about a second per gigabyte of data in open pools, and as much
+memory.  pool.close() ends the pool's use in this process the same way:
+its objects stay readable from a copy, and the file is free for
+another process.
+
 Volatile memory of other kinds (when built with libmemkind): a
 MemoryKind is a region of a memkind kind -- high-bandwidth memory
 ('hbw'), persistent memory used as volatile memory ('dax_kmem', or

@@ -38,8 +38,10 @@
  * process exits; the module keeps every Pool it opened.  close() ends the
  * pool's use: operations on its objects then raise PoolError, frees are
  * left to the next open's collection of unreachable objects, and reads
- * still find mapped memory.  The process's exit unmaps the pool and
- * releases its lock; libpmemobj keeps it consistent without a close.
+ * find a private copy of the pool mapped in its place, which lets the
+ * file and its lock go (make_private()).  The process's exit unmaps the
+ * pool and releases its lock; libpmemobj keeps it consistent without a
+ * close.  A forked child gets the same private copy (see "fork()").
  */
 
 #ifndef Py_BUILD_CORE_BUILTIN
@@ -2838,7 +2840,7 @@ static PyMethodDef pool_methods[] = {
      "Commit the block, or undo it when it raised."},
     {"close", (PyCFunction)pool_close, METH_NOARGS,
      "End the pool's use in this process: its objects can be read, "
-     "not changed."},
+     "not changed, and another process can open the pool."},
     {"new", (PyCFunction)(void(*)(void))pool_new_object,
      METH_FASTCALL | METH_KEYWORDS,
      "new(type, /, *args, **kwargs): type(*args, **kwargs), made in the "
