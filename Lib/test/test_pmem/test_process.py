@@ -424,6 +424,40 @@ class ThreadTests(ProcessTestCase):
                          r"\(\d+ rolled back\), 0 mismatches$")
 
 
+    def test_two_threads_insert_and_pop_on_one_dict(self):
+        # The reproduction of a crash: pops of existing keys looked up
+        # before the pool's writer lock was taken.
+        expected = "[('p', 1999), 1997, 1998, 1999] [[1997], [1998], [1999]]"
+        out = self.run_script("""
+            import threading, pmem, sys
+            pool = pmem.open(PATH, size=16 << 20)
+            pool.ns.d = {}
+            d = pool.ns.d
+            N = 2000
+            def a():
+                for i in range(N):
+                    with pool:
+                        d[i] = [i]
+                        d.pop(i - 3, None)
+            def b():
+                for i in range(N):
+                    d[('p', i)] = i
+                    d.pop(('p', i - 1), None)
+            sys.setswitchinterval(1e-5)
+            threads = [threading.Thread(target=a), threading.Thread(target=b)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            keys = sorted(d, key=repr)
+            print(keys, [d[k] for k in keys if type(k) is int])
+            """)
+        self.assertEqual(out.strip(), expected)
+        self.assertEqual(self.read_pool(
+            "str(sorted(pool.ns.d, key=repr)) + ' ' + "
+            "str([pool.ns.d[k] for k in sorted(pool.ns.d, key=repr) "
+            "if type(k) is int])"), expected)
+
     def test_object_dropped_by_a_thread_during_an_undone_transaction(self):
         # Thread B drops its last reference to an object whose last
         # reference from the pool the main thread's transaction has just
