@@ -508,6 +508,9 @@ class KilledOpenTests(ProcessTestCase):
         # pmem.open() checks the pool's metadata in a child process, which
         # holds the pool's lock: killed with its parent, it must not keep
         # the pool locked.
+        if not os.path.exists(f"/proc/self/task/{os.getpid()}/children"):
+            self.skipTest("no /proc/PID/task/TID/children to find the "
+                          "checker with")
         self.run_script("""
             import pmem
             p = pmem.open(PATH, size=256 << 20)
