@@ -680,6 +680,9 @@ def forked_writer(ns, func, rng, i):
             except pmem.PoolError:
                 pass
         except BaseException:
+            import traceback
+            traceback.print_exc()
+            sys.stderr.flush()
             status = 4
         os._exit(status)
     _, status = os.waitpid(pid, 0)
