@@ -12,7 +12,7 @@ Each test below runs one operation on an arena object and on an equal
 DRAM object, checks that both give the same result, and that the arena
 found nothing.  COVERED lists the operations, by the upstream function
 or opcode that implements them, so that a reader can hold it against the
-hook sites of ../shared/CPYTHON-MAP.md.
+hook sites listed in Doc/pmem/hook-sites.rst.
 """
 
 import dis
