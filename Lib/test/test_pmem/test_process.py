@@ -6,10 +6,8 @@ process finds in the file.  Where nothing may change, the file's bytes
 are compared before and after.
 """
 
-import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,11 +35,6 @@ def digest(path):
     with open(path, 'rb') as f:
         return hashlib.sha256(f.read()).hexdigest()
 """
-
-
-def digest(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 class ProcessTestCase(unittest.TestCase):
