@@ -397,21 +397,25 @@ _PyStorage_RehashEntries(PyObject *op)
 {
     /* The hashes the table keeps: recomputed, and cached in the keys.
        Idempotent, so a crash in the middle needs no undo. */
+    int changed = 0;
     if (PyDict_CheckExact(op)) {
         PyDictKeysObject *keys = ((PyDictObject *)op)->ma_keys;
         for (Py_ssize_t i = 0; i < keys->dk_nentries; i++) {
-            PyObject *key;
+            Py_hash_t hash;
             if (DK_IS_UNICODE(keys)) {
-                key = DK_UNICODE_ENTRIES(keys)[i].me_key;
+                PyObject *key = DK_UNICODE_ENTRIES(keys)[i].me_key;
                 if (key != NULL && PyObject_Hash(key) == -1) {
                     return -1;
                 }
             }
             else {
                 PyDictKeyEntry *ep = &DK_ENTRIES(keys)[i];
-                key = ep->me_key;
-                if (key != NULL && (ep->me_hash = PyObject_Hash(key)) == -1) {
-                    return -1;
+                if (ep->me_key != NULL) {
+                    if ((hash = PyObject_Hash(ep->me_key)) == -1) {
+                        return -1;
+                    }
+                    changed |= ep->me_hash != hash;
+                    ep->me_hash = hash;
                 }
             }
         }
@@ -420,14 +424,49 @@ _PyStorage_RehashEntries(PyObject *op)
         PySetObject *so = (PySetObject *)op;
         for (Py_ssize_t i = 0; i <= so->mask; i++) {
             setentry *entry = &so->table[i];
-            if (entry->key != NULL && entry->key != _PySet_Dummy
-                && (entry->hash = PyObject_Hash(entry->key)) == -1)
-            {
-                return -1;
+            if (entry->key != NULL && entry->key != _PySet_Dummy) {
+                Py_hash_t hash = PyObject_Hash(entry->key);
+                if (hash == -1) {
+                    return -1;
+                }
+                changed |= entry->hash != hash;
+                entry->hash = hash;
             }
         }
     }
-    return 0;
+    return changed;
+}
+
+int
+_PyStorage_RehashFrozenSets(PyObject **sets, size_t n)
+{
+    /* A frozenset's hash is made of the hashes it keeps of its elements
+       (frozenset_hash()), and an element may be, or hold, a frozenset:
+       the kept hashes are recomputed, with every frozenset's own hash
+       forgotten first, until a round changes none.  A round makes right
+       the frozensets one level further out, so this ends after as many
+       rounds as frozensets nest, plus one; a __hash__ that changes from
+       call to call could make it go on, hence the bound. */
+    for (size_t round = 0; round <= n; round++) {
+        int changed = 0;
+        for (size_t i = 0; i < n; i++) {
+            ((PySetObject *)sets[i])->hash = -1;
+        }
+        for (size_t i = 0; i < n; i++) {
+            int r = _PyStorage_RehashEntries(sets[i]);
+            if (r < 0) {
+                return -1;
+            }
+            changed |= r;
+        }
+        if (!changed) {
+            return 0;
+        }
+    }
+    PyErr_SetString(PyExc_RuntimeError, "the hashes of frozensets do not "
+                    "settle: an element's __hash__() changes from call to "
+                    "call");
+    return -1;
 }
 
 int

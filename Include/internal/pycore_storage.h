@@ -650,8 +650,14 @@ PyAPI_FUNC(void) _PyStorage_ResetStrCaches(PyObject *op);
    for this process's hashes, inside an operation of its manager.  0, or
    -1 with an exception set. */
 PyAPI_FUNC(int) _PyStorage_Rehash(PyObject *op);
-/* The hashes that op's table keeps, recomputed (for the two below). */
+/* The hashes that op's table keeps, recomputed (for the two below).  1
+   when one changed, 0 when none did, -1 with an exception set. */
 PyAPI_FUNC(int) _PyStorage_RehashEntries(PyObject *op);
+/* The hashes that the n frozensets keep, and so their own hashes, made
+   this process's, whatever the frozensets hold (frozensets at any
+   depth): before the tables that hold them are rebuilt.  0, or -1 with
+   an exception set. */
+PyAPI_FUNC(int) _PyStorage_RehashFrozenSets(PyObject **sets, size_t n);
 /* Upstream's resizes, reached from here: the dict's table rebuilt at its
    size; the set's rebuilt for minused entries. */
 PyAPI_FUNC(int) _PyDict_Rehash(PyObject *op);

@@ -1665,6 +1665,35 @@ check_pointers(open_state *st, struct pool_root *root, char *target)
     return 0;
 }
 
+/* The kept hashes of the reachable frozensets, for this process.  0, or
+   -1 with an exception set. */
+static int
+rehash_frozensets(open_state *st)
+{
+    size_t n = 0, allocated = 0;
+    PyObject **sets = NULL;
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->mark && e->obj != NULL && PyFrozenSet_CheckExact(e->obj)) {
+            if (n == allocated) {
+                allocated = allocated ? 2 * allocated : 64;
+                PyObject **more = PyMem_RawRealloc(
+                    sets, allocated * sizeof(*sets));
+                if (more == NULL) {
+                    PyMem_RawFree(sets);
+                    PyErr_NoMemory();
+                    return -1;
+                }
+                sets = more;
+            }
+            sets[n++] = e->obj;
+        }
+    }
+    int r = _PyStorage_RehashFrozenSets(sets, n);
+    PyMem_RawFree(sets);
+    return r;
+}
+
 /* Make the pool's objects this process's (DESIGN section 4): types,
    volatile metadata, pointers to static objects, reference counts,
    unreachable allocations freed, hash tables rebuilt.  Every step can
@@ -1812,11 +1841,12 @@ open_pass(PoolObject *p)
         }
     }
 
-    /* 5. Hash tables for this process's hashes: one transaction. */
+    /* 5. Hash tables for this process's hashes: one transaction.  First
+       the frozensets' own hashes, which the tables that hold them use. */
     if (pool_begin(&p->sm) < 0) {
         goto done;
     }
-    int ok = 1;
+    int ok = rehash_frozensets(&st) == 0;
     for (size_t i = 0; i <= st.mask && ok; i++) {
         alloc_entry *e = &st.entries[i];
         if (e->mark && e->obj != NULL && _PyStorage_Rehash(e->obj) < 0) {
