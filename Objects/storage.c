@@ -419,9 +419,11 @@ _PyStorage_TxBegin(PyObject *op)
 }
 
 /* End an operation: undo it when an exception is set (keeping that
-   exception), else commit it.  0, or -1 with an exception set when the
-   commit failed: then the manager has undone the operation, and the
-   caller reports the error instead of its result. */
+   exception, but for a MemoryError that the manager explains: it fails
+   the undo with a MemoryError of its own), else commit it.  0, or -1
+   with an exception set when the commit failed: then the manager has
+   undone the operation, and the caller reports the error instead of its
+   result. */
 int
 _PyStorage_TxEnd(PyStorageManager *sm)
 {
@@ -433,7 +435,17 @@ _PyStorage_TxEnd(PyStorageManager *sm)
         PyObject *type, *value, *tb;
         _PyErr_Fetch(tstate, &type, &value, &tb);
         if (sm->end(sm, 0) < 0) {
-            _PyErr_ChainExceptions(type, value, tb);
+            if (type == PyExc_MemoryError
+                && PyErr_ExceptionMatches(PyExc_MemoryError))
+            {
+                /* The manager's says why it ran out of memory. */
+                Py_DECREF(type);
+                Py_XDECREF(value);
+                Py_XDECREF(tb);
+            }
+            else {
+                _PyErr_ChainExceptions(type, value, tb);
+            }
         }
         else {
             _PyErr_Restore(tstate, type, value, tb);
@@ -748,7 +760,7 @@ _PyStorage_Call(PyObject *op, PyObject *(*function)(PyObject *))
 }
 
 int
-_PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba)
+_PyStorage_ModifyByteArrayFromSlow(PyByteArrayObject *ba, Py_ssize_t from)
 {
     PyStorageManager *sm = _PyStorage_Lookup(ba);
     if (sm == NULL) {
@@ -760,7 +772,20 @@ _PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba)
     if (ba->ob_bytes == NULL || _PyStorage_Lookup(ba->ob_bytes) != sm) {
         return 0;
     }
-    return sm->modify(sm, ba->ob_bytes, ba->ob_alloc);
+    /* The value and its NUL, within the buffer. */
+    Py_ssize_t start = (ba->ob_start - ba->ob_bytes) + Py_MAX(from, 0);
+    Py_ssize_t end = Py_MIN((ba->ob_start - ba->ob_bytes) + Py_SIZE(ba) + 1,
+                            ba->ob_alloc);
+    if (start >= end) {
+        return 0;
+    }
+    return sm->modify(sm, ba->ob_bytes + start, (size_t)(end - start));
+}
+
+int
+_PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba)
+{
+    return _PyStorage_ModifyByteArrayFromSlow(ba, 0);
 }
 
 int

@@ -160,7 +160,9 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
             const int check)
 {
     PyTypeObject *tp = Py_TYPE(op);
-    EXTENT(op, (size_t)tp->tp_basicsize);
+    /* A compact str is smaller than a str's basic size (str_size()). */
+    EXTENT(op, tp == &PyUnicode_Type ? sizeof(PyASCIIObject)
+                                     : (size_t)tp->tp_basicsize);
     if (tp == &PyDict_Type) {
         PyDictObject *mp = (PyDictObject *)op;
         if (mp->ma_values != NULL) {

@@ -37,6 +37,7 @@
 #include "pycore_long.h"          // _PY_NSMALLPOSINTS
 #include "pycore_object.h"        // _PyObject_GC_TRACK()
 #include "pycore_runtime.h"       // _PyRuntime
+#include "pycore_tuple.h"         // _PyTuple_FromArray()
 #include "pycore_storage.h"
 #include "structmember.h"         // PyMemberDef, T_OBJECT_EX
 
@@ -81,13 +82,98 @@ _PyStorage_IsStatic(const void *ptr)
                           sizeof(_Py_SINGLETON(strings).latin1[0])));
 }
 
+/* The tp_dealloc of every class that a class statement makes
+   (subtype_dealloc()), found once from such a class. */
+static destructor
+class_statement_dealloc(void)
+{
+    static destructor dealloc;
+    if (dealloc == NULL) {
+        PyObject *cls = PyObject_CallFunction((PyObject *)&PyType_Type,
+                                              "s(O){}", "probe",
+                                              &PyBaseObject_Type);
+        if (cls == NULL) {
+            PyErr_Clear();
+            return NULL;
+        }
+        dealloc = ((PyTypeObject *)cls)->tp_dealloc;
+        Py_DECREF(cls);
+    }
+    return dealloc;
+}
+
+int
+_PyStorage_IsPlainClass(PyTypeObject *tp)
+{
+    /* Made by class statements, each over the one before, down to
+       object: the instances' memory is an object header, the slots, and
+       the dict and weak-reference pointers, which the managers know.  A
+       heap type written in C (array.array, functools.partial...) has a
+       deallocator of its own, and C-level state that they do not. */
+    if (!PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)
+        || PyType_HasFeature(tp, Py_TPFLAGS_TYPE_SUBCLASS
+                                 | Py_TPFLAGS_BASE_EXC_SUBCLASS)
+        || tp->tp_itemsize != 0)
+    {
+        return 0;
+    }
+    destructor dealloc = class_statement_dealloc();
+    PyTypeObject *cls = tp;
+    while (PyType_HasFeature(cls, Py_TPFLAGS_HEAPTYPE)) {
+        /* A heap type made by PyType_FromSpec() without a deallocator
+           gets the same one: its size must be what a class statement
+           makes, its base's and its slots, and the weak-reference list
+           that it may add (the dict is before the object). */
+        PyTypeObject *base = cls->tp_base;
+        Py_ssize_t weaklist = (cls->tp_weaklistoffset != 0
+                               && base->tp_weaklistoffset == 0
+                               ? (Py_ssize_t)sizeof(PyObject *) : 0);
+        if (dealloc == NULL || cls->tp_dealloc != dealloc
+            || cls->tp_itemsize != 0 || cls->tp_dictoffset > 0
+            || cls->tp_basicsize != base->tp_basicsize + weaklist
+                                    + Py_SIZE(cls)
+                                      * (Py_ssize_t)sizeof(PyObject *))
+        {
+            return 0;
+        }
+        cls = base;
+    }
+    return cls == &PyBaseObject_Type;
+}
+
 int
 _PyStorage_IsFindableClass(PyTypeObject *tp)
 {
-    /* Not one defined in a function: "f.<locals>.C". */
-    return (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)
-            && PyUnicode_FindChar(((PyHeapTypeObject *)tp)->ht_qualname, '<',
-                                  0, PY_SSIZE_T_MAX, 1) == -1);
+    /* Found again as "module:qualname": the module (imported already)
+       has the class under its qualified name.  Not one defined in a
+       function ("f.<locals>.C"), nor one whose __module__ or
+       __qualname__ say where it is not (_pydecimal's classes say
+       "decimal"). */
+    if (!PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
+        return 0;
+    }
+    PyObject *qualname = ((PyHeapTypeObject *)tp)->ht_qualname;
+    PyObject *modname = PyDict_GetItemWithError(tp->tp_dict,
+                                                &_Py_ID(__module__));
+    if (modname == NULL || !PyUnicode_Check(modname)
+        || PyUnicode_FindChar(qualname, '<', 0, PY_SSIZE_T_MAX, 1) != -1)
+    {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *obj = PyImport_GetModule(modname);
+    PyObject *parts = obj == NULL ? NULL
+                      : PyUnicode_Split(qualname, &_Py_STR(dot), -1);
+    for (Py_ssize_t i = 0; parts != NULL && obj != NULL
+                           && i < PyList_GET_SIZE(parts); i++)
+    {
+        Py_SETREF(obj, PyObject_GetAttr(obj, PyList_GET_ITEM(parts, i)));
+    }
+    int found = obj == (PyObject *)tp;
+    Py_XDECREF(obj);
+    Py_XDECREF(parts);
+    PyErr_Clear();
+    return found;
 }
 
 static int
@@ -99,33 +185,11 @@ is_immutable_type(PyTypeObject *tp)
             || tp == &PyFrozenSet_Type || tp == &PyBool_Type);
 }
 
-/* Instances that a persistent manager can hold: classes written in
-   Python whose instances are a plain object (a __dict__, __slots__, a
-   weak-reference list) and nothing of a builtin base's. */
-static int
-is_plain_instance_type(PyTypeObject *tp)
-{
-    if (!PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)
-        || PyType_HasFeature(tp, Py_TPFLAGS_TYPE_SUBCLASS
-                                 | Py_TPFLAGS_BASE_EXC_SUBCLASS)
-        || tp->tp_itemsize != 0)
-    {
-        return 0;
-    }
-    PyTypeObject *base = tp;
-    while (base->tp_base != NULL
-           && PyType_HasFeature(base, Py_TPFLAGS_HEAPTYPE))
-    {
-        base = base->tp_base;
-    }
-    return base == &PyBaseObject_Type;
-}
-
 static int
 is_mutable_container(PyTypeObject *tp)
 {
     return (tp == &PyDict_Type || tp == &PyList_Type || tp == &PySet_Type
-            || tp == &PyByteArray_Type || is_plain_instance_type(tp));
+            || tp == &PyByteArray_Type || _PyStorage_IsPlainClass(tp));
 }
 
 static int
@@ -245,9 +309,11 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
     else if ((sm->flags & PyStorage_PERSISTENT)
              && !_PyStorage_IsFindableClass(tp))
     {
-        r = refuse(v, sm, "its class is defined inside a function, and "
-                          "persistent storage finds classes again by module "
-                          "and qualified name: define it at module level");
+        r = refuse(v, sm, "persistent storage finds classes again by "
+                          "module and qualified name, and its class is not "
+                          "where they say (one defined inside a function, or "
+                          "whose __module__ or __qualname__ was changed): "
+                          "define it at module level");
     }
     else {
         /* An instance: its dict (made on demand) and its slots. */
@@ -799,6 +865,28 @@ _PyStorage_DictMerge(PyObject *a, PyObject *b, int override,
     }
     Py_XDECREF(stored);
     return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
+}
+
+int
+_PyStorage_OwnCallArgs(PyObject **pargs)
+{
+    /* f(*args): the callee gets the items of the tuple, as its own
+       arguments, and the rule counts the references of an argument as
+       the call's (a list that only the call holds is moved).  When
+       something else holds the tuple (a variable), its items are not the
+       call's alone: the call gets a tuple of its own, whose references
+       the rule sees. */
+    PyObject *args = *pargs;
+    if (Py_REFCNT(args) == 1 || PyTuple_GET_SIZE(args) == 0) {
+        return 0;
+    }
+    PyObject *own = _PyTuple_FromArray(&PyTuple_GET_ITEM(args, 0),
+                                       PyTuple_GET_SIZE(args));
+    if (own == NULL) {
+        return -1;
+    }
+    Py_SETREF(*pargs, own);
+    return 0;
 }
 
 int

@@ -393,14 +393,27 @@ extern PyObject *_PyStorage_NewPlaced(PyStorageManager *sm,
                                       PyObject *(*make)(PyObject *),
                                       PyObject *arg);
 
-/* A bytearray's fields and its whole buffer are about to change. */
+/* A bytearray's fields and its value (its bytes from ob_start, and the
+   NUL after them) are about to change: all of it, or from byte `from`
+   on (what is past the value is not, as a resize of the same buffer or
+   an append finds it: an undo restores the size). */
 _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_ModifyByteArraySlow(PyByteArrayObject *ba);
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_ModifyByteArrayFromSlow(PyByteArrayObject *ba,
+                                                   Py_ssize_t from);
 
 static inline int
 _PyStorage_ModifyByteArray(PyByteArrayObject *ba)
 {
     return _PyStorage_ACTIVE() ? _PyStorage_ModifyByteArraySlow(ba) : 0;
+}
+
+static inline int
+_PyStorage_ModifyByteArrayFrom(PyByteArrayObject *ba, Py_ssize_t from)
+{
+    return (_PyStorage_ACTIVE()
+            ? _PyStorage_ModifyByteArrayFromSlow(ba, from) : 0);
 }
 
 /* A set's entry is about to change, with the set's counters. */
@@ -585,9 +598,17 @@ _PyStorage_RouteRealloc(void *ptr, size_t size, void **result)
    bytes and str, the empty tuple.  ptr must be the start of one (it may
    be a pointer read from a file). */
 PyAPI_FUNC(int) _PyStorage_IsStatic(const void *ptr);
+/* The tuple of a call's *args, in *pargs, made the call's own when
+   something else holds it (under _PyStorage_ACTIVE(): the store rule
+   counts references).  0, or -1 with an exception set. */
+PyAPI_FUNC(int) _PyStorage_OwnCallArgs(PyObject **pargs);
+
 /* Can a persistent manager find tp again in another process by its
-   module and qualified name? */
+   module and qualified name (is it there in this one)? */
 PyAPI_FUNC(int) _PyStorage_IsFindableClass(PyTypeObject *tp);
+/* Is tp a class whose instances' layout the managers know: made by class
+   statements over object, adding a dict, slots, weak references? */
+PyAPI_FUNC(int) _PyStorage_IsPlainClass(PyTypeObject *tp);
 
 /* Those, and the other static objects that a managed object may point
    to: the dicts' shared empty keys, the sets' dummy key. */

@@ -746,7 +746,10 @@ class FreeListTests(ArenaTestCase):
     def test_freed_arena_objects_are_not_recycled(self):
         before = self.arena.stats()["live_blocks"]
         for _ in range(20):
-            l = placed(self.arena, list, [1.5, (1, 2), {"a": 1}, [2]])
+            # Made under the placement: a mutable that placed()'s *args
+            # held would be shared, and refused.
+            l = placed(self.arena, lambda: list([1.5, (1, 2), {"a": 1},
+                                                 [2]]))
             d = placed(self.arena, dict, a=1)
             del l, d
         gc.collect()

@@ -78,6 +78,12 @@
 #define POOL_FORMAT 1
 #define POOL_DEFAULT_SIZE ((Py_ssize_t)64 << 20)
 
+/* Blocks of up to this many bytes (header included) come from classes of
+   one size each; larger ones from classes whose blocks are made of
+   units (see register_classes()). */
+#define ALLOC_SMALL_MAX 4096
+#define ALLOC_HEADER 16           /* libpmemobj's compact header */
+
 /* The root object.  Offsets are from the pool's base, so that they stay
    right when the pool maps elsewhere. */
 struct pool_root {
@@ -104,6 +110,13 @@ enum {
     POOL_TUPLE, POOL_INT, POOL_FLOAT, POOL_COMPLEX, POOL_STR, POOL_BYTES,
     /* A user class: POOL_INSTANCE + its index in the pool's type table. */
     POOL_INSTANCE = 1024,
+};
+
+/* The allocation classes a pool allocates with (register_classes()). */
+struct alloc_classes {
+    uint8_t small[ALLOC_SMALL_MAX / 16 + 1];  /* by (bytes + 15) / 16 */
+    uint8_t pages, chunks;        /* the multi-unit classes' ids */
+    size_t pages_max, chunks_max; /* and the largest block each makes */
 };
 
 typedef struct PoolObject {
@@ -137,6 +150,8 @@ typedef struct PoolObject {
     int doomed;                   /* a nested block could not be undone */
     PyObject *path;               /* str */
     PyObject *error;              /* pmem.PoolError */
+    struct alloc_classes classes_of_sizes;  /* what pool_xalloc() uses */
+    size_t failed_size;           /* an allocation that did not fit */
 } PoolObject;
 
 #define POOL(sm) ((PoolObject *)((char *)(sm) - offsetof(PoolObject, sm)))
@@ -254,6 +269,146 @@ pool_error(PoolObject *p, const char *what)
                  msg != NULL && msg[0] != '\0' ? msg : strerror(errno));
 }
 
+/* --- allocation classes --------------------------------------------------
+
+   libpmemobj's own allocation classes suit pools of many gigabytes: a
+   class for every 5% of size up to 384 KiB, each making runs of up to 16
+   chunks (4 MiB; a chunk is 256 KiB), and a run stays with its class
+   while the pool is open, empty or not.  A container that grows by an
+   eighth at each resize meets a new class at each one and leaves a run
+   behind in each: a 64 MiB pool was full with 250 KB of objects.  So a
+   pool registers classes of its own each time it opens (they are not
+   recorded in the file, and the blocks of other classes stay readable)
+   and allocates with them:
+
+     up to 128 bytes      a class every 16 bytes
+     up to 4 KiB          four classes per doubling (at most a fifth lost)
+     up to ~248 KiB       one class of 4 KiB units: a block is as many
+                          units as it needs, in runs of one chunk
+     up to ~2.6 MiB       one class of 64 KiB units, runs of ~2.6 MiB
+     larger               libpmemobj's own: whole chunks
+
+   every class but the last with runs of one chunk.  A class left empty
+   keeps a chunk at most; the 40 classes together about 10 MiB when each
+   has had a block and none is empty, which are reused by their sizes. */
+
+#define ALLOC_PAGE 4096
+#define ALLOC_BIG_UNIT (64 << 10)
+
+/* Register the class of unit bytes, units a run (about), or find it
+   registered already (by an earlier open of a pool in this process, or
+   among libpmemobj's own).  Its id, or -1 with PoolError set; *nunits:
+   how many units its runs have. */
+static int
+register_class(PoolObject *p, size_t unit, unsigned units, size_t *nunits)
+{
+    struct pobj_alloc_class_desc desc = {
+        .unit_size = unit, .alignment = 0, .units_per_block = units,
+        .header_type = POBJ_HEADER_COMPACT,
+    };
+    if (pmemobj_ctl_set(p->pop, "heap.alloc_class.new.desc", &desc) != 0) {
+        /* A class of the same unit and run size exists. */
+        for (int id = 1; id < 255; id++) {
+            char query[48];
+            PyOS_snprintf(query, sizeof(query), "heap.alloc_class.%d.desc",
+                          id);
+            if (pmemobj_ctl_get(p->pop, query, &desc) == 0
+                && desc.unit_size == unit
+                && desc.header_type == POBJ_HEADER_COMPACT)
+            {
+                desc.class_id = (unsigned)id;
+                break;
+            }
+            desc.unit_size = 0;
+        }
+        if (desc.unit_size != unit) {
+            pool_error(p, "cannot register an allocation class");
+            return -1;
+        }
+    }
+    *nunits = desc.units_per_block;
+    return (int)desc.class_id;
+}
+
+static int
+register_classes(PoolObject *p)
+{
+    struct alloc_classes *ac = &p->classes_of_sizes;
+    const size_t chunk = 256 << 10;
+    size_t prev = 0, n;
+    for (size_t unit = 16; unit <= ALLOC_SMALL_MAX; ) {
+        int id = register_class(p, unit, (unsigned)((chunk - 1024) / unit),
+                                &n);
+        if (id < 0) {
+            return -1;
+        }
+        for (size_t i = prev / 16 + 1; i <= unit / 16; i++) {
+            ac->small[i] = (uint8_t)id;
+        }
+        prev = unit;
+        if (unit < 128) {
+            unit += 16;
+        }
+        else {
+            /* Four steps per doubling: 160, 192, 224, 256, 320... */
+            size_t pow2 = 128;
+            while (pow2 * 2 <= unit) {
+                pow2 *= 2;
+            }
+            unit += pow2 / 4;
+        }
+    }
+    ac->small[0] = ac->small[1];
+    int id = register_class(p, ALLOC_PAGE, (unsigned)((chunk - 1024)
+                                                      / ALLOC_PAGE), &n);
+    if (id < 0) {
+        return -1;
+    }
+    /* A block's units are within one word of the run's bitmap. */
+    ac->pages = (uint8_t)id;
+    ac->pages_max = Py_MIN(n, 64) * ALLOC_PAGE;
+    id = register_class(p, ALLOC_BIG_UNIT, 40, &n);
+    if (id < 0) {
+        return -1;
+    }
+    ac->chunks = (uint8_t)id;
+    ac->chunks_max = Py_MIN(n, 64) * ALLOC_BIG_UNIT;
+    return 0;
+}
+
+/* The flags of pmemobj_xalloc() for a block of size bytes in p. */
+static inline uint64_t
+class_flags(PoolObject *p, size_t size)
+{
+    const struct alloc_classes *ac = &p->classes_of_sizes;
+    size_t need = size + ALLOC_HEADER;
+    if (need <= ALLOC_SMALL_MAX) {
+        return POBJ_CLASS_ID(ac->small[(need + 15) / 16]);
+    }
+    if (need <= ac->pages_max) {
+        return POBJ_CLASS_ID(ac->pages);
+    }
+    if (need <= ac->chunks_max) {
+        return POBJ_CLASS_ID(ac->chunks);
+    }
+    return 0;                     /* whole chunks */
+}
+
+/* pmemobj_xalloc() of a block of size bytes in its class; what did not
+   fit is remembered for the message of MemoryError (full_error()). */
+static int
+pool_xalloc(PoolObject *p, PMEMoid *oid, size_t size, uint64_t code,
+            uint64_t flags, pmemobj_constr constructor, void *arg)
+{
+    if (pmemobj_xalloc(p->pop, oid, size, code, flags | class_flags(p, size),
+                       constructor, arg) != 0)
+    {
+        p->failed_size = size;
+        return -1;
+    }
+    return 0;
+}
+
 static void *
 pool_alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
 {
@@ -273,7 +428,7 @@ pool_alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
        nothing in the pool reaches it: if the process dies first, or the
        transaction that stores it aborts and nothing keeps it, the next
        open (or pool.gc()) frees it. */
-    if (pmemobj_zalloc(p->pop, &oid, size, code) != 0) {
+    if (pool_xalloc(p, &oid, size, code, POBJ_XALLOC_ZERO, NULL, NULL) < 0) {
         return NULL;
     }
     char *block = pmemobj_direct(oid);
@@ -342,6 +497,13 @@ copy_constructor(PMEMobjpool *pop, void *ptr, void *arg)
     return 0;
 }
 
+/* A block that grows past this gets room for half as much again: a
+   resize holds the old and the new block at once, and the fewer of them
+   a growing container makes, the larger it can grow in a pool that has
+   no other room for it (the room is not lost: the next resizes use it,
+   and a block that shrinks to half of it is made anew). */
+#define ALLOC_ROOM_FROM ((size_t)1 << 20)
+
 static void *
 pool_realloc(PyStorageManager *sm, void *ptr, size_t size)
 {
@@ -351,30 +513,43 @@ pool_realloc(PyStorageManager *sm, void *ptr, size_t size)
     }
     PMEMoid oid = pmemobj_oid(ptr);
     uint64_t code = pmemobj_type_num(oid);
+    size_t old = pmemobj_alloc_usable_size(oid);
+    if (size <= old && size >= old / 2) {
+        return ptr;
+    }
+    /* A new block, made atomically with the old contents, and the old
+       one freed: by the transaction, inside one, so that a savepoint's
+       undo can bring it back (pmemobj_tx_realloc() would free it for
+       good); else at once (what no longer points to it after a crash in
+       between, the next open frees). */
+    if (in_my_transaction(p) && pmemobj_tx_stage() != TX_STAGE_WORK) {
+        return NULL;
+    }
+    copy_arg arg = {ptr, old < size ? old : size};
+    PMEMoid moved;
+    size_t room = size > old && size > ALLOC_ROOM_FROM ? size / 2 : 0;
+    if ((room == 0 || pool_xalloc(p, &moved, size + room, code, 0,
+                                  copy_constructor, &arg) < 0)
+        && pool_xalloc(p, &moved, size, code, 0, copy_constructor, &arg) < 0)
+    {
+        return NULL;
+    }
+    char *block = pmemobj_direct(moved);
     if (in_my_transaction(p)) {
-        /* A new block, made atomically with the old contents, and the old
-           one freed by the transaction: a savepoint's undo can bring the
-           old one back (pmemobj_tx_realloc() would free it for good). */
-        size_t old = pmemobj_alloc_usable_size(oid);
-        copy_arg arg = {ptr, old < size ? old : size};
-        PMEMoid moved;
-        if (pmemobj_tx_stage() != TX_STAGE_WORK
-            || pmemobj_alloc(p->pop, &moved, size, code, copy_constructor,
-                             &arg) != 0)
-        {
-            return NULL;
-        }
-        char *block = pmemobj_direct(moved);
-        if (record_made(p, block) < 0 || record_free(p, ptr) < 0) {
+        if (record_made(p, block) < 0) {
             pmemobj_free(&moved);
             return NULL;
         }
-        return block;
+        if (record_free(p, ptr) < 0) {
+            p->ntxmade--;
+            pmemobj_free(&moved);
+            return NULL;
+        }
     }
-    if (pmemobj_realloc(p->pop, &oid, size, code) != 0) {
-        return NULL;
+    else {
+        pmemobj_free(&oid);
     }
-    return pmemobj_direct(oid);
+    return block;
 }
 
 static void
@@ -438,6 +613,52 @@ pool_begin(PyStorageManager *sm)
     return 0;
 }
 
+/* A MemoryError that says that p is full, how full, and what to do, in
+   place of the bare one that the core raised when an allocation of p
+   failed.  It replaces the exception that is set, when that is a bare
+   MemoryError; when none is set (_PyStorage_TxEnd() holds the
+   operation's exception while the manager ends the operation), it is
+   set, and 1 returned: end() fails with it, and the core gives it in
+   place of its own MemoryError. */
+static int
+full_error(PoolObject *p)
+{
+    size_t need = p->failed_size;
+    p->failed_size = 0;
+    int explained = 1;
+    if (PyErr_Occurred()) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (type != PyExc_MemoryError || value == NULL
+            || PyTuple_GET_SIZE(((PyBaseExceptionObject *)value)->args) != 0)
+        {
+            PyErr_Restore(type, value, tb);
+            return 0;
+        }
+        Py_DECREF(type);
+        Py_DECREF(value);
+        Py_XDECREF(tb);
+        explained = 0;
+    }
+    size_t used = 0;
+    PMEMoid oid;
+    POBJ_FOREACH(p->pop, oid) {
+        used += pmemobj_alloc_usable_size(oid);
+    }
+    if (need == 0) {
+        need = 1;                 /* the frees' undo log, at the commit */
+    }
+    PyErr_Format(PyExc_MemoryError, "pool %R is full: %zu more bytes do "
+                 "not fit (%zu of its %zu bytes are in use by objects; "
+                 "the rest is libpmemobj's metadata, and free space in "
+                 "pieces too small); the transaction is rolled back.  Delete "
+                 "what is no longer needed, or copy the data into a larger "
+                 "pool (pmem.open(path, size=...))", p->path, need, used,
+                 p->size);
+    return explained;
+}
+
 static int
 pool_end(PyStorageManager *sm, int ok)
 {
@@ -447,10 +668,12 @@ pool_end(PyStorageManager *sm, int ok)
                         "pool end() without this thread's begin()");
         return -1;
     }
+    int explained = !ok && p->failed_size != 0 && full_error(p);
     if (--p->depth > 0) {
         /* A nested operation joins the outermost one. */
-        return 0;
+        return explained ? -1 : 0;
     }
+    p->failed_size = 0;
     /* A failed transactional call has aborted the transaction already. */
     int committing = ok && !p->doomed && pmemobj_tx_stage() == TX_STAGE_WORK;
     int full = 0;
@@ -499,9 +722,12 @@ pool_end(PyStorageManager *sm, int ok)
         restore_type_table(p);
         PyErr_Restore(type, value, tb);
     }
+    if (explained) {
+        return -1;
+    }
     if (ok && full) {
-        PyErr_Format(PyExc_MemoryError, "pool %R is full: the transaction "
-                     "was rolled back", p->path);
+        PyErr_NoMemory();
+        full_error(p);
         return -1;
     }
     if (ok && doomed) {
@@ -630,7 +856,8 @@ pool_modify(PyStorageManager *sm, void *addr, size_t size)
     if (pmemobj_tx_xadd_range_direct(addr, size, POBJ_XADD_NO_ABORT) != 0) {
         if (errno == ENOMEM) {
             /* The undo log cannot grow: the pool is full. */
-            PyErr_Format(PyExc_MemoryError, "pool %R is full", p->path);
+            p->failed_size = size;
+            PyErr_NoMemory();
         }
         else {
             pool_error(p, "cannot log a change");
@@ -1460,6 +1687,11 @@ find_class(PyObject *name)
     Py_DECREF(pkgutil);
     if (obj != NULL && !PyType_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%R is not a class", name);
+        Py_CLEAR(obj);
+    }
+    else if (obj != NULL && !_PyStorage_IsPlainClass((PyTypeObject *)obj)) {
+        PyErr_Format(PyExc_TypeError, "%R is %R, not a class written in "
+                     "Python whose instances a pool can hold", name, obj);
         Py_CLEAR(obj);
     }
     return obj;
@@ -2301,6 +2533,16 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->root = pmemobj_direct(pmemobj_root(pop, sizeof(struct pool_root)));
     self->size = (size_t)st.st_size;
+    self->error = Py_NewRef(error);
+    self->path = Py_NewRef(path);
+    if (register_classes(self) < 0) {
+        pmemobj_close(pop);
+        self->pop = NULL;
+        Py_DECREF(error);
+        goto error;
+    }
+    Py_CLEAR(self->path);
+    Py_CLEAR(self->error);
     self->opener = getpid();
     self->dev = st.st_dev;
     self->ino = st.st_ino;
@@ -3189,6 +3431,11 @@ pmem_exec(PyObject *module)
     if (r < 0) {
         return -1;
     }
+    /* One arena for every thread (the default is one per thread, each
+       with runs of its own): a pool has one writer at a time. */
+    enum pobj_arenas_assignment_type one_arena =
+        POBJ_ARENAS_ASSIGNMENT_GLOBAL;
+    (void)pmemobj_ctl_set(NULL, "heap.arenas_assignment_type", &one_arena);
     if (PyModule_AddIntConstant(module, "FORMAT_VERSION", POOL_FORMAT) < 0
         || PyModule_AddStringConstant(module, "LAYOUT", POOL_LAYOUT) < 0
         || PyModule_AddIntConstant(module, "DEFAULT_SIZE",

@@ -1,0 +1,174 @@
+"""A pool holds containers and buffers up to most of its size.
+
+libpmemobj's own allocation classes are made for pools of gigabytes: a
+64 MiB pool was "full" with a list of 30,804 items (247 KB), and a
+bytearray stuck near 150 KB.  Each case fills a fresh pool of the default
+size (64 MiB) in its own way, until MemoryError:
+
+  - one list grown by appends, to at least 40% of the pool (a resize
+    holds the old block and the new one at once);
+  - one bytearray grown by appends, to at least 40%;
+  - many objects of 1 KB to 1 MB, to at least 75% in total;
+
+and a pool that is really full says so: which pool, how much is in use,
+what to do; the transaction is rolled back, and the pool works on and
+opens in a new process with what it held.
+"""
+
+import os
+import random
+import shutil
+import tempfile
+import textwrap
+import unittest
+from test.support import import_helper, os_helper
+from test.support.script_helper import assert_python_ok
+
+FAST_FLUSH = {"PMEM_IS_PMEM_FORCE": "1"}
+with os_helper.EnvironmentVarGuard() as env:
+    env.update(FAST_FLUSH)
+    _pmem = import_helper.import_module("_pmem")
+    import pmem
+
+
+class CapacityTests(unittest.TestCase):
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="pmem-test-")
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.path = os.path.join(self.dir, "fill.pool")
+
+    def fill(self, code):
+        """Run code on a fresh default pool in a new process, until it
+        raises MemoryError; the message, and what the code printed."""
+        _, out, _ = assert_python_ok("-c", textwrap.dedent(f"""
+            import pmem
+            pool = pmem.open({self.path!r})
+            assert pool.size == pmem.DEFAULT_SIZE
+            try:
+            """) + textwrap.indent(textwrap.dedent(code), "    ") + """
+except MemoryError as exc:
+    print(exc)
+else:
+    raise AssertionError("the pool never filled")
+""", **FAST_FLUSH)
+        return out.decode()
+
+    def assertFull(self, message):
+        self.assertRegex(message, rf"pool '{self.path}' is full: \d+ more "
+                                  rf"bytes do not fit \(\d+ of its \d+ bytes "
+                                  rf"are in use")
+        self.assertIn("rolled back", message)
+        self.assertIn("larger pool", message)
+
+    def reopened(self, code):
+        """What code prints, run on the pool in a new process."""
+        _, out, _ = assert_python_ok("-c", textwrap.dedent(f"""
+            import pmem
+            pool = pmem.open({self.path!r}, create=False)
+            """) + textwrap.dedent(code), **FAST_FLUSH)
+        return out.decode()
+
+    def test_list_grown_by_appends(self):
+        message = self.fill("""
+            pool.ns.items = []
+            items = pool.ns.items
+            while True:
+                with pool:
+                    for _ in range(10000):
+                        items.append(None)
+            """)
+        self.assertFull(message)
+        n = int(self.reopened("print(len(pool.ns.items))"))
+        self.assertGreaterEqual(n * 8, 0.40 * pmem.DEFAULT_SIZE)
+        self.assertEqual(n % 10000, 0)      # whole blocks, or nothing
+
+    def test_list_grown_one_append_at_a_time(self):
+        # Each append its own transaction, as a plain program does it.
+        message = self.fill("""
+            pool.ns.items = []
+            items = pool.ns.items
+            while True:
+                items.append(None)
+            """)
+        self.assertFull(message)
+        n = int(self.reopened("print(len(pool.ns.items))"))
+        self.assertGreaterEqual(n * 8, 0.40 * pmem.DEFAULT_SIZE)
+
+    def test_bytearray_grown_by_appends(self):
+        message = self.fill("""
+            pool.ns.data = bytearray()
+            data = pool.ns.data
+            chunk = bytes(range(256)) * 4
+            while True:
+                with pool:
+                    for _ in range(100):
+                        data += chunk
+                    data.append(7)
+            """)
+        self.assertFull(message)
+        out = self.reopened("""
+            data = pool.ns.data
+            print(len(data), data[-1], data[:3] == b"\\x00\\x01\\x02")
+            """)
+        n, last, head = out.split()
+        self.assertGreaterEqual(int(n), 0.40 * pmem.DEFAULT_SIZE)
+        self.assertEqual((last, head), ("7", "True"))
+
+    def test_many_mid_sized_objects(self):
+        message = self.fill("""
+            import random
+            rng = random.Random(12)
+            pool.ns.blobs = []
+            blobs = pool.ns.blobs
+            failures = 0
+            while True:
+                n = int(1024 * 1024 ** rng.random())   # 1 KB to 1 MB
+                try:
+                    blobs.append(bytes(n))
+                except MemoryError:
+                    failures += 1
+                    if failures == 20:
+                        raise
+            """)
+        self.assertFull(message)
+        total = int(self.reopened("print(sum(map(len, pool.ns.blobs)))"))
+        self.assertGreaterEqual(total, 0.75 * pmem.DEFAULT_SIZE)
+
+    def test_big_list_in_a_fresh_pool(self):
+        pool = pmem.open(self.path)
+        pool.ns.m = [None] * 32000
+        pool.ns.b = bytes(1 << 20)
+        pool.ns.s = "x" * (4 << 20)
+        self.assertEqual(len(pool.ns.m), 32000)
+
+    def test_full_pool_is_rolled_back_and_works_on(self):
+        message = self.fill("""
+            pool.ns.log = []
+            pool.ns.count = 0
+            while True:
+                with pool:
+                    pool.ns.log.append("x" * 5000)
+                    pool.ns.count += 1
+            """)
+        self.assertFull(message)
+        out = self.reopened("""
+            ns = pool.ns
+            assert len(ns.log) == ns.count, (len(ns.log), ns.count)
+            # From the end, a few at a time: a full pool has little room
+            # for the undo log of a big change (libpmemobj extends it with
+            # blocks of its own classes).
+            half = len(ns.log) // 2
+            while len(ns.log) > half:
+                del ns.log[-100:]
+            ns.log.append("after")
+            ns.count = len(ns.log)
+            print(ns.log[-1])
+            """)
+        self.assertEqual(out, "after\n")
+        self.assertEqual(self.reopened("print(len(pool.ns.log) == "
+                                       "pool.ns.count)"), "True\n")
+
+
+if __name__ == "__main__":
+    unittest.main()
