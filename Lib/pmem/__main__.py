@@ -1,56 +1,239 @@
-"""Look at a pool from the shell.
+"""Look at a pool from the shell, without changing it.
 
-    python -m pmem info PATH     size, free space, objects and bytes by type
-    python -m pmem check PATH    open it (the open pass checks every pointer)
-    python -m pmem dump PATH     the namespace, pretty-printed
+    python -m pmem info PATH [--json]   size, free space, objects by type
+    python -m pmem check PATH           open it and read every object
+    python -m pmem dump PATH [NAME] [--depth N] [--json]
+                                        the namespace (or one name of it)
 
-Opening a pool repairs what a crash left (an interrupted transaction, an
-interrupted open, unreachable objects): check and info do that too.
+The commands never change the file: they read a copy of it.  Opening a
+pool repairs what a crash left (an interrupted transaction, an
+interrupted open, unreachable objects), and moves its pointers when it
+maps elsewhere: that happens in the copy, so what the commands show is
+what the next program that opens the pool will find.  The copy is made
+while holding the pool's lock, in a temporary file (on /dev/shm when it
+has room, else in the temporary directory); its holes are not copied.
+A pool that another process has open is refused.
+
+check opens the copy, which checks every pointer of every allocation,
+and then reads every object that the namespace reaches, as dump does:
+a pool that check calls "ok" opens and dumps.  Its exit status is 0 for
+a sound pool, 1 for one that is not.
 """
 
 import argparse
+import contextlib
+import fcntl
+import json
+import os
 import pprint
+import shutil
 import sys
+import tempfile
 
 import pmem
 
 
-def info(pool):
+def _temporary_dir(size):
+    """Where a copy of size bytes (at most) goes."""
+    shm = "/dev/shm"
+    try:
+        if shutil.disk_usage(shm).free > 2 * size:
+            return shm
+    except OSError:
+        pass
+    return None
+
+
+def _copy_data(src, dst, size):
+    """Copy the data of file src into dst (both open), leaving holes."""
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(src, offset, os.SEEK_DATA)
+        except OSError:               # no data past offset (ENXIO)
+            break
+        end = os.lseek(src, start, os.SEEK_HOLE)
+        while start < end:
+            data = os.pread(src, min(end - start, 1 << 20), start)
+            if not data:
+                break
+            os.pwrite(dst, data, start)
+            start += len(data)
+        offset = end
+    os.ftruncate(dst, size)
+
+
+@contextlib.contextmanager
+def read_only_copy(path):
+    """A private copy of the pool at path, made under its lock: yields
+    the copy's path, and removes it afterwards."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            # libpmemobj holds this lock (flock) while a pool is open.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise pmem.PoolError(f"pool {path!r} is open in another "
+                                 f"process; a pool has one process at "
+                                 f"a time") from None
+        size = os.fstat(fd).st_size
+        out, copy = tempfile.mkstemp(prefix="pmem-", suffix=".pool",
+                                     dir=_temporary_dir(size))
+        try:
+            try:
+                _copy_data(fd, out, size)
+            finally:
+                os.close(out)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            yield copy
+        finally:
+            os.unlink(copy)
+    finally:
+        os.close(fd)
+
+
+def info(pool, args):
     stats = pool.stats()
-    print(f"pool:      {pool.path}")
+    names = dir(pool.ns)
+    if args.json:
+        json.dump({"path": args.path, "format": pmem.FORMAT_VERSION,
+                   **stats, "names": names}, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"pool:      {args.path}")
     print(f"format:    {pmem.FORMAT_VERSION}")
     print(f"size:      {stats['pool_size']:,} bytes "
           f"({stats['bytes_used']:,} in use, at most "
           f"{stats['bytes_free']:,} free)")
     print(f"objects:   {stats['objects']:,} (and {stats['tables']:,} tables)")
-    print(f"names:     {', '.join(dir(pool.ns)) or '(none)'}")
+    print(f"names:     {', '.join(names) or '(none)'}")
     for name, (count, size) in sorted(stats["by_type"].items()):
         print(f"  {name:<12s} {count:>10,} {size:>14,} bytes")
+    return 0
 
 
-def check(pool):
-    stats = pool.stats()
-    print(f"{pool.path}: ok, {stats['objects']:,} objects reachable")
+def _read_all(value):
+    """Read every object that value reaches, as dump does; the number of
+    objects."""
+    seen = set()
+    stack = [value]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        else:
+            repr(obj)
+            stack.extend(getattr(obj, "__dict__", {}).values())
+            for cls in type(obj).__mro__:
+                slots = cls.__dict__.get("__slots__", ())
+                for slot in (slots,) if isinstance(slots, str) else slots:
+                    if slot not in ("__dict__", "__weakref__"):
+                        try:
+                            stack.append(getattr(obj, slot))
+                        except AttributeError:
+                            pass
+    return len(seen)
 
 
-def dump(pool):
-    pprint.pprint(vars(pool.ns))
+def check(pool, args):
+    count = _read_all(vars(pool.ns))
+    pprint.pformat(vars(pool.ns))
+    print(f"{args.path}: ok, {count:,} objects read")
+    return 0
+
+
+def _jsonable(value):
+    """value as JSON can show it: sets and tuples as lists, instances as
+    their class and attributes, anything else as its repr()."""
+    if isinstance(value, dict):
+        return {str(k) if not isinstance(k, str) else k: _jsonable(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return [_jsonable(v) for v in sorted(value, key=repr)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return repr(value)
+    if hasattr(value, "__dict__"):
+        cls = type(value)
+        return {"__class__": f"{cls.__module__}:{cls.__qualname__}",
+                **_jsonable(vars(value))}
+    return repr(value)
+
+
+def dump(pool, args):
+    if args.name is None:
+        value = vars(pool.ns)
+    else:
+        try:
+            value = getattr(pool.ns, args.name)
+        except AttributeError:
+            print(f"python -m pmem dump: {args.path} has no name "
+                  f"{args.name!r}", file=sys.stderr)
+            return 1
+    if args.json:
+        json.dump(_jsonable(value), sys.stdout, indent=2)
+        print()
+    else:
+        pprint.pprint(value, depth=args.depth)
+    return 0
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m pmem",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("info", "check", "dump"))
-    parser.add_argument("path")
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("info", help="size, free space, objects")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p = commands.add_parser("check", help="open and read every object")
+    p.add_argument("path")
+    p = commands.add_parser("dump", help="the namespace, or one name")
+    p.add_argument("path")
+    p.add_argument("name", nargs="?", help="one name of the namespace")
+    p.add_argument("--depth", type=int, default=None,
+                   help="nesting levels to show")
+    p.add_argument("--json", action="store_true", help="as JSON")
     args = parser.parse_args(argv)
+    run = {"info": info, "check": check, "dump": dump}[args.command]
     try:
-        pool = pmem.open(args.path, create=False)
+        with read_only_copy(args.path) as copy:
+            try:
+                pool = pmem.open(copy, create=False)
+                return run(pool, args)
+            except BrokenPipeError:
+                raise
+            except Exception as exc:
+                # What the copy says, said of the pool.
+                message = str(exc).replace(copy, args.path)
+                if args.command == "check":
+                    print(f"{args.path}: not ok: {message}")
+                else:
+                    print(f"python -m pmem {args.command}: {message}",
+                          file=sys.stderr)
+                return 1
+    except BrokenPipeError:
+        raise
     except (pmem.PoolError, OSError) as exc:
         print(f"python -m pmem {args.command}: {exc}", file=sys.stderr)
         return 1
-    {"info": info, "check": check, "dump": dump}[args.command](pool)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `dump PATH | head`: the reader has gone; end quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        status = 1
+    sys.exit(status)

@@ -1,0 +1,126 @@
+"""python -m pmem: the tools read a pool without changing it, and tell
+the truth about it.
+
+info, check and dump open a private copy of the pool (the open repairs
+and moves what it must in the copy): the file is byte-identical
+afterwards, even after an open that would have had work to do.  dump
+shows one name, to a depth, as JSON; piped into head, it ends quietly.
+A pool open in another process is refused.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import unittest
+from test.support import import_helper
+from test.support.script_helper import assert_python_ok
+
+import_helper.import_module("_pmem")
+
+FAST_FLUSH = {"PMEM_IS_PMEM_FORCE": "1"}
+ENV = dict(os.environ, **FAST_FLUSH)
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+class ToolTests(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="pmem-test-")
+        cls.path = os.path.join(cls.dir, "tools.pool")
+        # Left with garbage, and mapped at another address than the one
+        # the tools will map it at: an open has work to do.
+        assert_python_ok("-c", textwrap.dedent(f"""
+            import pmem
+            pool = pmem.open({cls.path!r}, size=16 << 20)
+            pool.ns.rows = [{{"id": i, "tags": {{"a", "b"}}, "pt": (i, 2.5)}}
+                            for i in range(2000)]
+            pool.ns.count = 2000
+            pool.ns.name = "caf\\xe9"
+            pool.ns.blob = b"\\x00\\x01"
+            pool.ns.garbage = [[i] for i in range(100)]
+            del pool.ns.garbage
+            """), PMEM_MMAP_HINT="0x610000000000", **FAST_FLUSH)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir)
+
+    def cli(self, *args):
+        return subprocess.run([sys.executable, "-m", "pmem", *args],
+                              env=ENV, capture_output=True, text=True)
+
+    def test_tools_do_not_change_the_file(self):
+        before = digest(self.path)
+        for args in (("info",), ("check",), ("dump",), ("info", "--json"),
+                     ("dump", "--json")):
+            with self.subTest(args=args):
+                proc = self.cli(args[0], self.path, *args[1:])
+                self.assertEqual(proc.returncode, 0, proc.stderr)
+                self.assertEqual(digest(self.path), before)
+
+    def test_check(self):
+        proc = self.cli("check", self.path)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertRegex(proc.stdout, rf"^{self.path}: ok, [\d,]+ objects "
+                                      rf"read\n$")
+
+    def test_dump_one_name_to_a_depth(self):
+        self.assertEqual(self.cli("dump", self.path, "count").stdout,
+                         "2000\n")
+        self.assertEqual(self.cli("dump", self.path, "name").stdout,
+                         "'caf\xe9'\n")
+        out = self.cli("dump", self.path, "rows", "--depth", "1").stdout
+        self.assertTrue(out.startswith("[{...},\n {...},"), out[:50])
+        proc = self.cli("dump", self.path, "nothing")
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("no name 'nothing'", proc.stderr)
+
+    def test_json(self):
+        import json
+        info = json.loads(self.cli("info", self.path, "--json").stdout)
+        self.assertEqual(info["path"], self.path)
+        self.assertEqual(info["names"], ["blob", "count", "name", "rows"])
+        self.assertGreater(info["objects"], 2000)
+        rows = json.loads(self.cli("dump", self.path, "rows",
+                                   "--json").stdout)
+        self.assertEqual(rows[7], {"id": 7, "tags": ["a", "b"],
+                                   "pt": [7, 2.5]})
+        whole = json.loads(self.cli("dump", self.path, "--json").stdout)
+        self.assertEqual(whole["blob"], "b'\\x00\\x01'")
+
+    def test_dump_into_head_ends_quietly(self):
+        proc = subprocess.run(
+            f"{sys.executable} -m pmem dump {self.path} | head -1",
+            shell=True, env=ENV, capture_output=True, text=True)
+        self.assertEqual(proc.stdout.count("\n"), 1, proc.stdout)
+        self.assertEqual(proc.stderr, "")
+
+    def test_pool_open_elsewhere_is_refused(self):
+        holder = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(f"""
+                import pmem, sys
+                pool = pmem.open({self.path!r})
+                print("open", flush=True)
+                sys.stdin.read()
+                """)], env=ENV, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(holder.stdout.readline(), "open\n")
+            proc = self.cli("info", self.path)
+            self.assertEqual(proc.returncode, 1)
+            self.assertIn("open in another process", proc.stderr)
+        finally:
+            holder.communicate("")
+
+
+if __name__ == "__main__":
+    unittest.main()
