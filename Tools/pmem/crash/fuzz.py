@@ -6,7 +6,8 @@ What it proves: whatever bytes a pool file holds, pmem.open() either
 refuses it with pmem.PoolError or returns a pool whose every object
 reachable from pool.ns can be walked and repr()'d and whose namespace
 takes a write -- the interpreter neither crashes, nor hangs, nor raises
-anything else.  That is the promise of the open pass (DESIGN section 4:
+anything else; and `python -m pmem check`, run on the file first, says
+"ok" exactly when the open succeeds (a disagreement is a failure).  That is the promise of the open pass (DESIGN section 4:
 "a pointer that does not land on an object of this pool or a known
 singleton is an error, never a segfault"), and of the checks that run
 before it (the file's header, libpmemobj's own check, the root).
@@ -413,12 +414,35 @@ class Fuzz:
         return "death", (f"exit status {proc.returncode} "
                          f"({_signal_name(proc.returncode)})\n{err}")
 
+    def tool_verdict(self, path, hash_seed):
+        """What `python -m pmem check` says of path (it reads a copy):
+        "opened" for ok, "refused" for not ok, else "death"; and its
+        output."""
+        env = dict(self.env, PYTHONHASHSEED=str(hash_seed))
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-X", "faulthandler", "-m", "pmem",
+                 "check", path], env=env, capture_output=True, text=True,
+                timeout=self.timeout, start_new_session=True)
+        except subprocess.TimeoutExpired:
+            return "hang", "python -m pmem check gave no answer"
+        verdicts = {0: "opened", 1: "refused"}
+        return (verdicts.get(proc.returncode, "death"),
+                proc.stdout + proc.stderr)
+
     def check(self, k, path, changes):
-        """In a worker thread: open the k-th file (retrying when the
+        """In a worker thread: check the k-th file with `python -m pmem
+        check`, then open it; the two must agree (retrying when the
         interpreter itself cannot start, as while it is rebuilt)."""
         for attempt in range(10):
             try:
+                tool, said = self.tool_verdict(path, self.seed + k)
                 verdict, detail = self.open_file(path, self.seed + k)
+                if (verdict in ("opened", "refused")
+                        and tool != verdict):
+                    verdict, detail = "disagree", (
+                        f"python -m pmem check: {said.strip()}; but "
+                        f"the open: {verdict} {detail}")
             except OSError as exc:          # the binary is being replaced
                 verdict, detail = "retry", str(exc)
             if verdict != "retry":
