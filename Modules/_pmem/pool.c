@@ -2702,10 +2702,6 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
                      "its transactions", self->path);
         return NULL;
     }
-    /* The types' attribute cache keeps the names it was asked for: pool
-       strs (attribute names of pool instances) that nothing else holds
-       any more would look held from DRAM. */
-    PyType_ClearCache();
     repair_state *st = repair_prepare(self, 0, 0, 0);   /* the counts */
     if (st == NULL) {
         return PyErr_NoMemory();

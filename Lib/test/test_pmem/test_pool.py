@@ -528,29 +528,6 @@ class TransactionTests(PoolTestCase):
         self.assertEqual([sys.getrefcount(c) for c in (None, True, 7, ())],
                          counts)
 
-    def test_gc_frees_attribute_names_no_longer_used(self):
-        # Each new attribute of a pool instance stores its name; a lookup
-        # by that name leaves it in the types' attribute cache, which is
-        # no holder of pool objects.
-        pool = self.pool
-        pool.ns.thing = Plain()
-        thing = pool.ns.thing
-        def look_up_all():
-            for key in list(vars(thing)):
-                getattr(thing, key)
-        for i in range(400):
-            name = f"attr{i % 37}"
-            if hasattr(thing, name):
-                look_up_all()
-                delattr(thing, name)
-            else:
-                setattr(thing, name, i)
-        gc.collect()
-        pool.gc()
-        # The names, the namespace's "thing", the class's name.
-        self.assertEqual(pool.stats()["by_type"]["str"][0],
-                         len(vars(thing)) + 2)
-
     def test_gc_frees_unreachable_cycles(self):
         pool = self.pool
         pool.ns.keep = [1.5]
