@@ -403,7 +403,6 @@ _PyStorage_RehashEntries(PyObject *op)
     if (PyDict_CheckExact(op)) {
         PyDictKeysObject *keys = ((PyDictObject *)op)->ma_keys;
         for (Py_ssize_t i = 0; i < keys->dk_nentries; i++) {
-            Py_hash_t hash;
             if (DK_IS_UNICODE(keys)) {
                 PyObject *key = DK_UNICODE_ENTRIES(keys)[i].me_key;
                 if (key != NULL && PyObject_Hash(key) == -1) {
@@ -413,7 +412,8 @@ _PyStorage_RehashEntries(PyObject *op)
             else {
                 PyDictKeyEntry *ep = &DK_ENTRIES(keys)[i];
                 if (ep->me_key != NULL) {
-                    if ((hash = PyObject_Hash(ep->me_key)) == -1) {
+                    Py_hash_t hash = PyObject_Hash(ep->me_key);
+                    if (hash == -1) {
                         return -1;
                     }
                     changed |= ep->me_hash != hash;

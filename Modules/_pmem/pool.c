@@ -306,28 +306,25 @@ register_class(PoolObject *p, size_t unit, unsigned units, size_t *nunits)
         .unit_size = unit, .alignment = 0, .units_per_block = units,
         .header_type = POBJ_HEADER_COMPACT,
     };
-    if (pmemobj_ctl_set(p->pop, "heap.alloc_class.new.desc", &desc) != 0) {
-        /* A class of the same unit and run size exists. */
-        for (int id = 1; id < 255; id++) {
-            char query[48];
-            PyOS_snprintf(query, sizeof(query), "heap.alloc_class.%d.desc",
-                          id);
-            if (pmemobj_ctl_get(p->pop, query, &desc) == 0
-                && desc.unit_size == unit
-                && desc.header_type == POBJ_HEADER_COMPACT)
-            {
-                desc.class_id = (unsigned)id;
-                break;
-            }
-            desc.unit_size = 0;
-        }
-        if (desc.unit_size != unit) {
-            pool_error(p, "cannot register an allocation class");
-            return -1;
+    if (pmemobj_ctl_set(p->pop, "heap.alloc_class.new.desc", &desc) == 0) {
+        *nunits = desc.units_per_block;
+        return (int)desc.class_id;
+    }
+    /* A class of the same unit and run size exists. */
+    for (int id = 1; id < 255; id++) {
+        struct pobj_alloc_class_desc known;
+        char query[48];
+        PyOS_snprintf(query, sizeof(query), "heap.alloc_class.%d.desc", id);
+        if (pmemobj_ctl_get(p->pop, query, &known) == 0
+            && known.unit_size == unit
+            && known.header_type == POBJ_HEADER_COMPACT)
+        {
+            *nunits = known.units_per_block;
+            return id;
         }
     }
-    *nunits = desc.units_per_block;
-    return (int)desc.class_id;
+    pool_error(p, "cannot register an allocation class");
+    return -1;
 }
 
 static int
@@ -646,16 +643,21 @@ full_error(PoolObject *p)
     POBJ_FOREACH(p->pop, oid) {
         used += pmemobj_alloc_usable_size(oid);
     }
-    if (need == 0) {
-        need = 1;                 /* the frees' undo log, at the commit */
+    /* need is 0 for the log of the frees, at the commit. */
+    PyObject *what = need == 0
+        ? PyUnicode_FromString("the transaction's log does not fit")
+        : PyUnicode_FromFormat("%zu more bytes do not fit", need);
+    if (what == NULL) {
+        return explained;
     }
-    PyErr_Format(PyExc_MemoryError, "pool %R is full: %zu more bytes do "
-                 "not fit (%zu of its %zu bytes are in use by objects; "
-                 "the rest is libpmemobj's metadata, and free space in "
-                 "pieces too small); the transaction is rolled back.  Delete "
-                 "what is no longer needed, or copy the data into a larger "
-                 "pool (pmem.open(path, size=...))", p->path, need, used,
+    PyErr_Format(PyExc_MemoryError, "pool %R is full: %U (%zu of its %zu "
+                 "bytes are in use by objects; the rest is libpmemobj's "
+                 "metadata, and free space in pieces too small); the "
+                 "transaction is rolled back.  Delete what is no longer "
+                 "needed, or copy the data into a larger pool "
+                 "(pmem.open(path, size=...))", p->path, what, used,
                  p->size);
+    Py_DECREF(what);
     return explained;
 }
 
@@ -1897,32 +1899,23 @@ check_pointers(open_state *st, struct pool_root *root, char *target)
     return 0;
 }
 
-/* The kept hashes of the reachable frozensets, for this process.  0, or
-   -1 with an exception set. */
+/* The kept hashes of the reachable frozensets, for this process: the
+   frozensets gathered on the marking's stack (empty by now).  0, or -1
+   with an exception set. */
 static int
-rehash_frozensets(open_state *st)
+rehash_frozensets(open_state *st, mark_state *ms)
 {
-    size_t n = 0, allocated = 0;
-    PyObject **sets = NULL;
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->mark && e->obj != NULL && PyFrozenSet_CheckExact(e->obj)) {
-            if (n == allocated) {
-                allocated = allocated ? 2 * allocated : 64;
-                PyObject **more = PyMem_RawRealloc(
-                    sets, allocated * sizeof(*sets));
-                if (more == NULL) {
-                    PyMem_RawFree(sets);
-                    PyErr_NoMemory();
-                    return -1;
-                }
-                sets = more;
-            }
-            sets[n++] = e->obj;
+        if (e->mark && e->obj != NULL && PyFrozenSet_CheckExact(e->obj)
+            && mark_push(ms, e->obj) < 0)
+        {
+            PyErr_NoMemory();
+            return -1;
         }
     }
-    int r = _PyStorage_RehashFrozenSets(sets, n);
-    PyMem_RawFree(sets);
+    int r = _PyStorage_RehashFrozenSets(ms->stack, ms->depth);
+    ms->depth = 0;
     return r;
 }
 
@@ -2078,7 +2071,7 @@ open_pass(PoolObject *p)
     if (pool_begin(&p->sm) < 0) {
         goto done;
     }
-    int ok = rehash_frozensets(&st) == 0;
+    int ok = rehash_frozensets(&st, &ms) == 0;
     for (size_t i = 0; i <= st.mask && ok; i++) {
         alloc_entry *e = &st.entries[i];
         if (e->mark && e->obj != NULL && _PyStorage_Rehash(e->obj) < 0) {

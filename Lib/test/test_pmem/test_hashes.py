@@ -16,16 +16,12 @@ nothing), in the set, the frozenset, and as dict keys.
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import textwrap
 import unittest
 from test.support import import_helper
+from test.test_pmem import run_in_new_process
 
 import_helper.import_module("_pmem")
-
-FAST_FLUSH = {"PMEM_IS_PMEM_FORCE": "1"}
 
 # Evaluated in each process: equal values, made anew there.
 KEYS = """[
@@ -77,13 +73,7 @@ class StaleHashTests(unittest.TestCase):
             f.write(KEY_CLASS)
 
     def run_in_new_process(self, code, seed):
-        env = dict(os.environ, PYTHONHASHSEED=str(seed),
-                   PYTHONPATH=self.dir, **FAST_FLUSH)
-        proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c",
-                               textwrap.dedent(code)],
-                              env=env, capture_output=True, text=True)
-        self.assertEqual(proc.returncode, 0, proc.stderr)
-        return proc.stdout
+        return run_in_new_process(self, code, hash_seed=seed, path=self.dir)
 
     def test_keys_of_every_hashable_type_under_other_seeds(self):
         self.run_in_new_process(f"""

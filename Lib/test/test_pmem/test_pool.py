@@ -30,6 +30,7 @@ import unittest
 from test import support
 from test.support import import_helper, os_helper
 from test.support.script_helper import assert_python_ok
+from test.test_pmem import run_in_new_process
 
 FAST_FLUSH = {"PMEM_IS_PMEM_FORCE": "1"}
 with os_helper.EnvironmentVarGuard() as env:
@@ -644,17 +645,8 @@ class RoundTripTests(PoolTestCase):
     another binary layout (ASLR moves the interpreter every run)."""
 
     def run_in_new_process(self, code, seed, path=None, hint=None):
-        env = dict(os.environ, PYTHONHASHSEED=str(seed), **FAST_FLUSH)
-        env.pop("PYTHONPATH", None)
-        if path is not None:
-            env["PYTHONPATH"] = path
-        if hint is not None:
-            env["PMEM_MMAP_HINT"] = hint
-        proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c",
-                               textwrap.dedent(code)],
-                              env=env, capture_output=True, text=True)
-        self.assertEqual(proc.returncode, 0, proc.stderr)
-        return proc.stdout
+        return run_in_new_process(self, code, hash_seed=seed, path=path,
+                                  hint=hint)
 
     def test_bank_program(self):
         for accounts in ("dict()", "pmem.PersistentDict(pop)"):

@@ -67,6 +67,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from test import support
 from test.support import import_helper, os_helper
+from test.test_pmem import run_in_new_process
 
 FAST_FLUSH = {"PMEM_IS_PMEM_FORCE": "1"}
 with os_helper.EnvironmentVarGuard() as env:
@@ -1263,12 +1264,7 @@ class ClassRecordTests(unittest.TestCase):
     def run_child(self, code, module):
         with open(os.path.join(self.dir, "recorded.py"), "w") as f:
             f.write(textwrap.dedent(module))
-        env = dict(os.environ, PYTHONPATH=self.dir, PMEM_IS_PMEM_FORCE="1")
-        proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c",
-                               textwrap.dedent(code)],
-                              env=env, capture_output=True, text=True)
-        self.assertEqual(proc.returncode, 0, proc.stderr)
-        return proc.stdout
+        return run_in_new_process(self, code, path=self.dir)
 
     def test_open_refuses_a_recorded_class_it_cannot_hold(self):
         # The name of a class recorded by one process names a C type in
