@@ -146,7 +146,11 @@ keys_size(PyDictKeysObject *keys)
         return SIZE_MAX;
     }
     size_t usable = ((size_t)2 << log2) / 3;   /* USABLE_FRACTION() */
-    if ((size_t)keys->dk_nentries > usable) {
+    /* An insertion takes one of dk_usable; a deletion gives none back;
+       popitem() takes the last entry back from dk_nentries only. */
+    if ((size_t)keys->dk_nentries > usable
+        || (size_t)keys->dk_usable > usable - (size_t)keys->dk_nentries)
+    {
         return SIZE_MAX;
     }
     size_t entry = keys->dk_kind == DICT_KEYS_UNICODE
@@ -316,6 +320,57 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
 
 #undef VISIT
 #undef EXTENT
+
+int
+_PyStorage_CheckHeld(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    if (tp == &PyDict_Type) {
+        PyDictObject *mp = (PyDictObject *)op;
+        PyDictKeysObject *keys = mp->ma_keys;
+        if (keys == empty_keys()) {
+            return mp->ma_used == 0 ? 0 : -1;
+        }
+        Py_ssize_t live = 0;
+        for (Py_ssize_t i = 0; i < keys->dk_nentries; i++) {
+            PyObject *key;
+            if (DK_IS_UNICODE(keys)) {
+                /* Its lookups take every key for a str. */
+                key = DK_UNICODE_ENTRIES(keys)[i].me_key;
+                if (key != NULL && !PyUnicode_CheckExact(key)) {
+                    return -1;
+                }
+            }
+            else {
+                key = DK_ENTRIES(keys)[i].me_key;
+            }
+            live += key != NULL;
+        }
+        /* The table is rebuilt for ma_used entries. */
+        return live == mp->ma_used ? 0 : -1;
+    }
+    if (tp == &PySet_Type || tp == &PyFrozenSet_Type) {
+        /* The table is rebuilt for so->used entries, and a lookup ends
+           only at an empty slot that so->fill leaves. */
+        PySetObject *so = (PySetObject *)op;
+        Py_ssize_t fill = 0, used = 0;
+        for (Py_ssize_t i = 0; i <= so->mask; i++) {
+            PyObject *key = so->table[i].key;
+            fill += key != NULL;
+            used += key != NULL && key != _PySet_Dummy;
+        }
+        return fill == so->fill && used == so->used ? 0 : -1;
+    }
+    if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
+        PyObject **dictptr = _PyObject_GetDictPtr(op);
+        if (dictptr != NULL && *dictptr != NULL
+            && !PyDict_CheckExact(*dictptr))
+        {
+            return -1;
+        }
+    }
+    return 0;
+}
 
 int
 _PyStorage_VisitSlots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg)

@@ -645,6 +645,13 @@ PyAPI_FUNC(int) _PyStorage_CheckSlots(PyObject *op,
                                       _PyStorage_SlotVisitor visit,
                                       void *arg);
 
+/* What the checking walk cannot tell while pointers may still be another
+   process's, asked once every pointer that op holds has passed it and is
+   this process's: a dict's or set's counts match its table (which the
+   dummy key decides), a table of str keys holds only str, an instance's
+   __dict__ is a dict.  0, or -1 when op cannot be used as it is. */
+PyAPI_FUNC(int) _PyStorage_CheckHeld(PyObject *op);
+
 /* The interpreter's empty dict keys are shared, and reference counted:
    a manager that gives dicts of its memory those keys without the
    interpreter's knowledge (an open, an undo) counts them. */

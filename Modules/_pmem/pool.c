@@ -1888,6 +1888,13 @@ check_pointers(open_state *st, struct pool_root *root, char *target)
             e->broken = st->problem != NULL ? st->problem
                                             : "what a pool cannot hold";
         }
+        /* Once its pointers are this process's: what they land on. */
+        if (e->obj != NULL && e->broken == NULL
+            && target == (char *)Py_None && _PyStorage_CheckHeld(e->obj) < 0)
+        {
+            e->broken = "counts that its table does not match, or a key or "
+                        "__dict__ of the wrong type";
+        }
     }
     if (st->dirty) {
         pmemobj_drain(pop);

@@ -1232,6 +1232,48 @@ class RoundTripTests(PoolTestCase):
         self.assertRegex(out, r"is corrupt: a list at \+\d+ holds a pointer "
                               r"to neither the pool nor a constant")
 
+    def test_counts_that_the_table_does_not_match_are_refused(self):
+        # A word written where a count or a key lies: a count that its
+        # table does not match made the open's rebuild of the table read
+        # past it (found by fuzz.py); a str-keyed table takes every key
+        # for a str.  Each case prints the word's offset in the file and
+        # the value to write there.
+        cases = [
+            ("a dict's ma_used, with no entries left",
+             "pool.ns.x = {'k': 1}; del pool.ns.x['k']",
+             "print(id(pool.ns.x) + 16 - pool.base, 14011121)"),
+            ("a set's used, below its entries",
+             "pool.ns.x = set(range(20))",
+             "print(id(pool.ns.x) + 24 - pool.base, 3)"),
+            ("a float as a key of a str-keyed table",
+             "pool.ns.x = {'k': 1.5}",
+             "keys = ctypes.c_void_p.from_address(id(pool.ns.x) + 32).value; "
+             "print(keys + 40 - pool.base, id(pool.ns.x['k']))"),
+        ]
+        for what, make, where in cases:
+            with self.subTest(what):
+                if os.path.exists(self.path):
+                    os.unlink(self.path)
+                out = self.run_in_new_process(f"""
+                    import ctypes, pmem
+                    pool = pmem.open({self.path!r}, size={SIZE})
+                    {make}
+                    {where}
+                    """, seed=14)
+                offset, value = map(int, out.split())
+                with open(self.path, "r+b") as f:
+                    f.seek(offset)
+                    f.write(value.to_bytes(8, "little"))
+                out = self.run_in_new_process(f"""
+                    import pmem
+                    try:
+                        pmem.open({self.path!r})
+                    except pmem.PoolError as exc:
+                        print(exc)
+                    """, seed=15)
+                self.assertRegex(out, r"is corrupt: a (dict|set) at \+\d+ "
+                                      r"holds counts that its table does "
+                                      r"not match")
 
 if __name__ == "__main__":
     unittest.main()
