@@ -331,6 +331,11 @@ _PyStorage_CheckHeld(PyObject *op)
         if (keys == empty_keys()) {
             return mp->ma_used == 0 ? 0 : -1;
         }
+        if (PyStorage_Of(keys) == &PyStorage_DRAM) {
+            /* None (a block that an allocation had only zeroed), or a
+               static table other than the empty keys. */
+            return -1;
+        }
         Py_ssize_t live = 0;
         for (Py_ssize_t i = 0; i < keys->dk_nentries; i++) {
             PyObject *key;

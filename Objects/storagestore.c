@@ -141,6 +141,71 @@ _PyStorage_IsPlainClass(PyTypeObject *tp)
     return cls == &PyBaseObject_Type;
 }
 
+PyObject *
+_PyStorage_ClassLayout(PyTypeObject *tp)
+{
+    /* "basicsize level level...": a level for each class from object up
+       that adds to the instances' memory, with the names of the slots
+       that it adds, in the order of their offsets (__slots__ sorted), and
+       "__dict__" and "__weakref__" when it adds them.  A class made with
+       the same levels, each over the one before, has the same layout. */
+    assert(_PyStorage_IsPlainClass(tp));
+    PyObject *levels = PyList_New(0);
+    if (levels == NULL) {
+        return NULL;
+    }
+    for (PyTypeObject *cls = tp; cls != &PyBaseObject_Type;
+         cls = cls->tp_base)
+    {
+        PyTypeObject *base = cls->tp_base;
+        PyObject *names = PyList_New(0);
+        if (names == NULL) {
+            goto error;
+        }
+        PyMemberDef *mp = _PyHeapType_GET_MEMBERS((PyHeapTypeObject *)cls);
+        int r = 0;
+        for (Py_ssize_t i = 0; i < Py_SIZE(cls) && r == 0; i++, mp++) {
+            PyObject *name = PyUnicode_FromString(mp->name);
+            r = name == NULL ? -1 : PyList_Append(names, name);
+            Py_XDECREF(name);
+        }
+        if (r == 0 && cls->tp_dictoffset != 0 && base->tp_dictoffset == 0) {
+            r = PyList_Append(names, &_Py_ID(__dict__));
+        }
+        if (r == 0 && cls->tp_weaklistoffset != 0
+            && base->tp_weaklistoffset == 0)
+        {
+            r = PyList_Append(names, &_Py_ID(__weakref__));
+        }
+        PyObject *level = NULL;
+        if (r == 0 && PyList_GET_SIZE(names) != 0) {
+            PyObject *comma = PyUnicode_FromOrdinal(',');
+            level = comma == NULL ? NULL : PyUnicode_Join(comma, names);
+            Py_XDECREF(comma);
+            r = level == NULL ? -1 : PyList_Insert(levels, 0, level);
+            Py_XDECREF(level);
+        }
+        Py_DECREF(names);
+        if (r < 0) {
+            goto error;
+        }
+    }
+    PyObject *size = PyUnicode_FromFormat("%zd", tp->tp_basicsize);
+    if (size == NULL || PyList_Insert(levels, 0, size) < 0) {
+        Py_XDECREF(size);
+        goto error;
+    }
+    Py_DECREF(size);
+    PyObject *space = PyUnicode_FromOrdinal(' ');
+    PyObject *layout = space == NULL ? NULL : PyUnicode_Join(space, levels);
+    Py_XDECREF(space);
+    Py_DECREF(levels);
+    return layout;
+error:
+    Py_DECREF(levels);
+    return NULL;
+}
+
 int
 _PyStorage_IsFindableClass(PyTypeObject *tp)
 {

@@ -609,6 +609,12 @@ PyAPI_FUNC(int) _PyStorage_IsFindableClass(PyTypeObject *tp);
 /* Is tp a class whose instances' layout the managers know: made by class
    statements over object, adding a dict, slots, weak references? */
 PyAPI_FUNC(int) _PyStorage_IsPlainClass(PyTypeObject *tp);
+/* The layout of such a class's instances, as a str that a manager
+   records with the class's name and compares: "basicsize" then, for
+   each class from object up that adds to the instances, the slots it
+   adds and "__dict__" and "__weakref__" when it adds them ("24
+   __dict__,__weakref__").  NULL with an exception set. */
+PyAPI_FUNC(PyObject *) _PyStorage_ClassLayout(PyTypeObject *tp);
 
 /* Those, and the other static objects that a managed object may point
    to: the dicts' shared empty keys, the sets' dummy key. */

@@ -117,9 +117,10 @@ except ImportError:
 else:
     MemoryKind = _memkind.Kind
 
-__all__ = ["open", "Pool", "PoolError", "storage_of", "PersistentDict",
-           "PersistentList", "PersistentSet", "PersistentByteArray",
-           "MemoryKind", "FORMAT_VERSION", "DEFAULT_SIZE"]
+__all__ = ["open", "Pool", "PoolError", "Placeholder", "storage_of",
+           "PersistentDict", "PersistentList", "PersistentSet",
+           "PersistentByteArray", "MemoryKind", "FORMAT_VERSION",
+           "DEFAULT_SIZE"]
 
 
 def storage_of(obj):
@@ -145,6 +146,89 @@ class Pool(_pmem.Pool):
     def __repr__(self):
         state = "closed" if self.closed else "open"
         return f"<pmem.Pool {self.path!r} ({state})>"
+
+
+class Placeholder:
+    """An object of a pool whose class this process cannot use.
+
+    A pool records each class of its instances by module and qualified
+    name, with the layout of its instances.  When opening finds no such
+    class (a script's ``__main__`` class, a module not on the path, a
+    class renamed, or one whose layout changed), the instances stay as
+    they are and are reachable as placeholders: objects of a class of the
+    same layout, named like the missing one, which derives from
+    Placeholder.  Their attributes can be read; they cannot be made, and
+    their attributes cannot be set or deleted.  The next open that finds
+    the class gives the instances their class again.
+    Pool.unresolved() tells which classes are missing, and why.
+    """
+
+    __slots__ = ()
+
+    #: "module:qualname" of the class the instances wait for; the reason
+    #: it is not used.  Set on each placeholder class.
+    __pmem_class__ = None
+    __pmem_reason__ = None
+
+    def __new__(cls, *args, **kwargs):
+        raise TypeError(f"cannot make a {cls.__qualname__!r}: it is a "
+                        f"placeholder for {cls.__pmem_class__}, which this "
+                        f"process cannot use ({cls.__pmem_reason__})")
+
+    def __setattr__(self, name, value):
+        raise AttributeError(self._refusal(f"set attribute {name!r}"))
+
+    def __delattr__(self, name):
+        raise AttributeError(self._refusal(f"delete attribute {name!r}"))
+
+    def _refusal(self, what):
+        cls = type(self)
+        return (f"cannot {what} of a placeholder for {cls.__pmem_class__}, "
+                f"which this process cannot use ({cls.__pmem_reason__}): "
+                f"make the class importable under that name, with the same "
+                f"attributes, and open the pool again")
+
+    def _pmem_attributes(self):
+        """{name: value} of what the instance holds, slots first."""
+        attrs = {}
+        for cls in reversed(type(self).__mro__):
+            for name in cls.__dict__.get("__slots__", ()):
+                if name not in ("__dict__", "__weakref__"):
+                    try:
+                        attrs[name] = object.__getattribute__(self, name)
+                    except AttributeError:
+                        pass
+        try:
+            attrs.update(object.__getattribute__(self, "__dict__"))
+        except AttributeError:
+            pass
+        return attrs
+
+    def __repr__(self):
+        fields = ", ".join(f"{name}={value!r}" for name, value
+                           in self._pmem_attributes().items())
+        return f"<placeholder for {type(self).__pmem_class__}({fields})>"
+
+
+def _placeholder(name, layout, reason):
+    """The placeholder class for instances of name ("module:qualname")
+    whose layout the pool recorded: one class for each level of the
+    layout (the slots that one class of the missing one's bases added,
+    and "__dict__" and "__weakref__" when it added them), over
+    Placeholder.  The pool checks that the result has the layout."""
+    module, _, qualname = name.partition(":")
+    cls = Placeholder
+    for level in layout.split(" ")[1:]:
+        cls = type(qualname.rpartition(".")[2], (cls,),
+                   {"__slots__": tuple(level.split(",")),
+                    "__module__": module, "__qualname__": qualname,
+                    "__pmem_class__": name, "__pmem_reason__": reason})
+    if cls is Placeholder:
+        cls = type(qualname.rpartition(".")[2], (cls,),
+                   {"__slots__": (), "__module__": module,
+                    "__qualname__": qualname, "__pmem_class__": name,
+                    "__pmem_reason__": reason})
+    return cls
 
 
 def open(path, *, create=True, size=DEFAULT_SIZE):

@@ -97,7 +97,8 @@ def info(pool, args):
     names = dir(pool.ns)
     if args.json:
         json.dump({"path": args.path, "format": pmem.FORMAT_VERSION,
-                   **stats, "names": names}, sys.stdout, indent=2)
+                   **stats, "names": names,
+                   "unresolved": pool.unresolved()}, sys.stdout, indent=2)
         print()
         return 0
     print(f"pool:      {args.path}")
@@ -109,7 +110,17 @@ def info(pool, args):
     print(f"names:     {', '.join(names) or '(none)'}")
     for name, (count, size) in sorted(stats["by_type"].items()):
         print(f"  {name:<12s} {count:>10,} {size:>14,} bytes")
+    _print_unresolved(pool)
     return 0
+
+
+def _print_unresolved(pool):
+    unresolved = pool.unresolved()
+    if unresolved:
+        print(f"placeholders for {len(unresolved)} classes that this "
+              f"process cannot use (see pmem.Placeholder):")
+        for name, reason in sorted(unresolved.items()):
+            print(f"  {name}: {reason}")
 
 
 def _read_all(value):
@@ -145,6 +156,7 @@ def check(pool, args):
     count = _read_all(vars(pool.ns))
     pprint.pformat(vars(pool.ns))
     print(f"{args.path}: ok, {count:,} objects read")
+    _print_unresolved(pool)
     return 0
 
 
@@ -162,6 +174,10 @@ def _jsonable(value):
         return value
     if isinstance(value, (bytes, bytearray)):
         return repr(value)
+    if isinstance(value, pmem.Placeholder):
+        return {"__class__": type(value).__pmem_class__,
+                "__placeholder__": True,
+                **_jsonable(value._pmem_attributes())}
     if hasattr(value, "__dict__"):
         cls = type(value)
         return {"__class__": f"{cls.__module__}:{cls.__qualname__}",

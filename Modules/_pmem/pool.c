@@ -75,7 +75,7 @@
 
 #define POOL_LAYOUT "pmem-python"
 #define POOL_MAGIC "PyPMEM\r\n"
-#define POOL_FORMAT 1
+#define POOL_FORMAT 2
 #define POOL_DEFAULT_SIZE ((Py_ssize_t)64 << 20)
 
 /* Blocks of up to this many bytes (header included) come from classes of
@@ -139,6 +139,7 @@ typedef struct PoolObject {
     unsigned long owner;          /* that thread, while depth > 0 */
     PyObject *type_codes;         /* {class: its type code} */
     PyObject *classes;            /* [class or None], by type table index */
+    PyObject *unresolved;         /* {"module:qualname": why a placeholder} */
     char **txfreed;               /* blocks freed by the transaction */
     size_t ntxfreed, txfreed_allocated;
     char **txmade;                /* blocks allocated by the transaction */
@@ -1699,10 +1700,105 @@ find_class(PyObject *name)
     return obj;
 }
 
+/* The class for a type table entry, "module:qualname layout" (see
+   _PyStorage_ClassLayout()): the class of that name when this process
+   finds it with that layout, else a placeholder of the layout (a subclass
+   of pmem.Placeholder, made by pmem._placeholder()), with the reason in
+   p->unresolved.  NULL with PoolError set when the entry is not one that
+   a pool writes, with another exception when this process fails
+   (MemoryError, KeyboardInterrupt). */
+static PyObject *
+class_of_entry(PoolObject *p, PyObject *entry)
+{
+    Py_ssize_t length = PyUnicode_GET_LENGTH(entry);
+    Py_ssize_t space = PyUnicode_FindChar(entry, ' ', 0, length, 1);
+    if (space == -2) {
+        return NULL;
+    }
+    if (space < 0) {
+        PyErr_Format(p->error, "pool %R is corrupt: its type table holds "
+                     "%R, a class without a layout", p->path, entry);
+        return NULL;
+    }
+    PyObject *name = PyUnicode_Substring(entry, 0, space);
+    PyObject *layout = PyUnicode_Substring(entry, space + 1, length);
+    PyObject *cls = NULL, *reason = NULL;
+    if (name == NULL || layout == NULL) {
+        goto done;
+    }
+    cls = find_class(name);
+    if (cls != NULL) {
+        PyObject *has = _PyStorage_ClassLayout((PyTypeObject *)cls);
+        if (has == NULL) {
+            Py_CLEAR(cls);
+            goto done;
+        }
+        if (PyUnicode_Compare(has, layout) != 0) {
+            reason = PyUnicode_FromFormat(
+                "the layout of its instances changed: %R in the pool, %R "
+                "in the class", layout, has);
+            Py_CLEAR(cls);
+        }
+        Py_DECREF(has);
+        if (cls != NULL || reason == NULL) {
+            goto done;
+        }
+    }
+    else {
+        /* Not found, or not a class a pool can hold: the reason.  What
+           is not an ordinary failure to find it stops the open. */
+        if (!PyErr_ExceptionMatches(PyExc_Exception)
+            || PyErr_ExceptionMatches(PyExc_MemoryError))
+        {
+            goto done;
+        }
+        PyObject *type, *exc, *tb;
+        PyErr_Fetch(&type, &exc, &tb);
+        PyErr_NormalizeException(&type, &exc, &tb);
+        reason = exc == NULL ? NULL : PyObject_Str(exc);
+        Py_XDECREF(type);
+        Py_XDECREF(exc);
+        Py_XDECREF(tb);
+        if (reason == NULL) {
+            goto done;
+        }
+    }
+    PyObject *pmem = PyImport_ImportModule("pmem");
+    cls = pmem == NULL ? NULL : PyObject_CallMethod(
+        pmem, "_placeholder", "OOO", name, layout, reason);
+    Py_XDECREF(pmem);
+    if (cls == NULL && !PyErr_ExceptionMatches(PyExc_Exception)) {
+        goto done;
+    }
+    PyObject *has = NULL;
+    if (cls != NULL && PyType_Check(cls)
+        && _PyStorage_IsPlainClass((PyTypeObject *)cls))
+    {
+        has = _PyStorage_ClassLayout((PyTypeObject *)cls);
+    }
+    PyErr_Clear();
+    int same = has != NULL && PyUnicode_Compare(has, layout) == 0;
+    Py_XDECREF(has);
+    if (!same || PyDict_SetItem(p->unresolved, name, reason) < 0) {
+        Py_CLEAR(cls);
+        if (!same) {
+            PyErr_Format(p->error, "pool %R is corrupt: its type table "
+                         "holds %R, a layout that no class has", p->path,
+                         entry);
+        }
+    }
+done:
+    Py_XDECREF(name);
+    Py_XDECREF(layout);
+    Py_XDECREF(reason);
+    return cls;
+}
+
 /* The instances of user classes get their class from the pool's type
-   table ("module:qualname" strs): imported, checked against the block it
-   must fit in, and remembered for new instances.  0, or -1 with
-   PoolError set. */
+   table ("module:qualname layout" strs): imported, or a placeholder of
+   the layout (class_of_entry()), checked against the block it must fit
+   in, and remembered for new instances.  0, or -1 with PoolError (or
+   MemoryError) set. */
 static int
 resolve_classes(open_state *st, alloc_item *items, size_t n)
 {
@@ -1763,18 +1859,21 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
                              "table holds a non-str", p->path);
                 return -1;
             }
-            PyObject *cls = find_class(name);
+            /* An entry that an earlier one repeats (a class entered
+               again after its name was a placeholder's) gets its class. */
+            PyObject *cls = NULL;
+            for (Py_ssize_t k = 0; k < index && cls == NULL; k++) {
+                PyObject *other = PyList_GET_ITEM(table, k);
+                if (PyList_GET_ITEM(p->classes, k) != Py_None
+                    && PyUnicode_Compare(other, name) == 0)
+                {
+                    cls = Py_NewRef(PyList_GET_ITEM(p->classes, k));
+                }
+            }
             if (cls == NULL) {
-                PyObject *type, *exc, *tb;
-                PyErr_Fetch(&type, &exc, &tb);
-                PyErr_NormalizeException(&type, &exc, &tb);
-                PyErr_Format(p->error, "pool %R holds instances of %R, "
-                             "which this process cannot find (%S): import "
-                             "or define it before opening the pool",
-                             p->path, name, exc);
-                Py_XDECREF(type);
-                Py_XDECREF(exc);
-                Py_XDECREF(tb);
+                cls = class_of_entry(p, name);
+            }
+            if (cls == NULL) {
                 return -1;
             }
             PyObject *value = PyLong_FromUnsignedLongLong(code);
@@ -1790,12 +1889,10 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
                                                              index);
         size_t presize = PyStorage_PreHeaderSize(type);
         size_t usable = pmemobj_alloc_usable_size(pmemobj_oid(items[i].block));
-        if (type->tp_itemsize != 0 || type->tp_dealloc == NULL
-            || usable < presize + (size_t)type->tp_basicsize)
-        {
-            PyErr_Format(p->error, "pool %R holds %s instances that do not "
-                         "fit the class of this process (its layout "
-                         "changed?)", p->path, type->tp_name);
+        if (usable < presize + (size_t)type->tp_basicsize) {
+            PyErr_Format(p->error, "pool %R is corrupt: it holds %s "
+                         "instances smaller than their layout", p->path,
+                         type->tp_name);
             return -1;
         }
         PyObject *op = (PyObject *)(items[i].block + presize);
@@ -2424,6 +2521,29 @@ repair_finish(PoolObject *p, repair_state *st)
     PyMem_RawFree(st);
 }
 
+/* An open pass failed: nothing outside the pool holds its objects, so
+   the pool is let go (unregistered, unmapped, its file unlocked), and the
+   path can be opened again once the cause is fixed.  What the pass gave
+   the interpreter stays given: references to the constants that the
+   objects hold, and to the classes of the instances. */
+static void
+forget_pool(PoolObject *self, PyObject *pools, PyObject *key)
+{
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    if (PyStorage_RemoveRange(self->pop) < 0
+        || PyDict_DelItem(pools, key) < 0)
+    {
+        PyErr_Clear();            /* neither can fail: both were made */
+    }
+    PyErr_Restore(type, exc, tb);
+    pmemobj_close(self->pop);
+    self->pop = NULL;
+    self->root = NULL;
+    self->closed = 1;
+    Py_DECREF(self);              /* the range's reference */
+}
+
 static PyObject *
 pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -2523,9 +2643,10 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->pop = pop;
     self->type_codes = PyDict_New();
     self->classes = PyList_New(0);
+    self->unresolved = PyDict_New();
     self->writer = PyThread_allocate_lock();
     if (self->type_codes == NULL || self->classes == NULL
-        || self->writer == NULL)
+        || self->unresolved == NULL || self->writer == NULL)
     {
         pmemobj_close(pop);
         self->pop = NULL;
@@ -2593,7 +2714,7 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
        interpreter's finalization frees after this module is gone. */
     Py_INCREF(self);
     if (open_pass(self) < 0) {
-        self->closed = 1;
+        forget_pool(self, state->pools, key);
         goto error;
     }
     Py_DECREF(key);
@@ -2626,6 +2747,7 @@ pool_dealloc(PoolObject *self)
     Py_XDECREF(self->error);
     Py_XDECREF(self->type_codes);
     Py_XDECREF(self->classes);
+    Py_XDECREF(self->unresolved);
     PyTypeObject *tp = Py_TYPE(self);
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -2687,9 +2809,38 @@ gc_release_slot(void **slot, int kind, void *arg)
     return 0;
 }
 
+/* The objects of p (its tables are not counted); -1 with an exception
+   set. */
+static Py_ssize_t
+count_objects(PoolObject *p)
+{
+    size_t n;
+    alloc_item *items = list_allocations(p->pop, &n);
+    if (items == NULL) {
+        return -1;
+    }
+    Py_ssize_t objects = 0;
+    for (size_t i = 0; i < n; i++) {
+        objects += items[i].code != POOL_TABLE;
+    }
+    PyMem_RawFree(items);
+    return objects;
+}
+
 static PyObject *
 pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
+    if (check_open(self) < 0) {
+        return NULL;
+    }
+    /* DRAM garbage first (the interpreter's collector, unless disabled):
+       what only it holds is unreachable too.  Its finalizers may run
+       any code, so the checks below come after it. */
+    Py_ssize_t before = count_objects(self);
+    if (before < 0) {
+        return NULL;
+    }
+    (void)PyGC_Collect();
     if (check_open(self) < 0) {
         return NULL;
     }
@@ -2708,6 +2859,10 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
     }
     mark_state ms = {.st = st};
     Py_ssize_t freed = -1;
+    Py_ssize_t left = 0;          /* what the interpreter's collector left */
+    for (size_t i = 0; i <= st->mask; i++) {
+        left += st->entries[i].obj != NULL;
+    }
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->obj != NULL && e->dram > 0
@@ -2762,10 +2917,17 @@ done:
     PyMem_RawFree(ms.stack);
     PyMem_RawFree(st->entries);
     PyMem_RawFree(st);
-    return freed < 0 ? PyErr_NoMemory() : PyLong_FromSsize_t(freed);
+    return (freed < 0 ? PyErr_NoMemory()
+            : PyLong_FromSsize_t(Py_MAX(before - left, 0) + freed));
 }
 
 /* --- methods ------------------------------------------------------------- */
+
+static PyObject *
+pool_unresolved(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyDict_Copy(self->unresolved);
+}
 
 /* An explicit begin: a transaction, or, nested in one of this thread, a
    savepoint.  0, or -1 with an exception set. */
@@ -2949,17 +3111,19 @@ pool_namespace(PoolObject *self, PyObject *Py_UNUSED(ignored))
    POOL_INSTANCE + the index of "module:qualname" in the pool's type table,
    which the class enters on first use.  UINT64_MAX with an exception set
    when the class cannot be found again that way. */
-/* Append "module:qualname" of type to the pool's type table (made when
+/* Append "module:qualname layout" of type to the pool's type table (made when
    missing), in an operation of the pool.  0, or -1 with an exception. */
 static int
 append_class_name(PoolObject *p, PyTypeObject *type)
 {
     PyObject *module = PyObject_GetAttrString((PyObject *)type, "__module__");
-    PyObject *name = module == NULL
+    PyObject *layout = module == NULL ? NULL : _PyStorage_ClassLayout(type);
+    PyObject *name = layout == NULL
                      ? NULL : PyUnicode_FromFormat(
-                         "%S:%U", module,
-                         ((PyHeapTypeObject *)type)->ht_qualname);
+                         "%S:%U %U", module,
+                         ((PyHeapTypeObject *)type)->ht_qualname, layout);
     Py_XDECREF(module);
+    Py_XDECREF(layout);
     if (name == NULL || pool_begin(&p->sm) < 0) {
         Py_XDECREF(name);
         return -1;
@@ -3121,7 +3285,13 @@ static PyMethodDef pool_methods[] = {
      "The pool's root namespace, a dict in the pool."},
     {"gc", (PyCFunction)pool_gc, METH_NOARGS,
      "Free the objects that neither the pool's root nor this process "
-     "reaches; return how many."},
+     "reaches (after a collection of the interpreter's garbage, unless "
+     "gc.disable() stopped it); return how many of the pool's objects "
+     "were freed."},
+    {"unresolved", (PyCFunction)pool_unresolved, METH_NOARGS,
+     "{'module:qualname': reason} of the classes whose instances are "
+     "placeholders (pmem.Placeholder) in this process: not found, not a "
+     "class a pool can hold, or of another layout."},
     {"stats", (PyCFunction)pool_stats, METH_NOARGS,
      "Allocations and bytes in use."},
     {NULL}

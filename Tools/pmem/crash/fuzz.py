@@ -15,8 +15,9 @@ before it (the file's header, libpmemobj's own check, the root).
 How.  A child process makes one valid pool holding every builtin type
 the pool supports, nested containers, shared references, instances of
 two user classes (Thing, with a __dict__, and Slotted, with __slots__;
-found as fuzz:Thing and fuzz:Slotted) and a big dict, and reports where
-its objects and tables lie.  Each corrupted copy gets one to three
+found as fuzz:Thing and fuzz:Slotted), instances of two classes of a
+module that the opening children cannot import (fuzz_gone: placeholders
+there) and a big dict, and reports where its objects and tables lie.  Each corrupted copy gets one to three
 changes, each aimed at one part of the file -- the pool header, the pool
 descriptor, the lanes (undo logs), the heap, zone and chunk headers, the
 run headers and allocation bitmaps, the pool's root object, the Python
@@ -105,6 +106,18 @@ def make_pool():
     path = sys.argv[1]
     pool = pmem.open(path, size=POOL_SIZE)
     ns = pool.ns
+    # Classes of a module that the opening children cannot import: their
+    # instances are placeholders there.
+    gone_dir = tempfile.mkdtemp(prefix="fuzz-gone-")
+    with open(os.path.join(gone_dir, "fuzz_gone.py"), "w") as f:
+        f.write("class Gone:\n"
+                "    def __init__(self, i):\n"
+                "        self.i = i\n"
+                "class GoneSlotted:\n"
+                "    __slots__ = ('p', 'q')\n")
+    sys.path.insert(0, gone_dir)
+    import fuzz_gone
+    shutil.rmtree(gone_dir)
     with pool:
         ns.none, ns.true, ns.false = None, True, False
         ns.ints = [0, 1, -5, 255, 256, 257, 2**31, -2**63, 2**100, -2**200]
@@ -125,6 +138,9 @@ def make_pool():
         ns.things = [Thing(i, [i], {"i": i}) for i in range(5)]
         ns.big = {f"key{i}": (i, str(i), [i] if i % 7 == 0 else i * 0.5)
                   for i in range(3000)}
+        ns.gone = [fuzz_gone.Gone(i) for i in range(3)]
+        ns.gone.append(fuzz_gone.GoneSlotted())
+        ns.gone[-1].p, ns.gone[-1].q = "p", [ns.gone[0]]
         ns.shared = [1, "shared"]
         ns.holder = {"a": ns.shared, "b": (ns.shared,)}
     base = pool.base
@@ -159,10 +175,12 @@ def make_pool():
             stack.extend(obj.values())
         elif t is bytearray:
             table(pointer_at(obj, 32), len(obj) + 1, "bytearray bytes")
-        elif t is Thing:
+        elif t is Thing or t is fuzz_gone.Gone:
             stack.append(vars(obj))
         elif t is Slotted:
             stack.extend((obj.a, obj.b))
+        elif t is fuzz_gone.GoneSlotted:
+            stack.extend((obj.p, obj.q))
     json.dump({"base": base, "anchor": id(None), "objects": objects,
                "tables": tables}, sys.stdout)
 
