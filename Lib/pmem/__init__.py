@@ -159,8 +159,9 @@ class Placeholder:
     same layout, named like the missing one, which derives from
     Placeholder.  Their attributes can be read; they cannot be made, and
     their attributes cannot be set or deleted.  The next open that finds
-    the class gives the instances their class again.
-    Pool.unresolved() tells which classes are missing, and why.
+    the class gives the instances their class again, and so does
+    Pool.resolve() once this process can import it.  Pool.unresolved()
+    tells which classes are missing, and why.
     """
 
     __slots__ = ()

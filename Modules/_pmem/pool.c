@@ -2929,6 +2929,153 @@ pool_unresolved(PoolObject *self, PyObject *Py_UNUSED(ignored))
     return PyDict_Copy(self->unresolved);
 }
 
+/* The class that name ("module:qualname") has in this process when it is
+   one that a pool can hold with that layout; NULL without an exception
+   when there is none, with one when this process fails. */
+static PyObject *
+class_with_layout(PyObject *name, PyObject *layout)
+{
+    PyObject *cls = find_class(name);
+    if (cls == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_Exception)
+            && !PyErr_ExceptionMatches(PyExc_MemoryError))
+        {
+            PyErr_Clear();
+        }
+        return NULL;
+    }
+    PyObject *has = _PyStorage_ClassLayout((PyTypeObject *)cls);
+    int same = has == NULL ? -1 : PyUnicode_Compare(has, layout) == 0;
+    Py_XDECREF(has);
+    if (same != 1) {
+        Py_CLEAR(cls);
+    }
+    return cls;
+}
+
+static PyObject *
+pool_resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (PyDict_GET_SIZE(self->unresolved) == 0) {
+        return PyList_New(0);
+    }
+    if (self->depth > 0) {
+        PyErr_Format(self->error, "pool %R cannot resolve classes inside "
+                     "one of its transactions", self->path);
+        return NULL;
+    }
+    /* First the classes (finding one may run any code), by table entry:
+       [(index, class)], for the entries whose class is a placeholder. */
+    PyObject *table = (PyObject *)((char *)self->pop + self->root->types);
+    Py_ssize_t ntypes = Py_MIN(PyList_GET_SIZE(table),
+                               PyList_GET_SIZE(self->classes));
+    PyObject *pmem = PyImport_ImportModule("pmem");
+    PyObject *base = pmem == NULL
+                     ? NULL : PyObject_GetAttrString(pmem, "Placeholder");
+    Py_XDECREF(pmem);
+    PyObject *found = PyList_New(0);
+    PyObject *names = PyDict_New();      /* {name: class} resolved */
+    if (base == NULL || found == NULL || names == NULL) {
+        goto error;
+    }
+    for (Py_ssize_t i = 0; i < ntypes; i++) {
+        PyObject *now = PyList_GET_ITEM(self->classes, i);
+        if (now == Py_None || !PyType_Check(now) || !PyType_Check(base)
+            || !PyType_IsSubtype((PyTypeObject *)now, (PyTypeObject *)base))
+        {
+            continue;             /* unused, or a class */
+        }
+        PyObject *entry = PyList_GET_ITEM(table, i);
+        Py_ssize_t length = PyUnicode_GET_LENGTH(entry);
+        Py_ssize_t space = PyUnicode_FindChar(entry, ' ', 0, length, 1);
+        if (space < 0) {
+            continue;             /* no layout: a class, or unused */
+        }
+        PyObject *name = PyUnicode_Substring(entry, 0, space);
+        if (name == NULL) {
+            goto error;
+        }
+        int waits = PyDict_Contains(self->unresolved, name);
+        PyObject *cls = NULL;
+        if (waits == 1) {
+            PyObject *layout = PyUnicode_Substring(entry, space + 1, length);
+            cls = layout == NULL ? NULL : class_with_layout(name, layout);
+            Py_XDECREF(layout);
+        }
+        PyObject *pair = cls == NULL ? NULL : Py_BuildValue("nO", i, cls);
+        int r = (waits < 0 || PyErr_Occurred() || (cls != NULL && (
+                 pair == NULL || PyList_Append(found, pair) < 0
+                 || PyDict_SetItem(names, name, cls) < 0))) ? -1 : 0;
+        Py_XDECREF(pair);
+        Py_XDECREF(cls);
+        Py_DECREF(name);
+        if (r < 0) {
+            goto error;
+        }
+    }
+    /* Then the instances, which have the layout of their new class: given
+       it, with nothing else between (no Python code runs). */
+    size_t n = 0;
+    alloc_item *items = PyList_GET_SIZE(found) == 0
+                        ? NULL : list_allocations(self->pop, &n);
+    if (items == NULL && PyErr_Occurred()) {
+        goto error;
+    }
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(found); k++) {
+        PyObject *pair = PyList_GET_ITEM(found, k);
+        Py_ssize_t index = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 0));
+        PyObject *cls = PyTuple_GET_ITEM(pair, 1);
+        PyObject *placeholder = PyList_GET_ITEM(self->classes, index);
+        uint64_t code = POOL_INSTANCE + (uint64_t)index;
+        size_t presize = PyStorage_PreHeaderSize((PyTypeObject *)cls);
+        for (size_t i = 0; i < n; i++) {
+            if (items[i].code == code) {
+                PyObject *op = (PyObject *)(items[i].block + presize);
+                assert(Py_TYPE(op) == (PyTypeObject *)placeholder);
+                Py_SET_TYPE(op, (PyTypeObject *)Py_NewRef(cls));
+                Py_DECREF(placeholder);
+            }
+        }
+        PyObject *value = PyDict_GetItemWithError(self->type_codes,
+                                                  placeholder);
+        if (value != NULL && PyDict_GetItemWithError(self->type_codes,
+                                                     cls) == NULL
+            && !PyErr_Occurred())
+        {
+            (void)PyDict_SetItem(self->type_codes, cls, value);
+        }
+        if (value != NULL) {
+            (void)PyDict_DelItem(self->type_codes, placeholder);
+        }
+        PyErr_Clear();            /* the codes stay right without them */
+        PyList_SetItem(self->classes, index, Py_NewRef(cls));
+    }
+    PyMem_RawFree(items);
+    /* The names, for the caller. */
+    PyObject *result = PyDict_Keys(names);
+    for (Py_ssize_t i = 0; result != NULL && i < PyList_GET_SIZE(result);
+         i++)
+    {
+        if (PyDict_DelItem(self->unresolved,
+                           PyList_GET_ITEM(result, i)) < 0)
+        {
+            Py_CLEAR(result);
+        }
+    }
+    if (result != NULL && PyList_Sort(result) < 0) {
+        Py_CLEAR(result);
+    }
+    Py_DECREF(base);
+    Py_DECREF(found);
+    Py_DECREF(names);
+    return result;
+error:
+    Py_XDECREF(base);
+    Py_XDECREF(found);
+    Py_XDECREF(names);
+    return NULL;
+}
+
 /* An explicit begin: a transaction, or, nested in one of this thread, a
    savepoint.  0, or -1 with an exception set. */
 static int
@@ -3292,6 +3439,10 @@ static PyMethodDef pool_methods[] = {
      "{'module:qualname': reason} of the classes whose instances are "
      "placeholders (pmem.Placeholder) in this process: not found, not a "
      "class a pool can hold, or of another layout."},
+    {"resolve", (PyCFunction)pool_resolve, METH_NOARGS,
+     "Look again for the classes of unresolved(): the instances of each "
+     "one found with the layout that the pool recorded become its "
+     "instances.  The names resolved, sorted."},
     {"stats", (PyCFunction)pool_stats, METH_NOARGS,
      "Allocations and bytes in use."},
     {NULL}

@@ -175,6 +175,45 @@ class PlaceholderTests(unittest.TestCase):
             """)
         self.assertEqual(out, "15.0 2 {'k': [1, 2, 3]}\n")
 
+    def test_classes_found_during_the_run(self):
+        # The module becomes importable after the open: resolve() gives
+        # the instances their class, in this process.
+        self.make_pool()
+        out = self.child(f"""
+            import pmem, sys, weakref
+            pool = pmem.open({self.path!r})
+            ns = pool.ns
+            first = ns.first
+            ref = weakref.ref(first)
+            assert isinstance(first, pmem.Placeholder)
+            assert pool.resolve() == []          # nothing new yet
+            sys.path.insert(0, {self.modules!r})
+            from accounts import Account, Point, Point3
+            # An instance made before resolve(): a second entry of Account.
+            ns.bob = Account("bob", 1.0)
+            print(pool.resolve())
+            print(sorted(pool.unresolved()))
+            assert type(ns.alice) is Account and type(ns.bob) is Account
+            assert [type(p) for p in ns.points] == [Point, Point, Point3]
+            assert first is ns.points[0] and type(first) is Point
+            assert ref() is first
+            ns.alice.deposit(5)
+            ns.points[1].x = 30
+            ns.carol = Account("carol", 2.0)
+            print(pool.resolve())
+            """, modules=False)
+        self.assertEqual(out, "['accounts:Account', 'accounts:Point', "
+                              "'accounts:Point3']\n['__main__:Local']\n[]\n")
+        out = self.child(f"""
+            import pmem
+            from accounts import Account
+            ns = pmem.open({self.path!r}).ns
+            print([(type(a) is Account, a.owner, a.balance)
+                   for a in (ns.alice, ns.bob, ns.carol)], ns.points[1].x)
+            """)
+        self.assertEqual(out, "[(True, 'alice', 15.0), (True, 'bob', 1.0), "
+                              "(True, 'carol', 2.0)] 30\n")
+
     def test_changed_layout_gives_placeholders(self):
         self.make_pool()
         # Point gains a slot: its instances' memory is not the new class's.
