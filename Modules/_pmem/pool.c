@@ -1700,6 +1700,45 @@ find_class(PyObject *name)
     return obj;
 }
 
+/* The class that name ("module:qualname") has in this process when it is
+   one that a pool can hold and has that layout.  Else NULL, and *reason
+   says why; or NULL with an exception set (and no reason) when this
+   process fails (MemoryError, KeyboardInterrupt), which stops the open. */
+static PyObject *
+class_with_layout(PyObject *name, PyObject *layout, PyObject **reason)
+{
+    *reason = NULL;
+    PyObject *cls = find_class(name);
+    if (cls == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)
+            || PyErr_ExceptionMatches(PyExc_MemoryError))
+        {
+            return NULL;
+        }
+        PyObject *type, *exc, *tb;
+        PyErr_Fetch(&type, &exc, &tb);
+        PyErr_NormalizeException(&type, &exc, &tb);
+        *reason = exc == NULL ? NULL : PyObject_Str(exc);
+        Py_XDECREF(type);
+        Py_XDECREF(exc);
+        Py_XDECREF(tb);
+        return NULL;
+    }
+    PyObject *has = _PyStorage_ClassLayout((PyTypeObject *)cls);
+    if (has == NULL) {
+        Py_DECREF(cls);
+        return NULL;
+    }
+    if (PyUnicode_Compare(has, layout) != 0) {
+        *reason = PyUnicode_FromFormat(
+            "the layout of its instances changed: %R in the pool, %R in "
+            "the class", layout, has);
+        Py_CLEAR(cls);
+    }
+    Py_DECREF(has);
+    return cls;
+}
+
 /* The class for a type table entry, "module:qualname layout" (see
    _PyStorage_ClassLayout()): the class of that name when this process
    finds it with that layout, else a placeholder of the layout (a subclass
@@ -1726,42 +1765,9 @@ class_of_entry(PoolObject *p, PyObject *entry)
     if (name == NULL || layout == NULL) {
         goto done;
     }
-    cls = find_class(name);
-    if (cls != NULL) {
-        PyObject *has = _PyStorage_ClassLayout((PyTypeObject *)cls);
-        if (has == NULL) {
-            Py_CLEAR(cls);
-            goto done;
-        }
-        if (PyUnicode_Compare(has, layout) != 0) {
-            reason = PyUnicode_FromFormat(
-                "the layout of its instances changed: %R in the pool, %R "
-                "in the class", layout, has);
-            Py_CLEAR(cls);
-        }
-        Py_DECREF(has);
-        if (cls != NULL || reason == NULL) {
-            goto done;
-        }
-    }
-    else {
-        /* Not found, or not a class a pool can hold: the reason.  What
-           is not an ordinary failure to find it stops the open. */
-        if (!PyErr_ExceptionMatches(PyExc_Exception)
-            || PyErr_ExceptionMatches(PyExc_MemoryError))
-        {
-            goto done;
-        }
-        PyObject *type, *exc, *tb;
-        PyErr_Fetch(&type, &exc, &tb);
-        PyErr_NormalizeException(&type, &exc, &tb);
-        reason = exc == NULL ? NULL : PyObject_Str(exc);
-        Py_XDECREF(type);
-        Py_XDECREF(exc);
-        Py_XDECREF(tb);
-        if (reason == NULL) {
-            goto done;
-        }
+    cls = class_with_layout(name, layout, &reason);
+    if (cls != NULL || reason == NULL) {
+        goto done;
     }
     PyObject *pmem = PyImport_ImportModule("pmem");
     cls = pmem == NULL ? NULL : PyObject_CallMethod(
@@ -2929,30 +2935,6 @@ pool_unresolved(PoolObject *self, PyObject *Py_UNUSED(ignored))
     return PyDict_Copy(self->unresolved);
 }
 
-/* The class that name ("module:qualname") has in this process when it is
-   one that a pool can hold with that layout; NULL without an exception
-   when there is none, with one when this process fails. */
-static PyObject *
-class_with_layout(PyObject *name, PyObject *layout)
-{
-    PyObject *cls = find_class(name);
-    if (cls == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_Exception)
-            && !PyErr_ExceptionMatches(PyExc_MemoryError))
-        {
-            PyErr_Clear();
-        }
-        return NULL;
-    }
-    PyObject *has = _PyStorage_ClassLayout((PyTypeObject *)cls);
-    int same = has == NULL ? -1 : PyUnicode_Compare(has, layout) == 0;
-    Py_XDECREF(has);
-    if (same != 1) {
-        Py_CLEAR(cls);
-    }
-    return cls;
-}
-
 static PyObject *
 pool_resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -2998,9 +2980,13 @@ pool_resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
         int waits = PyDict_Contains(self->unresolved, name);
         PyObject *cls = NULL;
         if (waits == 1) {
+            /* Still missing: the reason it had at the open stays. */
             PyObject *layout = PyUnicode_Substring(entry, space + 1, length);
-            cls = layout == NULL ? NULL : class_with_layout(name, layout);
+            PyObject *reason = NULL;
+            cls = layout == NULL
+                  ? NULL : class_with_layout(name, layout, &reason);
             Py_XDECREF(layout);
+            Py_XDECREF(reason);
         }
         PyObject *pair = cls == NULL ? NULL : Py_BuildValue("nO", i, cls);
         int r = (waits < 0 || PyErr_Occurred() || (cls != NULL && (
