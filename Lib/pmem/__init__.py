@@ -87,6 +87,7 @@ transactions; storage_of(obj) tells where an object lives::
 """
 
 import os
+import reprlib
 
 # A pool's objects hold raw pointers.  A pool that maps where it was
 # mapped last opens fastest (when it maps elsewhere, the open pass moves
@@ -117,10 +118,10 @@ except ImportError:
 else:
     MemoryKind = _memkind.Kind
 
-__all__ = ["open", "Pool", "PoolError", "Placeholder", "storage_of",
-           "PersistentDict", "PersistentList", "PersistentSet",
-           "PersistentByteArray", "MemoryKind", "FORMAT_VERSION",
-           "DEFAULT_SIZE"]
+__all__ = ["open", "Pool", "PoolError", "Placeholder",
+           "placeholder_attributes", "storage_of", "PersistentDict",
+           "PersistentList", "PersistentSet", "PersistentByteArray",
+           "MemoryKind", "FORMAT_VERSION", "DEFAULT_SIZE"]
 
 
 def storage_of(obj):
@@ -157,8 +158,9 @@ class Placeholder:
     class renamed, or one whose layout changed), the instances stay as
     they are and are reachable as placeholders: objects of a class of the
     same layout, named like the missing one, which derives from
-    Placeholder.  Their attributes can be read; they cannot be made, and
-    their attributes cannot be set or deleted.  The next open that finds
+    Placeholder.  Their attributes can be read (placeholder_attributes()
+    gives them all); they cannot be made, and their attributes cannot be
+    set or deleted.  The next open that finds
     the class gives the instances their class again, and so does
     Pool.resolve() once this process can import it.  Pool.unresolved()
     tells which classes are missing, and why.
@@ -177,38 +179,43 @@ class Placeholder:
                         f"process cannot use ({cls.__pmem_reason__})")
 
     def __setattr__(self, name, value):
-        raise AttributeError(self._refusal(f"set attribute {name!r}"))
+        raise AttributeError(_refusal(self, f"set attribute {name!r}"))
 
     def __delattr__(self, name):
-        raise AttributeError(self._refusal(f"delete attribute {name!r}"))
+        raise AttributeError(_refusal(self, f"delete attribute {name!r}"))
 
-    def _refusal(self, what):
-        cls = type(self)
-        return (f"cannot {what} of a placeholder for {cls.__pmem_class__}, "
-                f"which this process cannot use ({cls.__pmem_reason__}): "
-                f"make the class importable under that name, with the same "
-                f"attributes, and open the pool again")
-
-    def _pmem_attributes(self):
-        """{name: value} of what the instance holds, slots first."""
-        attrs = {}
-        for cls in reversed(type(self).__mro__):
-            for name in cls.__dict__.get("__slots__", ()):
-                if name not in ("__dict__", "__weakref__"):
-                    try:
-                        attrs[name] = object.__getattribute__(self, name)
-                    except AttributeError:
-                        pass
-        try:
-            attrs.update(object.__getattribute__(self, "__dict__"))
-        except AttributeError:
-            pass
-        return attrs
-
+    @reprlib.recursive_repr()
     def __repr__(self):
         fields = ", ".join(f"{name}={value!r}" for name, value
-                           in self._pmem_attributes().items())
+                           in placeholder_attributes(self).items())
         return f"<placeholder for {type(self).__pmem_class__}({fields})>"
+
+
+def _refusal(placeholder, what):
+    cls = type(placeholder)
+    return (f"cannot {what} of a placeholder for {cls.__pmem_class__}, "
+            f"which this process cannot use ({cls.__pmem_reason__}): make "
+            f"the class importable under that name, with the same "
+            f"attributes, and open the pool again (or call the pool's "
+            f"resolve())")
+
+
+def placeholder_attributes(placeholder):
+    """{name: value} of what a Placeholder holds: its slots, from its
+    first class's, then its __dict__."""
+    attrs = {}
+    for cls in reversed(type(placeholder).__mro__):
+        for name in cls.__dict__.get("__slots__", ()):
+            if name not in ("__dict__", "__weakref__"):
+                try:
+                    attrs[name] = object.__getattribute__(placeholder, name)
+                except AttributeError:
+                    pass
+    try:
+        attrs.update(object.__getattribute__(placeholder, "__dict__"))
+    except AttributeError:
+        pass
+    return attrs
 
 
 def _placeholder(name, layout, reason):

@@ -177,7 +177,7 @@ def _jsonable(value):
     if isinstance(value, pmem.Placeholder):
         return {"__class__": type(value).__pmem_class__,
                 "__placeholder__": True,
-                **_jsonable(value._pmem_attributes())}
+                **_jsonable(pmem.placeholder_attributes(value))}
     if hasattr(value, "__dict__"):
         cls = type(value)
         return {"__class__": f"{cls.__module__}:{cls.__qualname__}",

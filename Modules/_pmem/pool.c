@@ -2935,6 +2935,50 @@ pool_unresolved(PoolObject *self, PyObject *Py_UNUSED(ignored))
     return PyDict_Copy(self->unresolved);
 }
 
+/* Every hash table of p rebuilt for the hashes that its keys have now
+   (instances that resolve() gave a class with a __hash__ of its own had
+   a placeholder's, by identity): the frozensets' kept hashes first, then
+   the tables, in one transaction, as the open pass does.  0, or -1 with
+   an exception set. */
+static int
+rehash_tables(PoolObject *p)
+{
+    size_t n;
+    alloc_item *items = list_allocations(p->pop, &n);
+    PyObject **sets = items == NULL
+                      ? NULL : PyMem_RawMalloc((n + 1) * sizeof(*sets));
+    if (sets == NULL) {
+        PyMem_RawFree(items);
+        return -1;
+    }
+    size_t nsets = 0;
+    for (size_t i = 0; i < n; i++) {
+        PyTypeObject *type = type_of_code(items[i].code);
+        items[i].block = type == NULL
+                         ? NULL : items[i].block + PyStorage_PreHeaderSize(type);
+        if (type == &PyFrozenSet_Type) {
+            sets[nsets++] = (PyObject *)items[i].block;
+        }
+    }
+    int ok = pool_begin(&p->sm) == 0;
+    if (ok) {
+        ok = _PyStorage_RehashFrozenSets(sets, nsets) == 0;
+        for (size_t i = 0; i < n && ok; i++) {
+            uint64_t code = items[i].code;
+            if ((code == POOL_DICT || code == POOL_SET
+                 || code == POOL_FROZENSET)
+                && _PyStorage_Rehash((PyObject *)items[i].block) < 0)
+            {
+                ok = 0;
+            }
+        }
+        ok = pool_end(&p->sm, ok) == 0 && ok;
+    }
+    PyMem_RawFree(sets);
+    PyMem_RawFree(items);
+    return ok ? 0 : -1;
+}
+
 static PyObject *
 pool_resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -3001,6 +3045,7 @@ pool_resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
     }
     /* Then the instances, which have the layout of their new class: given
        it, with nothing else between (no Python code runs). */
+    int rehash = 0;
     size_t n = 0;
     alloc_item *items = PyList_GET_SIZE(found) == 0
                         ? NULL : list_allocations(self->pop, &n);
@@ -3013,6 +3058,7 @@ pool_resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
         PyObject *cls = PyTuple_GET_ITEM(pair, 1);
         PyObject *placeholder = PyList_GET_ITEM(self->classes, index);
         uint64_t code = POOL_INSTANCE + (uint64_t)index;
+        rehash |= ((PyTypeObject *)cls)->tp_hash != PyBaseObject_Type.tp_hash;
         size_t presize = PyStorage_PreHeaderSize((PyTypeObject *)cls);
         for (size_t i = 0; i < n; i++) {
             if (items[i].code == code) {
@@ -3047,6 +3093,10 @@ pool_resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
         {
             Py_CLEAR(result);
         }
+    }
+    /* The tables that hold them as keys, for their new hashes. */
+    if (result != NULL && rehash && rehash_tables(self) < 0) {
+        Py_CLEAR(result);
     }
     if (result != NULL && PyList_Sort(result) < 0) {
         Py_CLEAR(result);

@@ -87,6 +87,7 @@ class PlaceholderTests(unittest.TestCase):
                 pool.ns.points = [Point(1, 2), Point(3, [4]), Point3(5, 6, 7)]
                 pool.ns.first = pool.ns.points[0]
                 pool.ns.local = Local("made by a script")
+                pool.ns.local.me = pool.ns.local
                 pool.ns.counter = 1
                 pool.ns.data = {{"k": [1, 2, 3]}}
                 """))
@@ -128,6 +129,9 @@ class PlaceholderTests(unittest.TestCase):
             assert ns.local.note == "made by a script"
             print(repr(alice))
             print(repr(p3))
+            print(repr(ns.local))
+            assert pmem.placeholder_attributes(p3) == {{
+                "x": 5, "y": 6, "_Point3__hidden": -7, "z": 7}}
             # They cannot be changed, or made.
             for obj, name in ((alice, "balance"), (p2, "x"), (alice, "new")):
                 try:
@@ -157,6 +161,8 @@ class PlaceholderTests(unittest.TestCase):
             "balance=10.0)>",
             "<placeholder for accounts:Point3(x=5, y=6, _Point3__hidden=-7, "
             "z=7)>",
+            "<placeholder for __main__:Local(note='made by a script', "
+            "me=...)>",
         ])
         # The next process that finds the classes gets the instances.
         out = self.child(f"""
@@ -213,6 +219,43 @@ class PlaceholderTests(unittest.TestCase):
             """)
         self.assertEqual(out, "[(True, 'alice', 15.0), (True, 'bob', 1.0), "
                               "(True, 'carol', 2.0)] 30\n")
+
+    def test_keys_found_during_the_run_hash_as_their_class(self):
+        # Placeholders hash by identity; once resolve() gives them a class
+        # with a __hash__ of its own, the tables that hold them as keys
+        # (and the frozensets) are rebuilt for it.
+        self.write_module("keys", """\
+            class Key:
+                __slots__ = ("k",)
+                def __init__(self, k):
+                    self.k = k
+                def __eq__(self, other):
+                    return isinstance(other, Key) and other.k == self.k
+                def __hash__(self):
+                    return hash(("Key", self.k))
+            """)
+        self.child(f"""
+            import pmem
+            from keys import Key
+            pool = pmem.open({self.path!r}, size={SIZE})
+            pool.ns.keys = [Key(i) for i in range(5)]
+            pool.ns.d = {{}}
+            for k in pool.ns.keys:
+                pool.ns.d[k] = k.k
+            pool.ns.s = set(pool.ns.keys[:3])
+            pool.ns.f = {{frozenset(pool.ns.keys[:2]): "pair"}}
+            """)
+        out = self.child(f"""
+            import pmem, sys
+            pool = pmem.open({self.path!r})
+            sys.path.insert(0, {self.modules!r})
+            from keys import Key
+            ns = pool.ns
+            print(Key(3) in ns.d, pool.resolve())
+            print(Key(3) in ns.d, ns.d[Key(4)], Key(1) in ns.s,
+                  ns.f[frozenset({{Key(0), Key(1)}})], len(ns.d))
+            """, modules=False)
+        self.assertEqual(out, "False ['keys:Key']\nTrue 4 True pair 5\n")
 
     def test_changed_layout_gives_placeholders(self):
         self.make_pool()
