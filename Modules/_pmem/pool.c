@@ -9,18 +9,18 @@
  *                        transaction, new blocks are flushed by its commit
  *                        and frees are deferred to it; the allocation's
  *                        type number records the object's type
- *                        (pool_type_code()), for the open pass
+ *                        (_PyPmem_TypeCode()), for the open pass
  *   begin/end            one libpmemobj transaction for the outermost
  *                        operation; nested operations join it, a nested
- *                        `with pool:` is a savepoint (savepoint_push())
+ *                        `with pool:` is a savepoint (_PyPmem_SavepointPush())
  *   modify               pmemobj_tx_xadd_range_direct(): the undo log
  *
  * The functions are libpmemobj's failure-return ones (no setjmp, no
  * abort of the process): every failure becomes a Python exception.
  *
- * Opening runs the open pass (open_pass(), DESIGN section 4) over every
+ * Opening runs the open pass (_PyPmem_OpenPass(), DESIGN section 4) over every
  * allocation; an abort counts references around the undo log
- * (repair_prepare(), repair_finish()); pool.gc() frees what neither the
+ * (_PyPmem_RepairPrepare(), _PyPmem_RepairFinish()); pool.gc() frees what neither the
  * root nor DRAM reaches.
  *
  * The pool file.  Its layout name is POOL_LAYOUT; its root object is a
@@ -39,7 +39,7 @@
  * pool's use: operations on its objects then raise PoolError, frees are
  * left to the next open's collection of unreachable objects, and reads
  * find a private copy of the pool mapped in its place, which lets the
- * file and its lock go (make_private()).  The process's exit unmaps the
+ * file and its lock go (_PyPmem_MakePrivate()).  The process's exit unmaps the
  * pool and releases its lock; libpmemobj keeps it consistent without a
  * close.  A forked child gets the same private copy (see "fork()").
  */
@@ -80,7 +80,7 @@
 
 /* Blocks of up to this many bytes (header included) come from classes of
    one size each; larger ones from classes whose blocks are made of
-   units (see register_classes()). */
+   units (see _PyPmem_RegisterClasses()). */
 #define ALLOC_SMALL_MAX 4096
 #define ALLOC_HEADER 16           /* libpmemobj's compact header */
 
@@ -112,7 +112,7 @@ enum {
     POOL_INSTANCE = 1024,
 };
 
-/* The allocation classes a pool allocates with (register_classes()). */
+/* The allocation classes a pool allocates with (_PyPmem_RegisterClasses()). */
 struct alloc_classes {
     uint8_t small[ALLOC_SMALL_MAX / 16 + 1];  /* by (bytes + 15) / 16 */
     uint8_t pages, chunks;        /* the multi-unit classes' ids */
@@ -180,7 +180,7 @@ typedef struct {
     PyObject *pools;              /* {real path: Pool}, never emptied */
 } pmem_state;
 
-static struct PyModuleDef pmem_module;
+static struct PyModuleDef _PyPmem_ModuleDef;
 
 static inline pmem_state *
 get_state(PyObject *module)
@@ -192,7 +192,7 @@ get_state(PyObject *module)
 /* --- type codes -------------------------------------------------------- */
 
 /* The builtin types by type code, both ways. */
-static PyTypeObject *const builtin_types[] = {
+static PyTypeObject *const _PyPmem_BuiltinTypes[] = {
     [POOL_DICT] = &PyDict_Type, [POOL_LIST] = &PyList_Type,
     [POOL_SET] = &PySet_Type, [POOL_FROZENSET] = &PyFrozenSet_Type,
     [POOL_BYTEARRAY] = &PyByteArray_Type, [POOL_TUPLE] = &PyTuple_Type,
@@ -207,8 +207,8 @@ builtin_type_code(PyTypeObject *type)
     if (type == NULL) {
         return POOL_TABLE;
     }
-    for (size_t i = 1; i < Py_ARRAY_LENGTH(builtin_types); i++) {
-        if (builtin_types[i] == type) {
+    for (size_t i = 1; i < Py_ARRAY_LENGTH(_PyPmem_BuiltinTypes); i++) {
+        if (_PyPmem_BuiltinTypes[i] == type) {
             return i;
         }
     }
@@ -219,23 +219,23 @@ builtin_type_code(PyTypeObject *type)
 /* --- the storage manager ------------------------------------------------ */
 
 typedef struct open_state repair_state;
-static uint64_t pool_type_code(PoolObject *p, PyTypeObject *type);
-static int record_made(PoolObject *p, char *block);
-static void restore_type_table(PoolObject *p);
-static repair_state *repair_prepare(PoolObject *p, int undo, size_t from,
+static uint64_t _PyPmem_TypeCode(PoolObject *p, PyTypeObject *type);
+static int _PyPmem_RecordMade(PoolObject *p, char *block);
+static void _PyPmem_RestoreTypeTable(PoolObject *p);
+static repair_state *_PyPmem_RepairPrepare(PoolObject *p, int undo, size_t from,
                                     size_t made_from);
-static void repair_finish(PoolObject *p, repair_state *st);
+static void _PyPmem_RepairFinish(PoolObject *p, repair_state *st);
 
 /* Is this thread inside a transaction of p? */
 static inline int
-in_my_transaction(PoolObject *p)
+_PyPmem_InMyTransaction(PoolObject *p)
 {
     return p->depth > 0 && p->owner == PyThread_get_thread_ident();
 }
 
 /* Raise PoolError: p can be read, not changed, in this process. */
-static void
-refuse_change(PoolObject *p)
+void
+_PyPmem_RefuseChange(PoolObject *p)
 {
     if (p->forked) {
         PyErr_Format(p->error, "pool %R belongs to process %d, which "
@@ -254,8 +254,8 @@ refuse_change(PoolObject *p)
 /* May the cycle collector clear p's objects now?  Not inside one of its
    transactions (what tp_clear and finalizers write, and what is freed,
    could not be undone with it), nor when p cannot be changed. */
-static int
-pool_collectable(PyStorageManager *sm)
+int
+_PyPmem_Collectable(PyStorageManager *sm)
 {
     PoolObject *p = POOL(sm);
     return p->depth == 0 && !p->closed && !p->forked;
@@ -328,8 +328,8 @@ register_class(PoolObject *p, size_t unit, unsigned units, size_t *nunits)
     return -1;
 }
 
-static int
-register_classes(PoolObject *p)
+int
+_PyPmem_RegisterClasses(PoolObject *p)
 {
     struct alloc_classes *ac = &p->classes_of_sizes;
     const size_t chunk = 256 << 10;
@@ -407,22 +407,22 @@ pool_xalloc(PoolObject *p, PMEMoid *oid, size_t size, uint64_t code,
     return 0;
 }
 
-static void *
-pool_alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
+void *
+_PyPmem_Alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
 {
     PoolObject *p = POOL(sm);
     PMEMoid oid;
     if (p->closed || p->forked) {
         return NULL;
     }
-    uint64_t code = pool_type_code(p, type);
+    uint64_t code = _PyPmem_TypeCode(p, type);
     if (code == UINT64_MAX) {
         return NULL;
     }
     /* Atomic, inside a transaction too: an abort must not free an object
        that a variable may still refer to.  Such an object goes back to
        the state of its first logged change (a new container: empty), and
-       pool_end() counts its references again.  Until it is stored,
+       _PyPmem_End() counts its references again.  Until it is stored,
        nothing in the pool reaches it: if the process dies first, or the
        transaction that stores it aborts and nothing keeps it, the next
        open (or pool.gc()) frees it. */
@@ -430,7 +430,7 @@ pool_alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
         return NULL;
     }
     char *block = pmemobj_direct(oid);
-    if (in_my_transaction(p) && record_made(p, block) < 0) {
+    if (_PyPmem_InMyTransaction(p) && _PyPmem_RecordMade(p, block) < 0) {
         pmemobj_free(&oid);
         return NULL;
     }
@@ -460,8 +460,8 @@ block_list_append(char ***plist, size_t *pn, size_t *pallocated,
    transaction commits (the frees are part of it), and comes back if the
    transaction, or the nested block that freed it, is undone.  0, or -1
    when out of memory. */
-static int
-record_free(PoolObject *p, char *block)
+int
+_PyPmem_RecordFree(PoolObject *p, char *block)
 {
     return block_list_append(&p->txfreed, &p->ntxfreed,
                              &p->txfreed_allocated, block);
@@ -470,8 +470,8 @@ record_free(PoolObject *p, char *block)
 /* Record a block that the transaction allocated: what is written into it
    without being logged (a new object is filled in) is flushed by the
    commit. */
-static int
-record_made(PoolObject *p, char *block)
+int
+_PyPmem_RecordMade(PoolObject *p, char *block)
 {
     return block_list_append(&p->txmade, &p->ntxmade,
                              &p->txmade_allocated, block);
@@ -502,8 +502,8 @@ copy_constructor(PMEMobjpool *pop, void *ptr, void *arg)
    and a block that shrinks to half of it is made anew). */
 #define ALLOC_ROOM_FROM ((size_t)1 << 20)
 
-static void *
-pool_realloc(PyStorageManager *sm, void *ptr, size_t size)
+void *
+_PyPmem_Realloc(PyStorageManager *sm, void *ptr, size_t size)
 {
     PoolObject *p = POOL(sm);
     if (p->closed || p->forked) {
@@ -520,7 +520,7 @@ pool_realloc(PyStorageManager *sm, void *ptr, size_t size)
        undo can bring it back (pmemobj_tx_realloc() would free it for
        good); else at once (what no longer points to it after a crash in
        between, the next open frees). */
-    if (in_my_transaction(p) && pmemobj_tx_stage() != TX_STAGE_WORK) {
+    if (_PyPmem_InMyTransaction(p) && pmemobj_tx_stage() != TX_STAGE_WORK) {
         return NULL;
     }
     copy_arg arg = {ptr, old < size ? old : size};
@@ -533,12 +533,12 @@ pool_realloc(PyStorageManager *sm, void *ptr, size_t size)
         return NULL;
     }
     char *block = pmemobj_direct(moved);
-    if (in_my_transaction(p)) {
-        if (record_made(p, block) < 0) {
+    if (_PyPmem_InMyTransaction(p)) {
+        if (_PyPmem_RecordMade(p, block) < 0) {
             pmemobj_free(&moved);
             return NULL;
         }
-        if (record_free(p, ptr) < 0) {
+        if (_PyPmem_RecordFree(p, ptr) < 0) {
             p->ntxmade--;
             pmemobj_free(&moved);
             return NULL;
@@ -550,8 +550,8 @@ pool_realloc(PyStorageManager *sm, void *ptr, size_t size)
     return block;
 }
 
-static void
-pool_free(PyStorageManager *sm, void *ptr)
+void
+_PyPmem_Free(PyStorageManager *sm, void *ptr)
 {
     PoolObject *p = POOL(sm);
     if (p->closed || p->forked) {
@@ -566,15 +566,15 @@ pool_free(PyStorageManager *sm, void *ptr)
            transaction dropped, and which its undo brings back.  Out of
            memory for the record: the block is left to the next open
            (freeing it now could not be undone). */
-        (void)record_free(p, ptr);
+        (void)_PyPmem_RecordFree(p, ptr);
         return;
     }
     PMEMoid oid = pmemobj_oid(ptr);
     pmemobj_free(&oid);
 }
 
-static int
-pool_begin(PyStorageManager *sm)
+int
+_PyPmem_Begin(PyStorageManager *sm)
 {
     PoolObject *p = POOL(sm);
     unsigned long me = PyThread_get_thread_ident();
@@ -583,7 +583,7 @@ pool_begin(PyStorageManager *sm)
         return 0;
     }
     if (p->closed || p->forked) {
-        refuse_change(p);
+        _PyPmem_RefuseChange(p);
         return -1;
     }
     if (pmemobj_tx_stage() != TX_STAGE_NONE) {
@@ -662,8 +662,8 @@ full_error(PoolObject *p)
     return explained;
 }
 
-static int
-pool_end(PyStorageManager *sm, int ok)
+int
+_PyPmem_End(PyStorageManager *sm, int ok)
 {
     PoolObject *p = POOL(sm);
     if (p->depth <= 0 || p->owner != PyThread_get_thread_ident()) {
@@ -702,7 +702,7 @@ pool_end(PyStorageManager *sm, int ok)
     else {
         /* The undo log restores the objects' memory; their reference
            counts are counted again around it. */
-        repair = repair_prepare(p, 1, 0, 0);
+        repair = _PyPmem_RepairPrepare(p, 1, 0, 0);
         if (pmemobj_tx_stage() == TX_STAGE_WORK) {
             pmemobj_tx_abort(ECANCELED);
         }
@@ -712,7 +712,7 @@ pool_end(PyStorageManager *sm, int ok)
     p->nsavepoints = 0;
     p->undo_len = 0;
     if (repair != NULL) {
-        repair_finish(p, repair);   /* frees what the undo left alone */
+        _PyPmem_RepairFinish(p, repair);   /* frees what the undo left alone */
     }
     p->ntxmade = 0;
     int doomed = p->doomed;
@@ -722,7 +722,7 @@ pool_end(PyStorageManager *sm, int ok)
     if (!committing) {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
-        restore_type_table(p);
+        _PyPmem_RestoreTypeTable(p);
         PyErr_Restore(type, value, tb);
     }
     if (explained) {
@@ -787,8 +787,8 @@ save_undo(PoolObject *p, void *addr, size_t size)
 }
 
 /* A nested block begins.  0, or -1 with MemoryError. */
-static int
-savepoint_push(PoolObject *p)
+int
+_PyPmem_SavepointPush(PoolObject *p)
 {
     if (p->nsavepoints == p->savepoints_allocated) {
         int n = p->savepoints_allocated ? 2 * p->savepoints_allocated : 8;
@@ -810,13 +810,13 @@ savepoint_push(PoolObject *p)
 }
 
 /* The nested block at the top ends; undo its changes if it raised. */
-static void
-savepoint_pop(PoolObject *p, int ok)
+void
+_PyPmem_SavepointPop(PoolObject *p, int ok)
 {
     struct savepoint sp = p->savepoints[--p->nsavepoints];
     if (!ok && !p->doomed) {
         repair_state *repair = pmemobj_tx_stage() == TX_STAGE_WORK
-                               ? repair_prepare(p, 1, sp.ntxfreed, sp.ntxmade)
+                               ? _PyPmem_RepairPrepare(p, 1, sp.ntxfreed, sp.ntxmade)
                                : NULL;
         if (repair == NULL) {
             p->doomed = 1;
@@ -830,8 +830,8 @@ savepoint_pop(PoolObject *p, int ok)
                 memcpy(t.addr, end, t.size);
             }
             p->ntxfreed = sp.ntxfreed;
-            repair_finish(p, repair);
-            restore_type_table(p);
+            _PyPmem_RepairFinish(p, repair);
+            _PyPmem_RestoreTypeTable(p);
         }
     }
     if (p->nsavepoints == 0) {
@@ -842,11 +842,11 @@ savepoint_pop(PoolObject *p, int ok)
     }
 }
 
-static int
-pool_modify(PyStorageManager *sm, void *addr, size_t size)
+int
+_PyPmem_Modify(PyStorageManager *sm, void *addr, size_t size)
 {
     PoolObject *p = POOL(sm);
-    if (!in_my_transaction(p)) {
+    if (!_PyPmem_InMyTransaction(p)) {
         PyErr_Format(PyExc_SystemError, "a write to pool %R outside any "
                      "atomic operation", p->path);
         return -1;
@@ -883,7 +883,7 @@ pool_modify(PyStorageManager *sm, void *addr, size_t size)
    keep the pool locked after the parent is gone.  So the child gets each
    pool as it was at the fork, as a private copy at the same addresses,
    and the pool is marked forked there: its objects can be read, and any
-   change raises PoolError (refuse_change()).  The parent waits for the
+   change raises PoolError (_PyPmem_RefuseChange()).  The parent waits for the
    copies to be made, so that none of its later writes reaches them.
    close() replaces the mapping the same way, which releases the lock
    while the objects stay readable.
@@ -891,7 +891,7 @@ pool_modify(PyStorageManager *sm, void *addr, size_t size)
    The copy takes the pages of the file that hold data; its holes stay
    zero pages, which are not allocated until written. */
 
-static PoolObject *open_pools = NULL;   /* linked by next_open */
+static PoolObject *_PyPmem_OpenPools = NULL;   /* linked by next_open */
 static int checker_forking = 0;         /* check_metadata()'s fork */
 static int fork_pipe[2] = {-1, -1};     /* the parent waits for its EOF */
 
@@ -928,8 +928,8 @@ copy_data(char *copy, const char *base, size_t size, int fd)
    for the copy: then the mapping is a private mapping of the file, which
    the parent's later writes can still reach, or, failing that, left
    unreadable. */
-static int
-make_private(PoolObject *p)
+int
+_PyPmem_MakePrivate(PoolObject *p)
 {
     char *base = (char *)p->pop;
     size_t size = p->size;
@@ -974,7 +974,7 @@ before_fork(void)
     if (checker_forking) {
         return;
     }
-    for (PoolObject *p = open_pools; p != NULL; p = p->next_open) {
+    for (PoolObject *p = _PyPmem_OpenPools; p != NULL; p = p->next_open) {
         if (!p->forked && !p->closed) {
             if (pipe2(fork_pipe, O_CLOEXEC) < 0) {
                 fork_pipe[0] = fork_pipe[1] = -1;
@@ -1004,9 +1004,9 @@ after_fork_in_child(void)
     if (checker_forking) {
         return;                   /* the checker maps nothing of ours */
     }
-    for (PoolObject *p = open_pools; p != NULL; p = p->next_open) {
+    for (PoolObject *p = _PyPmem_OpenPools; p != NULL; p = p->next_open) {
         if (!p->forked && !p->closed) {
-            (void)make_private(p);
+            (void)_PyPmem_MakePrivate(p);
         }
         /* The parent's transaction, if one was going on, stays the
            parent's: nothing of it is the child's to end. */
@@ -1028,8 +1028,8 @@ after_fork_in_child(void)
 
 /* The fork handlers, installed with the first pool.  0, or -1 with an
    exception set. */
-static int
-watch_forks(void)
+int
+_PyPmem_WatchForks(void)
 {
     static int installed = 0;
     if (!installed) {
@@ -1050,8 +1050,8 @@ watch_forks(void)
 
 /* Create a pool at path: under a temporary name, renamed into place
    once complete.  0, or -1 with an exception set. */
-static int
-create_pool(PyObject *error, PyObject *path, const char *cpath, size_t size)
+int
+_PyPmem_CreatePool(PyObject *error, PyObject *path, const char *cpath, size_t size)
 {
     PyObject *tmp = PyUnicode_FromFormat("%U.creating", path);
     if (tmp == NULL) {
@@ -1112,8 +1112,8 @@ done:
 }
 
 /* Why libpmemobj refused to open path, as a PoolError. */
-static void
-open_error(PyObject *error, PyObject *path, int err, const char *msg)
+void
+_PyPmem_OpenError(PyObject *error, PyObject *path, int err, const char *msg)
 {
     if (err == EAGAIN || err == EWOULDBLOCK) {
         PyErr_Format(error, "pool %R is open in another process; a pool "
@@ -1264,7 +1264,7 @@ check_metadata(PyObject *error, PyObject *path, const char *cpath,
                      "inconsistent (%s)", path, msg);
         return -1;
     default:
-        open_error(error, path, err, msg);
+        _PyPmem_OpenError(error, path, err, msg);
         return -1;
     }
 }
@@ -1276,8 +1276,8 @@ check_metadata(PyObject *error, PyObject *path, const char *cpath,
    tries; a pool that stays locked is open in another process. */
 #define LOCK_WAIT 1000
 
-static void
-wait_for_lock(const char *cpath)
+void
+_PyPmem_WaitForLock(const char *cpath)
 {
     int fd = open(cpath, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -1303,8 +1303,8 @@ wait_for_lock(const char *cpath)
    the file must be as large as a pool and start with a pool header's
    signature, and libpmemobj's own check of its metadata must pass.
    0, or -1 with an exception set. */
-static int
-check_file(PyObject *error, PyObject *path, const char *cpath)
+int
+_PyPmem_CheckFile(PyObject *error, PyObject *path, const char *cpath)
 {
     static const char signature[8] = "PMEMOBJ";   /* with its NUL */
     char head[sizeof(signature)];
@@ -1338,8 +1338,8 @@ check_file(PyObject *error, PyObject *path, const char *cpath)
 }
 
 /* Check the root of an open pool: 0, or -1 with PoolError set. */
-static int
-check_root(PyObject *error, PyObject *path, PMEMobjpool *pop, size_t size)
+int
+_PyPmem_CheckRoot(PyObject *error, PyObject *path, PMEMobjpool *pop, size_t size)
 {
     size_t root_size = pmemobj_root_size(pop);
     if (root_size < offsetof(struct pool_root, namespace)) {
@@ -1426,8 +1426,8 @@ typedef struct {
     uint64_t code;
 } alloc_item;
 
-static alloc_item *
-list_allocations(PMEMobjpool *pop, size_t *pn)
+alloc_item *
+_PyPmem_ListAllocations(PMEMobjpool *pop, size_t *pn)
 {
     size_t n = 0, allocated = 1024;
     alloc_item *items = PyMem_RawMalloc(allocated * sizeof(*items));
@@ -1468,8 +1468,8 @@ list_allocations(PMEMobjpool *pop, size_t *pn)
 }
 
 /* An empty table for n allocations in st; -1 with MemoryError set. */
-static int
-alloc_table_init(open_state *st, size_t n)
+int
+_PyPmem_AllocTableInit(open_state *st, size_t n)
 {
     size_t capacity = 64;
     while (capacity < 2 * n) {
@@ -1484,8 +1484,8 @@ alloc_table_init(open_state *st, size_t n)
     return 0;
 }
 
-static alloc_entry *
-find_alloc(open_state *st, const void *key)
+alloc_entry *
+_PyPmem_FindAlloc(open_state *st, const void *key)
 {
     size_t h = ((uintptr_t)key >> 4) * 0x9E3779B97F4A7C15ULL;
     for (size_t i = h & st->mask; ; i = (i + 1) & st->mask) {
@@ -1499,7 +1499,7 @@ find_alloc(open_state *st, const void *key)
 /* Reference counts that the pool sets (it counts references that no
    Py_INCREF() took), in the debug build's total too. */
 static inline void
-set_refcnt(PyObject *op, Py_ssize_t refcnt)
+_PyPmem_SetRefcnt(PyObject *op, Py_ssize_t refcnt)
 {
 #ifdef Py_REF_DEBUG
     _Py_RefTotal += refcnt - Py_REFCNT(op);
@@ -1513,18 +1513,18 @@ set_refcnt(PyObject *op, Py_ssize_t refcnt)
    undo gives back those of the memory it replaces and takes those of the
    memory it restores.  The set dummy is not counted by the set code. */
 static inline void
-add_static_ref(PyObject *v, int n)
+_PyPmem_AddStaticRef(PyObject *v, int n)
 {
     if (v != _PySet_Dummy) {
-        set_refcnt(v, Py_REFCNT(v) + n);
+        _PyPmem_SetRefcnt(v, Py_REFCNT(v) + n);
     }
 }
 
-static PyTypeObject *
-type_of_code(uint64_t code)
+PyTypeObject *
+_PyPmem_TypeOfCode(uint64_t code)
 {
     /* NULL for a table and for codes this interpreter does not know. */
-    return code < Py_ARRAY_LENGTH(builtin_types) ? builtin_types[code] : NULL;
+    return code < Py_ARRAY_LENGTH(_PyPmem_BuiltinTypes) ? _PyPmem_BuiltinTypes[code] : NULL;
 }
 
 static int
@@ -1545,7 +1545,7 @@ check_slot(void **slot, int kind, void *arg)
         /* An object's block, or a table, holds what its header says. */
         _PyStorage_Extent *x = (_PyStorage_Extent *)slot;
         char *start = (char *)x->start;
-        alloc_entry *e = find_alloc(st, start);
+        alloc_entry *e = _PyPmem_FindAlloc(st, start);
         size_t usable = e->key == NULL ? 0 : pmemobj_alloc_usable_size(
             pmemobj_oid(e->block)) - (size_t)(start - e->block);
         return x->size <= usable
@@ -1571,7 +1571,7 @@ check_slot(void **slot, int kind, void *arg)
         if (kind == _PyStorage_SLOT_INTERIOR) {
             return 0;             /* the owner checks where it lands */
         }
-        alloc_entry *e = find_alloc(st, v);
+        alloc_entry *e = _PyPmem_FindAlloc(st, v);
         if (kind == _PyStorage_SLOT_TABLE) {
             /* A table of the pool, or a set's own small table (which
                _PyStorage_VisitSlots() skips, but not when the set has
@@ -1606,10 +1606,10 @@ check_slot(void **slot, int kind, void *arg)
                        "the interpreter");
 }
 
-static alloc_entry *
-entry_of_object(open_state *st, PyObject *op)
+alloc_entry *
+_PyPmem_EntryOfObject(open_state *st, PyObject *op)
 {
-    alloc_entry *e = find_alloc(st, op);
+    alloc_entry *e = _PyPmem_FindAlloc(st, op);
     return e->key != NULL && e->obj == op ? e : NULL;
 }
 
@@ -1622,8 +1622,8 @@ typedef struct {
 
 /* Push op on the stack of objects whose slots are still to visit.  0, or
    -1 when out of memory. */
-static int
-mark_push(mark_state *ms, PyObject *op)
+int
+_PyPmem_MarkPush(mark_state *ms, PyObject *op)
 {
     if (ms->depth == ms->allocated) {
         size_t n = ms->allocated ? ms->allocated * 2 : 1024;
@@ -1650,31 +1650,31 @@ mark_slot(void **slot, int kind, void *arg)
     }
     if (v < ms->st->lo || v >= ms->st->hi) {
         if (kind == _PyStorage_SLOT_OBJECT) {
-            add_static_ref((PyObject *)v, 1);
+            _PyPmem_AddStaticRef((PyObject *)v, 1);
         }
         return 0;
     }
     if (kind == _PyStorage_SLOT_TABLE) {
-        alloc_entry *e = find_alloc(ms->st, v);
+        alloc_entry *e = _PyPmem_FindAlloc(ms->st, v);
         if (e->key != NULL) {
             e->mark = 1;
         }
         return 0;
     }
-    alloc_entry *e = entry_of_object(ms->st, (PyObject *)v);
+    alloc_entry *e = _PyPmem_EntryOfObject(ms->st, (PyObject *)v);
     if (e == NULL || e->broken != NULL) {
         ms->bad = e;
         return 1;
     }
     if (e->mark) {
-        set_refcnt((PyObject *)v, Py_REFCNT((PyObject *)v) + 1);
+        _PyPmem_SetRefcnt((PyObject *)v, Py_REFCNT((PyObject *)v) + 1);
         return 0;
     }
     e->mark = 1;
     /* The last process's count, gone. */
     Py_SET_REFCNT((PyObject *)v, 0);
-    set_refcnt((PyObject *)v, 1);
-    return mark_push(ms, (PyObject *)v);
+    _PyPmem_SetRefcnt((PyObject *)v, 1);
+    return _PyPmem_MarkPush(ms, (PyObject *)v);
 }
 
 /* The class named "module:qualname", imported (pkgutil.resolve_name(),
@@ -1746,8 +1746,8 @@ class_with_layout(PyObject *name, PyObject *layout, PyObject **reason)
    p->unresolved.  NULL with PoolError set when the entry is not one that
    a pool writes, with another exception when this process fails
    (MemoryError, KeyboardInterrupt). */
-static PyObject *
-class_of_entry(PoolObject *p, PyObject *entry)
+PyObject *
+_PyPmem_ClassOfEntry(PoolObject *p, PyObject *entry)
 {
     Py_ssize_t length = PyUnicode_GET_LENGTH(entry);
     Py_ssize_t space = PyUnicode_FindChar(entry, ' ', 0, length, 1);
@@ -1802,7 +1802,7 @@ done:
 
 /* The instances of user classes get their class from the pool's type
    table ("module:qualname layout" strs): imported, or a placeholder of
-   the layout (class_of_entry()), checked against the block it must fit
+   the layout (_PyPmem_ClassOfEntry()), checked against the block it must fit
    in, and remembered for new instances.  0, or -1 with PoolError (or
    MemoryError) set. */
 static int
@@ -1813,7 +1813,7 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
     Py_ssize_t ntypes = 0;
     if (p->root->types != 0) {
         table = (PyObject *)(st->lo + p->root->types);
-        alloc_entry *e = entry_of_object(st, table);
+        alloc_entry *e = _PyPmem_EntryOfObject(st, table);
         if (e == NULL || !PyList_CheckExact(table)) {
             PyErr_Format(p->error, "pool %R is corrupt: its type table is "
                          "not a list of the pool", p->path);
@@ -1829,7 +1829,7 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
             return -1;
         }
         ntypes = PyList_GET_SIZE(table);
-        alloc_entry *items_table = ntypes == 0 ? NULL : find_alloc(
+        alloc_entry *items_table = ntypes == 0 ? NULL : _PyPmem_FindAlloc(
             st, ((PyListObject *)table)->ob_item);
         if (ntypes != 0 && (items_table->key == NULL
                             || items_table->obj != NULL))
@@ -1859,7 +1859,7 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
         }
         if (PyList_GET_ITEM(p->classes, index) == Py_None) {
             PyObject *name = PyList_GET_ITEM(table, index);
-            alloc_entry *ne = entry_of_object(st, name);
+            alloc_entry *ne = _PyPmem_EntryOfObject(st, name);
             if (ne == NULL || !PyUnicode_CheckExact(name)) {
                 PyErr_Format(p->error, "pool %R is corrupt: its type "
                              "table holds a non-str", p->path);
@@ -1877,7 +1877,7 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
                 }
             }
             if (cls == NULL) {
-                cls = class_of_entry(p, name);
+                cls = _PyPmem_ClassOfEntry(p, name);
             }
             if (cls == NULL) {
                 return -1;
@@ -1904,7 +1904,7 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
         PyObject *op = (PyObject *)(items[i].block + presize);
         Py_SET_TYPE(op, type);
         Py_INCREF(type);          /* an instance's reference */
-        alloc_entry *e = find_alloc(st, op);
+        alloc_entry *e = _PyPmem_FindAlloc(st, op);
         e->key = (char *)op;
         e->block = items[i].block;
         e->obj = op;
@@ -2018,7 +2018,7 @@ rehash_frozensets(open_state *st, mark_state *ms)
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->mark && e->obj != NULL && PyFrozenSet_CheckExact(e->obj)
-            && mark_push(ms, e->obj) < 0)
+            && _PyPmem_MarkPush(ms, e->obj) < 0)
         {
             PyErr_NoMemory();
             return -1;
@@ -2034,8 +2034,8 @@ rehash_frozensets(open_state *st, mark_state *ms)
    unreachable allocations freed, hash tables rebuilt.  Every step can
    run again from its start: a crash during the pass is repaired by the
    next open.  0, or -1 with PoolError (or MemoryError) set. */
-static int
-open_pass(PoolObject *p)
+int
+_PyPmem_OpenPass(PoolObject *p)
 {
     PMEMobjpool *pop = p->pop;
     struct pool_root *root = p->root;
@@ -2045,7 +2045,7 @@ open_pass(PoolObject *p)
         return -1;
     }
     size_t n;
-    alloc_item *items = list_allocations(pop, &n);
+    alloc_item *items = _PyPmem_ListAllocations(pop, &n);
     if (items == NULL) {
         if (PyErr_ExceptionMatches(PyExc_ValueError)) {
             PyErr_Format(p->error, "pool %R is corrupt: the heap's "
@@ -2053,7 +2053,7 @@ open_pass(PoolObject *p)
         }
         return -1;
     }
-    if (alloc_table_init(&st, n) < 0) {
+    if (_PyPmem_AllocTableInit(&st, n) < 0) {
         PyMem_RawFree(items);
         return -1;
     }
@@ -2065,18 +2065,18 @@ open_pass(PoolObject *p)
         char *block = items[i].block;
         uint64_t code = items[i].code;
         if (code == POOL_TABLE) {
-            alloc_entry *e = find_alloc(&st, block);
+            alloc_entry *e = _PyPmem_FindAlloc(&st, block);
             e->key = e->block = block;
             continue;
         }
-        PyTypeObject *type = type_of_code(code);
+        PyTypeObject *type = _PyPmem_TypeOfCode(code);
         if (type == NULL) {
             /* An instance: its class comes from the type table, below. */
             continue;
         }
         PyObject *op = (PyObject *)(block + PyStorage_PreHeaderSize(type));
         Py_SET_TYPE(op, type);
-        alloc_entry *e = find_alloc(&st, op);
+        alloc_entry *e = _PyPmem_FindAlloc(&st, op);
         e->key = (char *)op;
         e->block = block;
         e->obj = op;
@@ -2115,7 +2115,7 @@ open_pass(PoolObject *p)
         }
         PyObject *held = (PyObject *)(st.lo + roots[k]);
         alloc_entry *e = (char *)held > st.lo && (char *)held < st.hi
-                         ? entry_of_object(&st, held) : NULL;
+                         ? _PyPmem_EntryOfObject(&st, held) : NULL;
         if (e == NULL || Py_TYPE(held) != root_types[k]) {
             PyErr_Format(p->error, "pool %R is corrupt: its root does not "
                          "hold a %s of the pool", p->path,
@@ -2126,7 +2126,7 @@ open_pass(PoolObject *p)
         ms.bad = e;
         e->mark = 1;
         Py_SET_REFCNT(held, 0);
-        set_refcnt(held, 1);      /* the root's */
+        _PyPmem_SetRefcnt(held, 1);      /* the root's */
         ms.stack[ms.depth++] = held;
         while (ms.depth > 0 && !err) {
             PyObject *op = ms.stack[--ms.depth];
@@ -2178,7 +2178,7 @@ open_pass(PoolObject *p)
 
     /* 5. Hash tables for this process's hashes: one transaction.  First
        the frozensets' own hashes, which the tables that hold them use. */
-    if (pool_begin(&p->sm) < 0) {
+    if (_PyPmem_Begin(&p->sm) < 0) {
         goto done;
     }
     int ok = rehash_frozensets(&st, &ms) == 0;
@@ -2188,7 +2188,7 @@ open_pass(PoolObject *p)
             ok = 0;
         }
     }
-    if (pool_end(&p->sm, ok) < 0 || !ok) {
+    if (_PyPmem_End(&p->sm, ok) < 0 || !ok) {
         goto done;
     }
 
@@ -2208,11 +2208,11 @@ done:
 /* --- after an abort ------------------------------------------------------ */
 
 /* The type of an allocation's object in this process; NULL for a table. */
-static PyTypeObject *
-class_of_code(PoolObject *p, uint64_t code)
+PyTypeObject *
+_PyPmem_ClassOfCode(PoolObject *p, uint64_t code)
 {
     if (code < POOL_INSTANCE) {
-        return type_of_code(code);
+        return _PyPmem_TypeOfCode(code);
     }
     Py_ssize_t index = (Py_ssize_t)(code - POOL_INSTANCE);
     if (index >= PyList_GET_SIZE(p->classes)) {
@@ -2243,7 +2243,7 @@ count_slot(void **slot, int kind, void *arg)
     if (kind == _PyStorage_SLOT_TABLE) {
         /* After the undo: a table that an object holds. */
         if (st->undone && v >= st->lo && v < st->hi) {
-            alloc_entry *e = find_alloc(st, v);
+            alloc_entry *e = _PyPmem_FindAlloc(st, v);
             if (e->key != NULL && e->obj == NULL) {
                 e->count++;
             }
@@ -2254,13 +2254,13 @@ count_slot(void **slot, int kind, void *arg)
         return 0;
     }
     if (v >= st->lo && v < st->hi) {
-        alloc_entry *e = find_alloc(st, v);
+        alloc_entry *e = _PyPmem_FindAlloc(st, v);
         if (e->key != NULL && e->obj != NULL) {
             e->count++;
         }
     }
     else if (st->undo) {
-        add_static_ref((PyObject *)v, st->undone ? 1 : -1);
+        _PyPmem_AddStaticRef((PyObject *)v, st->undone ? 1 : -1);
     }
     return 0;
 }
@@ -2272,7 +2272,7 @@ count_roots(PoolObject *p, repair_state *st)
     uint64_t roots[] = {p->root->namespace, p->root->types};
     for (int k = 0; k < 2; k++) {
         alloc_entry *e = roots[k] == 0
-                         ? NULL : find_alloc(st, st->lo + roots[k]);
+                         ? NULL : _PyPmem_FindAlloc(st, st->lo + roots[k]);
         if (e != NULL && e->key != NULL && e->obj != NULL) {
             e->count++;
         }
@@ -2283,13 +2283,13 @@ count_roots(PoolObject *p, repair_state *st)
    undo, with the blocks that it frees and makes from the from-th and
    made_from-th of the transaction's); NULL when it cannot be made (then
    the counts are left as they are). */
-static repair_state *
-repair_prepare(PoolObject *p, int undo, size_t from, size_t made_from)
+repair_state *
+_PyPmem_RepairPrepare(PoolObject *p, int undo, size_t from, size_t made_from)
 {
     size_t n;
-    alloc_item *items = list_allocations(p->pop, &n);
+    alloc_item *items = _PyPmem_ListAllocations(p->pop, &n);
     repair_state *st = items == NULL ? NULL : PyMem_RawCalloc(1, sizeof(*st));
-    if (st == NULL || alloc_table_init(st, n) < 0) {
+    if (st == NULL || _PyPmem_AllocTableInit(st, n) < 0) {
         /* The counts stay as they are: better than no abort. */
         PyErr_Clear();
         PyMem_RawFree(items);
@@ -2303,10 +2303,10 @@ repair_prepare(PoolObject *p, int undo, size_t from, size_t made_from)
     st->hi = st->lo + p->size;
     for (size_t i = 0; i < n; i++) {
         char *block = items[i].block;
-        PyTypeObject *type = class_of_code(p, items[i].code);
+        PyTypeObject *type = _PyPmem_ClassOfCode(p, items[i].code);
         char *key = type == NULL
                     ? block : block + PyStorage_PreHeaderSize(type);
-        alloc_entry *e = find_alloc(st, key);
+        alloc_entry *e = _PyPmem_FindAlloc(st, key);
         e->key = key;
         e->block = block;
         e->obj = type == NULL ? NULL : (PyObject *)key;
@@ -2314,9 +2314,9 @@ repair_prepare(PoolObject *p, int undo, size_t from, size_t made_from)
     PyMem_RawFree(items);
     for (size_t i = 0; i < p->ntxfreed; i++) {
         PMEMoid freed = pmemobj_oid(p->txfreed[i]);
-        PyTypeObject *type = class_of_code(p, pmemobj_type_num(freed));
+        PyTypeObject *type = _PyPmem_ClassOfCode(p, pmemobj_type_num(freed));
         if (type != NULL) {
-            alloc_entry *e = find_alloc(
+            alloc_entry *e = _PyPmem_FindAlloc(
                 st, p->txfreed[i] + PyStorage_PreHeaderSize(type));
             if (e->key != NULL) {
                 e->dead = i < from ? 2 : 1;
@@ -2349,8 +2349,8 @@ repair_prepare(PoolObject *p, int undo, size_t from, size_t made_from)
 static void
 free_block(PoolObject *p, char *block)
 {
-    if (in_my_transaction(p)) {
-        (void)record_free(p, block);   /* else left to the next open */
+    if (_PyPmem_InMyTransaction(p)) {
+        (void)_PyPmem_RecordFree(p, block);   /* else left to the next open */
     }
     else {
         PMEMoid oid = pmemobj_oid(block);
@@ -2408,11 +2408,11 @@ release_slot(void **slot, int kind, void *arg)
     }
     if (v < st->lo || v >= st->hi) {
         if (kind == _PyStorage_SLOT_OBJECT) {
-            add_static_ref((PyObject *)v, -1);
+            _PyPmem_AddStaticRef((PyObject *)v, -1);
         }
         return 0;
     }
-    alloc_entry *e = find_alloc(st, v);
+    alloc_entry *e = _PyPmem_FindAlloc(st, v);
     if (e->key == NULL || e->dead == 2) {
         return 0;
     }
@@ -2424,7 +2424,7 @@ release_slot(void **slot, int kind, void *arg)
         return 0;
     }
     if (e->obj != NULL && Py_REFCNT(e->obj) > 0) {
-        set_refcnt(e->obj, Py_REFCNT(e->obj) - 1);
+        _PyPmem_SetRefcnt(e->obj, Py_REFCNT(e->obj) - 1);
         if (is_garbage(e) && release_push(rs, e) < 0) {
             return -1;
         }
@@ -2461,8 +2461,8 @@ release_garbage(PoolObject *p, repair_state *st)
     PyMem_RawFree(rs.stack);
 }
 
-static void
-repair_finish(PoolObject *p, repair_state *st)
+void
+_PyPmem_RepairFinish(PoolObject *p, repair_state *st)
 {
     st->undone = 1;
     for (size_t i = 0; i <= st->mask; i++) {
@@ -2485,7 +2485,7 @@ repair_finish(PoolObject *p, repair_state *st)
                 PyObject_GC_UnTrack(e->obj);
             }
         }
-        set_refcnt(e->obj, refcnt);
+        _PyPmem_SetRefcnt(e->obj, refcnt);
         if (e->dead) {
             /* What its deallocation did to it, undone; the hash caches
                that tables of this process rely on, made again. */
@@ -2506,7 +2506,7 @@ repair_finish(PoolObject *p, repair_state *st)
     /* The tables that the undone changes made (a dict's new keys...) and
        that no object holds any more. */
     for (size_t i = st->made_from; i < p->ntxmade; i++) {
-        alloc_entry *e = find_alloc(st, p->txmade[i]);
+        alloc_entry *e = _PyPmem_FindAlloc(st, p->txmade[i]);
         if (e->key == p->txmade[i] && e->obj == NULL && e->count == 0
             && e->dead != 2)
         {
@@ -2568,7 +2568,7 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (path_bytes == NULL) {
         goto error;
     }
-    PyObject *module = PyType_GetModuleByDef(type, &pmem_module);
+    PyObject *module = PyType_GetModuleByDef(type, &_PyPmem_ModuleDef);
     if (module == NULL) {
         goto error;
     }
@@ -2588,7 +2588,7 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             Py_DECREF(error);
             goto error;
         }
-        if (create_pool(error, path, cpath, (size_t)size) < 0
+        if (_PyPmem_CreatePool(error, path, cpath, (size_t)size) < 0
             || stat(cpath, &st) < 0)
         {
             if (!PyErr_Occurred()) {
@@ -2624,18 +2624,18 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(key);
         return Py_XNewRef(known);
     }
-    wait_for_lock(cpath);
-    if (check_file(error, path, cpath) < 0) {
+    _PyPmem_WaitForLock(cpath);
+    if (_PyPmem_CheckFile(error, path, cpath) < 0) {
         Py_DECREF(error);
         goto error;
     }
     PMEMobjpool *pop = pmemobj_open(cpath, POOL_LAYOUT);
     if (pop == NULL) {
-        open_error(error, path, errno, pmemobj_errormsg());
+        _PyPmem_OpenError(error, path, errno, pmemobj_errormsg());
         Py_DECREF(error);
         goto error;
     }
-    if (check_root(error, path, pop, (size_t)st.st_size) < 0) {
+    if (_PyPmem_CheckRoot(error, path, pop, (size_t)st.st_size) < 0) {
         pmemobj_close(pop);
         Py_DECREF(error);
         goto error;
@@ -2662,7 +2662,7 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->size = (size_t)st.st_size;
     self->error = Py_NewRef(error);
     self->path = Py_NewRef(path);
-    if (register_classes(self) < 0) {
+    if (_PyPmem_RegisterClasses(self) < 0) {
         pmemobj_close(pop);
         self->pop = NULL;
         Py_DECREF(error);
@@ -2681,13 +2681,13 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->sm = (PyStorageManager){
         .name = self->name,
         .flags = PyStorage_PERSISTENT,
-        .alloc = pool_alloc,
-        .realloc = pool_realloc,
-        .free = pool_free,
-        .begin = pool_begin,
-        .end = pool_end,
-        .modify = pool_modify,
-        .collectable = pool_collectable,
+        .alloc = _PyPmem_Alloc,
+        .realloc = _PyPmem_Realloc,
+        .free = _PyPmem_Free,
+        .begin = _PyPmem_Begin,
+        .end = _PyPmem_End,
+        .modify = _PyPmem_Modify,
+        .collectable = _PyPmem_Collectable,
     };
     if (PyDict_SetItem(state->pools, key, (PyObject *)self) < 0) {
         goto error;
@@ -2704,12 +2704,12 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         self->closed = 1;
         goto error;
     }
-    if (watch_forks() < 0) {
+    if (_PyPmem_WatchForks() < 0) {
         self->closed = 1;
         goto error;
     }
-    self->next_open = open_pools;
-    open_pools = self;
+    self->next_open = _PyPmem_OpenPools;
+    _PyPmem_OpenPools = self;
     if (PyStorage_AddRange(&self->sm, pop, self->size) < 0) {
         /* Mapped, known, and never used. */
         self->closed = 1;
@@ -2719,7 +2719,7 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
        must outlive every object of the pool, even those that the
        interpreter's finalization frees after this module is gone. */
     Py_INCREF(self);
-    if (open_pass(self) < 0) {
+    if (_PyPmem_OpenPass(self) < 0) {
         forget_pool(self, state->pools, key);
         goto error;
     }
@@ -2740,7 +2740,7 @@ pool_dealloc(PoolObject *self)
 {
     /* Only at the interpreter's exit (the module keeps its pools): the
        mapping stays for objects that the exit has not freed yet. */
-    for (PoolObject **link = &open_pools; *link != NULL;
+    for (PoolObject **link = &_PyPmem_OpenPools; *link != NULL;
          link = &(*link)->next_open)
     {
         if (*link == self) {
@@ -2759,8 +2759,8 @@ pool_dealloc(PoolObject *self)
     Py_DECREF(tp);
 }
 
-static int
-check_open(PoolObject *self)
+int
+_PyPmem_CheckOpen(PoolObject *self)
 {
     if (self->closed) {
         PyErr_Format(self->error, "pool %R is closed", self->path);
@@ -2783,7 +2783,7 @@ gc_mark_slot(void **slot, int kind, void *arg)
     if (v == NULL || v < ms->st->lo || v >= ms->st->hi) {
         return 0;
     }
-    alloc_entry *e = find_alloc(ms->st, v);
+    alloc_entry *e = _PyPmem_FindAlloc(ms->st, v);
     if (e->key == NULL || e->mark) {
         return 0;
     }
@@ -2791,7 +2791,7 @@ gc_mark_slot(void **slot, int kind, void *arg)
     if (kind == _PyStorage_SLOT_TABLE) {
         return 0;
     }
-    return mark_push(ms, (PyObject *)v);
+    return _PyPmem_MarkPush(ms, (PyObject *)v);
 }
 
 static int
@@ -2804,13 +2804,13 @@ gc_release_slot(void **slot, int kind, void *arg)
         return 0;
     }
     if (v >= st->lo && v < st->hi) {
-        alloc_entry *e = find_alloc(st, v);
+        alloc_entry *e = _PyPmem_FindAlloc(st, v);
         if (e->key != NULL && e->mark) {
-            set_refcnt((PyObject *)v, Py_REFCNT((PyObject *)v) - 1);
+            _PyPmem_SetRefcnt((PyObject *)v, Py_REFCNT((PyObject *)v) - 1);
         }
     }
     else {
-        add_static_ref((PyObject *)v, -1);
+        _PyPmem_AddStaticRef((PyObject *)v, -1);
     }
     return 0;
 }
@@ -2821,7 +2821,7 @@ static Py_ssize_t
 count_objects(PoolObject *p)
 {
     size_t n;
-    alloc_item *items = list_allocations(p->pop, &n);
+    alloc_item *items = _PyPmem_ListAllocations(p->pop, &n);
     if (items == NULL) {
         return -1;
     }
@@ -2833,10 +2833,10 @@ count_objects(PoolObject *p)
     return objects;
 }
 
-static PyObject *
-pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
+PyObject *
+_PyPmem_Collect(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (check_open(self) < 0) {
+    if (_PyPmem_CheckOpen(self) < 0) {
         return NULL;
     }
     /* DRAM garbage first (the interpreter's collector, unless disabled):
@@ -2847,11 +2847,11 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     (void)PyGC_Collect();
-    if (check_open(self) < 0) {
+    if (_PyPmem_CheckOpen(self) < 0) {
         return NULL;
     }
     if (self->forked) {
-        refuse_change(self);
+        _PyPmem_RefuseChange(self);
         return NULL;
     }
     if (self->depth > 0) {
@@ -2859,7 +2859,7 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
                      "its transactions", self->path);
         return NULL;
     }
-    repair_state *st = repair_prepare(self, 0, 0, 0);   /* the counts */
+    repair_state *st = _PyPmem_RepairPrepare(self, 0, 0, 0);   /* the counts */
     if (st == NULL) {
         return PyErr_NoMemory();
     }
@@ -2944,7 +2944,7 @@ static int
 rehash_tables(PoolObject *p)
 {
     size_t n;
-    alloc_item *items = list_allocations(p->pop, &n);
+    alloc_item *items = _PyPmem_ListAllocations(p->pop, &n);
     PyObject **sets = items == NULL
                       ? NULL : PyMem_RawMalloc((n + 1) * sizeof(*sets));
     if (sets == NULL) {
@@ -2953,14 +2953,14 @@ rehash_tables(PoolObject *p)
     }
     size_t nsets = 0;
     for (size_t i = 0; i < n; i++) {
-        PyTypeObject *type = type_of_code(items[i].code);
+        PyTypeObject *type = _PyPmem_TypeOfCode(items[i].code);
         items[i].block = type == NULL
                          ? NULL : items[i].block + PyStorage_PreHeaderSize(type);
         if (type == &PyFrozenSet_Type) {
             sets[nsets++] = (PyObject *)items[i].block;
         }
     }
-    int ok = pool_begin(&p->sm) == 0;
+    int ok = _PyPmem_Begin(&p->sm) == 0;
     if (ok) {
         ok = _PyStorage_RehashFrozenSets(sets, nsets) == 0;
         for (size_t i = 0; i < n && ok; i++) {
@@ -2972,15 +2972,15 @@ rehash_tables(PoolObject *p)
                 ok = 0;
             }
         }
-        ok = pool_end(&p->sm, ok) == 0 && ok;
+        ok = _PyPmem_End(&p->sm, ok) == 0 && ok;
     }
     PyMem_RawFree(sets);
     PyMem_RawFree(items);
     return ok ? 0 : -1;
 }
 
-static PyObject *
-pool_resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
+PyObject *
+_PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (PyDict_GET_SIZE(self->unresolved) == 0) {
         return PyList_New(0);
@@ -3048,7 +3048,7 @@ pool_resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
     int rehash = 0;
     size_t n = 0;
     alloc_item *items = PyList_GET_SIZE(found) == 0
-                        ? NULL : list_allocations(self->pop, &n);
+                        ? NULL : _PyPmem_ListAllocations(self->pop, &n);
     if (items == NULL && PyErr_Occurred()) {
         goto error;
     }
@@ -3117,14 +3117,14 @@ error:
 static int
 pool_begin_block(PoolObject *self)
 {
-    if (check_open(self) < 0) {
+    if (_PyPmem_CheckOpen(self) < 0) {
         return -1;
     }
-    int nested = in_my_transaction(self);
-    if (nested && savepoint_push(self) < 0) {
+    int nested = _PyPmem_InMyTransaction(self);
+    if (nested && _PyPmem_SavepointPush(self) < 0) {
         return -1;
     }
-    if (pool_begin(&self->sm) < 0) {
+    if (_PyPmem_Begin(&self->sm) < 0) {
         if (nested) {
             self->nsavepoints--;
         }
@@ -3149,16 +3149,16 @@ pool_end_block(PoolObject *self, int commit)
         /* The parent's block, forked inside it: the parent ends it. */
         return 0;
     }
-    if (check_open(self) < 0) {
+    if (_PyPmem_CheckOpen(self) < 0) {
         return -1;
     }
-    if (self->nsavepoints > 0 && in_my_transaction(self)
+    if (self->nsavepoints > 0 && _PyPmem_InMyTransaction(self)
         && self->savepoints[self->nsavepoints - 1].depth == self->depth)
     {
-        savepoint_pop(self, commit);
+        _PyPmem_SavepointPop(self, commit);
         commit = 1;               /* what is left joins the outer block */
     }
-    return pool_end(&self->sm, commit);
+    return _PyPmem_End(&self->sm, commit);
 }
 
 static PyObject *
@@ -3201,7 +3201,7 @@ pool_close(PoolObject *self, PyObject *Py_UNUSED(ignored))
     }
     if (!self->closed && !self->forked) {
         /* The objects stay readable; the file and its lock are let go. */
-        (void)make_private(self);
+        (void)_PyPmem_MakePrivate(self);
     }
     self->closed = 1;
     Py_RETURN_NONE;
@@ -3212,15 +3212,15 @@ pool_close(PoolObject *self, PyObject *Py_UNUSED(ignored))
    call's tuple only, as the store rule expects of a call (a Python
    wrapper would hold it once more, and an unshared list in
    PersistentDict(pool, {"a": []}) would look shared). */
-static PyObject *
-new_in(PoolObject *pool, PyObject *type, PyObject *const *args,
+PyObject *
+_PyPmem_NewIn(PoolObject *pool, PyObject *type, PyObject *const *args,
        Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (check_open(pool) < 0) {
+    if (_PyPmem_CheckOpen(pool) < 0) {
         return NULL;
     }
     if (pool->forked) {
-        refuse_change(pool);
+        _PyPmem_RefuseChange(pool);
         return NULL;
     }
     if (PyStorage_PushPlacement(&pool->sm) < 0) {
@@ -3240,22 +3240,22 @@ pool_new_object(PoolObject *self, PyObject *const *args, Py_ssize_t nargs,
                         "needs the type");
         return NULL;
     }
-    return new_in(self, args[0], args + 1, nargs - 1, kwnames);
+    return _PyPmem_NewIn(self, args[0], args + 1, nargs - 1, kwnames);
 }
 
 /* A container that the root holds (the namespace, the type table), made
    on first use.  A new reference, or NULL with an exception set. */
-static PyObject *
-root_container(PoolObject *self, uint64_t *field, PyObject *(*make)(void))
+PyObject *
+_PyPmem_RootContainer(PoolObject *self, uint64_t *field, PyObject *(*make)(void))
 {
-    if (check_open(self) < 0) {
+    if (_PyPmem_CheckOpen(self) < 0) {
         return NULL;
     }
     char *base = (char *)self->pop;
     if (*field != 0) {
         return Py_NewRef((PyObject *)(base + *field));
     }
-    if (pool_begin(&self->sm) < 0) {
+    if (_PyPmem_Begin(&self->sm) < 0) {
         return NULL;
     }
     PyObject *obj = NULL;
@@ -3263,7 +3263,7 @@ root_container(PoolObject *self, uint64_t *field, PyObject *(*make)(void))
         obj = make();
         (void)PyStorage_PopPlacement(&self->sm);
     }
-    if (obj != NULL && pool_modify(&self->sm, field, sizeof(*field)) == 0) {
+    if (obj != NULL && _PyPmem_Modify(&self->sm, field, sizeof(*field)) == 0) {
         /* The root's reference: it lives as long as the pool. */
         *field = (uint64_t)((char *)obj - base);
         Py_INCREF(obj);
@@ -3271,7 +3271,7 @@ root_container(PoolObject *self, uint64_t *field, PyObject *(*make)(void))
     else {
         Py_CLEAR(obj);
     }
-    if (pool_end(&self->sm, obj != NULL) < 0) {
+    if (_PyPmem_End(&self->sm, obj != NULL) < 0) {
         Py_CLEAR(obj);
     }
     return obj;
@@ -3284,10 +3284,10 @@ new_list(void)
 }
 
 /* The pool's namespace dict, made on first use. */
-static PyObject *
-pool_namespace(PoolObject *self, PyObject *Py_UNUSED(ignored))
+PyObject *
+_PyPmem_PoolNamespace(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return root_container(self, &self->root->namespace, PyDict_New);
+    return _PyPmem_RootContainer(self, &self->root->namespace, PyDict_New);
 }
 
 /* The type code of a new object of type (NULL: a table): a builtin's, or
@@ -3307,19 +3307,19 @@ append_class_name(PoolObject *p, PyTypeObject *type)
                          ((PyHeapTypeObject *)type)->ht_qualname, layout);
     Py_XDECREF(module);
     Py_XDECREF(layout);
-    if (name == NULL || pool_begin(&p->sm) < 0) {
+    if (name == NULL || _PyPmem_Begin(&p->sm) < 0) {
         Py_XDECREF(name);
         return -1;
     }
-    PyObject *types = root_container(p, &p->root->types, new_list);
+    PyObject *types = _PyPmem_RootContainer(p, &p->root->types, new_list);
     int r = types == NULL ? -1 : PyList_Append(types, name);
     Py_XDECREF(types);
     Py_DECREF(name);
-    return pool_end(&p->sm, r == 0) < 0 ? -1 : r;
+    return _PyPmem_End(&p->sm, r == 0) < 0 ? -1 : r;
 }
 
-static uint64_t
-pool_type_code(PoolObject *p, PyTypeObject *type)
+uint64_t
+_PyPmem_TypeCode(PoolObject *p, PyTypeObject *type)
 {
     uint64_t code = builtin_type_code(type);
     if (code != POOL_INSTANCE) {
@@ -3351,8 +3351,8 @@ pool_type_code(PoolObject *p, PyTypeObject *type)
 /* The classes that an undo took out of the type table (their entries
    were made by the undone changes) go back in, in the same places: the
    codes that this process gives their instances stay right. */
-static void
-restore_type_table(PoolObject *p)
+void
+_PyPmem_RestoreTypeTable(PoolObject *p)
 {
     static int restoring;         /* under the GIL */
     if (restoring || p->closed) {
@@ -3374,17 +3374,17 @@ restore_type_table(PoolObject *p)
 static PyObject *
 pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (check_open(self) < 0) {
+    if (_PyPmem_CheckOpen(self) < 0) {
         return NULL;
     }
     size_t n;
-    alloc_item *items = list_allocations(self->pop, &n);
+    alloc_item *items = _PyPmem_ListAllocations(self->pop, &n);
     if (items == NULL) {
         return NULL;
     }
     /* Counts and bytes by type code: the builtins', then one per class
        (POOL_INSTANCE + i), then what no class of this process has. */
-    size_t nbuiltin = Py_ARRAY_LENGTH(builtin_types);
+    size_t nbuiltin = Py_ARRAY_LENGTH(_PyPmem_BuiltinTypes);
     size_t nrows = nbuiltin + (size_t)PyList_GET_SIZE(self->classes) + 1;
     Py_ssize_t (*rows)[2] = PyMem_RawCalloc(nrows, sizeof(*rows));
     if (rows == NULL) {
@@ -3410,7 +3410,7 @@ pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
             continue;
         }
         const char *name = row == POOL_TABLE ? "(tables)"
-            : row < nbuiltin ? builtin_types[row]->tp_name
+            : row < nbuiltin ? _PyPmem_BuiltinTypes[row]->tp_name
             : row == nrows - 1 ? "(instances)"
             : ((PyTypeObject *)PyList_GET_ITEM(self->classes,
                                                row - nbuiltin))->tp_name;
@@ -3464,9 +3464,9 @@ static PyMethodDef pool_methods[] = {
      METH_FASTCALL | METH_KEYWORDS,
      "new(type, /, *args, **kwargs): type(*args, **kwargs), made in the "
      "pool."},
-    {"namespace", (PyCFunction)pool_namespace, METH_NOARGS,
+    {"namespace", (PyCFunction)_PyPmem_PoolNamespace, METH_NOARGS,
      "The pool's root namespace, a dict in the pool."},
-    {"gc", (PyCFunction)pool_gc, METH_NOARGS,
+    {"gc", (PyCFunction)_PyPmem_Collect, METH_NOARGS,
      "Free the objects that neither the pool's root nor this process "
      "reaches (after a collection of the interpreter's garbage, unless "
      "gc.disable() stopped it); return how many of the pool's objects "
@@ -3475,7 +3475,7 @@ static PyMethodDef pool_methods[] = {
      "{'module:qualname': reason} of the classes whose instances are "
      "placeholders (pmem.Placeholder) in this process: not found, not a "
      "class a pool can hold, or of another layout."},
-    {"resolve", (PyCFunction)pool_resolve, METH_NOARGS,
+    {"resolve", (PyCFunction)_PyPmem_Resolve, METH_NOARGS,
      "Look again for the classes of unresolved(): the instances of each "
      "one found with the layout that the pool recorded become its "
      "instances.  The names resolved, sorted."},
@@ -3516,7 +3516,7 @@ static PyType_Slot pool_slots[] = {
     {0, NULL}
 };
 
-static PyType_Spec pool_spec = {
+static PyType_Spec _PyPmem_PoolSpec = {
     .name = "_pmem.Pool",
     .basicsize = sizeof(PoolObject),
     .flags = (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE
@@ -3544,7 +3544,7 @@ namespace_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     {
         return NULL;
     }
-    PyObject *module = PyType_GetModuleByDef(type, &pmem_module);
+    PyObject *module = PyType_GetModuleByDef(type, &_PyPmem_ModuleDef);
     if (module == NULL) {
         return NULL;
     }
@@ -3571,7 +3571,7 @@ namespace_dealloc(NamespaceObject *self)
 static PyObject *
 namespace_getattro(NamespaceObject *self, PyObject *name)
 {
-    PyObject *ns = pool_namespace(self->pool, NULL);
+    PyObject *ns = _PyPmem_PoolNamespace(self->pool, NULL);
     if (ns == NULL) {
         return NULL;
     }
@@ -3598,7 +3598,7 @@ namespace_setattro(NamespaceObject *self, PyObject *name, PyObject *value)
                      "not '%.200s'", Py_TYPE(name)->tp_name);
         return -1;
     }
-    PyObject *ns = pool_namespace(self->pool, NULL);
+    PyObject *ns = _PyPmem_PoolNamespace(self->pool, NULL);
     if (ns == NULL) {
         return -1;
     }
@@ -3620,7 +3620,7 @@ namespace_setattro(NamespaceObject *self, PyObject *name, PyObject *value)
 static PyObject *
 namespace_dir(NamespaceObject *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *ns = pool_namespace(self->pool, NULL);
+    PyObject *ns = _PyPmem_PoolNamespace(self->pool, NULL);
     if (ns == NULL) {
         return NULL;
     }
@@ -3655,7 +3655,7 @@ static PyType_Slot namespace_slots[] = {
     {0, NULL}
 };
 
-static PyType_Spec namespace_spec = {
+static PyType_Spec _PyPmem_NamespaceSpec = {
     .name = "_pmem.Namespace",
     .basicsize = sizeof(NamespaceObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
@@ -3695,7 +3695,7 @@ static PyObject *
 storage_of(PyObject *module, PyObject *obj)
 {
     PyStorageManager *sm = PyStorage_Of(obj);
-    if (sm->alloc == pool_alloc) {
+    if (sm->alloc == _PyPmem_Alloc) {
         return Py_NewRef((PyObject *)POOL(sm));
     }
     Py_RETURN_NONE;
@@ -3713,7 +3713,7 @@ persistent(PyObject *module, PyTypeObject *type, PyObject *const *args,
                      "first argument is the pool", type->tp_name);
         return NULL;
     }
-    return new_in((PoolObject *)args[0], (PyObject *)type, args + 1,
+    return _PyPmem_NewIn((PoolObject *)args[0], (PyObject *)type, args + 1,
                   nargs - 1, kwnames);
 }
 
@@ -3772,14 +3772,14 @@ pmem_exec(PyObject *module)
         return -1;
     }
     state->PoolType = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &pool_spec, NULL);
+        module, &_PyPmem_PoolSpec, NULL);
     if (state->PoolType == NULL
         || PyModule_AddType(module, state->PoolType) < 0)
     {
         return -1;
     }
     PyTypeObject *ns_type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &namespace_spec, NULL);
+        module, &_PyPmem_NamespaceSpec, NULL);
     if (ns_type == NULL) {
         return -1;
     }
@@ -3836,7 +3836,7 @@ static PyModuleDef_Slot pmem_slots[] = {
     {0, NULL}
 };
 
-static struct PyModuleDef pmem_module = {
+static struct PyModuleDef _PyPmem_ModuleDef = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_pmem",
     .m_doc = "The persistent-memory storage manager (libpmemobj); "
@@ -3852,5 +3852,5 @@ static struct PyModuleDef pmem_module = {
 PyMODINIT_FUNC
 PyInit__pmem(void)
 {
-    return PyModuleDef_Init(&pmem_module);
+    return PyModuleDef_Init(&_PyPmem_ModuleDef);
 }
