@@ -9,7 +9,7 @@
  * libpmemobj reads them when it frees or allocates in the run, and trusts
  * them: a corrupt one makes it index outside the heap or divide by zero
  * (both found by Tools/pmem/crash/fuzz.py, inside the first commit after
- * the open).  The checker child of pool.c (check_metadata()) runs this
+ * the open).  The checker child of file.c (check_metadata()) runs this
  * check after pmemobj_open() has replayed the logs, so that such a pool is
  * refused with PoolError before the interpreter uses it.
  *

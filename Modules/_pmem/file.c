@@ -1,0 +1,511 @@
+/* _pmem's pool file: creating it, the checks before libpmemobj opens it
+ * (its header, its heap's metadata in a child, the lock of another
+ * process), its root, and the private copy that a forked child and a
+ * closed pool read instead of the file.
+ */
+
+#include "pool.h"
+
+/* --- fork() and close() --------------------------------------------------
+
+   A pool is mapped shared, and the mapping holds the file open, and with
+   it the pool's lock.  A forked child inherits the mapping: every write
+   of the child (reference counts included) would reach the parent's
+   objects and the file behind the parent's back, and the child would
+   keep the pool locked after the parent is gone.  So the child gets each
+   pool as it was at the fork, as a private copy at the same addresses,
+   and the pool is marked forked there: its objects can be read, and any
+   change raises PoolError (_PyPmem_RefuseChange()).  The parent waits for the
+   copies to be made, so that none of its later writes reaches them.
+   close() replaces the mapping the same way, which releases the lock
+   while the objects stay readable.
+
+   The copy takes the pages of the file that hold data; its holes stay
+   zero pages, which are not allocated until written. */
+
+PoolObject *_PyPmem_OpenPools = NULL;   /* linked by next_open */
+static int checker_forking = 0;         /* check_metadata()'s fork */
+static int fork_pipe[2] = {-1, -1};     /* the parent waits for its EOF */
+
+/* Copy the data of the file behind [base, base + size) into copy.  fd is
+   the file, opened again, or -1 (then everything is copied). */
+static void
+copy_data(char *copy, const char *base, size_t size, int fd)
+{
+    size_t pos = 0;
+    while (fd >= 0 && pos < size) {
+        off_t data = lseek(fd, (off_t)pos, SEEK_DATA);
+        if (data < 0) {
+            if (errno == ENXIO) {
+                return;           /* a hole up to the end */
+            }
+            break;                /* no SEEK_DATA here: copy the rest */
+        }
+        if ((size_t)data >= size) {
+            return;
+        }
+        off_t hole = lseek(fd, data, SEEK_HOLE);
+        size_t end = hole < 0 || (size_t)hole > size ? size : (size_t)hole;
+        memcpy(copy + data, base + data, end - (size_t)data);
+        pos = end;
+    }
+    if (pos < size) {
+        memcpy(copy + pos, base + pos, size - pos);
+    }
+}
+
+/* Replace p's shared mapping by a private copy at the same addresses,
+   which holds neither the file nor its lock.  Only async-signal-safe
+   calls: this runs in a forked child.  0; or -1 when there is no memory
+   for the copy: then the mapping is a private mapping of the file, which
+   the parent's later writes can still reach, or, failing that, left
+   unreadable. */
+int
+_PyPmem_MakePrivate(PoolObject *p)
+{
+    char *base = (char *)p->pop;
+    size_t size = p->size;
+    int fd = open(p->cpath, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || st.st_dev != p->dev
+                    || st.st_ino != p->ino))
+    {
+        close(fd);                /* another file has the name now */
+        fd = -1;
+    }
+    int r = -1;
+    char *copy = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (copy != MAP_FAILED) {
+        copy_data(copy, base, size, fd);
+        if (mremap(copy, size, size, MREMAP_MAYMOVE | MREMAP_FIXED,
+                   base) != MAP_FAILED)
+        {
+            r = 0;
+        }
+        else {
+            (void)munmap(copy, size);
+        }
+    }
+    if (r < 0 && (fd < 0 || mmap(base, size, PROT_READ | PROT_WRITE,
+                                 MAP_PRIVATE | MAP_FIXED, fd,
+                                 0) == MAP_FAILED))
+    {
+        (void)mmap(base, size, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return r;
+}
+
+static void
+before_fork(void)
+{
+    if (checker_forking) {
+        return;
+    }
+    for (PoolObject *p = _PyPmem_OpenPools; p != NULL; p = p->next_open) {
+        if (!p->forked && !p->closed) {
+            if (pipe2(fork_pipe, O_CLOEXEC) < 0) {
+                fork_pipe[0] = fork_pipe[1] = -1;
+            }
+            return;
+        }
+    }
+}
+
+static void
+after_fork_in_parent(void)
+{
+    if (fork_pipe[1] < 0) {
+        return;
+    }
+    close(fork_pipe[1]);
+    char c;
+    while (read(fork_pipe[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    close(fork_pipe[0]);
+    fork_pipe[0] = fork_pipe[1] = -1;
+}
+
+static void
+after_fork_in_child(void)
+{
+    if (checker_forking) {
+        return;                   /* the checker maps nothing of ours */
+    }
+    for (PoolObject *p = _PyPmem_OpenPools; p != NULL; p = p->next_open) {
+        if (!p->forked && !p->closed) {
+            (void)_PyPmem_MakePrivate(p);
+        }
+        /* The parent's transaction, if one was going on, stays the
+           parent's: nothing of it is the child's to end. */
+        p->forked = 1;
+        p->depth = 0;
+        p->owner = 0;
+        p->nsavepoints = 0;
+        p->ntxfreed = 0;
+        p->ntxmade = 0;
+        p->undo_len = 0;
+        p->doomed = 0;
+    }
+    if (fork_pipe[1] >= 0) {
+        close(fork_pipe[0]);
+        close(fork_pipe[1]);      /* the parent goes on */
+        fork_pipe[0] = fork_pipe[1] = -1;
+    }
+}
+
+/* The fork handlers, installed with the first pool.  0, or -1 with an
+   exception set. */
+int
+_PyPmem_WatchForks(void)
+{
+    static int installed = 0;
+    if (!installed) {
+        int err = pthread_atfork(before_fork, after_fork_in_parent,
+                                 after_fork_in_child);
+        if (err != 0) {
+            errno = err;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        installed = 1;
+    }
+    return 0;
+}
+
+/* --- creating and opening ------------------------------------------------ */
+
+/* Create a pool at path: under a temporary name, renamed into place
+   once complete.  0, or -1 with an exception set. */
+int
+_PyPmem_CreatePool(PyObject *error, PyObject *path, const char *cpath,
+                   size_t size)
+{
+    PyObject *tmp = PyUnicode_FromFormat("%U.creating", path);
+    if (tmp == NULL) {
+        return -1;
+    }
+    PyObject *tmp_bytes = PyUnicode_EncodeFSDefault(tmp);
+    Py_DECREF(tmp);
+    if (tmp_bytes == NULL) {
+        return -1;
+    }
+    const char *ctmp = PyBytes_AS_STRING(tmp_bytes);
+    int r = -1;
+    /* What a crash during an earlier creation left. */
+    (void)unlink(ctmp);
+    PMEMobjpool *pop = pmemobj_create(ctmp, POOL_LAYOUT, size, 0600);
+    if (pop == NULL) {
+        PyErr_Format(error, "cannot create pool %R: %s", path,
+                     pmemobj_errormsg());
+        goto done;
+    }
+    PMEMoid root_oid = pmemobj_root(pop, sizeof(struct pool_root));
+    if (OID_IS_NULL(root_oid)) {
+        PyErr_Format(error, "cannot create pool %R: %s", path,
+                     pmemobj_errormsg());
+        pmemobj_close(pop);
+        (void)unlink(ctmp);
+        goto done;
+    }
+    struct pool_root *root = pmemobj_direct(root_oid);
+    memcpy(root->magic, POOL_MAGIC, sizeof(root->magic));
+    root->format = POOL_FORMAT;
+    root->root_size = sizeof(struct pool_root);
+    pmemobj_persist(pop, root, sizeof(*root));
+    pmemobj_close(pop);
+    if (rename(ctmp, cpath) < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        (void)unlink(ctmp);
+        goto done;
+    }
+    /* The rename itself must reach the disk before the pool is used. */
+    PyObject *dir = NULL;
+    const char *slash = strrchr(cpath, '/');
+    dir = slash == NULL ? PyBytes_FromString(".")
+                        : PyBytes_FromStringAndSize(cpath, slash - cpath + 1);
+    if (dir == NULL) {
+        goto done;
+    }
+    int fd = open(PyBytes_AS_STRING(dir), O_RDONLY | O_DIRECTORY);
+    Py_DECREF(dir);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    r = 0;
+done:
+    Py_DECREF(tmp_bytes);
+    return r;
+}
+
+/* Why libpmemobj refused to open path, as a PoolError. */
+void
+_PyPmem_OpenError(PyObject *error, PyObject *path, int err, const char *msg)
+{
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+        PyErr_Format(error, "pool %R is open in another process; a pool "
+                     "has one process at a time", path);
+    }
+    else if (err == ENOENT) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_FileNotFoundError, path);
+    }
+    else if (msg != NULL && strstr(msg, "layout") != NULL) {
+        PyErr_Format(error, "%R is a libpmemobj pool of another program "
+                     "(another layout), not a pmem-python pool: %s",
+                     path, msg);
+    }
+    else {
+        PyErr_Format(error, "%R is not a valid pmem-python pool (foreign, "
+                     "truncated or corrupt file): %s", path,
+                     msg != NULL && msg[0] != '\0' ? msg : strerror(err));
+    }
+}
+
+/* libpmemobj's check of a pool's metadata, in a child process: on some
+   corrupt heaps pmemobj_check() itself crashes, and that must not kill
+   the interpreter.  The child reports pmemobj_check()'s result in its
+   exit status (0 consistent, 1 inconsistent, 2 an error), or 3 when
+   _PyPmem_CheckHeap() finds what the check leaves out inconsistent, and
+   errno and a message (libpmemobj's or that check's) through a pipe.
+   0, or -1 with an exception set. */
+/* The time the check of a pool of size bytes may take: 5 seconds, and 1
+   more per 16 MiB (here it checks 64 MiB in a tenth of a second). */
+#define CHECK_SECONDS(size) (5u + (unsigned int)((size) >> 24))
+
+static int
+check_metadata(PyObject *error, PyObject *path, const char *cpath,
+               size_t size)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    pid_t parent = getpid();
+    checker_forking = 1;
+    pid_t pid = fork();
+    checker_forking = 0;
+    if (pid == 0) {
+        /* The check holds the pool's lock: it must not outlive the
+           process that asked for it (killed while opening, that one
+           would leave the pool locked until the check ends). */
+#ifdef __linux__
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+        if (getppid() != parent) {
+            _exit(2);             /* the parent died before the prctl() */
+        }
+        /* A crash is an answer here, not for faulthandler to report. */
+        signal(SIGSEGV, SIG_DFL);
+        signal(SIGBUS, SIG_DFL);
+        signal(SIGABRT, SIG_DFL);
+        signal(SIGFPE, SIG_DFL);
+        /* Nor is a check that never ends (a cycle in corrupt metadata):
+           a generous time for the pool's size. */
+        signal(SIGALRM, SIG_DFL);
+        alarm(CHECK_SECONDS(size));
+        close(fds[0]);
+        int ok = pmemobj_check(cpath, POOL_LAYOUT);
+        int err = errno;
+        const char *msg = ok < 0 ? pmemobj_errormsg() : "";
+        int status = ok == 1 ? 0 : ok == 0 ? 1 : 2;
+        char why[256];
+        if (ok == 1) {
+            /* The open will walk every allocation, and the first commit
+               will read chunk headers that the check leaves out: corrupt
+               ones can make libpmemobj loop or crash, so first here.  A
+               failure to open is for the parent to report. */
+            PMEMobjpool *pop = pmemobj_open(cpath, POOL_LAYOUT);
+            if (pop != NULL) {
+                if (_PyPmem_CheckHeap(pop, size, why, sizeof(why)) < 0) {
+                    msg = why;
+                    status = 3;
+                }
+                else {
+                    PMEMoid oid;
+                    POBJ_FOREACH(pop, oid) {
+                        (void)pmemobj_alloc_usable_size(oid);
+                    }
+                }
+                pmemobj_close(pop);
+            }
+        }
+        (void)!write(fds[1], &err, sizeof(err));
+        (void)!write(fds[1], msg, strlen(msg));
+        _exit(status);
+    }
+    close(fds[1]);
+    if (pid < 0) {
+        close(fds[0]);
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    char buf[512];
+    int err = 0;
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof(buf) - 1
+           && (n = read(fds[0], buf + got, sizeof(buf) - 1 - got)) != 0)
+    {
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        got += (size_t)n;
+    }
+    close(fds[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+    }
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) {
+        PyErr_Format(error, "pool %R is corrupt: checking its metadata "
+                     "did not end in %u seconds", path, CHECK_SECONDS(size));
+        return -1;
+    }
+    if (WIFSIGNALED(status)) {
+        PyErr_Format(error, "pool %R is corrupt: checking its metadata "
+                     "crashed libpmemobj (signal %d)", path,
+                     WTERMSIG(status));
+        return -1;
+    }
+    if (got >= sizeof(err)) {
+        memcpy(&err, buf, sizeof(err));
+    }
+    buf[got] = '\0';
+    const char *msg = got > sizeof(err) ? buf + sizeof(err) : "";
+    switch (WEXITSTATUS(status)) {
+    case 0:
+        return 0;
+    case 1:
+        PyErr_Format(error, "pool %R is corrupt: libpmemobj found its "
+                     "metadata inconsistent", path);
+        return -1;
+    case 3:
+        PyErr_Format(error, "pool %R is corrupt: its heap metadata is "
+                     "inconsistent (%s)", path, msg);
+        return -1;
+    default:
+        _PyPmem_OpenError(error, path, err, msg);
+        return -1;
+    }
+}
+
+/* A process that held the pool's lock and was killed (or whose open's
+   checker was killed with it) lets it go as it exits, which can take a
+   moment after its parent sees it dead: the open waits up to LOCK_WAIT
+   milliseconds for the lock, as libpmemobj takes it (flock()), before it
+   tries; a pool that stays locked is open in another process. */
+#define LOCK_WAIT 1000
+
+void
+_PyPmem_WaitForLock(const char *cpath)
+{
+    int fd = open(cpath, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return;                   /* for the open to report */
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int waited = 0; ; waited += 10) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            (void)flock(fd, LOCK_UN);
+            break;
+        }
+        if ((errno != EWOULDBLOCK && errno != EINTR) || waited >= LOCK_WAIT) {
+            break;
+        }
+        struct timespec ten_ms = {0, 10 * 1000 * 1000};
+        (void)nanosleep(&ten_ms, NULL);
+    }
+    Py_END_ALLOW_THREADS
+    close(fd);
+}
+
+/* Before libpmemobj maps a file, which it does not expect to be foreign:
+   the file must be as large as a pool and start with a pool header's
+   signature, and libpmemobj's own check of its metadata must pass.
+   0, or -1 with an exception set. */
+int
+_PyPmem_CheckFile(PyObject *error, PyObject *path, const char *cpath)
+{
+    static const char signature[8] = "PMEMOBJ";   /* with its NUL */
+    char head[sizeof(signature)];
+    int fd = open(cpath, O_RDONLY);
+    if (fd < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(
+            errno == ENOENT ? PyExc_FileNotFoundError : PyExc_OSError, path);
+        return -1;
+    }
+    struct stat st;
+    ssize_t n = fstat(fd, &st) == 0 ? read(fd, head, sizeof(head)) : -1;
+    close(fd);
+    if (n < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        return -1;
+    }
+    if (n < (ssize_t)sizeof(head)
+        || memcmp(head, signature, sizeof(signature)) != 0)
+    {
+        PyErr_Format(error, "%R is not a pmem-python pool: it does not "
+                     "start with a libpmemobj pool header", path);
+        return -1;
+    }
+    if ((size_t)st.st_size < PMEMOBJ_MIN_POOL) {
+        PyErr_Format(error, "pool %R is truncated: %lld bytes, a pool has "
+                     "%zu at least", path, (long long)st.st_size,
+                     (size_t)PMEMOBJ_MIN_POOL);
+        return -1;
+    }
+    return check_metadata(error, path, cpath, (size_t)st.st_size);
+}
+
+/* Check the root of an open pool: 0, or -1 with PoolError set. */
+int
+_PyPmem_CheckRoot(PyObject *error, PyObject *path, PMEMobjpool *pop,
+                  size_t size)
+{
+    size_t root_size = pmemobj_root_size(pop);
+    if (root_size < offsetof(struct pool_root, namespace)) {
+        PyErr_Format(error, "%R is not a pmem-python pool: it has no root "
+                     "(a crash while it was created, or another program)",
+                     path);
+        return -1;
+    }
+    struct pool_root *root = pmemobj_direct(pmemobj_root(pop, root_size));
+    /* The root's place is not under the header's checksum. */
+    if ((char *)root < (char *)pop || root_size > size
+        || (size_t)((char *)root - (char *)pop) > size - root_size)
+    {
+        PyErr_Format(error, "pool %R is corrupt: its root lies outside it",
+                     path);
+        return -1;
+    }
+    if (memcmp(root->magic, POOL_MAGIC, sizeof(root->magic)) != 0) {
+        PyErr_Format(error, "%R is not a pmem-python pool: bad magic in "
+                     "its root", path);
+        return -1;
+    }
+    if (root->format != POOL_FORMAT) {
+        PyErr_Format(error, "pool %R has format version %u; this "
+                     "interpreter reads version %d only", path,
+                     (unsigned int)root->format, POOL_FORMAT);
+        return -1;
+    }
+    if (root->root_size != root_size || root_size != sizeof(*root)) {
+        PyErr_Format(error, "pool %R is corrupt: its root has %zu bytes, "
+                     "format %d has %zu", path, root_size, POOL_FORMAT,
+                     sizeof(*root));
+        return -1;
+    }
+    return 0;
+}

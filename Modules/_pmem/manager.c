@@ -1,0 +1,659 @@
+/* _pmem's storage manager: the hooks that core object code calls for a
+ * pool's memory (Include/cpython/storage.h).  Allocations come from the
+ * pool's own allocation classes; the outermost operation is one
+ * libpmemobj transaction, which blocks made and freed join; a nested
+ * `with pool:` block is a savepoint, undone from a log of its own.
+ */
+
+#include "pool.h"
+
+/* A record of p->undo: the bytes of a range as they were before a change
+   (rounded up to 8), then this trailer, so that it is read backwards. */
+typedef struct {
+    char *addr;
+    size_t size;
+} undo_trailer;
+
+#define UNDO_ROUND(n) (((n) + 7) & ~(size_t)7)
+
+/* --- the storage manager ------------------------------------------------ */
+
+/* Raise PoolError: p can be read, not changed, in this process. */
+void
+_PyPmem_RefuseChange(PoolObject *p)
+{
+    if (p->forked) {
+        PyErr_Format(p->error, "pool %R belongs to process %d, which "
+                     "opened it: a forked child sees the pool as it was at "
+                     "the fork and can read it, not change it (return what "
+                     "to store to the parent, or open the pool in a new "
+                     "process once the parent has closed it)", p->path,
+                     (int)p->opener);
+    }
+    else {
+        PyErr_Format(p->error, "pool %R is closed: its objects can be "
+                     "read, not changed", p->path);
+    }
+}
+
+/* May the cycle collector clear p's objects now?  Not inside one of its
+   transactions (what tp_clear and finalizers write, and what is freed,
+   could not be undone with it), nor when p cannot be changed. */
+int
+_PyPmem_Collectable(PyStorageManager *sm)
+{
+    PoolObject *p = POOL(sm);
+    return p->depth == 0 && !p->closed && !p->forked;
+}
+
+/* Raise PoolError with libpmemobj's reason. */
+static void
+pool_error(PoolObject *p, const char *what)
+{
+    const char *msg = pmemobj_errormsg();
+    PyErr_Format(p->error, "%s in pool %R: %s", what, p->path,
+                 msg != NULL && msg[0] != '\0' ? msg : strerror(errno));
+}
+
+/* --- allocation classes --------------------------------------------------
+
+   libpmemobj's own allocation classes suit pools of many gigabytes: a
+   class for every 5% of size up to 384 KiB, each making runs of up to 16
+   chunks (4 MiB; a chunk is 256 KiB), and a run stays with its class
+   while the pool is open, empty or not.  A container that grows by an
+   eighth at each resize meets a new class at each one and leaves a run
+   behind in each: a 64 MiB pool was full with 250 KB of objects.  So a
+   pool registers classes of its own each time it opens (they are not
+   recorded in the file, and the blocks of other classes stay readable)
+   and allocates with them:
+
+     up to 128 bytes      a class every 16 bytes
+     up to 4 KiB          four classes per doubling (at most a fifth lost)
+     up to ~248 KiB       one class of 4 KiB units: a block is as many
+                          units as it needs, in runs of one chunk
+     up to ~2.6 MiB       one class of 64 KiB units, runs of ~2.6 MiB
+     larger               libpmemobj's own: whole chunks
+
+   every class but the last with runs of one chunk.  A class left empty
+   keeps a chunk at most; the 40 classes together about 10 MiB when each
+   has had a block and none is empty, which are reused by their sizes. */
+
+#define ALLOC_PAGE 4096
+#define ALLOC_BIG_UNIT (64 << 10)
+
+/* Register the class of unit bytes, units a run (about), or find it
+   registered already (by an earlier open of a pool in this process, or
+   among libpmemobj's own).  Its id, or -1 with PoolError set; *nunits:
+   how many units its runs have. */
+static int
+register_class(PoolObject *p, size_t unit, unsigned units, size_t *nunits)
+{
+    struct pobj_alloc_class_desc desc = {
+        .unit_size = unit, .alignment = 0, .units_per_block = units,
+        .header_type = POBJ_HEADER_COMPACT,
+    };
+    if (pmemobj_ctl_set(p->pop, "heap.alloc_class.new.desc", &desc) == 0) {
+        *nunits = desc.units_per_block;
+        return (int)desc.class_id;
+    }
+    /* A class of the same unit and run size exists. */
+    for (int id = 1; id < 255; id++) {
+        struct pobj_alloc_class_desc known;
+        char query[48];
+        PyOS_snprintf(query, sizeof(query), "heap.alloc_class.%d.desc", id);
+        if (pmemobj_ctl_get(p->pop, query, &known) == 0
+            && known.unit_size == unit
+            && known.header_type == POBJ_HEADER_COMPACT)
+        {
+            *nunits = known.units_per_block;
+            return id;
+        }
+    }
+    pool_error(p, "cannot register an allocation class");
+    return -1;
+}
+
+int
+_PyPmem_RegisterClasses(PoolObject *p)
+{
+    struct alloc_classes *ac = &p->classes_of_sizes;
+    const size_t chunk = 256 << 10;
+    size_t prev = 0, n;
+    for (size_t unit = 16; unit <= ALLOC_SMALL_MAX; ) {
+        int id = register_class(p, unit, (unsigned)((chunk - 1024) / unit),
+                                &n);
+        if (id < 0) {
+            return -1;
+        }
+        for (size_t i = prev / 16 + 1; i <= unit / 16; i++) {
+            ac->small[i] = (uint8_t)id;
+        }
+        prev = unit;
+        if (unit < 128) {
+            unit += 16;
+        }
+        else {
+            /* Four steps per doubling: 160, 192, 224, 256, 320... */
+            size_t pow2 = 128;
+            while (pow2 * 2 <= unit) {
+                pow2 *= 2;
+            }
+            unit += pow2 / 4;
+        }
+    }
+    ac->small[0] = ac->small[1];
+    int id = register_class(p, ALLOC_PAGE, (unsigned)((chunk - 1024)
+                                                      / ALLOC_PAGE), &n);
+    if (id < 0) {
+        return -1;
+    }
+    /* A block's units are within one word of the run's bitmap. */
+    ac->pages = (uint8_t)id;
+    ac->pages_max = Py_MIN(n, 64) * ALLOC_PAGE;
+    id = register_class(p, ALLOC_BIG_UNIT, 40, &n);
+    if (id < 0) {
+        return -1;
+    }
+    ac->chunks = (uint8_t)id;
+    ac->chunks_max = Py_MIN(n, 64) * ALLOC_BIG_UNIT;
+    return 0;
+}
+
+/* The flags of pmemobj_xalloc() for a block of size bytes in p. */
+static inline uint64_t
+class_flags(PoolObject *p, size_t size)
+{
+    const struct alloc_classes *ac = &p->classes_of_sizes;
+    size_t need = size + ALLOC_HEADER;
+    if (need <= ALLOC_SMALL_MAX) {
+        return POBJ_CLASS_ID(ac->small[(need + 15) / 16]);
+    }
+    if (need <= ac->pages_max) {
+        return POBJ_CLASS_ID(ac->pages);
+    }
+    if (need <= ac->chunks_max) {
+        return POBJ_CLASS_ID(ac->chunks);
+    }
+    return 0;                     /* whole chunks */
+}
+
+/* pmemobj_xalloc() of a block of size bytes in its class; what did not
+   fit is remembered for the message of MemoryError (full_error()). */
+static int
+pool_xalloc(PoolObject *p, PMEMoid *oid, size_t size, uint64_t code,
+            uint64_t flags, pmemobj_constr constructor, void *arg)
+{
+    if (pmemobj_xalloc(p->pop, oid, size, code, flags | class_flags(p, size),
+                       constructor, arg) != 0)
+    {
+        p->failed_size = size;
+        return -1;
+    }
+    return 0;
+}
+
+void *
+_PyPmem_Alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
+{
+    PoolObject *p = POOL(sm);
+    PMEMoid oid;
+    if (p->closed || p->forked) {
+        return NULL;
+    }
+    uint64_t code = _PyPmem_TypeCode(p, type);
+    if (code == UINT64_MAX) {
+        return NULL;
+    }
+    /* Atomic, inside a transaction too: an abort must not free an object
+       that a variable may still refer to.  Such an object goes back to
+       the state of its first logged change (a new container: empty), and
+       _PyPmem_End() counts its references again.  Until it is stored,
+       nothing in the pool reaches it: if the process dies first, or the
+       transaction that stores it aborts and nothing keeps it, the next
+       open (or pool.gc()) frees it. */
+    if (pool_xalloc(p, &oid, size, code, POBJ_XALLOC_ZERO, NULL, NULL) < 0) {
+        return NULL;
+    }
+    char *block = pmemobj_direct(oid);
+    if (_PyPmem_InMyTransaction(p) && _PyPmem_RecordMade(p, block) < 0) {
+        pmemobj_free(&oid);
+        return NULL;
+    }
+    return block;
+}
+
+/* Append block to a list of the transaction's blocks.  0, or -1 when
+   out of memory. */
+static int
+block_list_append(char ***plist, size_t *pn, size_t *pallocated,
+                  char *block)
+{
+    if (*pn == *pallocated) {
+        size_t n = *pn ? 2 * *pn : 64;
+        char **list = PyMem_RawRealloc(*plist, n * sizeof(char *));
+        if (list == NULL) {
+            return -1;
+        }
+        *plist = list;
+        *pallocated = n;
+    }
+    (*plist)[(*pn)++] = block;
+    return 0;
+}
+
+/* Record a block that the transaction frees: it is freed when the
+   transaction commits (the frees are part of it), and comes back if the
+   transaction, or the nested block that freed it, is undone.  0, or -1
+   when out of memory. */
+int
+_PyPmem_RecordFree(PoolObject *p, char *block)
+{
+    return block_list_append(&p->txfreed, &p->ntxfreed,
+                             &p->txfreed_allocated, block);
+}
+
+/* Record a block that the transaction allocated: what is written into it
+   without being logged (a new object is filled in) is flushed by the
+   commit. */
+int
+_PyPmem_RecordMade(PoolObject *p, char *block)
+{
+    return block_list_append(&p->txmade, &p->ntxmade,
+                             &p->txmade_allocated, block);
+}
+
+typedef struct {
+    const void *from;
+    size_t size;                  /* to copy; the rest is zeroed */
+} copy_arg;
+
+static int
+copy_constructor(PMEMobjpool *pop, void *ptr, void *arg)
+{
+    copy_arg *a = (copy_arg *)arg;
+    size_t usable = pmemobj_alloc_usable_size(pmemobj_oid(ptr));
+    pmemobj_memcpy_persist(pop, ptr, a->from, a->size);
+    if (usable > a->size) {
+        pmemobj_memset_persist(pop, (char *)ptr + a->size, 0,
+                               usable - a->size);
+    }
+    return 0;
+}
+
+/* A block that grows past this gets room for half as much again: a
+   resize holds the old and the new block at once, and the fewer of them
+   a growing container makes, the larger it can grow in a pool that has
+   no other room for it (the room is not lost: the next resizes use it,
+   and a block that shrinks to half of it is made anew). */
+#define ALLOC_ROOM_FROM ((size_t)1 << 20)
+
+void *
+_PyPmem_Realloc(PyStorageManager *sm, void *ptr, size_t size)
+{
+    PoolObject *p = POOL(sm);
+    if (p->closed || p->forked) {
+        return NULL;
+    }
+    PMEMoid oid = pmemobj_oid(ptr);
+    uint64_t code = pmemobj_type_num(oid);
+    size_t old = pmemobj_alloc_usable_size(oid);
+    if (size <= old && size >= old / 2) {
+        return ptr;
+    }
+    /* A new block, made atomically with the old contents, and the old
+       one freed: by the transaction, inside one, so that a savepoint's
+       undo can bring it back (pmemobj_tx_realloc() would free it for
+       good); else at once (what no longer points to it after a crash in
+       between, the next open frees). */
+    if (_PyPmem_InMyTransaction(p) && pmemobj_tx_stage() != TX_STAGE_WORK) {
+        return NULL;
+    }
+    copy_arg arg = {ptr, old < size ? old : size};
+    PMEMoid moved;
+    size_t room = size > old && size > ALLOC_ROOM_FROM ? size / 2 : 0;
+    if ((room == 0 || pool_xalloc(p, &moved, size + room, code, 0,
+                                  copy_constructor, &arg) < 0)
+        && pool_xalloc(p, &moved, size, code, 0, copy_constructor, &arg) < 0)
+    {
+        return NULL;
+    }
+    char *block = pmemobj_direct(moved);
+    if (_PyPmem_InMyTransaction(p)) {
+        if (_PyPmem_RecordMade(p, block) < 0) {
+            pmemobj_free(&moved);
+            return NULL;
+        }
+        if (_PyPmem_RecordFree(p, ptr) < 0) {
+            p->ntxmade--;
+            pmemobj_free(&moved);
+            return NULL;
+        }
+    }
+    else {
+        pmemobj_free(&oid);
+    }
+    return block;
+}
+
+void
+_PyPmem_Free(PyStorageManager *sm, void *ptr)
+{
+    PoolObject *p = POOL(sm);
+    if (p->closed || p->forked) {
+        /* Left to the next open, which frees what nothing reaches (a
+           forked child's memory of the pool is its own copy). */
+        return;
+    }
+    if (p->depth > 0) {
+        /* Freed by the transaction; by another thread's, when this one
+           deallocates an object while that transaction is going on: the
+           object may be one whose last reference from the pool that
+           transaction dropped, and which its undo brings back.  Out of
+           memory for the record: the block is left to the next open
+           (freeing it now could not be undone). */
+        (void)_PyPmem_RecordFree(p, ptr);
+        return;
+    }
+    PMEMoid oid = pmemobj_oid(ptr);
+    pmemobj_free(&oid);
+}
+
+int
+_PyPmem_Begin(PyStorageManager *sm)
+{
+    PoolObject *p = POOL(sm);
+    unsigned long me = PyThread_get_thread_ident();
+    if (p->depth > 0 && p->owner == me) {
+        p->depth++;
+        return 0;
+    }
+    if (p->closed || p->forked) {
+        _PyPmem_RefuseChange(p);
+        return -1;
+    }
+    if (pmemobj_tx_stage() != TX_STAGE_NONE) {
+        PyErr_Format(p->error, "an atomic operation on pool %R cannot "
+                     "begin inside one on another pool: an operation "
+                     "spans one pool", p->path);
+        return -1;
+    }
+    /* One writer at a time: another thread's transaction is waited for,
+       without the GIL (readers do not lock). */
+    if (!PyThread_acquire_lock(p->writer, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(p->writer, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+    if (pmemobj_tx_begin(p->pop, NULL, TX_PARAM_NONE) != 0) {
+        pool_error(p, "cannot begin a transaction");
+        (void)pmemobj_tx_end();
+        PyThread_release_lock(p->writer);
+        return -1;
+    }
+    pmemobj_tx_set_failure_behavior(POBJ_TX_FAILURE_RETURN);
+    p->owner = me;
+    p->depth = 1;
+    return 0;
+}
+
+/* A MemoryError that says that p is full, how full, and what to do, in
+   place of the bare one that the core raised when an allocation of p
+   failed.  It replaces the exception that is set, when that is a bare
+   MemoryError; when none is set (_PyStorage_TxEnd() holds the
+   operation's exception while the manager ends the operation), it is
+   set, and 1 returned: end() fails with it, and the core gives it in
+   place of its own MemoryError. */
+static int
+full_error(PoolObject *p)
+{
+    size_t need = p->failed_size;
+    p->failed_size = 0;
+    int explained = 1;
+    if (PyErr_Occurred()) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (type != PyExc_MemoryError || value == NULL
+            || PyTuple_GET_SIZE(((PyBaseExceptionObject *)value)->args) != 0)
+        {
+            PyErr_Restore(type, value, tb);
+            return 0;
+        }
+        Py_DECREF(type);
+        Py_DECREF(value);
+        Py_XDECREF(tb);
+        explained = 0;
+    }
+    size_t used = 0;
+    PMEMoid oid;
+    POBJ_FOREACH(p->pop, oid) {
+        used += pmemobj_alloc_usable_size(oid);
+    }
+    /* need is 0 for the log of the frees, at the commit. */
+    PyObject *what = need == 0
+        ? PyUnicode_FromString("the transaction's log does not fit")
+        : PyUnicode_FromFormat("%zu more bytes do not fit", need);
+    if (what == NULL) {
+        return explained;
+    }
+    PyErr_Format(PyExc_MemoryError, "pool %R is full: %U (%zu of its %zu "
+                 "bytes are in use by objects; the rest is libpmemobj's "
+                 "metadata, and free space in pieces too small); the "
+                 "transaction is rolled back.  Delete what is no longer "
+                 "needed, or copy the data into a larger pool "
+                 "(pmem.open(path, size=...))", p->path, what, used,
+                 p->size);
+    Py_DECREF(what);
+    return explained;
+}
+
+int
+_PyPmem_End(PyStorageManager *sm, int ok)
+{
+    PoolObject *p = POOL(sm);
+    if (p->depth <= 0 || p->owner != PyThread_get_thread_ident()) {
+        PyErr_SetString(PyExc_SystemError,
+                        "pool end() without this thread's begin()");
+        return -1;
+    }
+    int explained = !ok && p->failed_size != 0 && full_error(p);
+    if (--p->depth > 0) {
+        /* A nested operation joins the outermost one. */
+        return explained ? -1 : 0;
+    }
+    p->failed_size = 0;
+    /* A failed transactional call has aborted the transaction already. */
+    int committing = ok && !p->doomed && pmemobj_tx_stage() == TX_STAGE_WORK;
+    int full = 0;
+    repair_state *repair = NULL;
+    /* The frees are the transaction's last changes. */
+    for (size_t i = 0; committing && i < p->ntxfreed; i++) {
+        if (pmemobj_tx_xfree(pmemobj_oid(p->txfreed[i]),
+                             POBJ_XFREE_NO_ABORT) != 0)
+        {
+            committing = 0;
+            full = 1;
+        }
+    }
+    if (committing) {
+        /* The commit drains these flushes before it commits. */
+        for (size_t i = 0; i < p->ntxmade; i++) {
+            PMEMoid made = pmemobj_oid(p->txmade[i]);
+            pmemobj_flush(p->pop, p->txmade[i],
+                          pmemobj_alloc_usable_size(made));
+        }
+        pmemobj_tx_commit();
+    }
+    else {
+        /* The undo log restores the objects' memory; their reference
+           counts are counted again around it. */
+        repair = _PyPmem_RepairPrepare(p, 1, 0, 0);
+        if (pmemobj_tx_stage() == TX_STAGE_WORK) {
+            pmemobj_tx_abort(ECANCELED);
+        }
+    }
+    int err = pmemobj_tx_end();
+    p->ntxfreed = 0;
+    p->nsavepoints = 0;
+    p->undo_len = 0;
+    if (repair != NULL) {
+        _PyPmem_RepairFinish(p, repair);   /* frees what the undo left alone */
+    }
+    p->ntxmade = 0;
+    int doomed = p->doomed;
+    p->doomed = 0;
+    p->owner = 0;
+    PyThread_release_lock(p->writer);
+    if (!committing) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        _PyPmem_RestoreTypeTable(p);
+        PyErr_Restore(type, value, tb);
+    }
+    if (explained) {
+        return -1;
+    }
+    if (ok && full) {
+        PyErr_NoMemory();
+        full_error(p);
+        return -1;
+    }
+    if (ok && doomed) {
+        PyErr_Format(p->error, "the transaction on pool %R was rolled "
+                     "back: a nested block that raised could not be "
+                     "undone alone", p->path);
+        return -1;
+    }
+    if (ok && (!committing || err != 0)) {
+        errno = err;
+        pool_error(p, "the transaction was aborted");
+        return -1;
+    }
+    return 0;
+}
+
+/* --- savepoints ----------------------------------------------------------
+
+   libpmemobj's transactions do not nest: an abort undoes the outermost
+   one.  A nested `with pool:` block is a savepoint of our own.  While one
+   is open, every range registered by modify() is also copied, as it was,
+   into p->undo (in DRAM: a crash undoes the whole transaction anyway).
+   A block that raises writes those copies back, newest first, down to
+   its start -- into ranges of the transaction, so the writes are logged
+   and flushed like any change -- and counts references again around it,
+   as an abort does; the blocks it freed are not freed.  When that cannot
+   be done (out of memory, or a failure aborted the whole transaction),
+   the outermost transaction refuses to commit. */
+
+/* Copy [addr, addr + size) into p->undo.  0, or -1 with MemoryError. */
+static int
+save_undo(PoolObject *p, void *addr, size_t size)
+{
+    size_t need = UNDO_ROUND(size) + sizeof(undo_trailer);
+    if (p->undo_allocated - p->undo_len < need) {
+        size_t n = p->undo_allocated ? p->undo_allocated : 4096;
+        while (n - p->undo_len < need) {
+            n *= 2;
+        }
+        char *undo = PyMem_RawRealloc(p->undo, n);
+        if (undo == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        p->undo = undo;
+        p->undo_allocated = n;
+    }
+    char *rec = p->undo + p->undo_len;
+    memcpy(rec, addr, size);
+    undo_trailer t = {addr, size};
+    memcpy(rec + UNDO_ROUND(size), &t, sizeof(t));
+    p->undo_len += need;
+    return 0;
+}
+
+/* A nested block begins.  0, or -1 with MemoryError. */
+int
+_PyPmem_SavepointPush(PoolObject *p)
+{
+    if (p->nsavepoints == p->savepoints_allocated) {
+        int n = p->savepoints_allocated ? 2 * p->savepoints_allocated : 8;
+        struct savepoint *list = PyMem_RawRealloc(
+            p->savepoints, (size_t)n * sizeof(*list));
+        if (list == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        p->savepoints = list;
+        p->savepoints_allocated = n;
+    }
+    struct savepoint *sp = &p->savepoints[p->nsavepoints++];
+    sp->depth = p->depth + 1;
+    sp->undo_len = p->undo_len;
+    sp->ntxfreed = p->ntxfreed;
+    sp->ntxmade = p->ntxmade;
+    return 0;
+}
+
+/* The nested block at the top ends; undo its changes if it raised. */
+void
+_PyPmem_SavepointPop(PoolObject *p, int ok)
+{
+    struct savepoint sp = p->savepoints[--p->nsavepoints];
+    if (!ok && !p->doomed) {
+        repair_state *repair =
+            pmemobj_tx_stage() == TX_STAGE_WORK
+            ? _PyPmem_RepairPrepare(p, 1, sp.ntxfreed, sp.ntxmade) : NULL;
+        if (repair == NULL) {
+            p->doomed = 1;
+        }
+        else {
+            char *end = p->undo + p->undo_len;
+            while (end > p->undo + sp.undo_len) {
+                undo_trailer t;
+                memcpy(&t, end - sizeof(t), sizeof(t));
+                end -= sizeof(t) + UNDO_ROUND(t.size);
+                memcpy(t.addr, end, t.size);
+            }
+            p->ntxfreed = sp.ntxfreed;
+            _PyPmem_RepairFinish(p, repair);
+            _PyPmem_RestoreTypeTable(p);
+        }
+    }
+    if (p->nsavepoints == 0) {
+        p->undo_len = 0;
+    }
+    else if (!ok) {
+        p->undo_len = sp.undo_len;
+    }
+}
+
+int
+_PyPmem_Modify(PyStorageManager *sm, void *addr, size_t size)
+{
+    PoolObject *p = POOL(sm);
+    if (!_PyPmem_InMyTransaction(p)) {
+        PyErr_Format(PyExc_SystemError, "a write to pool %R outside any "
+                     "atomic operation", p->path);
+        return -1;
+    }
+    if (pmemobj_tx_stage() != TX_STAGE_WORK) {
+        PyErr_Format(p->error, "the transaction on pool %R was aborted by "
+                     "an earlier failure", p->path);
+        return -1;
+    }
+    if (pmemobj_tx_xadd_range_direct(addr, size, POBJ_XADD_NO_ABORT) != 0) {
+        if (errno == ENOMEM) {
+            /* The undo log cannot grow: the pool is full. */
+            p->failed_size = size;
+            PyErr_NoMemory();
+        }
+        else {
+            pool_error(p, "cannot log a change");
+        }
+        return -1;
+    }
+    if (p->nsavepoints > 0 && save_undo(p, addr, size) < 0) {
+        return -1;
+    }
+    return 0;
+}

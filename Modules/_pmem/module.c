@@ -1,0 +1,196 @@
+/* The _pmem module: its functions (PersistentDict() and the like,
+ * storage_of(), test support) and its setup (the types, the state).
+ */
+
+#include "pool.h"
+
+/* --- test support -------------------------------------------------------- */
+
+/* Rewrite the format version of a closed pool: for the tests of the
+   version check. */
+static PyObject *
+set_format_version(PyObject *module, PyObject *args)
+{
+    PyObject *path;
+    unsigned int version;
+    if (!PyArg_ParseTuple(args, "O&I:_set_format_version",
+                          PyUnicode_FSConverter, &path, &version)) {
+        return NULL;
+    }
+    PMEMobjpool *pop = pmemobj_open(PyBytes_AS_STRING(path), POOL_LAYOUT);
+    Py_DECREF(path);
+    if (pop == NULL) {
+        PyErr_SetString(get_state(module)->PoolError, pmemobj_errormsg());
+        return NULL;
+    }
+    struct pool_root *root = pmemobj_direct(
+        pmemobj_root(pop, sizeof(struct pool_root)));
+    root->format = version;
+    pmemobj_persist(pop, &root->format, sizeof(root->format));
+    pmemobj_close(pop);
+    Py_RETURN_NONE;
+}
+
+/* The Pool that obj lives in, or None. */
+static PyObject *
+storage_of(PyObject *module, PyObject *obj)
+{
+    PyStorageManager *sm = PyStorage_Of(obj);
+    if (sm->alloc == _PyPmem_Alloc) {
+        return Py_NewRef((PyObject *)POOL(sm));
+    }
+    Py_RETURN_NONE;
+}
+
+/* PersistentDict(pool, /, *args, **kwargs) and its kin. */
+static PyObject *
+persistent(PyObject *module, PyTypeObject *type, PyObject *const *args,
+           Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs < 1
+        || !PyObject_TypeCheck(args[0], get_state(module)->PoolType))
+    {
+        PyErr_Format(PyExc_TypeError, "Persistent%s(pool, /, ...): the "
+                     "first argument is the pool", type->tp_name);
+        return NULL;
+    }
+    return _PyPmem_NewIn((PoolObject *)args[0], (PyObject *)type, args + 1,
+                  nargs - 1, kwnames);
+}
+
+#define PERSISTENT(NAME, TYPE) \
+    static PyObject * \
+    NAME(PyObject *module, PyObject *const *args, Py_ssize_t nargs, \
+         PyObject *kwnames) \
+    { \
+        return persistent(module, &TYPE, args, nargs, kwnames); \
+    }
+PERSISTENT(persistent_dict, PyDict_Type)
+PERSISTENT(persistent_list, PyList_Type)
+PERSISTENT(persistent_set, PySet_Type)
+PERSISTENT(persistent_bytearray, PyByteArray_Type)
+#undef PERSISTENT
+
+static PyMethodDef module_methods[] = {
+    {"PersistentDict", (PyCFunction)(void(*)(void))persistent_dict,
+     METH_FASTCALL | METH_KEYWORDS,
+     "PersistentDict(pool, /, *args, **kwargs): dict(...) made in pool."},
+    {"PersistentList", (PyCFunction)(void(*)(void))persistent_list,
+     METH_FASTCALL | METH_KEYWORDS,
+     "PersistentList(pool, /, *args): list(...) made in pool."},
+    {"PersistentSet", (PyCFunction)(void(*)(void))persistent_set,
+     METH_FASTCALL | METH_KEYWORDS,
+     "PersistentSet(pool, /, *args): set(...) made in pool."},
+    {"PersistentByteArray", (PyCFunction)(void(*)(void))persistent_bytearray,
+     METH_FASTCALL | METH_KEYWORDS,
+     "PersistentByteArray(pool, /, *args): bytearray(...) made in pool."},
+    {"storage_of", storage_of, METH_O,
+     "storage_of(obj): the Pool that obj lives in, or None (DRAM)."},
+    {"_set_format_version", set_format_version, METH_VARARGS,
+     "For tests: _set_format_version(path, version)."},
+    {NULL}
+};
+
+/* --- the module ---------------------------------------------------------- */
+
+static int
+pmem_exec(PyObject *module)
+{
+    pmem_state *state = get_state(module);
+    state->PoolError = PyErr_NewExceptionWithDoc(
+        "pmem.PoolError",
+        "A pool file cannot be created, opened or used: foreign, "
+        "corrupt, of another version, or open in another process.",
+        PyExc_OSError, NULL);
+    if (state->PoolError == NULL
+        || PyModule_AddObjectRef(module, "PoolError", state->PoolError) < 0)
+    {
+        return -1;
+    }
+    state->pools = PyDict_New();
+    if (state->pools == NULL) {
+        return -1;
+    }
+    state->PoolType = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &_PyPmem_PoolSpec, NULL);
+    if (state->PoolType == NULL
+        || PyModule_AddType(module, state->PoolType) < 0)
+    {
+        return -1;
+    }
+    PyTypeObject *ns_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+        module, &_PyPmem_NamespaceSpec, NULL);
+    if (ns_type == NULL) {
+        return -1;
+    }
+    int r = PyModule_AddType(module, ns_type);
+    Py_DECREF(ns_type);
+    if (r < 0) {
+        return -1;
+    }
+    /* One arena for every thread (the default is one per thread, each
+       with runs of its own): a pool has one writer at a time. */
+    enum pobj_arenas_assignment_type one_arena =
+        POBJ_ARENAS_ASSIGNMENT_GLOBAL;
+    (void)pmemobj_ctl_set(NULL, "heap.arenas_assignment_type", &one_arena);
+    if (PyModule_AddIntConstant(module, "FORMAT_VERSION", POOL_FORMAT) < 0
+        || PyModule_AddStringConstant(module, "LAYOUT", POOL_LAYOUT) < 0
+        || PyModule_AddIntConstant(module, "DEFAULT_SIZE",
+                                   (long)POOL_DEFAULT_SIZE) < 0
+        || PyModule_AddIntConstant(module, "MIN_SIZE",
+                                   (long)PMEMOBJ_MIN_POOL) < 0)
+    {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+pmem_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    pmem_state *state = get_state(module);
+    Py_VISIT(state->PoolError);
+    Py_VISIT(state->PoolType);
+    Py_VISIT(state->pools);
+    return 0;
+}
+
+static int
+pmem_clear(PyObject *module)
+{
+    pmem_state *state = get_state(module);
+    Py_CLEAR(state->PoolError);
+    Py_CLEAR(state->PoolType);
+    Py_CLEAR(state->pools);
+    return 0;
+}
+
+static void
+pmem_free(void *module)
+{
+    (void)pmem_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot pmem_slots[] = {
+    {Py_mod_exec, pmem_exec},
+    {0, NULL}
+};
+
+struct PyModuleDef _PyPmem_ModuleDef = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_pmem",
+    .m_doc = "The persistent-memory storage manager (libpmemobj); "
+             "see the pmem package.",
+    .m_size = sizeof(pmem_state),
+    .m_methods = module_methods,
+    .m_slots = pmem_slots,
+    .m_traverse = pmem_traverse,
+    .m_clear = pmem_clear,
+    .m_free = pmem_free,
+};
+
+PyMODINIT_FUNC
+PyInit__pmem(void)
+{
+    return PyModuleDef_Init(&_PyPmem_ModuleDef);
+}

@@ -1,0 +1,533 @@
+/* _pmem's open pass (DESIGN section 4): the pool's objects made this
+ * process's -- types, pointers moved with the mapping and to this
+ * binary's constants, what the root reaches and its counts, unreachable
+ * allocations freed, hash tables rebuilt -- every step such that a crash
+ * in it is finished by the next open.
+ */
+
+#include "pool.h"
+
+/* --- the open pass ------------------------------------------------------- */
+
+static int
+problem(open_state *st, const char *what)
+{
+    st->problem = what;
+    return 1;
+}
+
+/* Every pointer an object holds must land on an object or table of the
+   pool, or on a static object of the interpreter (rewritten for this
+   process's binary). */
+static int
+check_slot(void **slot, int kind, void *arg)
+{
+    open_state *st = (open_state *)arg;
+    if (kind == _PyStorage_SLOT_EXTENT) {
+        /* An object's block, or a table, holds what its header says. */
+        _PyStorage_Extent *x = (_PyStorage_Extent *)slot;
+        char *start = (char *)x->start;
+        alloc_entry *e = _PyPmem_FindAlloc(st, start);
+        size_t usable = e->key == NULL ? 0 : pmemobj_alloc_usable_size(
+            pmemobj_oid(e->block)) - (size_t)(start - e->block);
+        return x->size <= usable
+               ? 0 : problem(st, "a header that its memory cannot hold "
+                                 "(corrupt sizes or items)");
+    }
+    char *v = *slot;
+    if (v == NULL) {
+        return 0;
+    }
+    size_t size = (size_t)(st->hi - st->lo);
+    for (int k = 0; k < 5 && st->old[k] != NULL; k++) {
+        if (v >= st->old[k] && v < st->old[k] + size) {
+            /* Mapped elsewhere last time: moved with the pool. */
+            v = st->lo + (v - st->old[k]);
+            *slot = v;
+            pmemobj_flush(st->pool->pop, slot, sizeof(*slot));
+            st->dirty = 1;
+            break;
+        }
+    }
+    if (v >= st->lo && v < st->hi) {
+        if (kind == _PyStorage_SLOT_INTERIOR) {
+            return 0;             /* the owner checks where it lands */
+        }
+        alloc_entry *e = _PyPmem_FindAlloc(st, v);
+        if (kind == _PyStorage_SLOT_TABLE) {
+            /* A table of the pool, or a set's own small table (which
+               _PyStorage_VisitSlots() skips, but not when the set has
+               just moved). */
+            char *small = (char *)slot - offsetof(PySetObject, table)
+                          + offsetof(PySetObject, smalltable);
+            return (e->key != NULL && e->obj == NULL) || v == small
+                   ? 0 : problem(st, "a table pointer that lands on no "
+                                     "table");
+        }
+        return e->key != NULL && e->obj != NULL
+               ? 0 : problem(st, "a pointer that lands on no object");
+    }
+    if (kind == _PyStorage_SLOT_INTERIOR) {
+        return problem(st, "a pointer outside the pool");
+    }
+    /* A static object of the binary whose None is at x, seen from this
+       process's binary: v + ((char *)Py_None - x). */
+    char *none = (char *)Py_None;
+    if (_PyStorage_IsStaticTarget(v + (none - st->target))) {
+        return 0;
+    }
+    if (st->source != NULL
+        && _PyStorage_IsStaticTarget(v + (none - st->source)))
+    {
+        *slot = v + (st->target - st->source);
+        pmemobj_flush(st->pool->pop, slot, sizeof(*slot));
+        st->dirty = 1;
+        return 0;
+    }
+    return problem(st, "a pointer to neither the pool nor a constant of "
+                       "the interpreter");
+}
+
+/* Mark what a reachable object holds; push objects seen the first time.
+   1 when it holds a broken object. */
+static int
+mark_slot(void **slot, int kind, void *arg)
+{
+    mark_state *ms = (mark_state *)arg;
+    char *v = *slot;
+    if (v == NULL) {
+        return 0;
+    }
+    if (v < ms->st->lo || v >= ms->st->hi) {
+        if (kind == _PyStorage_SLOT_OBJECT) {
+            _PyPmem_AddStaticRef((PyObject *)v, 1);
+        }
+        return 0;
+    }
+    if (kind == _PyStorage_SLOT_TABLE) {
+        alloc_entry *e = _PyPmem_FindAlloc(ms->st, v);
+        if (e->key != NULL) {
+            e->mark = 1;
+        }
+        return 0;
+    }
+    alloc_entry *e = _PyPmem_EntryOfObject(ms->st, (PyObject *)v);
+    if (e == NULL || e->broken != NULL) {
+        ms->bad = e;
+        return 1;
+    }
+    if (e->mark) {
+        _PyPmem_SetRefcnt((PyObject *)v, Py_REFCNT((PyObject *)v) + 1);
+        return 0;
+    }
+    e->mark = 1;
+    /* The last process's count, gone. */
+    Py_SET_REFCNT((PyObject *)v, 0);
+    _PyPmem_SetRefcnt((PyObject *)v, 1);
+    return _PyPmem_MarkPush(ms, (PyObject *)v);
+}
+
+/* The instances of user classes get their class from the pool's type
+   table ("module:qualname layout" strs): imported, or a placeholder of
+   the layout (_PyPmem_ClassOfEntry()), checked against the block it must fit
+   in, and remembered for new instances.  0, or -1 with PoolError (or
+   MemoryError) set. */
+static int
+resolve_classes(open_state *st, alloc_item *items, size_t n)
+{
+    PoolObject *p = st->pool;
+    PyObject *table = NULL;
+    Py_ssize_t ntypes = 0;
+    if (p->root->types != 0) {
+        table = (PyObject *)(st->lo + p->root->types);
+        alloc_entry *e = _PyPmem_EntryOfObject(st, table);
+        if (e == NULL || !PyList_CheckExact(table)) {
+            PyErr_Format(p->error, "pool %R is corrupt: its type table is "
+                         "not a list of the pool", p->path);
+            return -1;
+        }
+        /* Its pointers first (they may have to move with the pool). */
+        st->source = (char *)(uintptr_t)p->root->anchor;
+        st->target = (char *)Py_None;
+        if (_PyStorage_CheckSlots(table, check_slot, st) != 0) {
+            PyErr_Format(p->error, "pool %R is corrupt: its type table "
+                         "holds %s", p->path,
+                         st->problem ? st->problem : "what it cannot");
+            return -1;
+        }
+        ntypes = PyList_GET_SIZE(table);
+        alloc_entry *items_table = ntypes == 0 ? NULL : _PyPmem_FindAlloc(
+            st, ((PyListObject *)table)->ob_item);
+        if (ntypes != 0 && (items_table->key == NULL
+                            || items_table->obj != NULL))
+        {
+            PyErr_Format(p->error, "pool %R is corrupt: its type table's "
+                         "items are not a table of the pool", p->path);
+            return -1;
+        }
+    }
+    /* p->classes: the class of each entry, None until resolved. */
+    for (Py_ssize_t i = 0; i < ntypes; i++) {
+        if (PyList_Append(p->classes, Py_None) < 0) {
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint64_t code = items[i].code;
+        if (code < POOL_INSTANCE) {
+            continue;
+        }
+        Py_ssize_t index = (Py_ssize_t)(code - POOL_INSTANCE);
+        if (code - POOL_INSTANCE >= (uint64_t)ntypes) {
+            PyErr_Format(p->error, "pool %R is corrupt: an object of type "
+                         "code %llu, which no class has", p->path,
+                         (unsigned long long)code);
+            return -1;
+        }
+        if (PyList_GET_ITEM(p->classes, index) == Py_None) {
+            PyObject *name = PyList_GET_ITEM(table, index);
+            alloc_entry *ne = _PyPmem_EntryOfObject(st, name);
+            if (ne == NULL || !PyUnicode_CheckExact(name)) {
+                PyErr_Format(p->error, "pool %R is corrupt: its type "
+                             "table holds a non-str", p->path);
+                return -1;
+            }
+            /* An entry that an earlier one repeats (a class entered
+               again after its name was a placeholder's) gets its class. */
+            PyObject *cls = NULL;
+            for (Py_ssize_t k = 0; k < index && cls == NULL; k++) {
+                PyObject *other = PyList_GET_ITEM(table, k);
+                if (PyList_GET_ITEM(p->classes, k) != Py_None
+                    && PyUnicode_Compare(other, name) == 0)
+                {
+                    cls = Py_NewRef(PyList_GET_ITEM(p->classes, k));
+                }
+            }
+            if (cls == NULL) {
+                cls = _PyPmem_ClassOfEntry(p, name);
+            }
+            if (cls == NULL) {
+                return -1;
+            }
+            PyObject *value = PyLong_FromUnsignedLongLong(code);
+            int r = value == NULL ? -1
+                    : PyDict_SetItem(p->type_codes, cls, value);
+            Py_XDECREF(value);
+            PyList_SetItem(p->classes, index, cls);   /* steals cls */
+            if (r < 0) {
+                return -1;
+            }
+        }
+        PyTypeObject *type = (PyTypeObject *)PyList_GET_ITEM(p->classes,
+                                                             index);
+        size_t presize = PyStorage_PreHeaderSize(type);
+        size_t usable = pmemobj_alloc_usable_size(pmemobj_oid(items[i].block));
+        if (usable < presize + (size_t)type->tp_basicsize) {
+            PyErr_Format(p->error, "pool %R is corrupt: it holds %s "
+                         "instances smaller than their layout", p->path,
+                         type->tp_name);
+            return -1;
+        }
+        PyObject *op = (PyObject *)(items[i].block + presize);
+        Py_SET_TYPE(op, type);
+        Py_INCREF(type);          /* an instance's reference */
+        alloc_entry *e = _PyPmem_FindAlloc(st, op);
+        e->key = (char *)op;
+        e->block = items[i].block;
+        e->obj = op;
+    }
+    return 0;
+}
+
+/* The bases the pool's pointers may be relative to, when it maps
+   somewhere else than last time: the recorded one, and those of opens
+   that stopped while moving them.  This mapping is recorded among the
+   latter before any pointer moves, so that a crash leaves every pointer
+   relative to a recorded base.  0, or -1 with PoolError set. */
+static int
+plan_move(open_state *st)
+{
+    PoolObject *p = st->pool;
+    struct pool_root *root = p->root;
+    uint64_t here = (uint64_t)(uintptr_t)st->lo;
+    uint64_t size = (uint64_t)(st->hi - st->lo);
+    int n = 0, recorded = 0;
+    if (root->base != 0 && root->base != here) {
+        st->old[n++] = (char *)(uintptr_t)root->base;
+    }
+    int free_slot = -1;
+    for (int k = 0; k < 4; k++) {
+        uint64_t b = root->moving[k];
+        if (b == 0) {
+            if (free_slot < 0) {
+                free_slot = k;
+            }
+        }
+        else if (b == here) {
+            recorded = 1;
+        }
+        else {
+            st->old[n++] = (char *)(uintptr_t)b;
+        }
+    }
+    if (n == 0) {
+        return 0;
+    }
+    for (int k = 0; k < n; k++) {
+        uint64_t b = (uint64_t)(uintptr_t)st->old[k];
+        if (b < here + size && here < b + size) {
+            PyErr_Format(p->error, "pool %R maps at %p, overlapping where it "
+                         "was mapped before (%p): its pointers cannot be "
+                         "moved; open it in a new process", p->path,
+                         st->lo, st->old[k]);
+            return -1;
+        }
+    }
+    if (!recorded) {
+        if (free_slot < 0) {
+            PyErr_Format(p->error, "pool %R: four opens in a row stopped "
+                         "while moving its pointers; it cannot be moved "
+                         "again safely", p->path);
+            return -1;
+        }
+        root->moving[free_slot] = here;
+        pmemobj_persist(p->pop, &root->moving[free_slot], sizeof(here));
+    }
+    return 0;
+}
+
+/* Check every pointer of every object, making the static ones right for
+   the binary whose None is at target.  0, or -1 with PoolError set. */
+static int
+check_pointers(open_state *st, struct pool_root *root, char *target)
+{
+    PMEMobjpool *pop = st->pool->pop;
+    root->pending = (uint64_t)(uintptr_t)target;
+    pmemobj_persist(pop, &root->pending, sizeof(root->pending));
+    st->source = (char *)(uintptr_t)root->anchor;
+    st->target = target;
+    st->dirty = 0;
+    /* A bad pointer is an error only in an object that the root reaches:
+       an unreachable one may be what a killed process was deallocating
+       (its parts freed one by one), which the sweep frees unread. */
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->obj != NULL && e->broken == NULL
+            && _PyStorage_CheckSlots(e->obj, check_slot, st) != 0)
+        {
+            e->broken = st->problem != NULL ? st->problem
+                                            : "what a pool cannot hold";
+        }
+        /* Once its pointers are this process's: what they land on. */
+        if (e->obj != NULL && e->broken == NULL
+            && target == (char *)Py_None && _PyStorage_CheckHeld(e->obj) < 0)
+        {
+            e->broken = "counts that its table does not match, or a key or "
+                        "__dict__ of the wrong type";
+        }
+    }
+    if (st->dirty) {
+        pmemobj_drain(pop);
+    }
+    root->anchor = (uint64_t)(uintptr_t)target;
+    pmemobj_persist(pop, &root->anchor, sizeof(root->anchor));
+    root->pending = 0;
+    pmemobj_persist(pop, &root->pending, sizeof(root->pending));
+    return 0;
+}
+
+/* The kept hashes of the reachable frozensets, for this process: the
+   frozensets gathered on the marking's stack (empty by now).  0, or -1
+   with an exception set. */
+static int
+rehash_frozensets(open_state *st, mark_state *ms)
+{
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->mark && e->obj != NULL && PyFrozenSet_CheckExact(e->obj)
+            && _PyPmem_MarkPush(ms, e->obj) < 0)
+        {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    int r = _PyStorage_RehashFrozenSets(ms->stack, ms->depth);
+    ms->depth = 0;
+    return r;
+}
+
+/* Make the pool's objects this process's (DESIGN section 4): types,
+   volatile metadata, pointers to static objects, reference counts,
+   unreachable allocations freed, hash tables rebuilt.  Every step can
+   run again from its start: a crash during the pass is repaired by the
+   next open.  0, or -1 with PoolError (or MemoryError) set. */
+int
+_PyPmem_OpenPass(PoolObject *p)
+{
+    PMEMobjpool *pop = p->pop;
+    struct pool_root *root = p->root;
+    open_state st = {.pool = p, .lo = (char *)pop,
+                     .hi = (char *)pop + p->size};
+    if (plan_move(&st) < 0) {
+        return -1;
+    }
+    size_t n;
+    alloc_item *items = _PyPmem_ListAllocations(pop, &n);
+    if (items == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+            PyErr_Format(p->error, "pool %R is corrupt: the heap's "
+                         "allocations do not follow one another", p->path);
+        }
+        return -1;
+    }
+    if (_PyPmem_AllocTableInit(&st, n) < 0) {
+        PyMem_RawFree(items);
+        return -1;
+    }
+    int r = -1;
+    mark_state ms = {.st = &st};
+
+    /* 1. Types and volatile metadata, from the allocations' type codes. */
+    for (size_t i = 0; i < n; i++) {
+        char *block = items[i].block;
+        uint64_t code = items[i].code;
+        if (code == POOL_TABLE) {
+            alloc_entry *e = _PyPmem_FindAlloc(&st, block);
+            e->key = e->block = block;
+            continue;
+        }
+        PyTypeObject *type = _PyPmem_TypeOfCode(code);
+        if (type == NULL) {
+            /* An instance: its class comes from the type table, below. */
+            continue;
+        }
+        PyObject *op = (PyObject *)(block + PyStorage_PreHeaderSize(type));
+        Py_SET_TYPE(op, type);
+        alloc_entry *e = _PyPmem_FindAlloc(&st, op);
+        e->key = (char *)op;
+        e->block = block;
+        e->obj = op;
+    }
+
+    /* 1b. The classes of the instances, from the type table. */
+    if (resolve_classes(&st, items, n) < 0) {
+        goto done;
+    }
+
+    /* 2. Every pointer checked; static ones made this process's.  The
+       target is recorded first: a pass that stops half-way leaves each
+       pointer right for the source or for the target, and the next open
+       finishes it before it starts its own. */
+    if (root->pending != 0 && root->pending != (uint64_t)(uintptr_t)Py_None
+        && check_pointers(&st, root, (char *)(uintptr_t)root->pending) < 0)
+    {
+        goto done;
+    }
+    if (check_pointers(&st, root, (char *)Py_None) < 0) {
+        goto done;
+    }
+
+    /* 3. What the root reaches, with the references it holds. */
+    ms.stack = PyMem_RawMalloc(1024 * sizeof(PyObject *));
+    if (ms.stack == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    ms.allocated = 1024;
+    uint64_t roots[] = {root->namespace, root->types};
+    PyTypeObject *root_types[] = {&PyDict_Type, &PyList_Type};
+    for (int k = 0; k < 2; k++) {
+        if (roots[k] == 0) {
+            continue;
+        }
+        PyObject *held = (PyObject *)(st.lo + roots[k]);
+        alloc_entry *e = (char *)held > st.lo && (char *)held < st.hi
+                         ? _PyPmem_EntryOfObject(&st, held) : NULL;
+        if (e == NULL || Py_TYPE(held) != root_types[k]) {
+            PyErr_Format(p->error, "pool %R is corrupt: its root does not "
+                         "hold a %s of the pool", p->path,
+                         root_types[k]->tp_name);
+            goto done;
+        }
+        int err = e->broken != NULL;
+        ms.bad = e;
+        e->mark = 1;
+        Py_SET_REFCNT(held, 0);
+        _PyPmem_SetRefcnt(held, 1);      /* the root's */
+        ms.stack[ms.depth++] = held;
+        while (ms.depth > 0 && !err) {
+            PyObject *op = ms.stack[--ms.depth];
+            err = _PyStorage_VisitSlots(op, mark_slot, &ms);
+        }
+        if (err < 0) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        if (err > 0 && ms.bad == NULL) {
+            PyErr_Format(p->error, "pool %R is corrupt: an object holds a "
+                         "pointer that lands on no object", p->path);
+            goto done;
+        }
+        if (err > 0) {
+            PyErr_Format(p->error, "pool %R is corrupt: a %s at +%zu holds "
+                         "%s", p->path, Py_TYPE(ms.bad->obj)->tp_name,
+                         (size_t)(ms.bad->key - st.lo), ms.bad->broken);
+            goto done;
+        }
+    }
+
+    /* 3b. Volatile metadata, of the objects that are kept: an unreachable
+       one may be anything that a crash left (a block that an allocation
+       had only zeroed). */
+    for (size_t i = 0; i <= st.mask; i++) {
+        alloc_entry *e = &st.entries[i];
+        if (e->mark && e->obj != NULL) {
+            _PyStorage_ResetVolatile(e->obj);
+        }
+    }
+
+    /* The interpreter's empty keys, held by the pool's empty dicts. */
+    for (size_t i = 0; i <= st.mask; i++) {
+        alloc_entry *e = &st.entries[i];
+        if (e->mark && e->obj != NULL && _PyStorage_SharesEmptyKeys(e->obj)) {
+            _PyStorage_AddEmptyKeysRefs(1);
+        }
+    }
+
+    /* 4. The rest is what a crash left behind: freed. */
+    for (size_t i = 0; i <= st.mask; i++) {
+        alloc_entry *e = &st.entries[i];
+        if (e->block != NULL && !e->mark) {
+            PMEMoid dead = pmemobj_oid(e->block);
+            pmemobj_free(&dead);
+        }
+    }
+
+    /* 5. Hash tables for this process's hashes: one transaction.  First
+       the frozensets' own hashes, which the tables that hold them use. */
+    if (_PyPmem_Begin(&p->sm) < 0) {
+        goto done;
+    }
+    int ok = rehash_frozensets(&st, &ms) == 0;
+    for (size_t i = 0; i <= st.mask && ok; i++) {
+        alloc_entry *e = &st.entries[i];
+        if (e->mark && e->obj != NULL && _PyStorage_Rehash(e->obj) < 0) {
+            ok = 0;
+        }
+    }
+    if (_PyPmem_End(&p->sm, ok) < 0 || !ok) {
+        goto done;
+    }
+
+    /* 6. The pointers are right for this mapping. */
+    root->base = (uint64_t)(uintptr_t)pop;
+    pmemobj_persist(pop, &root->base, sizeof(root->base));
+    memset(root->moving, 0, sizeof(root->moving));
+    pmemobj_persist(pop, root->moving, sizeof(root->moving));
+    r = 0;
+done:
+    PyMem_RawFree(items);
+    PyMem_RawFree(ms.stack);
+    PyMem_RawFree(st.entries);
+    return r;
+}

@@ -1,0 +1,366 @@
+/* _pmem: the persistent-memory storage manager (PMDK libpmemobj).
+ *
+ * This module is the only code that links libpmemobj.  A _pmem.Pool owns
+ * one libpmemobj pool file, mapped into the process, and is the storage
+ * manager (Include/cpython/storage.h) of the mapping's address range:
+ *
+ *   alloc/realloc/free   atomic pmemobj allocations (a variable may keep
+ *                        an object that an undo does not free); inside a
+ *                        transaction, new blocks are flushed by its commit
+ *                        and frees are deferred to it; the allocation's
+ *                        type number records the object's type
+ *                        (_PyPmem_TypeCode()), for the open pass
+ *   begin/end            one libpmemobj transaction for the outermost
+ *                        operation; nested operations join it, a nested
+ *                        `with pool:` is a savepoint (_PyPmem_SavepointPush())
+ *   modify               pmemobj_tx_xadd_range_direct(): the undo log
+ *
+ * The functions are libpmemobj's failure-return ones (no setjmp, no
+ * abort of the process): every failure becomes a Python exception.
+ *
+ * Opening runs the open pass (_PyPmem_OpenPass(), DESIGN section 4) over every
+ * allocation; an abort counts references around the undo log
+ * (_PyPmem_RepairPrepare(), _PyPmem_RepairFinish()); pool.gc() frees what
+ * neither the root nor DRAM reaches.
+ *
+ * The pool file.  Its layout name is POOL_LAYOUT; its root object is a
+ * pool_root that starts with POOL_MAGIC and the format version.  A pool
+ * is created under a temporary name and renamed into place, so that a
+ * crash during creation never leaves a half-made pool under the real
+ * name.  Opening checks the layout, the root and the version and turns
+ * every refusal of libpmemobj (a foreign, truncated or corrupt file, a
+ * pool open in another process) into pmem.PoolError with a message that
+ * says what is wrong.
+ *
+ * Lifetime.  Python objects of a pool can outlive any call: a DRAM
+ * variable may hold one after the pool's Pool object is gone.  So a pool
+ * stays mapped, and registered as the manager of its range, until the
+ * process exits; the module keeps every Pool it opened.  close() ends the
+ * pool's use: operations on its objects then raise PoolError, frees are
+ * left to the next open's collection of unreachable objects, and reads
+ * find a private copy of the pool mapped in its place, which lets the
+ * file and its lock go (_PyPmem_MakePrivate()).  The process's exit unmaps the
+ * pool and releases its lock; libpmemobj keeps it consistent without a
+ * close.  A forked child gets the same private copy (see "fork()").
+ *
+ * The parts, one concern each, share pool.h:
+ *
+ *   manager.c     the storage manager's hooks, transactions, savepoints
+ *   file.c        the pool file: create, check, fork() and close()
+ *   heap.c        the allocations, the counts around an abort, pool.gc()
+ *   openpass.c    the open pass
+ *   types.c       type codes, the classes of instances, placeholders
+ *   poolobject.c  the Pool type
+ *   namespace.c   the Namespace type (pool.ns)
+ *   module.c      the module
+ *   heapcheck.c   libpmemobj's heap metadata, checked in a child
+ */
+
+#ifndef Py_PMEM_POOL_H
+#define Py_PMEM_POOL_H
+
+#ifndef Py_BUILD_CORE_BUILTIN
+#  define Py_BUILD_CORE_MODULE 1
+#endif
+#define PY_SSIZE_T_CLEAN
+
+#include "Python.h"
+#include "pycore_storage.h"       // _PyStorage_VisitSlots()
+#include "structmember.h"         // PyMemberDef
+
+#include "heapcheck.h"            // _PyPmem_CheckHeap()
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <signal.h>
+#include <time.h>                 // nanosleep()
+#include <sys/file.h>             // flock()
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#ifdef __linux__
+#  include <sys/prctl.h>          // PR_SET_PDEATHSIG
+#endif
+
+#include <pthread.h>              // pthread_atfork()
+
+#include <libpmemobj.h>
+
+#define POOL_LAYOUT "pmem-python"
+#define POOL_MAGIC "PyPMEM\r\n"
+#define POOL_FORMAT 2
+#define POOL_DEFAULT_SIZE ((Py_ssize_t)64 << 20)
+
+/* Blocks of up to this many bytes (header included) come from classes of
+   one size each; larger ones from classes whose blocks are made of
+   units (see _PyPmem_RegisterClasses()). */
+#define ALLOC_SMALL_MAX 4096
+#define ALLOC_HEADER 16           /* libpmemobj's compact header */
+
+/* The root object.  Offsets are from the pool's base, so that they stay
+   right when the pool maps elsewhere. */
+struct pool_root {
+    char magic[8];                /* POOL_MAGIC */
+    uint32_t format;              /* POOL_FORMAT */
+    uint32_t root_size;           /* sizeof(struct pool_root) */
+    uint64_t namespace;           /* the namespace dict, or 0 */
+    uint64_t types;               /* the table of user classes, or 0 */
+    uint64_t base;                /* where the objects' pointers are right */
+    uint64_t anchor;              /* &_Py_NoneStruct of the process that
+                                     made their static pointers right */
+    uint64_t pending;             /* the one they are being made right
+                                     for, while that is under way */
+    uint64_t moving[4];           /* bases that opens which stopped half-way
+                                     were moving the pointers to, or 0 */
+    uint64_t reserved[5];
+};
+
+/* The type number of an allocation: what the open pass will need to give
+   the object its type again.  0 is a table (dict keys, list items...). */
+enum {
+    POOL_TABLE = 0,
+    POOL_DICT, POOL_LIST, POOL_SET, POOL_FROZENSET, POOL_BYTEARRAY,
+    POOL_TUPLE, POOL_INT, POOL_FLOAT, POOL_COMPLEX, POOL_STR, POOL_BYTES,
+    /* A user class: POOL_INSTANCE + its index in the pool's type table. */
+    POOL_INSTANCE = 1024,
+};
+
+/* The allocation classes a pool allocates with (_PyPmem_RegisterClasses()). */
+struct alloc_classes {
+    uint8_t small[ALLOC_SMALL_MAX / 16 + 1];  /* by (bytes + 15) / 16 */
+    uint8_t pages, chunks;        /* the multi-unit classes' ids */
+    size_t pages_max, chunks_max; /* and the largest block each makes */
+};
+
+typedef struct PoolObject {
+    PyObject_HEAD
+    PyStorageManager sm;          /* sm.name points into name */
+    char name[64];
+    PMEMobjpool *pop;             /* mapped until the process exits */
+    struct pool_root *root;
+    size_t size;                  /* of the mapping */
+    int closed;                   /* close() was called */
+    int forked;                   /* this process is a forked child of
+                                     the one that opened the pool */
+    pid_t opener;                 /* the process that opened it */
+    char *cpath;                  /* its file's real path */
+    dev_t dev;                    /* and identity */
+    ino_t ino;
+    struct PoolObject *next_open; /* the pools this process opened */
+    int depth;                    /* nesting of begin/end, in owner */
+    PyThread_type_lock writer;    /* held by the thread in a transaction */
+    unsigned long owner;          /* that thread, while depth > 0 */
+    PyObject *type_codes;         /* {class: its type code} */
+    PyObject *classes;            /* [class or None], by type table index */
+    PyObject *unresolved;         /* {"module:qualname": why a placeholder} */
+    char **txfreed;               /* blocks freed by the transaction */
+    size_t ntxfreed, txfreed_allocated;
+    char **txmade;                /* blocks allocated by the transaction */
+    size_t ntxmade, txmade_allocated;
+    struct savepoint *savepoints; /* of the nested `with pool:` blocks */
+    int nsavepoints, savepoints_allocated;
+    char *undo;                   /* what changed since the first one */
+    size_t undo_len, undo_allocated;
+    int doomed;                   /* a nested block could not be undone */
+    PyObject *path;               /* str */
+    PyObject *error;              /* pmem.PoolError */
+    struct alloc_classes classes_of_sizes;  /* what pool_xalloc() uses */
+    size_t failed_size;           /* an allocation that did not fit */
+} PoolObject;
+
+#define POOL(sm) ((PoolObject *)((char *)(sm) - offsetof(PoolObject, sm)))
+
+/* A nested `with pool:` block: where its changes start. */
+struct savepoint {
+    int depth;                    /* p->depth inside the block */
+    size_t undo_len;              /* p->undo_len at its start */
+    size_t ntxfreed;              /* p->ntxfreed at its start */
+    size_t ntxmade;               /* p->ntxmade at its start */
+};
+
+typedef struct {
+    PyObject *PoolError;
+    PyTypeObject *PoolType;
+    PyObject *pools;              /* {real path: Pool}, never emptied */
+} pmem_state;
+
+extern struct PyModuleDef _PyPmem_ModuleDef;
+
+static inline pmem_state *
+get_state(PyObject *module)
+{
+    return (pmem_state *)PyModule_GetState(module);
+}
+
+typedef struct open_state repair_state;
+
+/* Is this thread inside a transaction of p? */
+static inline int
+_PyPmem_InMyTransaction(PoolObject *p)
+{
+    return p->depth > 0 && p->owner == PyThread_get_thread_ident();
+}
+
+/* Every allocation of the pool, by the address that pointers to it hold
+   (an object's, past its pre-header; a table's start): an open-addressing
+   table in DRAM, built once per open. */
+typedef struct {
+    char *key;                    /* NULL: a free slot */
+    char *block;                  /* the allocation's start */
+    PyObject *obj;                /* the object in it, NULL for a table */
+    char mark;                    /* reachable from the root */
+    char dead;                    /* freed by the transaction: 1, to be
+                                     brought back; 2, before the savepoint
+                                     undone (stays freed) */
+    char live;                    /* referenced before the undo */
+    const char *broken;           /* what is wrong with its pointers */
+    Py_ssize_t count;             /* references from the pool */
+    Py_ssize_t dram;              /* references from DRAM */
+} alloc_entry;
+
+struct open_state {
+    PoolObject *pool;
+    alloc_entry *entries;
+    size_t mask;
+    size_t count;
+    /* Static pointers are made right for the binary whose None was at
+       target, from the one whose None was at source (0: none). */
+    char *source, *target;
+    /* Pool pointers are moved to [lo, hi) from any of these bases. */
+    char *old[5];
+    char *lo, *hi;                /* the pool's range */
+    int dirty;                    /* static pointers were rewritten */
+    Py_ssize_t empty_keys;        /* references to the empty keys, gained */
+    int undo;                     /* the counts bracket an undo: the static
+                                     objects' references are given back
+                                     before it and taken again after */
+    int undone;                   /* count_slot() runs after the undo */
+    size_t made_from;             /* the undone blocks of p->txmade */
+    const char *problem;          /* what the pass found wrong */
+};
+typedef struct open_state open_state;
+
+/* Every allocation of the pool, with its type code: one walk of
+   libpmemobj's heap (pmemobj_next() is most of an open's time).  NULL
+   with MemoryError set. */
+typedef struct {
+    char *block;
+    uint64_t code;
+} alloc_item;
+
+/* The entry of the allocation at key, or the free slot where it would
+   be (key NULL). */
+static inline alloc_entry *
+_PyPmem_FindAlloc(open_state *st, const void *key)
+{
+    size_t h = ((uintptr_t)key >> 4) * 0x9E3779B97F4A7C15ULL;
+    for (size_t i = h & st->mask; ; i = (i + 1) & st->mask) {
+        alloc_entry *e = &st->entries[i];
+        if (e->key == key || e->key == NULL) {
+            return e;
+        }
+    }
+}
+
+static inline alloc_entry *
+_PyPmem_EntryOfObject(open_state *st, PyObject *op)
+{
+    alloc_entry *e = _PyPmem_FindAlloc(st, op);
+    return e->key != NULL && e->obj == op ? e : NULL;
+}
+
+/* Reference counts that the pool sets (it counts references that no
+   Py_INCREF() took), in the debug build's total too. */
+static inline void
+_PyPmem_SetRefcnt(PyObject *op, Py_ssize_t refcnt)
+{
+#ifdef Py_REF_DEBUG
+    _Py_RefTotal += refcnt - Py_REFCNT(op);
+#endif
+    Py_SET_REFCNT(op, refcnt);
+}
+
+/* The interpreter's static objects (None, True, small ints...) are
+   reference counted, and the pool's objects hold references to them that
+   no process took: each open takes them (the reachable objects'), and an
+   undo gives back those of the memory it replaces and takes those of the
+   memory it restores.  The set dummy is not counted by the set code. */
+static inline void
+_PyPmem_AddStaticRef(PyObject *v, int n)
+{
+    if (v != _PySet_Dummy) {
+        _PyPmem_SetRefcnt(v, Py_REFCNT(v) + n);
+    }
+}
+
+typedef struct {
+    open_state *st;
+    alloc_entry *bad;             /* a reachable object found broken */
+    PyObject **stack;
+    size_t depth, allocated;
+} mark_state;
+
+extern PoolObject *_PyPmem_OpenPools;   /* linked by next_open */
+extern PyTypeObject *const _PyPmem_BuiltinTypes[POOL_BYTES + 1];
+extern PyType_Spec _PyPmem_PoolSpec, _PyPmem_NamespaceSpec;
+
+/* manager.c: the hooks of PoolObject.sm, and the transaction's records */
+void _PyPmem_RefuseChange(PoolObject *p);
+int _PyPmem_Collectable(PyStorageManager *sm);
+int _PyPmem_RegisterClasses(PoolObject *p);
+void *_PyPmem_Alloc(PyStorageManager *sm, size_t size, PyTypeObject *type);
+int _PyPmem_RecordFree(PoolObject *p, char *block);
+int _PyPmem_RecordMade(PoolObject *p, char *block);
+void *_PyPmem_Realloc(PyStorageManager *sm, void *ptr, size_t size);
+void _PyPmem_Free(PyStorageManager *sm, void *ptr);
+int _PyPmem_Begin(PyStorageManager *sm);
+int _PyPmem_End(PyStorageManager *sm, int ok);
+int _PyPmem_SavepointPush(PoolObject *p);
+void _PyPmem_SavepointPop(PoolObject *p, int ok);
+int _PyPmem_Modify(PyStorageManager *sm, void *addr, size_t size);
+
+/* file.c: the pool file */
+int _PyPmem_MakePrivate(PoolObject *p);
+int _PyPmem_WatchForks(void);
+int _PyPmem_CreatePool(PyObject *error, PyObject *path, const char *cpath,
+                       size_t size);
+void _PyPmem_OpenError(PyObject *error, PyObject *path, int err,
+                       const char *msg);
+void _PyPmem_WaitForLock(const char *cpath);
+int _PyPmem_CheckFile(PyObject *error, PyObject *path, const char *cpath);
+int _PyPmem_CheckRoot(PyObject *error, PyObject *path, PMEMobjpool *pop,
+                      size_t size);
+
+/* heap.c: allocations, the counts around an abort, pool.gc() */
+alloc_item *_PyPmem_ListAllocations(PMEMobjpool *pop, size_t *pn);
+int _PyPmem_AllocTableInit(open_state *st, size_t n);
+int _PyPmem_MarkPush(mark_state *ms, PyObject *op);
+repair_state *_PyPmem_RepairPrepare(PoolObject *p, int undo, size_t from,
+                                    size_t made_from);
+void _PyPmem_RepairFinish(PoolObject *p, repair_state *st);
+PyObject *_PyPmem_Collect(PoolObject *self, PyObject *Py_UNUSED(ignored));
+
+/* openpass.c */
+int _PyPmem_OpenPass(PoolObject *p);
+
+/* types.c: type codes and the classes of instances */
+PyTypeObject *_PyPmem_TypeOfCode(uint64_t code);
+PyObject *_PyPmem_ClassOfEntry(PoolObject *p, PyObject *entry);
+PyTypeObject *_PyPmem_ClassOfCode(PoolObject *p, uint64_t code);
+PyObject *_PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored));
+uint64_t _PyPmem_TypeCode(PoolObject *p, PyTypeObject *type);
+void _PyPmem_RestoreTypeTable(PoolObject *p);
+
+/* poolobject.c: the Pool type's methods that the other parts use */
+int _PyPmem_CheckOpen(PoolObject *self);
+PyObject *_PyPmem_NewIn(PoolObject *pool, PyObject *type,
+                        PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames);
+PyObject *_PyPmem_RootContainer(PoolObject *self, uint64_t *field,
+                                PyObject *(*make)(void));
+PyObject *_PyPmem_PoolNamespace(PoolObject *self,
+                                PyObject *Py_UNUSED(ignored));
+
+#endif /* !Py_PMEM_POOL_H */

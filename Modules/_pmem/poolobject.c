@@ -1,0 +1,581 @@
+/* _pmem.Pool: opening a pool (one Pool per file and process), its
+ * transactions as `with pool:` blocks, and its methods.
+ */
+
+#include "pool.h"
+
+/* An open pass failed: nothing outside the pool holds its objects, so
+   the pool is let go (unregistered, unmapped, its file unlocked), and the
+   path can be opened again once the cause is fixed.  What the pass gave
+   the interpreter stays given: references to the constants that the
+   objects hold, and to the classes of the instances. */
+static void
+forget_pool(PoolObject *self, PyObject *pools, PyObject *key)
+{
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    if (PyStorage_RemoveRange(self->pop) < 0
+        || PyDict_DelItem(pools, key) < 0)
+    {
+        PyErr_Clear();            /* neither can fail: both were made */
+    }
+    PyErr_Restore(type, exc, tb);
+    pmemobj_close(self->pop);
+    self->pop = NULL;
+    self->root = NULL;
+    self->closed = 1;
+    Py_DECREF(self);              /* the range's reference */
+}
+
+static PyObject *
+pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", "create", "size", NULL};
+    PyObject *path;
+    int create = 1;
+    Py_ssize_t size = POOL_DEFAULT_SIZE;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$pn:Pool", kwlist,
+                                     PyUnicode_FSDecoder, &path, &create,
+                                     &size)) {
+        return NULL;
+    }
+    PoolObject *self = NULL;
+    PyObject *key = NULL;
+    PyObject *path_bytes = PyUnicode_EncodeFSDefault(path);
+    if (path_bytes == NULL) {
+        goto error;
+    }
+    PyObject *module = PyType_GetModuleByDef(type, &_PyPmem_ModuleDef);
+    if (module == NULL) {
+        goto error;
+    }
+    pmem_state *state = get_state(module);
+    PyObject *error = Py_NewRef(state->PoolError);
+    const char *cpath = PyBytes_AS_STRING(path_bytes);
+    struct stat st;
+    if (stat(cpath, &st) < 0) {
+        if (errno != ENOENT || !create) {
+            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+            Py_DECREF(error);
+            goto error;
+        }
+        if (size < (Py_ssize_t)PMEMOBJ_MIN_POOL) {
+            PyErr_Format(PyExc_ValueError, "a pool has %zu bytes at least",
+                         (size_t)PMEMOBJ_MIN_POOL);
+            Py_DECREF(error);
+            goto error;
+        }
+        if (_PyPmem_CreatePool(error, path, cpath, (size_t)size) < 0
+            || stat(cpath, &st) < 0)
+        {
+            if (!PyErr_Occurred()) {
+                PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+            }
+            Py_DECREF(error);
+            goto error;
+        }
+    }
+    /* A pool this process has opened already: the same Pool. */
+    char *real = realpath(cpath, NULL);
+    if (real == NULL) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        Py_DECREF(error);
+        goto error;
+    }
+    key = PyUnicode_DecodeFSDefault(real);
+    free(real);
+    if (key == NULL) {
+        Py_DECREF(error);
+        goto error;
+    }
+    PyObject *known = PyDict_GetItemWithError(state->pools, key);
+    if (known != NULL || PyErr_Occurred()) {
+        if (known != NULL && ((PoolObject *)known)->closed) {
+            PyErr_Format(error, "pool %R was closed in this process; open "
+                         "it again in a new process", path);
+            known = NULL;
+        }
+        Py_DECREF(error);
+        Py_XDECREF(path);
+        Py_DECREF(path_bytes);
+        Py_DECREF(key);
+        return Py_XNewRef(known);
+    }
+    _PyPmem_WaitForLock(cpath);
+    if (_PyPmem_CheckFile(error, path, cpath) < 0) {
+        Py_DECREF(error);
+        goto error;
+    }
+    PMEMobjpool *pop = pmemobj_open(cpath, POOL_LAYOUT);
+    if (pop == NULL) {
+        _PyPmem_OpenError(error, path, errno, pmemobj_errormsg());
+        Py_DECREF(error);
+        goto error;
+    }
+    if (_PyPmem_CheckRoot(error, path, pop, (size_t)st.st_size) < 0) {
+        pmemobj_close(pop);
+        Py_DECREF(error);
+        goto error;
+    }
+    self = (PoolObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        pmemobj_close(pop);
+        Py_DECREF(error);
+        goto error;
+    }
+    self->pop = pop;
+    self->type_codes = PyDict_New();
+    self->classes = PyList_New(0);
+    self->unresolved = PyDict_New();
+    self->writer = PyThread_allocate_lock();
+    if (self->type_codes == NULL || self->classes == NULL
+        || self->unresolved == NULL || self->writer == NULL)
+    {
+        pmemobj_close(pop);
+        self->pop = NULL;
+        goto error;
+    }
+    self->root = pmemobj_direct(pmemobj_root(pop, sizeof(struct pool_root)));
+    self->size = (size_t)st.st_size;
+    self->error = Py_NewRef(error);
+    self->path = Py_NewRef(path);
+    if (_PyPmem_RegisterClasses(self) < 0) {
+        pmemobj_close(pop);
+        self->pop = NULL;
+        Py_DECREF(error);
+        goto error;
+    }
+    Py_CLEAR(self->path);
+    Py_CLEAR(self->error);
+    self->opener = getpid();
+    self->dev = st.st_dev;
+    self->ino = st.st_ino;
+    self->path = path;
+    self->error = error;
+    path = NULL;
+    PyOS_snprintf(self->name, sizeof(self->name), "pool %s",
+                  PyUnicode_AsUTF8(self->path));
+    self->sm = (PyStorageManager){
+        .name = self->name,
+        .flags = PyStorage_PERSISTENT,
+        .alloc = _PyPmem_Alloc,
+        .realloc = _PyPmem_Realloc,
+        .free = _PyPmem_Free,
+        .begin = _PyPmem_Begin,
+        .end = _PyPmem_End,
+        .modify = _PyPmem_Modify,
+        .collectable = _PyPmem_Collectable,
+    };
+    if (PyDict_SetItem(state->pools, key, (PyObject *)self) < 0) {
+        goto error;
+    }
+    /* The fork handlers copy it: its path, as a C string that stays. */
+    PyObject *real_bytes = PyUnicode_EncodeFSDefault(key);
+    self->cpath = real_bytes == NULL
+                  ? NULL : _PyMem_RawStrdup(PyBytes_AS_STRING(real_bytes));
+    Py_XDECREF(real_bytes);
+    if (self->cpath == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_NoMemory();
+        }
+        self->closed = 1;
+        goto error;
+    }
+    if (_PyPmem_WatchForks() < 0) {
+        self->closed = 1;
+        goto error;
+    }
+    self->next_open = _PyPmem_OpenPools;
+    _PyPmem_OpenPools = self;
+    if (PyStorage_AddRange(&self->sm, pop, self->size) < 0) {
+        /* Mapped, known, and never used. */
+        self->closed = 1;
+        goto error;
+    }
+    /* The range's reference, never given back: the manager (self->sm)
+       must outlive every object of the pool, even those that the
+       interpreter's finalization frees after this module is gone. */
+    Py_INCREF(self);
+    if (_PyPmem_OpenPass(self) < 0) {
+        forget_pool(self, state->pools, key);
+        goto error;
+    }
+    Py_DECREF(key);
+    Py_DECREF(path_bytes);
+    return (PyObject *)self;
+
+error:
+    Py_XDECREF(key);
+    Py_XDECREF(path);
+    Py_XDECREF(path_bytes);
+    Py_XDECREF(self);
+    return NULL;
+}
+
+static void
+pool_dealloc(PoolObject *self)
+{
+    /* Only at the interpreter's exit (the module keeps its pools): the
+       mapping stays for objects that the exit has not freed yet. */
+    for (PoolObject **link = &_PyPmem_OpenPools; *link != NULL;
+         link = &(*link)->next_open)
+    {
+        if (*link == self) {
+            *link = self->next_open;
+            break;
+        }
+    }
+    PyMem_RawFree(self->cpath);
+    Py_XDECREF(self->path);
+    Py_XDECREF(self->error);
+    Py_XDECREF(self->type_codes);
+    Py_XDECREF(self->classes);
+    Py_XDECREF(self->unresolved);
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+int
+_PyPmem_CheckOpen(PoolObject *self)
+{
+    if (self->closed) {
+        PyErr_Format(self->error, "pool %R is closed", self->path);
+        return -1;
+    }
+    return 0;
+}
+
+/* --- methods ------------------------------------------------------------- */
+
+static PyObject *
+pool_unresolved(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyDict_Copy(self->unresolved);
+}
+
+/* An explicit begin: a transaction, or, nested in one of this thread, a
+   savepoint.  0, or -1 with an exception set. */
+static int
+pool_begin_block(PoolObject *self)
+{
+    if (_PyPmem_CheckOpen(self) < 0) {
+        return -1;
+    }
+    int nested = _PyPmem_InMyTransaction(self);
+    if (nested && _PyPmem_SavepointPush(self) < 0) {
+        return -1;
+    }
+    if (_PyPmem_Begin(&self->sm) < 0) {
+        if (nested) {
+            self->nsavepoints--;
+        }
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *
+pool_begin_meth(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (pool_begin_block(self) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static int
+pool_end_block(PoolObject *self, int commit)
+{
+    if (self->forked) {
+        /* The parent's block, forked inside it: the parent ends it. */
+        return 0;
+    }
+    if (_PyPmem_CheckOpen(self) < 0) {
+        return -1;
+    }
+    if (self->nsavepoints > 0 && _PyPmem_InMyTransaction(self)
+        && self->savepoints[self->nsavepoints - 1].depth == self->depth)
+    {
+        _PyPmem_SavepointPop(self, commit);
+        commit = 1;               /* what is left joins the outer block */
+    }
+    return _PyPmem_End(&self->sm, commit);
+}
+
+static PyObject *
+pool_end_meth(PoolObject *self, PyObject *ok)
+{
+    int commit = PyObject_IsTrue(ok);
+    if (commit < 0 || pool_end_block(self, commit) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* `with pool:` -- a transaction, or a savepoint inside one. */
+static PyObject *
+pool_enter(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return pool_begin_block(self) < 0 ? NULL : Py_NewRef(self);
+}
+
+static PyObject *
+pool_exit(PoolObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!_PyArg_CheckPositional("__exit__", nargs, 3, 3)) {
+        return NULL;
+    }
+    /* Committed when the block did not raise; never suppresses. */
+    if (pool_end_block(self, args[0] == Py_None) < 0) {
+        return NULL;
+    }
+    Py_RETURN_FALSE;
+}
+
+static PyObject *
+pool_close(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->depth > 0) {
+        PyErr_Format(self->error, "pool %R cannot close inside one of its "
+                     "transactions", self->path);
+        return NULL;
+    }
+    if (!self->closed && !self->forked) {
+        /* The objects stay readable; the file and its lock are let go. */
+        (void)_PyPmem_MakePrivate(self);
+    }
+    self->closed = 1;
+    Py_RETURN_NONE;
+}
+
+/* type(*args, **kwargs) made in pool.  In C, with the vectorcall's own
+   argument array: a value passed here is held by the caller and by the
+   call's tuple only, as the store rule expects of a call (a Python
+   wrapper would hold it once more, and an unshared list in
+   PersistentDict(pool, {"a": []}) would look shared). */
+PyObject *
+_PyPmem_NewIn(PoolObject *pool, PyObject *type, PyObject *const *args,
+       Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (_PyPmem_CheckOpen(pool) < 0) {
+        return NULL;
+    }
+    if (pool->forked) {
+        _PyPmem_RefuseChange(pool);
+        return NULL;
+    }
+    if (PyStorage_PushPlacement(&pool->sm) < 0) {
+        return NULL;
+    }
+    PyObject *obj = PyObject_Vectorcall(type, args, nargs, kwnames);
+    (void)PyStorage_PopPlacement(&pool->sm);
+    return obj;
+}
+
+static PyObject *
+pool_new_object(PoolObject *self, PyObject *const *args, Py_ssize_t nargs,
+                PyObject *kwnames)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "new(type, /, *args, **kwargs) "
+                        "needs the type");
+        return NULL;
+    }
+    return _PyPmem_NewIn(self, args[0], args + 1, nargs - 1, kwnames);
+}
+
+/* A container that the root holds (the namespace, the type table), made
+   on first use.  A new reference, or NULL with an exception set. */
+PyObject *
+_PyPmem_RootContainer(PoolObject *self, uint64_t *field,
+                      PyObject *(*make)(void))
+{
+    if (_PyPmem_CheckOpen(self) < 0) {
+        return NULL;
+    }
+    char *base = (char *)self->pop;
+    if (*field != 0) {
+        return Py_NewRef((PyObject *)(base + *field));
+    }
+    if (_PyPmem_Begin(&self->sm) < 0) {
+        return NULL;
+    }
+    PyObject *obj = NULL;
+    if (PyStorage_PushPlacement(&self->sm) == 0) {
+        obj = make();
+        (void)PyStorage_PopPlacement(&self->sm);
+    }
+    if (obj != NULL && _PyPmem_Modify(&self->sm, field, sizeof(*field)) == 0) {
+        /* The root's reference: it lives as long as the pool. */
+        *field = (uint64_t)((char *)obj - base);
+        Py_INCREF(obj);
+    }
+    else {
+        Py_CLEAR(obj);
+    }
+    if (_PyPmem_End(&self->sm, obj != NULL) < 0) {
+        Py_CLEAR(obj);
+    }
+    return obj;
+}
+
+/* The pool's namespace dict, made on first use. */
+PyObject *
+_PyPmem_PoolNamespace(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return _PyPmem_RootContainer(self, &self->root->namespace, PyDict_New);
+}
+
+static PyObject *
+pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (_PyPmem_CheckOpen(self) < 0) {
+        return NULL;
+    }
+    size_t n;
+    alloc_item *items = _PyPmem_ListAllocations(self->pop, &n);
+    if (items == NULL) {
+        return NULL;
+    }
+    /* Counts and bytes by type code: the builtins', then one per class
+       (POOL_INSTANCE + i), then what no class of this process has. */
+    size_t nbuiltin = Py_ARRAY_LENGTH(_PyPmem_BuiltinTypes);
+    size_t nrows = nbuiltin + (size_t)PyList_GET_SIZE(self->classes) + 1;
+    Py_ssize_t (*rows)[2] = PyMem_RawCalloc(nrows, sizeof(*rows));
+    if (rows == NULL) {
+        PyMem_RawFree(items);
+        return PyErr_NoMemory();
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t size = pmemobj_alloc_usable_size(pmemobj_oid(items[i].block));
+        uint64_t code = items[i].code;
+        size_t row = code < nbuiltin ? code
+                     : code - POOL_INSTANCE < nrows - nbuiltin - 1
+                       ? nbuiltin + (code - POOL_INSTANCE) : nrows - 1;
+        rows[row][0]++;
+        rows[row][1] += (Py_ssize_t)size;
+        used += size;
+    }
+    PyMem_RawFree(items);
+    PyObject *by_type = PyDict_New();
+    Py_ssize_t objects = 0;
+    for (size_t row = 0; by_type != NULL && row < nrows; row++) {
+        if (rows[row][0] == 0) {
+            continue;
+        }
+        const char *name = row == POOL_TABLE ? "(tables)"
+            : row < nbuiltin ? _PyPmem_BuiltinTypes[row]->tp_name
+            : row == nrows - 1 ? "(instances)"
+            : ((PyTypeObject *)PyList_GET_ITEM(self->classes,
+                                               row - nbuiltin))->tp_name;
+        objects += row == POOL_TABLE ? 0 : rows[row][0];
+        PyObject *value = Py_BuildValue("[nn]", rows[row][0], rows[row][1]);
+        if (value == NULL || PyDict_SetItemString(by_type, name, value) < 0) {
+            Py_CLEAR(by_type);
+        }
+        Py_XDECREF(value);
+    }
+    Py_ssize_t tables = rows[POOL_TABLE][0];
+    PyMem_RawFree(rows);
+    if (by_type == NULL) {
+        return NULL;
+    }
+    /* Free: what the allocations leave of the file (libpmemobj's own
+       metadata is not counted: an upper bound). */
+    return Py_BuildValue("{sn sn sn sn sn sN}", "objects", objects,
+                         "tables", tables, "bytes_used", (Py_ssize_t)used,
+                         "bytes_free", (Py_ssize_t)(self->size - used),
+                         "pool_size", (Py_ssize_t)self->size,
+                         "by_type", by_type);
+}
+
+static PyObject *
+pool_get_closed(PoolObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *
+pool_get_depth(PoolObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->depth);
+}
+
+static PyMethodDef pool_methods[] = {
+    {"begin", (PyCFunction)pool_begin_meth, METH_NOARGS,
+     "Begin an atomic operation (a transaction); they nest."},
+    {"end", (PyCFunction)pool_end_meth, METH_O,
+     "end(ok): end the innermost begin(); the outermost commits when ok "
+     "is true and aborts otherwise."},
+    {"__enter__", (PyCFunction)pool_enter, METH_NOARGS,
+     "Begin a transaction (`with pool:`); nested, a savepoint."},
+    {"__exit__", (PyCFunction)(void(*)(void))pool_exit, METH_FASTCALL,
+     "Commit the block, or undo it when it raised."},
+    {"close", (PyCFunction)pool_close, METH_NOARGS,
+     "End the pool's use in this process: its objects can be read, "
+     "not changed, and another process can open the pool."},
+    {"new", (PyCFunction)(void(*)(void))pool_new_object,
+     METH_FASTCALL | METH_KEYWORDS,
+     "new(type, /, *args, **kwargs): type(*args, **kwargs), made in the "
+     "pool."},
+    {"namespace", (PyCFunction)_PyPmem_PoolNamespace, METH_NOARGS,
+     "The pool's root namespace, a dict in the pool."},
+    {"gc", (PyCFunction)_PyPmem_Collect, METH_NOARGS,
+     "Free the objects that neither the pool's root nor this process "
+     "reaches (after a collection of the interpreter's garbage, unless "
+     "gc.disable() stopped it); return how many of the pool's objects "
+     "were freed."},
+    {"unresolved", (PyCFunction)pool_unresolved, METH_NOARGS,
+     "{'module:qualname': reason} of the classes whose instances are "
+     "placeholders (pmem.Placeholder) in this process: not found, not a "
+     "class a pool can hold, or of another layout."},
+    {"resolve", (PyCFunction)_PyPmem_Resolve, METH_NOARGS,
+     "Look again for the classes of unresolved(): the instances of each "
+     "one found with the layout that the pool recorded become its "
+     "instances.  The names resolved, sorted."},
+    {"stats", (PyCFunction)pool_stats, METH_NOARGS,
+     "Allocations and bytes in use."},
+    {NULL}
+};
+
+static PyMemberDef pool_members[] = {
+    {"path", T_OBJECT, offsetof(PoolObject, path), READONLY, NULL},
+    {"size", T_PYSSIZET, offsetof(PoolObject, size), READONLY, NULL},
+    {NULL}
+};
+
+static PyObject *
+pool_get_base(PoolObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromVoidPtr(self->pop);
+}
+
+static PyGetSetDef pool_getset[] = {
+    {"base", (getter)pool_get_base, NULL,
+     "The address the pool is mapped at.", NULL},
+    {"closed", (getter)pool_get_closed, NULL, NULL, NULL},
+    {"depth", (getter)pool_get_depth, NULL,
+     "How deep in begin() calls the pool is.", NULL},
+    {NULL}
+};
+
+static PyType_Slot pool_slots[] = {
+    {Py_tp_new, pool_new},
+    {Py_tp_dealloc, pool_dealloc},
+    {Py_tp_methods, pool_methods},
+    {Py_tp_members, pool_members},
+    {Py_tp_getset, pool_getset},
+    {Py_tp_doc, "Pool(path, *, create=True, size=64 MiB): a libpmemobj "
+                "pool, mapped, and the storage manager of its memory."},
+    {0, NULL}
+};
+
+PyType_Spec _PyPmem_PoolSpec = {
+    .name = "_pmem.Pool",
+    .basicsize = sizeof(PoolObject),
+    .flags = (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE
+              | Py_TPFLAGS_IMMUTABLETYPE),
+    .slots = pool_slots,
+};

@@ -1,0 +1,442 @@
+/* _pmem's type table: the type codes that allocations carry, the classes
+ * of instances recorded by "module:qualname layout", the placeholders of
+ * classes that this process cannot use, and resolve().
+ */
+
+#include "pool.h"
+
+/* --- type codes -------------------------------------------------------- */
+
+/* The builtin types by type code, both ways. */
+PyTypeObject *const _PyPmem_BuiltinTypes[POOL_BYTES + 1] = {
+    [POOL_DICT] = &PyDict_Type, [POOL_LIST] = &PyList_Type,
+    [POOL_SET] = &PySet_Type, [POOL_FROZENSET] = &PyFrozenSet_Type,
+    [POOL_BYTEARRAY] = &PyByteArray_Type, [POOL_TUPLE] = &PyTuple_Type,
+    [POOL_INT] = &PyLong_Type, [POOL_FLOAT] = &PyFloat_Type,
+    [POOL_COMPLEX] = &PyComplex_Type, [POOL_STR] = &PyUnicode_Type,
+    [POOL_BYTES] = &PyBytes_Type,
+};
+
+static uint64_t
+builtin_type_code(PyTypeObject *type)
+{
+    if (type == NULL) {
+        return POOL_TABLE;
+    }
+    for (size_t i = 1; i < Py_ARRAY_LENGTH(_PyPmem_BuiltinTypes); i++) {
+        if (_PyPmem_BuiltinTypes[i] == type) {
+            return i;
+        }
+    }
+    return POOL_INSTANCE;         /* not a builtin */
+}
+
+PyTypeObject *
+_PyPmem_TypeOfCode(uint64_t code)
+{
+    /* NULL for a table and for codes this interpreter does not know. */
+    return (code < Py_ARRAY_LENGTH(_PyPmem_BuiltinTypes)
+            ? _PyPmem_BuiltinTypes[code] : NULL);
+}
+
+/* The class named "module:qualname", imported (pkgutil.resolve_name(),
+   the resolver of that notation); NULL with an exception set. */
+static PyObject *
+find_class(PyObject *name)
+{
+    PyObject *pkgutil = PyImport_ImportModule("pkgutil");
+    if (pkgutil == NULL) {
+        return NULL;
+    }
+    PyObject *obj = PyObject_CallMethod(pkgutil, "resolve_name", "O", name);
+    Py_DECREF(pkgutil);
+    if (obj != NULL && !PyType_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%R is not a class", name);
+        Py_CLEAR(obj);
+    }
+    else if (obj != NULL && !_PyStorage_IsPlainClass((PyTypeObject *)obj)) {
+        PyErr_Format(PyExc_TypeError, "%R is %R, not a class written in "
+                     "Python whose instances a pool can hold", name, obj);
+        Py_CLEAR(obj);
+    }
+    return obj;
+}
+
+/* The class that name ("module:qualname") has in this process when it is
+   one that a pool can hold and has that layout.  Else NULL, and *reason
+   says why; or NULL with an exception set (and no reason) when this
+   process fails (MemoryError, KeyboardInterrupt), which stops the open. */
+static PyObject *
+class_with_layout(PyObject *name, PyObject *layout, PyObject **reason)
+{
+    *reason = NULL;
+    PyObject *cls = find_class(name);
+    if (cls == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)
+            || PyErr_ExceptionMatches(PyExc_MemoryError))
+        {
+            return NULL;
+        }
+        PyObject *type, *exc, *tb;
+        PyErr_Fetch(&type, &exc, &tb);
+        PyErr_NormalizeException(&type, &exc, &tb);
+        *reason = exc == NULL ? NULL : PyObject_Str(exc);
+        Py_XDECREF(type);
+        Py_XDECREF(exc);
+        Py_XDECREF(tb);
+        return NULL;
+    }
+    PyObject *has = _PyStorage_ClassLayout((PyTypeObject *)cls);
+    if (has == NULL) {
+        Py_DECREF(cls);
+        return NULL;
+    }
+    if (PyUnicode_Compare(has, layout) != 0) {
+        *reason = PyUnicode_FromFormat(
+            "the layout of its instances changed: %R in the pool, %R in "
+            "the class", layout, has);
+        Py_CLEAR(cls);
+    }
+    Py_DECREF(has);
+    return cls;
+}
+
+/* The class for a type table entry, "module:qualname layout" (see
+   _PyStorage_ClassLayout()): the class of that name when this process
+   finds it with that layout, else a placeholder of the layout (a subclass
+   of pmem.Placeholder, made by pmem._placeholder()), with the reason in
+   p->unresolved.  NULL with PoolError set when the entry is not one that
+   a pool writes, with another exception when this process fails
+   (MemoryError, KeyboardInterrupt). */
+PyObject *
+_PyPmem_ClassOfEntry(PoolObject *p, PyObject *entry)
+{
+    Py_ssize_t length = PyUnicode_GET_LENGTH(entry);
+    Py_ssize_t space = PyUnicode_FindChar(entry, ' ', 0, length, 1);
+    if (space == -2) {
+        return NULL;
+    }
+    if (space < 0) {
+        PyErr_Format(p->error, "pool %R is corrupt: its type table holds "
+                     "%R, a class without a layout", p->path, entry);
+        return NULL;
+    }
+    PyObject *name = PyUnicode_Substring(entry, 0, space);
+    PyObject *layout = PyUnicode_Substring(entry, space + 1, length);
+    PyObject *cls = NULL, *reason = NULL;
+    if (name == NULL || layout == NULL) {
+        goto done;
+    }
+    cls = class_with_layout(name, layout, &reason);
+    if (cls != NULL || reason == NULL) {
+        goto done;
+    }
+    PyObject *pmem = PyImport_ImportModule("pmem");
+    cls = pmem == NULL ? NULL : PyObject_CallMethod(
+        pmem, "_placeholder", "OOO", name, layout, reason);
+    Py_XDECREF(pmem);
+    if (cls == NULL && !PyErr_ExceptionMatches(PyExc_Exception)) {
+        goto done;
+    }
+    PyObject *has = NULL;
+    if (cls != NULL && PyType_Check(cls)
+        && _PyStorage_IsPlainClass((PyTypeObject *)cls))
+    {
+        has = _PyStorage_ClassLayout((PyTypeObject *)cls);
+    }
+    PyErr_Clear();
+    int same = has != NULL && PyUnicode_Compare(has, layout) == 0;
+    Py_XDECREF(has);
+    if (!same || PyDict_SetItem(p->unresolved, name, reason) < 0) {
+        Py_CLEAR(cls);
+        if (!same) {
+            PyErr_Format(p->error, "pool %R is corrupt: its type table "
+                         "holds %R, a layout that no class has", p->path,
+                         entry);
+        }
+    }
+done:
+    Py_XDECREF(name);
+    Py_XDECREF(layout);
+    Py_XDECREF(reason);
+    return cls;
+}
+
+/* The type of an allocation's object in this process; NULL for a table. */
+PyTypeObject *
+_PyPmem_ClassOfCode(PoolObject *p, uint64_t code)
+{
+    if (code < POOL_INSTANCE) {
+        return _PyPmem_TypeOfCode(code);
+    }
+    Py_ssize_t index = (Py_ssize_t)(code - POOL_INSTANCE);
+    if (index >= PyList_GET_SIZE(p->classes)) {
+        return NULL;
+    }
+    PyObject *cls = PyList_GET_ITEM(p->classes, index);
+    return cls == Py_None ? NULL : (PyTypeObject *)cls;
+}
+
+/* Every hash table of p rebuilt for the hashes that its keys have now
+   (instances that resolve() gave a class with a __hash__ of its own had
+   a placeholder's, by identity): the frozensets' kept hashes first, then
+   the tables, in one transaction, as the open pass does.  0, or -1 with
+   an exception set. */
+static int
+rehash_tables(PoolObject *p)
+{
+    size_t n;
+    alloc_item *items = _PyPmem_ListAllocations(p->pop, &n);
+    PyObject **sets = items == NULL
+                      ? NULL : PyMem_RawMalloc((n + 1) * sizeof(*sets));
+    if (sets == NULL) {
+        PyMem_RawFree(items);
+        return -1;
+    }
+    size_t nsets = 0;
+    for (size_t i = 0; i < n; i++) {
+        PyTypeObject *type = _PyPmem_TypeOfCode(items[i].code);
+        items[i].block = (type == NULL ? NULL : items[i].block
+                          + PyStorage_PreHeaderSize(type));
+        if (type == &PyFrozenSet_Type) {
+            sets[nsets++] = (PyObject *)items[i].block;
+        }
+    }
+    int ok = _PyPmem_Begin(&p->sm) == 0;
+    if (ok) {
+        ok = _PyStorage_RehashFrozenSets(sets, nsets) == 0;
+        for (size_t i = 0; i < n && ok; i++) {
+            uint64_t code = items[i].code;
+            if ((code == POOL_DICT || code == POOL_SET
+                 || code == POOL_FROZENSET)
+                && _PyStorage_Rehash((PyObject *)items[i].block) < 0)
+            {
+                ok = 0;
+            }
+        }
+        ok = _PyPmem_End(&p->sm, ok) == 0 && ok;
+    }
+    PyMem_RawFree(sets);
+    PyMem_RawFree(items);
+    return ok ? 0 : -1;
+}
+
+PyObject *
+_PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (PyDict_GET_SIZE(self->unresolved) == 0) {
+        return PyList_New(0);
+    }
+    if (self->depth > 0) {
+        PyErr_Format(self->error, "pool %R cannot resolve classes inside "
+                     "one of its transactions", self->path);
+        return NULL;
+    }
+    /* First the classes (finding one may run any code), by table entry:
+       [(index, class)], for the entries whose class is a placeholder. */
+    PyObject *table = (PyObject *)((char *)self->pop + self->root->types);
+    Py_ssize_t ntypes = Py_MIN(PyList_GET_SIZE(table),
+                               PyList_GET_SIZE(self->classes));
+    PyObject *pmem = PyImport_ImportModule("pmem");
+    PyObject *base = pmem == NULL
+                     ? NULL : PyObject_GetAttrString(pmem, "Placeholder");
+    Py_XDECREF(pmem);
+    PyObject *found = PyList_New(0);
+    PyObject *names = PyDict_New();      /* {name: class} resolved */
+    if (base == NULL || found == NULL || names == NULL) {
+        goto error;
+    }
+    for (Py_ssize_t i = 0; i < ntypes; i++) {
+        PyObject *now = PyList_GET_ITEM(self->classes, i);
+        if (now == Py_None || !PyType_Check(now) || !PyType_Check(base)
+            || !PyType_IsSubtype((PyTypeObject *)now, (PyTypeObject *)base))
+        {
+            continue;             /* unused, or a class */
+        }
+        PyObject *entry = PyList_GET_ITEM(table, i);
+        Py_ssize_t length = PyUnicode_GET_LENGTH(entry);
+        Py_ssize_t space = PyUnicode_FindChar(entry, ' ', 0, length, 1);
+        if (space < 0) {
+            continue;             /* no layout: a class, or unused */
+        }
+        PyObject *name = PyUnicode_Substring(entry, 0, space);
+        if (name == NULL) {
+            goto error;
+        }
+        int waits = PyDict_Contains(self->unresolved, name);
+        PyObject *cls = NULL;
+        if (waits == 1) {
+            /* Still missing: the reason it had at the open stays. */
+            PyObject *layout = PyUnicode_Substring(entry, space + 1, length);
+            PyObject *reason = NULL;
+            cls = layout == NULL
+                  ? NULL : class_with_layout(name, layout, &reason);
+            Py_XDECREF(layout);
+            Py_XDECREF(reason);
+        }
+        PyObject *pair = cls == NULL ? NULL : Py_BuildValue("nO", i, cls);
+        int r = (waits < 0 || PyErr_Occurred() || (cls != NULL && (
+                 pair == NULL || PyList_Append(found, pair) < 0
+                 || PyDict_SetItem(names, name, cls) < 0))) ? -1 : 0;
+        Py_XDECREF(pair);
+        Py_XDECREF(cls);
+        Py_DECREF(name);
+        if (r < 0) {
+            goto error;
+        }
+    }
+    /* Then the instances, which have the layout of their new class: given
+       it, with nothing else between (no Python code runs). */
+    int rehash = 0;
+    size_t n = 0;
+    alloc_item *items = PyList_GET_SIZE(found) == 0
+                        ? NULL : _PyPmem_ListAllocations(self->pop, &n);
+    if (items == NULL && PyErr_Occurred()) {
+        goto error;
+    }
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(found); k++) {
+        PyObject *pair = PyList_GET_ITEM(found, k);
+        Py_ssize_t index = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 0));
+        PyObject *cls = PyTuple_GET_ITEM(pair, 1);
+        PyObject *placeholder = PyList_GET_ITEM(self->classes, index);
+        uint64_t code = POOL_INSTANCE + (uint64_t)index;
+        rehash |= ((PyTypeObject *)cls)->tp_hash != PyBaseObject_Type.tp_hash;
+        size_t presize = PyStorage_PreHeaderSize((PyTypeObject *)cls);
+        for (size_t i = 0; i < n; i++) {
+            if (items[i].code == code) {
+                PyObject *op = (PyObject *)(items[i].block + presize);
+                assert(Py_TYPE(op) == (PyTypeObject *)placeholder);
+                Py_SET_TYPE(op, (PyTypeObject *)Py_NewRef(cls));
+                Py_DECREF(placeholder);
+            }
+        }
+        PyObject *value = PyDict_GetItemWithError(self->type_codes,
+                                                  placeholder);
+        if (value != NULL && PyDict_GetItemWithError(self->type_codes,
+                                                     cls) == NULL
+            && !PyErr_Occurred())
+        {
+            (void)PyDict_SetItem(self->type_codes, cls, value);
+        }
+        if (value != NULL) {
+            (void)PyDict_DelItem(self->type_codes, placeholder);
+        }
+        PyErr_Clear();            /* the codes stay right without them */
+        PyList_SetItem(self->classes, index, Py_NewRef(cls));
+    }
+    PyMem_RawFree(items);
+    /* The names, for the caller. */
+    PyObject *result = PyDict_Keys(names);
+    for (Py_ssize_t i = 0; result != NULL && i < PyList_GET_SIZE(result);
+         i++)
+    {
+        if (PyDict_DelItem(self->unresolved,
+                           PyList_GET_ITEM(result, i)) < 0)
+        {
+            Py_CLEAR(result);
+        }
+    }
+    /* The tables that hold them as keys, for their new hashes. */
+    if (result != NULL && rehash && rehash_tables(self) < 0) {
+        Py_CLEAR(result);
+    }
+    if (result != NULL && PyList_Sort(result) < 0) {
+        Py_CLEAR(result);
+    }
+    Py_DECREF(base);
+    Py_DECREF(found);
+    Py_DECREF(names);
+    return result;
+error:
+    Py_XDECREF(base);
+    Py_XDECREF(found);
+    Py_XDECREF(names);
+    return NULL;
+}
+
+static PyObject *
+new_list(void)
+{
+    return PyList_New(0);
+}
+
+/* The type code of a new object of type (NULL: a table): a builtin's, or
+   POOL_INSTANCE + the index of "module:qualname" in the pool's type table,
+   which the class enters on first use.  UINT64_MAX with an exception set
+   when the class cannot be found again that way. */
+/* Append "module:qualname layout" of type to the pool's type table (made when
+   missing), in an operation of the pool.  0, or -1 with an exception. */
+static int
+append_class_name(PoolObject *p, PyTypeObject *type)
+{
+    PyObject *module = PyObject_GetAttrString((PyObject *)type, "__module__");
+    PyObject *layout = module == NULL ? NULL : _PyStorage_ClassLayout(type);
+    PyObject *name = layout == NULL
+                     ? NULL : PyUnicode_FromFormat(
+                         "%S:%U %U", module,
+                         ((PyHeapTypeObject *)type)->ht_qualname, layout);
+    Py_XDECREF(module);
+    Py_XDECREF(layout);
+    if (name == NULL || _PyPmem_Begin(&p->sm) < 0) {
+        Py_XDECREF(name);
+        return -1;
+    }
+    PyObject *types = _PyPmem_RootContainer(p, &p->root->types, new_list);
+    int r = types == NULL ? -1 : PyList_Append(types, name);
+    Py_XDECREF(types);
+    Py_DECREF(name);
+    return _PyPmem_End(&p->sm, r == 0) < 0 ? -1 : r;
+}
+
+uint64_t
+_PyPmem_TypeCode(PoolObject *p, PyTypeObject *type)
+{
+    uint64_t code = builtin_type_code(type);
+    if (code != POOL_INSTANCE) {
+        return code;
+    }
+    PyObject *known = PyDict_GetItemWithError(p->type_codes,
+                                              (PyObject *)type);
+    if (known != NULL) {
+        return PyLong_AsUnsignedLongLong(known);
+    }
+    if (PyErr_Occurred()) {
+        return UINT64_MAX;
+    }
+    if (!_PyStorage_IsFindableClass(type)) {
+        PyErr_Format(PyExc_TypeError, "cannot store a '%.100s' object in "
+                     "pool %R: its class must be found again by module and "
+                     "qualified name", type->tp_name, p->path);
+        return UINT64_MAX;
+    }
+    code = POOL_INSTANCE + (uint64_t)PyList_GET_SIZE(p->classes);
+    PyObject *value = PyLong_FromUnsignedLongLong(code);
+    int r = (value == NULL || append_class_name(p, type) < 0
+             || PyDict_SetItem(p->type_codes, (PyObject *)type, value) < 0
+             || PyList_Append(p->classes, (PyObject *)type) < 0);
+    Py_XDECREF(value);
+    return r ? UINT64_MAX : code;
+}
+
+/* The classes that an undo took out of the type table (their entries
+   were made by the undone changes) go back in, in the same places: the
+   codes that this process gives their instances stay right. */
+void
+_PyPmem_RestoreTypeTable(PoolObject *p)
+{
+    static int restoring;         /* under the GIL */
+    if (restoring || p->closed) {
+        return;
+    }
+    restoring = 1;
+    Py_ssize_t n = p->root->types == 0 ? 0 : PyList_GET_SIZE(
+        (PyObject *)((char *)p->pop + p->root->types));
+    for (Py_ssize_t i = n; i < PyList_GET_SIZE(p->classes); i++) {
+        PyObject *cls = PyList_GET_ITEM(p->classes, i);
+        if (append_class_name(p, (PyTypeObject *)cls) < 0) {
+            PyErr_WriteUnraisable(cls);
+            break;
+        }
+    }
+    restoring = 0;
+}
