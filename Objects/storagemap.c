@@ -284,7 +284,14 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
         }
     }
     else if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
-        /* An instance: its dict, and its __slots__ of every class. */
+        /* An instance: its dict, and its __slots__ of every class.  A
+           managed one keeps its attributes in its dict, never in values
+           (which _PyObject_GetDictPtr() would make a dict of). */
+        if (check && PyType_HasFeature(tp, Py_TPFLAGS_MANAGED_DICT)
+            && *_PyObject_ValuesPointer(op) != NULL)
+        {
+            EXTENT(op, SIZE_MAX);
+        }
         PyObject **dictptr = _PyObject_GetDictPtr(op);
         if (dictptr != NULL) {
             VISIT(dictptr, _PyStorage_SLOT_OBJECT);

@@ -1280,6 +1280,34 @@ class RoundTripTests(PoolTestCase):
         self.assertRegex(out, r"is corrupt: a list at \+\d+ holds a pointer "
                               r"to neither the pool nor a constant")
 
+    def test_instance_with_inline_values_is_refused(self):
+        # A pool's instances keep their attributes in their dict; a values
+        # pointer (before the dict pointer) would be read as an array of
+        # attributes.
+        with open(os.path.join(self.dir, "accounts.py"), "w") as f:
+            f.write(self.CLASSES)
+        out = self.run_in_new_process(f"""
+            import pmem
+            from accounts import Account
+            pool = pmem.open({self.path!r}, size={SIZE})
+            pool.ns.alice = Account("alice", 10.0)
+            alice = pool.ns.alice
+            print(id(alice) - 32 - pool.base, id(vars(alice)))
+            """, seed=17, path=self.dir)
+        offset, value = map(int, out.split())
+        with open(self.path, "r+b") as f:
+            f.seek(offset)
+            f.write(value.to_bytes(8, "little"))
+        out = self.run_in_new_process(f"""
+            import pmem
+            try:
+                pmem.open({self.path!r})
+            except pmem.PoolError as exc:
+                print(exc)
+            """, seed=18, path=self.dir)
+        self.assertRegex(out, r"is corrupt: a Account at \+\d+ holds a "
+                              r"header that its memory cannot hold")
+
     def test_counts_that_the_table_does_not_match_are_refused(self):
         # A word written where a count or a key lies: a count that its
         # table does not match made the open's rebuild of the table read
