@@ -28,16 +28,10 @@ _PyPmem_ListAllocations(PMEMobjpool *pop, size_t *pn)
             return NULL;
         }
         last = block;
-        if (n == allocated) {
-            allocated *= 2;
-            alloc_item *more = PyMem_RawRealloc(items,
-                                                allocated * sizeof(*items));
-            if (more == NULL) {
-                PyMem_RawFree(items);
-                PyErr_NoMemory();
-                return NULL;
-            }
-            items = more;
+        if (_PyPmem_RESERVE(items, allocated, n + 1, 1024) < 0) {
+            PyMem_RawFree(items);
+            PyErr_NoMemory();
+            return NULL;
         }
         items[n].block = pmemobj_direct(oid);
         items[n].code = pmemobj_type_num(oid);
@@ -69,14 +63,8 @@ _PyPmem_AllocTableInit(open_state *st, size_t n)
 int
 _PyPmem_MarkPush(mark_state *ms, PyObject *op)
 {
-    if (ms->depth == ms->allocated) {
-        size_t n = ms->allocated ? ms->allocated * 2 : 1024;
-        PyObject **s = PyMem_RawRealloc(ms->stack, n * sizeof(*s));
-        if (s == NULL) {
-            return -1;
-        }
-        ms->stack = s;
-        ms->allocated = n;
+    if (_PyPmem_RESERVE(ms->stack, ms->allocated, ms->depth + 1, 1024) < 0) {
+        return -1;
     }
     ms->stack[ms->depth++] = op;
     return 0;
@@ -245,14 +233,8 @@ is_garbage(alloc_entry *e)
 static int
 release_push(release_state *rs, alloc_entry *e)
 {
-    if (rs->depth == rs->allocated) {
-        size_t n = rs->allocated ? 2 * rs->allocated : 64;
-        alloc_entry **s = PyMem_RawRealloc(rs->stack, n * sizeof(*s));
-        if (s == NULL) {
-            return -1;
-        }
-        rs->stack = s;
-        rs->allocated = n;
+    if (_PyPmem_RESERVE(rs->stack, rs->allocated, rs->depth + 1, 64) < 0) {
+        return -1;
     }
     e->dead = 2;                  /* freed below, and counted no more */
     rs->stack[rs->depth++] = e;

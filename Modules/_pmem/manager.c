@@ -228,14 +228,8 @@ static int
 block_list_append(char ***plist, size_t *pn, size_t *pallocated,
                   char *block)
 {
-    if (*pn == *pallocated) {
-        size_t n = *pn ? 2 * *pn : 64;
-        char **list = PyMem_RawRealloc(*plist, n * sizeof(char *));
-        if (list == NULL) {
-            return -1;
-        }
-        *plist = list;
-        *pallocated = n;
+    if (_PyPmem_Reserve(plist, pallocated, *pn + 1, sizeof(char *), 64) < 0) {
+        return -1;
     }
     (*plist)[(*pn)++] = block;
     return 0;
@@ -550,18 +544,11 @@ static int
 save_undo(PoolObject *p, void *addr, size_t size)
 {
     size_t need = UNDO_ROUND(size) + sizeof(undo_trailer);
-    if (p->undo_allocated - p->undo_len < need) {
-        size_t n = p->undo_allocated ? p->undo_allocated : 4096;
-        while (n - p->undo_len < need) {
-            n *= 2;
-        }
-        char *undo = PyMem_RawRealloc(p->undo, n);
-        if (undo == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        p->undo = undo;
-        p->undo_allocated = n;
+    if (_PyPmem_RESERVE(p->undo, p->undo_allocated, p->undo_len + need,
+                        4096) < 0)
+    {
+        PyErr_NoMemory();
+        return -1;
     }
     char *rec = p->undo + p->undo_len;
     memcpy(rec, addr, size);
@@ -575,16 +562,11 @@ save_undo(PoolObject *p, void *addr, size_t size)
 int
 _PyPmem_SavepointPush(PoolObject *p)
 {
-    if (p->nsavepoints == p->savepoints_allocated) {
-        int n = p->savepoints_allocated ? 2 * p->savepoints_allocated : 8;
-        struct savepoint *list = PyMem_RawRealloc(
-            p->savepoints, (size_t)n * sizeof(*list));
-        if (list == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        p->savepoints = list;
-        p->savepoints_allocated = n;
+    if (_PyPmem_RESERVE(p->savepoints, p->savepoints_allocated,
+                        p->nsavepoints + 1, 8) < 0)
+    {
+        PyErr_NoMemory();
+        return -1;
     }
     struct savepoint *sp = &p->savepoints[p->nsavepoints++];
     sp->depth = p->depth + 1;

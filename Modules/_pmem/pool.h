@@ -160,7 +160,7 @@ typedef struct PoolObject {
     char **txmade;                /* blocks allocated by the transaction */
     size_t ntxmade, txmade_allocated;
     struct savepoint *savepoints; /* of the nested `with pool:` blocks */
-    int nsavepoints, savepoints_allocated;
+    size_t nsavepoints, savepoints_allocated;
     char *undo;                   /* what changed since the first one */
     size_t undo_len, undo_allocated;
     int doomed;                   /* a nested block could not be undone */
@@ -294,6 +294,40 @@ _PyPmem_AddStaticRef(PyObject *v, int n)
         _PyPmem_SetRefcnt(v, Py_REFCNT(v) + n);
     }
 }
+
+/* The growable arrays (stacks, lists, logs) of the pool's passes: room
+   for at least need items of size bytes in the array at *parray, which
+   has room for *pallocated; the room doubles, from first.  0, or -1 when
+   out of memory (no exception set, the array as it was). */
+static inline int
+_PyPmem_Reserve(void *parray, size_t *pallocated, size_t need, size_t size,
+                size_t first)
+{
+    if (need <= *pallocated) {
+        return 0;
+    }
+    size_t n = *pallocated ? *pallocated : first;
+    while (n < need) {
+        if (n > PY_SSIZE_T_MAX / 2 / size) {
+            return -1;
+        }
+        n *= 2;
+    }
+    void *array;
+    memcpy(&array, parray, sizeof(array));
+    array = PyMem_RawRealloc(array, n * size);
+    if (array == NULL) {
+        return -1;
+    }
+    memcpy(parray, &array, sizeof(array));
+    *pallocated = n;
+    return 0;
+}
+
+/* Room for need items in array (a pointer variable), of allocated. */
+#define _PyPmem_RESERVE(array, allocated, need, first) \
+    _PyPmem_Reserve(&(array), &(allocated), (need), sizeof(*(array)), \
+                    (first))
 
 typedef struct {
     open_state *st;
