@@ -200,14 +200,12 @@ _PyPmem_CreatePool(PyObject *error, PyObject *path, const char *cpath,
     (void)unlink(ctmp);
     PMEMobjpool *pop = pmemobj_create(ctmp, POOL_LAYOUT, size, 0600);
     if (pop == NULL) {
-        PyErr_Format(error, "cannot create pool %R: %s", path,
-                     pmemobj_errormsg());
+        _PyPmem_SetError(error, path, "cannot create pool");
         goto done;
     }
     PMEMoid root_oid = pmemobj_root(pop, sizeof(struct pool_root));
     if (OID_IS_NULL(root_oid)) {
-        PyErr_Format(error, "cannot create pool %R: %s", path,
-                     pmemobj_errormsg());
+        _PyPmem_SetError(error, path, "cannot create pool");
         pmemobj_close(pop);
         (void)unlink(ctmp);
         goto done;

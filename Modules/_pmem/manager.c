@@ -46,15 +46,6 @@ _PyPmem_Collectable(PyStorageManager *sm)
     return p->depth == 0 && !p->closed && !p->forked;
 }
 
-/* Raise PoolError with libpmemobj's reason. */
-static void
-pool_error(PoolObject *p, const char *what)
-{
-    const char *msg = pmemobj_errormsg();
-    PyErr_Format(p->error, "%s in pool %R: %s", what, p->path,
-                 msg != NULL && msg[0] != '\0' ? msg : strerror(errno));
-}
-
 /* --- allocation classes --------------------------------------------------
 
    libpmemobj's own allocation classes suit pools of many gigabytes: a
@@ -109,7 +100,8 @@ register_class(PoolObject *p, size_t unit, unsigned units, size_t *nunits)
             return id;
         }
     }
-    pool_error(p, "cannot register an allocation class");
+    _PyPmem_SetError(p->error, p->path,
+                     "cannot register an allocation class in pool");
     return -1;
 }
 
@@ -379,7 +371,8 @@ _PyPmem_Begin(PyStorageManager *sm)
         Py_END_ALLOW_THREADS
     }
     if (pmemobj_tx_begin(p->pop, NULL, TX_PARAM_NONE) != 0) {
-        pool_error(p, "cannot begin a transaction");
+        _PyPmem_SetError(p->error, p->path,
+                         "cannot begin a transaction in pool");
         (void)pmemobj_tx_end();
         PyThread_release_lock(p->writer);
         return -1;
@@ -520,7 +513,8 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     }
     if (ok && (!committing || err != 0)) {
         errno = err;
-        pool_error(p, "the transaction was aborted");
+        _PyPmem_SetError(p->error, p->path,
+                         "the transaction was aborted in pool");
         return -1;
     }
     return 0;
@@ -630,7 +624,8 @@ _PyPmem_Modify(PyStorageManager *sm, void *addr, size_t size)
             PyErr_NoMemory();
         }
         else {
-            pool_error(p, "cannot log a change");
+            _PyPmem_SetError(p->error, p->path,
+                             "cannot log a change in pool");
         }
         return -1;
     }

@@ -18,11 +18,17 @@ set_format_version(PyObject *module, PyObject *args)
         return NULL;
     }
     PMEMobjpool *pop = pmemobj_open(PyBytes_AS_STRING(path), POOL_LAYOUT);
-    Py_DECREF(path);
     if (pop == NULL) {
-        PyErr_SetString(get_state(module)->PoolError, pmemobj_errormsg());
+        PyObject *name = PyUnicode_DecodeFSDefault(PyBytes_AS_STRING(path));
+        if (name != NULL) {
+            _PyPmem_SetError(get_state(module)->PoolError, name,
+                             "cannot open pool");
+            Py_DECREF(name);
+        }
+        Py_DECREF(path);
         return NULL;
     }
+    Py_DECREF(path);
     struct pool_root *root = pmemobj_direct(
         pmemobj_root(pop, sizeof(struct pool_root)));
     root->format = version;

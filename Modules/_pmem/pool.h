@@ -295,6 +295,18 @@ _PyPmem_AddStaticRef(PyObject *v, int n)
     }
 }
 
+/* The one way a failing libpmemobj call raises: error, "what PATH: why",
+   why being libpmemobj's message for its last failure (or errno's).  what
+   ends where the path goes: "cannot create pool", "cannot begin a
+   transaction in pool". */
+static inline void
+_PyPmem_SetError(PyObject *error, PyObject *path, const char *what)
+{
+    const char *msg = pmemobj_errormsg();
+    PyErr_Format(error, "%s %R: %s", what, path,
+                 msg != NULL && msg[0] != '\0' ? msg : strerror(errno));
+}
+
 /* The growable arrays (stacks, lists, logs) of the pool's passes: room
    for at least need items of size bytes in the array at *parray, which
    has room for *pallocated; the room doubles, from first.  0, or -1 when
