@@ -177,6 +177,35 @@ _PyPmem_WatchForks(void)
     return 0;
 }
 
+/* Raise PoolError: p can be read, not changed, in this process. */
+void
+_PyPmem_RefuseChange(PoolObject *p)
+{
+    if (p->forked) {
+        PyErr_Format(p->error, "pool %R belongs to process %d, which "
+                     "opened it: a forked child sees the pool as it was at "
+                     "the fork and can read it, not change it (return what "
+                     "to store to the parent, or open the pool in a new "
+                     "process once the parent has closed it)", p->path,
+                     (int)p->opener);
+    }
+    else {
+        PyErr_Format(p->error, "pool %R is closed: its objects can be "
+                     "read, not changed", p->path);
+    }
+}
+
+/* Raise PoolError when p is closed. */
+int
+_PyPmem_CheckOpen(PoolObject *self)
+{
+    if (self->closed) {
+        PyErr_Format(self->error, "pool %R is closed", self->path);
+        return -1;
+    }
+    return 0;
+}
+
 /* --- creating and opening ------------------------------------------------ */
 
 /* Create a pool at path: under a temporary name, renamed into place
@@ -506,4 +535,41 @@ _PyPmem_CheckRoot(PyObject *error, PyObject *path, PMEMobjpool *pop,
         return -1;
     }
     return 0;
+}
+
+/* A container that the root holds (the namespace, the type table), made
+   on first use.  A new reference, or NULL with an exception set. */
+PyObject *
+_PyPmem_RootContainer(PoolObject *self, uint64_t *field,
+                      PyObject *(*make)(void))
+{
+    if (_PyPmem_CheckOpen(self) < 0) {
+        return NULL;
+    }
+    char *base = (char *)self->pop;
+    if (*field != 0) {
+        return Py_NewRef((PyObject *)(base + *field));
+    }
+    if (self->sm.begin(&self->sm) < 0) {
+        return NULL;
+    }
+    PyObject *obj = NULL;
+    if (PyStorage_PushPlacement(&self->sm) == 0) {
+        obj = make();
+        (void)PyStorage_PopPlacement(&self->sm);
+    }
+    if (obj != NULL
+        && self->sm.modify(&self->sm, field, sizeof(*field)) == 0)
+    {
+        /* The root's reference: it lives as long as the pool. */
+        *field = (uint64_t)((char *)obj - base);
+        Py_INCREF(obj);
+    }
+    else {
+        Py_CLEAR(obj);
+    }
+    if (self->sm.end(&self->sm, obj != NULL) < 0) {
+        Py_CLEAR(obj);
+    }
+    return obj;
 }

@@ -18,24 +18,6 @@ typedef struct {
 
 /* --- the storage manager ------------------------------------------------ */
 
-/* Raise PoolError: p can be read, not changed, in this process. */
-void
-_PyPmem_RefuseChange(PoolObject *p)
-{
-    if (p->forked) {
-        PyErr_Format(p->error, "pool %R belongs to process %d, which "
-                     "opened it: a forked child sees the pool as it was at "
-                     "the fork and can read it, not change it (return what "
-                     "to store to the parent, or open the pool in a new "
-                     "process once the parent has closed it)", p->path,
-                     (int)p->opener);
-    }
-    else {
-        PyErr_Format(p->error, "pool %R is closed: its objects can be "
-                     "read, not changed", p->path);
-    }
-}
-
 /* May the cycle collector clear p's objects now?  Not inside one of its
    transactions (what tp_clear and finalizers write, and what is freed,
    could not be undone with it), nor when p cannot be changed. */
@@ -212,40 +194,6 @@ _PyPmem_Alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
         return NULL;
     }
     return block;
-}
-
-/* Append block to a list of the transaction's blocks.  0, or -1 when
-   out of memory. */
-static int
-block_list_append(char ***plist, size_t *pn, size_t *pallocated,
-                  char *block)
-{
-    if (_PyPmem_Reserve(plist, pallocated, *pn + 1, sizeof(char *), 64) < 0) {
-        return -1;
-    }
-    (*plist)[(*pn)++] = block;
-    return 0;
-}
-
-/* Record a block that the transaction frees: it is freed when the
-   transaction commits (the frees are part of it), and comes back if the
-   transaction, or the nested block that freed it, is undone.  0, or -1
-   when out of memory. */
-int
-_PyPmem_RecordFree(PoolObject *p, char *block)
-{
-    return block_list_append(&p->txfreed, &p->ntxfreed,
-                             &p->txfreed_allocated, block);
-}
-
-/* Record a block that the transaction allocated: what is written into it
-   without being logged (a new object is filled in) is flushed by the
-   commit. */
-int
-_PyPmem_RecordMade(PoolObject *p, char *block)
-{
-    return block_list_append(&p->txmade, &p->ntxmade,
-                             &p->txmade_allocated, block);
 }
 
 typedef struct {

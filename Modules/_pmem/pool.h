@@ -45,12 +45,14 @@
  *
  * The parts, one concern each, share pool.h:
  *
- *   manager.c     the storage manager's hooks, transactions, savepoints
- *   file.c        the pool file: create, check, fork() and close()
- *   heap.c        the allocations, the counts around an abort, pool.gc()
- *   openpass.c    the open pass
+ *   heap.c        the allocations, and the transaction's lists of blocks
+ *   file.c        the pool file: create, check, fork() and close(), the
+ *                 root's containers
  *   types.c       type codes, the classes of instances, placeholders
- *   poolobject.c  the Pool type
+ *   undo.c        the reference counts around an abort
+ *   manager.c     the storage manager's hooks, transactions, savepoints
+ *   openpass.c    the open pass
+ *   poolobject.c  the Pool type, pool.gc()
  *   namespace.c   the Namespace type (pool.ns)
  *   module.c      the module
  *   heapcheck.c   libpmemobj's heap metadata, checked in a child
@@ -352,22 +354,19 @@ extern PoolObject *_PyPmem_OpenPools;   /* linked by next_open */
 extern PyTypeObject *const _PyPmem_BuiltinTypes[POOL_BYTES + 1];
 extern PyType_Spec _PyPmem_PoolSpec, _PyPmem_NamespaceSpec;
 
-/* manager.c: the hooks of PoolObject.sm, and the transaction's records */
-void _PyPmem_RefuseChange(PoolObject *p);
-int _PyPmem_Collectable(PyStorageManager *sm);
-int _PyPmem_RegisterClasses(PoolObject *p);
-void *_PyPmem_Alloc(PyStorageManager *sm, size_t size, PyTypeObject *type);
+/* The parts, from the bottom up: each calls only those above it in this
+   list (and the manager's hooks through PoolObject.sm). */
+
+/* heap.c: the allocations, and the transaction's lists of blocks */
+alloc_item *_PyPmem_ListAllocations(PMEMobjpool *pop, size_t *pn);
+int _PyPmem_AllocTableInit(open_state *st, size_t n);
+int _PyPmem_MarkPush(mark_state *ms, PyObject *op);
 int _PyPmem_RecordFree(PoolObject *p, char *block);
 int _PyPmem_RecordMade(PoolObject *p, char *block);
-void *_PyPmem_Realloc(PyStorageManager *sm, void *ptr, size_t size);
-void _PyPmem_Free(PyStorageManager *sm, void *ptr);
-int _PyPmem_Begin(PyStorageManager *sm);
-int _PyPmem_End(PyStorageManager *sm, int ok);
-int _PyPmem_SavepointPush(PoolObject *p);
-void _PyPmem_SavepointPop(PoolObject *p, int ok);
-int _PyPmem_Modify(PyStorageManager *sm, void *addr, size_t size);
 
-/* file.c: the pool file */
+/* file.c: the pool file, fork() and close(), the root's containers */
+void _PyPmem_RefuseChange(PoolObject *p);
+int _PyPmem_CheckOpen(PoolObject *self);
 int _PyPmem_MakePrivate(PoolObject *p);
 int _PyPmem_WatchForks(void);
 int _PyPmem_CreatePool(PyObject *error, PyObject *path, const char *cpath,
@@ -378,18 +377,8 @@ void _PyPmem_WaitForLock(const char *cpath);
 int _PyPmem_CheckFile(PyObject *error, PyObject *path, const char *cpath);
 int _PyPmem_CheckRoot(PyObject *error, PyObject *path, PMEMobjpool *pop,
                       size_t size);
-
-/* heap.c: allocations, the counts around an abort, pool.gc() */
-alloc_item *_PyPmem_ListAllocations(PMEMobjpool *pop, size_t *pn);
-int _PyPmem_AllocTableInit(open_state *st, size_t n);
-int _PyPmem_MarkPush(mark_state *ms, PyObject *op);
-repair_state *_PyPmem_RepairPrepare(PoolObject *p, int undo, size_t from,
-                                    size_t made_from);
-void _PyPmem_RepairFinish(PoolObject *p, repair_state *st);
-PyObject *_PyPmem_Collect(PoolObject *self, PyObject *Py_UNUSED(ignored));
-
-/* openpass.c */
-int _PyPmem_OpenPass(PoolObject *p);
+PyObject *_PyPmem_RootContainer(PoolObject *self, uint64_t *field,
+                                PyObject *(*make)(void));
 
 /* types.c: type codes and the classes of instances */
 PyTypeObject *_PyPmem_TypeOfCode(uint64_t code);
@@ -399,13 +388,30 @@ PyObject *_PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored));
 uint64_t _PyPmem_TypeCode(PoolObject *p, PyTypeObject *type);
 void _PyPmem_RestoreTypeTable(PoolObject *p);
 
-/* poolobject.c: the Pool type's methods that the other parts use */
-int _PyPmem_CheckOpen(PoolObject *self);
+/* undo.c: the reference counts around an abort */
+repair_state *_PyPmem_RepairPrepare(PoolObject *p, int undo, size_t from,
+                                    size_t made_from);
+void _PyPmem_RepairFinish(PoolObject *p, repair_state *st);
+
+/* manager.c: the hooks of PoolObject.sm, transactions, savepoints */
+int _PyPmem_Collectable(PyStorageManager *sm);
+int _PyPmem_RegisterClasses(PoolObject *p);
+void *_PyPmem_Alloc(PyStorageManager *sm, size_t size, PyTypeObject *type);
+void *_PyPmem_Realloc(PyStorageManager *sm, void *ptr, size_t size);
+void _PyPmem_Free(PyStorageManager *sm, void *ptr);
+int _PyPmem_Begin(PyStorageManager *sm);
+int _PyPmem_End(PyStorageManager *sm, int ok);
+int _PyPmem_SavepointPush(PoolObject *p);
+void _PyPmem_SavepointPop(PoolObject *p, int ok);
+int _PyPmem_Modify(PyStorageManager *sm, void *addr, size_t size);
+
+/* openpass.c */
+int _PyPmem_OpenPass(PoolObject *p);
+
+/* poolobject.c: what the Namespace type and the module use */
 PyObject *_PyPmem_NewIn(PoolObject *pool, PyObject *type,
                         PyObject *const *args, Py_ssize_t nargs,
                         PyObject *kwnames);
-PyObject *_PyPmem_RootContainer(PoolObject *self, uint64_t *field,
-                                PyObject *(*make)(void));
 PyObject *_PyPmem_PoolNamespace(PoolObject *self,
                                 PyObject *Py_UNUSED(ignored));
 

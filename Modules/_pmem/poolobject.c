@@ -1,5 +1,5 @@
 /* _pmem.Pool: opening a pool (one Pool per file and process), its
- * transactions as `with pool:` blocks, and its methods.
+ * transactions as `with pool:` blocks, pool.gc(), and its other methods.
  */
 
 #include "pool.h"
@@ -236,14 +236,161 @@ pool_dealloc(PoolObject *self)
     Py_DECREF(tp);
 }
 
-int
-_PyPmem_CheckOpen(PoolObject *self)
+/* pool.gc(): free the objects that neither the root nor DRAM reaches
+   (cycles that reference counting cannot free: those of earlier
+   processes are not tracked by the DRAM collector).  An object is held
+   from DRAM when its reference count exceeds the references the pool's
+   objects hold to it. */
+static int
+gc_mark_slot(void **slot, int kind, void *arg)
 {
-    if (self->closed) {
-        PyErr_Format(self->error, "pool %R is closed", self->path);
-        return -1;
+    mark_state *ms = (mark_state *)arg;
+    char *v = *slot;
+    if (v == NULL || v < ms->st->lo || v >= ms->st->hi) {
+        return 0;
+    }
+    alloc_entry *e = _PyPmem_FindAlloc(ms->st, v);
+    if (e->key == NULL || e->mark) {
+        return 0;
+    }
+    e->mark = 1;
+    if (kind == _PyStorage_SLOT_TABLE) {
+        return 0;
+    }
+    return _PyPmem_MarkPush(ms, (PyObject *)v);
+}
+
+static int
+gc_release_slot(void **slot, int kind, void *arg)
+{
+    /* A garbage object's reference to a live one, given up. */
+    open_state *st = (open_state *)arg;
+    char *v = *slot;
+    if (kind != _PyStorage_SLOT_OBJECT || v == NULL) {
+        return 0;
+    }
+    if (v >= st->lo && v < st->hi) {
+        alloc_entry *e = _PyPmem_FindAlloc(st, v);
+        if (e->key != NULL && e->mark) {
+            _PyPmem_SetRefcnt((PyObject *)v, Py_REFCNT((PyObject *)v) - 1);
+        }
+    }
+    else {
+        _PyPmem_AddStaticRef((PyObject *)v, -1);
     }
     return 0;
+}
+
+/* The objects of p (its tables are not counted); -1 with an exception
+   set. */
+static Py_ssize_t
+count_objects(PoolObject *p)
+{
+    size_t n;
+    alloc_item *items = _PyPmem_ListAllocations(p->pop, &n);
+    if (items == NULL) {
+        return -1;
+    }
+    Py_ssize_t objects = 0;
+    for (size_t i = 0; i < n; i++) {
+        objects += items[i].code != POOL_TABLE;
+    }
+    PyMem_RawFree(items);
+    return objects;
+}
+
+static PyObject *
+pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (_PyPmem_CheckOpen(self) < 0) {
+        return NULL;
+    }
+    /* DRAM garbage first (the interpreter's collector, unless disabled):
+       what only it holds is unreachable too.  Its finalizers may run
+       any code, so the checks below come after it. */
+    Py_ssize_t before = count_objects(self);
+    if (before < 0) {
+        return NULL;
+    }
+    (void)PyGC_Collect();
+    if (_PyPmem_CheckOpen(self) < 0) {
+        return NULL;
+    }
+    if (self->forked) {
+        _PyPmem_RefuseChange(self);
+        return NULL;
+    }
+    if (self->depth > 0) {
+        PyErr_Format(self->error, "pool %R cannot collect inside one of "
+                     "its transactions", self->path);
+        return NULL;
+    }
+    repair_state *st = _PyPmem_RepairPrepare(self, 0, 0, 0);   /* the counts */
+    if (st == NULL) {
+        return PyErr_NoMemory();
+    }
+    mark_state ms = {.st = st};
+    Py_ssize_t freed = -1;
+    Py_ssize_t left = 0;          /* what the interpreter's collector left */
+    for (size_t i = 0; i <= st->mask; i++) {
+        left += st->entries[i].obj != NULL;
+    }
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->obj != NULL && e->dram > 0
+            && gc_mark_slot((void **)&e->obj, _PyStorage_SLOT_OBJECT,
+                            &ms) < 0)
+        {
+            goto done;
+        }
+    }
+    uint64_t roots[] = {self->root->namespace, self->root->types};
+    for (int k = 0; k < 2; k++) {
+        PyObject *held = roots[k] ? (PyObject *)(st->lo + roots[k]) : NULL;
+        if (held != NULL
+            && gc_mark_slot((void **)&held, _PyStorage_SLOT_OBJECT, &ms) < 0)
+        {
+            goto done;
+        }
+    }
+    while (ms.depth > 0) {
+        if (_PyStorage_VisitSlots(ms.stack[--ms.depth], gc_mark_slot,
+                                  &ms) < 0)
+        {
+            goto done;
+        }
+    }
+    freed = 0;
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->obj != NULL && !e->mark) {
+            (void)_PyStorage_VisitSlots(e->obj, gc_release_slot, st);
+            if (PyObject_IS_GC(e->obj) && PyObject_GC_IsTracked(e->obj)) {
+                PyObject_GC_UnTrack(e->obj);
+            }
+            if (PyType_HasFeature(Py_TYPE(e->obj), Py_TPFLAGS_HEAPTYPE)) {
+                Py_DECREF(Py_TYPE(e->obj));
+            }
+            if (_PyStorage_SharesEmptyKeys(e->obj)) {
+                _PyStorage_AddEmptyKeysRefs(-1);
+            }
+            _PyStorage_ForgetObject(e->obj);
+            freed++;
+        }
+    }
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->key != NULL && !e->mark) {
+            PMEMoid dead = pmemobj_oid(e->block);
+            pmemobj_free(&dead);
+        }
+    }
+done:
+    PyMem_RawFree(ms.stack);
+    PyMem_RawFree(st->entries);
+    PyMem_RawFree(st);
+    return (freed < 0 ? PyErr_NoMemory()
+            : PyLong_FromSsize_t(Py_MAX(before - left, 0) + freed));
 }
 
 /* --- methods ------------------------------------------------------------- */
@@ -385,41 +532,6 @@ pool_new_object(PoolObject *self, PyObject *const *args, Py_ssize_t nargs,
     return _PyPmem_NewIn(self, args[0], args + 1, nargs - 1, kwnames);
 }
 
-/* A container that the root holds (the namespace, the type table), made
-   on first use.  A new reference, or NULL with an exception set. */
-PyObject *
-_PyPmem_RootContainer(PoolObject *self, uint64_t *field,
-                      PyObject *(*make)(void))
-{
-    if (_PyPmem_CheckOpen(self) < 0) {
-        return NULL;
-    }
-    char *base = (char *)self->pop;
-    if (*field != 0) {
-        return Py_NewRef((PyObject *)(base + *field));
-    }
-    if (_PyPmem_Begin(&self->sm) < 0) {
-        return NULL;
-    }
-    PyObject *obj = NULL;
-    if (PyStorage_PushPlacement(&self->sm) == 0) {
-        obj = make();
-        (void)PyStorage_PopPlacement(&self->sm);
-    }
-    if (obj != NULL && _PyPmem_Modify(&self->sm, field, sizeof(*field)) == 0) {
-        /* The root's reference: it lives as long as the pool. */
-        *field = (uint64_t)((char *)obj - base);
-        Py_INCREF(obj);
-    }
-    else {
-        Py_CLEAR(obj);
-    }
-    if (_PyPmem_End(&self->sm, obj != NULL) < 0) {
-        Py_CLEAR(obj);
-    }
-    return obj;
-}
-
 /* The pool's namespace dict, made on first use. */
 PyObject *
 _PyPmem_PoolNamespace(PoolObject *self, PyObject *Py_UNUSED(ignored))
@@ -522,7 +634,7 @@ static PyMethodDef pool_methods[] = {
      "pool."},
     {"namespace", (PyCFunction)_PyPmem_PoolNamespace, METH_NOARGS,
      "The pool's root namespace, a dict in the pool."},
-    {"gc", (PyCFunction)_PyPmem_Collect, METH_NOARGS,
+    {"gc", (PyCFunction)pool_gc, METH_NOARGS,
      "Free the objects that neither the pool's root nor this process "
      "reaches (after a collection of the interpreter's garbage, unless "
      "gc.disable() stopped it); return how many of the pool's objects "

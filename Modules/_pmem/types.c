@@ -202,7 +202,7 @@ rehash_tables(PoolObject *p)
             sets[nsets++] = (PyObject *)items[i].block;
         }
     }
-    int ok = _PyPmem_Begin(&p->sm) == 0;
+    int ok = p->sm.begin(&p->sm) == 0;
     if (ok) {
         ok = _PyStorage_RehashFrozenSets(sets, nsets) == 0;
         for (size_t i = 0; i < n && ok; i++) {
@@ -214,7 +214,7 @@ rehash_tables(PoolObject *p)
                 ok = 0;
             }
         }
-        ok = _PyPmem_End(&p->sm, ok) == 0 && ok;
+        ok = p->sm.end(&p->sm, ok) == 0 && ok;
     }
     PyMem_RawFree(sets);
     PyMem_RawFree(items);
@@ -377,7 +377,7 @@ append_class_name(PoolObject *p, PyTypeObject *type)
                          ((PyHeapTypeObject *)type)->ht_qualname, layout);
     Py_XDECREF(module);
     Py_XDECREF(layout);
-    if (name == NULL || _PyPmem_Begin(&p->sm) < 0) {
+    if (name == NULL || p->sm.begin(&p->sm) < 0) {
         Py_XDECREF(name);
         return -1;
     }
@@ -385,7 +385,7 @@ append_class_name(PoolObject *p, PyTypeObject *type)
     int r = types == NULL ? -1 : PyList_Append(types, name);
     Py_XDECREF(types);
     Py_DECREF(name);
-    return _PyPmem_End(&p->sm, r == 0) < 0 ? -1 : r;
+    return p->sm.end(&p->sm, r == 0) < 0 ? -1 : r;
 }
 
 uint64_t
