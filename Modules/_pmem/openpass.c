@@ -356,6 +356,163 @@ rehash_frozensets(open_state *st, mark_state *ms)
     return r;
 }
 
+/* 1. The builtin objects' types, from their allocations' type codes,
+   and every allocation entered in the table (an instance gets its class
+   from the type table: resolve_classes()). */
+static void
+set_builtin_types(open_state *st, alloc_item *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *block = items[i].block;
+        uint64_t code = items[i].code;
+        if (code == POOL_TABLE) {
+            alloc_entry *e = _PyPmem_FindAlloc(st, block);
+            e->key = e->block = block;
+            continue;
+        }
+        PyTypeObject *type = _PyPmem_TypeOfCode(code);
+        if (type == NULL) {
+            continue;
+        }
+        PyObject *op = (PyObject *)(block + PyStorage_PreHeaderSize(type));
+        Py_SET_TYPE(op, type);
+        alloc_entry *e = _PyPmem_FindAlloc(st, op);
+        e->key = (char *)op;
+        e->block = block;
+        e->obj = op;
+    }
+}
+
+/* 2. Every pointer checked; static ones made this process's.  The target
+   is recorded first: a pass that stops half-way leaves each pointer right
+   for the source or for the target, and the next open finishes it before
+   it starts its own.  0, or -1 with an exception set. */
+static int
+check_all_pointers(open_state *st)
+{
+    struct pool_root *root = st->pool->root;
+    if (root->pending != 0 && root->pending != (uint64_t)(uintptr_t)Py_None
+        && check_pointers(st, root, (char *)(uintptr_t)root->pending) < 0)
+    {
+        return -1;
+    }
+    return check_pointers(st, root, (char *)Py_None);
+}
+
+/* 3. What the root reaches, marked, with the references it holds.  0,
+   or -1 with PoolError (a reachable object is broken) or MemoryError. */
+static int
+mark_from_roots(open_state *st, mark_state *ms)
+{
+    PoolObject *p = st->pool;
+    uint64_t roots[] = {p->root->namespace, p->root->types};
+    PyTypeObject *root_types[] = {&PyDict_Type, &PyList_Type};
+    for (int k = 0; k < 2; k++) {
+        if (roots[k] == 0) {
+            continue;
+        }
+        PyObject *held = (PyObject *)(st->lo + roots[k]);
+        alloc_entry *e = (char *)held > st->lo && (char *)held < st->hi
+                         ? _PyPmem_EntryOfObject(st, held) : NULL;
+        if (e == NULL || Py_TYPE(held) != root_types[k]) {
+            PyErr_Format(p->error, "pool %R is corrupt: its root does not "
+                         "hold a %s of the pool", p->path,
+                         root_types[k]->tp_name);
+            return -1;
+        }
+        int err = e->broken != NULL;
+        ms->bad = e;
+        e->mark = 1;
+        Py_SET_REFCNT(held, 0);
+        _PyPmem_SetRefcnt(held, 1);      /* the root's */
+        if (_PyPmem_MarkPush(ms, held) < 0) {
+            err = -1;
+        }
+        while (ms->depth > 0 && !err) {
+            PyObject *op = ms->stack[--ms->depth];
+            err = _PyStorage_VisitSlots(op, mark_slot, ms);
+        }
+        if (err < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (err > 0 && ms->bad == NULL) {
+            PyErr_Format(p->error, "pool %R is corrupt: an object holds a "
+                         "pointer that lands on no object", p->path);
+            return -1;
+        }
+        if (err > 0) {
+            PyErr_Format(p->error, "pool %R is corrupt: a %s at +%zu holds "
+                         "%s", p->path, Py_TYPE(ms->bad->obj)->tp_name,
+                         (size_t)(ms->bad->key - st->lo), ms->bad->broken);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* 3b. The volatile metadata of the objects that are kept (an unreachable
+   one may be anything that a crash left: a block that an allocation had
+   only zeroed), and the interpreter's empty keys that their empty dicts
+   hold. */
+static void
+reset_kept(open_state *st)
+{
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->mark && e->obj != NULL) {
+            _PyStorage_ResetVolatile(e->obj);
+            if (_PyStorage_SharesEmptyKeys(e->obj)) {
+                _PyStorage_AddEmptyKeysRefs(1);
+            }
+        }
+    }
+}
+
+/* 4. The rest is what a crash left behind: freed. */
+static void
+free_unreachable(open_state *st)
+{
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->block != NULL && !e->mark) {
+            PMEMoid dead = pmemobj_oid(e->block);
+            pmemobj_free(&dead);
+        }
+    }
+}
+
+/* 5. Hash tables for this process's hashes, in one transaction: first the
+   frozensets' own hashes, which the tables that hold them use.  0, or -1
+   with an exception set. */
+static int
+rehash_kept(open_state *st, mark_state *ms)
+{
+    PoolObject *p = st->pool;
+    if (_PyPmem_Begin(&p->sm) < 0) {
+        return -1;
+    }
+    int ok = rehash_frozensets(st, ms) == 0;
+    for (size_t i = 0; i <= st->mask && ok; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->mark && e->obj != NULL && _PyStorage_Rehash(e->obj) < 0) {
+            ok = 0;
+        }
+    }
+    return _PyPmem_End(&p->sm, ok) < 0 || !ok ? -1 : 0;
+}
+
+/* 6. The pointers are right for this mapping. */
+static void
+record_mapping(PoolObject *p)
+{
+    PMEMobjpool *pop = p->pop;
+    p->root->base = (uint64_t)(uintptr_t)pop;
+    pmemobj_persist(pop, &p->root->base, sizeof(p->root->base));
+    memset(p->root->moving, 0, sizeof(p->root->moving));
+    pmemobj_persist(pop, p->root->moving, sizeof(p->root->moving));
+}
+
 /* Make the pool's objects this process's (DESIGN section 4): types,
    volatile metadata, pointers to static objects, reference counts,
    unreachable allocations freed, hash tables rebuilt.  Every step can
@@ -364,15 +521,13 @@ rehash_frozensets(open_state *st, mark_state *ms)
 int
 _PyPmem_OpenPass(PoolObject *p)
 {
-    PMEMobjpool *pop = p->pop;
-    struct pool_root *root = p->root;
-    open_state st = {.pool = p, .lo = (char *)pop,
-                     .hi = (char *)pop + p->size};
+    open_state st = {.pool = p, .lo = (char *)p->pop,
+                     .hi = (char *)p->pop + p->size};
     if (plan_move(&st) < 0) {
         return -1;
     }
     size_t n;
-    alloc_item *items = _PyPmem_ListAllocations(pop, &n);
+    alloc_item *items = _PyPmem_ListAllocations(p->pop, &n);
     if (items == NULL) {
         if (PyErr_ExceptionMatches(PyExc_ValueError)) {
             PyErr_Format(p->error, "pool %R is corrupt: the heap's "
@@ -386,146 +541,18 @@ _PyPmem_OpenPass(PoolObject *p)
     }
     int r = -1;
     mark_state ms = {.st = &st};
-
-    /* 1. Types and volatile metadata, from the allocations' type codes. */
-    for (size_t i = 0; i < n; i++) {
-        char *block = items[i].block;
-        uint64_t code = items[i].code;
-        if (code == POOL_TABLE) {
-            alloc_entry *e = _PyPmem_FindAlloc(&st, block);
-            e->key = e->block = block;
-            continue;
-        }
-        PyTypeObject *type = _PyPmem_TypeOfCode(code);
-        if (type == NULL) {
-            /* An instance: its class comes from the type table, below. */
-            continue;
-        }
-        PyObject *op = (PyObject *)(block + PyStorage_PreHeaderSize(type));
-        Py_SET_TYPE(op, type);
-        alloc_entry *e = _PyPmem_FindAlloc(&st, op);
-        e->key = (char *)op;
-        e->block = block;
-        e->obj = op;
-    }
-
-    /* 1b. The classes of the instances, from the type table. */
-    if (resolve_classes(&st, items, n) < 0) {
-        goto done;
-    }
-
-    /* 2. Every pointer checked; static ones made this process's.  The
-       target is recorded first: a pass that stops half-way leaves each
-       pointer right for the source or for the target, and the next open
-       finishes it before it starts its own. */
-    if (root->pending != 0 && root->pending != (uint64_t)(uintptr_t)Py_None
-        && check_pointers(&st, root, (char *)(uintptr_t)root->pending) < 0)
+    set_builtin_types(&st, items, n);
+    if (resolve_classes(&st, items, n) == 0
+        && check_all_pointers(&st) == 0
+        && mark_from_roots(&st, &ms) == 0)
     {
-        goto done;
-    }
-    if (check_pointers(&st, root, (char *)Py_None) < 0) {
-        goto done;
-    }
-
-    /* 3. What the root reaches, with the references it holds. */
-    ms.stack = PyMem_RawMalloc(1024 * sizeof(PyObject *));
-    if (ms.stack == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    ms.allocated = 1024;
-    uint64_t roots[] = {root->namespace, root->types};
-    PyTypeObject *root_types[] = {&PyDict_Type, &PyList_Type};
-    for (int k = 0; k < 2; k++) {
-        if (roots[k] == 0) {
-            continue;
-        }
-        PyObject *held = (PyObject *)(st.lo + roots[k]);
-        alloc_entry *e = (char *)held > st.lo && (char *)held < st.hi
-                         ? _PyPmem_EntryOfObject(&st, held) : NULL;
-        if (e == NULL || Py_TYPE(held) != root_types[k]) {
-            PyErr_Format(p->error, "pool %R is corrupt: its root does not "
-                         "hold a %s of the pool", p->path,
-                         root_types[k]->tp_name);
-            goto done;
-        }
-        int err = e->broken != NULL;
-        ms.bad = e;
-        e->mark = 1;
-        Py_SET_REFCNT(held, 0);
-        _PyPmem_SetRefcnt(held, 1);      /* the root's */
-        ms.stack[ms.depth++] = held;
-        while (ms.depth > 0 && !err) {
-            PyObject *op = ms.stack[--ms.depth];
-            err = _PyStorage_VisitSlots(op, mark_slot, &ms);
-        }
-        if (err < 0) {
-            PyErr_NoMemory();
-            goto done;
-        }
-        if (err > 0 && ms.bad == NULL) {
-            PyErr_Format(p->error, "pool %R is corrupt: an object holds a "
-                         "pointer that lands on no object", p->path);
-            goto done;
-        }
-        if (err > 0) {
-            PyErr_Format(p->error, "pool %R is corrupt: a %s at +%zu holds "
-                         "%s", p->path, Py_TYPE(ms.bad->obj)->tp_name,
-                         (size_t)(ms.bad->key - st.lo), ms.bad->broken);
-            goto done;
+        reset_kept(&st);
+        free_unreachable(&st);
+        if (rehash_kept(&st, &ms) == 0) {
+            record_mapping(p);
+            r = 0;
         }
     }
-
-    /* 3b. Volatile metadata, of the objects that are kept: an unreachable
-       one may be anything that a crash left (a block that an allocation
-       had only zeroed). */
-    for (size_t i = 0; i <= st.mask; i++) {
-        alloc_entry *e = &st.entries[i];
-        if (e->mark && e->obj != NULL) {
-            _PyStorage_ResetVolatile(e->obj);
-        }
-    }
-
-    /* The interpreter's empty keys, held by the pool's empty dicts. */
-    for (size_t i = 0; i <= st.mask; i++) {
-        alloc_entry *e = &st.entries[i];
-        if (e->mark && e->obj != NULL && _PyStorage_SharesEmptyKeys(e->obj)) {
-            _PyStorage_AddEmptyKeysRefs(1);
-        }
-    }
-
-    /* 4. The rest is what a crash left behind: freed. */
-    for (size_t i = 0; i <= st.mask; i++) {
-        alloc_entry *e = &st.entries[i];
-        if (e->block != NULL && !e->mark) {
-            PMEMoid dead = pmemobj_oid(e->block);
-            pmemobj_free(&dead);
-        }
-    }
-
-    /* 5. Hash tables for this process's hashes: one transaction.  First
-       the frozensets' own hashes, which the tables that hold them use. */
-    if (_PyPmem_Begin(&p->sm) < 0) {
-        goto done;
-    }
-    int ok = rehash_frozensets(&st, &ms) == 0;
-    for (size_t i = 0; i <= st.mask && ok; i++) {
-        alloc_entry *e = &st.entries[i];
-        if (e->mark && e->obj != NULL && _PyStorage_Rehash(e->obj) < 0) {
-            ok = 0;
-        }
-    }
-    if (_PyPmem_End(&p->sm, ok) < 0 || !ok) {
-        goto done;
-    }
-
-    /* 6. The pointers are right for this mapping. */
-    root->base = (uint64_t)(uintptr_t)pop;
-    pmemobj_persist(pop, &root->base, sizeof(root->base));
-    memset(root->moving, 0, sizeof(root->moving));
-    pmemobj_persist(pop, root->moving, sizeof(root->moving));
-    r = 0;
-done:
     PyMem_RawFree(items);
     PyMem_RawFree(ms.stack);
     PyMem_RawFree(st.entries);
