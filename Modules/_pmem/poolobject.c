@@ -27,132 +27,99 @@ forget_pool(PoolObject *self, PyObject *pools, PyObject *key)
     Py_DECREF(self);              /* the range's reference */
 }
 
-static PyObject *
-pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+/* The file at cpath, created (size bytes) when it is missing and create
+   is true; its status in *st.  0, or -1 with an exception set. */
+static int
+ensure_file(PyObject *error, PyObject *path, const char *cpath, int create,
+            Py_ssize_t size, struct stat *st)
 {
-    static char *kwlist[] = {"path", "create", "size", NULL};
-    PyObject *path;
-    int create = 1;
-    Py_ssize_t size = POOL_DEFAULT_SIZE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$pn:Pool", kwlist,
-                                     PyUnicode_FSDecoder, &path, &create,
-                                     &size)) {
-        return NULL;
+    if (stat(cpath, st) == 0) {
+        return 0;
     }
-    PoolObject *self = NULL;
-    PyObject *key = NULL;
-    PyObject *path_bytes = PyUnicode_EncodeFSDefault(path);
-    if (path_bytes == NULL) {
-        goto error;
+    if (errno != ENOENT || !create) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        return -1;
     }
-    PyObject *module = PyType_GetModuleByDef(type, &_PyPmem_ModuleDef);
-    if (module == NULL) {
-        goto error;
+    if (size < (Py_ssize_t)PMEMOBJ_MIN_POOL) {
+        PyErr_Format(PyExc_ValueError, "a pool has %zu bytes at least",
+                     (size_t)PMEMOBJ_MIN_POOL);
+        return -1;
     }
-    pmem_state *state = get_state(module);
-    PyObject *error = Py_NewRef(state->PoolError);
-    const char *cpath = PyBytes_AS_STRING(path_bytes);
-    struct stat st;
-    if (stat(cpath, &st) < 0) {
-        if (errno != ENOENT || !create) {
+    if (_PyPmem_CreatePool(error, path, cpath, (size_t)size) < 0
+        || stat(cpath, st) < 0)
+    {
+        if (!PyErr_Occurred()) {
             PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-            Py_DECREF(error);
-            goto error;
         }
-        if (size < (Py_ssize_t)PMEMOBJ_MIN_POOL) {
-            PyErr_Format(PyExc_ValueError, "a pool has %zu bytes at least",
-                         (size_t)PMEMOBJ_MIN_POOL);
-            Py_DECREF(error);
-            goto error;
-        }
-        if (_PyPmem_CreatePool(error, path, cpath, (size_t)size) < 0
-            || stat(cpath, &st) < 0)
-        {
-            if (!PyErr_Occurred()) {
-                PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-            }
-            Py_DECREF(error);
-            goto error;
-        }
+        return -1;
     }
-    /* A pool this process has opened already: the same Pool. */
+    return 0;
+}
+
+/* The file's key among the module's pools: its real path.  NULL with an
+   exception set. */
+static PyObject *
+pool_key(PyObject *path, const char *cpath)
+{
     char *real = realpath(cpath, NULL);
     if (real == NULL) {
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-        Py_DECREF(error);
-        goto error;
+        return NULL;
     }
-    key = PyUnicode_DecodeFSDefault(real);
+    PyObject *key = PyUnicode_DecodeFSDefault(real);
     free(real);
-    if (key == NULL) {
-        Py_DECREF(error);
-        goto error;
-    }
-    PyObject *known = PyDict_GetItemWithError(state->pools, key);
-    if (known != NULL || PyErr_Occurred()) {
-        if (known != NULL && ((PoolObject *)known)->closed) {
-            PyErr_Format(error, "pool %R was closed in this process; open "
-                         "it again in a new process", path);
-            known = NULL;
-        }
-        Py_DECREF(error);
-        Py_XDECREF(path);
-        Py_DECREF(path_bytes);
-        Py_DECREF(key);
-        return Py_XNewRef(known);
-    }
+    return key;
+}
+
+/* A new Pool of the file: mapped (once another process has let it go,
+   and the file and its root checked), with its manager's hooks, not
+   registered yet.  NULL with an exception set. */
+static PoolObject *
+map_pool(PyTypeObject *type, PyObject *error, PyObject *path,
+         const char *cpath, const struct stat *st)
+{
     _PyPmem_WaitForLock(cpath);
     if (_PyPmem_CheckFile(error, path, cpath) < 0) {
-        Py_DECREF(error);
-        goto error;
+        return NULL;
     }
     PMEMobjpool *pop = pmemobj_open(cpath, POOL_LAYOUT);
     if (pop == NULL) {
         _PyPmem_OpenError(error, path, errno, pmemobj_errormsg());
-        Py_DECREF(error);
-        goto error;
+        return NULL;
     }
-    if (_PyPmem_CheckRoot(error, path, pop, (size_t)st.st_size) < 0) {
+    if (_PyPmem_CheckRoot(error, path, pop, (size_t)st->st_size) < 0) {
         pmemobj_close(pop);
-        Py_DECREF(error);
-        goto error;
+        return NULL;
     }
-    self = (PoolObject *)type->tp_alloc(type, 0);
+    PoolObject *self = (PoolObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
         pmemobj_close(pop);
-        Py_DECREF(error);
-        goto error;
+        return NULL;
     }
     self->pop = pop;
+    self->root = pmemobj_direct(pmemobj_root(pop, sizeof(struct pool_root)));
+    self->size = (size_t)st->st_size;
+    self->opener = getpid();
+    self->dev = st->st_dev;
+    self->ino = st->st_ino;
+    self->path = Py_NewRef(path);
+    self->error = Py_NewRef(error);
     self->type_codes = PyDict_New();
     self->classes = PyList_New(0);
     self->unresolved = PyDict_New();
     self->writer = PyThread_allocate_lock();
     if (self->type_codes == NULL || self->classes == NULL
-        || self->unresolved == NULL || self->writer == NULL)
+        || self->unresolved == NULL || self->writer == NULL
+        || _PyPmem_RegisterClasses(self) < 0)
     {
+        if (!PyErr_Occurred()) {
+            PyErr_NoMemory();
+        }
         pmemobj_close(pop);
         self->pop = NULL;
-        goto error;
+        Py_DECREF(self);
+        return NULL;
     }
-    self->root = pmemobj_direct(pmemobj_root(pop, sizeof(struct pool_root)));
-    self->size = (size_t)st.st_size;
-    self->error = Py_NewRef(error);
-    self->path = Py_NewRef(path);
-    if (_PyPmem_RegisterClasses(self) < 0) {
-        pmemobj_close(pop);
-        self->pop = NULL;
-        Py_DECREF(error);
-        goto error;
-    }
-    Py_CLEAR(self->path);
-    Py_CLEAR(self->error);
-    self->opener = getpid();
-    self->dev = st.st_dev;
-    self->ino = st.st_ino;
-    self->path = path;
-    self->error = error;
-    path = NULL;
     PyOS_snprintf(self->name, sizeof(self->name), "pool %s",
                   PyUnicode_AsUTF8(self->path));
     self->sm = (PyStorageManager){
@@ -166,9 +133,23 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         .modify = _PyPmem_Modify,
         .collectable = _PyPmem_Collectable,
     };
-    if (PyDict_SetItem(state->pools, key, (PyObject *)self) < 0) {
-        goto error;
+    return self;
+}
+
+/* self made known: to the module (under key), to the fork handlers, and
+   as the manager of its range, which holds a reference to it that is
+   never given back (the manager must outlive every object of the pool,
+   even those that the interpreter's finalization frees after this module
+   is gone).  0, or -1 with an exception set. */
+static int
+register_pool(PoolObject *self, PyObject *pools, PyObject *key)
+{
+    if (PyDict_SetItem(pools, key, (PyObject *)self) < 0) {
+        return -1;
     }
+    /* Past this point a failure leaves the pool mapped, known, and never
+       used. */
+    self->closed = 1;
     /* The fork handlers copy it: its path, as a C string that stays. */
     PyObject *real_bytes = PyUnicode_EncodeFSDefault(key);
     self->cpath = real_bytes == NULL
@@ -178,38 +159,80 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         if (!PyErr_Occurred()) {
             PyErr_NoMemory();
         }
-        self->closed = 1;
-        goto error;
+        return -1;
     }
     if (_PyPmem_WatchForks() < 0) {
-        self->closed = 1;
-        goto error;
+        return -1;
     }
     self->next_open = _PyPmem_OpenPools;
     _PyPmem_OpenPools = self;
-    if (PyStorage_AddRange(&self->sm, pop, self->size) < 0) {
-        /* Mapped, known, and never used. */
-        self->closed = 1;
-        goto error;
+    if (PyStorage_AddRange(&self->sm, self->pop, self->size) < 0) {
+        return -1;
     }
-    /* The range's reference, never given back: the manager (self->sm)
-       must outlive every object of the pool, even those that the
-       interpreter's finalization frees after this module is gone. */
     Py_INCREF(self);
+    self->closed = 0;
+    return 0;
+}
+
+/* The Pool of a file: the one that this process opened already, or a new
+   one, made this process's by the open pass. */
+static PyObject *
+pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"path", "create", "size", NULL};
+    PyObject *path;
+    int create = 1;
+    Py_ssize_t size = POOL_DEFAULT_SIZE;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$pn:Pool", kwlist,
+                                     PyUnicode_FSDecoder, &path, &create,
+                                     &size)) {
+        return NULL;
+    }
+    PyObject *key = NULL, *result = NULL;
+    PyObject *path_bytes = PyUnicode_EncodeFSDefault(path);
+    PyObject *module = (path_bytes == NULL ? NULL
+                        : PyType_GetModuleByDef(type, &_PyPmem_ModuleDef));
+    if (module == NULL) {
+        goto done;
+    }
+    pmem_state *state = get_state(module);
+    PyObject *error = state->PoolError;   /* the module holds it */
+    const char *cpath = PyBytes_AS_STRING(path_bytes);
+    struct stat st;
+    if (ensure_file(error, path, cpath, create, size, &st) < 0
+        || (key = pool_key(path, cpath)) == NULL)
+    {
+        goto done;
+    }
+    PyObject *known = PyDict_GetItemWithError(state->pools, key);
+    if (known != NULL && ((PoolObject *)known)->closed) {
+        PyErr_Format(error, "pool %R was closed in this process; open "
+                     "it again in a new process", path);
+        goto done;
+    }
+    if (known != NULL || PyErr_Occurred()) {
+        result = Py_XNewRef(known);
+        goto done;
+    }
+    PoolObject *self = map_pool(type, error, path, cpath, &st);
+    if (self == NULL) {
+        goto done;
+    }
+    if (register_pool(self, state->pools, key) < 0) {
+        Py_DECREF(self);
+        goto done;
+    }
     if (_PyPmem_OpenPass(self) < 0) {
         forget_pool(self, state->pools, key);
-        goto error;
+        Py_DECREF(self);
+        goto done;
     }
-    Py_DECREF(key);
-    Py_DECREF(path_bytes);
-    return (PyObject *)self;
-
-error:
+    result = (PyObject *)self;
+done:
     Py_XDECREF(key);
-    Py_XDECREF(path);
+    Py_DECREF(path);
     Py_XDECREF(path_bytes);
-    Py_XDECREF(self);
-    return NULL;
+    return result;
 }
 
 static void
