@@ -1,5 +1,5 @@
-/* heapcheck.c: the part of libpmemobj's heap metadata that
- * pmemobj_check() leaves unchecked.
+/* heapcheck.c: the part of libpmemobj's heap metadata (and of its lanes'
+ * undo logs) that pmemobj_check() leaves unchecked.
  *
  * pmemobj_check() verifies the heap header and, in every zone, the header
  * of each chunk that starts a block: its type, its flags, and that the
@@ -34,7 +34,26 @@
 
 #define POOL_HDR_SIZE 4096
 #define DESC_LAYOUT_SIZE 1024             /* PMEMOBJ_MAX_LAYOUT */
+#define DESC_LANES_OFFSET (POOL_HDR_SIZE + DESC_LAYOUT_SIZE)
+#define DESC_NLANES (DESC_LANES_OFFSET + 8)
 #define DESC_HEAP_OFFSET (POOL_HDR_SIZE + DESC_LAYOUT_SIZE + 16)
+
+/* A lane (src/libpmemobj/lane.h): two redo logs, then the undo log, each
+   a 64-byte header and its first capacity of entries; a log that needs
+   more continues in blocks of the heap (next). */
+#define ULOG_HEADER_SIZE 64
+#define LANE_UNDO_OFFSET (ULOG_HEADER_SIZE + 192 + ULOG_HEADER_SIZE + 640)
+#define LANE_UNDO_SIZE 2048
+#define LANE_TOTAL_SIZE (LANE_UNDO_OFFSET + ULOG_HEADER_SIZE + LANE_UNDO_SIZE)
+#define ULOG_MAX_LINKS 65536              /* more is a cycle */
+
+struct ulog_header {
+    uint64_t checksum;
+    uint64_t next;                        /* offset of the next part, or 0 */
+    uint64_t capacity;                    /* bytes of entries */
+    uint64_t gen_num;
+    uint64_t flags;
+};
 
 #define HEAP_SIGNATURE "MEMORY_HEAP_HDR"  /* 16 bytes with its NUL */
 #define HEAP_MAJOR 1
@@ -190,6 +209,56 @@ check_zone(const char *zone, unsigned int z, uint32_t size_idx,
     return 0;
 }
 
+/* Every lane's undo log: libpmemobj's first transaction writes into it,
+   trusting its capacity and its chain of further parts (a zeroed capacity
+   made it copy past the log: found by fuzz.py).  lane_init() makes each
+   first part LANE_UNDO_SIZE bytes, and nothing changes that. */
+static int
+check_lanes(const char *pool, uint64_t size, char *why, size_t whylen)
+{
+    uint64_t lanes_offset, nlanes;
+    memcpy(&lanes_offset, pool + DESC_LANES_OFFSET, sizeof(lanes_offset));
+    memcpy(&nlanes, pool + DESC_NLANES, sizeof(nlanes));
+    if (lanes_offset % 8 != 0 || lanes_offset > size
+        || nlanes > (size - lanes_offset) / LANE_TOTAL_SIZE)
+    {
+        snprintf(why, whylen, "%" PRIu64 " lanes at offset %" PRIu64
+                 " do not fit in %" PRIu64 " bytes", nlanes, lanes_offset,
+                 size);
+        return -1;
+    }
+    for (uint64_t i = 0; i < nlanes; i++) {
+        uint64_t at = lanes_offset + i * LANE_TOTAL_SIZE + LANE_UNDO_OFFSET;
+        struct ulog_header h;
+        memcpy(&h, pool + at, sizeof(h));
+        if (h.capacity != LANE_UNDO_SIZE) {
+            snprintf(why, whylen, "lane %" PRIu64 "'s undo log has a "
+                     "capacity of %" PRIu64 " bytes, not %d", i,
+                     h.capacity, LANE_UNDO_SIZE);
+            return -1;
+        }
+        for (int links = 0; h.next != 0; links++) {
+            if (links == ULOG_MAX_LINKS || h.next % 8 != 0
+                || h.next > size - ULOG_HEADER_SIZE)
+            {
+                snprintf(why, whylen, "lane %" PRIu64 "'s undo log goes "
+                         "on at offset %" PRIu64 ", outside the pool", i,
+                         h.next);
+                return -1;
+            }
+            uint64_t part = h.next;
+            memcpy(&h, pool + part, sizeof(h));
+            if (h.capacity > size - part - ULOG_HEADER_SIZE) {
+                snprintf(why, whylen, "lane %" PRIu64 "'s undo log has a "
+                         "part of %" PRIu64 " bytes at offset %" PRIu64
+                         ", past the pool's end", i, h.capacity, part);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 int
 _PyPmem_CheckHeap(const void *base, size_t size, char *why, size_t whylen)
 {
@@ -197,6 +266,9 @@ _PyPmem_CheckHeap(const void *base, size_t size, char *why, size_t whylen)
     uint64_t heap_offset;
     if (size < DESC_HEAP_OFFSET + sizeof(heap_offset)) {
         snprintf(why, whylen, "the pool is too small for its descriptor");
+        return -1;
+    }
+    if (check_lanes(pool, size, why, whylen) < 0) {
         return -1;
     }
     memcpy(&heap_offset, pool + DESC_HEAP_OFFSET, sizeof(heap_offset));

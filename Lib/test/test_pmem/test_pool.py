@@ -142,6 +142,18 @@ class BadFileTests(PoolTestCase):
         # libpmemobj's own check crashes on this one: it runs in a child.
         self.assertRefused(self.corrupt(1 << 20), "corrupt")
 
+    def test_corrupt_undo_log_of_a_lane(self):
+        # A lane's undo log with its capacity zeroed: pmemobj_check() lets
+        # it through, and libpmemobj's first transaction copied past it
+        # (found by fuzz.py).  Lanes from offset 8192, 3072 bytes each, the
+        # undo log's header 960 bytes in, its capacity 16 bytes into that.
+        path = self.copy_of(self.make_pool(), "lane.pool")
+        with open(path, "r+b") as f:
+            f.seek(8192 + 3072 * 5 + 960 + 16)
+            f.write(bytes(8))
+        self.assertRefused(path, "lane 5's undo log has a capacity of 0 "
+                                 "bytes, not 2048")
+
     def long_run(self):
         """A pool with a run of several chunks in libpmemobj's heap: the
         pool's path, and the file offsets of the run's chunk headers and
