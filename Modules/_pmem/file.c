@@ -293,91 +293,73 @@ _PyPmem_OpenError(PyObject *error, PyObject *path, int err, const char *msg)
     }
 }
 
-/* libpmemobj's check of a pool's metadata, in a child process: on some
-   corrupt heaps pmemobj_check() itself crashes, and that must not kill
-   the interpreter.  The child reports pmemobj_check()'s result in its
-   exit status (0 consistent, 1 inconsistent, 2 an error), or 3 when
-   _PyPmem_CheckHeap() finds what the check leaves out inconsistent, and
-   errno and a message (libpmemobj's or that check's) through a pipe.
-   0, or -1 with an exception set. */
 /* The time the check of a pool of size bytes may take: 5 seconds, and 1
    more per 16 MiB (here it checks 64 MiB in a tenth of a second). */
 #define CHECK_SECONDS(size) (5u + (unsigned int)((size) >> 24))
 
-static int
-check_metadata(PyObject *error, PyObject *path, const char *cpath,
-               size_t size)
+/* The checker child: pmemobj_check(), then (the pool opened, so its logs
+   replayed) _PyPmem_CheckHeap() and a walk of every allocation; errno and
+   a message written to fd, the verdict in the exit status. */
+static void _Py_NO_RETURN
+run_checker(int fd, pid_t parent, const char *cpath, size_t size)
 {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
-    pid_t parent = getpid();
-    checker_forking = 1;
-    pid_t pid = fork();
-    checker_forking = 0;
-    if (pid == 0) {
-        /* The check holds the pool's lock: it must not outlive the
-           process that asked for it (killed while opening, that one
-           would leave the pool locked until the check ends). */
+    /* The check holds the pool's lock: it must not outlive the process
+       that asked for it (killed while opening, that one would leave the
+       pool locked until the check ends). */
 #ifdef __linux__
-        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 #endif
-        if (getppid() != parent) {
-            _exit(2);             /* the parent died before the prctl() */
-        }
-        /* A crash is an answer here, not for faulthandler to report. */
-        signal(SIGSEGV, SIG_DFL);
-        signal(SIGBUS, SIG_DFL);
-        signal(SIGABRT, SIG_DFL);
-        signal(SIGFPE, SIG_DFL);
-        /* Nor is a check that never ends (a cycle in corrupt metadata):
-           a generous time for the pool's size. */
-        signal(SIGALRM, SIG_DFL);
-        alarm(CHECK_SECONDS(size));
-        close(fds[0]);
-        int ok = pmemobj_check(cpath, POOL_LAYOUT);
-        int err = errno;
-        const char *msg = ok < 0 ? pmemobj_errormsg() : "";
-        int status = ok == 1 ? 0 : ok == 0 ? 1 : 2;
-        char why[256];
-        if (ok == 1) {
-            /* The open will walk every allocation, and the first commit
-               will read chunk headers that the check leaves out: corrupt
-               ones can make libpmemobj loop or crash, so first here.  A
-               failure to open is for the parent to report. */
-            PMEMobjpool *pop = pmemobj_open(cpath, POOL_LAYOUT);
-            if (pop != NULL) {
-                if (_PyPmem_CheckHeap(pop, size, why, sizeof(why)) < 0) {
-                    msg = why;
-                    status = 3;
-                }
-                else {
-                    PMEMoid oid;
-                    POBJ_FOREACH(pop, oid) {
-                        (void)pmemobj_alloc_usable_size(oid);
-                    }
-                }
-                pmemobj_close(pop);
+    if (getppid() != parent) {
+        _exit(2);                 /* the parent died before the prctl() */
+    }
+    /* A crash is an answer here, not for faulthandler to report. */
+    signal(SIGSEGV, SIG_DFL);
+    signal(SIGBUS, SIG_DFL);
+    signal(SIGABRT, SIG_DFL);
+    signal(SIGFPE, SIG_DFL);
+    /* Nor is a check that never ends (a cycle in corrupt metadata): a
+       generous time for the pool's size. */
+    signal(SIGALRM, SIG_DFL);
+    alarm(CHECK_SECONDS(size));
+    int ok = pmemobj_check(cpath, POOL_LAYOUT);
+    int err = errno;
+    const char *msg = ok < 0 ? pmemobj_errormsg() : "";
+    int status = ok == 1 ? 0 : ok == 0 ? 1 : 2;
+    char why[256];
+    if (ok == 1) {
+        /* The open will walk every allocation, and the first commit will
+           read chunk headers and logs that the check leaves out: corrupt
+           ones can make libpmemobj loop or crash, so first here.  A
+           failure to open is for the parent to report. */
+        PMEMobjpool *pop = pmemobj_open(cpath, POOL_LAYOUT);
+        if (pop != NULL) {
+            if (_PyPmem_CheckHeap(pop, size, why, sizeof(why)) < 0) {
+                msg = why;
+                status = 3;
             }
+            else {
+                PMEMoid oid;
+                POBJ_FOREACH(pop, oid) {
+                    (void)pmemobj_alloc_usable_size(oid);
+                }
+            }
+            pmemobj_close(pop);
         }
-        (void)!write(fds[1], &err, sizeof(err));
-        (void)!write(fds[1], msg, strlen(msg));
-        _exit(status);
     }
-    close(fds[1]);
-    if (pid < 0) {
-        close(fds[0]);
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
-    }
-    char buf[512];
-    int err = 0;
+    (void)!write(fd, &err, sizeof(err));
+    (void)!write(fd, msg, strlen(msg));
+    _exit(status);
+}
+
+/* What the checker child wrote to fd, up to its end (bufsize - 1 bytes
+   at most); the number of bytes read. */
+static size_t
+read_report(int fd, char *buf, size_t bufsize)
+{
     size_t got = 0;
     ssize_t n;
-    while (got < sizeof(buf) - 1
-           && (n = read(fds[0], buf + got, sizeof(buf) - 1 - got)) != 0)
+    while (got < bufsize - 1
+           && (n = read(fd, buf + got, bufsize - 1 - got)) != 0)
     {
         if (n < 0) {
             if (errno == EINTR) {
@@ -387,14 +369,15 @@ check_metadata(PyObject *error, PyObject *path, const char *cpath,
         }
         got += (size_t)n;
     }
-    close(fds[0]);
-    int status;
-    while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR) {
-            PyErr_SetFromErrno(PyExc_OSError);
-            return -1;
-        }
-    }
+    return got;
+}
+
+/* The checker's verdict (its wait status, and its report of got bytes in
+   buf) as PoolError.  0 for a consistent pool, or -1. */
+static int
+checker_verdict(PyObject *error, PyObject *path, size_t size, int status,
+                char *buf, size_t got)
+{
     if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) {
         PyErr_Format(error, "pool %R is corrupt: checking its metadata "
                      "did not end in %u seconds", path, CHECK_SECONDS(size));
@@ -406,6 +389,7 @@ check_metadata(PyObject *error, PyObject *path, const char *cpath,
                      WTERMSIG(status));
         return -1;
     }
+    int err = 0;
     if (got >= sizeof(err)) {
         memcpy(&err, buf, sizeof(err));
     }
@@ -426,6 +410,49 @@ check_metadata(PyObject *error, PyObject *path, const char *cpath,
         _PyPmem_OpenError(error, path, err, msg);
         return -1;
     }
+}
+
+/* libpmemobj's check of a pool's metadata, in a child process: on some
+   corrupt heaps pmemobj_check() itself crashes, and that must not kill
+   the interpreter.  The child reports pmemobj_check()'s result in its
+   exit status (0 consistent, 1 inconsistent, 2 an error), or 3 when
+   _PyPmem_CheckHeap() finds what the check leaves out inconsistent, and
+   errno and a message (libpmemobj's or that check's) through a pipe.
+   0, or -1 with an exception set. */
+static int
+check_metadata(PyObject *error, PyObject *path, const char *cpath,
+               size_t size)
+{
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    pid_t parent = getpid();
+    checker_forking = 1;
+    pid_t pid = fork();
+    checker_forking = 0;
+    if (pid == 0) {
+        close(fds[0]);
+        run_checker(fds[1], parent, cpath, size);
+    }
+    close(fds[1]);
+    if (pid < 0) {
+        close(fds[0]);
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    char buf[512];
+    size_t got = read_report(fds[0], buf, sizeof(buf));
+    close(fds[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+    }
+    return checker_verdict(error, path, size, status, buf, got);
 }
 
 /* A process that held the pool's lock and was killed (or whose open's
