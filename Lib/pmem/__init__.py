@@ -160,10 +160,10 @@ class Placeholder:
     same layout, named like the missing one, which derives from
     Placeholder.  Their attributes can be read (placeholder_attributes()
     gives them all); they cannot be made, and their attributes cannot be
-    set or deleted.  The next open that finds
-    the class gives the instances their class again, and so does
-    Pool.resolve() once this process can import it.  Pool.unresolved()
-    tells which classes are missing, and why.
+    set or deleted.  The next open that finds the class gives the
+    instances their class again, and so does Pool.resolve() once this
+    process can import it.  Pool.unresolved() tells which classes are
+    missing, and why.
     """
 
     __slots__ = ()
@@ -225,15 +225,11 @@ def _placeholder(name, layout, reason):
     and "__dict__" and "__weakref__" when it added them), over
     Placeholder.  The pool checks that the result has the layout."""
     module, _, qualname = name.partition(":")
+    levels = [tuple(level.split(",")) for level in layout.split(" ")[1:]]
     cls = Placeholder
-    for level in layout.split(" ")[1:]:
+    for slots in levels or [()]:
         cls = type(qualname.rpartition(".")[2], (cls,),
-                   {"__slots__": tuple(level.split(",")),
-                    "__module__": module, "__qualname__": qualname,
-                    "__pmem_class__": name, "__pmem_reason__": reason})
-    if cls is Placeholder:
-        cls = type(qualname.rpartition(".")[2], (cls,),
-                   {"__slots__": (), "__module__": module,
+                   {"__slots__": slots, "__module__": module,
                     "__qualname__": qualname, "__pmem_class__": name,
                     "__pmem_reason__": reason})
     return cls
