@@ -156,7 +156,6 @@ typedef struct PoolObject {
     unsigned long owner;          /* that thread, while depth > 0 */
     PyObject *type_codes;         /* {class: its type code} */
     PyObject *classes;            /* [class or None], by type table index */
-    PyObject *unresolved;         /* {"module:qualname": why a placeholder} */
     char **txfreed;               /* blocks freed by the transaction */
     size_t ntxfreed, txfreed_allocated;
     char **txmade;                /* blocks allocated by the transaction */
@@ -384,6 +383,8 @@ PyObject *_PyPmem_RootContainer(PoolObject *self, uint64_t *field,
 PyTypeObject *_PyPmem_TypeOfCode(uint64_t code);
 PyObject *_PyPmem_ClassOfEntry(PoolObject *p, PyObject *entry);
 PyTypeObject *_PyPmem_ClassOfCode(PoolObject *p, uint64_t code);
+PyObject *_PyPmem_Unresolved(PoolObject *self,
+                             PyObject *Py_UNUSED(ignored));
 PyObject *_PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored));
 uint64_t _PyPmem_TypeCode(PoolObject *p, PyTypeObject *type);
 void _PyPmem_RestoreTypeTable(PoolObject *p);

@@ -106,10 +106,9 @@ map_pool(PyTypeObject *type, PyObject *error, PyObject *path,
     self->error = Py_NewRef(error);
     self->type_codes = PyDict_New();
     self->classes = PyList_New(0);
-    self->unresolved = PyDict_New();
     self->writer = PyThread_allocate_lock();
     if (self->type_codes == NULL || self->classes == NULL
-        || self->unresolved == NULL || self->writer == NULL
+        || self->writer == NULL
         || _PyPmem_RegisterClasses(self) < 0)
     {
         if (!PyErr_Occurred()) {
@@ -253,7 +252,6 @@ pool_dealloc(PoolObject *self)
     Py_XDECREF(self->error);
     Py_XDECREF(self->type_codes);
     Py_XDECREF(self->classes);
-    Py_XDECREF(self->unresolved);
     PyTypeObject *tp = Py_TYPE(self);
     tp->tp_free(self);
     Py_DECREF(tp);
@@ -418,11 +416,6 @@ done:
 
 /* --- methods ------------------------------------------------------------- */
 
-static PyObject *
-pool_unresolved(PoolObject *self, PyObject *Py_UNUSED(ignored))
-{
-    return PyDict_Copy(self->unresolved);
-}
 
 /* An explicit begin: a transaction, or, nested in one of this thread, a
    savepoint.  0, or -1 with an exception set. */
@@ -662,7 +655,7 @@ static PyMethodDef pool_methods[] = {
      "reaches (after a collection of the interpreter's garbage, unless "
      "gc.disable() stopped it); return how many of the pool's objects "
      "were freed."},
-    {"unresolved", (PyCFunction)pool_unresolved, METH_NOARGS,
+    {"unresolved", (PyCFunction)_PyPmem_Unresolved, METH_NOARGS,
      "{'module:qualname': reason} of the classes whose instances are "
      "placeholders (pmem.Placeholder) in this process: not found, not a "
      "class a pool can hold, or of another layout."},

@@ -104,8 +104,8 @@ class_with_layout(PyObject *name, PyObject *layout, PyObject **reason)
 /* The class for a type table entry, "module:qualname layout" (see
    _PyStorage_ClassLayout()): the class of that name when this process
    finds it with that layout, else a placeholder of the layout (a subclass
-   of pmem.Placeholder, made by pmem._placeholder()), with the reason in
-   p->unresolved.  NULL with PoolError set when the entry is not one that
+   of pmem.Placeholder, made by pmem._placeholder(), which keeps the name
+   and the reason).  NULL with PoolError set when the entry is not one that
    a pool writes, with another exception when this process fails
    (MemoryError, KeyboardInterrupt). */
 PyObject *
@@ -147,13 +147,10 @@ _PyPmem_ClassOfEntry(PoolObject *p, PyObject *entry)
     PyErr_Clear();
     int same = has != NULL && PyUnicode_Compare(has, layout) == 0;
     Py_XDECREF(has);
-    if (!same || PyDict_SetItem(p->unresolved, name, reason) < 0) {
+    if (!same) {
         Py_CLEAR(cls);
-        if (!same) {
-            PyErr_Format(p->error, "pool %R is corrupt: its type table "
-                         "holds %R, a layout that no class has", p->path,
-                         entry);
-        }
+        PyErr_Format(p->error, "pool %R is corrupt: its type table holds "
+                     "%R, a layout that no class has", p->path, entry);
     }
 done:
     Py_XDECREF(name);
@@ -221,12 +218,51 @@ rehash_tables(PoolObject *p)
     return ok ? 0 : -1;
 }
 
+/* The "module:qualname" that cls waits for when it is a placeholder (a new
+   reference); NULL otherwise, with an exception set only when this
+   process fails. */
+static PyObject *
+placeholder_name(PyObject *cls)
+{
+    if (cls == Py_None) {
+        return NULL;
+    }
+    PyObject *name = PyObject_GetAttrString(cls, "__pmem_class__");
+    if (name == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();            /* a class */
+    }
+    if (name != NULL && !PyUnicode_Check(name)) {
+        Py_CLEAR(name);           /* pmem.Placeholder's own None */
+    }
+    return name;
+}
+
+PyObject *
+_PyPmem_Unresolved(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *unresolved = PyDict_New();
+    for (Py_ssize_t i = 0;
+         unresolved != NULL && i < PyList_GET_SIZE(self->classes); i++)
+    {
+        PyObject *cls = PyList_GET_ITEM(self->classes, i);
+        PyObject *name = placeholder_name(cls);
+        PyObject *reason = name == NULL ? NULL : PyObject_GetAttrString(
+            cls, "__pmem_reason__");
+        if (PyErr_Occurred()
+            || (reason != NULL
+                && PyDict_SetItem(unresolved, name, reason) < 0))
+        {
+            Py_CLEAR(unresolved);
+        }
+        Py_XDECREF(name);
+        Py_XDECREF(reason);
+    }
+    return unresolved;
+}
+
 PyObject *
 _PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (PyDict_GET_SIZE(self->unresolved) == 0) {
-        return PyList_New(0);
-    }
     if (self->depth > 0) {
         PyErr_Format(self->error, "pool %R cannot resolve classes inside "
                      "one of its transactions", self->path);
@@ -237,45 +273,33 @@ _PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
     PyObject *table = (PyObject *)((char *)self->pop + self->root->types);
     Py_ssize_t ntypes = Py_MIN(PyList_GET_SIZE(table),
                                PyList_GET_SIZE(self->classes));
-    PyObject *pmem = PyImport_ImportModule("pmem");
-    PyObject *base = pmem == NULL
-                     ? NULL : PyObject_GetAttrString(pmem, "Placeholder");
-    Py_XDECREF(pmem);
     PyObject *found = PyList_New(0);
     PyObject *names = PyDict_New();      /* {name: class} resolved */
-    if (base == NULL || found == NULL || names == NULL) {
+    if (found == NULL || names == NULL) {
         goto error;
     }
     for (Py_ssize_t i = 0; i < ntypes; i++) {
-        PyObject *now = PyList_GET_ITEM(self->classes, i);
-        if (now == Py_None || !PyType_Check(now) || !PyType_Check(base)
-            || !PyType_IsSubtype((PyTypeObject *)now, (PyTypeObject *)base))
-        {
+        PyObject *name = placeholder_name(PyList_GET_ITEM(self->classes, i));
+        if (name == NULL) {
+            if (PyErr_Occurred()) {
+                goto error;
+            }
             continue;             /* unused, or a class */
         }
+        /* Still missing: the reason it had at the open stays. */
         PyObject *entry = PyList_GET_ITEM(table, i);
         Py_ssize_t length = PyUnicode_GET_LENGTH(entry);
         Py_ssize_t space = PyUnicode_FindChar(entry, ' ', 0, length, 1);
-        if (space < 0) {
-            continue;             /* no layout: a class, or unused */
-        }
-        PyObject *name = PyUnicode_Substring(entry, 0, space);
-        if (name == NULL) {
-            goto error;
-        }
-        int waits = PyDict_Contains(self->unresolved, name);
-        PyObject *cls = NULL;
-        if (waits == 1) {
-            /* Still missing: the reason it had at the open stays. */
-            PyObject *layout = PyUnicode_Substring(entry, space + 1, length);
-            PyObject *reason = NULL;
-            cls = layout == NULL
-                  ? NULL : class_with_layout(name, layout, &reason);
-            Py_XDECREF(layout);
-            Py_XDECREF(reason);
-        }
+        PyObject *layout = space < 0
+                           ? NULL : PyUnicode_Substring(entry, space + 1,
+                                                        length);
+        PyObject *reason = NULL;
+        PyObject *cls = layout == NULL
+                        ? NULL : class_with_layout(name, layout, &reason);
+        Py_XDECREF(layout);
+        Py_XDECREF(reason);
         PyObject *pair = cls == NULL ? NULL : Py_BuildValue("nO", i, cls);
-        int r = (waits < 0 || PyErr_Occurred() || (cls != NULL && (
+        int r = (PyErr_Occurred() || (cls != NULL && (
                  pair == NULL || PyList_Append(found, pair) < 0
                  || PyDict_SetItem(names, name, cls) < 0))) ? -1 : 0;
         Py_XDECREF(pair);
@@ -327,15 +351,6 @@ _PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
     PyMem_RawFree(items);
     /* The names, for the caller. */
     PyObject *result = PyDict_Keys(names);
-    for (Py_ssize_t i = 0; result != NULL && i < PyList_GET_SIZE(result);
-         i++)
-    {
-        if (PyDict_DelItem(self->unresolved,
-                           PyList_GET_ITEM(result, i)) < 0)
-        {
-            Py_CLEAR(result);
-        }
-    }
     /* The tables that hold them as keys, for their new hashes. */
     if (result != NULL && rehash && rehash_tables(self) < 0) {
         Py_CLEAR(result);
@@ -343,12 +358,10 @@ _PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
     if (result != NULL && PyList_Sort(result) < 0) {
         Py_CLEAR(result);
     }
-    Py_DECREF(base);
     Py_DECREF(found);
     Py_DECREF(names);
     return result;
 error:
-    Py_XDECREF(base);
     Py_XDECREF(found);
     Py_XDECREF(names);
     return NULL;
