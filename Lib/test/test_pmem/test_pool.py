@@ -1268,6 +1268,20 @@ class RoundTripTests(PoolTestCase):
         # and its class name.
         self.assertEqual(out, "{'keep': [1.5]} 6\n")
 
+    def open_with_word(self, offset, value, *, seed, path=None):
+        """What opening the pool in a new process says (its PoolError)
+        once the 8-byte word at offset of its file is value."""
+        with open(self.path, "r+b") as f:
+            f.seek(offset)
+            f.write(value.to_bytes(8, "little"))
+        return self.run_in_new_process(f"""
+            import pmem
+            try:
+                pmem.open({self.path!r})
+            except pmem.PoolError as exc:
+                print(exc)
+            """, seed=seed, path=path)
+
     def test_corrupt_pointer_is_refused(self):
         out = self.run_in_new_process(f"""
             import pmem
@@ -1279,16 +1293,7 @@ class RoundTripTests(PoolTestCase):
             table = ctypes.c_void_p.from_address(id(items) + 24).value
             print(table - pool.base)
             """, seed=8)
-        with open(self.path, "r+b") as f:
-            f.seek(int(out))
-            f.write((12345).to_bytes(8, "little"))
-        out = self.run_in_new_process(f"""
-            import pmem
-            try:
-                pmem.open({self.path!r})
-            except pmem.PoolError as exc:
-                print(exc)
-            """, seed=9)
+        out = self.open_with_word(int(out), 12345, seed=9)
         self.assertRegex(out, r"is corrupt: a list at \+\d+ holds a pointer "
                               r"to neither the pool nor a constant")
 
@@ -1307,16 +1312,7 @@ class RoundTripTests(PoolTestCase):
             print(id(alice) - 32 - pool.base, id(vars(alice)))
             """, seed=17, path=self.dir)
         offset, value = map(int, out.split())
-        with open(self.path, "r+b") as f:
-            f.seek(offset)
-            f.write(value.to_bytes(8, "little"))
-        out = self.run_in_new_process(f"""
-            import pmem
-            try:
-                pmem.open({self.path!r})
-            except pmem.PoolError as exc:
-                print(exc)
-            """, seed=18, path=self.dir)
+        out = self.open_with_word(offset, value, seed=18, path=self.dir)
         self.assertRegex(out, r"is corrupt: a Account at \+\d+ holds a "
                               r"header that its memory cannot hold")
 
@@ -1349,16 +1345,7 @@ class RoundTripTests(PoolTestCase):
                     {where}
                     """, seed=14)
                 offset, value = map(int, out.split())
-                with open(self.path, "r+b") as f:
-                    f.seek(offset)
-                    f.write(value.to_bytes(8, "little"))
-                out = self.run_in_new_process(f"""
-                    import pmem
-                    try:
-                        pmem.open({self.path!r})
-                    except pmem.PoolError as exc:
-                        print(exc)
-                    """, seed=15)
+                out = self.open_with_word(offset, value, seed=15)
                 self.assertRegex(out, r"is corrupt: a (dict|set) at \+\d+ "
                                       r"holds counts that its table does "
                                       r"not match")
