@@ -127,46 +127,126 @@ mark_slot(void **slot, int kind, void *arg)
     return _PyPmem_MarkPush(ms, (PyObject *)v);
 }
 
-/* The instances of user classes get their class from the pool's type
-   table ("module:qualname layout" strs): imported, or a placeholder of
-   the layout (_PyPmem_ClassOfEntry()), checked against the block it must fit
-   in, and remembered for new instances.  0, or -1 with PoolError (or
-   MemoryError) set. */
+/* The pool's type table: a list of the pool whose items are a table of
+   the pool, its pointers checked (they may have to move with the pool).
+   Sets *table (NULL when the pool has none) and *ntypes.  0, or -1 with
+   PoolError set. */
 static int
-resolve_classes(open_state *st, alloc_item *items, size_t n)
+read_type_table(open_state *st, PyObject **table, Py_ssize_t *ntypes)
 {
     PoolObject *p = st->pool;
-    PyObject *table = NULL;
-    Py_ssize_t ntypes = 0;
-    if (p->root->types != 0) {
-        table = (PyObject *)(st->lo + p->root->types);
-        alloc_entry *e = _PyPmem_EntryOfObject(st, table);
-        if (e == NULL || !PyList_CheckExact(table)) {
-            PyErr_Format(p->error, "pool %R is corrupt: its type table is "
-                         "not a list of the pool", p->path);
-            return -1;
-        }
-        /* Its pointers first (they may have to move with the pool). */
-        st->source = (char *)(uintptr_t)p->root->anchor;
-        st->target = (char *)Py_None;
-        if (_PyStorage_CheckSlots(table, check_slot, st) != 0) {
-            PyErr_Format(p->error, "pool %R is corrupt: its type table "
-                         "holds %s", p->path,
-                         st->problem ? st->problem : "what it cannot");
-            return -1;
-        }
-        ntypes = PyList_GET_SIZE(table);
-        alloc_entry *items_table = ntypes == 0 ? NULL : _PyPmem_FindAlloc(
-            st, ((PyListObject *)table)->ob_item);
-        if (ntypes != 0 && (items_table->key == NULL
-                            || items_table->obj != NULL))
-        {
+    *table = NULL;
+    *ntypes = 0;
+    if (p->root->types == 0) {
+        return 0;
+    }
+    PyObject *list = (PyObject *)(st->lo + p->root->types);
+    alloc_entry *e = _PyPmem_EntryOfObject(st, list);
+    if (e == NULL || !PyList_CheckExact(list)) {
+        PyErr_Format(p->error, "pool %R is corrupt: its type table is "
+                     "not a list of the pool", p->path);
+        return -1;
+    }
+    st->source = (char *)(uintptr_t)p->root->anchor;
+    st->target = (char *)Py_None;
+    if (_PyStorage_CheckSlots(list, check_slot, st) != 0) {
+        PyErr_Format(p->error, "pool %R is corrupt: its type table "
+                     "holds %s", p->path,
+                     st->problem ? st->problem : "what it cannot");
+        return -1;
+    }
+    Py_ssize_t size = PyList_GET_SIZE(list);
+    if (size != 0) {
+        alloc_entry *items = _PyPmem_FindAlloc(
+            st, ((PyListObject *)list)->ob_item);
+        if (items->key == NULL || items->obj != NULL) {
             PyErr_Format(p->error, "pool %R is corrupt: its type table's "
                          "items are not a table of the pool", p->path);
             return -1;
         }
     }
-    /* p->classes: the class of each entry, None until resolved. */
+    *table = list;
+    *ntypes = size;
+    return 0;
+}
+
+/* Entry index of the type table gets its class in p->classes (None
+   until then) and its code in p->type_codes: the class of an earlier
+   entry with the same name (a class entered again after its name was a
+   placeholder's), or the one _PyPmem_ClassOfEntry() finds or makes.
+   0, or -1 with an exception set. */
+static int
+resolve_entry(open_state *st, PyObject *table, Py_ssize_t index)
+{
+    PoolObject *p = st->pool;
+    PyObject *name = PyList_GET_ITEM(table, index);
+    alloc_entry *ne = _PyPmem_EntryOfObject(st, name);
+    if (ne == NULL || !PyUnicode_CheckExact(name)) {
+        PyErr_Format(p->error, "pool %R is corrupt: its type "
+                     "table holds a non-str", p->path);
+        return -1;
+    }
+    PyObject *cls = NULL;
+    for (Py_ssize_t k = 0; k < index && cls == NULL; k++) {
+        PyObject *other = PyList_GET_ITEM(table, k);
+        if (PyList_GET_ITEM(p->classes, k) != Py_None
+            && PyUnicode_Compare(other, name) == 0)
+        {
+            cls = Py_NewRef(PyList_GET_ITEM(p->classes, k));
+        }
+    }
+    if (cls == NULL) {
+        cls = _PyPmem_ClassOfEntry(p, name);
+        if (cls == NULL) {
+            return -1;
+        }
+    }
+    PyObject *code = PyLong_FromSsize_t(POOL_INSTANCE + index);
+    int r = code == NULL ? -1 : PyDict_SetItem(p->type_codes, cls, code);
+    Py_XDECREF(code);
+    PyList_SetItem(p->classes, index, cls);   /* steals cls */
+    return r;
+}
+
+/* The instance at the start of item gets its class, which must fit in
+   the block, and its entry in the allocation table.  0, or -1 with
+   PoolError set. */
+static int
+place_instance(open_state *st, alloc_item *item, PyTypeObject *type)
+{
+    size_t presize = PyStorage_PreHeaderSize(type);
+    size_t usable = pmemobj_alloc_usable_size(pmemobj_oid(item->block));
+    if (usable < presize + (size_t)type->tp_basicsize) {
+        PyErr_Format(st->pool->error, "pool %R is corrupt: it holds %s "
+                     "instances smaller than their layout", st->pool->path,
+                     type->tp_name);
+        return -1;
+    }
+    PyObject *op = (PyObject *)(item->block + presize);
+    Py_SET_TYPE(op, type);
+    Py_INCREF(type);          /* an instance's reference */
+    alloc_entry *e = _PyPmem_FindAlloc(st, op);
+    e->key = (char *)op;
+    e->block = item->block;
+    e->obj = op;
+    return 0;
+}
+
+/* The instances of user classes get their class from the pool's type
+   table ("module:qualname layout" strs): imported, or a placeholder of
+   the layout (_PyPmem_ClassOfEntry()), checked against the block it must
+   fit in, and remembered for new instances.  Only the entries that some
+   instance uses are resolved.  0, or -1 with PoolError (or MemoryError)
+   set. */
+static int
+resolve_classes(open_state *st, alloc_item *items, size_t n)
+{
+    PoolObject *p = st->pool;
+    PyObject *table;
+    Py_ssize_t ntypes;
+    if (read_type_table(st, &table, &ntypes) < 0) {
+        return -1;
+    }
     for (Py_ssize_t i = 0; i < ntypes; i++) {
         if (PyList_Append(p->classes, Py_None) < 0) {
             return -1;
@@ -177,64 +257,22 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
         if (code < POOL_INSTANCE) {
             continue;
         }
-        Py_ssize_t index = (Py_ssize_t)(code - POOL_INSTANCE);
         if (code - POOL_INSTANCE >= (uint64_t)ntypes) {
             PyErr_Format(p->error, "pool %R is corrupt: an object of type "
                          "code %llu, which no class has", p->path,
                          (unsigned long long)code);
             return -1;
         }
-        if (PyList_GET_ITEM(p->classes, index) == Py_None) {
-            PyObject *name = PyList_GET_ITEM(table, index);
-            alloc_entry *ne = _PyPmem_EntryOfObject(st, name);
-            if (ne == NULL || !PyUnicode_CheckExact(name)) {
-                PyErr_Format(p->error, "pool %R is corrupt: its type "
-                             "table holds a non-str", p->path);
-                return -1;
-            }
-            /* An entry that an earlier one repeats (a class entered
-               again after its name was a placeholder's) gets its class. */
-            PyObject *cls = NULL;
-            for (Py_ssize_t k = 0; k < index && cls == NULL; k++) {
-                PyObject *other = PyList_GET_ITEM(table, k);
-                if (PyList_GET_ITEM(p->classes, k) != Py_None
-                    && PyUnicode_Compare(other, name) == 0)
-                {
-                    cls = Py_NewRef(PyList_GET_ITEM(p->classes, k));
-                }
-            }
-            if (cls == NULL) {
-                cls = _PyPmem_ClassOfEntry(p, name);
-            }
-            if (cls == NULL) {
-                return -1;
-            }
-            PyObject *value = PyLong_FromUnsignedLongLong(code);
-            int r = value == NULL ? -1
-                    : PyDict_SetItem(p->type_codes, cls, value);
-            Py_XDECREF(value);
-            PyList_SetItem(p->classes, index, cls);   /* steals cls */
-            if (r < 0) {
-                return -1;
-            }
-        }
-        PyTypeObject *type = (PyTypeObject *)PyList_GET_ITEM(p->classes,
-                                                             index);
-        size_t presize = PyStorage_PreHeaderSize(type);
-        size_t usable = pmemobj_alloc_usable_size(pmemobj_oid(items[i].block));
-        if (usable < presize + (size_t)type->tp_basicsize) {
-            PyErr_Format(p->error, "pool %R is corrupt: it holds %s "
-                         "instances smaller than their layout", p->path,
-                         type->tp_name);
+        Py_ssize_t index = (Py_ssize_t)(code - POOL_INSTANCE);
+        if (PyList_GET_ITEM(p->classes, index) == Py_None
+            && resolve_entry(st, table, index) < 0)
+        {
             return -1;
         }
-        PyObject *op = (PyObject *)(items[i].block + presize);
-        Py_SET_TYPE(op, type);
-        Py_INCREF(type);          /* an instance's reference */
-        alloc_entry *e = _PyPmem_FindAlloc(st, op);
-        e->key = (char *)op;
-        e->block = items[i].block;
-        e->obj = op;
+        PyObject *type = PyList_GET_ITEM(p->classes, index);
+        if (place_instance(st, &items[i], (PyTypeObject *)type) < 0) {
+            return -1;
+        }
     }
     return 0;
 }
