@@ -14,7 +14,8 @@
  * the region's pages to the kind's NUMA nodes, and they are faulted in
  * only when used) or maps a file of that size, suballocates it with a
  * fixed kind (memkind_create_fixed()), and registers the region as its
- * manager's range.  A full region raises MemoryError.
+ * manager's range.  A full region raises a MemoryError that says so,
+ * how much is in use, and what to do (full_error()).
  *
  * Lifetime.  A Kind's objects can outlive every reference to the Kind
  * (their manager is found from their address, not through a reference):
@@ -82,6 +83,9 @@ typedef struct _KindObject {
     int fd;                       /* "file": the file, or -1 */
     struct _KindObject *next_file;    /* the list of file_kinds */
     Py_ssize_t blocks;            /* blocks allocated and not freed */
+    size_t used;                  /* their usable bytes */
+    size_t failed_size;           /* an allocation that did not fit, not
+                                     yet explained (full_error()) */
     int placements;               /* pushes not popped, on any thread */
     int orphaned;                 /* no reference left: kept for its
                                      objects (see kind_dealloc()) */
@@ -104,14 +108,27 @@ get_state(PyObject *module)
 
 /* --- the storage manager ------------------------------------------------ */
 
+/* An allocation of size bytes failed: the region is full (a fixed kind
+   takes nothing from elsewhere).  It is remembered for the MemoryError's
+   message. */
+static void *
+no_room(KindObject *k, size_t size)
+{
+    k->failed_size = size;
+    return NULL;
+}
+
 static void *
 kind_alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
 {
     KindObject *k = KIND(sm);
-    void *block = memkind_malloc(k->fixed, size == 0 ? 1 : size);
-    if (block != NULL) {
-        k->blocks++;
+    size = size == 0 ? 1 : size;
+    void *block = memkind_malloc(k->fixed, size);
+    if (block == NULL) {
+        return no_room(k, size);
     }
+    k->blocks++;
+    k->used += memkind_malloc_usable_size(k->fixed, block);
     return block;
 }
 
@@ -122,7 +139,14 @@ kind_realloc(PyStorageManager *sm, void *ptr, size_t size)
     if (ptr == NULL) {
         return kind_alloc(sm, size, NULL);
     }
-    return memkind_realloc(k->fixed, ptr, size == 0 ? 1 : size);
+    size = size == 0 ? 1 : size;
+    size_t old = memkind_malloc_usable_size(k->fixed, ptr);
+    void *block = memkind_realloc(k->fixed, ptr, size);
+    if (block == NULL) {
+        return no_room(k, size);
+    }
+    k->used += memkind_malloc_usable_size(k->fixed, block) - old;
+    return block;
 }
 
 static void
@@ -130,6 +154,7 @@ kind_free(PyStorageManager *sm, void *ptr)
 {
     KindObject *k = KIND(sm);
     if (ptr != NULL) {
+        k->used -= memkind_malloc_usable_size(k->fixed, ptr);
         memkind_free(k->fixed, ptr);
         k->blocks--;
         if (k->orphaned && k->blocks == 0 && k->placements == 0) {
@@ -140,8 +165,26 @@ kind_free(PyStorageManager *sm, void *ptr)
     }
 }
 
+/* A MemoryError that says that k is full, how full, and what to do, in
+   place of the bare one that the core raised when an allocation of k
+   failed. */
+static void
+full_error(KindObject *k)
+{
+    size_t need = k->failed_size;
+    k->failed_size = 0;
+    PyErr_Format(PyExc_MemoryError, "memory kind %R is full: %zu more "
+                 "bytes do not fit (%zu of its %zu bytes are in use by "
+                 "objects; the rest is the allocator's, and free space in "
+                 "pieces too small).  Delete what is no longer needed, or "
+                 "make a larger one (MemoryKind(name, size=...))", k->name,
+                 need, k->used, k->size);
+}
+
 /* Volatile memory: an operation is as atomic as in DRAM, and needs no
-   bracket and no log. */
+   bracket and no log.  An operation that failed because the region is
+   full fails with the explanation (_PyStorage_TxEnd() gives it in place
+   of its bare MemoryError). */
 static int
 kind_begin(PyStorageManager *sm)
 {
@@ -151,6 +194,11 @@ kind_begin(PyStorageManager *sm)
 static int
 kind_end(PyStorageManager *sm, int ok)
 {
+    KindObject *k = KIND(sm);
+    if (!ok && k->failed_size != 0) {
+        full_error(k);
+        return -1;
+    }
     return 0;
 }
 
@@ -310,6 +358,95 @@ kind_names(PyObject *module, PyObject *Py_UNUSED(ignored))
     return names;
 }
 
+/* The memkind kind named cname, checked against dir (the "file" kind
+   needs one; the others take none): 0 with *source set (NULL for
+   "file"), or -1 with an exception set. */
+static int
+find_source(PyObject *name, const char *cname, PyObject *dir,
+            memkind_t **source)
+{
+    *source = NULL;
+    if (strcmp(cname, FILE_KIND) == 0) {
+        if (dir == Py_None) {
+            PyErr_Format(PyExc_TypeError, "the '%s' kind needs dir=, the "
+                         "directory of its file", FILE_KIND);
+            return -1;
+        }
+        return 0;
+    }
+    for (size_t i = 0; i < Py_ARRAY_LENGTH(kinds); i++) {
+        if (strcmp(cname, kinds[i].name) == 0) {
+            *source = kinds[i].kind;
+            break;
+        }
+    }
+    if (*source == NULL) {
+        PyObject *names = kind_names(NULL, NULL);
+        PyObject *sep = PyUnicode_FromString(", ");
+        PyObject *text = names == NULL || sep == NULL
+                         ? NULL : PyUnicode_Join(sep, names);
+        if (text != NULL) {
+            PyErr_Format(PyExc_ValueError, "unknown memkind kind %R; "
+                         "the kinds are: %U", name, text);
+        }
+        Py_XDECREF(names);
+        Py_XDECREF(sep);
+        Py_XDECREF(text);
+        return -1;
+    }
+    if (dir != Py_None) {
+        PyErr_Format(PyExc_TypeError, "dir= is for the '%s' kind only",
+                     FILE_KIND);
+        return -1;
+    }
+    return 0;
+}
+
+/* The region of a Kind of a memkind kind: a spare one, or k->size bytes
+   of the kind.  0, or -1 with an exception set. */
+static int
+take_region(KindObject *k, memkind_t source)
+{
+    k->source = source;
+    int err = memkind_check_available(source);
+    if (err != 0) {
+        memkind_error(err, "this machine has no memory of", k->name);
+        return -1;
+    }
+    if (take_spare(k)) {
+        return 0;
+    }
+    void *region = NULL;
+    err = memkind_posix_memalign(source, &region, REGION_ALIGNMENT,
+                                 k->size);
+    if (err != 0 || region == NULL) {
+        PyErr_Format(PyExc_MemoryError, "cannot take %zu bytes of memkind "
+                     "kind %R", k->size, k->name);
+        return -1;
+    }
+    k->region = region;
+    return 0;
+}
+
+/* The region suballocated (a spare one already is) and registered as
+   the manager's range.  0, or -1 with an exception set. */
+static int
+manage_region(KindObject *k)
+{
+    if (k->fixed == NULL) {
+        int err = memkind_create_fixed(k->region, k->size, &k->fixed);
+        if (err != 0) {
+            memkind_error(err, "cannot make a region of", k->name);
+            return -1;
+        }
+    }
+    if (PyStorage_AddRange(&k->sm, k->region, k->size) < 0) {
+        return -1;
+    }
+    k->registered = 1;
+    return 0;
+}
+
 static PyObject *
 kind_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -322,41 +459,8 @@ kind_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     const char *cname = name == NULL ? "regular" : PyUnicode_AsUTF8(name);
-    if (cname == NULL) {
-        return NULL;
-    }
-    memkind_t *source = NULL;
-    int is_file = strcmp(cname, FILE_KIND) == 0;
-    if (!is_file) {
-        for (size_t i = 0; i < Py_ARRAY_LENGTH(kinds); i++) {
-            if (strcmp(cname, kinds[i].name) == 0) {
-                source = kinds[i].kind;
-                break;
-            }
-        }
-        if (source == NULL) {
-            PyObject *names = kind_names(NULL, NULL);
-            PyObject *sep = PyUnicode_FromString(", ");
-            PyObject *text = names == NULL || sep == NULL
-                             ? NULL : PyUnicode_Join(sep, names);
-            if (text != NULL) {
-                PyErr_Format(PyExc_ValueError, "unknown memkind kind %R; "
-                             "the kinds are: %U", name, text);
-            }
-            Py_XDECREF(names);
-            Py_XDECREF(sep);
-            Py_XDECREF(text);
-            return NULL;
-        }
-        if (dir != Py_None) {
-            PyErr_Format(PyExc_TypeError, "dir= is for the '%s' kind only",
-                         FILE_KIND);
-            return NULL;
-        }
-    }
-    else if (dir == Py_None) {
-        PyErr_Format(PyExc_TypeError, "the '%s' kind needs dir=, the "
-                     "directory of its file", FILE_KIND);
+    memkind_t *source;
+    if (cname == NULL || find_source(name, cname, dir, &source) < 0) {
         return NULL;
     }
     if (size < KIND_MIN_SIZE) {
@@ -387,41 +491,11 @@ kind_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         .modify = kind_modify,
     };
     k->size = ((size_t)size + REGION_ALIGNMENT - 1) & ~(REGION_ALIGNMENT - 1);
-    if (is_file) {
-        if (map_file(k, dir) < 0) {
-            goto error;
-        }
-    }
-    else {
-        k->source = *source;
-        int err = memkind_check_available(k->source);
-        if (err != 0) {
-            memkind_error(err, "this machine has no memory of", k->name);
-            goto error;
-        }
-        if (!take_spare(k)) {
-            void *region = NULL;
-            err = memkind_posix_memalign(k->source, &region,
-                                         REGION_ALIGNMENT, k->size);
-            if (err != 0 || region == NULL) {
-                PyErr_Format(PyExc_MemoryError, "cannot take %zu bytes of "
-                             "memkind kind %R", k->size, k->name);
-                goto error;
-            }
-            k->region = region;
-        }
-    }
-    if (k->fixed == NULL) {
-        int err = memkind_create_fixed(k->region, k->size, &k->fixed);
-        if (err != 0) {
-            memkind_error(err, "cannot make a region of", k->name);
-            goto error;
-        }
-    }
-    if (PyStorage_AddRange(&k->sm, k->region, k->size) < 0) {
+    if ((source == NULL ? map_file(k, dir) : take_region(k, *source)) < 0
+        || manage_region(k) < 0)
+    {
         goto error;
     }
-    k->registered = 1;
     return (PyObject *)k;
 
 error:
@@ -508,18 +582,34 @@ kind_enter(KindObject *k, PyObject *Py_UNUSED(ignored))
     return Py_NewRef(k);
 }
 
+/* End the placement; never suppresses.  A block that raised a bare
+   MemoryError because the region is full raises the explanation. */
 static PyObject *
 kind_exit(KindObject *k, PyObject *args)
 {
+    PyObject *type, *value, *tb;
+    if (!PyArg_UnpackTuple(args, "__exit__", 3, 3, &type, &value, &tb)) {
+        return NULL;
+    }
     if (PyStorage_PopPlacement(&k->sm) < 0) {
         return NULL;
     }
     k->placements--;
+    int explain = (k->failed_size != 0 && type == PyExc_MemoryError
+                   && PyObject_TypeCheck(value, (PyTypeObject *)type)
+                   && PyTuple_GET_SIZE(
+                          ((PyBaseExceptionObject *)value)->args) == 0);
+    if (explain) {
+        full_error(k);
+    }
     if (k->orphaned && k->blocks == 0 && k->placements == 0) {
         /* The last placement of a Kind whose objects are gone (the call
            holds its own reference). */
         k->orphaned = 0;
         Py_DECREF(k);
+    }
+    if (explain) {
+        return NULL;
     }
     Py_RETURN_FALSE;
 }
@@ -527,7 +617,8 @@ kind_exit(KindObject *k, PyObject *args)
 static PyObject *
 kind_stats(KindObject *k, PyObject *Py_UNUSED(ignored))
 {
-    return Py_BuildValue("{sn sn}", "blocks", k->blocks,
+    return Py_BuildValue("{sn sn sn}", "blocks", k->blocks,
+                         "used", (Py_ssize_t)k->used,
                          "size", (Py_ssize_t)k->size);
 }
 
@@ -548,7 +639,8 @@ static PyMethodDef kind_methods[] = {
     {"__exit__", (PyCFunction)kind_exit, METH_VARARGS,
      "End the placement that __enter__ began."},
     {"stats", (PyCFunction)kind_stats, METH_NOARGS,
-     "stats() -> {'blocks': allocated blocks, 'size': region bytes}"},
+     "stats() -> {'blocks': allocated blocks, 'used': their bytes, "
+     "'size': region bytes}"},
     {NULL}
 };
 

@@ -211,16 +211,37 @@ class RegionTests(unittest.TestCase):
     def test_full_region_raises_memory_error(self):
         kind = pmem.MemoryKind("file", dir=self.dir, size=16 << 20)
         keep = []
-        with self.assertRaises(MemoryError):
+        full = (r"^memory kind 'file' is full: \d+ more bytes do not fit "
+                r"\(\d+ of its 16777216 bytes are in use by objects; .*"
+                r"Delete what is no longer needed, or make a larger one")
+        # Raised out of the block: the kind's __exit__ explains it.
+        with self.assertRaisesRegex(MemoryError, full):
             with kind:
                 for _ in range(32):                 # 32 MiB: more than fits
                     keep.append(bytearray(1 << 20))
+        self.assertGreater(kind.stats()["used"], 4 << 20)
         # Nothing broke: what was made is intact, and freeing makes room.
         self.assertGreater(len(keep), 4)
         self.assertTrue(all(b in kind for b in keep))
         self.assertEqual(keep[0], bytearray(1 << 20))
         del keep[:]
         self.assertEqual(kind.stats()["blocks"], 0)
+        self.assertEqual(kind.stats()["used"], 0)
+        # Growing a container of the kind, outside any block.
+        with kind:
+            grown = bytearray()
+        with self.assertRaisesRegex(MemoryError, full):
+            while True:
+                grown += bytes(1 << 20)
+        del grown
+        # Caught inside the block: explained where the operation failed.
+        with kind:
+            try:
+                grown = [bytearray(1 << 20) for _ in range(32)]
+            except MemoryError as e:
+                self.assertRegex(str(e), full)
+            else:
+                self.fail("32 MiB fit in a kind of 16 MiB")
         with kind:
             again = bytearray(1 << 20)
         self.assertIn(again, kind)
