@@ -159,6 +159,185 @@ keys_size(PyDictKeysObject *keys)
            + (size_t)keys->dk_nentries * entry;
 }
 
+/* A dict: its keys table and every key and value of it. */
+static int
+visit_dict(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
+           const int check)
+{
+    PyDictObject *mp = (PyDictObject *)op;
+    if (mp->ma_values != NULL) {
+        /* A managed dict is always combined. */
+        return -1;
+    }
+    VISIT(&mp->ma_keys, _PyStorage_SLOT_TABLE);
+    PyDictKeysObject *keys = mp->ma_keys;
+    if (keys == empty_keys() || PyStorage_Of(keys) == &PyStorage_DRAM) {
+        /* The empty keys (of this binary, or, half-way through an
+           open that rewrites static pointers, of another one). */
+        return 0;
+    }
+    EXTENT(keys, sizeof(PyDictKeysObject));
+    EXTENT(keys, keys_size(keys));
+    /* Both entry layouts end with me_key, me_value. */
+    Py_BUILD_ASSERT(offsetof(PyDictKeyEntry, me_value)
+                    == offsetof(PyDictKeyEntry, me_key)
+                       + sizeof(PyObject *));
+    Py_BUILD_ASSERT(offsetof(PyDictUnicodeEntry, me_value)
+                    == offsetof(PyDictUnicodeEntry, me_key)
+                       + sizeof(PyObject *));
+    char *entry;
+    size_t size;
+    if (DK_IS_UNICODE(keys)) {
+        entry = (char *)&DK_UNICODE_ENTRIES(keys)->me_key;
+        size = sizeof(PyDictUnicodeEntry);
+    }
+    else {
+        entry = (char *)&DK_ENTRIES(keys)->me_key;
+        size = sizeof(PyDictKeyEntry);
+    }
+    for (Py_ssize_t i = 0; i < keys->dk_nentries; i++, entry += size) {
+        PyObject **kv = (PyObject **)entry;
+        if (check && (kv[0] == NULL) != (kv[1] == NULL)) {
+            EXTENT(op, SIZE_MAX);         /* half an entry */
+        }
+        VISIT(&kv[0], _PyStorage_SLOT_OBJECT);
+        VISIT(&kv[1], _PyStorage_SLOT_OBJECT);
+    }
+    return 0;
+}
+
+/* A list: its items table and every item. */
+static int
+visit_list(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
+           const int check)
+{
+    PyListObject *l = (PyListObject *)op;
+    if (check && (Py_SIZE(l) < 0 || Py_SIZE(l) > l->allocated
+                  || (l->ob_item == NULL && Py_SIZE(l) != 0)))
+    {
+        EXTENT(op, SIZE_MAX);
+    }
+    VISIT(&l->ob_item, _PyStorage_SLOT_TABLE);
+    if (l->ob_item != NULL) {
+        EXTENT(l->ob_item, var_size(0, l->allocated, sizeof(PyObject *)));
+    }
+    for (Py_ssize_t i = 0; i < Py_SIZE(l); i++) {
+        if (check && l->ob_item[i] == NULL) {
+            EXTENT(op, SIZE_MAX);
+        }
+        VISIT(&l->ob_item[i], _PyStorage_SLOT_OBJECT);
+    }
+    return 0;
+}
+
+/* A tuple: its items. */
+static int
+visit_tuple(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
+            const int check)
+{
+    EXTENT(op, var_size((size_t)Py_TYPE(op)->tp_basicsize, Py_SIZE(op),
+                        sizeof(PyObject *)));
+    for (Py_ssize_t i = 0; i < Py_SIZE(op); i++) {
+        if (check && ((PyTupleObject *)op)->ob_item[i] == NULL) {
+            EXTENT(op, SIZE_MAX);
+        }
+        VISIT(&((PyTupleObject *)op)->ob_item[i], _PyStorage_SLOT_OBJECT);
+    }
+    return 0;
+}
+
+/* A set or frozenset: its table (unless the small one) and every key. */
+static int
+visit_set(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
+          const int check)
+{
+    PySetObject *so = (PySetObject *)op;
+    size_t slots = (size_t)so->mask + 1;
+    if (check && (so->mask < PySet_MINSIZE - 1 || (slots & so->mask)
+                  || so->fill > so->mask || so->used > so->fill
+                  || so->used < 0))
+    {
+        EXTENT(op, SIZE_MAX);
+    }
+    if (so->table != so->smalltable) {
+        VISIT(&so->table, _PyStorage_SLOT_TABLE);
+    }
+    /* The small table, exactly when the set is smallest. */
+    if (check && (so->mask == PySet_MINSIZE - 1)
+                 != (so->table == so->smalltable))
+    {
+        EXTENT(op, SIZE_MAX);
+    }
+    if (so->table != so->smalltable) {
+        EXTENT(so->table, var_size(0, so->mask + 1, sizeof(setentry)));
+    }
+    for (Py_ssize_t i = 0; i <= so->mask; i++) {
+        VISIT(&so->table[i].key, _PyStorage_SLOT_OBJECT);
+    }
+    return 0;
+}
+
+/* A bytearray: its buffer, and the pointer into it. */
+static int
+visit_bytearray(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
+                const int check)
+{
+    PyByteArrayObject *b = (PyByteArrayObject *)op;
+    if (b->ob_bytes != NULL) {
+        /* ob_start points into the buffer: moved on its own (a move
+           may stop between the two pointers), then checked. */
+        if (check) {
+            VISIT(&b->ob_start, _PyStorage_SLOT_INTERIOR);
+        }
+        VISIT(&b->ob_bytes, _PyStorage_SLOT_TABLE);
+        Py_ssize_t start = b->ob_start - b->ob_bytes;
+        if (check && (start < 0 || Py_SIZE(b) < 0
+                      || Py_SIZE(b) >= b->ob_alloc
+                      || start > b->ob_alloc - 1 - Py_SIZE(b)))
+        {
+            EXTENT(op, SIZE_MAX);
+        }
+        EXTENT(b->ob_bytes, var_size(0, b->ob_alloc, 1));
+    }
+    else if (check && (Py_SIZE(b) != 0 || b->ob_alloc != 0)) {
+        EXTENT(op, SIZE_MAX);
+    }
+    return 0;
+}
+
+/* An instance: its dict, and its __slots__ of every class.  A
+   managed one keeps its attributes in its dict, never in values
+   (which _PyObject_GetDictPtr() would make a dict of). */
+static int
+visit_instance(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
+               const int check)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    if (check && PyType_HasFeature(tp, Py_TPFLAGS_MANAGED_DICT)
+        && *_PyObject_ValuesPointer(op) != NULL)
+    {
+        EXTENT(op, SIZE_MAX);
+    }
+    PyObject **dictptr = _PyObject_GetDictPtr(op);
+    if (dictptr != NULL) {
+        VISIT(dictptr, _PyStorage_SLOT_OBJECT);
+    }
+    for (; tp != NULL && PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE);
+         tp = tp->tp_base)
+    {
+        PyMemberDef *mp = _PyHeapType_GET_MEMBERS((PyHeapTypeObject *)tp);
+        for (Py_ssize_t i = 0; i < Py_SIZE(tp); i++, mp++) {
+            if (mp->type == T_OBJECT_EX) {
+                VISIT((char *)op + mp->offset, _PyStorage_SLOT_OBJECT);
+            }
+        }
+    }
+    return 0;
+}
+
+/* Every slot of op, and with check, the extent of each of its parts: the
+   visitor's first nonzero result, or -1 for a type that a manager cannot
+   hold. */
 static int
 visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
             const int check)
@@ -168,146 +347,24 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
     EXTENT(op, tp == &PyUnicode_Type ? sizeof(PyASCIIObject)
                                      : (size_t)tp->tp_basicsize);
     if (tp == &PyDict_Type) {
-        PyDictObject *mp = (PyDictObject *)op;
-        if (mp->ma_values != NULL) {
-            /* A managed dict is always combined. */
-            return -1;
-        }
-        VISIT(&mp->ma_keys, _PyStorage_SLOT_TABLE);
-        PyDictKeysObject *keys = mp->ma_keys;
-        if (keys == empty_keys() || PyStorage_Of(keys) == &PyStorage_DRAM) {
-            /* The empty keys (of this binary, or, half-way through an
-               open that rewrites static pointers, of another one). */
-            return 0;
-        }
-        EXTENT(keys, sizeof(PyDictKeysObject));
-        EXTENT(keys, keys_size(keys));
-        /* Both entry layouts end with me_key, me_value. */
-        Py_BUILD_ASSERT(offsetof(PyDictKeyEntry, me_value)
-                        == offsetof(PyDictKeyEntry, me_key)
-                           + sizeof(PyObject *));
-        Py_BUILD_ASSERT(offsetof(PyDictUnicodeEntry, me_value)
-                        == offsetof(PyDictUnicodeEntry, me_key)
-                           + sizeof(PyObject *));
-        char *entry;
-        size_t size;
-        if (DK_IS_UNICODE(keys)) {
-            entry = (char *)&DK_UNICODE_ENTRIES(keys)->me_key;
-            size = sizeof(PyDictUnicodeEntry);
-        }
-        else {
-            entry = (char *)&DK_ENTRIES(keys)->me_key;
-            size = sizeof(PyDictKeyEntry);
-        }
-        for (Py_ssize_t i = 0; i < keys->dk_nentries; i++, entry += size) {
-            PyObject **kv = (PyObject **)entry;
-            if (check && (kv[0] == NULL) != (kv[1] == NULL)) {
-                EXTENT(op, SIZE_MAX);         /* half an entry */
-            }
-            VISIT(&kv[0], _PyStorage_SLOT_OBJECT);
-            VISIT(&kv[1], _PyStorage_SLOT_OBJECT);
-        }
+        return visit_dict(op, visit, arg, check);
     }
-    else if (tp == &PyList_Type) {
-        PyListObject *l = (PyListObject *)op;
-        if (check && (Py_SIZE(l) < 0 || Py_SIZE(l) > l->allocated
-                      || (l->ob_item == NULL && Py_SIZE(l) != 0)))
-        {
-            EXTENT(op, SIZE_MAX);
-        }
-        VISIT(&l->ob_item, _PyStorage_SLOT_TABLE);
-        if (l->ob_item != NULL) {
-            EXTENT(l->ob_item, var_size(0, l->allocated, sizeof(PyObject *)));
-        }
-        for (Py_ssize_t i = 0; i < Py_SIZE(l); i++) {
-            if (check && l->ob_item[i] == NULL) {
-                EXTENT(op, SIZE_MAX);
-            }
-            VISIT(&l->ob_item[i], _PyStorage_SLOT_OBJECT);
-        }
+    if (tp == &PyList_Type) {
+        return visit_list(op, visit, arg, check);
     }
-    else if (tp == &PyTuple_Type) {
-        EXTENT(op, var_size((size_t)tp->tp_basicsize, Py_SIZE(op),
-                            sizeof(PyObject *)));
-        for (Py_ssize_t i = 0; i < Py_SIZE(op); i++) {
-            if (check && ((PyTupleObject *)op)->ob_item[i] == NULL) {
-                EXTENT(op, SIZE_MAX);
-            }
-            VISIT(&((PyTupleObject *)op)->ob_item[i], _PyStorage_SLOT_OBJECT);
-        }
+    if (tp == &PyTuple_Type) {
+        return visit_tuple(op, visit, arg, check);
     }
-    else if (tp == &PySet_Type || tp == &PyFrozenSet_Type) {
-        PySetObject *so = (PySetObject *)op;
-        size_t slots = (size_t)so->mask + 1;
-        if (check && (so->mask < PySet_MINSIZE - 1 || (slots & so->mask)
-                      || so->fill > so->mask || so->used > so->fill
-                      || so->used < 0))
-        {
-            EXTENT(op, SIZE_MAX);
-        }
-        if (so->table != so->smalltable) {
-            VISIT(&so->table, _PyStorage_SLOT_TABLE);
-        }
-        /* The small table, exactly when the set is smallest. */
-        if (check && (so->mask == PySet_MINSIZE - 1)
-                     != (so->table == so->smalltable))
-        {
-            EXTENT(op, SIZE_MAX);
-        }
-        if (so->table != so->smalltable) {
-            EXTENT(so->table, var_size(0, so->mask + 1, sizeof(setentry)));
-        }
-        for (Py_ssize_t i = 0; i <= so->mask; i++) {
-            VISIT(&so->table[i].key, _PyStorage_SLOT_OBJECT);
-        }
+    if (tp == &PySet_Type || tp == &PyFrozenSet_Type) {
+        return visit_set(op, visit, arg, check);
     }
-    else if (tp == &PyByteArray_Type) {
-        PyByteArrayObject *b = (PyByteArrayObject *)op;
-        if (b->ob_bytes != NULL) {
-            /* ob_start points into the buffer: moved on its own (a move
-               may stop between the two pointers), then checked. */
-            if (check) {
-                VISIT(&b->ob_start, _PyStorage_SLOT_INTERIOR);
-            }
-            VISIT(&b->ob_bytes, _PyStorage_SLOT_TABLE);
-            Py_ssize_t start = b->ob_start - b->ob_bytes;
-            if (check && (start < 0 || Py_SIZE(b) < 0
-                          || Py_SIZE(b) >= b->ob_alloc
-                          || start > b->ob_alloc - 1 - Py_SIZE(b)))
-            {
-                EXTENT(op, SIZE_MAX);
-            }
-            EXTENT(b->ob_bytes, var_size(0, b->ob_alloc, 1));
-        }
-        else if (check && (Py_SIZE(b) != 0 || b->ob_alloc != 0)) {
-            EXTENT(op, SIZE_MAX);
-        }
+    if (tp == &PyByteArray_Type) {
+        return visit_bytearray(op, visit, arg, check);
     }
-    else if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
-        /* An instance: its dict, and its __slots__ of every class.  A
-           managed one keeps its attributes in its dict, never in values
-           (which _PyObject_GetDictPtr() would make a dict of). */
-        if (check && PyType_HasFeature(tp, Py_TPFLAGS_MANAGED_DICT)
-            && *_PyObject_ValuesPointer(op) != NULL)
-        {
-            EXTENT(op, SIZE_MAX);
-        }
-        PyObject **dictptr = _PyObject_GetDictPtr(op);
-        if (dictptr != NULL) {
-            VISIT(dictptr, _PyStorage_SLOT_OBJECT);
-        }
-        for (; tp != NULL && PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE);
-             tp = tp->tp_base)
-        {
-            PyMemberDef *mp = _PyHeapType_GET_MEMBERS((PyHeapTypeObject *)tp);
-            for (Py_ssize_t i = 0; i < Py_SIZE(tp); i++, mp++) {
-                if (mp->type == T_OBJECT_EX) {
-                    VISIT((char *)op + mp->offset, _PyStorage_SLOT_OBJECT);
-                }
-            }
-        }
+    if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
+        return visit_instance(op, visit, arg, check);
     }
-    else if (tp == &PyLong_Type || tp == &PyBool_Type) {
+    if (tp == &PyLong_Type || tp == &PyBool_Type) {
         Py_ssize_t n = Py_SIZE(op);
         EXTENT(op, var_size(offsetof(PyLongObject, ob_digit),
                             n < 0 ? -n : n, sizeof(digit)));

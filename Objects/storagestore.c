@@ -298,6 +298,7 @@ typedef struct {
     int exclusive;
 } check_state;
 
+/* The parts of a value are checked as values (recursion). */
 static int check_value(PyObject *v, PyStorageManager *sm, int exclusive);
 
 static int
@@ -307,8 +308,111 @@ check_slot(PyObject **slot, void *arg)
     return *slot == NULL ? 0 : check_value(*slot, st->sm, st->exclusive);
 }
 
+/* The items of tuple or list v.  A tuple's item is exclusive when the
+   path to the tuple is and the tuple holds its only reference; a list
+   is exclusive already (a shared list is refused first). */
+static int
+check_items(PyObject *v, PyStorageManager *sm, int exclusive)
+{
+    PyObject **items = PyTuple_Check(v) ? ((PyTupleObject *)v)->ob_item
+                                        : ((PyListObject *)v)->ob_item;
+    for (Py_ssize_t i = 0; i < Py_SIZE(v); i++) {
+        if (check_value(items[i], sm,
+                        exclusive && Py_REFCNT(items[i]) == 1) < 0)
+        {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The keys of a set or frozenset: hashable, immutable in practice, so
+   never moved. */
+static int
+check_keys(PyObject *v, PyStorageManager *sm)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key;
+    Py_hash_t hash;
+    while (_PySet_NextEntry(v, &pos, &key, &hash)) {
+        if (check_value(key, sm, 0) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The keys and values of an exclusive dict. */
+static int
+check_dict_items(PyObject *v, PyStorageManager *sm)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(v, &pos, &key, &value)) {
+        if (check_value(key, sm, 0) < 0
+            || check_value(value, sm, Py_REFCNT(value) == 1) < 0)
+        {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* An exclusive instance: a class that a persistent manager can find
+   again, its dict (made on demand) and its slots. */
+static int
+check_instance(PyObject *v, PyStorageManager *sm)
+{
+    PyTypeObject *tp = Py_TYPE(v);
+    if ((sm->flags & PyStorage_PERSISTENT)
+        && !_PyStorage_IsFindableClass(tp))
+    {
+        return refuse(v, sm, "persistent storage finds classes again by "
+                             "module and qualified name, and its class is "
+                             "not where they say (one defined inside a "
+                             "function, or whose __module__ or __qualname__ "
+                             "was changed): define it at module level");
+    }
+    PyObject **dictptr = _PyObject_GetDictPtr(v);
+    if (dictptr != NULL && *dictptr != NULL) {
+        if (check_value(*dictptr, sm, Py_REFCNT(*dictptr) == 1) < 0) {
+            return -1;
+        }
+    }
+    else if (dictptr == NULL && tp->tp_dictoffset != 0) {
+        PyObject *dict = PyObject_GenericGetDict(v, NULL);
+        if (dict == NULL) {
+            return -1;
+        }
+        /* One reference is ours. */
+        int r = check_value(dict, sm, Py_REFCNT(dict) == 2);
+        Py_DECREF(dict);
+        if (r < 0) {
+            return -1;
+        }
+    }
+    check_state st = {sm, 1};
+    return visit_slots(v, check_slot, &st);
+}
+
+/* A mutable v that cannot be moved into sm: it is another manager's, or
+   referenced from elsewhere. */
+static int
+refuse_shared(PyObject *v, PyStorageManager *sm, PyStorageManager *owner)
+{
+    if (owner != NULL) {
+        return refuse(v, sm, "it is a mutable object of another storage "
+                             "manager; store a copy (copy.deepcopy())");
+    }
+    return refuse(v, sm, "it is a mutable volatile object that is "
+                         "referenced from elsewhere; store a new one "
+                         "(x.copy(), copy.deepcopy(x)), or drop the "
+                         "other references first");
+}
+
 /* Can v be stored into sm?  exclusive: the path to v from the stored
-   value holds the only references to every object on it. */
+   value holds the only references to every object on it.  Immutables
+   are copied, exclusive mutables moved; a shared mutable is refused. */
 static int
 check_value(PyObject *v, PyStorageManager *sm, int exclusive)
 {
@@ -320,106 +424,46 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
     if (owner == sm) {
         return 0;
     }
+    if (tp != &PyTuple_Type && tp != &PyFrozenSet_Type) {
+        if (is_immutable_type(tp)) {
+            /* Numbers, str and bytes have no references to follow. */
+            return 0;
+        }
+        if (!is_mutable_container(tp)) {
+            return refuse(v, sm, "its type is not one that a persistent "
+                                 "storage manager can hold");
+        }
+        if (owner != NULL || !exclusive) {
+            return refuse_shared(v, sm, owner);
+        }
+    }
     if (Py_EnterRecursiveCall(" while storing a value")) {
         return -1;
     }
     int r = 0;
     if (tp == &PyTuple_Type) {
-        for (Py_ssize_t i = 0; r == 0 && i < PyTuple_GET_SIZE(v); i++) {
-            PyObject *item = PyTuple_GET_ITEM(v, i);
-            r = check_value(item, sm, exclusive && Py_REFCNT(item) == 1);
-        }
-    }
-    else if (tp == &PyFrozenSet_Type || tp == &PySet_Type) {
-        Py_ssize_t pos = 0;
-        PyObject *key;
-        Py_hash_t hash;
-        if (tp == &PySet_Type && (owner != NULL || !exclusive)) {
-            goto shared;
-        }
-        while (r == 0 && _PySet_NextEntry(v, &pos, &key, &hash)) {
-            /* Set elements are hashable: immutable in practice. */
-            r = check_value(key, sm, 0);
-        }
-    }
-    else if (is_immutable_type(tp)) {
-        /* Numbers, str and bytes have no references to follow. */
-    }
-    else if (!is_mutable_container(tp)) {
-        r = refuse(v, sm, "its type is not one that a persistent "
-                          "storage manager can hold");
-    }
-    else if (owner != NULL || !exclusive) {
-        goto shared;
+        r = check_items(v, sm, exclusive);
     }
     else if (tp == &PyList_Type) {
-        for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(v); i++) {
-            PyObject *item = PyList_GET_ITEM(v, i);
-            r = check_value(item, sm, Py_REFCNT(item) == 1);
-        }
+        r = check_items(v, sm, 1);
+    }
+    else if (tp == &PyFrozenSet_Type || tp == &PySet_Type) {
+        r = check_keys(v, sm);
     }
     else if (tp == &PyDict_Type) {
-        Py_ssize_t pos = 0;
-        PyObject *key, *value;
-        while (r == 0 && PyDict_Next(v, &pos, &key, &value)) {
-            r = check_value(key, sm, 0);
-            if (r == 0) {
-                r = check_value(value, sm, Py_REFCNT(value) == 1);
-            }
-        }
+        r = check_dict_items(v, sm);
     }
-    else if (tp == &PyByteArray_Type) {
-        /* Bytes, no references. */
-    }
-    else if ((sm->flags & PyStorage_PERSISTENT)
-             && !_PyStorage_IsFindableClass(tp))
-    {
-        r = refuse(v, sm, "persistent storage finds classes again by "
-                          "module and qualified name, and its class is not "
-                          "where they say (one defined inside a function, or "
-                          "whose __module__ or __qualname__ was changed): "
-                          "define it at module level");
-    }
-    else {
-        /* An instance: its dict (made on demand) and its slots. */
-        PyObject **dictptr = _PyObject_GetDictPtr(v);
-        if (dictptr != NULL && *dictptr != NULL) {
-            r = check_value(*dictptr, sm, Py_REFCNT(*dictptr) == 1);
-        }
-        else if (dictptr == NULL && tp->tp_dictoffset != 0) {
-            PyObject *dict = PyObject_GenericGetDict(v, NULL);
-            if (dict == NULL) {
-                r = -1;
-            }
-            else {
-                /* One reference is ours. */
-                r = check_value(dict, sm, Py_REFCNT(dict) == 2);
-                Py_DECREF(dict);
-            }
-        }
-        if (r == 0) {
-            check_state st = {sm, 1};
-            r = visit_slots(v, check_slot, &st);
-        }
+    else if (tp != &PyByteArray_Type) {     /* bytes, no references */
+        r = check_instance(v, sm);
     }
     Py_LeaveRecursiveCall();
     return r;
-
-shared:
-    Py_LeaveRecursiveCall();
-    if (owner != NULL) {
-        return refuse(v, sm, "it is a mutable object of another storage "
-                             "manager; store a copy (copy.deepcopy())");
-    }
-    return refuse(v, sm, "it is a mutable volatile object that is "
-                         "referenced from elsewhere; store a new one "
-                         "(x.copy(), copy.deepcopy(x)), or drop the "
-                         "other references first");
 }
 
 
 /* --- pass 2: copy into the manager --------------------------------------- */
 
+/* The parts of a value are copied as values (recursion). */
 static PyObject *copy_value(PyObject *v, PyStorageManager *sm);
 
 /* A byte copy of immutable v (no references inside) in sm. */
