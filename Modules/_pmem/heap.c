@@ -1,7 +1,8 @@
 /* _pmem's view of a pool's heap: every allocation, listed once and
  * found by address in a table (the open pass, the undo and pool.gc()
- * build one), and the lists of the blocks that a transaction allocated
- * and freed.
+ * build one); the objects that the root holds, and letting go of an
+ * object that is garbage (the walks that those three make); and the
+ * lists of the blocks that a transaction allocated and freed.
  */
 
 #include "pool.h"
@@ -68,6 +69,62 @@ _PyPmem_MarkPush(mark_state *ms, PyObject *op)
     }
     ms->stack[ms->depth++] = op;
     return 0;
+}
+
+/* --- the objects -------------------------------------------------------- */
+
+/* The objects that a pool's root holds, with the type each must have. */
+const struct pool_root_field _PyPmem_RootFields[POOL_NROOTS] = {
+    {offsetof(struct pool_root, namespace), &PyDict_Type},
+    {offsetof(struct pool_root, types), &PyList_Type},
+};
+
+/* The index-th object that p's root holds, at its place in a mapping of
+   the pool at lo; NULL when the pool has none (yet). */
+PyObject *
+_PyPmem_Root(PoolObject *p, char *lo, int index)
+{
+    uint64_t offset;
+    memcpy(&offset, (char *)p->root + _PyPmem_RootFields[index].offset,
+           sizeof(offset));
+    return offset == 0 ? NULL : (PyObject *)(lo + offset);
+}
+
+/* Call visit on each object that p's root holds, as on an object slot
+   that held it: the root's reference.  The visitor's first nonzero
+   result, or 0. */
+int
+_PyPmem_VisitRoots(PoolObject *p, char *lo, _PyStorage_SlotVisitor visit,
+                   void *arg)
+{
+    for (int k = 0; k < POOL_NROOTS; k++) {
+        PyObject *held = _PyPmem_Root(p, lo, k);
+        int r = held == NULL ? 0 : visit((void **)&held,
+                                         _PyStorage_SLOT_OBJECT, arg);
+        if (r != 0) {
+            return r;
+        }
+    }
+    return 0;
+}
+
+/* Let go of what op, a pool object freed without its deallocator (it is
+   garbage), holds in this process: the collector's tracking of it, the
+   references it holds (release gives up each slot's), its class's
+   reference, and the debug build's count of references.  Its block is
+   the caller's to free.  The release's first nonzero result, or 0. */
+int
+_PyPmem_LetGo(PyObject *op, _PyStorage_SlotVisitor release, void *arg)
+{
+    if (PyObject_IS_GC(op) && PyObject_GC_IsTracked(op)) {
+        PyObject_GC_UnTrack(op);
+    }
+    int r = _PyStorage_VisitSlots(op, release, arg);
+    if (PyType_HasFeature(Py_TYPE(op), Py_TPFLAGS_HEAPTYPE)) {
+        Py_DECREF(Py_TYPE(op));
+    }
+    _PyStorage_ForgetObject(op);
+    return r;
 }
 
 /* --- the transaction's blocks ------------------------------------------- */

@@ -443,48 +443,38 @@ static int
 mark_from_roots(open_state *st, mark_state *ms)
 {
     PoolObject *p = st->pool;
-    uint64_t roots[] = {p->root->namespace, p->root->types};
-    PyTypeObject *root_types[] = {&PyDict_Type, &PyList_Type};
-    for (int k = 0; k < 2; k++) {
-        if (roots[k] == 0) {
-            continue;
-        }
-        PyObject *held = (PyObject *)(st->lo + roots[k]);
-        alloc_entry *e = (char *)held > st->lo && (char *)held < st->hi
-                         ? _PyPmem_EntryOfObject(st, held) : NULL;
-        if (e == NULL || Py_TYPE(held) != root_types[k]) {
+    for (int k = 0; k < POOL_NROOTS; k++) {
+        PyObject *held = _PyPmem_Root(p, st->lo, k);
+        PyTypeObject *type = _PyPmem_RootFields[k].type;
+        if (held != NULL && ((char *)held <= st->lo
+                             || (char *)held >= st->hi
+                             || _PyPmem_EntryOfObject(st, held) == NULL
+                             || Py_TYPE(held) != type))
+        {
             PyErr_Format(p->error, "pool %R is corrupt: its root does not "
-                         "hold a %s of the pool", p->path,
-                         root_types[k]->tp_name);
+                         "hold a %s of the pool", p->path, type->tp_name);
             return -1;
         }
-        int err = e->broken != NULL;
-        ms->bad = e;
-        e->mark = 1;
-        Py_SET_REFCNT(held, 0);
-        _PyPmem_SetRefcnt(held, 1);      /* the root's */
-        if (_PyPmem_MarkPush(ms, held) < 0) {
-            err = -1;
-        }
-        while (ms->depth > 0 && !err) {
-            PyObject *op = ms->stack[--ms->depth];
-            err = _PyStorage_VisitSlots(op, mark_slot, ms);
-        }
-        if (err < 0) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        if (err > 0 && ms->bad == NULL) {
-            PyErr_Format(p->error, "pool %R is corrupt: an object holds a "
-                         "pointer that lands on no object", p->path);
-            return -1;
-        }
-        if (err > 0) {
-            PyErr_Format(p->error, "pool %R is corrupt: a %s at +%zu holds "
-                         "%s", p->path, Py_TYPE(ms->bad->obj)->tp_name,
-                         (size_t)(ms->bad->key - st->lo), ms->bad->broken);
-            return -1;
-        }
+    }
+    int err = _PyPmem_VisitRoots(p, st->lo, mark_slot, ms);
+    while (ms->depth > 0 && !err) {
+        PyObject *op = ms->stack[--ms->depth];
+        err = _PyStorage_VisitSlots(op, mark_slot, ms);
+    }
+    if (err < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (err > 0 && ms->bad == NULL) {
+        PyErr_Format(p->error, "pool %R is corrupt: an object holds a "
+                     "pointer that lands on no object", p->path);
+        return -1;
+    }
+    if (err > 0) {
+        PyErr_Format(p->error, "pool %R is corrupt: a %s at +%zu holds "
+                     "%s", p->path, Py_TYPE(ms->bad->obj)->tp_name,
+                     (size_t)(ms->bad->key - st->lo), ms->bad->broken);
+        return -1;
     }
     return 0;
 }

@@ -119,6 +119,15 @@ struct pool_root {
     uint64_t reserved[5];
 };
 
+/* The objects that the root holds (namespace, types): the field of
+   struct pool_root that has each one's offset, and the type it must have
+   (_PyPmem_RootFields, _PyPmem_Root(), _PyPmem_VisitRoots()). */
+#define POOL_NROOTS 2
+struct pool_root_field {
+    size_t offset;
+    PyTypeObject *type;
+};
+
 /* The type number of an allocation: what the open pass will need to give
    the object its type again.  0 is a table (dict keys, list items...). */
 enum {
@@ -352,14 +361,20 @@ typedef struct {
 extern PoolObject *_PyPmem_OpenPools;   /* linked by next_open */
 extern PyTypeObject *const _PyPmem_BuiltinTypes[POOL_BYTES + 1];
 extern PyType_Spec _PyPmem_PoolSpec, _PyPmem_NamespaceSpec;
+extern const struct pool_root_field _PyPmem_RootFields[POOL_NROOTS];
 
 /* The parts, from the bottom up: each calls only those above it in this
    list (and the manager's hooks through PoolObject.sm). */
 
-/* heap.c: the allocations, and the transaction's lists of blocks */
+/* heap.c: the allocations, the root's objects, letting go of garbage,
+   and the transaction's lists of blocks */
 alloc_item *_PyPmem_ListAllocations(PMEMobjpool *pop, size_t *pn);
 int _PyPmem_AllocTableInit(open_state *st, size_t n);
 int _PyPmem_MarkPush(mark_state *ms, PyObject *op);
+PyObject *_PyPmem_Root(PoolObject *p, char *lo, int index);
+int _PyPmem_VisitRoots(PoolObject *p, char *lo, _PyStorage_SlotVisitor visit,
+                       void *arg);
+int _PyPmem_LetGo(PyObject *op, _PyStorage_SlotVisitor release, void *arg);
 int _PyPmem_RecordFree(PoolObject *p, char *block);
 int _PyPmem_RecordMade(PoolObject *p, char *block);
 

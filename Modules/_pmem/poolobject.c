@@ -365,14 +365,8 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
             goto done;
         }
     }
-    uint64_t roots[] = {self->root->namespace, self->root->types};
-    for (int k = 0; k < 2; k++) {
-        PyObject *held = roots[k] ? (PyObject *)(st->lo + roots[k]) : NULL;
-        if (held != NULL
-            && gc_mark_slot((void **)&held, _PyStorage_SLOT_OBJECT, &ms) < 0)
-        {
-            goto done;
-        }
+    if (_PyPmem_VisitRoots(self, st->lo, gc_mark_slot, &ms) < 0) {
+        goto done;
     }
     while (ms.depth > 0) {
         if (_PyStorage_VisitSlots(ms.stack[--ms.depth], gc_mark_slot,
@@ -385,17 +379,10 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->obj != NULL && !e->mark) {
-            (void)_PyStorage_VisitSlots(e->obj, gc_release_slot, st);
-            if (PyObject_IS_GC(e->obj) && PyObject_GC_IsTracked(e->obj)) {
-                PyObject_GC_UnTrack(e->obj);
-            }
-            if (PyType_HasFeature(Py_TYPE(e->obj), Py_TPFLAGS_HEAPTYPE)) {
-                Py_DECREF(Py_TYPE(e->obj));
-            }
             if (_PyStorage_SharesEmptyKeys(e->obj)) {
                 _PyStorage_AddEmptyKeysRefs(-1);
             }
-            _PyStorage_ForgetObject(e->obj);
+            (void)_PyPmem_LetGo(e->obj, gc_release_slot, st);
             freed++;
         }
     }

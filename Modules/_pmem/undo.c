@@ -51,20 +51,6 @@ count_slot(void **slot, int kind, void *arg)
     return 0;
 }
 
-/* The references of the pool's root (each object it holds has one). */
-static void
-count_roots(PoolObject *p, repair_state *st)
-{
-    uint64_t roots[] = {p->root->namespace, p->root->types};
-    for (int k = 0; k < 2; k++) {
-        alloc_entry *e = roots[k] == 0
-                         ? NULL : _PyPmem_FindAlloc(st, st->lo + roots[k]);
-        if (e != NULL && e->key != NULL && e->obj != NULL) {
-            e->count++;
-        }
-    }
-}
-
 /* The table of the pool's allocations, for the counts (undo: around an
    undo, with the blocks that it frees and makes from the from-th and
    made_from-th of the transaction's); NULL when it cannot be made (then
@@ -115,7 +101,7 @@ _PyPmem_RepairPrepare(PoolObject *p, int undo, size_t from, size_t made_from)
             (void)_PyStorage_VisitSlots(e->obj, count_slot, st);
         }
     }
-    count_roots(p, st);
+    (void)_PyPmem_VisitRoots(p, st->lo, count_slot, st);  /* the root's */
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->obj != NULL) {
@@ -227,14 +213,7 @@ release_garbage(PoolObject *p, repair_state *st)
     }
     while (rs.depth > 0 && !err) {
         alloc_entry *e = rs.stack[--rs.depth];
-        if (PyObject_IS_GC(e->obj) && PyObject_GC_IsTracked(e->obj)) {
-            PyObject_GC_UnTrack(e->obj);
-        }
-        err = _PyStorage_VisitSlots(e->obj, release_slot, &rs) < 0;
-        if (PyType_HasFeature(Py_TYPE(e->obj), Py_TPFLAGS_HEAPTYPE)) {
-            Py_DECREF(Py_TYPE(e->obj));
-        }
-        _PyStorage_ForgetObject(e->obj);
+        err = _PyPmem_LetGo(e->obj, release_slot, &rs) < 0;
         free_block(p, e->block);
     }
     /* Out of memory: what is left is left to the next open. */
@@ -251,7 +230,7 @@ _PyPmem_RepairFinish(PoolObject *p, repair_state *st)
             (void)_PyStorage_VisitSlots(e->obj, count_slot, st);
         }
     }
-    count_roots(p, st);
+    (void)_PyPmem_VisitRoots(p, st->lo, count_slot, st);  /* the root's */
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->obj == NULL || e->dead == 2) {
