@@ -929,57 +929,191 @@ _PyStorage_DictSetDefault(PyObject *d, PyObject *key, PyObject *defaultobj)
 
 /* --- volatile metadata --------------------------------------------------- */
 
-/* The one list of the parts of an object that are volatile metadata (see
-   PyStorage_VisitVolatile in Include/cpython/storage.h).  Managers rely on
-   it to know what they need not log and must reset on open; the checking
-   manager of the tests, to know what may change outside an operation. */
-int
-PyStorage_VisitVolatile(PyObject *op, PyStorage_RangeVisitor visit, void *arg)
+/* The one table of the parts of an object that are volatile metadata:
+   what this process alone uses.  for_each_volatile() lists each part of
+   op with what it is, and the value that a new object of this process
+   has there (fresh):
+
+     VOLATILE_WRITTEN  written outside any operation: a manager never logs
+                       it (PyStorage_VisitVolatile(); the checking manager
+                       of the tests lets it change)
+     VOLATILE_PROCESS  the last process's: made fresh when a manager maps
+                       its memory in, or an undo brings an object back
+                       (_PyStorage_ResetVolatile())
+     VOLATILE_CACHE    made from the value: fresh in a copy as well
+                       (_PyStorage_ResetCaches())
+     VOLATILE_COUNT    a reference count (the debug build's total follows
+                       a reset)
+
+   A field that a new CPython adds to an object's bookkeeping goes here,
+   and so into all three. */
+enum {
+    VOLATILE_WRITTEN = 1,
+    VOLATILE_PROCESS = 2,
+    VOLATILE_CACHE = 4,
+    VOLATILE_COUNT = 8,
+};
+
+typedef int (*volatile_visitor)(void *addr, size_t size, int what,
+                                intptr_t fresh, void *arg);
+
+static int
+for_each_volatile(PyObject *op, volatile_visitor visit, void *arg)
 {
     PyTypeObject *tp = Py_TYPE(op);
+    const int per_process = VOLATILE_WRITTEN | VOLATILE_PROCESS;
+    const int str_cache = per_process | VOLATILE_CACHE;
     int r;
 
-#define VISIT(addr, size) \
+#define VOLATILE(field, what, fresh) \
     do { \
-        if ((r = visit((void *)(addr), (size), arg)) != 0) { \
+        r = visit((void *)&(field), sizeof(field), (what), \
+                  (intptr_t)(fresh), arg); \
+        if (r != 0) { \
             return r; \
         } \
     } while (0)
 
-    VISIT(&op->ob_refcnt, sizeof(op->ob_refcnt));
-    if (_PyObject_IS_GC(op)) {
-        VISIT(_Py_AS_GC(op), sizeof(PyGC_Head));
+    /* The manager counts the references itself. */
+    VOLATILE(op->ob_refcnt, VOLATILE_WRITTEN | VOLATILE_COUNT, 1);
+    if (_PyType_IS_GC(tp)) {
+        /* Untracked: the DRAM collector never sees the manager's objects
+           from an earlier process; the manager reclaims its own. */
+        VOLATILE(*_Py_AS_GC(op), per_process, 0);
     }
     if (tp->tp_weaklistoffset > 0) {
-        VISIT((char *)op + tp->tp_weaklistoffset, sizeof(PyObject *));
+        VOLATILE(*(PyObject **)((char *)op + tp->tp_weaklistoffset),
+                 per_process, NULL);
     }
     if (PyDict_Check(op)) {
         PyDictObject *mp = (PyDictObject *)op;
-        VISIT(&mp->ma_version_tag, sizeof(mp->ma_version_tag));
-        if (_PyStorage_Lookup(mp->ma_keys) != NULL) {
-            VISIT(&mp->ma_keys->dk_version, sizeof(mp->ma_keys->dk_version));
+        VOLATILE(mp->ma_version_tag, per_process, 0);
+        PyDictKeysObject *keys = mp->ma_keys;
+        if (_PyStorage_Lookup(keys) != NULL) {
+            VOLATILE(keys->dk_version, per_process, 0);
+            /* A managed dict's keys are its alone (a deallocation that
+               an abort undid had given them up). */
+            VOLATILE(keys->dk_refcnt, VOLATILE_PROCESS | VOLATILE_COUNT, 1);
         }
     }
     else if (PyUnicode_Check(op)) {
         PyASCIIObject *a = (PyASCIIObject *)op;
-        VISIT(&a->hash, sizeof(a->hash));
-        VISIT(&a->wstr, sizeof(a->wstr));
+        VOLATILE(a->hash, per_process, -1);
+        /* A new str's wchar_t form is its own data where wchar_t has its
+           width (PyUnicode_New()); the rest are made on demand. */
+        int own_wstr = (SIZEOF_WCHAR_T == 4
+                        && a->state.kind == PyUnicode_4BYTE_KIND);
+        VOLATILE(a->wstr, str_cache,
+                 own_wstr ? PyUnicode_DATA(op) : NULL);
         if (!a->state.ascii) {
             PyCompactUnicodeObject *c = (PyCompactUnicodeObject *)op;
-            VISIT(&c->utf8_length, sizeof(c->utf8_length));
-            VISIT(&c->utf8, sizeof(c->utf8));
-            VISIT(&c->wstr_length, sizeof(c->wstr_length));
+            VOLATILE(c->utf8_length, str_cache, 0);
+            VOLATILE(c->utf8, str_cache, NULL);
+            VOLATILE(c->wstr_length, str_cache,
+                     own_wstr ? a->length : 0);
         }
+        /* Interning is this process's (the interned dict points to the
+           str): the state word, with the str not interned. */
+        Py_BUILD_ASSERT(sizeof(a->state) == sizeof(uint32_t));
+        PyASCIIObject fresh = *a;
+        fresh.state.interned = SSTATE_NOT_INTERNED;
+        uint32_t word;
+        memcpy(&word, &fresh.state, sizeof(word));
+        VOLATILE(a->state, VOLATILE_PROCESS | VOLATILE_CACHE, word);
     }
     else if (PyBytes_Check(op)) {
 _Py_COMP_DIAG_PUSH
 _Py_COMP_DIAG_IGNORE_DEPR_DECLS
-        VISIT(&((PyBytesObject *)op)->ob_shash, sizeof(Py_hash_t));
+        VOLATILE(((PyBytesObject *)op)->ob_shash, per_process, -1);
 _Py_COMP_DIAG_POP
     }
-    else if (PyFrozenSet_Check(op)) {
-        VISIT(&((PySetObject *)op)->hash, sizeof(Py_hash_t));
+    else if (PyAnySet_Check(op)) {
+        /* Only a frozenset's is written: a set has no hash. */
+        VOLATILE(((PySetObject *)op)->hash,
+                 PyFrozenSet_Check(op) ? per_process : VOLATILE_PROCESS, -1);
     }
-#undef VISIT
+#undef VOLATILE
     return 0;
+}
+
+typedef struct {
+    PyStorage_RangeVisitor visit;
+    void *arg;
+} range_state;
+
+static int
+visit_written(void *addr, size_t size, int what, intptr_t fresh, void *arg)
+{
+    range_state *rs = (range_state *)arg;
+    return (what & VOLATILE_WRITTEN) ? rs->visit(addr, size, rs->arg) : 0;
+}
+
+int
+PyStorage_VisitVolatile(PyObject *op, PyStorage_RangeVisitor visit, void *arg)
+{
+    range_state rs = {visit, arg};
+    return for_each_volatile(op, visit_written, &rs);
+}
+
+/* Make the parts of kind what (in arg) fresh. */
+static int
+make_fresh(void *addr, size_t size, int what, intptr_t fresh, void *arg)
+{
+    if (!(what & *(int *)arg)) {
+        return 0;
+    }
+    if (size == sizeof(uint32_t)) {
+        uint32_t v = (uint32_t)fresh;
+#ifdef Py_REF_DEBUG
+        if (what & VOLATILE_COUNT) {
+            _Py_RefTotal += (Py_ssize_t)v - (Py_ssize_t)*(uint32_t *)addr;
+        }
+#endif
+        memcpy(addr, &v, size);
+    }
+    else if (size == sizeof(uint64_t)) {
+        uint64_t v = (uint64_t)fresh;
+#ifdef Py_REF_DEBUG
+        if (what & VOLATILE_COUNT) {
+            _Py_RefTotal += (Py_ssize_t)v - (Py_ssize_t)*(uint64_t *)addr;
+        }
+#endif
+        memcpy(addr, &v, size);
+    }
+    else {
+        assert(fresh == 0);
+        memset(addr, 0, size);
+    }
+    return 0;
+}
+
+void
+_PyStorage_ResetVolatile(PyObject *op)
+{
+    int what = VOLATILE_PROCESS;
+    (void)for_each_volatile(op, make_fresh, &what);
+}
+
+void
+_PyStorage_ResetCaches(PyObject *op)
+{
+    int what = VOLATILE_CACHE;
+    (void)for_each_volatile(op, make_fresh, &what);
+}
+
+void
+_PyStorage_InternCopy(PyObject **p)
+{
+    /* A str of a manager is never interned: interning writes into it,
+       and the interned dict would point into the manager's memory after
+       the str is gone (an undo or a collection frees it without a
+       deallocation; an unmapped pool takes it away).  The interned str
+       is a copy of this process (a str is never placed). */
+    PyObject *copy = _PyUnicode_Copy(*p);
+    if (copy == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    PyUnicode_InternInPlace(&copy);
+    Py_SETREF(*p, copy);
 }

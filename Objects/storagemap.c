@@ -13,7 +13,6 @@
                                  relocate and count
      _PyStorage_IsStaticTarget() the static objects a managed object may
                                  point to
-     _PyStorage_ResetVolatile()  forget the last process's metadata
      _PyStorage_Rehash()         rebuild a dict's or set's hash table
 
    The types a persistent manager can hold are the ones the store rule
@@ -451,71 +450,6 @@ int
 _PyStorage_CheckSlots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg)
 {
     return visit_slots(op, visit, arg, 1);
-}
-
-void
-_PyStorage_ResetStrCaches(PyObject *op)
-{
-    PyASCIIObject *a = (PyASCIIObject *)op;
-    a->wstr = NULL;
-    if (a->state.ascii) {
-        return;
-    }
-    PyCompactUnicodeObject *c = (PyCompactUnicodeObject *)op;
-    c->utf8 = NULL;
-    c->utf8_length = 0;
-    c->wstr_length = 0;
-#if SIZEOF_WCHAR_T == 4
-    /* As PyUnicode_New() makes it, and as the debug build checks. */
-    if (PyUnicode_KIND(op) == PyUnicode_4BYTE_KIND) {
-        a->wstr = (wchar_t *)PyUnicode_DATA(op);
-        c->wstr_length = PyUnicode_GET_LENGTH(op);
-    }
-#endif
-}
-
-void
-_PyStorage_ResetVolatile(PyObject *op)
-{
-    PyTypeObject *tp = Py_TYPE(op);
-    if (tp->tp_weaklistoffset > 0) {
-        /* The weak references were the last process's. */
-        *(PyObject **)((char *)op + tp->tp_weaklistoffset) = NULL;
-    }
-    if (_PyType_IS_GC(tp)) {
-        /* Untracked: the DRAM collector never sees the manager's objects
-           from an earlier process; the manager reclaims its own. */
-        PyGC_Head *gc = _Py_AS_GC(op);
-        gc->_gc_next = 0;
-        gc->_gc_prev = 0;
-    }
-    if (tp == &PyDict_Type) {
-        PyDictObject *mp = (PyDictObject *)op;
-        mp->ma_version_tag = 0;
-        if (mp->ma_keys != empty_keys()) {
-            /* A managed dict's keys are its alone (a deallocation that
-               an abort undid had given them up). */
-#ifdef Py_REF_DEBUG
-            _Py_RefTotal += 1 - mp->ma_keys->dk_refcnt;
-#endif
-            mp->ma_keys->dk_refcnt = 1;
-        }
-    }
-    else if (tp == &PyUnicode_Type) {
-        PyASCIIObject *a = (PyASCIIObject *)op;
-        a->hash = -1;
-        /* A lazily made UTF-8 buffer was the last process's. */
-        _PyStorage_ResetStrCaches(op);
-    }
-    else if (tp == &PyBytes_Type) {
-_Py_COMP_DIAG_PUSH
-_Py_COMP_DIAG_IGNORE_DEPR_DECLS
-        ((PyBytesObject *)op)->ob_shash = -1;
-_Py_COMP_DIAG_POP
-    }
-    else if (tp == &PySet_Type || tp == &PyFrozenSet_Type) {
-        ((PySetObject *)op)->hash = -1;
-    }
 }
 
 int

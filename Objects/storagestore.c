@@ -508,8 +508,7 @@ copy_str(PyObject *v, PyStorageManager *sm)
         return NULL;
     }
     /* Caches made in this process stay behind; so does interning. */
-    ((PyASCIIObject *)copy)->state.interned = SSTATE_NOT_INTERNED;
-    _PyStorage_ResetStrCaches(copy);
+    _PyStorage_ResetCaches(copy);
     return copy;
 }
 

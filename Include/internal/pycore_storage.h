@@ -675,10 +675,14 @@ PyAPI_FUNC(void) _PyStorage_ForgetObject(PyObject *op);
    the manager's to set (it counts the references). */
 PyAPI_FUNC(void) _PyStorage_ResetVolatile(PyObject *op);
 
-/* A str's caches (its UTF-8 and wchar_t forms) as a new str of this
-   process has them: none, but for the wchar_t form that is the str's own
-   data (4-byte strs where wchar_t is 4 bytes). */
-PyAPI_FUNC(void) _PyStorage_ResetStrCaches(PyObject *op);
+/* PyUnicode_InternInPlace() of a manager's str: *p becomes the interned
+   str of this process that equals it. */
+PyAPI_FUNC(void) _PyStorage_InternCopy(PyObject **p);
+
+/* The caches in op's volatile metadata that are made from its value (a
+   str's UTF-8 and wchar_t forms, its interning) as a new object of this
+   process has them: for a copy of an object into a manager. */
+PyAPI_FUNC(void) _PyStorage_ResetCaches(PyObject *op);
 
 /* Rebuild the hash table of a dict or set (a no-op for other objects)
    for this process's hashes, inside an operation of its manager.  0, or
