@@ -3,11 +3,15 @@
 
    Every object has a storage manager, derived from its address.  This
    file holds the registry of address ranges, the DRAM manager, the
-   thread-local placement stack, and the slow paths of the hooks declared
-   in Include/internal/pycore_storage.h (atomic operations, modified
-   ranges, allocation routing).  The memory-hierarchy rule (what a store
-   into a persistent object does with its value) is in
-   Objects/storagestore.c.
+   interpreter's static objects, the thread-local placement stack, the
+   slow paths of the hooks declared in Include/internal/pycore_storage.h
+   (atomic operations, modified ranges, allocation routing) and the one
+   table of volatile metadata.  It is the bottom layer of three, each of
+   which calls only those below it:
+
+       Objects/storagemap.c    mapping a manager's objects into a process
+       Objects/storagestore.c  the store rule, and the writers that store
+       Objects/storage.c       managers, placement, operations
 
    The registry:
 
@@ -27,10 +31,10 @@
 */
 
 #include "Python.h"
-#include "pycore_dict.h"          // DK_ENTRIES()
 #include "pycore_object.h"        // _PyType_PreHeaderSize()
 #include "pycore_pyerrors.h"      // _PyErr_Occurred()
 #include "pycore_pystate.h"       // _PyThreadState_GET()
+#include "pycore_runtime.h"       // _Py_SINGLETON()
 #include "pycore_storage.h"
 
 #include <stddef.h>               // offsetof()
@@ -246,6 +250,47 @@ PyStorage_RemoveRange(void *start)
     }
     PyErr_Format(PyExc_ValueError, "no storage range starts at %p", start);
     return -1;
+}
+
+
+/* --- the interpreter's static objects ------------------------------------ */
+
+/* Whether p is the start of an element of the array of n elements, each
+   size bytes, at base. */
+static int
+is_element(const char *p, const void *base, size_t n, size_t size)
+{
+    const char *b = (const char *)base;
+    return (p >= b && p < b + n * size && (size_t)(p - b) % size == 0);
+}
+
+/* The interpreter's static singletons: never copied, never moved, and
+   known by value, so that a manager can find them again in another
+   process: None, True, False, Ellipsis, NotImplemented, the small ints,
+   the empty and one-character bytes and str, the empty tuple.  Not the
+   static identifier and literal strings, which are copied like any str.
+   Exactly their starts: the pointer may come from a file. */
+int
+_PyStorage_IsStatic(const void *ptr)
+{
+    const char *p = (const char *)ptr;
+    return (ptr == Py_None || ptr == Py_True || ptr == Py_False
+            || ptr == Py_Ellipsis || ptr == Py_NotImplemented
+            || ptr == &_Py_STR(empty)
+            || ptr == &_Py_SINGLETON(bytes_empty)
+            || ptr == &_Py_SINGLETON(tuple_empty)
+            || is_element(p, _Py_SINGLETON(small_ints),
+                          Py_ARRAY_LENGTH(_Py_SINGLETON(small_ints)),
+                          sizeof(_Py_SINGLETON(small_ints)[0]))
+            || is_element(p, _Py_SINGLETON(bytes_characters),
+                          Py_ARRAY_LENGTH(_Py_SINGLETON(bytes_characters)),
+                          sizeof(_Py_SINGLETON(bytes_characters)[0]))
+            || is_element(p, _Py_SINGLETON(strings).ascii,
+                          Py_ARRAY_LENGTH(_Py_SINGLETON(strings).ascii),
+                          sizeof(_Py_SINGLETON(strings).ascii[0]))
+            || is_element(p, _Py_SINGLETON(strings).latin1,
+                          Py_ARRAY_LENGTH(_Py_SINGLETON(strings).latin1),
+                          sizeof(_Py_SINGLETON(strings).latin1[0])));
 }
 
 
@@ -595,69 +640,6 @@ _PyStorage_WriteUnraisable(PyObject *op)
 
 /* The slow paths of twins: the hooked twin inside an operation. */
 
-/* The value of the entry of mp that a store to *pkey would replace, when
-   *pkey is a str or an int (whose comparisons run no code) and mp holds
-   it: *pkey is then replaced by the entry's own key (no copy to make).
-   NULL when there is no such entry. */
-static PyObject *
-dict_entry_for(PyDictObject *mp, PyObject **pkey, Py_hash_t hash)
-{
-    if (!PyUnicode_CheckExact(*pkey) && !PyLong_CheckExact(*pkey)) {
-        return NULL;
-    }
-    PyObject *old;
-    Py_ssize_t ix = _Py_dict_lookup(mp, *pkey, hash, &old);
-    if (ix < 0 || old == NULL) {
-        /* A failed comparison fails the insertion's lookup again. */
-        PyErr_Clear();
-        return NULL;
-    }
-    PyDictKeysObject *keys = mp->ma_keys;
-    PyObject *stored = DK_IS_UNICODE(keys)
-                       ? DK_UNICODE_ENTRIES(keys)[ix].me_key
-                       : DK_ENTRIES(keys)[ix].me_key;
-    Py_SETREF(*pkey, Py_NewRef(stored));
-    return old;
-}
-
-int
-_PyStorage_InsertDict(
-    PyDictObject *mp, PyObject *key, Py_hash_t hash, PyObject *value,
-    int (*insert)(PyDictObject *, PyObject *, Py_hash_t, PyObject *))
-{
-    /* Consumes key and value, as insertdict() does. */
-    PyStorageManager *sm = _PyStorage_TxBegin((PyObject *)mp);
-    if (sm == _PyStorage_TX_FAILED) {
-        Py_DECREF(key);
-        Py_DECREF(value);
-        return -1;
-    }
-    int r;
-    if (sm != NULL && (sm->flags & PyStorage_PERSISTENT)) {
-        /* A key already in the dict: the entry keeps its key (no copy),
-           and a number may be overwritten in place. */
-        PyObject *old = dict_entry_for(mp, &key, hash);
-        r = old == NULL ? 0 : _PyStorage_StoreOver(sm, old, value);
-        if (r != 0) {
-            Py_DECREF(key);
-            Py_DECREF(value);
-            return _PyStorage_TxEnd(sm) < 0 || r < 0 ? -1 : 0;
-        }
-    }
-    if (sm != NULL
-        && (_PyStorage_StoreSlow((PyObject *)mp, &key, 1) < 0
-            || _PyStorage_StoreSlow((PyObject *)mp, &value, 1) < 0))
-    {
-        Py_DECREF(key);
-        Py_DECREF(value);
-        r = -1;
-    }
-    else {
-        r = insert(mp, key, hash, value);
-    }
-    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
-}
-
 int
 _PyStorage_DelItemCommon(
     PyDictObject *mp, Py_hash_t hash, Py_ssize_t ix, PyObject *old_value,
@@ -668,27 +650,6 @@ _PyStorage_DelItemCommon(
         return -1;
     }
     int r = delitem(mp, hash, ix, old_value);
-    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
-}
-
-int
-_PyStorage_SetAddEntry(PySetObject *so, PyObject *key, Py_hash_t hash,
-                       int (*add)(PySetObject *, PyObject *, Py_hash_t))
-{
-    PyStorageManager *sm = _PyStorage_TxBegin((PyObject *)so);
-    if (sm == _PyStorage_TX_FAILED) {
-        return -1;
-    }
-    /* key: the caller's reference and ours */
-    Py_INCREF(key);
-    int r = 0;
-    if (sm != NULL) {
-        r = _PyStorage_StoreSlow((PyObject *)so, &key, 2);
-    }
-    if (r == 0) {
-        r = add(so, key, hash);
-    }
-    Py_DECREF(key);
     return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
 }
 
@@ -813,99 +774,16 @@ _PyStorage_SetSwapBodies(PyObject *a, PyObject *b)
         return -1;
     }
     int r = -1;
-    PyStorageManager *sm = _PyStorage_Lookup(a);
-    if (sm != NULL && sm->begin(sm) < 0) {
-        goto done;
+    PyStorageManager *sm = _PyStorage_TxBegin(a);
+    if (sm != _PyStorage_TX_FAILED) {
+        r = (PySet_Clear(a) < 0 || _PySet_Update(a, b) < 0
+             || PySet_Clear(b) < 0 || _PySet_Update(b, t) < 0) ? -1 : 0;
+        if (_PyStorage_TxEnd(sm) < 0) {
+            r = -1;
+        }
     }
-    r = (PySet_Clear(a) < 0 || _PySet_Update(a, b) < 0
-         || PySet_Clear(b) < 0 || _PySet_Update(b, t) < 0) ? -1 : 0;
-    if (sm != NULL && sm->end(sm, r == 0) < 0) {
-        r = -1;
-    }
-done:
     Py_DECREF(t);
     return r;
-}
-
-static PyObject *
-make_dict(PyObject *Py_UNUSED(arg))
-{
-    return PyDict_New();
-}
-
-/* A new dict of sm, made by the dict type's own code. */
-static PyObject *
-new_dict_in(PyStorageManager *sm)
-{
-    return _PyStorage_NewPlaced(sm, make_dict, NULL);
-}
-
-int
-_PyStorage_InitializeDict(PyObject *obj)
-{
-    /* obj is new: its memory needs no registration. */
-    PyObject **dictptr = _PyObject_GetDictPtr(obj);
-    if (dictptr == NULL || *dictptr != NULL) {
-        return 0;
-    }
-    *dictptr = new_dict_in(_PyStorage_Lookup(obj));
-    return *dictptr == NULL ? -1 : 0;
-}
-
-static int
-object_dict_setitem(PyObject **dictptr, PyObject *key, PyObject *value)
-{
-    PyObject *dict = *dictptr;
-    if (dict == NULL) {
-        if (_PyStorage_ModifySlow(dictptr, sizeof(PyObject *)) < 0) {
-            return -1;
-        }
-        dict = new_dict_in(_PyStorage_Lookup(dictptr));
-        if (dict == NULL) {
-            return -1;
-        }
-        *dictptr = dict;
-    }
-    return (value == NULL ? PyDict_DelItem(dict, key)
-                          : PyDict_SetItem(dict, key, value));
-}
-
-int
-_PyStorage_ObjectDictSetItem(PyObject **dictptr, PyObject *key,
-                             PyObject *value)
-{
-    PyStorageManager *sm = _PyStorage_TxBegin((PyObject *)dictptr);
-    if (sm == _PyStorage_TX_FAILED) {
-        return -1;
-    }
-    int r = object_dict_setitem(dictptr, key, value);
-    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
-}
-
-static int
-set_dict_ptr(PyObject *obj, PyObject **dictptr, PyObject *value)
-{
-    /* value: the storing path's reference (the stack's) and ours */
-    PyObject *v = Py_XNewRef(value);
-    if (_PyStorage_StoreSlow(obj, &v, 2) < 0
-        || _PyStorage_ModifySlow(dictptr, sizeof(PyObject *)) < 0)
-    {
-        Py_XDECREF(v);
-        return -1;
-    }
-    Py_XSETREF(*dictptr, v);
-    return 0;
-}
-
-int
-_PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr, PyObject *value)
-{
-    PyStorageManager *sm = _PyStorage_TxBegin(obj);
-    if (sm == _PyStorage_TX_FAILED) {
-        return -1;
-    }
-    int r = set_dict_ptr(obj, dictptr, value);
-    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
 }
 
 PyObject *

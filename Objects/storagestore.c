@@ -29,58 +29,22 @@
 
    The rule is applied in two passes, so that it is all or nothing: the
    first walks the value and refuses without allocating; the second
-   copies, in an atomic operation of the manager.
+   copies, in an atomic operation of the manager (begun and ended as
+   every operation is, in Objects/storage.c).  The slow paths of the
+   hooked writers that store a value (a dict's insertion, a set's add, an
+   instance's dict...) follow, at the end of the file.
 */
 
 #include "Python.h"
+#include "pycore_dict.h"          // DK_ENTRIES()
 #include "pycore_list.h"          // _PyList_AppendTakeRef()
-#include "pycore_long.h"          // _PY_NSMALLPOSINTS
 #include "pycore_object.h"        // _PyObject_GC_TRACK()
-#include "pycore_runtime.h"       // _PyRuntime
 #include "pycore_tuple.h"         // _PyTuple_FromArray()
 #include "pycore_storage.h"
 #include "structmember.h"         // PyMemberDef, T_OBJECT_EX
 
 #define PyBytesObject_SIZE (offsetof(PyBytesObject, ob_sval) + 1)
 
-
-/* Whether p is the start of an element of the array of n elements, each
-   size bytes, at base. */
-static int
-is_element(const char *p, const void *base, size_t n, size_t size)
-{
-    const char *b = (const char *)base;
-    return (p >= b && p < b + n * size && (size_t)(p - b) % size == 0);
-}
-
-/* The interpreter's static singletons: never copied, never moved, and
-   known by value, so that a manager can find them again in another
-   process: None, True, False, Ellipsis, NotImplemented, the small ints,
-   the empty and one-character bytes and str, the empty tuple.  Not the
-   static identifier and literal strings, which are copied like any str.
-   Exactly their starts: the pointer may come from a file. */
-int
-_PyStorage_IsStatic(const void *ptr)
-{
-    const char *p = (const char *)ptr;
-    return (ptr == Py_None || ptr == Py_True || ptr == Py_False
-            || ptr == Py_Ellipsis || ptr == Py_NotImplemented
-            || ptr == &_Py_STR(empty)
-            || ptr == &_Py_SINGLETON(bytes_empty)
-            || ptr == &_Py_SINGLETON(tuple_empty)
-            || is_element(p, _Py_SINGLETON(small_ints),
-                          Py_ARRAY_LENGTH(_Py_SINGLETON(small_ints)),
-                          sizeof(_Py_SINGLETON(small_ints)[0]))
-            || is_element(p, _Py_SINGLETON(bytes_characters),
-                          Py_ARRAY_LENGTH(_Py_SINGLETON(bytes_characters)),
-                          sizeof(_Py_SINGLETON(bytes_characters)[0]))
-            || is_element(p, _Py_SINGLETON(strings).ascii,
-                          Py_ARRAY_LENGTH(_Py_SINGLETON(strings).ascii),
-                          sizeof(_Py_SINGLETON(strings).ascii[0]))
-            || is_element(p, _Py_SINGLETON(strings).latin1,
-                          Py_ARRAY_LENGTH(_Py_SINGLETON(strings).latin1),
-                          sizeof(_Py_SINGLETON(strings).latin1[0])));
-}
 
 /* The tp_dealloc of every class that a class statement makes
    (subtype_dealloc()), found once from such a class. */
@@ -773,15 +737,13 @@ _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
     }
     /* The copy is one atomic operation: its objects are the manager's
        new blocks, and a failure leaves nothing behind. */
-    if (sm->begin(sm) < 0) {
+    PyStorageManager *tx = _PyStorage_TxBegin(owner);
+    if (tx == _PyStorage_TX_FAILED) {
         return -1;
     }
     PyObject *copy = copy_value(v, sm);
-    if (sm->end(sm, copy != NULL) < 0) {
+    if (_PyStorage_TxEnd(tx) < 0 || copy == NULL) {
         Py_XDECREF(copy);
-        return -1;
-    }
-    if (copy == NULL) {
         return -1;
     }
     *pvalue = copy;
@@ -875,7 +837,8 @@ _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq, PyObject *source,
     if (out == NULL) {
         return -1;
     }
-    if (sm->begin(sm) < 0) {
+    PyStorageManager *tx = _PyStorage_TxBegin(owner);
+    if (tx == _PyStorage_TX_FAILED) {
         Py_DECREF(out);
         return -1;
     }
@@ -885,7 +848,7 @@ _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq, PyObject *source,
         ok = v != NULL || items[i] == NULL;
         PyList_SET_ITEM(out, i, v);
     }
-    if (sm->end(sm, ok) < 0 || !ok) {
+    if (_PyStorage_TxEnd(tx) < 0 || !ok) {
         Py_DECREF(out);
         return -1;
     }
@@ -893,12 +856,13 @@ _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq, PyObject *source,
     return 0;
 }
 
-/* A new volatile dict of what storing other's items into sm stores: the
-   hierarchy rule applied to each key and value, in one operation of sm.
-   exclusive: the caller's path holds other exclusively. */
+/* A new volatile dict of what storing other's items into owner stores:
+   the hierarchy rule applied to each key and value, in one operation on
+   owner.  exclusive: the caller's path holds other exclusively. */
 static PyObject *
-stored_items(PyStorageManager *sm, PyObject *other, int exclusive)
+stored_items(PyObject *owner, PyObject *other, int exclusive)
 {
+    PyStorageManager *sm = _PyStorage_Lookup(owner);
     Py_ssize_t pos = 0;
     PyObject *key, *value;
     while (PyDict_Next(other, &pos, &key, &value)) {
@@ -912,7 +876,8 @@ stored_items(PyStorageManager *sm, PyObject *other, int exclusive)
     if (stored == NULL) {
         return NULL;
     }
-    if (sm->begin(sm) < 0) {
+    PyStorageManager *tx = _PyStorage_TxBegin(owner);
+    if (tx == _PyStorage_TX_FAILED) {
         Py_DECREF(stored);
         return NULL;
     }
@@ -925,7 +890,7 @@ stored_items(PyStorageManager *sm, PyObject *other, int exclusive)
         Py_XDECREF(k);
         Py_XDECREF(v);
     }
-    if (sm->end(sm, r == 0) < 0 || r < 0) {
+    if (_PyStorage_TxEnd(tx) < 0 || r < 0) {
         Py_DECREF(stored);
         return NULL;
     }
@@ -939,7 +904,7 @@ _PyStorage_DictMergeFrom(PyObject *d, PyObject *other, Py_ssize_t held)
     if (sm == NULL || !(sm->flags & PyStorage_PERSISTENT) || other == d) {
         return PyDict_Merge(d, other, 1);
     }
-    PyObject *stored = stored_items(sm, other, Py_REFCNT(other) <= held);
+    PyObject *stored = stored_items(d, other, Py_REFCNT(other) <= held);
     if (stored == NULL) {
         return -1;
     }
@@ -952,8 +917,8 @@ int
 _PyStorage_DictMerge(PyObject *a, PyObject *b, int override,
                      int (*merge)(PyObject *, PyObject *, int))
 {
-    PyStorageManager *sm = _PyStorage_Lookup(a);
-    if (sm != NULL && sm->begin(sm) < 0) {
+    PyStorageManager *sm = _PyStorage_TxBegin(a);
+    if (sm == _PyStorage_TX_FAILED) {
         return -1;
     }
     PyObject *stored = NULL;
@@ -962,7 +927,7 @@ _PyStorage_DictMerge(PyObject *a, PyObject *b, int override,
         && PyDict_CheckExact(b))
     {
         /* b: the caller's reference (C callers of PyDict_Merge hold one) */
-        stored = stored_items(sm, b, Py_REFCNT(b) <= 1);
+        stored = stored_items(a, b, Py_REFCNT(b) <= 1);
         r = stored == NULL ? -1 : 0;
     }
     if (r == 0) {
@@ -1033,4 +998,169 @@ _PyStorage_DictSetItem(PyObject *dict, PyObject *key, PyObject *value)
         return -1;
     }
     return _PyDict_SetItem_Take2((PyDictObject *)dict, key, value);
+}
+
+/* --- operations that store ----------------------------------------------- */
+
+/* The slow paths of the hooked writers that store a value into a managed
+   object: each an atomic operation on it, with the rule applied to what
+   it stores. */
+
+/* The value of the entry of mp that a store to *pkey would replace, when
+   *pkey is a str or an int (whose comparisons run no code) and mp holds
+   it: *pkey is then replaced by the entry's own key (no copy to make).
+   NULL when there is no such entry. */
+static PyObject *
+dict_entry_for(PyDictObject *mp, PyObject **pkey, Py_hash_t hash)
+{
+    if (!PyUnicode_CheckExact(*pkey) && !PyLong_CheckExact(*pkey)) {
+        return NULL;
+    }
+    PyObject *old;
+    Py_ssize_t ix = _Py_dict_lookup(mp, *pkey, hash, &old);
+    if (ix < 0 || old == NULL) {
+        /* A failed comparison fails the insertion's lookup again. */
+        PyErr_Clear();
+        return NULL;
+    }
+    PyDictKeysObject *keys = mp->ma_keys;
+    PyObject *stored = DK_IS_UNICODE(keys)
+                       ? DK_UNICODE_ENTRIES(keys)[ix].me_key
+                       : DK_ENTRIES(keys)[ix].me_key;
+    Py_SETREF(*pkey, Py_NewRef(stored));
+    return old;
+}
+
+int
+_PyStorage_InsertDict(
+    PyDictObject *mp, PyObject *key, Py_hash_t hash, PyObject *value,
+    int (*insert)(PyDictObject *, PyObject *, Py_hash_t, PyObject *))
+{
+    /* Consumes key and value, as insertdict() does. */
+    PyStorageManager *sm = _PyStorage_TxBegin((PyObject *)mp);
+    if (sm == _PyStorage_TX_FAILED) {
+        Py_DECREF(key);
+        Py_DECREF(value);
+        return -1;
+    }
+    int r;
+    if (sm != NULL && (sm->flags & PyStorage_PERSISTENT)) {
+        /* A key already in the dict: the entry keeps its key (no copy),
+           and a number may be overwritten in place. */
+        PyObject *old = dict_entry_for(mp, &key, hash);
+        r = old == NULL ? 0 : _PyStorage_StoreOver(sm, old, value);
+        if (r != 0) {
+            Py_DECREF(key);
+            Py_DECREF(value);
+            return _PyStorage_TxEnd(sm) < 0 || r < 0 ? -1 : 0;
+        }
+    }
+    if (sm != NULL
+        && (_PyStorage_StoreSlow((PyObject *)mp, &key, 1) < 0
+            || _PyStorage_StoreSlow((PyObject *)mp, &value, 1) < 0))
+    {
+        Py_DECREF(key);
+        Py_DECREF(value);
+        r = -1;
+    }
+    else {
+        r = insert(mp, key, hash, value);
+    }
+    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
+}
+
+int
+_PyStorage_SetAddEntry(PySetObject *so, PyObject *key, Py_hash_t hash,
+                       int (*add)(PySetObject *, PyObject *, Py_hash_t))
+{
+    PyStorageManager *sm = _PyStorage_TxBegin((PyObject *)so);
+    if (sm == _PyStorage_TX_FAILED) {
+        return -1;
+    }
+    /* key: the caller's reference and ours */
+    Py_INCREF(key);
+    int r = 0;
+    if (sm != NULL) {
+        r = _PyStorage_StoreSlow((PyObject *)so, &key, 2);
+    }
+    if (r == 0) {
+        r = add(so, key, hash);
+    }
+    Py_DECREF(key);
+    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
+}
+
+/* A new dict of sm, made by the dict type's own code. */
+static PyObject *
+new_dict_in(PyStorageManager *sm)
+{
+    return _PyStorage_NewPlaced(sm, make_dict, NULL);
+}
+
+int
+_PyStorage_InitializeDict(PyObject *obj)
+{
+    /* obj is new: its memory needs no registration. */
+    PyObject **dictptr = _PyObject_GetDictPtr(obj);
+    if (dictptr == NULL || *dictptr != NULL) {
+        return 0;
+    }
+    *dictptr = new_dict_in(_PyStorage_Lookup(obj));
+    return *dictptr == NULL ? -1 : 0;
+}
+
+static int
+object_dict_setitem(PyObject **dictptr, PyObject *key, PyObject *value)
+{
+    PyObject *dict = *dictptr;
+    if (dict == NULL) {
+        if (_PyStorage_ModifySlow(dictptr, sizeof(PyObject *)) < 0) {
+            return -1;
+        }
+        dict = new_dict_in(_PyStorage_Lookup(dictptr));
+        if (dict == NULL) {
+            return -1;
+        }
+        *dictptr = dict;
+    }
+    return (value == NULL ? PyDict_DelItem(dict, key)
+                          : PyDict_SetItem(dict, key, value));
+}
+
+int
+_PyStorage_ObjectDictSetItem(PyObject **dictptr, PyObject *key,
+                             PyObject *value)
+{
+    PyStorageManager *sm = _PyStorage_TxBegin((PyObject *)dictptr);
+    if (sm == _PyStorage_TX_FAILED) {
+        return -1;
+    }
+    int r = object_dict_setitem(dictptr, key, value);
+    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
+}
+
+static int
+set_dict_ptr(PyObject *obj, PyObject **dictptr, PyObject *value)
+{
+    /* value: the storing path's reference (the stack's) and ours */
+    PyObject *v = Py_XNewRef(value);
+    if (_PyStorage_StoreSlow(obj, &v, 2) < 0
+        || _PyStorage_ModifySlow(dictptr, sizeof(PyObject *)) < 0)
+    {
+        Py_XDECREF(v);
+        return -1;
+    }
+    Py_XSETREF(*dictptr, v);
+    return 0;
+}
+
+int
+_PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr, PyObject *value)
+{
+    PyStorageManager *sm = _PyStorage_TxBegin(obj);
+    if (sm == _PyStorage_TX_FAILED) {
+        return -1;
+    }
+    int r = set_dict_ptr(obj, dictptr, value);
+    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
 }
