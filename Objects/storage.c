@@ -31,6 +31,7 @@
 */
 
 #include "Python.h"
+#include "pycore_dict.h"          // DK_ENTRIES()
 #include "pycore_object.h"        // _PyType_PreHeaderSize()
 #include "pycore_pyerrors.h"      // _PyErr_Occurred()
 #include "pycore_pystate.h"       // _PyThreadState_GET()
@@ -121,34 +122,12 @@ dram_free(PyStorageManager *Py_UNUSED(sm), void *ptr)
     PyObject_Free(ptr);
 }
 
-static int
-dram_begin(PyStorageManager *Py_UNUSED(sm))
-{
-    return 0;
-}
-
-static int
-dram_end(PyStorageManager *Py_UNUSED(sm), int Py_UNUSED(ok))
-{
-    return 0;
-}
-
-static int
-dram_modify(PyStorageManager *Py_UNUSED(sm), void *Py_UNUSED(addr),
-            size_t Py_UNUSED(size))
-{
-    return 0;
-}
-
 PyStorageManager PyStorage_DRAM = {
     .name = "dram",
     .flags = 0,
     .alloc = dram_alloc,
     .realloc = dram_realloc,
     .free = dram_free,
-    .begin = dram_begin,
-    .end = dram_end,
-    .modify = dram_modify,
 };
 
 
@@ -453,11 +432,30 @@ _PyStorage_RouteReallocSlow(void *ptr, size_t size, void **result)
 
 /* --- atomic operations --------------------------------------------------- */
 
+/* A manager's hooks, of which NULL ones do nothing. */
+static inline int
+manager_begin(PyStorageManager *sm)
+{
+    return sm->begin != NULL ? sm->begin(sm) : 0;
+}
+
+static inline int
+manager_end(PyStorageManager *sm, int ok)
+{
+    return sm->end != NULL ? sm->end(sm, ok) : 0;
+}
+
+static inline int
+manager_modify(PyStorageManager *sm, void *addr, size_t size)
+{
+    return sm->modify != NULL ? sm->modify(sm, addr, size) : 0;
+}
+
 PyStorageManager *
 _PyStorage_TxBegin(PyObject *op)
 {
     PyStorageManager *sm = _PyStorage_Lookup(op);
-    if (sm != NULL && sm->begin(sm) < 0) {
+    if (sm != NULL && manager_begin(sm) < 0) {
         return _PyStorage_TX_FAILED;
     }
     return sm;
@@ -479,7 +477,7 @@ _PyStorage_TxEnd(PyStorageManager *sm)
     if (_PyErr_Occurred(tstate)) {
         PyObject *type, *value, *tb;
         _PyErr_Fetch(tstate, &type, &value, &tb);
-        if (sm->end(sm, 0) < 0) {
+        if (manager_end(sm, 0) < 0) {
             if (type == PyExc_MemoryError
                 && PyErr_ExceptionMatches(PyExc_MemoryError))
             {
@@ -497,7 +495,7 @@ _PyStorage_TxEnd(PyStorageManager *sm)
         }
         return 0;
     }
-    return sm->end(sm, 1);
+    return manager_end(sm, 1);
 }
 
 int
@@ -507,7 +505,7 @@ _PyStorage_ModifySlow(void *addr, size_t size)
     if (sm == NULL) {
         return 0;
     }
-    return sm->modify(sm, addr, size);
+    return manager_modify(sm, addr, size);
 }
 
 
@@ -516,7 +514,7 @@ _PyStorage_ModifySlow(void *addr, size_t size)
 static int
 modify_fields(PyStorageManager *sm, void *op, size_t size)
 {
-    return sm->modify(sm, (char *)op + sizeof(PyObject),
+    return manager_modify(sm, (char *)op + sizeof(PyObject),
                       size - sizeof(PyObject));
 }
 
@@ -530,7 +528,7 @@ _PyStorage_DeallocSlow(PyObject *op)
     PyTypeObject *tp = Py_TYPE(op);
     PyObject *exc_type, *exc, *tb;
     PyErr_Fetch(&exc_type, &exc, &tb);
-    if (sm->begin(sm) < 0) {
+    if (manager_begin(sm) < 0) {
         /* No operation can begin (a closed pool): none is going on
            either, so there is nothing to undo. */
         PyErr_Clear();
@@ -538,7 +536,7 @@ _PyStorage_DeallocSlow(PyObject *op)
     else if (Py_REFCNT(op) > 0) {
         /* Referenced again by the undo of a transaction that it waited
            for: there is nothing to deallocate. */
-        if (sm->end(sm, 1) < 0) {
+        if (manager_end(sm, 1) < 0) {
             PyErr_Clear();
         }
         PyErr_Restore(exc_type, exc, tb);
@@ -548,10 +546,10 @@ _PyStorage_DeallocSlow(PyObject *op)
         int r = modify_fields(sm, op, (size_t)tp->tp_basicsize);
         if (r == 0 && (tp->tp_flags & Py_TPFLAGS_MANAGED_DICT)) {
             /* The dict and values pointers, before the GC head. */
-            r = sm->modify(sm, _PyObject_ValuesPointer(op),
+            r = manager_modify(sm, _PyObject_ValuesPointer(op),
                            2 * sizeof(PyObject *));
         }
-        if (sm->end(sm, r == 0) < 0 || r < 0) {
+        if (manager_end(sm, r == 0) < 0 || r < 0) {
             _PyStorage_WriteUnraisable(op);
         }
     }
@@ -582,13 +580,15 @@ _PyStorage_ModifyDictSlotSlow(PyDictObject *mp, Py_ssize_t hashpos,
         /* The static empty keys: replaced, never written. */
         return 0;
     }
-    if (sm->modify(sm, keys, offsetof(PyDictKeysObject, dk_indices)) < 0) {
+    if (manager_modify(sm, keys, offsetof(PyDictKeysObject, dk_indices)) < 0) {
         return -1;
     }
     if (hashpos >= 0) {
         size_t width = (size_t)1 << (keys->dk_log2_index_bytes
                                      - keys->dk_log2_size);
-        if (sm->modify(sm, keys->dk_indices + hashpos * width, width) < 0) {
+        if (manager_modify(sm, keys->dk_indices + hashpos * width,
+                           width) < 0)
+        {
             return -1;
         }
     }
@@ -603,7 +603,7 @@ _PyStorage_ModifyDictSlotSlow(PyDictObject *mp, Py_ssize_t hashpos,
             entry = &DK_ENTRIES(keys)[ix];
             size = sizeof(PyDictKeyEntry);
         }
-        if (sm->modify(sm, entry, size) < 0) {
+        if (manager_modify(sm, entry, size) < 0) {
             return -1;
         }
     }
@@ -740,7 +740,7 @@ _PyStorage_ModifyByteArrayFromSlow(PyByteArrayObject *ba, Py_ssize_t from)
     if (start >= end) {
         return 0;
     }
-    return sm->modify(sm, ba->ob_bytes + start, (size_t)(end - start));
+    return manager_modify(sm, ba->ob_bytes + start, (size_t)(end - start));
 }
 
 int
@@ -757,12 +757,12 @@ _PyStorage_ModifySetEntrySlow(PySetObject *so, setentry *entry)
         return 0;
     }
     /* The counters, table pointer, frozenset hash and search finger. */
-    if (sm->modify(sm, &so->fill,
+    if (manager_modify(sm, &so->fill,
                    (char *)&so->smalltable - (char *)&so->fill) < 0)
     {
         return -1;
     }
-    return sm->modify(sm, entry, sizeof(setentry));
+    return manager_modify(sm, entry, sizeof(setentry));
 }
 
 int

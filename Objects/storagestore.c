@@ -783,7 +783,7 @@ _PyStorage_StoreOver(PyStorageManager *sm, PyObject *old, PyObject *value)
     else {
         return 0;
     }
-    if (sm->modify(sm, to, size) < 0) {
+    if (_PyStorage_ModifySlow(to, size) < 0) {
         return -1;
     }
     memcpy(to, from, size);
@@ -805,7 +805,7 @@ _PyStorage_StoreIntoSlow(PyObject *owner, PyObject **slot, PyObject **pvalue,
         }
     }
     if (_PyStorage_StoreSlow(owner, pvalue, held) < 0
-        || sm->modify(sm, slot, sizeof(PyObject *)) < 0)
+        || _PyStorage_ModifySlow(slot, sizeof(PyObject *)) < 0)
     {
         return -1;
     }

@@ -38,10 +38,15 @@ typedef struct _PyStorageManager PyStorageManager;
 #define PyStorage_PERSISTENT (1UL << 0)
 
 struct _PyStorageManager {
-    /* Short name, for messages and pmem.storage_of(). */
+    /* Short name, for messages. */
     const char *name;
     /* PyStorage_* flags. */
     unsigned long flags;
+    /* The object that stands for the manager in Python (a pmem.Pool, a
+       pmem.MemoryKind), which pmem.storage_of() gives for its objects;
+       borrowed: the owner keeps the manager, and outlives its ranges.
+       NULL for none. */
+    PyObject *owner;
 
     /* Allocate size bytes.  type is NULL for a table; otherwise the block
        is an object of that type, preceded by its pre-header (the GC head
@@ -52,6 +57,9 @@ struct _PyStorageManager {
        then ptr is unchanged. */
     void *(*realloc)(PyStorageManager *sm, void *ptr, size_t size);
     void (*free)(PyStorageManager *sm, void *ptr);
+
+    /* The hooks below may be NULL: a hook that does nothing (volatile
+       memory needs no bracket and no log). */
 
     /* Begin an atomic operation; 0, or -1 with an exception set. */
     int (*begin)(PyStorageManager *sm);

@@ -126,10 +126,7 @@ __all__ = ["open", "Pool", "PoolError", "Placeholder",
 
 def storage_of(obj):
     """Where obj lives: its Pool, its MemoryKind, or None (DRAM)."""
-    where = _pmem.storage_of(obj)
-    if where is None and _memkind is not None:
-        where = _memkind.kind_of(obj)
-    return where
+    return _pmem.storage_of(obj)
 
 
 class Pool(_pmem.Pool):

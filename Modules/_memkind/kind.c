@@ -6,7 +6,8 @@
  * volatile memory (MEMKIND_DAX_KMEM..., or a file), or ordinary memory
  * (MEMKIND_REGULAR, MEMKIND_DEFAULT) -- and behave as DRAM objects do: no
  * transaction, no store rule (a volatile object may point anywhere).  Of
- * the manager's hooks only alloc, realloc and free do anything.
+ * the manager's hooks, alloc, realloc and free do the work; begin and
+ * modify are NULL (nothing to do), and end only explains a full region.
  *
  * Every object's manager is found from its address, so the objects of a
  * Kind must lie in one address range.  A Kind takes one region of `size`
@@ -14,8 +15,9 @@
  * the region's pages to the kind's NUMA nodes, and they are faulted in
  * only when used) or maps a file of that size, suballocates it with a
  * fixed kind (memkind_create_fixed()), and registers the region as its
- * manager's range.  A full region raises a MemoryError that says so,
- * how much is in use, and what to do (full_error()).
+ * manager's range, the Kind as the manager's owner (what
+ * pmem.storage_of() gives).  A full region raises a MemoryError that says
+ * so, how much is in use, and what to do (full_error()).
  *
  * Lifetime.  A Kind's objects can outlive every reference to the Kind
  * (their manager is found from their address, not through a reference):
@@ -182,15 +184,10 @@ full_error(KindObject *k)
 }
 
 /* Volatile memory: an operation is as atomic as in DRAM, and needs no
-   bracket and no log.  An operation that failed because the region is
-   full fails with the explanation (_PyStorage_TxEnd() gives it in place
-   of its bare MemoryError). */
-static int
-kind_begin(PyStorageManager *sm)
-{
-    return 0;
-}
-
+   bracket and no log (no begin, no modify).  Only its end does
+   something: an operation that failed because the region is full fails
+   with the explanation (_PyStorage_TxEnd() gives it in place of its bare
+   MemoryError). */
 static int
 kind_end(PyStorageManager *sm, int ok)
 {
@@ -199,12 +196,6 @@ kind_end(PyStorageManager *sm, int ok)
         full_error(k);
         return -1;
     }
-    return 0;
-}
-
-static int
-kind_modify(PyStorageManager *sm, void *addr, size_t size)
-{
     return 0;
 }
 
@@ -483,12 +474,11 @@ kind_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     k->sm = (PyStorageManager){
         .name = k->cname,
         .flags = 0,
+        .owner = (PyObject *)k,
         .alloc = kind_alloc,
         .realloc = kind_realloc,
         .free = kind_free,
-        .begin = kind_begin,
         .end = kind_end,
-        .modify = kind_modify,
     };
     k->size = ((size_t)size + REGION_ALIGNMENT - 1) & ~(REGION_ALIGNMENT - 1);
     if ((source == NULL ? map_file(k, dir) : take_region(k, *source)) < 0
@@ -691,19 +681,7 @@ static PyType_Spec kind_spec = {
 
 /* --- the module ---------------------------------------------------------- */
 
-static PyObject *
-kind_of(PyObject *module, PyObject *obj)
-{
-    PyStorageManager *sm = PyStorage_Of(obj);
-    if (sm->alloc == kind_alloc) {
-        return Py_NewRef((PyObject *)KIND(sm));
-    }
-    Py_RETURN_NONE;
-}
-
 static PyMethodDef memkind_methods[] = {
-    {"kind_of", kind_of, METH_O,
-     "kind_of(obj): the Kind that obj lives in, or None."},
     {"kind_names", kind_names, METH_NOARGS,
      "kind_names(): the names a Kind can be made of."},
     {NULL}

@@ -37,15 +37,13 @@ set_format_version(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* The Pool that obj lives in, or None. */
+/* What stands for obj's manager in Python (a Pool, a MemoryKind), or
+   None (DRAM, or a manager without one). */
 static PyObject *
 storage_of(PyObject *module, PyObject *obj)
 {
-    PyStorageManager *sm = PyStorage_Of(obj);
-    if (sm->alloc == _PyPmem_Alloc) {
-        return Py_NewRef((PyObject *)POOL(sm));
-    }
-    Py_RETURN_NONE;
+    PyObject *owner = PyStorage_Of(obj)->owner;
+    return Py_NewRef(owner != NULL ? owner : Py_None);
 }
 
 /* PersistentDict(pool, /, *args, **kwargs) and its kin. */
@@ -91,7 +89,8 @@ static PyMethodDef module_methods[] = {
      METH_FASTCALL | METH_KEYWORDS,
      "PersistentByteArray(pool, /, *args): bytearray(...) made in pool."},
     {"storage_of", storage_of, METH_O,
-     "storage_of(obj): the Pool that obj lives in, or None (DRAM)."},
+     "storage_of(obj): the Pool or MemoryKind that obj lives in, or None "
+     "(DRAM)."},
     {"_set_format_version", set_format_version, METH_VARARGS,
      "For tests: _set_format_version(path, version)."},
     {NULL}

@@ -124,6 +124,7 @@ map_pool(PyTypeObject *type, PyObject *error, PyObject *path,
     self->sm = (PyStorageManager){
         .name = self->name,
         .flags = PyStorage_PERSISTENT,
+        .owner = (PyObject *)self,
         .alloc = _PyPmem_Alloc,
         .realloc = _PyPmem_Realloc,
         .free = _PyPmem_Free,
