@@ -451,14 +451,12 @@ manager_modify(PyStorageManager *sm, void *addr, size_t size)
     return sm->modify != NULL ? sm->modify(sm, addr, size) : 0;
 }
 
-PyStorageManager *
-_PyStorage_TxBegin(PyObject *op)
+int
+_PyStorage_TxBegin(PyObject *op, PyStorageManager **psm)
 {
     PyStorageManager *sm = _PyStorage_Lookup(op);
-    if (sm != NULL && manager_begin(sm) < 0) {
-        return _PyStorage_TX_FAILED;
-    }
-    return sm;
+    *psm = sm;
+    return sm != NULL && manager_begin(sm) < 0 ? -1 : 0;
 }
 
 /* End an operation: undo it when an exception is set (keeping that
@@ -612,15 +610,16 @@ _PyStorage_ModifyDictSlotSlow(PyDictObject *mp, Py_ssize_t hashpos,
 
 _Thread_local PyObject *_PyStorage_Reentered = NULL;
 
-PyStorageManager *
-_PyStorage_ReenterBegin(PyObject *op, PyObject **pouter)
+int
+_PyStorage_ReenterBegin(PyObject *op, PyStorageManager **psm,
+                        PyObject **pouter)
 {
-    PyStorageManager *sm = _PyStorage_TxBegin(op);
-    if (sm != _PyStorage_TX_FAILED) {
-        *pouter = _PyStorage_Reentered;
-        _PyStorage_Reentered = op;
+    if (_PyStorage_TxBegin(op, psm) < 0) {
+        return -1;
     }
-    return sm;
+    *pouter = _PyStorage_Reentered;
+    _PyStorage_Reentered = op;
+    return 0;
 }
 
 int
@@ -638,87 +637,59 @@ _PyStorage_WriteUnraisable(PyObject *op)
     _PyErr_WriteUnraisableMsg("in a failed, undone atomic operation on", op);
 }
 
-/* The slow paths of twins: the hooked twin inside an operation. */
+/* The slow paths of twins: the hooked twin inside an operation on op,
+   one pattern for every signature.  A result that a failed commit voids
+   is given up (drop). */
+#define TWIN_TRAMPOLINE(type, name, params, op, call, failed, drop) \
+    type \
+    name params \
+    { \
+        PyStorageManager *sm; \
+        if (_PyStorage_TxBegin(_PyObject_CAST(op), &sm) < 0) { \
+            return failed; \
+        } \
+        type result = (call); \
+        if (_PyStorage_TxEnd(sm) < 0) { \
+            drop; \
+            return failed; \
+        } \
+        return result; \
+    }
 
-int
-_PyStorage_DelItemCommon(
-    PyDictObject *mp, Py_hash_t hash, Py_ssize_t ix, PyObject *old_value,
-    int (*delitem)(PyDictObject *, Py_hash_t, Py_ssize_t, PyObject *))
-{
-    PyStorageManager *sm = _PyStorage_TxBegin((PyObject *)mp);
-    if (sm == _PyStorage_TX_FAILED) {
-        return -1;
-    }
-    int r = delitem(mp, hash, ix, old_value);
-    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
-}
+TWIN_TRAMPOLINE(
+    int, _PyStorage_DelItemCommon,
+    (PyDictObject *mp, Py_hash_t hash, Py_ssize_t ix, PyObject *old_value,
+     int (*delitem)(PyDictObject *, Py_hash_t, Py_ssize_t, PyObject *)),
+    mp, delitem(mp, hash, ix, old_value), -1, (void)0)
 
-int
-_PyStorage_SetDiscardEntry(PySetObject *so, PyObject *key, Py_hash_t hash,
-                           int (*discard)(PySetObject *, PyObject *,
-                                          Py_hash_t))
-{
-    PyStorageManager *sm = _PyStorage_TxBegin((PyObject *)so);
-    if (sm == _PyStorage_TX_FAILED) {
-        return -1;
-    }
-    int r = discard(so, key, hash);
-    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
-}
+TWIN_TRAMPOLINE(
+    int, _PyStorage_SetDiscardEntry,
+    (PySetObject *so, PyObject *key, Py_hash_t hash,
+     int (*discard)(PySetObject *, PyObject *, Py_hash_t)),
+    so, discard(so, key, hash), -1, (void)0)
 
-int
-_PyStorage_CallSsize(PyObject *op, Py_ssize_t n,
-                     int (*function)(PyObject *, Py_ssize_t))
-{
-    PyStorageManager *sm = _PyStorage_TxBegin(op);
-    if (sm == _PyStorage_TX_FAILED) {
-        return -1;
-    }
-    int r = function(op, n);
-    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
-}
+TWIN_TRAMPOLINE(
+    int, _PyStorage_CallSsize,
+    (PyObject *op, Py_ssize_t n, int (*function)(PyObject *, Py_ssize_t)),
+    op, function(op, n), -1, (void)0)
 
-int
-_PyStorage_CallObjects(PyObject *op, PyObject *a, PyObject *b,
-                       int (*function)(PyObject *, PyObject *, PyObject *))
-{
-    PyStorageManager *sm = _PyStorage_TxBegin(op);
-    if (sm == _PyStorage_TX_FAILED) {
-        return -1;
-    }
-    int r = function(op, a, b);
-    return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
-}
+TWIN_TRAMPOLINE(
+    int, _PyStorage_CallObjects,
+    (PyObject *op, PyObject *a, PyObject *b,
+     int (*function)(PyObject *, PyObject *, PyObject *)),
+    op, function(op, a, b), -1, (void)0)
 
-PyObject *
-_PyStorage_CallInt(PyObject *op, int i, PyObject *(*function)(PyObject *, int))
-{
-    PyStorageManager *sm = _PyStorage_TxBegin(op);
-    if (sm == _PyStorage_TX_FAILED) {
-        return NULL;
-    }
-    PyObject *result = function(op, i);
-    if (_PyStorage_TxEnd(sm) < 0) {
-        Py_XDECREF(result);
-        return NULL;
-    }
-    return result;
-}
+TWIN_TRAMPOLINE(
+    PyObject *, _PyStorage_CallInt,
+    (PyObject *op, int i, PyObject *(*function)(PyObject *, int)),
+    op, function(op, i), NULL, Py_XDECREF(result))
 
-PyObject *
-_PyStorage_Call(PyObject *op, PyObject *(*function)(PyObject *))
-{
-    PyStorageManager *sm = _PyStorage_TxBegin(op);
-    if (sm == _PyStorage_TX_FAILED) {
-        return NULL;
-    }
-    PyObject *result = function(op);
-    if (_PyStorage_TxEnd(sm) < 0) {
-        Py_XDECREF(result);
-        return NULL;
-    }
-    return result;
-}
+TWIN_TRAMPOLINE(
+    PyObject *, _PyStorage_Call,
+    (PyObject *op, PyObject *(*function)(PyObject *)),
+    op, function(op), NULL, Py_XDECREF(result))
+
+#undef TWIN_TRAMPOLINE
 
 int
 _PyStorage_ModifyByteArrayFromSlow(PyByteArrayObject *ba, Py_ssize_t from)
@@ -774,8 +745,8 @@ _PyStorage_SetSwapBodies(PyObject *a, PyObject *b)
         return -1;
     }
     int r = -1;
-    PyStorageManager *sm = _PyStorage_TxBegin(a);
-    if (sm != _PyStorage_TX_FAILED) {
+    PyStorageManager *sm;
+    if (_PyStorage_TxBegin(a, &sm) == 0) {
         r = (PySet_Clear(a) < 0 || _PySet_Update(a, b) < 0
              || PySet_Clear(b) < 0 || _PySet_Update(b, t) < 0) ? -1 : 0;
         if (_PyStorage_TxEnd(sm) < 0) {
@@ -791,8 +762,8 @@ _PyStorage_DictSetDefault(PyObject *d, PyObject *key, PyObject *defaultobj)
 {
     /* Begun before the look-up: another thread's store of key cannot
        come between. */
-    PyStorageManager *sm = _PyStorage_TxBegin(d);
-    if (sm == _PyStorage_TX_FAILED) {
+    PyStorageManager *sm;
+    if (_PyStorage_TxBegin(d, &sm) < 0) {
         return NULL;
     }
     PyObject *value = PyDict_GetItemWithError(d, key);

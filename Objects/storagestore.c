@@ -737,8 +737,8 @@ _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
     }
     /* The copy is one atomic operation: its objects are the manager's
        new blocks, and a failure leaves nothing behind. */
-    PyStorageManager *tx = _PyStorage_TxBegin(owner);
-    if (tx == _PyStorage_TX_FAILED) {
+    PyStorageManager *tx;
+    if (_PyStorage_TxBegin(owner, &tx) < 0) {
         return -1;
     }
     PyObject *copy = copy_value(v, sm);
@@ -837,8 +837,8 @@ _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq, PyObject *source,
     if (out == NULL) {
         return -1;
     }
-    PyStorageManager *tx = _PyStorage_TxBegin(owner);
-    if (tx == _PyStorage_TX_FAILED) {
+    PyStorageManager *tx;
+    if (_PyStorage_TxBegin(owner, &tx) < 0) {
         Py_DECREF(out);
         return -1;
     }
@@ -876,8 +876,8 @@ stored_items(PyObject *owner, PyObject *other, int exclusive)
     if (stored == NULL) {
         return NULL;
     }
-    PyStorageManager *tx = _PyStorage_TxBegin(owner);
-    if (tx == _PyStorage_TX_FAILED) {
+    PyStorageManager *tx;
+    if (_PyStorage_TxBegin(owner, &tx) < 0) {
         Py_DECREF(stored);
         return NULL;
     }
@@ -917,8 +917,8 @@ int
 _PyStorage_DictMerge(PyObject *a, PyObject *b, int override,
                      int (*merge)(PyObject *, PyObject *, int))
 {
-    PyStorageManager *sm = _PyStorage_TxBegin(a);
-    if (sm == _PyStorage_TX_FAILED) {
+    PyStorageManager *sm;
+    if (_PyStorage_TxBegin(a, &sm) < 0) {
         return -1;
     }
     PyObject *stored = NULL;
@@ -1037,8 +1037,8 @@ _PyStorage_InsertDict(
     int (*insert)(PyDictObject *, PyObject *, Py_hash_t, PyObject *))
 {
     /* Consumes key and value, as insertdict() does. */
-    PyStorageManager *sm = _PyStorage_TxBegin((PyObject *)mp);
-    if (sm == _PyStorage_TX_FAILED) {
+    PyStorageManager *sm;
+    if (_PyStorage_TxBegin((PyObject *)mp, &sm) < 0) {
         Py_DECREF(key);
         Py_DECREF(value);
         return -1;
@@ -1073,8 +1073,8 @@ int
 _PyStorage_SetAddEntry(PySetObject *so, PyObject *key, Py_hash_t hash,
                        int (*add)(PySetObject *, PyObject *, Py_hash_t))
 {
-    PyStorageManager *sm = _PyStorage_TxBegin((PyObject *)so);
-    if (sm == _PyStorage_TX_FAILED) {
+    PyStorageManager *sm;
+    if (_PyStorage_TxBegin((PyObject *)so, &sm) < 0) {
         return -1;
     }
     /* key: the caller's reference and ours */
@@ -1131,8 +1131,8 @@ int
 _PyStorage_ObjectDictSetItem(PyObject **dictptr, PyObject *key,
                              PyObject *value)
 {
-    PyStorageManager *sm = _PyStorage_TxBegin((PyObject *)dictptr);
-    if (sm == _PyStorage_TX_FAILED) {
+    PyStorageManager *sm;
+    if (_PyStorage_TxBegin((PyObject *)dictptr, &sm) < 0) {
         return -1;
     }
     int r = object_dict_setitem(dictptr, key, value);
@@ -1157,8 +1157,8 @@ set_dict_ptr(PyObject *obj, PyObject **dictptr, PyObject *value)
 int
 _PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr, PyObject *value)
 {
-    PyStorageManager *sm = _PyStorage_TxBegin(obj);
-    if (sm == _PyStorage_TX_FAILED) {
+    PyStorageManager *sm;
+    if (_PyStorage_TxBegin(obj, &sm) < 0) {
         return -1;
     }
     int r = set_dict_ptr(obj, dictptr, value);

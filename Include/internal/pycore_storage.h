@@ -132,13 +132,11 @@ _PyStorage_ManagedTable(const void *owner)
    end commits when no exception is set, and undoes the operation when one
    is (every failure path of CPython's object code sets one). */
 
-/* What _PyStorage_TxBegin() returns when the manager could not begin. */
-#define _PyStorage_TX_FAILED ((PyStorageManager *)1)
-
-/* The manager of op after beginning an operation on it; NULL for DRAM;
-   _PyStorage_TX_FAILED, with an exception set, when it could not begin. */
+/* Begin an operation on op: *psm is set to op's manager (NULL for
+   DRAM).  0, or -1 with an exception set when the manager could not
+   begin (then there is nothing to end). */
 _PyStorage_COLD
-PyAPI_FUNC(PyStorageManager *) _PyStorage_TxBegin(PyObject *op);
+PyAPI_FUNC(int) _PyStorage_TxBegin(PyObject *op, PyStorageManager **psm);
 /* 0; or -1 with an exception set when the commit failed: the manager has
    undone the operation, and the caller reports the error instead of its
    result.  Nothing for sm NULL. */
@@ -260,29 +258,31 @@ _PyStorage_REENTERED(const void *op)
    error: a failure to begin or to commit is written as unraisable, and
    leaves op as it was. */
 _PyStorage_COLD
-PyAPI_FUNC(PyStorageManager *) _PyStorage_ReenterBegin(PyObject *op,
-                                                       PyObject **pouter);
+PyAPI_FUNC(int) _PyStorage_ReenterBegin(PyObject *op, PyStorageManager **psm,
+                                        PyObject **pouter);
 _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_ReenterEnd(PyStorageManager *sm,
                                       PyObject *outer);
 
 #define _PyStorage_REENTER_(op, type, failed, call, drop, drop_result) \
-    if (_PyStorage_ACTIVE_FOR(op) && !_PyStorage_REENTERED(op)) { \
+    do { \
         PyObject *_py_storage_outer; \
-        PyStorageManager *_py_storage_sm = _PyStorage_ReenterBegin( \
-            _PyObject_CAST(op), &_py_storage_outer); \
-        if (_py_storage_sm == _PyStorage_TX_FAILED) { \
-            drop; \
-            return failed; \
+        PyStorageManager *_py_storage_sm; \
+        if (_PyStorage_ACTIVE_FOR(op) && !_PyStorage_REENTERED(op)) { \
+            if (_PyStorage_ReenterBegin(_PyObject_CAST(op), &_py_storage_sm, \
+                                        &_py_storage_outer) < 0) { \
+                drop; \
+                return failed; \
+            } \
+            type _py_storage_result = (call); \
+            if (_PyStorage_ReenterEnd(_py_storage_sm, \
+                                      _py_storage_outer) < 0) { \
+                drop_result; \
+                return failed; \
+            } \
+            return _py_storage_result; \
         } \
-        type _py_storage_result = (call); \
-        if (_PyStorage_ReenterEnd(_py_storage_sm, \
-                                  _py_storage_outer) < 0) { \
-            drop_result; \
-            return failed; \
-        } \
-        return _py_storage_result; \
-    }
+    } while (0)
 #define _PyStorage_REENTER(op, failed, call) \
     _PyStorage_REENTER_(op, int, failed, call, (void)0, (void)0)
 #define _PyStorage_REENTER_STEALING(op, failed, call, drop) \
@@ -291,19 +291,21 @@ PyAPI_FUNC(int) _PyStorage_ReenterEnd(PyStorageManager *sm,
     _PyStorage_REENTER_(op, PyObject *, NULL, call, (void)0, \
                         Py_XDECREF(_py_storage_result))
 #define _PyStorage_REENTER_VOID(op, call) \
-    if (_PyStorage_ACTIVE_FOR(op) && !_PyStorage_REENTERED(op)) { \
+    do { \
         PyObject *_py_storage_outer; \
-        PyStorageManager *_py_storage_sm = _PyStorage_ReenterBegin( \
-            _PyObject_CAST(op), &_py_storage_outer); \
-        if (_py_storage_sm == _PyStorage_TX_FAILED \
-            || ((call), \
-                _PyStorage_ReenterEnd(_py_storage_sm, \
-                                      _py_storage_outer) < 0)) \
-        { \
-            _PyStorage_WriteUnraisable(_PyObject_CAST(op)); \
+        PyStorageManager *_py_storage_sm; \
+        if (_PyStorage_ACTIVE_FOR(op) && !_PyStorage_REENTERED(op)) { \
+            if (_PyStorage_ReenterBegin(_PyObject_CAST(op), &_py_storage_sm, \
+                                        &_py_storage_outer) < 0 \
+                || ((call), \
+                    _PyStorage_ReenterEnd(_py_storage_sm, \
+                                          _py_storage_outer) < 0)) \
+            { \
+                _PyStorage_WriteUnraisable(_PyObject_CAST(op)); \
+            } \
+            return; \
         } \
-        return; \
-    }
+    } while (0)
 
 /* Report the failure of an operation on op that its caller cannot. */
 _PyStorage_COLD
@@ -318,19 +320,21 @@ PyAPI_FUNC(void) _PyStorage_WriteUnraisable(PyObject *op);
    calls the hooked twin inside an atomic operation on op when a manager
    is active, and the DRAM twin, which has no hooks, otherwise. */
 #define _PyStorage_TWIN_(op, type, failed, call, on_end_failure) \
-    if (_PyStorage_ACTIVE()) { \
-        PyStorageManager *_py_storage_sm = \
-            _PyStorage_TxBegin(_PyObject_CAST(op)); \
-        if (_py_storage_sm == _PyStorage_TX_FAILED) { \
-            return failed; \
+    do { \
+        PyStorageManager *_py_storage_sm; \
+        if (_PyStorage_ACTIVE()) { \
+            if (_PyStorage_TxBegin(_PyObject_CAST(op), \
+                                   &_py_storage_sm) < 0) { \
+                return failed; \
+            } \
+            type _py_storage_result = (call); \
+            if (_PyStorage_TxEnd(_py_storage_sm) < 0) { \
+                on_end_failure; \
+                return failed; \
+            } \
+            return _py_storage_result; \
         } \
-        type _py_storage_result = (call); \
-        if (_PyStorage_TxEnd(_py_storage_sm) < 0) { \
-            on_end_failure; \
-            return failed; \
-        } \
-        return _py_storage_result; \
-    }
+    } while (0)
 #define _PyStorage_TWIN(op, failed, call) \
     _PyStorage_TWIN_(op, int, failed, call, (void)0)
 
