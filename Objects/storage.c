@@ -36,7 +36,7 @@
 #include "pycore_pyerrors.h"      // _PyErr_Occurred()
 #include "pycore_pystate.h"       // _PyThreadState_GET()
 #include "pycore_runtime.h"       // _Py_SINGLETON()
-#include "pycore_storage.h"
+#include "pycore_storagemap.h"    // the hooks, the managers' API
 
 #include <stddef.h>               // offsetof()
 

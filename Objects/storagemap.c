@@ -22,7 +22,7 @@
 #include "Python.h"
 #include "pycore_dict.h"          // DK_ENTRIES()
 #include "pycore_object.h"        // _PyObject_IS_GC()
-#include "pycore_storage.h"
+#include "pycore_storagemap.h"    // the hooks, the managers' API
 #include "structmember.h"         // T_OBJECT_EX
 
 

@@ -40,7 +40,7 @@
 #include "pycore_list.h"          // _PyList_AppendTakeRef()
 #include "pycore_object.h"        // _PyObject_GC_TRACK()
 #include "pycore_tuple.h"         // _PyTuple_FromArray()
-#include "pycore_storage.h"
+#include "pycore_storagemap.h"    // the hooks, the managers' API
 #include "structmember.h"         // PyMemberDef, T_OBJECT_EX
 
 #define PyBytesObject_SIZE (offsetof(PyBytesObject, ob_sval) + 1)

@@ -67,7 +67,7 @@
 #define PY_SSIZE_T_CLEAN
 
 #include "Python.h"
-#include "pycore_storage.h"       // _PyStorage_VisitSlots()
+#include "pycore_storagemap.h"    // _PyStorage_VisitSlots()
 #include "structmember.h"         // PyMemberDef
 
 #include "heapcheck.h"            // _PyPmem_CheckHeap()

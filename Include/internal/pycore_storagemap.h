@@ -1,0 +1,116 @@
+#ifndef Py_INTERNAL_STORAGEMAP_H
+#define Py_INTERNAL_STORAGEMAP_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef Py_BUILD_CORE
+#  error "this header requires Py_BUILD_CORE define"
+#endif
+
+/* What a persistent storage manager uses, beyond the C API of
+   Include/cpython/storage.h, to record its objects' classes and to map
+   its objects into a new process: the layouts it can hold, every
+   pointer an object holds, the volatile metadata to forget, the hash
+   tables to rebuild (Objects/storagemap.c, and the class rules of
+   Objects/storagestore.c).  Upstream code never includes it: the hooks
+   that it calls are in pycore_storage.h. */
+
+#include "pycore_storage.h"
+
+/* Can a persistent manager find tp again in another process by its
+   module and qualified name (is it there in this one)? */
+PyAPI_FUNC(int) _PyStorage_IsFindableClass(PyTypeObject *tp);
+/* Is tp a class whose instances' layout the managers know: made by class
+   statements over object, adding a dict, slots, weak references? */
+PyAPI_FUNC(int) _PyStorage_IsPlainClass(PyTypeObject *tp);
+/* The layout of such a class's instances, as a str that a manager
+   records with the class's name and compares: "basicsize" then, for
+   each class from object up that adds to the instances, the slots it
+   adds and "__dict__" and "__weakref__" when it adds them ("24
+   __dict__,__weakref__").  NULL with an exception set. */
+PyAPI_FUNC(PyObject *) _PyStorage_ClassLayout(PyTypeObject *tp);
+
+/* The objects known by value (_PyStorage_IsStatic()), and the other
+   static objects that a managed object may point to: the dicts' shared
+   empty keys, the sets' dummy key. */
+PyAPI_FUNC(int) _PyStorage_IsStaticTarget(const void *ptr);
+
+/* visit(slot, kind, arg) for every pointer that op holds: kind
+   _PyStorage_SLOT_TABLE for a table that op owns (visited before what it
+   holds, so that the visitor may replace the pointer), _PyStorage_SLOT_OBJECT
+   for an object pointer (or NULL).  Stops at the first non-zero return and
+   returns it; -1 for an object of a type a manager cannot hold. */
+#define _PyStorage_SLOT_OBJECT 0
+#define _PyStorage_SLOT_TABLE 1
+typedef int (*_PyStorage_SlotVisitor)(void **slot, int kind, void *arg);
+PyAPI_FUNC(int) _PyStorage_VisitSlots(PyObject *op,
+                                      _PyStorage_SlotVisitor visit,
+                                      void *arg);
+
+/* The same walk over memory that nothing has checked yet (a file being
+   opened), which also tells what each part must hold before reading it:
+   visit((void **)&extent, _PyStorage_SLOT_EXTENT, arg) with the bytes
+   that op's block (from op) or a table (from its start) must have, for
+   what op's header says; size SIZE_MAX when the header is impossible.
+   Each table's pointer is visited first (and may be replaced), then its
+   extent, then what it holds.  A pointer into the middle of a table (a
+   bytearray's start) is visited as _PyStorage_SLOT_INTERIOR, to be moved
+   with the memory. */
+#define _PyStorage_SLOT_EXTENT 2
+#define _PyStorage_SLOT_INTERIOR 3
+typedef struct {
+    const void *start;
+    size_t size;
+} _PyStorage_Extent;
+PyAPI_FUNC(int) _PyStorage_CheckSlots(PyObject *op,
+                                      _PyStorage_SlotVisitor visit,
+                                      void *arg);
+
+/* What the checking walk cannot tell while pointers may still be another
+   process's, asked once every pointer that op holds has passed it and is
+   this process's: a dict's or set's counts match its table (which the
+   dummy key decides), a table of str keys holds only str, an instance's
+   __dict__ is a dict.  0, or -1 when op cannot be used as it is. */
+PyAPI_FUNC(int) _PyStorage_CheckHeld(PyObject *op);
+
+/* The interpreter's empty dict keys are shared, and reference counted:
+   a manager that gives dicts of its memory those keys without the
+   interpreter's knowledge (an open, an undo) counts them. */
+PyAPI_FUNC(int) _PyStorage_SharesEmptyKeys(PyObject *op);
+PyAPI_FUNC(void) _PyStorage_AddEmptyKeysRefs(Py_ssize_t n);
+
+/* op's memory is freed by its manager without a deallocation (it is
+   garbage that an undo or a collection found): what the interpreter
+   counted of its parts, given up. */
+PyAPI_FUNC(void) _PyStorage_ForgetObject(PyObject *op);
+
+/* Forget what an earlier process (or a deallocation that an abort undid)
+   left in op's volatile metadata (see PyStorage_VisitVolatile()):
+   untracked, no caches.  op's type must be set; its reference count is
+   the manager's to set (it counts the references). */
+PyAPI_FUNC(void) _PyStorage_ResetVolatile(PyObject *op);
+
+
+
+/* Rebuild the hash table of a dict or set (a no-op for other objects)
+   for this process's hashes, inside an operation of its manager.  0, or
+   -1 with an exception set. */
+PyAPI_FUNC(int) _PyStorage_Rehash(PyObject *op);
+/* The hashes that op's table keeps, recomputed (for the two below).  1
+   when one changed, 0 when none did, -1 with an exception set. */
+PyAPI_FUNC(int) _PyStorage_RehashEntries(PyObject *op);
+/* The hashes that the n frozensets keep, and so their own hashes, made
+   this process's, whatever the frozensets hold (frozensets at any
+   depth): before the tables that hold them are rebuilt.  0, or -1 with
+   an exception set. */
+PyAPI_FUNC(int) _PyStorage_RehashFrozenSets(PyObject **sets, size_t n);
+/* Upstream's resizes, reached from here: the dict's table rebuilt at its
+   size; the set's rebuilt for minused entries. */
+PyAPI_FUNC(int) _PyDict_Rehash(PyObject *op);
+PyAPI_FUNC(int) _PySet_Rehash(PyObject *op, Py_ssize_t minused);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* !Py_INTERNAL_STORAGEMAP_H */
