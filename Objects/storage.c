@@ -911,28 +911,21 @@ make_fresh(void *addr, size_t size, int what, intptr_t fresh, void *arg)
     if (!(what & *(int *)arg)) {
         return 0;
     }
-    if (size == sizeof(uint32_t)) {
-        uint32_t v = (uint32_t)fresh;
-#ifdef Py_REF_DEBUG
-        if (what & VOLATILE_COUNT) {
-            _Py_RefTotal += (Py_ssize_t)v - (Py_ssize_t)*(uint32_t *)addr;
-        }
-#endif
-        memcpy(addr, &v, size);
-    }
-    else if (size == sizeof(uint64_t)) {
-        uint64_t v = (uint64_t)fresh;
-#ifdef Py_REF_DEBUG
-        if (what & VOLATILE_COUNT) {
-            _Py_RefTotal += (Py_ssize_t)v - (Py_ssize_t)*(uint64_t *)addr;
-        }
-#endif
-        memcpy(addr, &v, size);
-    }
-    else {
-        assert(fresh == 0);
+    if (size != sizeof(uint32_t) && size != sizeof(uint64_t)) {
+        assert(fresh == 0);           /* the GC head */
         memset(addr, 0, size);
+        return 0;
     }
+    uint32_t fresh32 = (uint32_t)fresh;
+    uint64_t fresh64 = (uint64_t)fresh;
+    int narrow = size == sizeof(uint32_t);
+#ifdef Py_REF_DEBUG
+    if (what & VOLATILE_COUNT) {
+        _Py_RefTotal += (narrow ? (Py_ssize_t)fresh32 - *(uint32_t *)addr
+                                : (Py_ssize_t)(fresh64 - *(uint64_t *)addr));
+    }
+#endif
+    memcpy(addr, narrow ? (void *)&fresh32 : (void *)&fresh64, size);
     return 0;
 }
 
