@@ -311,42 +311,6 @@ PyAPI_FUNC(int) _PyStorage_ReenterEnd(PyStorageManager *sm,
 _PyStorage_COLD
 PyAPI_FUNC(void) _PyStorage_WriteUnraisable(PyObject *op);
 
-/* The twin of a function, inline: placed at the top of a function whose
-   body is a static inline function with a const int managed parameter,
-
-       _PyStorage_TWIN(op, -1, function_body(op, arg, 1));
-       return function_body(op, arg, 0);
-
-   calls the hooked twin inside an atomic operation on op when a manager
-   is active, and the DRAM twin, which has no hooks, otherwise. */
-#define _PyStorage_TWIN_(op, type, failed, call, on_end_failure) \
-    do { \
-        PyStorageManager *_py_storage_sm; \
-        if (_PyStorage_ACTIVE()) { \
-            if (_PyStorage_TxBegin(_PyObject_CAST(op), \
-                                   &_py_storage_sm) < 0) { \
-                return failed; \
-            } \
-            type _py_storage_result = (call); \
-            if (_PyStorage_TxEnd(_py_storage_sm) < 0) { \
-                on_end_failure; \
-                return failed; \
-            } \
-            return _py_storage_result; \
-        } \
-    } while (0)
-#define _PyStorage_TWIN(op, failed, call) \
-    _PyStorage_TWIN_(op, int, failed, call, (void)0)
-
-/* Allocation in a twin body: from owner's manager in the hooked twin. */
-#define _PyStorage_TWIN_MALLOC(managed, owner, dram_malloc, size) \
-    ((managed) ? _PyStorage_MallocSlow((owner), (size), (dram_malloc)) \
-               : dram_malloc(size))
-#define _PyStorage_TWIN_REALLOC(managed, owner, dram_realloc, ptr, size) \
-    ((managed) \
-     ? _PyStorage_ReallocSlow((owner), (ptr), (size), (dram_realloc)) \
-     : dram_realloc((ptr), (size)))
-
 /* Twins.  The hottest functions are compiled twice from one body: a
    DRAM twin without hooks, and a hooked twin for managed objects, which
    the DRAM twin's one hook calls through these slow paths:
@@ -390,6 +354,15 @@ _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_SetAddEntry(
     PySetObject *so, PyObject *key, Py_hash_t hash,
     int (*add)(PySetObject *, PyObject *, Py_hash_t));
+
+/* Allocation in a twin body: from owner's manager in the hooked twin. */
+#define _PyStorage_TWIN_MALLOC(managed, owner, dram_malloc, size) \
+    ((managed) ? _PyStorage_MallocSlow((owner), (size), (dram_malloc)) \
+               : dram_malloc(size))
+#define _PyStorage_TWIN_REALLOC(managed, owner, dram_realloc, ptr, size) \
+    ((managed) \
+     ? _PyStorage_ReallocSlow((owner), (ptr), (size), (dram_realloc)) \
+     : dram_realloc((ptr), (size)))
 
 /* A new object of sm, made by its type's own code (make(arg)) with sm
    as this thread's placement; NULL with an exception set. */
