@@ -1,6 +1,6 @@
 /* _memkind: the memkind storage manager (libmemkind).
  *
- * A _memkind.Kind is a volatile memory class (DESIGN section 6): the
+ * A _memkind.Kind is a volatile memory class (Doc/pmem/design.rst): the
  * objects placed in it (`with kind:`) live in memory of a memkind kind --
  * high-bandwidth memory (MEMKIND_HBW...), persistent memory used as
  * volatile memory (MEMKIND_DAX_KMEM..., or a file), or ordinary memory

@@ -1,4 +1,4 @@
-/* _pmem's open pass (DESIGN section 4): the pool's objects made this
+/* _pmem's open pass (Doc/pmem/design.rst): the pool's objects made this
  * process's -- types, pointers moved with the mapping and to this
  * binary's constants, what the root reaches and its counts, unreachable
  * allocations freed, hash tables rebuilt -- every step such that a crash
@@ -541,7 +541,7 @@ record_mapping(PoolObject *p)
     pmemobj_persist(pop, p->root->moving, sizeof(p->root->moving));
 }
 
-/* Make the pool's objects this process's (DESIGN section 4): types,
+/* Make the pool's objects this process's (Doc/pmem/design.rst): types,
    volatile metadata, pointers to static objects, reference counts,
    unreachable allocations freed, hash tables rebuilt.  Every step can
    run again from its start: a crash during the pass is repaired by the

@@ -18,8 +18,8 @@
  * The functions are libpmemobj's failure-return ones (no setjmp, no
  * abort of the process): every failure becomes a Python exception.
  *
- * Opening runs the open pass (_PyPmem_OpenPass(), DESIGN section 4) over every
- * allocation; an abort counts references around the undo log
+ * Opening runs the open pass (_PyPmem_OpenPass(); Doc/pmem/design.rst)
+ * over every allocation; an abort counts references around the undo log
  * (_PyPmem_RepairPrepare(), _PyPmem_RepairFinish()); pool.gc() frees what
  * neither the root nor DRAM reaches.
  *

@@ -1,4 +1,4 @@
-"""pmem-python's demo: the bank program of DESIGN section 1.
+"""pmem-python's demo: a bank whose accounts live in a pool.
 
     ./python Tools/pmem/demo.py SRC DST AMOUNT [POOL]
 

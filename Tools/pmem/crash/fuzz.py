@@ -7,10 +7,11 @@ refuses it with pmem.PoolError or returns a pool whose every object
 reachable from pool.ns can be walked and repr()'d and whose namespace
 takes a write -- the interpreter neither crashes, nor hangs, nor raises
 anything else; and `python -m pmem check`, run on the file first, says
-"ok" exactly when the open succeeds (a disagreement is a failure).  That is the promise of the open pass (DESIGN section 4:
-"a pointer that does not land on an object of this pool or a known
-singleton is an error, never a segfault"), and of the checks that run
-before it (the file's header, libpmemobj's own check, the root).
+"ok" exactly when the open succeeds (a disagreement is a failure).  That
+is the promise of the open pass (Doc/pmem/design.rst: a pointer that
+does not land on an object of this pool or a known singleton is an
+error, never a segfault), and of the checks that run before it (the
+file's header, libpmemobj's own check, the root).
 
 How.  A child process makes one valid pool holding every builtin type
 the pool supports, nested containers, shared references, instances of
