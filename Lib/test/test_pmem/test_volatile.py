@@ -32,12 +32,7 @@ class Plain:
 class InternTests(unittest.TestCase):
 
     def setUp(self):
-        self.path = self.enter(os_helper.temp_dir()) + "/interned.pool"
-
-    def enter(self, cm):
-        value = cm.__enter__()
-        self.addCleanup(cm.__exit__, None, None, None)
-        return value
+        self.path = self.enterContext(os_helper.temp_dir()) + "/interned.pool"
 
     def run_code(self, code):
         code = textwrap.dedent(code).replace("PATH", repr(self.path))
