@@ -18,6 +18,7 @@ import textwrap
 import unittest
 from test.support import import_helper
 from test.support.script_helper import assert_python_ok
+from test.test_pmem.util import SIZE, PoolTestCase
 
 import_helper.import_module("_pmem")
 
@@ -120,6 +121,38 @@ class ToolTests(unittest.TestCase):
             self.assertIn("open in another process", proc.stderr)
         finally:
             holder.communicate("")
+
+
+class CommandLineTests(PoolTestCase):
+    """info, dump and check of a small pool, and check of a file that
+    is not a pool."""
+
+    def test_command_line(self):
+        self.run_in_new_process(f"""
+            import pmem
+            pool = pmem.open({self.path!r}, size={SIZE})
+            pool.ns.accounts = {{"alice": 1.5}}
+            """, seed=10)
+        env = dict(os.environ, **FAST_FLUSH)
+        def cli(*args):
+            return subprocess.run([sys.executable, "-m", "pmem", *args],
+                                  env=env, capture_output=True, text=True)
+        info = cli("info", self.path)
+        self.assertEqual(info.returncode, 0, info.stderr)
+        self.assertIn("names:     accounts", info.stdout)
+        self.assertRegex(info.stdout, r"dict +2 ")   # and the namespace
+        self.assertEqual(cli("dump", self.path).stdout,
+                         "{'accounts': {'alice': 1.5}}\n")
+        self.assertIn(": ok, 5 objects", cli("check", self.path).stdout)
+        foreign = os.path.join(self.dir, "foreign")
+        with open(foreign, "w") as f:
+            f.write("x" * 100)
+        bad = cli("check", foreign)
+        self.assertEqual(bad.returncode, 1)
+        self.assertIn("not ok", bad.stdout)
+        self.assertIn("not a pmem-python pool", bad.stdout)
+        self.assertNotIn(".pool", bad.stdout)      # names the pool, not
+                                                   # the copy it read
 
 
 if __name__ == "__main__":

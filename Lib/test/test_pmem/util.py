@@ -1,0 +1,57 @@
+"""Helpers of the pool tests: pmem, loaded for fast flushes, and a test
+case with a directory of its own.
+
+The pools live in ordinary files.  On those, libpmemobj makes every
+flush an msync() (about a millisecond here); PMEM_IS_PMEM_FORCE=1 makes
+it flush CPU caches instead, as on real persistent memory.  What a
+killed process wrote is in the page cache either way, which is all that
+these tests (and the crash tests) rely on; only a power cut tells the two
+apart.  libpmemobj reads the variable when it is loaded: it is set here
+before _pmem is imported, and passed to every child.
+"""
+
+import os
+import shutil
+import tempfile
+import textwrap
+import unittest
+from test.support import import_helper, os_helper
+from test.test_pmem import run_in_new_process
+
+FAST_FLUSH = {"PMEM_IS_PMEM_FORCE": "1"}
+with os_helper.EnvironmentVarGuard() as env:
+    env.update(FAST_FLUSH)
+    _pmem = import_helper.import_module("_pmem")
+    import pmem
+
+SIZE = 16 << 20
+
+
+class PoolTestCase(unittest.TestCase):
+    """A directory of its own (self.dir) and a pool's path in it
+    (self.path); CLASSES is the source of a module of two classes."""
+
+    CLASSES = textwrap.dedent("""
+        class Account:
+            def __init__(self, owner, balance):
+                self.owner = owner
+                self.balance = balance
+
+        class Point:
+            __slots__ = ("x", "y", "__weakref__")
+            def __init__(self, x, y):
+                self.x, self.y = x, y
+        """)
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="pmem-test-")
+        self.addCleanup(shutil.rmtree, self.dir)
+        self.path = os.path.join(self.dir, "test.pool")
+
+    def run_in_new_process(self, code, seed, path=None, hint=None):
+        return run_in_new_process(self, code, hash_seed=seed, path=path,
+                                  hint=hint)
+
+    def assertRefused(self, path, regex):
+        with self.assertRaisesRegex(pmem.PoolError, regex):
+            pmem.open(path, create=False)
