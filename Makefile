@@ -63,7 +63,8 @@ build: configure-if-needed
 	@./python -c 'import sys; print("built", sys.executable, sys.version.split()[0])'
 
 test: build
-	$(TESTENV) ./python -E $(REGRTEST) -j$(JOBS) -w test_pmem test_storage $(CORE_TESTS)
+	$(TESTENV) ./python -E $(REGRTEST) -j$(JOBS) -w test_pmem \
+		test_tools.test_pmem_tree test_storage $(CORE_TESTS)
 
 DEMO_POOL = build/demo/accounts.pool
 
