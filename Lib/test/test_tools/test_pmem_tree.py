@@ -9,13 +9,17 @@ that ./configure filled; without it the tests are skipped.
 import os
 import shutil
 import subprocess
-import tempfile
 import unittest
+from test.support import os_helper
+from test.test_tools import skip_if_missing, toolsdir
 
-# This file is a link from the build tree into the repository.
+skip_if_missing("pmem")
+
+TREE_SH = os.path.join(toolsdir, "pmem", "tree.sh")
+# The patches are not in the build tree: they are found from this file's
+# real path (a link from the build tree into the repository).
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.realpath(__file__)))))
-TREE_SH = os.path.join(REPO, "Tools", "pmem", "tree.sh")
 VERSION_PATCH = os.path.join(REPO, "Include", "patchlevel.h.patch")
 TARBALL_NAME = "python3.11_3.11.2.orig.tar.gz"
 
@@ -28,12 +32,6 @@ def default_cache():
 
 
 CACHE = default_cache()
-
-
-def remove_tree(path):
-    # The pristine copy is read-only.
-    subprocess.run(["chmod", "-R", "u+w", path], check=False)
-    shutil.rmtree(path)
 
 
 @unittest.skipUnless(os.path.exists(TREE_SH) and os.path.exists(VERSION_PATCH),
@@ -49,7 +47,7 @@ class TreeTests(unittest.TestCase):
         # One unpacked tarball for all tests: each test's build/ is a tree
         # of hard links to it, and every write below replaces a file
         # rather than writing into it, as tree.sh does.
-        cls.template = tempfile.mkdtemp(prefix="pmem-tree-template-")
+        cls.template = cls.enterClassContext(os_helper.temp_dir())
         os.makedirs(os.path.join(cls.template, "Tools", "pmem"))
         shutil.copy(TREE_SH, os.path.join(cls.template, "Tools", "pmem"))
         subprocess.run(
@@ -58,13 +56,8 @@ class TreeTests(unittest.TestCase):
             env=dict(os.environ, PMEM_PYTHON_CACHE=CACHE),
             stdout=subprocess.DEVNULL, check=True)
 
-    @classmethod
-    def tearDownClass(cls):
-        remove_tree(cls.template)
-
     def setUp(self):
-        self.top = tempfile.mkdtemp(prefix="pmem-tree-")
-        self.addCleanup(remove_tree, self.top)
+        self.top = self.enterContext(os_helper.temp_dir())
         subprocess.run(["cp", "-al", os.path.join(self.template, "build"),
                         self.top], check=True)
         os.makedirs(os.path.join(self.top, "Tools", "pmem"))
@@ -204,7 +197,7 @@ class TreeTests(unittest.TestCase):
         self.assertIn("Objects/listobject.c is an upstream file", out)
 
     def test_corrupt_tarball_is_refused(self):
-        remove_tree(os.path.join(self.top, "build"))
+        os_helper.rmtree(os.path.join(self.top, "build"))
         cache = os.path.join(self.top, "cache")
         os.makedirs(cache)
         with open(os.path.join(CACHE, TARBALL_NAME), "rb") as f:
