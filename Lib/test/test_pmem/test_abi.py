@@ -14,9 +14,8 @@ import os
 import shutil
 import subprocess
 import sysconfig
-import tempfile
 import unittest
-from test.support import import_helper
+from test.support import import_helper, os_helper
 
 _teststorage = import_helper.import_module("_teststorage")
 
@@ -120,7 +119,7 @@ class StockHeadersTests(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="pmem-abi-")
+        cls.tmp = cls.enterClassContext(os_helper.temp_dir())
         source = os.path.join(cls.tmp, "_abi_probe.c")
         with open(source, "w") as f:
             f.write(SOURCE)
@@ -138,10 +137,6 @@ class StockHeadersTests(unittest.TestCase):
         cls.probe = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(cls.probe)
         cls.arena = _teststorage.Arena(1 << 22, name="abi")
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.tmp)
 
     def test_sizes_are_the_interpreters(self):
         sizes = self.probe.sizes()

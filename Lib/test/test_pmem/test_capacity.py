@@ -17,8 +17,6 @@ opens in a new process with what it held.
 
 import os
 import random
-import shutil
-import tempfile
 import textwrap
 import unittest
 from test.support import import_helper, os_helper
@@ -34,8 +32,7 @@ with os_helper.EnvironmentVarGuard() as env:
 class CapacityTests(unittest.TestCase):
 
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="pmem-test-")
-        self.addCleanup(shutil.rmtree, self.dir)
+        self.dir = self.enterContext(os_helper.temp_dir())
         self.path = os.path.join(self.dir, "fill.pool")
 
     def fill(self, code):

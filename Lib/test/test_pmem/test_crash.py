@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import unittest
 from test.support import import_helper, os_helper
 
@@ -40,7 +39,7 @@ class CrashHarnessTests(unittest.TestCase):
         return proc.stdout.splitlines()[-1]
 
     def test_soak(self):
-        with tempfile.TemporaryDirectory() as tmp:
+        with os_helper.temp_dir() as tmp:
             last = self.run_harness("soak.py", "--trials", "6",
                                     "--seed", "20261126", "--quiet",
                                     "--dir", tmp)
@@ -48,7 +47,7 @@ class CrashHarnessTests(unittest.TestCase):
                                r"0 invariant failures$")
 
     def test_fuzz(self):
-        with tempfile.TemporaryDirectory() as failures:
+        with os_helper.temp_dir() as failures:
             last = self.run_harness("fuzz.py", "--files", "40",
                                     "--seed", "20261126", "--quiet",
                                     "--failures", failures,

@@ -15,10 +15,8 @@ nothing), in the set, the frozenset, and as dict keys.
 """
 
 import os
-import shutil
-import tempfile
 import unittest
-from test.support import import_helper
+from test.support import import_helper, os_helper
 from test.test_pmem import run_in_new_process
 
 import_helper.import_module("_pmem")
@@ -66,8 +64,7 @@ class Key:
 class StaleHashTests(unittest.TestCase):
 
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="pmem-test-")
-        self.addCleanup(shutil.rmtree, self.dir)
+        self.dir = self.enterContext(os_helper.temp_dir())
         self.path = os.path.join(self.dir, "hashes.pool")
         with open(os.path.join(self.dir, "hashkeys.py"), "w") as f:
             f.write(KEY_CLASS)

@@ -8,8 +8,6 @@ would be), and check that the absent kinds are refused.
 
 import copy
 import os
-import shutil
-import tempfile
 import threading
 import unittest
 from test.support import import_helper, os_helper
@@ -95,14 +93,14 @@ class PlacementTests(unittest.TestCase):
     def test_regions_go_back(self):
         # More kinds than a process has ranges (64), one after another:
         # each gives its range back when it and its objects are gone.
+        tmp = self.enterContext(os_helper.temp_dir())
         for i in range(100):
             kind = regular(16 << 20)
             with kind:
                 d = {i: [i]}
             del kind                        # before its objects
             del d
-            kind = pmem.MemoryKind("file", dir=tempfile.gettempdir(),
-                                   size=16 << 20)
+            kind = pmem.MemoryKind("file", dir=tmp, size=16 << 20)
             with kind:
                 d = {i: [i]}
             del d, kind
@@ -141,8 +139,7 @@ class PlacementTests(unittest.TestCase):
     def test_a_pool_takes_copies_of_kind_objects(self):
         # The memory hierarchy: a pool is above every volatile kind, and
         # moves only DRAM objects; a kind's mutable is refused, unchanged.
-        tmp = tempfile.mkdtemp(prefix="pmem-test-")
-        self.addCleanup(shutil.rmtree, tmp)
+        tmp = self.enterContext(os_helper.temp_dir())
         pool = pmem.open(os.path.join(tmp, "k.pool"), size=16 << 20)
         kind = regular()
         with kind:
@@ -165,8 +162,7 @@ class PlacementTests(unittest.TestCase):
 class RegionTests(unittest.TestCase):
 
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="pmem-test-")
-        self.addCleanup(shutil.rmtree, self.dir)
+        self.dir = self.enterContext(os_helper.temp_dir())
 
     def test_file_kind_is_an_unnamed_file(self):
         kind = pmem.MemoryKind("file", dir=self.dir, size=SIZE)

@@ -10,14 +10,12 @@ back.  Every step runs in a new process.
 """
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import unittest
 
-from test.support import import_helper
+from test.support import import_helper, os_helper
 from test.test_pmem import run_in_new_process
 
 import_helper.import_module("_pmem")
@@ -52,8 +50,7 @@ class Point3(Point):
 class PlaceholderTests(unittest.TestCase):
 
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="pmem-test-")
-        self.addCleanup(shutil.rmtree, self.dir)
+        self.dir = self.enterContext(os_helper.temp_dir())
         self.path = os.path.join(self.dir, "test.pool")
         self.modules = os.path.join(self.dir, "modules")
         os.mkdir(self.modules)

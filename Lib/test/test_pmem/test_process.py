@@ -7,10 +7,8 @@ are compared before and after.
 """
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import unittest
@@ -40,8 +38,7 @@ def digest(path):
 class ProcessTestCase(unittest.TestCase):
 
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="pmem-test-")
-        self.addCleanup(shutil.rmtree, self.dir)
+        self.dir = self.enterContext(os_helper.temp_dir())
         self.path = os.path.join(self.dir, "test.pool")
 
     def run_script(self, code, *args, timeout=support.SHORT_TIMEOUT,

@@ -10,13 +10,11 @@ A pool open in another process is refused.
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import unittest
-from test.support import import_helper
+from test.support import import_helper, os_helper
 from test.support.script_helper import assert_python_ok
 from test.test_pmem.util import SIZE, PoolTestCase
 
@@ -35,7 +33,7 @@ class ToolTests(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.dir = tempfile.mkdtemp(prefix="pmem-test-")
+        cls.dir = cls.enterClassContext(os_helper.temp_dir())
         cls.path = os.path.join(cls.dir, "tools.pool")
         # Left with garbage, and mapped at another address than the one
         # the tools will map it at: an open has work to do.
@@ -50,10 +48,6 @@ class ToolTests(unittest.TestCase):
             pool.ns.garbage = [[i] for i in range(100)]
             del pool.ns.garbage
             """), PMEM_MMAP_HINT="0x610000000000", **FAST_FLUSH)
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.dir)
 
     def cli(self, *args):
         return subprocess.run([sys.executable, "-m", "pmem", *args],

@@ -1162,8 +1162,7 @@ class FocusedTests(unittest.TestCase):
     read back by another, as the survey does."""
 
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="pmem-test-")
-        self.addCleanup(shutil.rmtree, self.dir)
+        self.dir = self.enterContext(os_helper.temp_dir())
         self.survey = Survey(self.dir)
 
     def store(self, *exprs, imports=()):
@@ -1257,8 +1256,7 @@ class ClassRecordTests(unittest.TestCase):
     hold."""
 
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="pmem-test-")
-        self.addCleanup(shutil.rmtree, self.dir)
+        self.dir = self.enterContext(os_helper.temp_dir())
         self.path = os.path.join(self.dir, "classes.pool")
 
     def run_child(self, code, module):

@@ -11,8 +11,6 @@ before _pmem is imported, and passed to every child.
 """
 
 import os
-import shutil
-import tempfile
 import textwrap
 import unittest
 from test.support import import_helper, os_helper
@@ -44,8 +42,7 @@ class PoolTestCase(unittest.TestCase):
         """)
 
     def setUp(self):
-        self.dir = tempfile.mkdtemp(prefix="pmem-test-")
-        self.addCleanup(shutil.rmtree, self.dir)
+        self.dir = self.enterContext(os_helper.temp_dir())
         self.path = os.path.join(self.dir, "test.pool")
 
     def run_in_new_process(self, code, seed, path=None, hint=None):
