@@ -100,7 +100,8 @@ class KillTests(PoolTestCase):
             pool = pmem.open({self.path!r})
             data = pool.ns.data
             assert all(data[f"k{{i}}"] == (i, [i + 0.5]) for i in range(50000))
-            assert pool.ns.small == {{"a", "b", None}} and None in pool.ns.small
+            assert pool.ns.small == {{"a", "b", None}}
+            assert None in pool.ns.small
             print(len(data), pool.gc())
             """, seed=50, hint="0x600000000000")
         self.assertEqual(out, "50000 0\n")

@@ -164,7 +164,8 @@ class ValueRoundTripTests(PoolTestCase):
         self.run_in_new_process(f"""
             import pmem
             pool = pmem.open({self.path!r}, size={SIZE})
-            pool.ns.sets = [{{"x20"}}, frozenset({{"y7"}}), {{"a", "b"}}, set()]
+            pool.ns.sets = [{{"x20"}}, frozenset({{"y7"}}), {{"a", "b"}},
+                            set()]
             """, seed=23)
         for seed in (24, 25, 26):
             out = self.run_in_new_process(f"""
@@ -435,7 +436,8 @@ class TwoPoolTests(PoolTestCase):
             b = pmem.open({other!r}, size={SIZE})
             a.ns.items = [("tuple", 1.5), "str"]
             b.ns.copy = a.ns.items[0]
-            assert pmem.storage_of(b.ns.copy) is b and b.ns.copy == ("tuple", 1.5)
+            assert pmem.storage_of(b.ns.copy) is b
+            assert b.ns.copy == ("tuple", 1.5)
             try:
                 b.ns.shared = a.ns.items
             except TypeError as exc:

@@ -1290,7 +1290,8 @@ class ClassRecordTests(unittest.TestCase):
                 try:
                     pool.ns.items.append(cls())
                 except TypeError as exc:
-                    print(cls.__name__, "module and qualified name" in str(exc))
+                    print(cls.__name__,
+                          "module and qualified name" in str(exc))
             print(len(pool.ns.items))
             """, """
             class Moved:
