@@ -19,14 +19,9 @@ import os
 import random
 import textwrap
 import unittest
-from test.support import import_helper, os_helper
+from test.support import os_helper
 from test.support.script_helper import assert_python_ok
-
-FAST_FLUSH = {"PMEM_IS_PMEM_FORCE": "1"}
-with os_helper.EnvironmentVarGuard() as env:
-    env.update(FAST_FLUSH)
-    _pmem = import_helper.import_module("_pmem")
-    import pmem
+from test.test_pmem.util import FAST_FLUSH, pmem
 
 
 class CapacityTests(unittest.TestCase):

@@ -13,15 +13,9 @@ import textwrap
 import time
 import unittest
 from test import support
-from test.support import import_helper, os_helper
+from test.support import os_helper
+from test.test_pmem.util import FAST_FLUSH
 
-FAST_FLUSH = {"PMEM_IS_PMEM_FORCE": "1"}
-with os_helper.EnvironmentVarGuard() as env:
-    env.update(FAST_FLUSH)
-    import_helper.import_module("_pmem")
-    import pmem
-
-SIZE = 16 << 20
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.realpath(__file__)))))
 TOOLS = os.path.join(ROOT, "Tools", "pmem", "crash")

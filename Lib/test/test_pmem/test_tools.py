@@ -14,13 +14,10 @@ import subprocess
 import sys
 import textwrap
 import unittest
-from test.support import import_helper, os_helper
+from test.support import os_helper
 from test.support.script_helper import assert_python_ok
-from test.test_pmem.util import SIZE, PoolTestCase
+from test.test_pmem.util import FAST_FLUSH, SIZE, PoolTestCase
 
-import_helper.import_module("_pmem")
-
-FAST_FLUSH = {"PMEM_IS_PMEM_FORCE": "1"}
 ENV = dict(os.environ, **FAST_FLUSH)
 
 

@@ -66,14 +66,9 @@ import unittest
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from test import support
-from test.support import import_helper, os_helper
+from test.support import os_helper
 from test.test_pmem import run_in_new_process
-
-FAST_FLUSH = {"PMEM_IS_PMEM_FORCE": "1"}
-with os_helper.EnvironmentVarGuard() as env:
-    env.update(FAST_FLUSH)
-    import_helper.import_module("_pmem")
-    import pmem
+from test.test_pmem.util import FAST_FLUSH, pmem
 
 # The child processes import this module by this name: its classes are
 # found by it in the pools.
