@@ -2,8 +2,9 @@
 #
 #   make              build ./python (on a fresh machine it first installs
 #                     the build dependencies and runs ./configure)
-#   make test         the project's tests: test_pmem and the core regrtests
-#                     of what we patch
+#   make test         the project's tests: test_pmem, test_storage, the
+#                     test of tree.sh and the core regrtests of what we
+#                     patch (TESTOPTS=-ucpu: the slow tests too)
 #   make demo         run the demo on a default pool
 #   make stock        pristine CPython 3.11.2, same options, no patches,
 #                     in build/stock/ (the baseline of every overhead figure)
@@ -35,6 +36,10 @@ CORE_TESTS = test_dict test_list test_set test_bytes test_descr test_class \
 	test_userdict test_userlist test_copy test_pickle test_json test_capi \
 	test_sys
 
+# More regrtest options for `make test`: TESTOPTS=-ucpu also runs the slow
+# tests (those that require the 'cpu' resource), as CI does.
+TESTOPTS =
+
 # Per-test limit of the full runs, in seconds: nothing can hang them
 # (test_socket's VSOCK test blocks for ever here; the slowest test that
 # passes, test_tools, takes about 4 minutes).
@@ -63,7 +68,7 @@ build: configure-if-needed
 	@./python -c 'import sys; print("built", sys.executable, sys.version.split()[0])'
 
 test: build
-	$(TESTENV) ./python -E $(REGRTEST) -j$(JOBS) -w test_pmem \
+	$(TESTENV) ./python -E $(REGRTEST) -j$(JOBS) -w $(TESTOPTS) test_pmem \
 		test_tools.test_pmem_tree test_storage $(CORE_TESTS)
 
 DEMO_POOL = build/demo/accounts.pool

@@ -19,6 +19,7 @@ import os
 import random
 import textwrap
 import unittest
+from test import support
 from test.support import os_helper
 from test.support.script_helper import assert_python_ok
 from test.test_pmem.util import FAST_FLUSH, pmem
@@ -75,6 +76,7 @@ else:
         self.assertGreaterEqual(n * 8, 0.40 * pmem.DEFAULT_SIZE)
         self.assertEqual(n % 10000, 0)      # whole blocks, or nothing
 
+    @support.requires_resource('cpu')     # about 6 seconds
     def test_list_grown_one_append_at_a_time(self):
         # Each append its own transaction, as a plain program does it.
         message = self.fill("""

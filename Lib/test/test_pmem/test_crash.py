@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import unittest
+from test import support
 from test.support import import_helper, os_helper
 
 with os_helper.EnvironmentVarGuard() as env:
@@ -46,6 +47,7 @@ class CrashHarnessTests(unittest.TestCase):
         self.assertRegex(last, r"^soak: 6 trials, \d+ kills during open, "
                                r"0 invariant failures$")
 
+    @support.requires_resource('cpu')     # about 20 seconds
     def test_fuzz(self):
         with os_helper.temp_dir() as failures:
             last = self.run_harness("fuzz.py", "--files", "40",

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import unittest
+from test import support
 from test.support import import_helper
 
 import_helper.import_module("_pmem")
@@ -85,6 +86,7 @@ class HarnessTests(unittest.TestCase):
         self.assertSummary(out, "persist points", 2)
         self.assertEqual(rc, 0, out)
 
+    @support.requires_resource('cpu')     # about 10 seconds
     def test_points_of_an_allocation(self):
         # An atomic allocation killed half-way leaves a zeroed block that
         # nothing reaches: the open frees it without reading it.

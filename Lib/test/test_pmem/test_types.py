@@ -1136,6 +1136,7 @@ def survey(workers=None):
 
 class SurveyTests(unittest.TestCase):
 
+    @support.requires_resource('cpu')     # about 30 seconds
     def test_every_stdlib_class_round_trips_or_is_refused(self):
         try:
             result = survey()
