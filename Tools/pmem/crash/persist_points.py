@@ -18,7 +18,7 @@ point k, and a new process then finds the pool:
   - keeping its invariants (the accounts always sum to the same money),
   - and usable (one more transaction commits).
 
-Random kills (test_pool's test_killed_in_transactions) only sample the
+Random kills (test_kills's test_killed_in_transactions) only sample the
 instants of an operation; between two persist points nothing new becomes
 durable, so a kill after each point covers every state a process crash
 can leave, as far as the points go.  After SIGKILL, though, everything
