@@ -6,8 +6,9 @@
 #                     test of tree.sh and the core regrtests of what we
 #                     patch (TESTOPTS=-ucpu: the slow tests too)
 #   make demo         run the demo on a default pool
-#   make stock        pristine CPython 3.11.2, same options, no patches,
-#                     in build/stock/ (the baseline of every overhead figure)
+#   make stock        the base (CPython 3.13.5 with Debian's upstream
+#                     fixes), same options, no patches of ours, in
+#                     build/stock/ (the baseline of every overhead figure)
 #   make patches      write build-tree edits of upstream files into .patch
 #   make check-tree   fail when build/ holds edits that no .patch records
 #   make regrtest     the full regrtest suite on the fork, compared with the
@@ -17,12 +18,13 @@
 #   make distclean    remove build/ and ./python, after checking that no
 #                     edit would be lost
 #
-# Developer loop: edit under build/Python-3.11.2 (our own files there are
+# Developer loop: edit under build/Python-3.13.5 (our own files there are
 # links to the repository's), `make`, `make patches`, commit.
 
-TREE = build/Python-3.11.2
-STOCK = build/stock/Python-3.11.2
 TREESH = Tools/pmem/tree.sh
+VERSION := $(shell $(TREESH) version)
+TREE = build/Python-$(VERSION)
+STOCK = build/stock/Python-$(VERSION)
 REGRTEST = Tools/pmem/regrtest.py
 JOBS = 2
 

@@ -944,7 +944,7 @@ _PyStorage_ResetCaches(PyObject *op)
 }
 
 void
-_PyStorage_InternCopy(PyObject **p)
+_PyStorage_InternCopy(PyObject **p, int immortalize)
 {
     /* A str of a manager is never interned: interning writes into it,
        and the interned dict would point into the manager's memory after
@@ -956,6 +956,12 @@ _PyStorage_InternCopy(PyObject **p)
         PyErr_Clear();
         return;
     }
-    PyUnicode_InternInPlace(&copy);
+    PyInterpreterState *interp = _PyInterpreterState_GET();
+    if (immortalize) {
+        _PyUnicode_InternImmortal(interp, &copy);
+    }
+    else {
+        _PyUnicode_InternMortal(interp, &copy);
+    }
     Py_SETREF(*p, copy);
 }

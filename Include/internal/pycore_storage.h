@@ -581,9 +581,10 @@ PyAPI_FUNC(int) _PyStorage_IsStatic(const void *ptr);
    counts references).  0, or -1 with an exception set. */
 PyAPI_FUNC(int) _PyStorage_OwnCallArgs(PyObject **pargs);
 
-/* PyUnicode_InternInPlace() of a manager's str: *p becomes the interned
-   str of this process that equals it. */
-PyAPI_FUNC(void) _PyStorage_InternCopy(PyObject **p);
+/* Interning of a manager's str (a reference that interning owns): *p
+   becomes the interned str of this process that equals it, immortal or
+   not as asked. */
+PyAPI_FUNC(void) _PyStorage_InternCopy(PyObject **p, int immortalize);
 
 /* The caches in op's volatile metadata that are made from its value (a
    str's UTF-8 and wchar_t forms, its interning) as a new object of this

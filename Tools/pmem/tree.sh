@@ -4,24 +4,30 @@
 # The repository holds only what this project wrote, laid out as CPython's
 # tree: a new file sits at its CPython path, and a change to an upstream
 # file is a unified diff beside that path (Objects/dictobject.c.patch).
-# This script turns pristine CPython 3.11.2 plus those files into a build
-# tree, and back:
+# This script turns the base -- CPython 3.13.5 with the upstream fixes that
+# Debian 13 carries for it -- plus those files into a build tree, and back:
 #
-#   tree.sh fetch      obtain and verify the pristine tarball (cached)
-#   tree.sh unpack D   unpack the verified tarball into the directory D
-#   tree.sh sync       create build/Python-3.11.2 if needed, link our files
+#   tree.sh fetch      obtain and verify the tarball and Debian's fixes
+#                      (cached)
+#   tree.sh unpack D   unpack the verified tarball into the directory D and
+#                      apply the fixes: the base, as `make stock` builds it
+#   tree.sh sync       create build/Python-3.13.5 if needed, link our files
 #                      into it, apply new or changed patches, and report
 #                      edits to upstream files that no patch records
 #   tree.sh patches    write every such edit into its .patch file
 #   tree.sh check      exit non-zero if sync would report anything
 #   tree.sh wrapper    write ./python, which runs the built interpreter
+#   tree.sh version    print the upstream version (3.13.5)
 #
 # Layout under build/ (ignored by git):
 #
-#   build/pristine/Python-3.11.2   the tarball, unpacked, read-only
-#   build/Python-3.11.2            the fork's source and build tree
+#   build/pristine/Python-3.13.5   the base, unpacked, read-only
+#   build/Python-3.13.5            the fork's source and build tree
 #   build/applied/                 the patches as last applied (stamps)
-#   build/stock/Python-3.11.2      `make stock`: the tarball, no changes
+#   build/stock/Python-3.13.5      `make stock`: the base, no changes
+#
+# The fixes are those listed in Tools/pmem/debian-fixes.txt, each verified
+# by its SHA-256; our patches are diffs against the base.
 #
 # Our own files are symbolic links in the build tree, so an edit there is
 # an edit of the repository file.  An editor that replaces a link by a
@@ -39,11 +45,17 @@ set -eu
 
 # The repository, even when this runs through its link in the build tree.
 TOP=$(cd "$(dirname "$(readlink -f "$0")")/../.." && pwd)
-VERSION=3.11.2
-SHA256=2411c74bda5bbcfcddaf4531f66d1adc73f247f529aee981b029513aefdbf849
-TARBALL_NAME=python3.11_$VERSION.orig.tar.gz
+VERSION=3.13.5
+SHA256=93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640
+SOURCE_PACKAGE=python3.13
+# The Debian release that maintains $SOURCE_PACKAGE; its deb-src entries
+# are derived from the machine's own (Debian 12 or 13).
+SUITE=trixie
+TARBALL_NAME=${SOURCE_PACKAGE}_$VERSION.orig.tar.xz
 CACHE=${PMEM_PYTHON_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pmem-python}
 TARBALL=$CACHE/$TARBALL_NAME
+FIXES_LIST=$TOP/Tools/pmem/debian-fixes.txt
+FIXES=$CACHE/${SOURCE_PACKAGE}_$VERSION.fixes
 
 BUILD=$TOP/build
 PRISTINE=$BUILD/pristine/Python-$VERSION
@@ -67,30 +79,84 @@ sha256_of() {
     sha256sum "$1" | cut -d' ' -f1
 }
 
+# The fixes we apply, "SHA-256 NAME" a line, in order.
+listed_fixes() {
+    [ -f "$FIXES_LIST" ] || die "$FIXES_LIST is missing"
+    sed -n 's/^\([0-9a-f]\{64\}\)[[:space:]]\{1,\}\([^[:space:]]\{1,\}\)$/\1 \2/p' \
+        "$FIXES_LIST"
+}
+
+# Every name the list mentions, applied or not.
+known_fixes() {
+    sed -n -e 's/^[0-9a-f]\{64\}[[:space:]]\{1,\}//p' \
+        -e 's/^-[[:space:]]\{1,\}//p' "$FIXES_LIST"
+}
+
 # --- fetching -------------------------------------------------------------
 
-# Write deb-src entries derived from the machine's deb entries, in both of
-# apt's formats, into the directory $1.  No host name is written here: the
-# archive is whichever one this machine already uses.
+# Write deb-src entries for $SUITE, derived from the machine's Debian
+# entries (those of its own release and its -updates and -security
+# suites), in both of apt's formats, into the directory $1.  No host name
+# is written here: the archive is whichever one this machine already uses.
 derive_deb_src() {
     out=$1
+    codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+    [ -n "$codename" ] || die "not a Debian machine (no VERSION_CODENAME in /etc/os-release): put a verified $TARBALL_NAME and the fixes of Tools/pmem/debian-fixes.txt in $CACHE"
     for f in /etc/apt/sources.list.d/*.sources; do
         [ -f "$f" ] || continue
-        sed -e 's/^Types:.*$/Types: deb-src/' "$f" >"$out/$(basename "$f")"
+        awk -v from="$codename" -v to="$SUITE" '
+            function flush() {
+                if (keep) printf "%s\n", stanza
+                stanza = ""; keep = 0
+            }
+            /^[[:space:]]*$/ { flush(); next }
+            /^Types:/ { $0 = "Types: deb-src" }
+            /^Suites:/ {
+                line = "Suites:"
+                for (i = 2; i <= NF; i++) {
+                    w = $i
+                    if (w == from || index(w, from "-") == 1) {
+                        keep = 1
+                        w = to substr(w, length(from) + 1)
+                    }
+                    line = line " " w
+                }
+                $0 = line
+            }
+            { stanza = stanza $0 "\n" }
+            END { flush() }' "$f" >"$out/$(basename "$f")"
     done
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
         [ -f "$f" ] || continue
-        sed -n -e 's/^[[:space:]]*deb[[:space:]]/deb-src /p' "$f"
+        awk -v from="$codename" -v to="$SUITE" '
+            $1 != "deb" { next }
+            {
+                i = 2
+                if ($i ~ /^\[/) while ($i !~ /\]$/ && i < NF) i++
+                if ($i ~ /^\[/ || $i ~ /\]$/) i++
+                s = i + 1
+                if ($s != from && index($s, from "-") != 1) next
+                $s = to substr($s, length(from) + 1)
+                $1 = "deb-src"
+                print
+            }' "$f"
     done >"$out/derived.list"
 }
 
+have_all() {
+    [ -f "$TARBALL" ] || return 1
+    for name in $(listed_fixes | cut -d' ' -f2); do
+        [ -f "$FIXES/$name" ] || return 1
+    done
+}
+
 fetch() {
-    if [ -f "$TARBALL" ]; then
+    if have_all; then
         verify
         return 0
     fi
     command -v apt-get >/dev/null ||
-        die "apt-get not found: put a verified $TARBALL_NAME in $CACHE"
+        die "apt-get not found: put a verified $TARBALL_NAME and the fixes of Tools/pmem/debian-fixes.txt (in $FIXES/) in $CACHE"
     mkdir -p "$CACHE"
     work=$(mktemp -d "$CACHE/fetch.XXXXXX")
     trap 'rm -rf "$work"' EXIT
@@ -104,23 +170,43 @@ fetch() {
         -o Dir::State::Lists="$work/lists" \
         -o Dir::Cache="$work/cache" \
         -o APT::Sandbox::User=root -q
-    note "fetching the Python $VERSION source from Debian's archive"
+    note "fetching the $SOURCE_PACKAGE source ($VERSION and Debian's fixes) from Debian's archive ($SUITE)"
     apt-get "$@" update >"$work/update.log" 2>&1 ||
         { cat "$work/update.log" >&2; die "apt-get update of deb-src failed"; }
-    # Only the .orig.tarball matters.  apt-get may fail on the Debian part
-    # of the source package (seen: a 404 on the security suite), so judge
-    # by the tarball and its checksum, not by the exit status.
-    (cd "$work/dl" && apt-get "$@" source --download-only "python3.11" \
+    # apt checks both files against the signed index; the tarball and each
+    # fix are then checked against our own hashes.
+    (cd "$work/dl" && apt-get "$@" source --download-only "$SOURCE_PACKAGE" \
         >"$work/source.log" 2>&1) || true
-    if [ ! -f "$work/dl/$TARBALL_NAME" ]; then
+    debian=$(ls "$work/dl/${SOURCE_PACKAGE}_$VERSION"-*.debian.tar.xz \
+        2>/dev/null | tail -n 1)
+    if [ ! -f "$work/dl/$TARBALL_NAME" ] || [ -z "$debian" ]; then
         cat "$work/source.log" >&2
-        die "apt-get source python3.11 did not fetch $TARBALL_NAME"
+        die "apt-get source $SOURCE_PACKAGE did not fetch $TARBALL_NAME and Debian's part of $VERSION (does $SUITE still serve $VERSION?)"
     fi
     got=$(sha256_of "$work/dl/$TARBALL_NAME")
     [ "$got" = "$SHA256" ] ||
         die "the downloaded $TARBALL_NAME has SHA-256 $got, expected $SHA256: refusing to build unknown source"
+    note "Debian's fixes from $(basename "$debian")"
+    tar -xJf "$debian" -C "$work" debian/patches ||
+        die "cannot unpack $(basename "$debian")"
+    mkdir -p "$work/fixes"
+    listed_fixes | while read -r sum name; do
+        f=$work/debian/patches/$name
+        [ -f "$f" ] || die "Debian's $SOURCE_PACKAGE no longer has $name: review Tools/pmem/debian-fixes.txt"
+        got=$(sha256_of "$f")
+        [ "$got" = "$sum" ] || die "Debian's $name has SHA-256 $got, Tools/pmem/debian-fixes.txt says $sum: Debian changed the fix; review it and update the list"
+        cp "$f" "$work/fixes/$name"
+    done
+    # Fixes Debian added since the list was written: say so, apply none.
+    sed -e 's/[[:space:]]*#.*//' -e '/^[[:space:]]*$/d' \
+        "$work/debian/patches/series" | while read -r name; do
+        known_fixes | grep -qxF "$name" ||
+            note "WARNING: Debian's series has $name, which Tools/pmem/debian-fixes.txt does not list: review it"
+    done
+    rm -rf "$FIXES"
+    mv "$work/fixes" "$FIXES"
     mv "$work/dl/$TARBALL_NAME" "$TARBALL"
-    note "cached $TARBALL"
+    note "cached $TARBALL and $(listed_fixes | wc -l) fixes in $FIXES"
 }
 
 verify() {
@@ -129,17 +215,30 @@ verify() {
   expected $SHA256 (CPython $VERSION as Debian ships it).
   The cached file is corrupt or not the pinned release: delete it and rerun
   ./configure to fetch it again.  Refusing to build unknown source."
+    listed_fixes | while read -r sum name; do
+        [ -f "$FIXES/$name" ] || die "$FIXES/$name is missing: rerun ./configure to fetch Debian's fixes"
+        got=$(sha256_of "$FIXES/$name")
+        [ "$got" = "$sum" ] || die "$FIXES/$name has SHA-256 $got, expected $sum: delete $FIXES and rerun ./configure"
+    done
 }
 
+# The base: the tarball with Debian's fixes applied.
 unpack() {
     dest=$1
     verify
     mkdir -p "$dest"
     [ ! -e "$dest/Python-$VERSION" ] || die "$dest/Python-$VERSION exists"
-    tar -xzf "$TARBALL" -C "$dest" ||
+    tar -xJf "$TARBALL" -C "$dest" ||
         die "cannot unpack $TARBALL: delete it and rerun ./configure"
     [ -f "$dest/Python-$VERSION/configure.ac" ] ||
         die "$TARBALL did not unpack to Python-$VERSION"
+    listed_fixes | while read -r sum name; do
+        (cd "$dest/Python-$VERSION" &&
+            patch -s -p1 -E --no-backup-if-mismatch <"$FIXES/$name") ||
+            die "Debian's $name does not apply to $VERSION"
+    done
+    # The list as applied, for `sync` to notice a change of it.
+    listed_fixes >"$dest/Python-$VERSION/.debian-fixes"
 }
 
 # --- our files --------------------------------------------------------------
@@ -162,7 +261,7 @@ our_patches() {
         LC_ALL=C sort)
 }
 
-# The relative target of the link build/Python-3.11.2/$1 -> $1, so that the
+# The relative target of the link build/Python-$VERSION/$1 -> $1, so that the
 # links stay valid when the repository moves.
 link_target() {
     up=../..
@@ -331,6 +430,9 @@ reconcile() {
 }
 
 sync_tree() {
+    if [ -d "$PRISTINE" ] && ! listed_fixes | cmp -s - "$PRISTINE/.debian-fixes"; then
+        die "Tools/pmem/debian-fixes.txt changed since build/ was made: run 'make patches' if you have edits, then 'make distclean' and 'make'"
+    fi
     if [ ! -d "$PRISTINE" ]; then
         rm -rf "$BUILD/pristine"
         unpack "$BUILD/pristine"
@@ -349,10 +451,10 @@ sync_tree() {
 # binary itself (venv and ensurepip, and so test_cppext, need that).
 write_wrapper() {
     rm -f "$TOP/python"
-    cat >"$TOP/python" <<'EOF'
+    cat >"$TOP/python" <<EOF
 #!/bin/sh
 # pmem-python: run the interpreter built under build/ (written by make).
-exec "$(dirname "$0")/build/Python-3.11.2/python" "$@"
+exec "\$(dirname "\$0")/build/Python-$VERSION/python" "\$@"
 EOF
     chmod +x "$TOP/python"
 }
@@ -374,5 +476,6 @@ check)
     exit $out_of_step
     ;;
 wrapper) write_wrapper ;;
-*) die "usage: tree.sh fetch|unpack DIR|sync|patches|check|wrapper" ;;
+version) echo "$VERSION" ;;
+*) die "usage: tree.sh fetch|unpack DIR|sync|patches|check|wrapper|version" ;;
 esac
