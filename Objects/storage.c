@@ -36,6 +36,8 @@
 #include "pycore_pyerrors.h"      // _PyErr_Occurred()
 #include "pycore_pystate.h"       // _PyThreadState_GET()
 #include "pycore_runtime.h"       // _Py_SINGLETON()
+#include "pycore_setobject.h"     // _PySet_Update()
+#include "pycore_unicodeobject.h" // _PyUnicode_InternMortal()
 #include "pycore_storagemap.h"    // the hooks, the managers' API
 
 #include <stddef.h>               // offsetof()
@@ -407,6 +409,17 @@ _PyStorage_ObjectMallocSlow(PyTypeObject *tp, size_t size)
     return sm->alloc(sm, size, tp);
 }
 
+size_t
+_PyStorage_InlineValuesSizeSlow(PyTypeObject *tp, size_t dram_size)
+{
+    /* The header (capacity 0, not valid) is the first word of
+       PyDictValues, before values[]. */
+    if (PyStorage_GetPlacement() != NULL && is_placeable(tp)) {
+        return offsetof(PyDictValues, values);
+    }
+    return dram_size;
+}
+
 int
 _PyStorage_FreeSlow(void *ptr)
 {
@@ -473,23 +486,20 @@ _PyStorage_TxEnd(PyStorageManager *sm)
     }
     PyThreadState *tstate = _PyThreadState_GET();
     if (_PyErr_Occurred(tstate)) {
-        PyObject *type, *value, *tb;
-        _PyErr_Fetch(tstate, &type, &value, &tb);
+        PyObject *exc = _PyErr_GetRaisedException(tstate);
         if (manager_end(sm, 0) < 0) {
-            if (type == PyExc_MemoryError
+            if (Py_IS_TYPE(exc, (PyTypeObject *)PyExc_MemoryError)
                 && PyErr_ExceptionMatches(PyExc_MemoryError))
             {
                 /* The manager's says why it ran out of memory. */
-                Py_DECREF(type);
-                Py_XDECREF(value);
-                Py_XDECREF(tb);
+                Py_DECREF(exc);
             }
             else {
-                _PyErr_ChainExceptions(type, value, tb);
+                _PyErr_ChainExceptions1(exc);
             }
         }
         else {
-            _PyErr_Restore(tstate, type, value, tb);
+            _PyErr_SetRaisedException(tstate, exc);
         }
         return 0;
     }
@@ -542,10 +552,10 @@ _PyStorage_DeallocSlow(PyObject *op)
     }
     else {
         int r = modify_fields(sm, op, (size_t)tp->tp_basicsize);
-        if (r == 0 && (tp->tp_flags & Py_TPFLAGS_MANAGED_DICT)) {
-            /* The dict and values pointers, before the GC head. */
-            r = manager_modify(sm, _PyObject_ValuesPointer(op),
-                           2 * sizeof(PyObject *));
+        if (r == 0 && (tp->tp_flags & Py_TPFLAGS_PREHEADER)) {
+            /* The weakref list and dict pointers, before the GC head. */
+            r = manager_modify(sm, (char *)op - _PyType_PreHeaderSize(tp),
+                               2 * sizeof(PyObject *));
         }
         if (manager_end(sm, r == 0) < 0 || r < 0) {
             _PyStorage_WriteUnraisable(op);
@@ -633,8 +643,8 @@ _PyStorage_ReenterEnd(PyStorageManager *sm, PyObject *outer)
 void
 _PyStorage_WriteUnraisable(PyObject *op)
 {
-    /* "Exception ignored in a failed, undone atomic operation on: op" */
-    _PyErr_WriteUnraisableMsg("in a failed, undone atomic operation on", op);
+    PyErr_FormatUnraisable(
+        "Exception ignored in a failed, undone atomic operation on: %R", op);
 }
 
 /* The slow paths of twins: the hooked twin inside an operation on op,
@@ -655,12 +665,6 @@ _PyStorage_WriteUnraisable(PyObject *op)
         } \
         return result; \
     }
-
-TWIN_TRAMPOLINE(
-    int, _PyStorage_DelItemCommon,
-    (PyDictObject *mp, Py_hash_t hash, Py_ssize_t ix, PyObject *old_value,
-     int (*delitem)(PyDictObject *, Py_hash_t, Py_ssize_t, PyObject *)),
-    mp, delitem(mp, hash, ix, old_value), -1, (void)0)
 
 TWIN_TRAMPOLINE(
     int, _PyStorage_SetDiscardEntry,
@@ -757,22 +761,35 @@ _PyStorage_SetSwapBodies(PyObject *a, PyObject *b)
     return r;
 }
 
-PyObject *
-_PyStorage_DictSetDefault(PyObject *d, PyObject *key, PyObject *defaultobj)
+int
+_PyStorage_DictSetDefault(PyObject *d, PyObject *key, PyObject *defaultobj,
+                          PyObject **result, int incref_result)
 {
     /* Begun before the look-up: another thread's store of key cannot
        come between. */
     PyStorageManager *sm;
-    if (_PyStorage_TxBegin(d, &sm) < 0) {
-        return NULL;
+    PyObject *value = NULL;
+    int present = -1;
+    if (_PyStorage_TxBegin(d, &sm) == 0) {
+        present = PyDict_GetItemRef(d, key, &value);
+        if (present == 0 && (PyDict_SetItem(d, key, defaultobj) < 0
+                             || PyDict_GetItemRef(d, key, &value) < 0))
+        {
+            present = -1;
+        }
+        if (_PyStorage_TxEnd(sm) < 0) {
+            present = -1;
+        }
     }
-    PyObject *value = PyDict_GetItemWithError(d, key);
-    if (value == NULL && !PyErr_Occurred()
-        && PyDict_SetItem(d, key, defaultobj) == 0)
-    {
-        value = PyDict_GetItemWithError(d, key);
+    if (present < 0) {
+        Py_CLEAR(value);
     }
-    return _PyStorage_TxEnd(sm) < 0 ? NULL : value;
+    if (result != NULL) {
+        /* Borrowed: the dict holds the value. */
+        *result = incref_result ? Py_XNewRef(value) : value;
+    }
+    Py_XDECREF(value);
+    return present;
 }
 
 
@@ -848,18 +865,11 @@ for_each_volatile(PyObject *op, volatile_visitor visit, void *arg)
     else if (PyUnicode_Check(op)) {
         PyASCIIObject *a = (PyASCIIObject *)op;
         VOLATILE(a->hash, per_process, -1);
-        /* A new str's wchar_t form is its own data where wchar_t has its
-           width (PyUnicode_New()); the rest are made on demand. */
-        int own_wstr = (SIZEOF_WCHAR_T == 4
-                        && a->state.kind == PyUnicode_4BYTE_KIND);
-        VOLATILE(a->wstr, str_cache,
-                 own_wstr ? PyUnicode_DATA(op) : NULL);
+        /* A non-ASCII str's UTF-8 form is made on demand. */
         if (!a->state.ascii) {
             PyCompactUnicodeObject *c = (PyCompactUnicodeObject *)op;
             VOLATILE(c->utf8_length, str_cache, 0);
             VOLATILE(c->utf8, str_cache, NULL);
-            VOLATILE(c->wstr_length, str_cache,
-                     own_wstr ? a->length : 0);
         }
         /* Interning is this process's (the interned dict points to the
            str): the state word, with the str not interned. */

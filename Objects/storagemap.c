@@ -21,7 +21,9 @@
 
 #include "Python.h"
 #include "pycore_dict.h"          // DK_ENTRIES()
+#include "pycore_long.h"          // _PyLong_DigitCount()
 #include "pycore_object.h"        // _PyObject_IS_GC()
+#include "pycore_setobject.h"     // _PySet_Dummy
 #include "pycore_storagemap.h"    // the hooks, the managers' API
 #include "structmember.h"         // T_OBJECT_EX
 
@@ -73,6 +75,15 @@ _PyStorage_ForgetObject(PyObject *op)
 #endif
 }
 
+PyObject **
+_PyStorage_InstanceDictPtr(PyObject *op)
+{
+    if (Py_TYPE(op)->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
+        return (PyObject **)&_PyObject_ManagedDictPointer(op)->dict;
+    }
+    return _PyObject_ComputedDictPointer(op);
+}
+
 int
 _PyStorage_IsStaticTarget(const void *ptr)
 {
@@ -117,7 +128,7 @@ str_size(PyObject *op)
 {
     PyASCIIObject *a = (PyASCIIObject *)op;
     unsigned int kind = a->state.kind;
-    if (!a->state.compact || !a->state.ready
+    if (!a->state.compact || a->state.statically_allocated
         || (kind != 1 && kind != 2 && kind != 4)
         || (a->state.ascii && kind != 1))
     {
@@ -306,25 +317,26 @@ visit_bytearray(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
 
 /* An instance: its dict, and its __slots__ of every class.  A
    managed one keeps its attributes in its dict, never in values
-   (which _PyObject_GetDictPtr() would make a dict of). */
+   (which _PyObject_GetDictPtr() would make a dict of: the slot is read
+   without making one). */
 static int
 visit_instance(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
                const int check)
 {
     PyTypeObject *tp = Py_TYPE(op);
-    if (check && PyType_HasFeature(tp, Py_TPFLAGS_MANAGED_DICT)
-        && *_PyObject_ValuesPointer(op) != NULL)
+    if (check && PyType_HasFeature(tp, Py_TPFLAGS_INLINE_VALUES)
+        && _PyObject_InlineValues(op)->valid)
     {
         EXTENT(op, SIZE_MAX);
     }
-    PyObject **dictptr = _PyObject_GetDictPtr(op);
+    PyObject **dictptr = _PyStorage_InstanceDictPtr(op);
     if (dictptr != NULL) {
         VISIT(dictptr, _PyStorage_SLOT_OBJECT);
     }
     for (; tp != NULL && PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE);
          tp = tp->tp_base)
     {
-        PyMemberDef *mp = _PyHeapType_GET_MEMBERS((PyHeapTypeObject *)tp);
+        PyMemberDef *mp = _PyStorage_HeapTypeMembers(tp);
         for (Py_ssize_t i = 0; i < Py_SIZE(tp); i++, mp++) {
             if (mp->type == T_OBJECT_EX) {
                 VISIT((char *)op + mp->offset, _PyStorage_SLOT_OBJECT);
@@ -364,9 +376,9 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
         return visit_instance(op, visit, arg, check);
     }
     if (tp == &PyLong_Type || tp == &PyBool_Type) {
-        Py_ssize_t n = Py_SIZE(op);
-        EXTENT(op, var_size(offsetof(PyLongObject, ob_digit),
-                            n < 0 ? -n : n, sizeof(digit)));
+        EXTENT(op, var_size(offsetof(PyLongObject, long_value.ob_digit),
+                            Py_MAX(_PyLong_DigitCount((PyLongObject *)op), 1),
+                            sizeof(digit)));
     }
     else if (tp == &PyBytes_Type) {
         EXTENT(op, var_size(offsetof(PyBytesObject, ob_sval) + 1, Py_SIZE(op),
@@ -430,7 +442,7 @@ _PyStorage_CheckHeld(PyObject *op)
         return fill == so->fill && used == so->used ? 0 : -1;
     }
     if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
-        PyObject **dictptr = _PyObject_GetDictPtr(op);
+        PyObject **dictptr = _PyStorage_InstanceDictPtr(op);
         if (dictptr != NULL && *dictptr != NULL
             && !PyDict_CheckExact(*dictptr))
         {

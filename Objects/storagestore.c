@@ -38,7 +38,9 @@
 #include "Python.h"
 #include "pycore_dict.h"          // DK_ENTRIES()
 #include "pycore_list.h"          // _PyList_AppendTakeRef()
+#include "pycore_long.h"          // _PyLong_DigitCount()
 #include "pycore_object.h"        // _PyObject_GC_TRACK()
+#include "pycore_setobject.h"     // _PySet_NextEntry()
 #include "pycore_tuple.h"         // _PyTuple_FromArray()
 #include "pycore_storagemap.h"    // the hooks, the managers' API
 #include "structmember.h"         // PyMemberDef, T_OBJECT_EX
@@ -89,7 +91,7 @@ _PyStorage_IsPlainClass(PyTypeObject *tp)
            makes, its base's and its slots, and the weak-reference list
            that it may add (the dict is before the object). */
         PyTypeObject *base = cls->tp_base;
-        Py_ssize_t weaklist = (cls->tp_weaklistoffset != 0
+        Py_ssize_t weaklist = (cls->tp_weaklistoffset > 0
                                && base->tp_weaklistoffset == 0
                                ? (Py_ssize_t)sizeof(PyObject *) : 0);
         if (dealloc == NULL || cls->tp_dealloc != dealloc
@@ -126,7 +128,7 @@ _PyStorage_ClassLayout(PyTypeObject *tp)
         if (names == NULL) {
             goto error;
         }
-        PyMemberDef *mp = _PyHeapType_GET_MEMBERS((PyHeapTypeObject *)cls);
+        PyMemberDef *mp = _PyStorage_HeapTypeMembers(cls);
         int r = 0;
         for (Py_ssize_t i = 0; i < Py_SIZE(cls) && r == 0; i++, mp++) {
             PyObject *name = PyUnicode_FromString(mp->name);
@@ -192,7 +194,7 @@ _PyStorage_IsFindableClass(PyTypeObject *tp)
     }
     PyObject *obj = PyImport_GetModule(modname);
     PyObject *parts = obj == NULL ? NULL
-                      : PyUnicode_Split(qualname, &_Py_STR(dot), -1);
+                      : PyUnicode_Split(qualname, _Py_LATIN1_CHR('.'), -1);
     for (Py_ssize_t i = 0; parts != NULL && obj != NULL
                            && i < PyList_GET_SIZE(parts); i++)
     {
@@ -241,7 +243,7 @@ visit_slots(PyObject *v, slot_visitor visit, void *arg)
          tp != NULL && PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE);
          tp = tp->tp_base)
     {
-        PyMemberDef *mp = _PyHeapType_GET_MEMBERS((PyHeapTypeObject *)tp);
+        PyMemberDef *mp = _PyStorage_HeapTypeMembers(tp);
         for (Py_ssize_t i = 0; i < Py_SIZE(tp); i++, mp++) {
             if (mp->type == T_OBJECT_EX) {
                 int r = visit((PyObject **)((char *)v + mp->offset), arg);
@@ -337,7 +339,7 @@ check_instance(PyObject *v, PyStorageManager *sm)
                              "function, or whose __module__ or __qualname__ "
                              "was changed): define it at module level");
     }
-    PyObject **dictptr = _PyObject_GetDictPtr(v);
+    PyObject **dictptr = _PyStorage_InstanceDictPtr(v);
     if (dictptr != NULL && *dictptr != NULL) {
         if (check_value(*dictptr, sm, Py_REFCNT(*dictptr) == 1) < 0) {
             return -1;
@@ -686,8 +688,8 @@ copy_value(PyObject *v, PyStorageManager *sm)
         return Py_NewRef(v);
     }
     if (tp == &PyLong_Type) {
-        Py_ssize_t n = Py_ABS(Py_SIZE(v));
-        return copy_flat(v, offsetof(PyLongObject, ob_digit)
+        Py_ssize_t n = _PyLong_DigitCount((PyLongObject *)v);
+        return copy_flat(v, offsetof(PyLongObject, long_value.ob_digit)
                             + Py_MAX(n, 1) * sizeof(digit), sm);
     }
     if (tp == &PyFloat_Type || tp == &PyComplex_Type) {
@@ -769,15 +771,15 @@ _PyStorage_StoreOver(PyStorageManager *sm, PyObject *old, PyObject *value)
     }
     else if (PyLong_CheckExact(old)) {
         /* An int's block has room for at least one digit. */
-        Py_ssize_t have = Py_ABS(Py_SIZE(old));
-        Py_ssize_t need = Py_ABS(Py_SIZE(value));
+        Py_ssize_t have = _PyLong_DigitCount((PyLongObject *)old);
+        Py_ssize_t need = _PyLong_DigitCount((PyLongObject *)value);
         if (Py_MAX(need, 1) > Py_MAX(have, 1)) {
             return 0;
         }
-        to = (char *)&((PyVarObject *)old)->ob_size;
-        from = (char *)&((PyVarObject *)value)->ob_size;
-        size = offsetof(PyLongObject, ob_digit)
-               - offsetof(PyVarObject, ob_size)
+        to = (char *)&((PyLongObject *)old)->long_value;
+        from = (char *)&((PyLongObject *)value)->long_value;
+        size = offsetof(PyLongObject, long_value.ob_digit)
+               - offsetof(PyLongObject, long_value)
                + (size_t)need * sizeof(digit);
     }
     else {
@@ -1097,16 +1099,24 @@ new_dict_in(PyStorageManager *sm)
     return _PyStorage_NewPlaced(sm, make_dict, NULL);
 }
 
-int
-_PyStorage_InitializeDict(PyObject *obj)
+PyObject *
+_PyStorage_EnsureDict(PyObject *obj)
 {
-    /* obj is new: its memory needs no registration. */
-    PyObject **dictptr = _PyObject_GetDictPtr(obj);
-    if (dictptr == NULL || *dictptr != NULL) {
-        return 0;
+    PyObject **dictptr = _PyStorage_InstanceDictPtr(obj);
+    if (*dictptr != NULL) {
+        return *dictptr;
     }
-    *dictptr = new_dict_in(_PyStorage_Lookup(obj));
-    return *dictptr == NULL ? -1 : 0;
+    PyStorageManager *sm;
+    if (_PyStorage_TxBegin(obj, &sm) < 0) {
+        return NULL;
+    }
+    if (*dictptr == NULL
+        && _PyStorage_ModifySlow(dictptr, sizeof(PyObject *)) == 0)
+    {
+        *dictptr = new_dict_in(_PyStorage_Lookup(obj));
+    }
+    PyObject *dict = *dictptr;
+    return _PyStorage_TxEnd(sm) < 0 ? NULL : dict;
 }
 
 static int

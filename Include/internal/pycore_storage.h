@@ -201,13 +201,23 @@ PyAPI_FUNC(int) _PyStorage_ModifyDictSlotSlow(PyDictObject *mp,
                                               Py_ssize_t hashpos,
                                               Py_ssize_t ix);
 
-/* Instances.  A managed instance always has a dict of its own manager
-   (combined, never inline values or a class's shared keys), made when
-   the instance is: _PyObject_InitializeDict() calls the first, the
-   instance-dict store the second, and assignments to __dict__ the
-   third. */
+static inline int
+_PyStorage_ModifyDictSlot(PyDictObject *mp, Py_ssize_t hashpos,
+                          Py_ssize_t ix)
+{
+    return (_PyStorage_ACTIVE()
+            ? _PyStorage_ModifyDictSlotSlow(mp, hashpos, ix) : 0);
+}
+
+/* Instances.  A managed instance keeps its attributes in a dict of its
+   own manager (combined, never inline values or a class's shared keys),
+   made by its first attribute store or its first __dict__: its inline
+   values stay empty and invalid, and have room for their header only.
+   _PyStorage_EnsureDict() is obj's dict, made if need be (borrowed; NULL
+   with an exception set), for ensure_managed_dict(); the instance-dict
+   stores call the second, and assignments to __dict__ the third. */
 _PyStorage_COLD
-PyAPI_FUNC(int) _PyStorage_InitializeDict(PyObject *obj);
+PyAPI_FUNC(PyObject *) _PyStorage_EnsureDict(PyObject *obj);
 _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_ObjectDictSetItem(PyObject **dictptr,
                                              PyObject *key, PyObject *value);
@@ -347,10 +357,6 @@ PyAPI_FUNC(int) _PyStorage_InsertDict(
     PyDictObject *mp, PyObject *key, Py_hash_t hash, PyObject *value,
     int (*insertdict)(PyDictObject *, PyObject *, Py_hash_t, PyObject *));
 _PyStorage_COLD
-PyAPI_FUNC(int) _PyStorage_DelItemCommon(
-    PyDictObject *mp, Py_hash_t hash, Py_ssize_t ix, PyObject *old_value,
-    int (*delitem)(PyDictObject *, Py_hash_t, Py_ssize_t, PyObject *));
-_PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_SetAddEntry(
     PySetObject *so, PyObject *key, Py_hash_t hash,
     int (*add)(PySetObject *, PyObject *, Py_hash_t));
@@ -405,11 +411,15 @@ _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_SetSwapBodies(PyObject *a, PyObject *b);
 
 /* dict.setdefault() on a managed dict: through PyDict_SetItem(), so
-   that the default is stored by the rule (and what is returned is what
-   the dict holds).  A borrowed reference, like PyDict_SetDefault(). */
+   that the default is stored by the rule (and what *result gets is what
+   the dict holds: a new reference when incref_result, else borrowed).
+   As dictobject.c's dict_setdefault_ref_lock_held(): 1 when key was
+   there, 0 when the default was stored, -1 with an exception set. */
 _PyStorage_COLD
-PyAPI_FUNC(PyObject *) _PyStorage_DictSetDefault(PyObject *d, PyObject *key,
-                                                 PyObject *defaultobj);
+PyAPI_FUNC(int) _PyStorage_DictSetDefault(PyObject *d, PyObject *key,
+                                          PyObject *defaultobj,
+                                          PyObject **result,
+                                          int incref_result);
 
 /* The slow paths of PyList_Append(), list.append(), PyDict_SetItem() and
    dict_merge(): the value is borrowed from the caller, who holds one
@@ -546,6 +556,17 @@ _PyStorage_ObjectMalloc(PyTypeObject *tp, size_t size)
     return (_PyStorage_ACTIVE()
             ? _PyStorage_ObjectMallocSlow(tp, size) : PyObject_Malloc(size));
 }
+
+/* The bytes of a new instance of tp for its inline values, dram_size
+   (_PyInlineValuesSize()) for DRAM: an instance that this thread's
+   placement takes keeps its attributes in a dict (see
+   _PyStorage_EnsureDict()), and has room for the values' header only. */
+_PyStorage_COLD
+PyAPI_FUNC(size_t) _PyStorage_InlineValuesSizeSlow(PyTypeObject *tp,
+                                                   size_t dram_size);
+#define _PyStorage_INLINE_VALUES_SIZE(tp, dram_size) \
+    (_PyStorage_ACTIVE() \
+     ? _PyStorage_InlineValuesSizeSlow((tp), (dram_size)) : (dram_size))
 
 /* Routing in the PyMem_ and PyObject_ free and realloc functions: a
    managed block goes to its manager.  Return 1 when routed. */

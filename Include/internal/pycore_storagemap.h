@@ -31,6 +31,18 @@ PyAPI_FUNC(int) _PyStorage_IsPlainClass(PyTypeObject *tp);
    __dict__,__weakref__").  NULL with an exception set. */
 PyAPI_FUNC(PyObject *) _PyStorage_ClassLayout(PyTypeObject *tp);
 
+/* The slot of op's dict (NULL for none), read without making a dict:
+   where _PyObject_GetDictPtr() makes one of an instance's inline values. */
+PyAPI_FUNC(PyObject **) _PyStorage_InstanceDictPtr(PyObject *op);
+
+/* The __slots__ members of a heap type: its items, after the type object
+   (typeobject.c's _PyHeapType_GET_MEMBERS(), without the check). */
+static inline PyMemberDef *
+_PyStorage_HeapTypeMembers(PyTypeObject *tp)
+{
+    return (PyMemberDef *)((char *)tp + Py_TYPE(tp)->tp_basicsize);
+}
+
 /* The objects known by value (_PyStorage_IsStatic()), and the other
    static objects that a managed object may point to: the dicts' shared
    empty keys, the sets' dummy key. */

@@ -67,6 +67,8 @@
 #define PY_SSIZE_T_CLEAN
 
 #include "Python.h"
+#include "pycore_modsupport.h"    // _PyArg_CheckPositional()
+#include "pycore_setobject.h"     // _PySet_Dummy
 #include "pycore_storagemap.h"    // _PyStorage_VisitSlots()
 #include "structmember.h"         // PyMemberDef
 

@@ -153,7 +153,7 @@ register_pool(PoolObject *self, PyObject *pools, PyObject *key)
     /* The fork handlers copy it: its path, as a C string that stays. */
     PyObject *real_bytes = PyUnicode_EncodeFSDefault(key);
     self->cpath = real_bytes == NULL
-                  ? NULL : _PyMem_RawStrdup(PyBytes_AS_STRING(real_bytes));
+                  ? NULL : strdup(PyBytes_AS_STRING(real_bytes));
     Py_XDECREF(real_bytes);
     if (self->cpath == NULL) {
         if (!PyErr_Occurred()) {
@@ -248,7 +248,7 @@ pool_dealloc(PoolObject *self)
             break;
         }
     }
-    PyMem_RawFree(self->cpath);
+    free(self->cpath);
     Py_XDECREF(self->path);
     Py_XDECREF(self->error);
     Py_XDECREF(self->type_codes);
