@@ -65,6 +65,11 @@ build: configure-if-needed
 		-newer $(TREE)/config.status)" ]; then \
 		echo "make: configure.ac changed: rerunning ./configure"; \
 		eval ./configure $$(cat build/configure-args); fi
+	@# The interpreter's cases are generated from the patched bytecodes.c.
+	@if [ -n "$$(find $(TREE)/Python/bytecodes.c \
+		$(TREE)/Tools/cases_generator -newer \
+		$(TREE)/Python/generated_cases.c.h)" ]; then \
+		$(MAKE) -C $(TREE) regen-cases; fi
 	$(MAKE) -C $(TREE) -j$(JOBS)
 	@$(TREESH) wrapper
 	@./python -c 'import sys; print("built", sys.executable, sys.version.split()[0])'

@@ -872,10 +872,12 @@ for_each_volatile(PyObject *op, volatile_visitor visit, void *arg)
             VOLATILE(c->utf8, str_cache, NULL);
         }
         /* Interning is this process's (the interned dict points to the
-           str): the state word, with the str not interned. */
+           str): the state word, with the str not interned, and not
+           statically allocated (a copy of a static str is not). */
         Py_BUILD_ASSERT(sizeof(a->state) == sizeof(uint32_t));
         PyASCIIObject fresh = *a;
         fresh.state.interned = SSTATE_NOT_INTERNED;
+        fresh.state.statically_allocated = 0;
         uint32_t word;
         memcpy(&word, &fresh.state, sizeof(word));
         VOLATILE(a->state, VOLATILE_PROCESS | VOLATILE_CACHE, word);

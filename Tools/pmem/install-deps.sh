@@ -13,7 +13,7 @@ set -eu
 # configure needs to regenerate upstream's configure and to fetch the
 # pristine source, and the libraries of our storage managers.
 PACKAGES="
-    build-essential pkg-config patch diffutils ca-certificates
+    build-essential pkg-config patch diffutils ca-certificates python3
     autoconf autoconf-archive
     libpmemobj-dev libmemkind-dev
     libbz2-dev libffi-dev libgdbm-dev libgdbm-compat-dev liblzma-dev

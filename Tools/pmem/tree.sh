@@ -62,9 +62,15 @@ PRISTINE=$BUILD/pristine/Python-$VERSION
 TREE=$BUILD/Python-$VERSION
 STAMPS=$BUILD/applied
 
-# Upstream files that configure regenerates from patched inputs: never
-# compared, never patched.
-GENERATED="configure pyconfig.h.in"
+# Upstream files that configure, or `make regen-cases` (from the patched
+# Python/bytecodes.c), regenerates from patched inputs: never compared,
+# never patched.
+GENERATED="configure pyconfig.h.in
+    Include/opcode_ids.h Include/internal/pycore_opcode_metadata.h
+    Include/internal/pycore_uop_ids.h Include/internal/pycore_uop_metadata.h
+    Lib/_opcode_metadata.py Python/opcode_targets.h
+    Python/generated_cases.c.h Python/executor_cases.c.h
+    Python/optimizer_cases.c.h"
 
 die() {
     echo "tree.sh: error: $*" >&2
