@@ -549,6 +549,16 @@ _PyPmem_CheckRoot(PyObject *error, PyObject *path, PMEMobjpool *pop,
                      "its root", path);
         return -1;
     }
+    if (root->format == POOL_FORMAT_PY311) {
+        PyErr_Format(error, "pool %R has format version %d, written by "
+                     "pmem-python on CPython 3.11, whose objects have "
+                     "other layouts; this interpreter (CPython %s) reads "
+                     "format %d only.  Export its data with the 3.11 "
+                     "build ('python -m pmem dump --json %U') and load "
+                     "it here", path, POOL_FORMAT_PY311, PY_VERSION,
+                     POOL_FORMAT, path);
+        return -1;
+    }
     if (root->format != POOL_FORMAT) {
         PyErr_Format(error, "pool %R has format version %u; this "
                      "interpreter reads version %d only", path,

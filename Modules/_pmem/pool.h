@@ -94,7 +94,10 @@
 
 #define POOL_LAYOUT "pmem-python"
 #define POOL_MAGIC "PyPMEM\r\n"
-#define POOL_FORMAT 2
+#define POOL_FORMAT 3
+/* The last format of the builds on CPython 3.11: its objects have 3.11's
+   layouts (str, int, instances), which this interpreter cannot read. */
+#define POOL_FORMAT_PY311 2
 #define POOL_DEFAULT_SIZE ((Py_ssize_t)64 << 20)
 
 /* Blocks of up to this many bytes (header included) come from classes of
