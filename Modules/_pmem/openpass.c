@@ -121,8 +121,9 @@ mark_slot(void **slot, int kind, void *arg)
         return 0;
     }
     e->mark = 1;
-    /* The last process's count, gone. */
-    Py_SET_REFCNT((PyObject *)v, 0);
+    /* The last process's count, gone (whatever it was: even one that
+       looks immortal). */
+    ((PyObject *)v)->ob_refcnt = 0;
     _PyPmem_SetRefcnt((PyObject *)v, 1);
     return _PyPmem_MarkPush(ms, (PyObject *)v);
 }

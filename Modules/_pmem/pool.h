@@ -287,14 +287,16 @@ _PyPmem_EntryOfObject(open_state *st, PyObject *op)
 }
 
 /* Reference counts that the pool sets (it counts references that no
-   Py_INCREF() took), in the debug build's total too. */
+   Py_INCREF() took), in the debug build's total too.  The field is
+   written as it is: Py_SET_REFCNT() leaves alone an object whose count
+   looks immortal, which the last process's garbage may. */
 static inline void
 _PyPmem_SetRefcnt(PyObject *op, Py_ssize_t refcnt)
 {
 #ifdef Py_REF_DEBUG
     _Py_RefTotal += refcnt - Py_REFCNT(op);
 #endif
-    Py_SET_REFCNT(op, refcnt);
+    op->ob_refcnt = refcnt;
 }
 
 /* The interpreter's static objects (None, True, small ints...) are
