@@ -27,7 +27,7 @@ PyAPI_FUNC(int) _PyStorage_IsPlainClass(PyTypeObject *tp);
 /* The layout of such a class's instances, as a str that a manager
    records with the class's name and compares: "basicsize" then, for
    each class from object up that adds to the instances, the slots it
-   adds and "__dict__" and "__weakref__" when it adds them ("24
+   adds and "__dict__" and "__weakref__" when it adds them ("16
    __dict__,__weakref__").  NULL with an exception set. */
 PyAPI_FUNC(PyObject *) _PyStorage_ClassLayout(PyTypeObject *tp);
 

@@ -202,9 +202,11 @@ class CorruptObjectTests(PoolTestCase):
                               r"to neither the pool nor a constant")
 
     def test_instance_with_inline_values_is_refused(self):
-        # A pool's instances keep their attributes in their dict; a values
-        # pointer (before the dict pointer) would be read as an array of
-        # attributes.
+        # A pool's instances keep their attributes in their dict: the
+        # header of their inline values (the word after the object's
+        # header: capacity, size, embedded, valid) says none are valid,
+        # and the block has room for no more.  Valid values would be read
+        # as attributes from past the block.
         with open(os.path.join(self.dir, "accounts.py"), "w") as f:
             f.write(self.CLASSES)
         out = self.run_in_new_process(f"""
@@ -213,7 +215,7 @@ class CorruptObjectTests(PoolTestCase):
             pool = pmem.open({self.path!r}, size={SIZE})
             pool.ns.alice = Account("alice", 10.0)
             alice = pool.ns.alice
-            print(id(alice) - 32 - pool.base, id(vars(alice)))
+            print(id(alice) + 16 - pool.base, 1 << 24)
             """, seed=17, path=self.dir)
         offset, value = map(int, out.split())
         out = self.open_with_word(offset, value, seed=18, path=self.dir)

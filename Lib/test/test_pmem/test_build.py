@@ -10,13 +10,13 @@ import unittest
 class VersionTests(unittest.TestCase):
 
     def test_version_names_the_fork(self):
-        self.assertEqual(sys.version.split()[0], "3.11.2+pmem")
-        self.assertEqual(platform.python_version(), "3.11.2+pmem")
+        self.assertEqual(sys.version.split()[0], "3.13.5+pmem")
+        self.assertEqual(platform.python_version(), "3.13.5+pmem")
 
     def test_version_info_is_upstreams(self):
-        # Code that compares versions must see plain CPython 3.11.2.
-        self.assertEqual(sys.version_info[:5], (3, 11, 2, "final", 0))
-        self.assertEqual(sys.hexversion, 0x030B02F0)
+        # Code that compares versions must see plain CPython 3.13.5.
+        self.assertEqual(sys.version_info[:5], (3, 13, 5, "final", 0))
+        self.assertEqual(sys.hexversion, 0x030D05F0)
         self.assertEqual(sys.implementation.name, "cpython")
 
 

@@ -276,8 +276,8 @@ class PlaceholderTests(unittest.TestCase):
         self.assertEqual(lines[0], "['__main__:Local', 'accounts:Point', "
                                    "'accounts:Point3']")
         self.assertRegex(lines[1], r"the layout of its instances changed: "
-                                   r"'40 x,y,__weakref__' in the pool, "
-                                   r"'48 w,x,y,__weakref__' in the class")
+                                   r"'32 x,y,__weakref__' in the pool, "
+                                   r"'40 w,x,y,__weakref__' in the class")
         self.assertEqual(lines[2], "3 [4] 7")
 
     def test_a_name_that_now_names_another_kind_of_object(self):
@@ -316,7 +316,7 @@ class PlaceholderTests(unittest.TestCase):
             import pmem
             with open({self.path!r}, "rb") as f:
                 data = f.read()
-            at = data.index(b"accounts:Account 24 ")
+            at = data.index(b"accounts:Account 16 ")
             with open({self.path!r}, "r+b") as f:
                 f.seek(at + len("accounts:Account "))
                 f.write(b"99")

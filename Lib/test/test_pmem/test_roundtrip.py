@@ -142,7 +142,7 @@ class ValueRoundTripTests(PoolTestCase):
             pool.ns.frozen = frozenset({{"a", "b"}})
             for s in pool.ns.strs:
                 hash(s)
-                _testcapi.unicode_asutf8(s)
+                _testcapi.unicode_asutf8(s, len(s.encode()))
             hash(pool.ns.bytes)
             hash(pool.ns.frozen)
             """, seed=4)
@@ -151,7 +151,8 @@ class ValueRoundTripTests(PoolTestCase):
             ns = pmem.open({self.path!r}).ns
             for s in ns.strs:
                 assert hash(s) == hash(s.encode().decode()), s
-                assert _testcapi.unicode_asutf8(s) == s.encode(), s
+                n = len(s.encode())
+                assert _testcapi.unicode_asutf8(s, n) == s.encode(), s
             assert hash(ns.bytes) == hash(b"some bytes")
             assert hash(ns.frozen) == hash(frozenset({{"a", "b"}}))
             print("ok")

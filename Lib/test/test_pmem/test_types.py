@@ -224,7 +224,9 @@ def _written_in_python(tp):
     if (tp.__dictoffset__ and not base.__dictoffset__
             and not tp.__flags__ & _MANAGED_DICT):
         size += pointer
-    if tp.__weakrefoffset__ and not base.__weakrefoffset__:
+    # A weak-reference list in the object (3.13 keeps a class statement's
+    # before it, at a negative offset, as it does the dict).
+    if tp.__weakrefoffset__ > 0 and not base.__weakrefoffset__:
         size += pointer
     if tp.__basicsize__ != size or tp.__itemsize__ != base.__itemsize__:
         return False
