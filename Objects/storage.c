@@ -893,6 +893,11 @@ _Py_COMP_DIAG_POP
         VOLATILE(((PySetObject *)op)->hash,
                  PyFrozenSet_Check(op) ? per_process : VOLATILE_PROCESS, -1);
     }
+    else if (PyByteArray_Check(op)) {
+        /* The buffers exported of it are this process's (written outside
+           any operation: getbuffer, releasebuffer, bytearray.join). */
+        VOLATILE(((PyByteArrayObject *)op)->ob_exports, per_process, 0);
+    }
 #undef VOLATILE
     return 0;
 }

@@ -43,25 +43,6 @@ empty_keys(void)
     return keys;
 }
 
-int
-_PyStorage_SharesEmptyKeys(PyObject *op)
-{
-    return PyDict_CheckExact(op)
-           && ((PyDictObject *)op)->ma_keys == empty_keys();
-}
-
-void
-_PyStorage_AddEmptyKeysRefs(Py_ssize_t n)
-{
-    PyDictKeysObject *keys = empty_keys();
-    if (keys != NULL) {
-#ifdef Py_REF_DEBUG
-        _Py_RefTotal += n;        /* as dictkeys_incref() counts */
-#endif
-        keys->dk_refcnt += n;
-    }
-}
-
 void
 _PyStorage_ForgetObject(PyObject *op)
 {

@@ -86,12 +86,6 @@ PyAPI_FUNC(int) _PyStorage_CheckSlots(PyObject *op,
    __dict__ is a dict.  0, or -1 when op cannot be used as it is. */
 PyAPI_FUNC(int) _PyStorage_CheckHeld(PyObject *op);
 
-/* The interpreter's empty dict keys are shared, and reference counted:
-   a manager that gives dicts of its memory those keys without the
-   interpreter's knowledge (an open, an undo) counts them. */
-PyAPI_FUNC(int) _PyStorage_SharesEmptyKeys(PyObject *op);
-PyAPI_FUNC(void) _PyStorage_AddEmptyKeysRefs(Py_ssize_t n);
-
 /* op's memory is freed by its manager without a deallocation (it is
    garbage that an undo or a collection found): what the interpreter
    counted of its parts, given up. */

@@ -422,7 +422,7 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     else {
         /* The undo log restores the objects' memory; their reference
            counts are counted again around it. */
-        repair = _PyPmem_RepairPrepare(p, 1, 0, 0);
+        repair = _PyPmem_RepairPrepare(p, 0, 0);
         if (pmemobj_tx_stage() == TX_STAGE_WORK) {
             pmemobj_tx_abort(ECANCELED);
         }
@@ -526,7 +526,7 @@ _PyPmem_SavepointPop(PoolObject *p, int ok)
     if (!ok && !p->doomed) {
         repair_state *repair =
             pmemobj_tx_stage() == TX_STAGE_WORK
-            ? _PyPmem_RepairPrepare(p, 1, sp.ntxfreed, sp.ntxmade) : NULL;
+            ? _PyPmem_RepairPrepare(p, sp.ntxfreed, sp.ntxmade) : NULL;
         if (repair == NULL) {
             p->doomed = 1;
         }

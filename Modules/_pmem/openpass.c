@@ -99,9 +99,7 @@ mark_slot(void **slot, int kind, void *arg)
         return 0;
     }
     if (v < ms->st->lo || v >= ms->st->hi) {
-        if (kind == _PyStorage_SLOT_OBJECT) {
-            _PyPmem_AddStaticRef((PyObject *)v, 1);
-        }
+        /* A static object: immortal, no count to take. */
         return 0;
     }
     if (kind == _PyStorage_SLOT_TABLE) {
@@ -491,9 +489,6 @@ reset_kept(open_state *st)
         alloc_entry *e = &st->entries[i];
         if (e->mark && e->obj != NULL) {
             _PyStorage_ResetVolatile(e->obj);
-            if (_PyStorage_SharesEmptyKeys(e->obj)) {
-                _PyStorage_AddEmptyKeysRefs(1);
-            }
         }
     }
 }

@@ -247,10 +247,6 @@ struct open_state {
     char *old[5];
     char *lo, *hi;                /* the pool's range */
     int dirty;                    /* static pointers were rewritten */
-    Py_ssize_t empty_keys;        /* references to the empty keys, gained */
-    int undo;                     /* the counts bracket an undo: the static
-                                     objects' references are given back
-                                     before it and taken again after */
     int undone;                   /* count_slot() runs after the undo */
     size_t made_from;             /* the undone blocks of p->txmade */
     const char *problem;          /* what the pass found wrong */
@@ -299,18 +295,9 @@ _PyPmem_SetRefcnt(PyObject *op, Py_ssize_t refcnt)
     op->ob_refcnt = refcnt;
 }
 
-/* The interpreter's static objects (None, True, small ints...) are
-   reference counted, and the pool's objects hold references to them that
-   no process took: each open takes them (the reachable objects'), and an
-   undo gives back those of the memory it replaces and takes those of the
-   memory it restores.  The set dummy is not counted by the set code. */
-static inline void
-_PyPmem_AddStaticRef(PyObject *v, int n)
-{
-    if (v != _PySet_Dummy) {
-        _PyPmem_SetRefcnt(v, Py_REFCNT(v) + n);
-    }
-}
+/* The interpreter's static objects (None, True, small ints, the empty
+   keys, the set dummy...) that the pool's objects point to are immortal:
+   the pool never counts its references to them. */
 
 /* The one way a failing libpmemobj call raises: error, "what PATH: why",
    why being libpmemobj's message for its last failure (or errno's).  what
@@ -412,7 +399,7 @@ uint64_t _PyPmem_TypeCode(PoolObject *p, PyTypeObject *type);
 void _PyPmem_RestoreTypeTable(PoolObject *p);
 
 /* undo.c: the reference counts around an abort */
-repair_state *_PyPmem_RepairPrepare(PoolObject *p, int undo, size_t from,
+repair_state *_PyPmem_RepairPrepare(PoolObject *p, size_t from,
                                     size_t made_from);
 void _PyPmem_RepairFinish(PoolObject *p, repair_state *st);
 

@@ -297,9 +297,6 @@ gc_release_slot(void **slot, int kind, void *arg)
             _PyPmem_SetRefcnt((PyObject *)v, Py_REFCNT((PyObject *)v) - 1);
         }
     }
-    else {
-        _PyPmem_AddStaticRef((PyObject *)v, -1);
-    }
     return 0;
 }
 
@@ -347,7 +344,7 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
                      "its transactions", self->path);
         return NULL;
     }
-    repair_state *st = _PyPmem_RepairPrepare(self, 0, 0, 0);   /* the counts */
+    repair_state *st = _PyPmem_RepairPrepare(self, 0, 0);   /* the counts */
     if (st == NULL) {
         return PyErr_NoMemory();
     }
@@ -380,9 +377,6 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->obj != NULL && !e->mark) {
-            if (_PyStorage_SharesEmptyKeys(e->obj)) {
-                _PyStorage_AddEmptyKeysRefs(-1);
-            }
             (void)_PyPmem_LetGo(e->obj, gc_release_slot, st);
             freed++;
         }

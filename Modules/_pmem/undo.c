@@ -45,9 +45,6 @@ count_slot(void **slot, int kind, void *arg)
             e->count++;
         }
     }
-    else if (st->undo) {
-        _PyPmem_AddStaticRef((PyObject *)v, st->undone ? 1 : -1);
-    }
     return 0;
 }
 
@@ -56,7 +53,7 @@ count_slot(void **slot, int kind, void *arg)
    made_from-th of the transaction's); NULL when it cannot be made (then
    the counts are left as they are). */
 repair_state *
-_PyPmem_RepairPrepare(PoolObject *p, int undo, size_t from, size_t made_from)
+_PyPmem_RepairPrepare(PoolObject *p, size_t from, size_t made_from)
 {
     size_t n;
     alloc_item *items = _PyPmem_ListAllocations(p->pop, &n);
@@ -69,7 +66,6 @@ _PyPmem_RepairPrepare(PoolObject *p, int undo, size_t from, size_t made_from)
         return NULL;
     }
     st->pool = p;
-    st->undo = undo;
     st->made_from = made_from;
     st->lo = (char *)p->pop;
     st->hi = st->lo + p->size;
@@ -108,9 +104,6 @@ _PyPmem_RepairPrepare(PoolObject *p, int undo, size_t from, size_t made_from)
             e->dram = e->dead ? 0 : Py_REFCNT(e->obj) - e->count;
             e->live = !e->dead && Py_REFCNT(e->obj) > 0;
             e->count = 0;
-            if (!e->dead && _PyStorage_SharesEmptyKeys(e->obj)) {
-                st->empty_keys--;     /* counted again after the undo */
-            }
         }
     }
     return st;
@@ -173,10 +166,7 @@ release_slot(void **slot, int kind, void *arg)
         return 0;
     }
     if (v < st->lo || v >= st->hi) {
-        if (kind == _PyStorage_SLOT_OBJECT) {
-            _PyPmem_AddStaticRef((PyObject *)v, -1);
-        }
-        return 0;
+        return 0;       /* a static object: immortal */
     }
     alloc_entry *e = _PyPmem_FindAlloc(st, v);
     if (e->key == NULL || e->dead == 2) {
@@ -273,15 +263,6 @@ _PyPmem_RepairFinish(PoolObject *p, repair_state *st)
             free_block(p, e->block);
         }
     }
-    for (size_t i = 0; i <= st->mask; i++) {
-        alloc_entry *e = &st->entries[i];
-        if (e->obj != NULL && e->dead != 2
-            && _PyStorage_SharesEmptyKeys(e->obj))
-        {
-            st->empty_keys++;
-        }
-    }
-    _PyStorage_AddEmptyKeysRefs(st->empty_keys);
     PyMem_RawFree(st->entries);
     PyMem_RawFree(st);
 }

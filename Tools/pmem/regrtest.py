@@ -8,7 +8,7 @@ Everything but our two options goes to ``python -m test`` unchanged.  The
 last line printed is ``regrtest: N passed, N failed, N skipped``.
 
 --baseline FILE
-    FILE lists the tests that fail on stock CPython 3.11.2 on this machine,
+    FILE lists the tests that fail on stock CPython (make stock) on this machine,
     one per line (``#`` starts a comment that gives the reason).  Failures
     of those tests are expected and are not run again; any other failure
     is run once more, verbosely, in a new process, and counts as new if it
@@ -94,12 +94,12 @@ def main(argv):
             print("regrtest: failed once, passed when run again:",
                   " ".join(recovered))
         if new:
-            print("regrtest: NEW failures against stock 3.11.2:",
+            print("regrtest: NEW failures against stock:",
                   " ".join(new))
             code = 1
         else:
             known = [name for name in failed if name in expected]
-            print(f"regrtest: no new failures against stock 3.11.2 "
+            print(f"regrtest: no new failures against stock "
                   f"(expected: {' '.join(known) or 'none'})")
             if not regrtest.interrupted:
                 code = 0

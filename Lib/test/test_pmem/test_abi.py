@@ -1,4 +1,4 @@
-"""An extension built against stock 3.11.2 headers runs on the fork.
+"""An extension built against stock headers runs on the fork.
 
 The fork adds no field to any object (storage managers are found from an
 object's address), so an extension compiled with upstream's Include/
@@ -13,6 +13,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import sysconfig
 import unittest
 from test.support import import_helper, os_helper
@@ -22,7 +23,8 @@ _teststorage = import_helper.import_module("_teststorage")
 # This file is a link from the build tree into the repository.
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.realpath(__file__)))))
-STOCK_INCLUDE = os.path.join(REPO, "build", "pristine", "Python-3.11.2",
+STOCK_INCLUDE = os.path.join(REPO, "build", "pristine",
+                             "Python-%d.%d.%d" % sys.version_info[:3],
                              "Include")
 
 SOURCE = r"""
@@ -112,7 +114,7 @@ def placed(arena, factory, *args):
 
 
 @unittest.skipUnless(os.path.isfile(os.path.join(STOCK_INCLUDE, "Python.h")),
-                     "no pristine 3.11.2 headers (run ./configure)")
+                     "no pristine headers (run ./configure)")
 @unittest.skipUnless(shutil.which(sysconfig.get_config_var("CC").split()[0]),
                      "no C compiler")
 class StockHeadersTests(unittest.TestCase):

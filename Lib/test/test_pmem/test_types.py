@@ -168,7 +168,7 @@ else:
 # --- what a class's instances are ------------------------------------------
 
 _HEAPTYPE = 1 << 9          # Py_TPFLAGS_HEAPTYPE
-_MANAGED_DICT = 1 << 4      # Py_TPFLAGS_MANAGED_DICT (3.11)
+_MANAGED_DICT = 1 << 4      # Py_TPFLAGS_MANAGED_DICT
 
 
 def _dealloc(tp):

@@ -1,4 +1,5 @@
-"""The overlay tool: build/ is pristine 3.11.2 + our files + our patches.
+"""The overlay tool: build/ is the base (CPython and Debian's fixes) + our
+files + our patches.
 
 Each test builds a small scratch repository (the real Tools/pmem/tree.sh,
 one new file, one patch) and drives tree.sh on it, as `./configure`,
@@ -21,7 +22,12 @@ TREE_SH = os.path.join(toolsdir, "pmem", "tree.sh")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.realpath(__file__)))))
 VERSION_PATCH = os.path.join(REPO, "Include", "patchlevel.h.patch")
-TARBALL_NAME = "python3.11_3.11.2.orig.tar.gz"
+FIXES_LIST = os.path.join(toolsdir, "pmem", "debian-fixes.txt")
+VERSION = subprocess.run(["sh", TREE_SH, "version"], stdout=subprocess.PIPE,
+                         text=True).stdout.strip()
+SOURCE = "python" + ".".join(VERSION.split(".")[:2])
+TARBALL_NAME = f"{SOURCE}_{VERSION}.orig.tar.xz"
+FIXES_NAME = f"{SOURCE}_{VERSION}.fixes"
 
 
 def default_cache():
@@ -50,6 +56,7 @@ class TreeTests(unittest.TestCase):
         cls.template = cls.enterClassContext(os_helper.temp_dir())
         os.makedirs(os.path.join(cls.template, "Tools", "pmem"))
         shutil.copy(TREE_SH, os.path.join(cls.template, "Tools", "pmem"))
+        shutil.copy(FIXES_LIST, os.path.join(cls.template, "Tools", "pmem"))
         subprocess.run(
             ["sh", os.path.join(cls.template, "Tools", "pmem", "tree.sh"),
              "sync"],
@@ -62,10 +69,11 @@ class TreeTests(unittest.TestCase):
                         self.top], check=True)
         os.makedirs(os.path.join(self.top, "Tools", "pmem"))
         shutil.copy(TREE_SH, os.path.join(self.top, "Tools", "pmem"))
+        shutil.copy(FIXES_LIST, os.path.join(self.top, "Tools", "pmem"))
         self.write("Objects/ournew.c", "/* ours */\n")
         self.write("Include/patchlevel.h.patch",
                    self.read_file(VERSION_PATCH))
-        self.tree = os.path.join(self.top, "build", "Python-3.11.2")
+        self.tree = os.path.join(self.top, "build", f"Python-{VERSION}")
 
     @staticmethod
     def read_file(path):
@@ -114,7 +122,7 @@ class TreeTests(unittest.TestCase):
         self.assertEqual(os.path.realpath(ours),
                          os.path.join(os.path.realpath(self.top),
                                       "Objects", "ournew.c"))
-        self.assertIn('"3.11.2+pmem"', self.read_file(
+        self.assertIn(f'"{VERSION}+pmem"', self.read_file(
             os.path.join(self.tree, "Include", "patchlevel.h")))
         # Untouched: check is quiet and `patches` changes nothing.
         before = self.repo_status()
@@ -139,7 +147,7 @@ class TreeTests(unittest.TestCase):
         # Undoing the edit in the build tree removes the patch.
         self.write(os.path.join(self.tree, "Objects", "listobject.c"),
                    self.read_file(os.path.join(
-                       self.top, "build", "pristine", "Python-3.11.2",
+                       self.top, "build", "pristine", f"Python-{VERSION}",
                        "Objects", "listobject.c")))
         self.tree_sh("patches")
         self.assertFalse(os.path.exists(
@@ -152,7 +160,7 @@ class TreeTests(unittest.TestCase):
         self.write(path, self.read_file(path).replace("+pmem", "+pmem2"))
         self.tree_sh("check", ok=False)
         self.tree_sh("sync")
-        self.assertIn('"3.11.2+pmem2"', self.read_file(
+        self.assertIn(f'"{VERSION}+pmem2"', self.read_file(
             os.path.join(self.tree, "Include", "patchlevel.h")))
         self.tree_sh("check")
 
@@ -168,7 +176,7 @@ class TreeTests(unittest.TestCase):
         self.assertIn("Include/patchlevel.h", out)
         # Neither side was overwritten.
         self.assertIn("+pmem2", self.read_file(path))
-        self.assertIn('"3.11.2+pmem3"', self.read_file(
+        self.assertIn(f'"{VERSION}+pmem3"', self.read_file(
             os.path.join(self.tree, "Include", "patchlevel.h")))
 
     def test_edit_of_our_file_in_build_edits_the_repo(self):
@@ -196,20 +204,49 @@ class TreeTests(unittest.TestCase):
         out = self.tree_sh("sync", ok=False).stdout
         self.assertIn("Objects/listobject.c is an upstream file", out)
 
-    def test_corrupt_tarball_is_refused(self):
+    def corrupt_cache(self, name, offset):
+        """A cache of the verified files in which name's byte at offset
+        is changed."""
         os_helper.rmtree(os.path.join(self.top, "build"))
         cache = os.path.join(self.top, "cache")
-        os.makedirs(cache)
-        with open(os.path.join(CACHE, TARBALL_NAME), "rb") as f:
-            data = bytearray(f.read(1 << 20))
-        data[1000] ^= 0xFF
-        with open(os.path.join(cache, TARBALL_NAME), "wb") as f:
+        shutil.copytree(os.path.join(CACHE, FIXES_NAME),
+                        os.path.join(cache, FIXES_NAME))
+        shutil.copy(os.path.join(CACHE, TARBALL_NAME), cache)
+        path = os.path.join(cache, name)
+        with open(path, "rb") as f:
+            data = bytearray(f.read())
+        data[offset] ^= 0xFF
+        with open(path, "wb") as f:
             f.write(data)
+        return cache
+
+    def test_corrupt_tarball_is_refused(self):
+        cache = self.corrupt_cache(TARBALL_NAME, 1000)
         for command in ("fetch", "sync"):
             out = self.tree_sh(command, cache=cache, ok=False).stdout
             self.assertIn("has SHA-256", out)
             self.assertIn("Refusing to build unknown source", out)
         self.assertFalse(os.path.exists(os.path.join(self.top, "build")))
+
+    def test_changed_fix_is_refused(self):
+        # Each of Debian's fixes is checked against the committed list.
+        name = "CVE-2025-6069.patch"
+        self.assertIn(f" {name}\n", self.read_file(FIXES_LIST))
+        cache = self.corrupt_cache(os.path.join(FIXES_NAME, name), 100)
+        for command in ("fetch", "sync"):
+            out = self.tree_sh(command, cache=cache, ok=False).stdout
+            self.assertIn(f"{name} has SHA-256", out)
+        self.assertFalse(os.path.exists(os.path.join(self.top, "build")))
+
+    def test_base_has_debians_fixes(self):
+        # The pristine tree is the tarball with the listed fixes applied:
+        # gh-130555's fix of dict.clear() (Debian's dict-use-after-free).
+        self.tree_sh("sync")
+        dictobject = self.read_file(os.path.join(
+            self.top, "build", "pristine", f"Python-{VERSION}", "Objects",
+            "dictobject.c"))
+        self.assertIn("clear_embedded_values(oldvalues, oldkeys->dk_nentries)",
+                      dictobject)
 
 
 if __name__ == "__main__":

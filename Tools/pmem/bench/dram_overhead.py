@@ -1,4 +1,4 @@
-"""Measure the DRAM overhead of pmem-python against stock CPython 3.11.2.
+"""Measure the DRAM overhead of pmem-python against stock CPython.
 
 Every object of the fork goes through its storage manager's hooks; for the
 default manager, ordinary DRAM, those hooks should cost (almost) nothing.
@@ -6,11 +6,11 @@ This driver runs the same small workloads (dict, list, set, bytearray,
 attribute access, calls, a mixed graph walk) under both interpreters, side
 by side, and prints the ratio fork/stock per workload.
 
-Example (from the repository root; the driver runs under any Python 3.11)::
+Example (from the repository root; the driver runs under any Python 3)::
 
     $ python3 Tools/pmem/bench/dram_overhead.py --mode callgrind --only dict
-    stock  /work/main/build/stock/Python-3.11.2/python: 3.11.2 (main, ...)
-    fork   /work/main/python: 3.11.2+pmem (main, Nov 26 2026, 08:36:56) ...
+    stock  /work/main/build/stock/Python-3.13.5/python: 3.13.5 (main, ...)
+    fork   /work/main/python: 3.13.5+pmem (main, Dec  3 2026, 09:37:41) ...
 
     callgrind instructions (start-up subtracted: stock 24,585,037, ...)
     workload             stock            fork  fork/stock  overhead
@@ -53,6 +53,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
+# The upstream version of the base, as the build tree is named.
+VERSION = subprocess.run(["sh", str(REPO / "Tools/pmem/tree.sh"), "version"],
+                         stdout=subprocess.PIPE, text=True).stdout.strip()
 VALGRIND = "/usr/bin/valgrind"
 TIME_FACTOR = 10    # time mode runs 10x the iterations: noise needs length
 REGRTESTS = ("test_dict", "test_list", "test_set", "test_bytes",
@@ -339,9 +342,9 @@ def print_table(title, rows, fmt):
 def parse_args(argv):
     """The command line; see the module docstring."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--fork", default=str(REPO / "build/Python-3.11.2/python"))
+    p.add_argument("--fork", default=str(REPO / f"build/Python-{VERSION}/python"))
     p.add_argument("--stock",
-                   default=str(REPO / "build/stock/Python-3.11.2/python"))
+                   default=str(REPO / f"build/stock/Python-{VERSION}/python"))
     p.add_argument("--mode", choices=("callgrind", "time", "both"),
                    default="both")
     p.add_argument("--repeat", type=int, default=5,
