@@ -23,6 +23,7 @@ from test.support import import_helper
 from test.support.script_helper import assert_python_ok
 
 _teststorage = import_helper.import_module("_teststorage")
+_testcapi = import_helper.import_module("_testcapi")
 
 # Specialized opcodes appear after a few executions of a code object;
 # this many warm-up calls on DRAM objects make sure they are in place.
@@ -30,30 +31,37 @@ WARMUP = 64
 
 COVERED = {
     "list": [
-        "PyList_New / list_new_prealloc (table from the owner's manager)",
+        "PyList_New / list_new_prealloc / _PyList_FromArraySteal (table "
+        "from the owner's manager; no free-list list while placing)",
         "list_resize (header, realloc through the manager)",
         "list_preallocate_exact",
         "_PyList_AppendTakeRef / _PyList_AppendTakeRefListResize",
-        "PyList_Append", "list.append", "LIST_APPEND",
-        "PRECALL_NO_KW_LIST_APPEND",
-        "ins1 (list.insert)", "list_ass_item (l[i] = v)",
+        "PyList_Append", "list.append", "LIST_APPEND", "CALL_LIST_APPEND",
+        "PyList_SetItem", "ins1 (list.insert, PyList_Insert)",
+        "list_ass_item (l[i] = v, del l[i])",
         "STORE_SUBSCR_LIST_INT (deoptimized for managed lists)",
-        "list_ass_slice (l[i:j] = seq, del l[i:j])",
+        "list_ass_slice (l[i:j] = seq, del l[i:j], PyList_SetSlice)",
         "list_ass_subscript (extended slices: assign and delete)",
-        "list_extend (list/tuple fast path, iterator path, self)",
+        "list_extend (list/tuple fast path, iterator path, self; sets, "
+        "dicts and views through the iterator path)",
+        "PyList_Extend / _PyList_Extend (LIST_EXTEND)",
         "list_inplace_concat (+=)", "list_inplace_repeat (*=)",
-        "list_pop_impl", "list_remove", "_list_clear (list.clear)",
-        "list_sort_impl", "list_reverse_impl", "list___init__",
+        "list_pop_impl", "list_remove_impl",
+        "list_clear (list.clear, PyList_Clear, tp_clear)",
+        "list_sort_impl", "list_reverse_impl", "PyList_Reverse",
+        "list___init__",
     ],
     "dict": [
         "new_keys_object (keys from the owner's manager, no free list)",
-        "insertdict (new slot, replacement, unicode -> general keys)",
+        "insertdict / insert_combined_dict (new slot, replacement, "
+        "unicode -> general keys)",
         "insert_to_emptydict", "dictresize (insertion_resize)",
         "PyDict_SetItem (d[k] = v)", "_PyDict_SetItem_Take2",
         "STORE_SUBSCR_DICT", "MAP_ADD",
         "delitem_common (del d[k], dict.pop)", "_PyDict_Pop_KnownHash",
-        "PyDict_Clear (dict.clear)", "dict_popitem_impl",
-        "PyDict_SetDefault (dict.setdefault)",
+        "PyDict_Clear / clear_lock_held (dict.clear)", "dict_popitem_impl",
+        "dict_setdefault_ref_lock_held (dict.setdefault, "
+        "PyDict_SetDefault, PyDict_SetDefaultRef)",
         "dict_merge (update from a dict, clone path skipped, |=)",
         "PyDict_MergeFromSeq2 (update from pairs)", "dict___init__",
         "_PyDictKeys_GetVersionForCurrentState (no version for managed "
@@ -62,27 +70,37 @@ COVERED = {
     "set": [
         "set_add_entry (set.add, new slot, dummy slot)",
         "set_table_resize (table from the owner's manager)",
-        "set_discard_entry (discard, remove)", "set_pop",
-        "set_clear_internal (clear)",
-        "set_merge (fast paths skipped for managed sets)",
+        "set_discard_entry (discard, remove)", "set_pop_impl",
+        "set_clear_internal (clear, PySet_Clear)",
+        "set_merge_lock_held (fast paths skipped for managed sets)",
         "set_update_internal (update from sets, dicts, iterables, |=)",
-        "set_difference_update_internal (-=)",
+        "set_update_local (set(iterable) made by a placement)",
+        "set_update_lock_held (copy, symmetric_difference results)",
+        "set_difference_update_internal (difference_update, -=)",
         "set_symmetric_difference_update (^=)",
-        "set_swap_bodies (intersection_update, &=)", "set_init",
+        "set_swap_bodies (set_intersection_update_multi_impl, set_iand &=)",
+        "set_init",
     ],
     "bytearray": [
         "PyByteArray_FromStringAndSize (buffer from the owner's manager)",
-        "PyByteArray_Resize", "bytearray_iconcat (+=)",
-        "bytearray_irepeat (*=)", "bytearray_setslice_linear",
-        "bytearray_setitem (b[i] = x)",
+        "PyByteArray_Resize (PyMem_Malloc/PyMem_Realloc through the "
+        "manager)",
+        "bytearray_iconcat (+=)", "bytearray_irepeat (*=)",
+        "bytearray_setslice_linear", "bytearray_setitem (b[i] = x)",
         "bytearray_ass_subscript (slices, extended slices, del)",
-        "bytearray___init__", "reverse", "insert", "append", "extend",
-        "pop", "remove", "clear",
+        "bytearray___init___impl", "bytearray_reverse_impl",
+        "bytearray_insert_impl", "bytearray_append_impl",
+        "bytearray_extend", "bytearray_pop_impl", "bytearray_remove_impl",
+        "bytearray_clear_impl",
     ],
     "instance": [
-        "object_new -> _PyObject_InitializeDict (a combined dict of the "
-        "instance's manager, no inline values, no shared keys)",
-        "_PyObjectDict_SetItem (setattr, delattr through the dict)",
+        "_PyType_AllocNoTrack / _PyObject_InitInlineValues (a placed "
+        "instance: its inline values never valid, room for their header "
+        "only)",
+        "_PyObject_StoreInstanceAttribute, _PyObjectDict_SetItem (setattr, "
+        "delattr through a dict of the instance's manager, made by the "
+        "first store: _PyStorage_EnsureDict)",
+        "ensure_managed_dict (obj.__dict__ of a managed instance)",
         "PyObject_GenericSetDict, subtype_setdict (obj.__dict__ = d)",
         "PyMember_SetOne (__slots__ stores and deletes)",
         "STORE_ATTR_INSTANCE_VALUE, STORE_ATTR_WITH_HINT, STORE_ATTR_SLOT "
@@ -180,6 +198,13 @@ class ListHookTests(ArenaTestCase):
         self.check_op(lambda l: l.extend(l))
         self.check_op(lambda l: l.extend([]), items=[])
         self.check_op(lambda l: l.extend(range(3)), items=[])
+        # 3.13's direct writers of sets, dicts and dict views.
+        self.check_op(lambda l: l.extend({"s1", "s2", 3}))
+        self.check_op(lambda l: l.extend(frozenset({"f1", 2})))
+        self.check_op(lambda l: l.extend({"k1": 1, "k2": [2]}))
+        self.check_op(lambda l: l.extend({"k1": 1, "k2": 2}.values()))
+        self.check_op(lambda l: l.extend({"k1": 1, "k2": 2}.items()))
+        self.check_op(lambda l: _testcapi.list_extend(l, ["c1", "c2"]))
 
     def test_inplace_concat_and_repeat(self):
         def iadd(l):
@@ -236,6 +261,8 @@ class ListHookTests(ArenaTestCase):
         self.check_op(lambda l: l.remove("missing"))
         self.check_op(lambda l: l.clear())
         self.check_op(lambda l: [l.pop() for _ in range(len(l))])
+        self.check_op(lambda l: l.pop(), items=["only"])
+        self.check_op(lambda l: _testcapi.list_clear(l))
 
     def test_sort_reverse_init(self):
         items = [5, 3, 9, 1, 7, 2, 8] * 10
