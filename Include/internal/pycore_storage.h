@@ -201,14 +201,6 @@ PyAPI_FUNC(int) _PyStorage_ModifyDictSlotSlow(PyDictObject *mp,
                                               Py_ssize_t hashpos,
                                               Py_ssize_t ix);
 
-static inline int
-_PyStorage_ModifyDictSlot(PyDictObject *mp, Py_ssize_t hashpos,
-                          Py_ssize_t ix)
-{
-    return (_PyStorage_ACTIVE()
-            ? _PyStorage_ModifyDictSlotSlow(mp, hashpos, ix) : 0);
-}
-
 /* Instances.  A managed instance keeps its attributes in a dict of its
    own manager (combined, never inline values or a class's shared keys),
    made by its first attribute store or its first __dict__: its inline
