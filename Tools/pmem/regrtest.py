@@ -22,6 +22,7 @@ import faulthandler
 import subprocess
 import sys
 
+from test.libregrtest.cmdline import _parse_args
 from test.libregrtest.main import Regrtest
 
 
@@ -60,8 +61,7 @@ def main(argv):
         else:
             args.append(arg)
 
-    sys.argv[1:] = args
-    regrtest = Regrtest()
+    regrtest = Regrtest(_parse_args(args))
     try:
         regrtest.main()
         code = 0
@@ -70,9 +70,10 @@ def main(argv):
     # regrtest arms a watchdog for the exit; we still have work to do.
     faulthandler.cancel_dump_traceback_later()
 
-    failed = sorted(set(regrtest.bad))
-    passed = len(regrtest.good)
-    skipped = len(set(regrtest.skipped) | set(regrtest.resource_denieds))
+    results = regrtest.results
+    failed = sorted(set(results.bad))
+    passed = len(results.good)
+    skipped = len(set(results.skipped) | set(results.resource_denied))
     print()
     if write_failures:
         with open(write_failures, "w", encoding="utf-8") as f:
@@ -86,7 +87,7 @@ def main(argv):
         recovered = [name for name in first if name not in new]
         failed = [name for name in failed if name not in recovered]
         passed += len(recovered)
-        gone = sorted(expected - set(failed) - set(regrtest.skipped))
+        gone = sorted(expected - set(failed) - set(results.skipped))
         if gone:
             print("regrtest: failing on stock but passing here:",
                   " ".join(gone))
@@ -101,9 +102,9 @@ def main(argv):
             known = [name for name in failed if name in expected]
             print(f"regrtest: no new failures against stock "
                   f"(expected: {' '.join(known) or 'none'})")
-            if not regrtest.interrupted:
+            if not results.interrupted:
                 code = 0
-    if regrtest.interrupted:
+    if results.interrupted:
         code = code or 130
     print(f"regrtest: {passed} passed, {len(failed)} failed, "
           f"{skipped} skipped")
