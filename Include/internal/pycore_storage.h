@@ -92,14 +92,14 @@ PyAPI_DATA(uintptr_t) _PyStorage_Span;
 static inline PyStorageManager *
 _PyStorage_Of(const void *ptr)
 {
-    return _PyStorage_ACTIVE() ? _PyStorage_Lookup(ptr) : NULL;
+    return _PyStorage_ACTIVE_FOR(ptr) ? _PyStorage_Lookup(ptr) : NULL;
 }
 
 /* Is ptr memory that must never reach a DRAM free list or cache? */
 static inline int
 _PyStorage_IsManaged(const void *ptr)
 {
-    return _PyStorage_ACTIVE() && _PyStorage_Lookup(ptr) != NULL;
+    return _PyStorage_ACTIVE_FOR(ptr) && _PyStorage_Lookup(ptr) != NULL;
 }
 
 /* Is a placement pushed on this thread?  Then the free lists of the
@@ -571,13 +571,13 @@ PyAPI_FUNC(int) _PyStorage_RouteReallocSlow(void *ptr, size_t size,
 static inline int
 _PyStorage_Free(void *ptr)
 {
-    return _PyStorage_ACTIVE() && _PyStorage_FreeSlow(ptr);
+    return _PyStorage_ACTIVE_FOR(ptr) && _PyStorage_FreeSlow(ptr);
 }
 
 static inline int
 _PyStorage_RouteRealloc(void *ptr, size_t size, void **result)
 {
-    return (_PyStorage_ACTIVE()
+    return (_PyStorage_ACTIVE_FOR(ptr)
             && _PyStorage_RouteReallocSlow(ptr, size, result));
 }
 
