@@ -67,8 +67,8 @@ build: configure-if-needed
 		eval ./configure $$(cat build/configure-args); fi
 	@# The interpreter's cases are generated from the patched bytecodes.c.
 	@if [ -n "$$(find $(TREE)/Python/bytecodes.c \
-		$(TREE)/Tools/cases_generator -newer \
-		$(TREE)/Python/generated_cases.c.h)" ]; then \
+		$(TREE)/Tools/cases_generator/*.py \
+		-newer $(TREE)/Python/generated_cases.c.h)" ]; then \
 		$(MAKE) -C $(TREE) regen-cases; fi
 	$(MAKE) -C $(TREE) -j$(JOBS)
 	@$(TREESH) wrapper

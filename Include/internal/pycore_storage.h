@@ -309,6 +309,30 @@ PyAPI_FUNC(int) _PyStorage_ReenterEnd(PyStorageManager *sm,
         } \
     } while (0)
 
+/* The same for a function whose body is split out (a static inline,
+   always inlined, function: its DRAM path stays one body, and the
+   function is not recursive, which would keep a compiler from inlining
+   it into its one caller, a clinic wrapper say):
+
+       _PyStorage_ENTER(op, -1, function_body(op, arg, ...));
+       return function_body(op, arg, ...);
+
+   calls the body inside an atomic operation on op, as the first line of
+   _PyStorage_REENTER() would call the function again. */
+#define _PyStorage_ENTER(op, failed, call) \
+    do { \
+        PyStorageManager *_py_storage_sm; \
+        if (_PyStorage_ACTIVE_FOR(op)) { \
+            if (_PyStorage_TxBegin(_PyObject_CAST(op), \
+                                   &_py_storage_sm) < 0) { \
+                return failed; \
+            } \
+            int _py_storage_result = (call); \
+            return (_PyStorage_TxEnd(_py_storage_sm) < 0 \
+                    ? failed : _py_storage_result); \
+        } \
+    } while (0)
+
 /* Report the failure of an operation on op that its caller cannot. */
 _PyStorage_COLD
 PyAPI_FUNC(void) _PyStorage_WriteUnraisable(PyObject *op);
