@@ -68,6 +68,7 @@
 
 #include "Python.h"
 #include "pycore_modsupport.h"    // _PyArg_CheckPositional()
+#include "pycore_object.h"        // _Py_RefTotal (debug builds)
 #include "pycore_setobject.h"     // _PySet_Dummy
 #include "pycore_storagemap.h"    // _PyStorage_VisitSlots()
 #include "structmember.h"         // PyMemberDef
