@@ -70,36 +70,16 @@ static _Thread_local struct {
 } placement;
 
 
-/* Specialized STORE_ATTR instructions write object memory directly.
-   They now test the registry's bounds themselves (_PyStorage_MAYBE_MANAGED
-   in ceval.c) and deopt for a managed object; changing every class's
-   version tag when the first manager comes is what guarded the ones made
-   before, and is kept as a second guard (it costs one respecialization
-   of attribute sites per activation). */
-static void
-invalidate_type_versions(PyTypeObject *type)
-{
-    PyType_Modified(type);
-    PyObject *subclasses = _PyType_GetSubclasses(type);
-    if (subclasses == NULL) {
-        PyErr_Clear();
-        return;
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(subclasses); i++) {
-        invalidate_type_versions(
-            (PyTypeObject *)PyList_GET_ITEM(subclasses, i));
-    }
-    Py_DECREF(subclasses);
-}
-
+/* The specialized instructions that write object memory directly
+   (STORE_ATTR_WITH_HINT, _STORE_ATTR_SLOT, STORE_SUBSCR_LIST_INT) test
+   the registry's bounds and deopt for a managed object, and
+   STORE_ATTR_INSTANCE_VALUE deopts because a managed instance's inline
+   values are never valid: the first manager changes no type's version
+   (3.13's static builtin types may not be modified). */
 static void
 update_active(void)
 {
-    int was = _PyStorage_Active;
     _PyStorage_Active = (registry.nranges > 0 || registry.nplacements > 0);
-    if (_PyStorage_Active && !was) {
-        invalidate_type_versions(&PyBaseObject_Type);
-    }
 }
 
 
