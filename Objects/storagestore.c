@@ -55,9 +55,16 @@ class_statement_dealloc(void)
 {
     static destructor dealloc;
     if (dealloc == NULL) {
+        /* In DRAM, whatever this thread's placement (the first call may
+           come from the allocation of a placed instance). */
+        if (PyStorage_PushPlacement(&PyStorage_DRAM) < 0) {
+            PyErr_Clear();
+            return NULL;
+        }
         PyObject *cls = PyObject_CallFunction((PyObject *)&PyType_Type,
                                               "s(O){}", "probe",
                                               &PyBaseObject_Type);
+        (void)PyStorage_PopPlacement(&PyStorage_DRAM);
         if (cls == NULL) {
             PyErr_Clear();
             return NULL;
