@@ -47,7 +47,10 @@ int _PyStorage_Active = 0;
 uintptr_t _PyStorage_Lo = 0;
 uintptr_t _PyStorage_Span = 0;
 
-#define MAX_RANGES 64
+/* A closed pool's range stays registered while its objects may be
+   referenced; a process that opens many pools in turn (a test suite run
+   again and again) needs room: a look-up is a binary search. */
+#define MAX_RANGES 1024
 #define MAX_PLACEMENT_DEPTH 32
 
 typedef struct {
