@@ -382,14 +382,19 @@ _PyStorage_ReallocSlow(const void *owner, void *ptr, size_t size,
     return dram_realloc(ptr, size);
 }
 
+/* The manager that takes a new object of tp on this thread, or NULL. */
+static PyStorageManager *
+placement_for(PyTypeObject *tp)
+{
+    PyStorageManager *sm = PyStorage_GetPlacement();
+    return sm != NULL && is_placeable(tp) ? sm : NULL;
+}
+
 void *
 _PyStorage_ObjectMallocSlow(PyTypeObject *tp, size_t size)
 {
-    PyStorageManager *sm = PyStorage_GetPlacement();
-    if (sm == NULL || !is_placeable(tp)) {
-        return PyObject_Malloc(size);
-    }
-    return sm->alloc(sm, size, tp);
+    PyStorageManager *sm = placement_for(tp);
+    return sm == NULL ? PyObject_Malloc(size) : sm->alloc(sm, size, tp);
 }
 
 size_t
@@ -397,10 +402,8 @@ _PyStorage_InlineValuesSizeSlow(PyTypeObject *tp, size_t dram_size)
 {
     /* The header (capacity 0, not valid) is the first word of
        PyDictValues, before values[]. */
-    if (PyStorage_GetPlacement() != NULL && is_placeable(tp)) {
-        return offsetof(PyDictValues, values);
-    }
-    return dram_size;
+    return placement_for(tp) != NULL ? offsetof(PyDictValues, values)
+                                     : dram_size;
 }
 
 int

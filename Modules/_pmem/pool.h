@@ -296,10 +296,6 @@ _PyPmem_SetRefcnt(PyObject *op, Py_ssize_t refcnt)
     op->ob_refcnt = refcnt;
 }
 
-/* The interpreter's static objects (None, True, small ints, the empty
-   keys, the set dummy...) that the pool's objects point to are immortal:
-   the pool never counts its references to them. */
-
 /* The one way a failing libpmemobj call raises: error, "what PATH: why",
    why being libpmemobj's message for its last failure (or errno's).  what
    ends where the path goes: "cannot create pool", "cannot begin a
