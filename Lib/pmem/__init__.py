@@ -69,9 +69,11 @@ the fork, in a copy of its own at the same addresses:
 The copy is made during fork(), of the parts of the pool file that hold
 data (its holes are not copied), and the parent waits for it: a fork
 takes about a second per gigabyte of data in open pools, and as much
-memory.  pool.close() ends the pool's use in this process the same way:
-its objects stay readable from a copy, and the file is free for
-another process.
+memory.  pool.close() ends the pool's use in this process and frees
+the file for another process.  When nothing in the process holds the
+pool's objects any more, the pool is let go at once and its path can be
+opened again here; else its objects stay readable from a copy, and the
+path opens again once they are dropped.
 
 Volatile memory of other kinds (when built with libmemkind): a
 MemoryKind is a region of a memkind kind -- high-bandwidth memory

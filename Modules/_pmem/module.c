@@ -37,6 +37,14 @@ set_format_version(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* The pools of this process, open or closed, that it has not let go: for
+   the tests, which close those they opened. */
+static PyObject *
+pools(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyDict_Values(get_state(module)->pools);
+}
+
 /* What stands for obj's manager in Python (a Pool, a MemoryKind), or
    None (DRAM, or a manager without one). */
 static PyObject *
@@ -93,6 +101,8 @@ static PyMethodDef module_methods[] = {
      "(DRAM)."},
     {"_set_format_version", set_format_version, METH_VARARGS,
      "For tests: _set_format_version(path, version)."},
+    {"_pools", pools, METH_NOARGS,
+     "For tests: the pools of this process that it has not let go."},
     {NULL}
 };
 

@@ -199,7 +199,7 @@ struct savepoint {
 typedef struct {
     PyObject *PoolError;
     PyTypeObject *PoolType;
-    PyObject *pools;              /* {real path: Pool}, never emptied */
+    PyObject *pools;              /* {real path: Pool}, until let go */
 } pmem_state;
 
 extern struct PyModuleDef _PyPmem_ModuleDef;
@@ -250,6 +250,7 @@ struct open_state {
     int dirty;                    /* static pointers were rewritten */
     int undone;                   /* count_slot() runs after the undo */
     size_t made_from;             /* the undone blocks of p->txmade */
+    Py_ssize_t keys_refs;         /* debug build: keys_refs() before it */
     const char *problem;          /* what the pass found wrong */
 };
 typedef struct open_state open_state;

@@ -4,11 +4,10 @@
 
 #include "pool.h"
 
-/* An open pass failed: nothing outside the pool holds its objects, so
-   the pool is let go (unregistered, unmapped, its file unlocked), and the
-   path can be opened again once the cause is fixed.  What the pass gave
-   the interpreter stays given: references to the constants that the
-   objects hold, and to the classes of the instances. */
+/* Let a pool go that nothing outside holds: its open pass failed, or it
+   was closed and its objects are no longer held (release_pool(), which
+   first takes back what this process gave them).  It is unregistered,
+   unmapped and its file unlocked, and the path can be opened again. */
 static void
 forget_pool(PoolObject *self, PyObject *pools, PyObject *key)
 {
@@ -26,6 +25,104 @@ forget_pool(PoolObject *self, PyObject *pools, PyObject *key)
     self->closed = 1;
     Py_DECREF(self);              /* the range's reference */
 }
+
+/* An object that died in the closed pool (deallocated, its block kept)
+   holds nothing: what its slots still point to was counted as held by
+   it, and is taken back. */
+static int
+uncount_slot(void **slot, int kind, void *arg)
+{
+    repair_state *st = (repair_state *)arg;
+    char *v = *slot;
+    if (kind == _PyStorage_SLOT_OBJECT && v >= st->lo && v < st->hi) {
+        alloc_entry *e = _PyPmem_FindAlloc(st, v);
+        if (e->key != NULL && e->obj != NULL) {
+            e->dram++;
+        }
+    }
+    return 0;
+}
+
+/* Whether this process holds an object of p from outside the pool: by a
+   reference that neither the pool's live objects nor its root account
+   for, or by a weak reference. */
+static int
+held_from_outside(repair_state *st)
+{
+    for (size_t i = 0; i <= st->mask; i++) {
+        PyObject *op = st->entries[i].obj;
+        if (op != NULL && Py_REFCNT(op) == 0) {
+            (void)_PyStorage_VisitSlots(op, uncount_slot, st);
+        }
+    }
+    for (size_t i = 0; i <= st->mask; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->obj == NULL || Py_REFCNT(e->obj) == 0) {
+            continue;
+        }
+        PyTypeObject *type = Py_TYPE(e->obj);
+        if (e->dram != 0
+            || (_PyType_SUPPORTS_WEAKREFS(type)
+                && *_PyObject_GET_WEAKREFS_LISTPTR_FROM_OFFSET(e->obj)))
+        {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+ignore_slot(void **Py_UNUSED(slot), int Py_UNUSED(kind),
+            void *Py_UNUSED(arg))
+{
+    return 0;
+}
+
+/* Let go of a closed pool that nothing outside it holds any more: what
+   this process gave its objects (the collector's tracking, the classes'
+   references, the debug build's counts), its range, its mapping and
+   lock, and its place among the module's pools, so that the path can be
+   opened again.  1 when it was let go, 0 when one of its objects is
+   still held (it stays mapped, readable), -1 with an exception set. */
+static int
+release_pool(PoolObject *self)
+{
+    repair_state *st = _PyPmem_RepairPrepare(self, 0, 0);   /* the counts */
+    if (st == NULL) {
+        return 0;
+    }
+    int held = held_from_outside(st);
+    if (!held) {
+        for (size_t i = 0; i <= st->mask; i++) {
+            PyObject *op = st->entries[i].obj;
+            if (op != NULL && Py_REFCNT(op) > 0) {
+                (void)_PyPmem_LetGo(op, ignore_slot, NULL);
+#ifdef Py_REF_DEBUG
+                _Py_RefTotal -= Py_REFCNT(op);
+#endif
+            }
+        }
+    }
+    PyMem_RawFree(st->entries);
+    PyMem_RawFree(st);
+    if (held) {
+        return 0;
+    }
+    PyObject *module = PyType_GetModuleByDef(Py_TYPE(self),
+                                             &_PyPmem_ModuleDef);
+    PyObject *key = module == NULL
+                    ? NULL : PyUnicode_DecodeFSDefault(self->cpath);
+    if (key == NULL) {
+        return -1;
+    }
+    Py_INCREF(self);
+    forget_pool(self, get_state(module)->pools, key);
+    Py_DECREF(self);
+    Py_DECREF(key);
+    return 1;
+}
+
+/* --- opening ------------------------------------------------------------ */
 
 /* The file at cpath, created (size bytes) when it is missing and create
    is true; its status in *st.  0, or -1 with an exception set. */
@@ -206,9 +303,19 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     PyObject *known = PyDict_GetItemWithError(state->pools, key);
     if (known != NULL && ((PoolObject *)known)->closed) {
-        PyErr_Format(error, "pool %R was closed in this process; open "
-                     "it again in a new process", path);
-        goto done;
+        int released = ((PoolObject *)known)->forked
+                       ? 0 : release_pool((PoolObject *)known);
+        if (released < 0) {
+            goto done;
+        }
+        if (!released) {
+            PyErr_Format(error, "pool %R was closed in this process, "
+                         "which still holds some of its objects; drop "
+                         "them to open it again, or open it in a new "
+                         "process", path);
+            goto done;
+        }
+        known = NULL;
     }
     if (known != NULL || PyErr_Occurred()) {
         result = Py_XNewRef(known);
@@ -478,6 +585,10 @@ pool_exit(PoolObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_FALSE;
 }
 
+/* pool.close(): the pool is let go at once when nothing in this process
+   holds its objects; else its objects stay readable in a private copy,
+   and the file and its lock are let go.  A later close() or open of the
+   path lets it go once they are no longer held. */
 static PyObject *
 pool_close(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -486,8 +597,15 @@ pool_close(PoolObject *self, PyObject *Py_UNUSED(ignored))
                      "transactions", self->path);
         return NULL;
     }
-    if (!self->closed && !self->forked) {
-        /* The objects stay readable; the file and its lock are let go. */
+    if (self->pop == NULL || self->forked) {
+        self->closed = 1;
+        Py_RETURN_NONE;
+    }
+    int released = release_pool(self);
+    if (released < 0) {
+        return NULL;
+    }
+    if (!released && !self->closed) {
         (void)_PyPmem_MakePrivate(self);
     }
     self->closed = 1;
@@ -624,8 +742,9 @@ static PyMethodDef pool_methods[] = {
     {"__exit__", (PyCFunction)(void(*)(void))pool_exit, METH_FASTCALL,
      "Commit the block, or undo it when it raised."},
     {"close", (PyCFunction)pool_close, METH_NOARGS,
-     "End the pool's use in this process: its objects can be read, "
-     "not changed, and another process can open the pool."},
+     "End the pool's use in this process: another process can open "
+     "the pool; the objects still held here can be read, not changed; "
+     "once none is held, the path can be opened here again."},
     {"new", (PyCFunction)(void(*)(void))pool_new_object,
      METH_FASTCALL | METH_KEYWORDS,
      "new(type, /, *args, **kwargs): type(*args, **kwargs), made in the "

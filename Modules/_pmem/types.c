@@ -263,6 +263,9 @@ _PyPmem_Unresolved(PoolObject *self, PyObject *Py_UNUSED(ignored))
 PyObject *
 _PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
+    if (_PyPmem_CheckOpen(self) < 0) {
+        return NULL;
+    }
     if (self->depth > 0) {
         PyErr_Format(self->error, "pool %R cannot resolve classes inside "
                      "one of its transactions", self->path);

@@ -5,6 +5,7 @@
  */
 
 #include "pool.h"
+#include "pycore_dict.h"          // PyDictKeysObject (debug builds)
 
 /* --- after an abort ------------------------------------------------------ */
 
@@ -47,6 +48,59 @@ count_slot(void **slot, int kind, void *arg)
     }
     return 0;
 }
+
+/* Whether e is an object that the undo left with no reference, which
+   was live before it (or brought back by it): what the undone changes
+   made, or what only they referred to. */
+static int
+is_garbage(alloc_entry *e)
+{
+    if (e->obj == NULL || e->dead == 2 || Py_REFCNT(e->obj) != 0
+        || !(e->live || e->dead == 1))
+    {
+        return 0;
+    }
+    Py_ssize_t off = Py_TYPE(e->obj)->tp_weaklistoffset;
+    /* A weak reference still points to it: left to the next open. */
+    return off <= 0 || *(PyObject **)((char *)e->obj + off) == NULL;
+}
+
+#ifdef Py_REF_DEBUG
+/* The debug build counts a dict's keys table's references (dk_refcnt)
+   among all references.  An undo changes which tables the dicts hold,
+   and their counts, behind the counter's back: this sum of the counts of
+   the tables that the dicts of the pool hold (those still to be let go
+   included) is taken before it and after, and the counter given the
+   difference. */
+static Py_ssize_t
+keys_refs(repair_state *st, int undone)
+{
+    Py_ssize_t total = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i <= st->mask; i++) {
+            alloc_entry *e = &st->entries[i];
+            if (e->obj == NULL || !PyDict_Check(e->obj)
+                || (undone ? e->dead == 2 || (Py_REFCNT(e->obj) == 0
+                                              && !is_garbage(e))
+                           : e->dead || Py_REFCNT(e->obj) == 0))
+            {
+                continue;
+            }
+            char *keys = (char *)((PyDictObject *)e->obj)->ma_keys;
+            alloc_entry *t = keys < st->lo || keys >= st->hi
+                             ? NULL : _PyPmem_FindAlloc(st, keys);
+            if (t == NULL || t->key == NULL || t->mark == !pass) {
+                continue;
+            }
+            t->mark = !pass;      /* each table once; then cleared */
+            if (pass == 0) {
+                total += ((PyDictKeysObject *)keys)->dk_refcnt;
+            }
+        }
+    }
+    return total;
+}
+#endif
 
 /* The table of the pool's allocations, for the counts (undo: around an
    undo, with the blocks that it frees and makes from the from-th and
@@ -106,6 +160,9 @@ _PyPmem_RepairPrepare(PoolObject *p, size_t from, size_t made_from)
             e->count = 0;
         }
     }
+#ifdef Py_REF_DEBUG
+    st->keys_refs = keys_refs(st, 0);
+#endif
     return st;
 }
 
@@ -128,22 +185,6 @@ typedef struct {
     alloc_entry **stack;
     size_t depth, allocated;
 } release_state;
-
-/* Whether e is an object that the undo left with no reference, which
-   was live before it (or brought back by it): what the undone changes
-   made, or what only they referred to. */
-static int
-is_garbage(alloc_entry *e)
-{
-    if (e->obj == NULL || e->dead == 2 || Py_REFCNT(e->obj) != 0
-        || !(e->live || e->dead == 1))
-    {
-        return 0;
-    }
-    Py_ssize_t off = Py_TYPE(e->obj)->tp_weaklistoffset;
-    /* A weak reference still points to it: left to the next open. */
-    return off <= 0 || *(PyObject **)((char *)e->obj + off) == NULL;
-}
 
 static int
 release_push(release_state *rs, alloc_entry *e)
@@ -251,6 +292,9 @@ _PyPmem_RepairFinish(PoolObject *p, repair_state *st)
             }
         }
     }
+#ifdef Py_REF_DEBUG
+    _Py_RefTotal += keys_refs(st, 1) - st->keys_refs;
+#endif
     release_garbage(p, st);
     /* The tables that the undone changes made (a dict's new keys...) and
        that no object holds any more. */

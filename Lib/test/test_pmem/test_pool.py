@@ -17,6 +17,7 @@ import textwrap
 import threading
 import time
 import unittest
+import weakref
 from test import support
 from test.test_pmem import run_in_new_process
 from test.test_pmem.util import SIZE, PoolTestCase, _pmem, pmem
@@ -520,6 +521,35 @@ class CloseTests(OpenPoolTestCase):
         self.assertEqual(items, [1])
         with self.assertRaisesRegex(pmem.PoolError, "closed in this process"):
             pmem.open(self.path)
+
+    def test_closed_pool_opens_again(self):
+        # Nothing holds its objects: close() lets the pool go, and the path
+        # opens again in this process, as a new Pool.
+        pool = self.pool
+        pool.ns.items = [1, {"k": (2.5, "v")}]
+        pool.close()
+        self.assertNotIn(pool, _pmem._pools())
+        with self.assertRaisesRegex(pmem.PoolError, "is closed"):
+            pool.namespace()
+        again = pmem.open(self.path)
+        self.assertIsNot(again, pool)
+        self.assertEqual(again.ns.items, [1, {"k": (2.5, "v")}])
+        again.ns.items.append(3)
+        self.assertEqual(again.ns.items[-1], 3)
+
+    def test_closed_pool_opens_again_once_let_go(self):
+        pool = self.pool
+        pool.ns.items = [1]
+        pool.ns.keys = {"k"}
+        for hold in (lambda: pool.ns.items, lambda: weakref.ref(pool.ns.keys)):
+            held = hold()
+            pool.close()
+            with self.assertRaisesRegex(pmem.PoolError,
+                                        "still holds some of its objects"):
+                pmem.open(self.path)
+            del held
+            pool = pmem.open(self.path)
+        self.assertEqual(pool.ns.items, [1])
 
     def test_instances_outlive_a_closed_pool_quietly(self):
         # Deallocating an instance logs what it clears, in an operation

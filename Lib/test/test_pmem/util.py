@@ -44,6 +44,16 @@ class PoolTestCase(unittest.TestCase):
     def setUp(self):
         self.dir = self.enterContext(os_helper.temp_dir())
         self.path = os.path.join(self.dir, "test.pool")
+        self.addCleanup(self.close_pools)
+
+    def close_pools(self):
+        """Close the pools that the test opened: each is let go once
+        nothing holds its objects (then -R finds no leak)."""
+        here = os.path.realpath(self.dir) + os.sep
+        for pool in _pmem._pools():
+            if (os.path.realpath(pool.path).startswith(here)
+                    and pool.depth == 0):
+                pool.close()
 
     def run_in_new_process(self, code, seed, path=None, hint=None):
         return run_in_new_process(self, code, hash_seed=seed, path=path,
