@@ -794,8 +794,10 @@ _PyStorage_DictSetDefault(PyObject *d, PyObject *key, PyObject *defaultobj,
                        (_PyStorage_ResetVolatile())
      VOLATILE_CACHE    made from the value: fresh in a copy as well
                        (_PyStorage_ResetCaches())
-     VOLATILE_COUNT    a reference count (the debug build's total follows
-                       a reset)
+     VOLATILE_COUNT    a reference count (a reset adds the fresh count to
+                       the debug build's total: the count it replaces was
+                       never this process's, or its deallocation took it
+                       back)
 
    A field that a new CPython adds to an object's bookkeeping goes here,
    and so into all three. */
@@ -924,8 +926,7 @@ make_fresh(void *addr, size_t size, int what, intptr_t fresh, void *arg)
     int narrow = size == sizeof(uint32_t);
 #ifdef Py_REF_DEBUG
     if (what & VOLATILE_COUNT) {
-        _Py_RefTotal += (narrow ? (Py_ssize_t)fresh32 - *(uint32_t *)addr
-                                : (Py_ssize_t)(fresh64 - *(uint64_t *)addr));
+        _Py_RefTotal += narrow ? (Py_ssize_t)fresh32 : (Py_ssize_t)fresh64;
     }
 #endif
     memcpy(addr, narrow ? (void *)&fresh32 : (void *)&fresh64, size);

@@ -69,9 +69,11 @@ is_garbage(alloc_entry *e)
 /* The debug build counts a dict's keys table's references (dk_refcnt)
    among all references.  An undo changes which tables the dicts hold,
    and their counts, behind the counter's back: this sum of the counts of
-   the tables that the dicts of the pool hold (those still to be let go
-   included) is taken before it and after, and the counter given the
-   difference. */
+   the tables that the live dicts of the pool hold is taken before it and
+   after, and the counter given the difference.  After it, the dicts
+   still to be let go (garbage) are counted, as letting one go takes its
+   table's count back; those that the undo brought back are not, as
+   resetting their tables gave the counter their count. */
 static Py_ssize_t
 keys_refs(repair_state *st, int undone)
 {
@@ -80,9 +82,8 @@ keys_refs(repair_state *st, int undone)
         for (size_t i = 0; i <= st->mask; i++) {
             alloc_entry *e = &st->entries[i];
             if (e->obj == NULL || !PyDict_Check(e->obj)
-                || (undone ? e->dead == 2 || (Py_REFCNT(e->obj) == 0
-                                              && !is_garbage(e))
-                           : e->dead || Py_REFCNT(e->obj) == 0))
+                || e->dead
+                || (Py_REFCNT(e->obj) == 0 && !(undone && is_garbage(e))))
             {
                 continue;
             }

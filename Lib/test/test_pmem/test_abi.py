@@ -105,6 +105,37 @@ PyInit__abi_probe(void)
 """
 
 
+_probe = None
+
+
+def probe():
+    """The extension, built and loaded once per process (an extension
+    module stays loaded: a new one on each run of -R would look like a
+    leak)."""
+    global _probe
+    if _probe is not None:
+        return _probe
+    with os_helper.temp_dir() as tmp:
+        source = os.path.join(tmp, "_abi_probe.c")
+        with open(source, "w") as f:
+            f.write(SOURCE)
+        target = os.path.join(
+            tmp, "_abi_probe" + sysconfig.get_config_var("EXT_SUFFIX"))
+        # Upstream's headers; pyconfig.h, which configure generates, is
+        # the build's (no object layout depends on it differing).
+        config_dir = os.path.dirname(sysconfig.get_config_h_filename())
+        cmd = (sysconfig.get_config_var("CC").split()
+               + ["-shared", "-fPIC", "-O2", "-Wall", "-Werror",
+                  "-I", STOCK_INCLUDE, "-I", config_dir, "-o", target,
+                  source])
+        subprocess.run(cmd, check=True)
+        spec = importlib.util.spec_from_file_location("_abi_probe", target)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    _probe = module
+    return module
+
+
 def placed(arena, factory, *args):
     arena.push_placement()
     try:
@@ -121,23 +152,7 @@ class StockHeadersTests(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.tmp = cls.enterClassContext(os_helper.temp_dir())
-        source = os.path.join(cls.tmp, "_abi_probe.c")
-        with open(source, "w") as f:
-            f.write(SOURCE)
-        target = os.path.join(
-            cls.tmp, "_abi_probe" + sysconfig.get_config_var("EXT_SUFFIX"))
-        # Upstream's headers; pyconfig.h, which configure generates, is
-        # the build's (no object layout depends on it differing).
-        config_dir = os.path.dirname(sysconfig.get_config_h_filename())
-        cmd = (sysconfig.get_config_var("CC").split()
-               + ["-shared", "-fPIC", "-O2", "-Wall", "-Werror",
-                  "-I", STOCK_INCLUDE, "-I", config_dir, "-o", target,
-                  source])
-        subprocess.run(cmd, check=True)
-        spec = importlib.util.spec_from_file_location("_abi_probe", target)
-        cls.probe = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(cls.probe)
+        cls.probe = probe()
         cls.arena = _teststorage.Arena(1 << 22, name="abi")
 
     def test_sizes_are_the_interpreters(self):

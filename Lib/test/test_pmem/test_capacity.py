@@ -131,6 +131,7 @@ else:
 
     def test_big_list_in_a_fresh_pool(self):
         pool = pmem.open(self.path)
+        self.addCleanup(pool.close)
         pool.ns.m = [None] * 32000
         pool.ns.b = bytes(1 << 20)
         pool.ns.s = "x" * (4 << 20)

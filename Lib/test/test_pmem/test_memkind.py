@@ -141,6 +141,7 @@ class PlacementTests(unittest.TestCase):
         # moves only DRAM objects; a kind's mutable is refused, unchanged.
         tmp = self.enterContext(os_helper.temp_dir())
         pool = pmem.open(os.path.join(tmp, "k.pool"), size=16 << 20)
+        self.addCleanup(pool.close)
         kind = regular()
         with kind:
             lst = [1, 2]
