@@ -40,6 +40,7 @@
 #include "pycore_list.h"          // _PyList_AppendTakeRef()
 #include "pycore_long.h"          // _PyLong_DigitCount()
 #include "pycore_object.h"        // _PyObject_GC_TRACK()
+#include "pycore_runtime.h"       // _Py_SINGLETON()
 #include "pycore_setobject.h"     // _PySet_NextEntry()
 #include "pycore_tuple.h"         // _PyTuple_FromArray()
 #include "pycore_storagemap.h"    // the hooks, the managers' API
@@ -760,12 +761,27 @@ _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
     return 0;
 }
 
+/* Is v, an int, one of the small ints (static: _PyStorage_IsStatic())? */
+static inline int
+is_small_int(PyObject *v)
+{
+    const char *p = (const char *)v;
+    const char *base = (const char *)_Py_SINGLETON(small_ints);
+    return p >= base && p < base + sizeof(_Py_SINGLETON(small_ints));
+}
+
 int
 _PyStorage_StoreOver(PyStorageManager *sm, PyObject *old, PyObject *value)
 {
+    /* The hot path of a transaction that updates numbers (the bank
+       benchmark): old is tested first, value -- mostly a new int or
+       float of this process -- against the registry's bounds before its
+       look-up, and of the static objects only the small ints can be of
+       old's type. */
     if (Py_REFCNT(old) != 1 || Py_TYPE(old) != Py_TYPE(value)
-        || _PyStorage_Lookup(old) != sm || _PyStorage_IsStatic(value)
-        || _PyStorage_Lookup(value) == sm)
+        || _PyStorage_Lookup(old) != sm
+        || (_PyStorage_MAYBE_MANAGED(value)
+            && _PyStorage_Lookup(value) == sm))
     {
         return 0;
     }
@@ -777,6 +793,10 @@ _PyStorage_StoreOver(PyStorageManager *sm, PyObject *old, PyObject *value)
         size = sizeof(double);
     }
     else if (PyLong_CheckExact(old)) {
+        if (is_small_int(value)) {
+            /* Stored as it is: a pointer to it. */
+            return 0;
+        }
         /* An int's block has room for at least one digit. */
         Py_ssize_t have = _PyLong_DigitCount((PyLongObject *)old);
         Py_ssize_t need = _PyLong_DigitCount((PyLongObject *)value);
@@ -792,7 +812,8 @@ _PyStorage_StoreOver(PyStorageManager *sm, PyObject *old, PyObject *value)
     else {
         return 0;
     }
-    if (_PyStorage_ModifySlow(to, size) < 0) {
+    /* Logged with sm, whose object old is. */
+    if (sm->modify != NULL && sm->modify(sm, to, size) < 0) {
         return -1;
     }
     memcpy(to, from, size);
