@@ -126,11 +126,12 @@ PyStorageManager *
 _PyStorage_Lookup(const void *ptr)
 {
     uintptr_t a = (uintptr_t)ptr;
-    if (a - registry.last.start < registry.last.end - registry.last.start) {
-        return registry.last.sm;
-    }
+    /* The bounds first: a DRAM object outside them costs what it did. */
     if (a < registry.lo || a >= registry.hi) {
         return NULL;
+    }
+    if (a - registry.last.start < registry.last.end - registry.last.start) {
+        return registry.last.sm;
     }
     int lo = 0, hi = registry.nranges;
     while (lo < hi) {
@@ -402,6 +403,11 @@ placement_for(PyTypeObject *tp)
 void *
 _PyStorage_ObjectMallocSlow(PyTypeObject *tp, size_t size)
 {
+    if (registry.nplacements == 0) {
+        /* No thread has a placement: the objects of a process with a pool
+           open (a `with pool:` block's bound __enter__ and __exit__...). */
+        return PyObject_Malloc(size);
+    }
     PyStorageManager *sm = placement_for(tp);
     return sm == NULL ? PyObject_Malloc(size) : sm->alloc(sm, size, tp);
 }
