@@ -331,17 +331,14 @@ _PyPmem_Begin(PyStorageManager *sm)
         return -1;
     }
     /* One writer at a time: another thread's transaction is waited for,
-       without the GIL (readers do not lock). */
-    if (!PyThread_acquire_lock(p->writer, NOWAIT_LOCK)) {
-        Py_BEGIN_ALLOW_THREADS
-        PyThread_acquire_lock(p->writer, WAIT_LOCK);
-        Py_END_ALLOW_THREADS
-    }
+       without the GIL, which PyMutex_Lock() lets go while it waits
+       (readers do not lock). */
+    PyMutex_Lock(&p->writer);
     if (pmemobj_tx_begin(p->pop, NULL, TX_PARAM_NONE) != 0) {
         _PyPmem_SetError(p->error, p->path,
                          "cannot begin a transaction in pool");
         (void)pmemobj_tx_end();
-        PyThread_release_lock(p->writer);
+        PyMutex_Unlock(&p->writer);
         return -1;
     }
     pmemobj_tx_set_failure_behavior(POBJ_TX_FAILURE_RETURN);
@@ -457,7 +454,7 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     int doomed = p->doomed;
     p->doomed = 0;
     p->owner = 0;
-    PyThread_release_lock(p->writer);
+    PyMutex_Unlock(&p->writer);
     if (!committing) {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);

@@ -167,7 +167,7 @@ typedef struct PoolObject {
     ino_t ino;
     struct PoolObject *next_open; /* the pools this process opened */
     int depth;                    /* nesting of begin/end, in owner */
-    PyThread_type_lock writer;    /* held by the thread in a transaction */
+    PyMutex writer;               /* held by the thread in a transaction */
     unsigned long owner;          /* that thread, while depth > 0 */
     PyObject *type_codes;         /* {class: its type code} */
     PyObject *classes;            /* [class or None], by type table index */

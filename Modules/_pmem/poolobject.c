@@ -203,9 +203,7 @@ map_pool(PyTypeObject *type, PyObject *error, PyObject *path,
     self->error = Py_NewRef(error);
     self->type_codes = PyDict_New();
     self->classes = PyList_New(0);
-    self->writer = PyThread_allocate_lock();
     if (self->type_codes == NULL || self->classes == NULL
-        || self->writer == NULL
         || _PyPmem_RegisterClasses(self) < 0)
     {
         if (!PyErr_Occurred()) {
