@@ -37,6 +37,7 @@
 
 #include "Python.h"
 #include "pycore_dict.h"          // DK_ENTRIES()
+#include "pycore_hashtable.h"     // _Py_hashtable_new()
 #include "pycore_list.h"          // _PyList_AppendTakeRef()
 #include "pycore_long.h"          // _PyLong_DigitCount()
 #include "pycore_object.h"        // _PyObject_GC_TRACK()
@@ -884,6 +885,119 @@ _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq, PyObject *source,
     }
     Py_SETREF(*pseq, out);
     return 0;
+}
+
+/* The rule for the items of np, a new list of sm that has just been
+   filled with references of its own (see _PyStorage_FilledList()).  Pass
+   1 over all items first, so that a refusal changes nothing; then the
+   copies, made once for an item that np holds more than once (a
+   repetition's), and stored in one operation on np.  0, or -1 with an
+   exception set; np holds references to its items either way. */
+static int
+store_new_items(PyListObject *np, PyStorageManager *sm)
+{
+    Py_ssize_t n = Py_SIZE(np);
+    PyObject **items = np->ob_item;
+    Py_ssize_t first = n;           /* the first item to store otherwise */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = items[i];
+        if (_PyStorage_IsStatic(v) || _PyStorage_Lookup(v) == sm) {
+            continue;
+        }
+        /* The list's is the one reference that the storing path holds. */
+        if (check_value(v, sm, Py_REFCNT(v) == 1) < 0) {
+            return -1;
+        }
+        if (first == n) {
+            first = i;
+        }
+    }
+    if (first == n) {
+        return 0;
+    }
+    /* stored[i - first]: what item i becomes, then what it was. */
+    Py_ssize_t m = n - first;
+    PyObject **stored = PyMem_Calloc(m, sizeof(PyObject *));
+    _Py_hashtable_t *copies = _Py_hashtable_new(_Py_hashtable_hash_ptr,
+                                                _Py_hashtable_compare_direct);
+    if (stored == NULL || copies == NULL) {
+        PyMem_Free(stored);
+        if (copies != NULL) {
+            _Py_hashtable_destroy(copies);
+        }
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyStorageManager *tx;
+    if (_PyStorage_TxBegin((PyObject *)np, &tx) < 0) {
+        PyMem_Free(stored);
+        _Py_hashtable_destroy(copies);
+        return -1;
+    }
+    int ok = 1;
+    for (Py_ssize_t i = first; ok && i < n; i++) {
+        PyObject *v = items[i];
+        if (_PyStorage_IsStatic(v) || _PyStorage_Lookup(v) == sm) {
+            continue;
+        }
+        PyObject *copy = _Py_hashtable_get(copies, v);
+        if (copy != NULL) {
+            stored[i - first] = Py_NewRef(copy);
+            continue;
+        }
+        copy = copy_value(v, sm);
+        if (copy == NULL) {
+            ok = 0;
+            break;
+        }
+        stored[i - first] = copy;
+        if (_Py_hashtable_set(copies, v, copy) < 0) {
+            PyErr_NoMemory();
+            ok = 0;
+        }
+    }
+    if (ok && _PyStorage_ModifySlow(items + first,
+                                    m * sizeof(PyObject *)) < 0)
+    {
+        ok = 0;
+    }
+    if (ok) {
+        for (Py_ssize_t j = 0; j < m; j++) {
+            if (stored[j] != NULL) {
+                PyObject *old = items[first + j];
+                items[first + j] = stored[j];
+                stored[j] = old;
+            }
+        }
+    }
+    int committed = _PyStorage_TxEnd(tx) == 0;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        PyObject *v = stored[j];
+        /* A copy that was never stored; or an original that the list
+           gave up, unless an undone commit gave it back (the copy that
+           it held is then the manager's to count). */
+        if (v != NULL && (!ok || committed || items[first + j] != v)) {
+            Py_DECREF(v);
+        }
+    }
+    PyMem_Free(stored);
+    _Py_hashtable_destroy(copies);
+    return ok && committed ? 0 : -1;
+}
+
+PyObject *
+_PyStorage_FilledListSlow(PyObject *list)
+{
+    PyStorageManager *sm = list == NULL ? NULL : _PyStorage_Lookup(list);
+    if (sm == NULL || !(sm->flags & PyStorage_PERSISTENT)) {
+        return list;
+    }
+    assert(PyList_Check(list));
+    if (store_new_items((PyListObject *)list, sm) < 0) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    return list;
 }
 
 /* A new volatile dict of what storing other's items into owner stores:

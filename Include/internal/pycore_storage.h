@@ -525,6 +525,25 @@ _PyStorage_StoreItems(PyObject *owner, PyObject **pseq, PyObject *source,
             : 0);
 }
 
+/* A new list, just filled by copying pointers into its items rather than
+   by storing them (a slice, list.copy(), a concatenation, a repetition,
+   BUILD_LIST's array), each a reference that it owns.  When a placement
+   made it an object of a persistent manager, the rule is applied to its
+   items, in an operation on it: an item that the list alone refers to
+   is its own (BUILD_LIST's may be moved in), one that the copied list
+   holds too is shared.  An item that the list holds more than once is
+   copied once.  Returns list (NULL stays NULL), or NULL with an
+   exception set after dropping it. */
+_PyStorage_COLD
+PyAPI_FUNC(PyObject *) _PyStorage_FilledListSlow(PyObject *list);
+
+static inline PyObject *
+_PyStorage_FilledList(PyObject *list)
+{
+    return (_PyStorage_ACTIVE_FOR(list)
+            ? _PyStorage_FilledListSlow(list) : list);
+}
+
 
 /* --- allocation ------------------------------------------------------- */
 

@@ -24,6 +24,7 @@ from test.support.script_helper import assert_python_ok
 
 _teststorage = import_helper.import_module("_teststorage")
 _testcapi = import_helper.import_module("_testcapi")
+_testlimitedcapi = import_helper.import_module("_testlimitedcapi")
 
 # Specialized opcodes appear after a few executions of a code object;
 # this many warm-up calls on DRAM objects make sure they are in place.
@@ -50,6 +51,11 @@ COVERED = {
         "list_clear (list.clear, PyList_Clear, tp_clear)",
         "list_sort_impl", "list_reverse_impl", "PyList_Reverse",
         "list___init__",
+        "_PyList_FromArraySteal (BUILD_LIST), list_slice_wrap (l[i:j], "
+        "l[i:j:k]), PyList_GetSlice, list_copy_impl, list_concat_lock_held "
+        "(+), list_repeat_lock_held (*): a new list of a placement filled "
+        "by copying pointers gets its items by the rule "
+        "(_PyStorage_FilledList)",
     ],
     "dict": [
         "new_keys_object (keys from the owner's manager, no free list)",
@@ -697,6 +703,52 @@ class StoreRuleTests(ArenaTestCase):
                     op()
                 self.assertEqual(l, [1])
                 self.assertClean()
+
+    def test_new_lists_of_a_placement_store_their_items(self):
+        s = "volatile " + str(len(self.id()))
+        y = [s, 2.5, (1, "t")]
+        made = placed(self.arena, lambda: {
+            "build": [s, 2.5, (s, 1.5)],
+            "repeat": [s, 0.5] * 3,
+            "slice": y[1:],
+            "step": y[::2],
+            "copy": y.copy(),
+            "concat": y + [s],
+            "getslice": _testlimitedcapi.list_getslice(y, 0, 2),
+        })
+        for name, l in made.items():
+            with self.subTest(name):
+                self.assertInArena(l)
+                for item in l:
+                    self.assertInArena(item)
+        self.assertEqual(made["build"], [s, 2.5, (s, 1.5)])
+        self.assertEqual(made["repeat"], [s, 0.5] * 3)
+        self.assertEqual(made["concat"], y + [s])
+        self.assertEqual(made["getslice"], y[:2])
+        self.assertIs(made["repeat"][0], made["repeat"][4])
+        self.assertClean()
+        # A new list's own mutable is moved in; the items of a DRAM list
+        # are shared with it, and a mutable one is refused, as list(y)
+        # refuses it.
+        pending = [[7, [8]]]
+        moved = placed(self.arena, lambda: [pending.pop()])
+        self.assertEqual(moved, [[7, [8]]])
+        self.assertInArena(moved[0])
+        self.assertInArena(moved[0][1])
+        z = [[1]]
+        for name, op in {"slice": lambda: z[:], "copy": z.copy,
+                         "concat": lambda: z + z, "repeat": lambda: z * 2,
+                         "step": lambda: z[::-1], "list": lambda: list(z),
+                         "build": lambda: [z[0]]}.items():
+            with self.subTest(name):
+                with self.assertRaisesRegex(TypeError, "referenced from "
+                                            "elsewhere"):
+                    placed(self.arena, op)
+        # A DRAM list's own temporary copy (l[:] = l) is not stored.
+        placed(self.arena, lambda: z.__setitem__(slice(None), z))
+        placed(self.arena, lambda: z.__setitem__(slice(None, None, -1), z))
+        self.assertEqual(z, [[1]])
+        self.assertClean()
 
     def test_unstorable_type_is_refused(self):
         l = self.new_list()

@@ -8,6 +8,7 @@ run); some make the next process map the pool at another address.
 import os
 import subprocess
 import sys
+import textwrap
 import unittest
 from test.test_pmem.util import FAST_FLUSH, SIZE, PoolTestCase
 
@@ -410,6 +411,101 @@ class RelocationTests(PoolTestCase):
             print(pmem.open({self.path!r}).ns.data["k5"][0])
             """, seed=18)
         self.assertEqual(out, "8\n")
+
+
+class PlacedListRoundTripTests(PoolTestCase):
+    """Lists that pool.new()'s constructor makes by copying pointers
+    (BUILD_LIST, slices, copy, +, *) are the pool's, and so are their
+    items: copied in, or refused as a store would be."""
+
+    LISTS = textwrap.dedent("""
+        class Lists:
+            def __init__(self, s, y):
+                self.build = [s, 2.5, (s, 1.5)]
+                self.repeat = [s, 0.5] * 3
+                self.many = [1.25] * 1000
+                self.slice = y[1:]
+                self.step = y[::2]
+                self.copy = y.copy()
+                self.concat = y + [s]
+
+        class Holder:
+            def __init__(self, y, how):
+                if how == "slice":
+                    self.l = y[:]
+                elif how == "copy":
+                    self.l = y.copy()
+                elif how == "concat":
+                    self.l = y + y
+                elif how == "repeat":
+                    self.l = y * 2
+                elif how == "step":
+                    self.l = y[::2]
+                elif how == "build":
+                    self.l = [y[0]]
+                elif how == "list":
+                    self.l = list(y)
+        """)
+
+    def test_new_lists_hold_what_the_rule_stores(self):
+        with open(os.path.join(self.dir, "lists.py"), "w") as f:
+            f.write(self.LISTS)
+        out = self.run_in_new_process(f"""
+            import pmem
+            from lists import Lists, Holder
+            pool = pmem.open({self.path!r}, size={SIZE})
+            s = "dram " + str(len(__name__))
+            y = ["y" + str(i) for i in range(5)]
+            before = pool.stats()["objects"]
+            pool.ns.lists = pool.new(Lists, s, y)
+            lists = pool.ns.lists
+            for name, l in vars(lists).items():
+                assert pmem.storage_of(l) is pool, name
+                for item in l:
+                    assert pmem.storage_of(item) is pool, (name, item)
+            # A repeated item is copied once.
+            assert lists.repeat[0] is lists.repeat[4]
+            assert lists.many[0] is lists.many[-1]
+            assert pool.stats()["objects"] - before < 50
+            # The items of a DRAM list are shared with it: a mutable one
+            # is refused, as list(y) refuses it.
+            for how in ("slice", "copy", "concat", "repeat", "step",
+                        "build", "list"):
+                z = [[1], {{"k": 2}}]
+                try:
+                    pool.ns.refused = pool.new(Holder, z, how)
+                except TypeError as exc:
+                    assert "referenced from elsewhere" in str(exc), exc
+                    print("refused", how)
+            # One that is in the pool already is not.
+            pool.ns.z = [[1]]
+            pool.ns.holder = pool.new(Holder, pool.ns.z, "concat")
+            """, seed=40, path=self.dir)
+        self.assertEqual(out.split("\n")[:-1], [
+            f"refused {how}" for how in ("slice", "copy", "concat",
+                                         "repeat", "step", "build",
+                                         "list")])
+        out = self.run_in_new_process(f"""
+            import pmem
+            pool = pmem.open({self.path!r})
+            lists = pool.ns.lists
+            for name, l in sorted(vars(lists).items()):
+                print(name, l[:3], len(l))
+            print(hasattr(pool.ns, "refused"))
+            h = pool.ns.holder
+            print(h.l, h.l[0] is pool.ns.z[0] is h.l[1])
+            """, seed=41, path=self.dir)
+        self.assertEqual(out, textwrap.dedent("""\
+            build ['dram 8', 2.5, ('dram 8', 1.5)] 3
+            concat ['y0', 'y1', 'y2'] 6
+            copy ['y0', 'y1', 'y2'] 5
+            many [1.25, 1.25, 1.25] 1000
+            repeat ['dram 8', 0.5, 'dram 8'] 6
+            slice ['y1', 'y2', 'y3'] 4
+            step ['y0', 'y2', 'y4'] 3
+            False
+            [[1], [1]] True
+            """))
 
 
 class TwoPoolTests(PoolTestCase):
