@@ -165,6 +165,17 @@ _PyStorage_ModifyFields(void *op, size_t size)
             : 0);
 }
 
+/* All the items of list op are about to be written in place (heapq's
+   sifts move them about). */
+static inline int
+_PyStorage_ModifyListItems(PyObject *op)
+{
+    return (_PyStorage_ACTIVE_FOR(op)
+            ? _PyStorage_ModifySlow(((PyListObject *)op)->ob_item,
+                                    Py_SIZE(op) * sizeof(PyObject *))
+            : 0);
+}
+
 /* An instance of a heap type is being deallocated: what its deallocation
    clears (its __slots__, its dict pointers) is logged first, inside an
    operation of its manager, so that undoing the enclosing transaction

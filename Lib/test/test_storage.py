@@ -17,6 +17,7 @@ hook sites listed in Doc/pmem/hook-sites.rst.
 
 import dis
 import gc
+import heapq
 import sys
 import unittest
 from test.support import import_helper
@@ -56,6 +57,13 @@ COVERED = {
         "(+), list_repeat_lock_held (*): a new list of a placement filled "
         "by copying pointers gets its items by the rule "
         "(_PyStorage_FilledList)",
+    ],
+    "heapq": [
+        "_heapq_heappush_impl", "heappop_internal (heappop, "
+        "_heappop_max)", "heapreplace_internal (heapreplace, "
+        "_heapreplace_max)", "_heapq_heappushpop_impl",
+        "heapify_internal (heapify, _heapify_max): sifts inside an "
+        "operation, the items registered, a pushed item stored by the rule",
     ],
     "dict": [
         "new_keys_object (keys from the owner's manager, no free list)",
@@ -304,6 +312,39 @@ class ListHookTests(ArenaTestCase):
         self.assertInArena(result)
         self.assertEqual(result, [str(i) for i in range(50)])
         self.assertClean()
+
+    def test_heapq(self):
+        items = [5, 3, 9, 1, 7, 2, 8, 4.5, 2**70] * 3
+        ops = {
+            "heappush": lambda h: heapq.heappush(h, 0),
+            "heappush many": lambda h: [heapq.heappush(h, i)
+                                        for i in range(100)],
+            "heappop": lambda h: heapq.heappop(h),
+            "heappop all": lambda h: [heapq.heappop(h)
+                                      for _ in range(len(h))],
+            "heappop empty": lambda h: heapq.heappop(h),
+            "heapreplace": lambda h: heapq.heapreplace(h, 6),
+            "heappushpop": lambda h: heapq.heappushpop(h, 6),
+            "heappushpop smallest": lambda h: heapq.heappushpop(h, -1),
+            "heapify": heapq.heapify,
+            "heapify large": heapq.heapify,
+            "_heapify_max": heapq._heapify_max,
+            "_heappop_max": lambda h: heapq._heappop_max(h),
+            "_heapreplace_max": lambda h: heapq._heapreplace_max(h, 6),
+            "heappush TypeError": lambda h: heapq.heappush(h, "x"),
+        }
+        for name, op in ops.items():
+            with self.subTest(name):
+                data = list(items)
+                if name == "heappop empty":
+                    data = []
+                elif name == "heapify large":
+                    data = [(i * 7919) % 3001 for i in range(3000)]
+                elif "max" in name:
+                    heapq._heapify_max(data)
+                elif not name.startswith("heapify"):
+                    heapq.heapify(data)
+                self.check_op(op, items=data)
 
     def test_reads_write_nothing(self):
         ours, theirs = self.make()
@@ -748,6 +789,26 @@ class StoreRuleTests(ArenaTestCase):
         placed(self.arena, lambda: z.__setitem__(slice(None), z))
         placed(self.arena, lambda: z.__setitem__(slice(None, None, -1), z))
         self.assertEqual(z, [[1]])
+        self.assertClean()
+
+    def test_heapq_stores_by_the_rule(self):
+        h = self.new_list()
+        heapq.heappush(h, [3.5])
+        heapq.heappush(h, [1.5])
+        self.assertEqual(heapq.heapreplace(h, [2.5]), [1.5])
+        self.assertEqual(heapq.heappushpop(h, [4.5]), [2.5])
+        self.assertEqual(h, [[3.5], [4.5]])
+        for item in h:
+            self.assertInArena(item)
+            self.assertInArena(item[0])
+        shared = [9.5]      # larger than h[0]: heappushpop stores it
+        for op in (heapq.heapreplace, heapq.heappushpop, heapq.heappush,
+                   heapq._heapreplace_max):
+            with self.subTest(op.__name__):
+                with self.assertRaisesRegex(TypeError, "referenced from "
+                                            "elsewhere"):
+                    op(h, shared)
+                self.assertEqual(h, [[3.5], [4.5]])
         self.assertClean()
 
     def test_unstorable_type_is_refused(self):

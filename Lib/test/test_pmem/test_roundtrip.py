@@ -508,6 +508,58 @@ class PlacedListRoundTripTests(PoolTestCase):
             """))
 
 
+class HeapqRoundTripTests(PoolTestCase):
+    """heapq's functions on a pool list: each is one operation, whose
+    sifts are logged and whose pushed item is stored by the rule."""
+
+    def test_heapq_on_a_pool_list(self):
+        out = self.run_in_new_process(f"""
+            import heapq, pmem
+            pool = pmem.open({self.path!r}, size={SIZE})
+            pool.ns.heap = []
+            heap = pool.ns.heap
+            for i in (5, 3, 8, 1, 9, 2, 7):
+                heapq.heappush(heap, ("task " + str(i), [float(i)]))
+            heapq.heappop(heap)
+            print(heapq.heapreplace(heap, ("task 0", [0.5]))[0])
+            print(heapq.heappushpop(heap, ("task 6", [6.5]))[0])
+            pool.ns.big = [(i * 7919) % 3001 + 0.5 for i in range(3000)]
+            heapq.heapify(pool.ns.big)
+            pool.ns.maxheap = [float(i) for i in range(10)]
+            heapq._heapify_max(pool.ns.maxheap)
+            heapq._heappop_max(pool.ns.maxheap)
+            heapq._heapreplace_max(pool.ns.maxheap, 4.25)
+            for item in heap:
+                assert pmem.storage_of(item) is pool, item
+                assert pmem.storage_of(item[1]) is pool, item
+            shared = ("task 10", [10.0])
+            try:
+                heapq.heapreplace(heap, shared)
+            except TypeError as exc:
+                print("refused", "referenced from elsewhere" in str(exc))
+            # A comparison that fails undoes the whole push.
+            try:
+                heapq.heappush(heap, 4.0)
+            except TypeError:
+                pass
+            print(len(heap))
+            """, seed=42)
+        self.assertEqual(out, "task 2\ntask 0\nrefused True\n6\n")
+        out = self.run_in_new_process(f"""
+            import heapq, pmem
+            pool = pmem.open({self.path!r})
+            heap, big = pool.ns.heap, pool.ns.big
+            print([heapq.heappop(heap)[0] for _ in range(len(heap))])
+            print(all(big[i] <= big[c] for i in range(len(big))
+                      for c in (2 * i + 1, 2 * i + 2) if c < len(big)))
+            print(sorted(pool.ns.maxheap, reverse=True)[:3],
+                  pool.ns.maxheap[0])
+            """, seed=43)
+        self.assertEqual(out, "['task 3', 'task 5', 'task 6', 'task 7', "
+                              "'task 8', 'task 9']\nTrue\n"
+                              "[7.0, 6.0, 5.0] 7.0\n")
+
+
 class TwoPoolTests(PoolTestCase):
 
     def test_two_pools_in_one_process(self):
