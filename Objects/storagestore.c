@@ -1316,3 +1316,32 @@ _PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr, PyObject *value)
     int r = set_dict_ptr(obj, dictptr, value);
     return _PyStorage_TxEnd(sm) < 0 ? -1 : r;
 }
+
+
+/* --- buffers ------------------------------------------------------------- */
+
+/* A writer through a buffer is no hooked writer: what it writes would be
+   part of no operation, neither undone nor made durable with one.  So a
+   bytearray of a manager that registers writes exports read-only
+   buffers (reading through them is as before), and a request for a
+   writable one (memoryview(b)[i] = x asks for none: its view is
+   read-only) is refused with a message that says what to do instead. */
+int
+_PyStorage_BufferReadOnlySlow(PyObject *op, int flags)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(op);
+    if (sm == NULL || sm->modify == NULL) {
+        return 0;
+    }
+    if ((flags & PyBUF_WRITABLE) == PyBUF_WRITABLE) {
+        PyErr_Format(PyExc_BufferError,
+                     "cannot export a writable buffer of a '%.100s' object "
+                     "in %s storage: writes through a buffer would be part "
+                     "of no atomic operation; change it with its methods, "
+                     "item or slice assignment (b[i:j] = data), or fill a "
+                     "bytearray in DRAM and assign or extend from it",
+                     Py_TYPE(op)->tp_name, sm->name);
+        return -1;
+    }
+    return 1;
+}

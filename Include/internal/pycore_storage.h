@@ -426,6 +426,20 @@ _PyStorage_ModifyByteArrayFrom(PyByteArrayObject *ba, Py_ssize_t from)
             ? _PyStorage_ModifyByteArrayFromSlow(ba, from) : 0);
 }
 
+/* The buffer that bytearray op exports for a request of flags: 0, a
+   writable one; 1, read-only, when op's manager registers writes (one
+   through the buffer would be part of no operation, and never logged);
+   -1 with BufferError set when a writable one was asked for. */
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_BufferReadOnlySlow(PyObject *op, int flags);
+
+static inline int
+_PyStorage_BufferReadOnly(PyObject *op, int flags)
+{
+    return (_PyStorage_ACTIVE_FOR(op)
+            ? _PyStorage_BufferReadOnlySlow(op, flags) : 0);
+}
+
 /* A set's entry is about to change, with the set's counters. */
 _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_ModifySetEntrySlow(PySetObject *so,

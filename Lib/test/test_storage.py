@@ -18,6 +18,9 @@ hook sites listed in Doc/pmem/hook-sites.rst.
 import dis
 import gc
 import heapq
+import inspect
+import io
+import struct
 import sys
 import unittest
 from test.support import import_helper
@@ -106,6 +109,8 @@ COVERED = {
         "bytearray_insert_impl", "bytearray_append_impl",
         "bytearray_extend", "bytearray_pop_impl", "bytearray_remove_impl",
         "bytearray_clear_impl",
+        "bytearray_getbuffer (read-only buffers; a writable one refused "
+        "with BufferError)",
     ],
     "instance": [
         "_PyType_AllocNoTrack / _PyObject_InitInlineValues (a placed "
@@ -543,6 +548,30 @@ class ByteArrayHookTests(ArenaTestCase):
             with self.subTest(name):
                 self.check_op(op)
         self.check_op(lambda b: b.extend(b"x" * 100), data=b"")
+
+    def test_buffers_are_read_only(self):
+        b = placed(self.arena, bytearray, b"abcdef")
+        self.assertClean()
+        with memoryview(b) as m:
+            self.assertTrue(m.readonly)
+            self.assertEqual(bytes(m[1:3]), b"bc")
+            with self.assertRaises(TypeError):
+                m[0] = 65
+        with self.assertRaisesRegex(BufferError, "cannot export a writable "
+                                    "buffer of a 'bytearray' object in "
+                                    "ByteArrayHookTests storage"):
+            b.__buffer__(inspect.BufferFlags.WRITABLE)
+        with self.assertRaises(TypeError):
+            struct.pack_into("B", b, 0, 65)
+        with self.assertRaises(TypeError):
+            io.BytesIO(b"xyz").readinto(b)
+        self.assertEqual(b, b"abcdef")
+        self.assertClean()
+        # A DRAM bytearray's are writable, while the arena is registered.
+        d = bytearray(b"abcdef")
+        memoryview(d)[0] = 65
+        struct.pack_into("B", d, 1, 66)
+        self.assertEqual(d, b"ABcdef")
 
     def test_reads_write_nothing(self):
         b = placed(self.arena, bytearray, b"abcdef")

@@ -8,9 +8,12 @@ open refuses and test_kills the processes killed half-way.
 """
 
 import gc
+import inspect
+import io
 import json
 import os
 import random
+import struct
 import subprocess
 import sys
 import textwrap
@@ -184,6 +187,51 @@ class StoreTests(OpenPoolTestCase):
                     raise KeyError
             d["f"] = 0.5
         self.assertEqual(d, {"a": 12345, "f": 0.5})
+
+
+class BufferTests(OpenPoolTestCase):
+    """A pool bytearray exports read-only buffers: a write through a
+    buffer would be part of no transaction."""
+
+    def test_pool_bytearray_buffers_are_read_only(self):
+        pool = self.pool
+        pool.ns.b = bytearray(b"data")
+        b = pool.ns.b
+        with memoryview(b) as m:
+            self.assertTrue(m.readonly)
+            self.assertEqual(m.tobytes(), b"data")
+            with self.assertRaisesRegex(TypeError, "read-only"):
+                m[0] = ord("D")
+        with self.assertRaisesRegex(
+                BufferError, "cannot export a writable buffer of a "
+                "'bytearray' object in pool .*: writes through a buffer "
+                "would be part of no atomic operation; change it with its "
+                r"methods, item or slice assignment \(b\[i:j\] = data\)"):
+            b.__buffer__(inspect.BufferFlags.WRITABLE)
+        with self.assertRaisesRegex(TypeError, "read-write bytes-like"):
+            struct.pack_into("B", b, 0, ord("D"))
+        with self.assertRaisesRegex(TypeError, "read-write bytes-like"):
+            io.BytesIO(b"DA").readinto(b)
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        os.write(w, b"DA")
+        with self.assertRaises(BufferError):
+            os.readv(r, [b])
+        # DRAM bytearrays are writable as ever while the pool is open.
+        d = bytearray(b"data")
+        memoryview(d)[0] = ord("D")
+        self.assertEqual(d, b"Data")
+        # Reads through buffers work, and so do the hooked writers.
+        self.assertEqual((bytes(b), b.decode(), b.find(b"t")),
+                         (b"data", "data", 2))
+        b[0:2] = os.read(r, 2)
+        self.assertEqual(b, b"DAta")
+        pool.close()
+        self.assertEqual(run_in_new_process(self, f"""
+            import pmem
+            print(pmem.open({self.path!r}).ns.b)
+            """), "bytearray(b'DAta')\n")
 
 
 class TransactionTests(OpenPoolTestCase):
