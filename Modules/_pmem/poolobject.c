@@ -301,8 +301,13 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     PyObject *known = PyDict_GetItemWithError(state->pools, key);
     if (known != NULL && ((PoolObject *)known)->closed) {
-        int released = ((PoolObject *)known)->forked
-                       ? 0 : release_pool((PoolObject *)known);
+        if (((PoolObject *)known)->forked) {
+            PyErr_Format(error, "pool %R was closed in this process, a "
+                         "forked child of the one that opened it; open it "
+                         "in a new process", path);
+            goto done;
+        }
+        int released = release_pool((PoolObject *)known);
         if (released < 0) {
             goto done;
         }

@@ -127,6 +127,16 @@ class ForkTests(ProcessTestCase):
                 # The child's view is its own: nothing changed.
                 if dict(p.ns.r) != {'k': 'v' * 20, 'n': 1}:
                     status = 11
+                # Closed, the pool does not open again in the child.
+                p.close()
+                try:
+                    pmem.open(PATH)
+                except pmem.PoolError as exc:
+                    if 'forked child' not in str(exc):
+                        print('bad message', exc, flush=True)
+                        status = 12
+                else:
+                    status = 13
                 os._exit(status)
             _, status = os.waitpid(pid, 0)
             print(os.waitstatus_to_exitcode(status))
