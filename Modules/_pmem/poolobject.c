@@ -87,27 +87,7 @@ ignore_slot(void **Py_UNUSED(slot), int Py_UNUSED(kind),
 static int
 release_pool(PoolObject *self)
 {
-    repair_state *st = _PyPmem_RepairPrepare(self, 0, 0);   /* the counts */
-    if (st == NULL) {
-        return 0;
-    }
-    int held = held_from_outside(st);
-    if (!held) {
-        for (size_t i = 0; i <= st->mask; i++) {
-            PyObject *op = st->entries[i].obj;
-            if (op != NULL && Py_REFCNT(op) > 0) {
-                (void)_PyPmem_LetGo(op, ignore_slot, NULL);
-#ifdef Py_REF_DEBUG
-                _Py_RefTotal -= Py_REFCNT(op);
-#endif
-            }
-        }
-    }
-    PyMem_RawFree(st->entries);
-    PyMem_RawFree(st);
-    if (held) {
-        return 0;
-    }
+    /* What unregistering needs, first: past the counts, nothing fails. */
     PyObject *module = PyType_GetModuleByDef(Py_TYPE(self),
                                              &_PyPmem_ModuleDef);
     PyObject *key = module == NULL
@@ -115,11 +95,28 @@ release_pool(PoolObject *self)
     if (key == NULL) {
         return -1;
     }
-    Py_INCREF(self);
-    forget_pool(self, get_state(module)->pools, key);
-    Py_DECREF(self);
+    repair_state *st = _PyPmem_RepairPrepare(self, 0, 0);   /* the counts */
+    int held = st == NULL || held_from_outside(st);
+    for (size_t i = 0; !held && i <= st->mask; i++) {
+        PyObject *op = st->entries[i].obj;
+        if (op != NULL && Py_REFCNT(op) > 0) {
+            (void)_PyPmem_LetGo(op, ignore_slot, NULL);
+#ifdef Py_REF_DEBUG
+            _Py_RefTotal -= Py_REFCNT(op);
+#endif
+        }
+    }
+    if (st != NULL) {
+        PyMem_RawFree(st->entries);
+        PyMem_RawFree(st);
+    }
+    if (!held) {
+        Py_INCREF(self);
+        forget_pool(self, get_state(module)->pools, key);
+        Py_DECREF(self);
+    }
     Py_DECREF(key);
-    return 1;
+    return !held;
 }
 
 /* --- opening ------------------------------------------------------------ */
