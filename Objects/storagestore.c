@@ -41,7 +41,6 @@
 #include "pycore_list.h"          // _PyList_AppendTakeRef()
 #include "pycore_long.h"          // _PyLong_DigitCount()
 #include "pycore_object.h"        // _PyObject_GC_TRACK()
-#include "pycore_runtime.h"       // _Py_SINGLETON()
 #include "pycore_setobject.h"     // _PySet_NextEntry()
 #include "pycore_tuple.h"         // _PyTuple_FromArray()
 #include "pycore_storagemap.h"    // the hooks, the managers' API
@@ -762,15 +761,6 @@ _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
     return 0;
 }
 
-/* Is v, an int, one of the small ints (static: _PyStorage_IsStatic())? */
-static inline int
-is_small_int(PyObject *v)
-{
-    const char *p = (const char *)v;
-    const char *base = (const char *)_Py_SINGLETON(small_ints);
-    return p >= base && p < base + sizeof(_Py_SINGLETON(small_ints));
-}
-
 int
 _PyStorage_StoreOver(PyStorageManager *sm, PyObject *old, PyObject *value)
 {
@@ -794,8 +784,8 @@ _PyStorage_StoreOver(PyStorageManager *sm, PyObject *old, PyObject *value)
         size = sizeof(double);
     }
     else if (PyLong_CheckExact(old)) {
-        if (is_small_int(value)) {
-            /* Stored as it is: a pointer to it. */
+        if (_Py_IsImmortal(value)) {
+            /* A small int, static: stored as it is, a pointer to it. */
             return 0;
         }
         /* An int's block has room for at least one digit. */
