@@ -32,6 +32,7 @@
 
 #include "Python.h"
 #include "pycore_dict.h"          // DK_ENTRIES()
+#include "pycore_initconfig.h"    // _Py_GetEnv()
 #include "pycore_object.h"        // _PyType_PreHeaderSize()
 #include "pycore_pyerrors.h"      // _PyErr_Occurred()
 #include "pycore_pystate.h"       // _PyThreadState_GET()
@@ -983,4 +984,71 @@ _PyStorage_InternCopy(PyObject **p, int immortalize)
         _PyUnicode_InternMortal(interp, &copy);
     }
     Py_SETREF(*p, copy);
+}
+
+
+/* --- classes, __main__ --------------------------------------------------- */
+
+_PyStorage_ClassHookFunc _PyStorage_ClassHook = NULL;
+
+/* The path of -X pmem=PATH, else of PYTHONPMEM: a new str, NULL (no
+   exception) when neither is given, or NULL with an exception set. */
+static PyObject *
+main_pool_path(const PyConfig *config)
+{
+    const wchar_t *path = NULL;
+    for (Py_ssize_t i = 0; i < config->xoptions.length; i++) {
+        const wchar_t *opt = config->xoptions.items[i];
+        if (wcsncmp(opt, L"pmem", 4) == 0
+            && (opt[4] == L'=' || opt[4] == L'\0'))
+        {
+            path = opt[4] == L'=' ? opt + 5 : L"";
+        }
+    }
+    if (path != NULL) {
+        if (path[0] == L'\0') {
+            PyErr_SetString(PyExc_ValueError, "-X pmem needs the path of "
+                            "a pool: -X pmem=PATH");
+            return NULL;
+        }
+        return PyUnicode_FromWideChar(path, -1);
+    }
+    const char *env = _Py_GetEnv(config->use_environment, "PYTHONPMEM");
+    return env != NULL ? PyUnicode_DecodeFSDefault(env) : NULL;
+}
+
+int
+_PyStorage_RunMainInPool(const PyConfig *config)
+{
+    PyObject *path = main_pool_path(config);
+    if (path == NULL && !PyErr_Occurred()) {
+        return 0;
+    }
+    PyObject *result = NULL;
+    if (path != NULL) {
+        PyObject *pmem = PyImport_ImportModule("pmem");
+        if (pmem != NULL) {
+            result = PyObject_CallMethod(pmem, "_run_main_in_pool", "O",
+                                         path);
+            Py_DECREF(pmem);
+        }
+        Py_DECREF(path);
+    }
+    if (result != NULL) {
+        Py_DECREF(result);
+        return 0;
+    }
+    /* One line: what went wrong, and the file is as it was. */
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *text = exc == NULL ? NULL : PyObject_Str(exc);
+    const char *msg = text != NULL ? PyUnicode_AsUTF8(text) : NULL;
+    PyErr_Clear();
+    fprintf(stderr, "%ls: %s: %s\n",
+            config->program_name != NULL ? config->program_name : L"python",
+            exc != NULL ? _PyType_Name(Py_TYPE(exc)) : "error",
+            msg != NULL ? msg : "the pool of -X pmem cannot be used");
+    fflush(stderr);
+    Py_XDECREF(text);
+    Py_XDECREF(exc);
+    return -1;
 }

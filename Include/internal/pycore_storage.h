@@ -672,6 +672,29 @@ PyAPI_FUNC(void) _PyStorage_InternCopy(PyObject **p, int immortalize);
    process has them: for a copy of an object into a manager. */
 PyAPI_FUNC(void) _PyStorage_ResetCaches(PyObject *op);
 
+/* --- classes, __main__ ------------------------------------------------- */
+
+/* A class was made (the end of type.__new__): a persistent manager whose
+   objects wait for a class of its name (the class was missing when the
+   manager mapped them) gives them their class.  The hook is the
+   manager's, NULL while none is loaded.  0, or -1 with an exception
+   set. */
+typedef int (*_PyStorage_ClassHookFunc)(PyTypeObject *tp);
+PyAPI_DATA(_PyStorage_ClassHookFunc) _PyStorage_ClassHook;
+
+static inline int
+_PyStorage_ClassMade(PyTypeObject *tp)
+{
+    return _PyStorage_ClassHook != NULL ? _PyStorage_ClassHook(tp) : 0;
+}
+
+/* python -X pmem=PATH, or PYTHONPMEM=PATH: __main__'s bindings persist
+   in the pool at PATH (pmem._run_main_in_pool()), from before the
+   program's first line.  0 (done, or not asked for), or -1 when the pool
+   cannot be used: then a line on stderr has said why, and the
+   interpreter must exit with status 1 without running the program. */
+extern int _PyStorage_RunMainInPool(const PyConfig *config);
+
 #ifdef __cplusplus
 }
 #endif

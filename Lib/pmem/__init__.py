@@ -121,9 +121,63 @@ else:
     MemoryKind = _memkind.Kind
 
 __all__ = ["open", "Pool", "PoolError", "Placeholder",
-           "placeholder_attributes", "storage_of", "PersistentDict",
+           "placeholder_attributes", "storage_of", "current_pool",
+           "transaction", "NotPersistedWarning", "PersistentDict",
            "PersistentList", "PersistentSet", "PersistentByteArray",
            "MemoryKind", "FORMAT_VERSION", "DEFAULT_SIZE"]
+
+
+class NotPersistedWarning(UserWarning):
+    """A variable of __main__, under python -X pmem, is bound for this run
+    only: its value cannot live in the pool (an open file, a generator, a
+    mutable object that something else refers to too).  Said once per
+    name; filter it with -W ignore::pmem.NotPersistedWarning, or make it
+    an error with -W error::pmem.NotPersistedWarning."""
+
+
+def current_pool():
+    """The pool that holds __main__'s variables (python -X pmem=PATH), or
+    None."""
+    return _pmem._main_pool()
+
+
+def transaction(pool=None):
+    """``with pmem.transaction():`` -- one transaction of pool: by
+    default the one of __main__'s variables (python -X pmem), else the
+    one pool that this process has open."""
+    if pool is None:
+        pool = current_pool()
+    if pool is None:
+        pools = [p for p in _pmem._pools() if not p.closed]
+        if len(pools) != 1:
+            raise PoolError(
+                "pmem.transaction() names no pool: python runs without -X "
+                f"pmem, and this process has {len(pools)} pools open; use "
+                "`with pool:`")
+        pool, = pools
+    return pool
+
+
+def _run_main_in_pool(path):
+    """Keep __main__'s variables in the pool at path (python -X pmem=PATH,
+    PYTHONPMEM=PATH), from now until the interpreter exits: the
+    interpreter calls this before the program's first line."""
+    import atexit
+    import sys
+    pool = open(path)
+    try:
+        _pmem._start_main(pool, sys.modules["__main__"], NotPersistedWarning,
+                          Placeholder)
+    except BaseException:
+        pool.close()
+        raise
+    # The last of the exit functions (the first registered): those that
+    # the program registers still change its variables.
+    atexit.register(_pmem._stop_main)
+    # The pool is this process's: programs that it starts (subprocess,
+    # multiprocessing's spawned workers) run without it, instead of
+    # failing to open a pool held by their parent.
+    os.environ.pop("PYTHONPMEM", None)
 
 
 def storage_of(obj):

@@ -455,6 +455,10 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     p->doomed = 0;
     p->owner = 0;
     PyMutex_Unlock(&p->writer);
+    if (p->mainns != NULL) {
+        /* __main__'s bindings follow the pool's namespace. */
+        _PyPmem_MainEnded(p, committing && err == 0);
+    }
     if (!committing) {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
@@ -531,6 +535,7 @@ _PyPmem_SavepointPush(PoolObject *p)
     sp->undo_len = p->undo_len;
     sp->ntxfreed = p->ntxfreed;
     sp->ntxmade = p->ntxmade;
+    sp->main_log = _PyPmem_MainLogLength(p);
     return 0;
 }
 
@@ -557,6 +562,7 @@ _PyPmem_SavepointPop(PoolObject *p, int ok)
             p->ntxfreed = sp.ntxfreed;
             _PyPmem_RepairFinish(p, repair);
             _PyPmem_RestoreTypeTable(p);
+            _PyPmem_MainUndo(p, sp.main_log);
         }
     }
     if (p->nsavepoints == 0) {

@@ -101,6 +101,14 @@ static PyMethodDef module_methods[] = {
      "(DRAM)."},
     {"_set_format_version", set_format_version, METH_VARARGS,
      "For tests: _set_format_version(path, version)."},
+    {"_start_main", (PyCFunction)(void(*)(void))_PyPmem_StartMain,
+     METH_FASTCALL,
+     "_start_main(pool, module, warning, placeholder): module's bindings "
+     "persist in pool's namespace (python -X pmem=PATH)."},
+    {"_stop_main", _PyPmem_StopMain, METH_NOARGS,
+     "_stop_main(): __main__'s bindings stop persisting (at exit)."},
+    {"_main_pool", _PyPmem_MainPool, METH_NOARGS,
+     "_main_pool(): the pool of __main__'s namespace, or None."},
     {"_pools", pools, METH_NOARGS,
      "For tests: the pools of this process that it has not let go."},
     {NULL}
@@ -143,6 +151,8 @@ pmem_exec(PyObject *module)
     if (r < 0) {
         return -1;
     }
+    /* Instances that wait for a class get it when it is made. */
+    _PyPmem_WatchClasses();
     /* One arena for every thread (the default is one per thread, each
        with runs of its own): a pool has one writer at a time. */
     enum pobj_arenas_assignment_type one_arena =

@@ -54,6 +54,7 @@
  *   openpass.c    the open pass
  *   poolobject.c  the Pool type, pool.gc()
  *   namespace.c   the Namespace type (pool.ns)
+ *   mainns.c      __main__'s namespace in a pool (-X pmem)
  *   module.c      the module
  *   heapcheck.c   libpmemobj's heap metadata, checked in a child
  */
@@ -184,6 +185,8 @@ typedef struct PoolObject {
     PyObject *error;              /* pmem.PoolError */
     struct alloc_classes classes_of_sizes;  /* what pool_xalloc() uses */
     size_t failed_size;           /* an allocation that did not fit */
+    void *mainns;                 /* __main__'s namespace (-X pmem), or
+                                     NULL (mainns.c) */
 } PoolObject;
 
 #define POOL(sm) ((PoolObject *)((char *)(sm) - offsetof(PoolObject, sm)))
@@ -194,6 +197,7 @@ struct savepoint {
     size_t undo_len;              /* p->undo_len at its start */
     size_t ntxfreed;              /* p->ntxfreed at its start */
     size_t ntxmade;               /* p->ntxmade at its start */
+    size_t main_log;              /* _PyPmem_MainLogLength() at its start */
 };
 
 typedef struct {
@@ -394,6 +398,7 @@ PyObject *_PyPmem_Unresolved(PoolObject *self,
                              PyObject *Py_UNUSED(ignored));
 PyObject *_PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored));
 uint64_t _PyPmem_TypeCode(PoolObject *p, PyTypeObject *type);
+void _PyPmem_WatchClasses(void);
 void _PyPmem_RestoreTypeTable(PoolObject *p);
 
 /* undo.c: the reference counts around an abort */
@@ -412,6 +417,16 @@ int _PyPmem_End(PyStorageManager *sm, int ok);
 int _PyPmem_SavepointPush(PoolObject *p);
 void _PyPmem_SavepointPop(PoolObject *p, int ok);
 int _PyPmem_Modify(PyStorageManager *sm, void *addr, size_t size);
+
+/* mainns.c: __main__'s namespace in a pool (python -X pmem=PATH) */
+size_t _PyPmem_MainLogLength(PoolObject *p);
+void _PyPmem_MainUndo(PoolObject *p, size_t from);
+void _PyPmem_MainEnded(PoolObject *p, int committed);
+int _PyPmem_MainBindResolved(PoolObject *p);
+PyObject *_PyPmem_StartMain(PyObject *module, PyObject *const *args,
+                            Py_ssize_t nargs);
+PyObject *_PyPmem_StopMain(PyObject *module, PyObject *Py_UNUSED(ignored));
+PyObject *_PyPmem_MainPool(PyObject *module, PyObject *Py_UNUSED(ignored));
 
 /* openpass.c */
 int _PyPmem_OpenPass(PoolObject *p);

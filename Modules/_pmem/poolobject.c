@@ -597,6 +597,12 @@ pool_close(PoolObject *self, PyObject *Py_UNUSED(ignored))
                      "transactions", self->path);
         return NULL;
     }
+    if (self->mainns != NULL) {
+        PyErr_Format(self->error, "pool %R holds __main__'s namespace "
+                     "(python -X pmem): it closes when the interpreter "
+                     "exits", self->path);
+        return NULL;
+    }
     if (self->pop == NULL || self->forked) {
         self->closed = 1;
         Py_RETURN_NONE;

@@ -67,10 +67,11 @@ find_class(PyObject *name)
    says why; or NULL with an exception set (and no reason) when this
    process fails (MemoryError, KeyboardInterrupt), which stops the open. */
 static PyObject *
-class_with_layout(PyObject *name, PyObject *layout, PyObject **reason)
+class_with_layout(PyObject *name, PyObject *made, PyObject *layout,
+                  PyObject **reason)
 {
     *reason = NULL;
-    PyObject *cls = find_class(name);
+    PyObject *cls = made != NULL ? Py_NewRef(made) : find_class(name);
     if (cls == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_Exception)
             || PyErr_ExceptionMatches(PyExc_MemoryError))
@@ -127,7 +128,7 @@ _PyPmem_ClassOfEntry(PoolObject *p, PyObject *entry)
     if (name == NULL || layout == NULL) {
         goto done;
     }
-    cls = class_with_layout(name, layout, &reason);
+    cls = class_with_layout(name, NULL, layout, &reason);
     if (cls != NULL || reason == NULL) {
         goto done;
     }
@@ -260,8 +261,11 @@ _PyPmem_Unresolved(PoolObject *self, PyObject *Py_UNUSED(ignored))
     return unresolved;
 }
 
-PyObject *
-_PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
+/* resolve(), for every placeholder, or (name not NULL) for the one of
+   name, with made, a class just made that has that name (it may not be
+   bound to its name yet). */
+static PyObject *
+resolve(PoolObject *self, PyObject *only, PyObject *made)
 {
     if (_PyPmem_CheckOpen(self) < 0) {
         return NULL;
@@ -289,6 +293,16 @@ _PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
             }
             continue;             /* unused, or a class */
         }
+        if (only != NULL) {
+            int same = PyUnicode_Compare(name, only);
+            if (same != 0) {
+                Py_DECREF(name);
+                if (same == -1 && PyErr_Occurred()) {
+                    goto error;
+                }
+                continue;
+            }
+        }
         /* Still missing: the reason it had at the open stays. */
         PyObject *entry = PyList_GET_ITEM(table, i);
         Py_ssize_t length = PyUnicode_GET_LENGTH(entry);
@@ -298,7 +312,8 @@ _PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
                                                         length);
         PyObject *reason = NULL;
         PyObject *cls = layout == NULL
-                        ? NULL : class_with_layout(name, layout, &reason);
+                        ? NULL : class_with_layout(name, made, layout,
+                                                   &reason);
         Py_XDECREF(layout);
         Py_XDECREF(reason);
         PyObject *pair = cls == NULL ? NULL : Py_BuildValue("nO", i, cls);
@@ -368,6 +383,76 @@ error:
     Py_XDECREF(found);
     Py_XDECREF(names);
     return NULL;
+}
+
+PyObject *
+_PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *names = resolve(self, NULL, NULL);
+    if (names != NULL && _PyPmem_MainBindResolved(self) < 0) {
+        Py_CLEAR(names);
+    }
+    return names;
+}
+
+/* A class was made (the core's _PyStorage_ClassHook): the instances of
+   each open pool that wait for a class of its module and qualified name
+   are given it, when it has their layout.  Not inside a transaction of
+   the pool (resolve() refuses to): the next class made, or resolve(),
+   gives them their class then. */
+static int
+class_made(PyTypeObject *tp)
+{
+    PyObject *name = NULL;
+    for (PoolObject *p = _PyPmem_OpenPools; p != NULL; p = p->next_open) {
+        if (p->closed || p->forked || p->depth > 0
+            || !_PyStorage_IsPlainClass(tp))
+        {
+            continue;
+        }
+        int waiting = 0;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(p->classes); i++) {
+            PyObject *cls = PyList_GET_ITEM(p->classes, i);
+            if (cls != Py_None && PyType_Check(cls)
+                && strcmp(((PyTypeObject *)cls)->tp_name, tp->tp_name) == 0
+                && PyObject_HasAttrString(cls, "__pmem_class__"))
+            {
+                waiting = 1;
+                break;
+            }
+        }
+        if (!waiting) {
+            continue;
+        }
+        if (name == NULL) {
+            PyObject *module = PyObject_GetAttrString((PyObject *)tp,
+                                                      "__module__");
+            name = module == NULL || !PyUnicode_Check(module) ? NULL
+                   : PyUnicode_FromFormat("%U:%U", module,
+                                          ((PyHeapTypeObject *)tp)
+                                          ->ht_qualname);
+            Py_XDECREF(module);
+            if (name == NULL) {
+                return PyErr_ExceptionMatches(PyExc_AttributeError)
+                       ? (PyErr_Clear(), 0) : -1;
+            }
+        }
+        PyObject *done = resolve(p, name, (PyObject *)tp);
+        if (done == NULL || _PyPmem_MainBindResolved(p) < 0) {
+            Py_XDECREF(done);
+            Py_DECREF(name);
+            return -1;
+        }
+        Py_DECREF(done);
+    }
+    Py_XDECREF(name);
+    return 0;
+}
+
+void
+_PyPmem_WatchClasses(void)
+{
+    _PyStorage_ClassHook = class_made;
 }
 
 static PyObject *

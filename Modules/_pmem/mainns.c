@@ -1,0 +1,799 @@
+/* The __main__ module's namespace in a pool: python -X pmem=PATH.
+ *
+ * __main__'s dict stays an ordinary dict in DRAM, so that the
+ * interpreter's global loads keep their specializations and a value that
+ * cannot live in a pool (a module, a function, an open file) can still be
+ * bound.  What persists is its image in the pool's namespace dict
+ * (pool.ns): the bindings whose values can live in the pool.  Each
+ * operation on __main__'s dict updates it, in the same transaction.
+ *
+ * How the operations are seen.  The dict is allocated in a region of
+ * DRAM of its own, next to the pool's mapping, whose storage manager is
+ * this file's: core object code calls its hooks for every operation on
+ * the dict (begin/end) and for every entry that it is about to write
+ * (modify), as it does for a pool's objects, and for no other dict.  begin
+ * begins a transaction of the pool; modify notes the names whose entries
+ * change; the outermost end brings the pool's namespace in line with
+ * them (reconcile()) and ends the transaction.  For each changed name:
+ *
+ *   a value of the pool, or static   the pool's namespace refers to it
+ *   another value                    pmem's store rule (copied, moved,
+ *                                    refused); __main__'s dict then holds
+ *                                    the pool's copy
+ *   a module, a function, a class,   per run: the pool's binding of the
+ *   a dunder name, a refused value   name is removed; a refused value
+ *                                    warns (NotPersistedWarning), once per
+ *                                    name
+ *   unbound (del)                    removed from the pool
+ *
+ * ns->shadow holds the bindings as the last end left them: what a name's
+ * value was before the operation, and, when an operation changed more
+ * than modify tells (a resize, a clear), which names changed.
+ *
+ * Undo.  A transaction that is undone (a `with pmem.transaction():` block
+ * that raises, a savepoint, a commit that fails) restores the pool's
+ * namespace with the rest of the pool's memory; the bindings of
+ * __main__'s dict that it changed are restored from ns->log, the old
+ * value of each name at each change, newest first.
+ *
+ * Placeholders.  A persisted binding whose value is an instance of a
+ * class that the open could not find (one that the program itself
+ * defines) waits in ns->pending, unbound, until the class exists: the
+ * pool's resolve() then gives the instance its class
+ * (_PyPmem_MainClassMade()).
+ */
+
+#include "pool.h"
+#include "pycore_dict.h"          // DK_ENTRIES()
+#include "pycore_moduleobject.h"  // PyModuleObject
+
+/* --- the region ---------------------------------------------------------
+
+   The dict and its keys tables: blocks of a power of two bytes, each
+   after a header that holds its class, from free lists by class or the
+   region's unused end.  The region is reserved, not committed: its pages
+   are made as they are used. */
+
+#define REGION_SIZE ((size_t)1 << 30)
+#define BLOCK_HEADER 16
+#define MIN_CLASS 6
+#define NCLASSES 31
+
+typedef struct {
+    PyObject *name;
+    PyObject *old;                /* NULL: unbound */
+} undo_record;
+
+typedef struct {
+    PyStorageManager sm;
+    PoolObject *pool;
+    PyObject *dict;               /* __main__'s */
+    PyObject *pool_ns;            /* the pool's namespace dict */
+    PyObject *shadow;             /* {name: value} as the last end left */
+    PyObject *pending;            /* {name: placeholder}, not bound yet */
+    PyObject *warned;             /* the names warned about */
+    PyObject *warning;            /* pmem.NotPersistedWarning */
+    PyObject *placeholder;        /* pmem.Placeholder */
+    int off;                      /* stopped (the interpreter exits) */
+    unsigned long writing;        /* the thread that writes the dict
+                                     itself: its hooks do nothing */
+    /* The operation going on (inside the pool's transaction). */
+    int depth;
+    PyDictKeysObject *keys;       /* the dict's keys at its start */
+    int overflow;                 /* more changed than noted below */
+#define NOTED_MAX 8
+    PyObject *noted[NOTED_MAX];   /* names whose entries it writes */
+    int nnoted;
+    Py_ssize_t fresh[NOTED_MAX];  /* empty entries that it fills */
+    int nfresh;
+    undo_record *log;
+    size_t nlog, log_allocated;
+    char *region;
+    size_t used;
+    char *free_lists[NCLASSES];
+} mainns;
+
+#define MAINNS(sm) ((mainns *)((char *)(sm) - offsetof(mainns, sm)))
+
+/* The one of this process. */
+static mainns *the_main = NULL;
+
+static void *
+region_alloc(PyStorageManager *sm, size_t size, PyTypeObject *Py_UNUSED(type))
+{
+    mainns *ns = MAINNS(sm);
+    size_t c = MIN_CLASS;
+    while (c < NCLASSES && ((size_t)1 << c) < size + BLOCK_HEADER) {
+        c++;
+    }
+    if (c >= NCLASSES) {
+        return NULL;
+    }
+    char *block = ns->free_lists[c];
+    if (block != NULL) {
+        memcpy(&ns->free_lists[c], block + BLOCK_HEADER, sizeof(char *));
+    }
+    else {
+        if (((size_t)1 << c) > REGION_SIZE - ns->used) {
+            return NULL;
+        }
+        block = ns->region + ns->used;
+        ns->used += (size_t)1 << c;
+        memcpy(block, &c, sizeof(c));
+    }
+    memset(block + BLOCK_HEADER, 0, ((size_t)1 << c) - BLOCK_HEADER);
+    return block + BLOCK_HEADER;
+}
+
+static void
+region_free(PyStorageManager *sm, void *ptr)
+{
+    mainns *ns = MAINNS(sm);
+    char *block = (char *)ptr - BLOCK_HEADER;
+    size_t c;
+    memcpy(&c, block, sizeof(c));
+    memcpy(block + BLOCK_HEADER, &ns->free_lists[c], sizeof(char *));
+    ns->free_lists[c] = block;
+}
+
+static void *
+region_realloc(PyStorageManager *sm, void *ptr, size_t size)
+{
+    if (ptr == NULL) {
+        return region_alloc(sm, size, NULL);
+    }
+    size_t c;
+    memcpy(&c, (char *)ptr - BLOCK_HEADER, sizeof(c));
+    size_t have = ((size_t)1 << c) - BLOCK_HEADER;
+    if (size <= have) {
+        return ptr;
+    }
+    void *moved = region_alloc(sm, size, NULL);
+    if (moved != NULL) {
+        memcpy(moved, ptr, have);
+        region_free(sm, ptr);
+    }
+    return moved;
+}
+
+/* Reserve the region, next to the pool's mapping when that address is
+   free: the registry's bounds then cover the two and little else. */
+static char *
+map_region(PoolObject *p)
+{
+    char *hint = (char *)p->pop - REGION_SIZE;
+    void *region = mmap(hint, REGION_SIZE, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (region == MAP_FAILED) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return NULL;
+    }
+    return region;
+}
+
+
+/* --- the names ------------------------------------------------------- */
+
+/* Is name one of the interpreter's (__name__, __builtins__...)? */
+static int
+is_dunder(PyObject *name)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+    return (n >= 5
+            && PyUnicode_READ_CHAR(name, 0) == '_'
+            && PyUnicode_READ_CHAR(name, 1) == '_'
+            && PyUnicode_READ_CHAR(name, n - 1) == '_'
+            && PyUnicode_READ_CHAR(name, n - 2) == '_');
+}
+
+/* Is v code that the program makes again in each run, silently per run:
+   a module, a class, a function or method? */
+static int
+is_code(PyObject *v)
+{
+    return (PyModule_Check(v) || PyType_Check(v) || PyFunction_Check(v)
+            || PyCFunction_Check(v) || PyMethod_Check(v)
+            || PyInstanceMethod_Check(v) || PyCode_Check(v)
+            || Py_IS_TYPE(v, &PyClassMethod_Type)
+            || Py_IS_TYPE(v, &PyStaticMethod_Type)
+            || Py_IS_TYPE(v, &PyClassMethodDescr_Type)
+            || Py_IS_TYPE(v, &PyMethodDescr_Type)
+            || Py_IS_TYPE(v, &PyWrapperDescr_Type));
+}
+
+static int
+is_placeholder(mainns *ns, PyObject *v)
+{
+    return PyObject_TypeCheck(v, (PyTypeObject *)ns->placeholder);
+}
+
+/* Write the dict itself, as the hooks' caller: value NULL unbinds. */
+static int
+write_binding(mainns *ns, PyObject *name, PyObject *value)
+{
+    unsigned long outer = ns->writing;
+    ns->writing = PyThread_get_thread_ident();
+    int r;
+    if (value != NULL) {
+        r = PyDict_SetItem(ns->dict, name, value);
+    }
+    else {
+        r = PyDict_Pop(ns->dict, name, NULL) < 0 ? -1 : 0;
+    }
+    ns->writing = outer;
+    return r;
+}
+
+static int
+pool_unbind(mainns *ns, PyObject *name)
+{
+    return PyDict_Pop(ns->pool_ns, name, NULL) < 0 ? -1 : 0;
+}
+
+/* A refused value: warned about once per name.  0, or -1 when the
+   warning is an error (-W error). */
+static int
+warn_once(mainns *ns, PyObject *name, PyObject *why)
+{
+    int seen = PySet_Contains(ns->warned, name);
+    if (seen != 0) {
+        return seen < 0 ? -1 : 0;
+    }
+    if (PySet_Add(ns->warned, name) < 0) {
+        return -1;
+    }
+    return PyErr_WarnFormat(ns->warning, 1, "%R is bound for this run "
+                            "only: %S", name, why);
+}
+
+/* Keep name = *pvalue in the pool, or not.  *pvalue is a reference of
+   the caller, who holds held of them (this one's included); it is
+   replaced by the pool's copy when the store rule makes one.  0, or -1
+   with an exception set. */
+static int
+persist(mainns *ns, PyObject *name, PyObject **pvalue, Py_ssize_t held)
+{
+    PyObject *v = *pvalue;
+    if (!PyUnicode_CheckExact(name) || is_dunder(name) || is_code(v)) {
+        return pool_unbind(ns, name);
+    }
+    if (!_PyStorage_IsStatic(v) && PyStorage_Of(v) != &ns->pool->sm) {
+        if (_PyStorage_StoreSlow(ns->pool_ns, pvalue, held) < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+                return -1;
+            }
+            PyObject *why = PyErr_GetRaisedException();
+            int r = pool_unbind(ns, name);
+            if (r == 0) {
+                r = warn_once(ns, name, why);
+            }
+            Py_DECREF(why);
+            return r;
+        }
+        v = *pvalue;
+    }
+    PyObject *kept = PyDict_GetItemWithError(ns->pool_ns, name);
+    if (kept == v) {
+        return 0;
+    }
+    if (kept == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    return PyDict_SetItem(ns->pool_ns, name, v);
+}
+
+static int
+log_change(mainns *ns, PyObject *name, PyObject *old)
+{
+    if (_PyPmem_RESERVE(ns->log, ns->log_allocated, ns->nlog + 1, 16) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    ns->log[ns->nlog].name = Py_NewRef(name);
+    ns->log[ns->nlog].old = Py_XNewRef(old);
+    ns->nlog++;
+    return 0;
+}
+
+/* Bring the pool's binding of name in line with the dict's. */
+static int
+reconcile_name(mainns *ns, PyObject *name, Py_ssize_t held)
+{
+    PyObject *old = PyDict_GetItemWithError(ns->shadow, name);
+    if (old == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *value;
+    if (PyDict_GetItemRef(ns->dict, name, &value) < 0) {
+        return -1;
+    }
+    if (value == old) {
+        Py_XDECREF(value);
+        return 0;
+    }
+    if (log_change(ns, name, old) < 0) {
+        Py_XDECREF(value);
+        return -1;
+    }
+    if (PyDict_Pop(ns->pending, name, NULL) < 0) {
+        Py_XDECREF(value);
+        return -1;
+    }
+    if (value == NULL) {
+        return (PyDict_Pop(ns->shadow, name, NULL) < 0
+                || pool_unbind(ns, name) < 0) ? -1 : 0;
+    }
+    PyObject *given = value;
+    int r = persist(ns, name, &value, held + 1);
+    if (r == 0 && value != given) {
+        r = write_binding(ns, name, value);
+    }
+    if (r == 0) {
+        r = PyDict_SetItem(ns->shadow, name, value);
+    }
+    Py_DECREF(value);
+    return r;
+}
+
+/* The names that the operation changed: a new list. */
+static PyObject *
+changed_names(mainns *ns)
+{
+    PyObject *names = PyList_New(0);
+    if (names == NULL) {
+        return NULL;
+    }
+    PyDictKeysObject *keys = ((PyDictObject *)ns->dict)->ma_keys;
+    if (!ns->overflow && keys == ns->keys) {
+        for (int i = 0; i < ns->nnoted; i++) {
+            if (PyList_Append(names, ns->noted[i]) < 0) {
+                goto error;
+            }
+        }
+        for (int i = 0; i < ns->nfresh; i++) {
+            PyObject *key = DK_IS_UNICODE(keys)
+                            ? DK_UNICODE_ENTRIES(keys)[ns->fresh[i]].me_key
+                            : DK_ENTRIES(keys)[ns->fresh[i]].me_key;
+            if (key != NULL && PyList_Append(names, key) < 0) {
+                goto error;
+            }
+        }
+        return names;
+    }
+    /* Every name whose value is not the one it had. */
+    Py_ssize_t pos = 0;
+    PyObject *name, *value;
+    while (PyDict_Next(ns->dict, &pos, &name, &value)) {
+        PyObject *old = PyDict_GetItemWithError(ns->shadow, name);
+        if ((old == NULL && PyErr_Occurred())
+            || (old != value && PyList_Append(names, name) < 0))
+        {
+            goto error;
+        }
+    }
+    pos = 0;
+    while (PyDict_Next(ns->shadow, &pos, &name, &value)) {
+        int has = PyDict_Contains(ns->dict, name);
+        if (has < 0 || (!has && PyList_Append(names, name) < 0)) {
+            goto error;
+        }
+    }
+    return names;
+error:
+    Py_DECREF(names);
+    return NULL;
+}
+
+/* Give the bindings of the log's records from `from` on their old
+   values, newest first, in the dict and the shadow (and in the pool's
+   namespace too when pool is true: else the pool's undo did it).  What
+   the dict let go of is let go of after, so that no code runs in
+   between. */
+static void
+undo_changes(mainns *ns, size_t from, int pool)
+{
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *dropped = PyList_New(0);
+    while (ns->nlog > from) {
+        undo_record rec = ns->log[--ns->nlog];
+        PyObject *now;
+        if (PyDict_GetItemRef(ns->dict, rec.name, &now) >= 0 && now != NULL
+            && dropped != NULL && PyList_Append(dropped, now) < 0)
+        {
+            Py_CLEAR(dropped);
+        }
+        Py_XDECREF(now);
+        int r = write_binding(ns, rec.name, rec.old);
+        if (r == 0) {
+            r = rec.old != NULL
+                ? PyDict_SetItem(ns->shadow, rec.name, rec.old)
+                : (PyDict_Pop(ns->shadow, rec.name, NULL) < 0 ? -1 : 0);
+        }
+        if (r == 0 && pool) {
+            r = (rec.old != NULL && (_PyStorage_IsStatic(rec.old)
+                                     || PyStorage_Of(rec.old)
+                                        == &ns->pool->sm))
+                ? PyDict_SetItem(ns->pool_ns, rec.name, rec.old)
+                : pool_unbind(ns, rec.name);
+        }
+        if (r == 0 && rec.old == NULL) {
+            /* A placeholder of the pool's waits again. */
+            PyObject *kept = PyDict_GetItemWithError(ns->pool_ns, rec.name);
+            if (kept != NULL && is_placeholder(ns, kept)) {
+                r = PyDict_SetItem(ns->pending, rec.name, kept);
+            }
+        }
+        if (r < 0 || PyErr_Occurred()) {
+            PyErr_FormatUnraisable("Exception ignored while undoing the "
+                                   "binding of %R in __main__", rec.name);
+        }
+        Py_DECREF(rec.name);
+        Py_XDECREF(rec.old);
+    }
+    Py_XDECREF(dropped);
+    PyErr_SetRaisedException(exc);
+}
+
+static void
+forget_noted(mainns *ns)
+{
+    for (int i = 0; i < ns->nnoted; i++) {
+        Py_CLEAR(ns->noted[i]);
+    }
+    ns->nnoted = ns->nfresh = 0;
+    ns->overflow = 0;
+}
+
+/* Give the names their values from the shadow (an operation that failed
+   before the pool's namespace followed it). */
+static void
+restore_names(mainns *ns, PyObject *names)
+{
+    PyObject *exc = PyErr_GetRaisedException();
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(names); i++) {
+        PyObject *name = PyList_GET_ITEM(names, i);
+        PyObject *old = PyDict_GetItemWithError(ns->shadow, name);
+        if ((old == NULL && PyErr_Occurred())
+            || write_binding(ns, name, old) < 0)
+        {
+            PyErr_FormatUnraisable("Exception ignored while undoing the "
+                                   "binding of %R in __main__", name);
+        }
+    }
+    PyErr_SetRaisedException(exc);
+}
+
+/* The end of an operation on the dict: the pool's namespace follows it,
+   in the pool's transaction.  When the operation failed, or the pool
+   cannot follow, the operation is undone here (the pool's transaction
+   may go on: its changes are undone with it, or stay a nested block's,
+   as for any failed operation on a pool's object). */
+static int
+reconcile(mainns *ns, int ok)
+{
+    size_t mark = ns->nlog;
+    PyObject *names = changed_names(ns);
+    forget_noted(ns);
+    if (names == NULL) {
+        return -1;
+    }
+    int r = 0;
+    if (ok) {
+        /* A value that one binding stores is held by the dict's entry
+           and by the code that stores it (a value of several, by the
+           dict alone). */
+        Py_ssize_t held = PyList_GET_SIZE(names) == 1 ? 2 : 1;
+        for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(names); i++) {
+            r = reconcile_name(ns, PyList_GET_ITEM(names, i), held);
+        }
+    }
+    if (!ok || r < 0) {
+        undo_changes(ns, mark, 1);
+        restore_names(ns, names);
+    }
+    Py_DECREF(names);
+    return r;
+}
+
+
+/* --- the hooks -------------------------------------------------------- */
+
+static int
+passive(mainns *ns)
+{
+    return (ns->off || ns->pool->forked || ns->pool->closed
+            || ns->writing == PyThread_get_thread_ident());
+}
+
+static int
+main_begin(PyStorageManager *sm)
+{
+    mainns *ns = MAINNS(sm);
+    if (passive(ns)) {
+        return 0;
+    }
+    /* The pool's writer lock first: the state below is its holder's. */
+    if (_PyPmem_Begin(&ns->pool->sm) < 0) {
+        return -1;
+    }
+    if (ns->depth++ == 0) {
+        ns->keys = ((PyDictObject *)ns->dict)->ma_keys;
+        forget_noted(ns);
+    }
+    return 0;
+}
+
+static int
+main_end(PyStorageManager *sm, int ok)
+{
+    mainns *ns = MAINNS(sm);
+    if (passive(ns)) {
+        return 0;
+    }
+    int r = 0;
+    if (--ns->depth == 0) {
+        r = reconcile(ns, ok);
+    }
+    if (_PyPmem_End(&ns->pool->sm, ok && r == 0) < 0) {
+        r = -1;
+    }
+    return r;
+}
+
+/* Note the name of the entry at addr, if it is one. */
+static int
+main_modify(PyStorageManager *sm, void *addr, size_t Py_UNUSED(size))
+{
+    mainns *ns = MAINNS(sm);
+    if (passive(ns) || ns->depth == 0 || ns->overflow) {
+        return 0;
+    }
+    PyDictKeysObject *keys = ((PyDictObject *)ns->dict)->ma_keys;
+    if (keys != ns->keys) {
+        ns->overflow = 1;
+        return 0;
+    }
+    int unicode = DK_IS_UNICODE(keys);
+    char *start = unicode ? (char *)DK_UNICODE_ENTRIES(keys)
+                          : (char *)DK_ENTRIES(keys);
+    size_t size = unicode ? sizeof(PyDictUnicodeEntry)
+                          : sizeof(PyDictKeyEntry);
+    char *a = (char *)addr;
+    if (a < start
+        || a >= start + (size_t)(keys->dk_usable + keys->dk_nentries) * size)
+    {
+        return 0;
+    }
+    Py_ssize_t ix = (a - start) / (Py_ssize_t)size;
+    PyObject *key = unicode ? DK_UNICODE_ENTRIES(keys)[ix].me_key
+                            : DK_ENTRIES(keys)[ix].me_key;
+    if (key != NULL) {
+        if (ns->nnoted == NOTED_MAX) {
+            ns->overflow = 1;
+        }
+        else {
+            ns->noted[ns->nnoted++] = Py_NewRef(key);
+        }
+    }
+    else if (ns->nfresh == NOTED_MAX) {
+        ns->overflow = 1;
+    }
+    else {
+        ns->fresh[ns->nfresh++] = ix;
+    }
+    return 0;
+}
+
+
+/* --- the pool's transactions ------------------------------------------ */
+
+size_t
+_PyPmem_MainLogLength(PoolObject *p)
+{
+    return p->mainns != NULL ? ((mainns *)p->mainns)->nlog : 0;
+}
+
+/* A savepoint was undone: so are the changes of bindings since from. */
+void
+_PyPmem_MainUndo(PoolObject *p, size_t from)
+{
+    if (p->mainns != NULL) {
+        undo_changes((mainns *)p->mainns, from, 0);
+    }
+}
+
+/* The outermost transaction ended: committed, or undone. */
+void
+_PyPmem_MainEnded(PoolObject *p, int committed)
+{
+    mainns *ns = (mainns *)p->mainns;
+    if (ns == NULL || ns->nlog == 0) {
+        return;
+    }
+    if (!committed) {
+        undo_changes(ns, 0, 0);
+        return;
+    }
+    PyObject *exc = PyErr_GetRaisedException();
+    size_t n = ns->nlog;
+    undo_record *log = ns->log;
+    ns->log = NULL;
+    ns->nlog = ns->log_allocated = 0;
+    for (size_t i = 0; i < n; i++) {
+        Py_DECREF(log[i].name);
+        Py_XDECREF(log[i].old);
+    }
+    PyMem_RawFree(log);
+    PyErr_SetRaisedException(exc);
+}
+
+
+/* --- placeholders ----------------------------------------------------- */
+
+/* Bind the pending names whose values have their class now. */
+static int
+bind_resolved(mainns *ns)
+{
+    PyObject *names = PyDict_Keys(ns->pending);
+    if (names == NULL) {
+        return -1;
+    }
+    int r = 0;
+    for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(names); i++) {
+        PyObject *name = PyList_GET_ITEM(names, i);
+        PyObject *value = PyDict_GetItemWithError(ns->pending, name);
+        if (value == NULL || is_placeholder(ns, value)) {
+            r = PyErr_Occurred() ? -1 : 0;
+            continue;
+        }
+        Py_INCREF(value);
+        r = PyDict_Pop(ns->pending, name, NULL) < 0 ? -1 : 0;
+        if (r == 0) {
+            r = write_binding(ns, name, value);
+        }
+        if (r == 0) {
+            r = PyDict_SetItem(ns->shadow, name, value);
+        }
+        Py_DECREF(value);
+    }
+    Py_DECREF(names);
+    return r;
+}
+
+int
+_PyPmem_MainBindResolved(PoolObject *p)
+{
+    mainns *ns = (mainns *)p->mainns;
+    return ns == NULL || PyDict_GET_SIZE(ns->pending) == 0
+           ? 0 : bind_resolved(ns);
+}
+
+
+/* --- start and stop --------------------------------------------------- */
+
+/* _pmem._start_main(pool, module, warning, placeholder): module's dict
+   is replaced by one whose bindings persist in pool's namespace, with
+   those that the namespace holds already. */
+PyObject *
+_PyPmem_StartMain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!_PyArg_CheckPositional("_start_main", nargs, 4, 4)) {
+        return NULL;
+    }
+    PyTypeObject *pool_type = get_state(module)->PoolType;
+    if (!PyObject_TypeCheck(args[0], pool_type) || !PyModule_Check(args[1])
+        || !PyType_Check(args[3]))
+    {
+        PyErr_SetString(PyExc_TypeError,
+                        "_start_main(pool, module, warning, placeholder)");
+        return NULL;
+    }
+    if (the_main != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "__main__ is in a pool already");
+        return NULL;
+    }
+    PoolObject *p = (PoolObject *)args[0];
+    if (_PyPmem_CheckOpen(p) < 0) {
+        return NULL;
+    }
+    mainns *ns = PyMem_RawCalloc(1, sizeof(mainns));
+    if (ns == NULL) {
+        return PyErr_NoMemory();
+    }
+    ns->sm = (PyStorageManager){
+        .name = "__main__",
+        .alloc = region_alloc,
+        .realloc = region_realloc,
+        .free = region_free,
+        .begin = main_begin,
+        .end = main_end,
+        .modify = main_modify,
+    };
+    ns->region = map_region(p);
+    if (ns->region == NULL) {
+        PyMem_RawFree(ns);
+        return NULL;
+    }
+    if (PyStorage_AddRange(&ns->sm, ns->region, REGION_SIZE) < 0) {
+        munmap(ns->region, REGION_SIZE);
+        PyMem_RawFree(ns);
+        return NULL;
+    }
+    /* From here on, the manager stays registered while the process
+       lives (a dict of its region may outlive anything). */
+    ns->writing = PyThread_get_thread_ident();
+    ns->pool = (PoolObject *)Py_NewRef(p);
+    ns->warning = Py_NewRef(args[2]);
+    ns->placeholder = Py_NewRef(args[3]);
+    ns->pool_ns = _PyPmem_PoolNamespace(p, NULL);
+    ns->shadow = PyDict_New();
+    ns->pending = PyDict_New();
+    ns->warned = PySet_New(NULL);
+    if (ns->pool_ns == NULL || ns->shadow == NULL || ns->pending == NULL
+        || ns->warned == NULL || PyStorage_PushPlacement(&ns->sm) < 0)
+    {
+        goto error;
+    }
+    ns->dict = PyDict_New();
+    (void)PyStorage_PopPlacement(&ns->sm);
+    PyModuleObject *m = (PyModuleObject *)args[1];
+    if (ns->dict == NULL || PyDict_Update(ns->dict, m->md_dict) < 0) {
+        goto error;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *name, *value;
+    while (PyDict_Next(ns->pool_ns, &pos, &name, &value)) {
+        if (!PyUnicode_CheckExact(name) || is_dunder(name)) {
+            continue;
+        }
+        /* The dict's key is this process's str, interned as the code's
+           names are. */
+        PyObject *key = _PyUnicode_Copy(name);
+        if (key == NULL) {
+            goto error;
+        }
+        PyUnicode_InternInPlace(&key);
+        int r = PyDict_SetItem(is_placeholder(ns, value)
+                               ? ns->pending : ns->dict, key, value);
+        Py_DECREF(key);
+        if (r < 0) {
+            goto error;
+        }
+    }
+    if (PyDict_Update(ns->shadow, ns->dict) < 0) {
+        goto error;
+    }
+    Py_SETREF(m->md_dict, Py_NewRef(ns->dict));
+    ns->writing = 0;
+    p->mainns = ns;
+    the_main = ns;
+    Py_RETURN_NONE;
+error:
+    /* The manager stays (its range cannot be taken back while the dict
+       may live), passive. */
+    ns->off = 1;
+    ns->writing = 0;
+    Py_CLEAR(ns->dict);
+    return NULL;
+}
+
+/* _pmem._stop_main(): the bindings stop persisting (the interpreter
+   exits: its clearing of modules must not reach the pool). */
+PyObject *
+_PyPmem_StopMain(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    if (the_main != NULL) {
+        the_main->off = 1;
+    }
+    Py_RETURN_NONE;
+}
+
+/* _pmem._main_pool(): the pool of __main__'s namespace, or None. */
+PyObject *
+_PyPmem_MainPool(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    if (the_main == NULL || the_main->off) {
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef(the_main->pool);
+}
