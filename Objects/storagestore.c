@@ -353,7 +353,8 @@ check_instance(PyObject *v, PyStorageManager *sm)
             return -1;
         }
     }
-    else if (dictptr == NULL && tp->tp_dictoffset != 0) {
+    else if (tp->tp_dictoffset != 0) {
+        /* No dict yet (its attributes may be inline values): made. */
         PyObject *dict = PyObject_GenericGetDict(v, NULL);
         if (dict == NULL) {
             return -1;

@@ -111,6 +111,18 @@ _PyStorage_Placing(void)
     return _PyStorage_ACTIVE() && PyStorage_GetPlacement() != NULL;
 }
 
+/* May ptr's manager write its memory behind the interpreter's back?  A
+   persistent manager's undo restores memory as it was: caches keyed by
+   the version of a dict's keys (the specialized global loads) must not
+   cover its tables.  A volatile manager's memory changes only through
+   the interpreter's code. */
+static inline int
+_PyStorage_UndoesMemory(const void *ptr)
+{
+    PyStorageManager *sm = _PyStorage_Of(ptr);
+    return sm != NULL && (sm->flags & PyStorage_PERSISTENT);
+}
+
 /* Does a table of owner come from a manager (see _PyStorage_MALLOC)?
    _PyStorage_DRAM_OWNER stands for an owner known to be in DRAM, such as
    a class, whose tables must never follow a placement. */

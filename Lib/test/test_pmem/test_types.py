@@ -1221,6 +1221,12 @@ class FocusedTests(unittest.TestCase):
         self.assertRefused("(lambda h: (setattr(h, 'a', array.array('i')), "
                            "h)[1])(test_types.Holder())", "array", ["array"])
 
+    def test_plain_instance_with_inline_attributes(self):
+        # A thread's attributes are inline values (no dict made yet): each
+        # is checked, and the first that a manager cannot hold refused.
+        self.assertRefused("threading.Thread(target=print)",
+                           "builtin_function_or_method", ["threading"])
+
     def test_struct(self):
         self.assertRefused("struct.Struct('i')", "Struct", ["struct"])
 

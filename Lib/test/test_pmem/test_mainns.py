@@ -1,0 +1,530 @@
+"""python -X pmem=PATH: __main__'s variables in a pool, from run to run.
+
+Every test runs programs in new interpreters, as a user does; a pool is
+read back by another new process.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import unittest
+from test import support
+from test.test_pmem.util import FAST_FLUSH, PoolTestCase
+
+COUNTER = textwrap.dedent("""\
+    try:
+        n
+    except NameError:
+        n = 0
+    n += 1
+    print(n)
+    """)
+
+
+class MainPoolTestCase(PoolTestCase):
+
+    def python(self, *args, env=None, input=None, pool=True, check=True,
+               seed=None):
+        """Run python with args (and -X pmem=self.path when pool), in
+        self.dir; the CompletedProcess."""
+        full_env = dict(os.environ, **FAST_FLUSH)
+        for name in ("PYTHONPMEM", "PYTHONPATH", "PYTHONWARNINGS"):
+            full_env.pop(name, None)
+        if seed is not None:
+            full_env["PYTHONHASHSEED"] = str(seed)
+        full_env.update(env or {})
+        xpmem = ["-X", f"pmem={self.path}"] if pool else []
+        proc = subprocess.run([sys.executable, *xpmem, *args],
+                              cwd=self.dir, env=full_env, input=input,
+                              capture_output=True, text=True,
+                              timeout=support.LONG_TIMEOUT)
+        if check:
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+        return proc
+
+    def script(self, name, source):
+        path = os.path.join(self.dir, name)
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(source))
+        return path
+
+    def namespace(self):
+        """The pool's namespace, as another process reads it: {name:
+        repr(value)}."""
+        proc = self.python("-c", textwrap.dedent(f"""
+            import pmem
+            pool = pmem.open({self.path!r}, create=False)
+            print(sorted((k, repr(v)) for k, v in pool.ns.__dict__.items()))
+            """), pool=False)
+        return dict(eval(proc.stdout))
+
+
+class RunTests(MainPoolTestCase):
+    """The ways to run a program: a script, -c, -m, the REPL, stdin."""
+
+    def assertCounts(self, run):
+        outputs = [run().stdout for _ in range(3)]
+        self.assertEqual(outputs, ["1\n", "2\n", "3\n"])
+        os.unlink(self.path)
+
+    def test_script(self):
+        path = self.script("counter.py", COUNTER)
+        self.assertCounts(lambda: self.python(path))
+
+    def test_command(self):
+        self.assertCounts(lambda: self.python("-c", COUNTER))
+
+    def test_module(self):
+        self.script("counter.py", COUNTER)
+        self.assertCounts(lambda: self.python("-m", "counter"))
+
+    def test_stdin(self):
+        self.assertCounts(lambda: self.python(input=COUNTER))
+
+    def test_environment_variable(self):
+        self.assertCounts(lambda: self.python(
+            "-c", COUNTER, pool=False, env={"PYTHONPMEM": self.path}))
+
+    def test_interactive_session(self):
+        # The REPL reads the pipe line by line (-i): a session whose
+        # variables are there when the next one starts.
+        session = "try: n\nexcept NameError: n = 0\n\nn += 1\nprint('n', n)\n"
+        for expected in (1, 2, 3):
+            proc = self.python("-i", input=session)
+            self.assertIn(f"n {expected}\n", proc.stdout)
+            self.assertIn(">>>", proc.stderr)
+
+    def test_ignored_without_environment(self):
+        # -E and -I ignore PYTHONPMEM, as every PYTHON* variable.
+        for flag in ("-E", "-I"):
+            proc = self.python(flag, "-c", COUNTER, pool=False,
+                               env={"PYTHONPMEM": self.path})
+            self.assertEqual(proc.stdout, "1\n")
+        self.assertFalse(os.path.exists(self.path))
+
+    def test_documented(self):
+        out = self.python("--help-xoptions", pool=False).stdout
+        self.assertIn("-X pmem=PATH", out)
+        out = self.python("--help-env", pool=False).stdout
+        self.assertIn("PYTHONPMEM", out)
+        out = self.python("-c", "import sys, pmem; "
+                          "print(sys._xoptions['pmem'] == "
+                          "pmem.current_pool().path)").stdout
+        self.assertEqual(out, "True\n")
+
+    def test_different_hash_seeds(self):
+        # str hashes change from run to run; the dicts follow.
+        source = """\
+            if "words" not in globals():
+                words = {}
+            for w in "a bb ccc a bb a".split():
+                words[w] = words.get(w, 0) + 1
+            print(sorted(words.items()))
+            """
+        path = self.script("words.py", source)
+        for seed, count in ((1, 3), (2, 6), (3, 9)):
+            out = self.python(path, seed=seed).stdout
+            self.assertEqual(out, f"[('a', {count}), ('bb', {count * 2 // 3})"
+                                  f", ('ccc', {count // 3})]\n")
+
+
+class PersistTests(MainPoolTestCase):
+    """What persists, and what stays per run."""
+
+    def test_word_frequencies(self):
+        # Two runs over one file each give the totals of one run over both.
+        texts = ["the cat sat on the mat\nthe end\n",
+                 "a cat and a dog\non the mat\n"]
+        files = []
+        for i, text in enumerate(texts):
+            files.append(self.script(f"text{i}.txt", text))
+        source = """\
+            import sys
+            from collections import Counter
+            if "counts" not in globals():
+                counts = {}
+                lines = 0
+            for name in sys.argv[1:]:
+                with open(name) as f:
+                    for line in f:
+                        lines += 1
+                        for word in line.split():
+                            counts[word] = counts.get(word, 0) + 1
+            print(lines, sorted(counts.items()))
+            """
+        path = self.script("wc.py", source)
+        self.python(path, files[0])
+        two_runs = self.python(path, files[1]).stdout
+        os.unlink(self.path)
+        one_run = self.python(path, *files).stdout
+        self.assertEqual(two_runs, one_run)
+        self.assertTrue(one_run.startswith("4 [('a', 2), ('and', 1), "))
+
+    def test_classes_of_the_program(self):
+        source = """\
+            import sys
+            try:
+                first
+            except NameError:
+                print("unbound before the class")
+            class Account:
+                def __init__(self, owner, balance=0):
+                    self.owner = owner
+                    self.balance = balance
+            class Point:
+                __slots__ = ("x", "y")
+                def __init__(self, x, y):
+                    self.x, self.y = x, y
+            if "accounts" not in globals():
+                accounts = {}
+                points = []
+                first = Account("zed")
+            accounts.setdefault("alice", Account("alice")).balance += 10
+            points.append(Point(len(points), -len(points)))
+            assert type(first) is Account and first.owner == "zed"
+            print(sorted((k, type(v).__name__, v.balance)
+                         for k, v in accounts.items()),
+                  [(type(p).__name__, p.x, p.y) for p in points])
+            """
+        path = self.script("bank.py", source)
+        out = [self.python(path).stdout for _ in range(3)]
+        self.assertEqual(out[0], "unbound before the class\n"
+                                 "[('alice', 'Account', 10)] "
+                                 "[('Point', 0, 0)]\n")
+        self.assertEqual(out[2], "unbound before the class\n"
+                                 "[('alice', 'Account', 30)] "
+                                 "[('Point', 0, 0), ('Point', 1, -1), "
+                                 "('Point', 2, -2)]\n")
+        # Another program sees placeholders, which say what they wait for.
+        ns = self.namespace()
+        self.assertIn("placeholder for __main__:Account", ns["first"])
+
+    def test_per_run_bindings(self):
+        source = """\
+            import os, json
+            log = open(os.devnull)
+            key = lambda x: -x
+            gen = (i for i in range(3))
+            for i in range(2):
+                log = open(os.devnull)      # warned once
+            def helper():
+                return 1
+            class Local:
+                pass
+            __version__ = "1.0"
+            kept = [key(1), helper(), next(gen)]
+            print(sorted(k for k in globals() if not k.startswith("__")))
+            """
+        path = self.script("perrun.py", source)
+        proc = self.python(path)
+        warned = [line for line in proc.stderr.splitlines()
+                  if "NotPersistedWarning" in line]
+        self.assertEqual(len(warned), 2, proc.stderr)
+        self.assertIn("'log' is bound for this run only", warned[0])
+        self.assertIn("'gen' is bound for this run only", warned[1])
+        self.assertEqual(self.namespace(), {"i": "1", "kept": "[-1, 1, 0]"})
+        proc = self.python("-c", "print(sorted(k for k in globals() "
+                                 "if not k.startswith('__')))")
+        self.assertEqual(proc.stdout, "['i', 'kept']\n")
+
+    def test_refused_value_removes_the_old_binding(self):
+        self.python("-c", "x = [1, 2]; y = 5")
+        proc = self.python("-c", "x = open(__import__('os').devnull); "
+                                 "del y")
+        self.assertIn("NotPersistedWarning", proc.stderr)
+        self.assertEqual(self.namespace(), {})
+
+    def test_warning_filters(self):
+        code = "import os; f = open(os.devnull); print('bound')"
+        proc = self.python("-W", "ignore::pmem.NotPersistedWarning",
+                           "-c", code)
+        self.assertEqual((proc.stdout, proc.stderr), ("bound\n", ""))
+        proc = self.python("-W", "error::pmem.NotPersistedWarning",
+                           "-c", code, check=False)
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("pmem.NotPersistedWarning: 'f' is bound", proc.stderr)
+
+    def test_shared_mutable_is_per_run(self):
+        # a = b = []: two names for one list; a pool refuses a shared
+        # mutable, so both stay in this run (with a warning each).
+        proc = self.python("-c", "a = b = []; a.append(1); print(b); "
+                                 "c = []; c.append(2)")
+        self.assertEqual(proc.stdout, "[1]\n")
+        self.assertEqual(proc.stderr.count("NotPersistedWarning"), 2)
+        self.assertEqual(self.namespace(), {"c": "[2]"})
+
+    def test_moved_container_is_the_pools(self):
+        code = """\
+            import pmem
+            counts = {}
+            counts["a"] = [1]
+            counts["a"].append(2)
+            pool = pmem.current_pool()
+            assert pmem.storage_of(counts) is pool
+            assert pmem.storage_of(counts["a"]) is pool
+            assert pool.ns.counts is counts
+            assert pmem.storage_of(globals()) is None
+            """
+        self.python("-c", textwrap.dedent(code))
+        self.assertEqual(self.namespace(), {"counts": "{'a': [1, 2]}"})
+
+    def test_other_ways_to_bind(self):
+        code = """\
+            import sys
+            globals()["a"] = 1
+            setattr(sys.modules[__name__], "b", 2)
+            globals().update(c=3, d=4)
+            exec("e = 5")
+            def f():
+                global g
+                g = 6
+            f()
+            globals().setdefault("h", 7)
+            del globals()["a"]
+            globals().pop("b")
+            """
+        self.python("-c", textwrap.dedent(code))
+        self.assertEqual(self.namespace(),
+                         {"c": "3", "d": "4", "e": "5", "g": "6", "h": "7"})
+        self.python("-c", "globals().clear()")
+        self.assertEqual(self.namespace(), {})
+
+    def test_many_names(self):
+        # Resizes of __main__'s dict, and an update of many names.
+        code = """\
+            for i in range(300):
+                globals()[f"v{i}"] = i * 2
+            globals().update({f"w{i}": str(i) for i in range(300)})
+            """
+        self.python("-c", textwrap.dedent(code))
+        out = self.python("-c", "print(v299, w299, len([k for k in "
+                                "globals() if k[0] in 'vw']))").stdout
+        self.assertEqual(out, "598 299 600\n")
+
+
+class TransactionTests(MainPoolTestCase):
+
+    def test_block_rolled_back(self):
+        code = """\
+            import pmem
+            if "x" not in globals():
+                x = 1
+                d = {"k": 0}
+            try:
+                with pmem.transaction():
+                    x = 2
+                    y = "new"
+                    d["k"] = 1
+                    del d["k"]
+                    f = open(__import__("os").devnull)
+                    raise ValueError
+            except ValueError:
+                pass
+            print(x, d, "y" in globals(), "f" in globals())
+            """
+        path = self.script("tx.py", code)
+        self.assertEqual(self.python(path).stdout, "1 {'k': 0} False False\n")
+        self.assertEqual(self.namespace(), {"d": "{'k': 0}", "x": "1"})
+
+    def test_savepoint(self):
+        code = """\
+            import pmem
+            with pmem.transaction():
+                a = 1
+                try:
+                    with pmem.transaction():
+                        a = 2
+                        b = [a]
+                        raise KeyError
+                except KeyError:
+                    pass
+                c = a + 10
+            print(a, "b" in globals(), c)
+            """
+        self.assertEqual(self.python("-c", textwrap.dedent(code)).stdout,
+                         "1 False 11\n")
+        self.assertEqual(self.namespace(), {"a": "1", "c": "11"})
+
+    def test_current_pool_and_transaction_without_mode(self):
+        code = """\
+            import pmem
+            assert pmem.current_pool() is None
+            try:
+                pmem.transaction()
+            except pmem.PoolError as e:
+                print("refused")
+            pool = pmem.open(%r)
+            assert pmem.transaction() is pool
+            """ % self.path
+        out = self.python("-c", textwrap.dedent(code), pool=False).stdout
+        self.assertEqual(out, "refused\n")
+
+    def test_pool_does_not_close(self):
+        code = """\
+            import pmem
+            try:
+                pmem.current_pool().close()
+            except pmem.PoolError as e:
+                print("refused")
+            n = 1
+            """
+        out = self.python("-c", textwrap.dedent(code)).stdout
+        self.assertEqual(out, "refused\n")
+        self.assertEqual(self.namespace(), {"n": "1"})
+
+    def test_kills(self):
+        # Killed at random points, start-up included: a transfer is
+        # all or nothing.
+        code = """\
+            import pmem
+            if "accounts" not in globals():
+                accounts = {i: 100 for i in range(20)}
+                transfers = 0
+            while True:
+                a, b = transfers % 20, transfers * 7 % 20
+                with pmem.transaction():
+                    accounts[a] -= 3
+                    accounts[b] += 3
+                    transfers += 1
+            """
+        path = self.script("loop.py", code)
+        env = dict(os.environ, **FAST_FLUSH)
+        env.pop("PYTHONPMEM", None)
+        for delay in (0.0, 0.005, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3):
+            proc = subprocess.Popen([sys.executable, "-X",
+                                     f"pmem={self.path}", path], env=env)
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        ns = self.namespace()
+        self.assertEqual(sum(eval(ns["accounts"]).values()), 2000)
+        self.assertGreater(int(ns["transfers"]), 0)
+
+
+class ProcessTests(MainPoolTestCase):
+
+    def test_bad_pools(self):
+        # A file that is not a pool, a pool held by another process: one
+        # line, exit status 1, the file as it was.
+        with open(self.path, "wb") as f:
+            f.write(b"root:x:0:0:root:/root:/bin/bash\n" * 100)
+        with open(self.path, "rb") as f:
+            before = f.read()
+        proc = self.python("-c", "print('ran')", check=False)
+        self.assertEqual((proc.returncode, proc.stdout), (1, ""))
+        self.assertEqual(len(proc.stderr.splitlines()), 1, proc.stderr)
+        self.assertIn("PoolError", proc.stderr)
+        self.assertIn("is not a pmem-python pool", proc.stderr)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        os.unlink(self.path)
+
+        self.python("-c", "n = 1")
+        holder = subprocess.Popen(
+            [sys.executable, "-X", f"pmem={self.path}", "-c",
+             "import sys; print('open', flush=True); sys.stdin.read()"],
+            env=dict(os.environ, **FAST_FLUSH), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True)
+        self.addCleanup(holder.wait)
+        self.addCleanup(holder.stdin.close)
+        self.assertEqual(holder.stdout.readline(), "open\n")
+        with open(self.path, "rb") as f:
+            before = f.read()
+        proc = self.python("-c", "print('ran')", check=False)
+        self.assertEqual((proc.returncode, proc.stdout), (1, ""))
+        self.assertEqual(len(proc.stderr.splitlines()), 1, proc.stderr)
+        self.assertIn("open in another process", proc.stderr)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), before)
+
+        for option in ("pmem=", "pmem"):
+            proc = self.python("-X", option, "-c", "pass", pool=False,
+                               check=False)
+            self.assertEqual(proc.returncode, 1)
+            self.assertIn("-X pmem=PATH", proc.stderr)
+
+    def test_children_run_without_the_pool(self):
+        code = """\
+            import multiprocessing, os, subprocess, sys
+            def work(x):
+                return x * 2
+            if __name__ == "__main__":
+                print(os.environ.get("PYTHONPMEM"))
+                out = subprocess.run([sys.executable, "-c", "n = 5; print(n)"],
+                                     capture_output=True, text=True)
+                print(out.returncode, out.stdout.strip())
+                del out
+                ctx = multiprocessing.get_context("spawn")
+                with ctx.Pool(2) as workers:
+                    print(workers.map(work, [1, 2]))
+                results = [1, 2]
+            """
+        path = self.script("children.py", code)
+        out = self.python(path, pool=False,
+                          env={"PYTHONPMEM": self.path}).stdout
+        self.assertEqual(out, "None\n0 5\n[2, 4]\n")
+        self.assertEqual(self.namespace(), {"results": "[1, 2]"})
+
+    def test_fork(self):
+        # A forked child binds variables for itself; the pool is the
+        # parent's.
+        code = """\
+            import os
+            n = 1
+            pid = os.fork()
+            if pid == 0:
+                n = 2
+                m = 3
+                os._exit(0 if (n, m) == (2, 3) else 1)
+            _, status = os.waitpid(pid, 0)
+            assert status == 0, status
+            k = 4
+            """
+        self.python("-c", textwrap.dedent(code))
+        ns = self.namespace()
+        self.assertEqual((ns["n"], ns["k"], "m" in ns), ("1", "4", False))
+
+    def test_threads(self):
+        code = """\
+            import threading
+            shared = []
+            def work(t):
+                global last
+                for i in range(500):
+                    shared.append(i)
+                    globals()[f"t{t}"] = i
+                    last = t
+            threads = [threading.Thread(target=work, args=(t,))
+                       for t in range(4)]
+            for t in threads: t.start()
+            for t in threads: t.join()
+            print(len(shared))
+            """
+        self.assertEqual(self.python("-c", textwrap.dedent(code)).stdout,
+                         "2000\n")
+        ns = self.namespace()
+        self.assertEqual([ns[f"t{t}"] for t in range(4)], ["499"] * 4)
+        self.assertEqual(len(eval(ns["shared"])), 2000)
+
+    def test_global_loads_stay_specialized(self):
+        code = """\
+            import dis, io
+            table = {"a": 1}
+            def f():
+                return len(table)
+            for _ in range(100):
+                f()
+            out = io.StringIO()
+            dis.dis(f, adaptive=True, file=out)
+            print("LOAD_GLOBAL_MODULE" in out.getvalue(),
+                  "LOAD_GLOBAL_BUILTIN" in out.getvalue())
+            """
+        self.assertEqual(self.python("-c", textwrap.dedent(code)).stdout,
+                         "True True\n")
+
+
+if __name__ == "__main__":
+    unittest.main()
