@@ -770,7 +770,17 @@ _PyStorage_StoreOver(PyStorageManager *sm, PyObject *old, PyObject *value)
        float of this process -- against the registry's bounds before its
        look-up, and of the static objects only the small ints can be of
        old's type. */
-    if (Py_REFCNT(old) != 1 || Py_TYPE(old) != Py_TYPE(value)
+    if (Py_REFCNT(old) != 1) {
+        return 0;
+    }
+    return _PyStorage_OverwriteNumber(sm, old, value);
+}
+
+int
+_PyStorage_OverwriteNumber(PyStorageManager *sm, PyObject *old,
+                           PyObject *value)
+{
+    if (Py_TYPE(old) != Py_TYPE(value)
         || _PyStorage_Lookup(old) != sm
         || (_PyStorage_MAYBE_MANAGED(value)
             && _PyStorage_Lookup(value) == sm))

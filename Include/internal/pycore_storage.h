@@ -517,6 +517,11 @@ PyAPI_FUNC(int) _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue,
    exception set. */
 PyAPI_FUNC(int) _PyStorage_StoreOver(PyStorageManager *sm, PyObject *old,
                                      PyObject *value);
+/* The same overwrite, whatever else refers to old: for a caller that
+   knows every reference to old (and that each one's holder wants it to
+   take value's value).  1, 0 or -1 likewise. */
+PyAPI_FUNC(int) _PyStorage_OverwriteNumber(PyStorageManager *sm,
+                                           PyObject *old, PyObject *value);
 
 /* A store of *pvalue into *slot, a pointer of owner: the rule applied to
    the value (as _PyStorage_Store(), held likewise), the slot logged, or

@@ -75,6 +75,34 @@ pool's objects any more, the pool is let go at once and its path can be
 opened again here; else its objects stay readable from a copy, and the
 path opens again once they are dropped.
 
+Programs with a persistent namespace: ``python -X pmem=PATH prog.py``
+(or PYTHONPMEM=PATH; also with -c, -m and the interactive interpreter)
+keeps the variables of __main__ in the pool at PATH, created the first
+time, opened before the program's first line:
+
+* a binding whose value a pool can hold is kept in the pool's namespace
+  (pool.ns), under the store rule above, and is back in __main__ when the
+  next run starts: ``try: n`` / ``except NameError: n = 0`` picks up where
+  the last run stopped.  A container that the binding moves into the
+  pool is the pool's from then on: the variable refers to it;
+* modules, functions, classes and dunder names (``__name__``...) stay
+  per run, as in any run; so does a value that a pool refuses (an open
+  file, a generator, a list that another variable shares too): binding it
+  works, removes an earlier run's binding of the name, and warns once per
+  name with NotPersistedWarning (-W filters it, or makes it an error);
+* each binding, rebinding and deletion is atomic; ``with
+  pmem.transaction():`` makes a block one transaction, and when it
+  raises (or the process dies) its bindings are undone with the rest;
+* instances of the program's own classes persist; in the next run a
+  variable that holds one is unbound until the program has defined the
+  class again, and then is back (objects of a missing class wait as
+  placeholders and take their class when it is made, in any program);
+* current_pool() is the pool; it closes when the interpreter exits.  A
+  pool that cannot be opened stops the interpreter before the program
+  runs, with one line on stderr and exit status 1.  Programs that the
+  process starts run without it (PYTHONPMEM is removed from os.environ);
+  a forked child binds its variables for itself.
+
 Volatile memory of other kinds (when built with libmemkind): a
 MemoryKind is a region of a memkind kind -- high-bandwidth memory
 ('hbw'), persistent memory used as volatile memory ('dax_kmem', or
@@ -214,9 +242,11 @@ class Placeholder:
     Placeholder.  Their attributes can be read (placeholder_attributes()
     gives them all); they cannot be made, and their attributes cannot be
     set or deleted.  The next open that finds the class gives the
-    instances their class again, and so does Pool.resolve() once this
-    process can import it.  Pool.unresolved() tells which classes are
-    missing, and why.
+    instances their class again; in this process, so does the making of
+    a class of that module and qualified name, with that layout (its
+    module imported, a class statement of __main__ run), and
+    Pool.resolve() for a class that exists by now.  Pool.unresolved()
+    tells which classes are missing, and why.
     """
 
     __slots__ = ()

@@ -257,7 +257,28 @@ persist(mainns *ns, PyObject *name, PyObject **pvalue, Py_ssize_t held)
     if (!PyUnicode_CheckExact(name) || is_dunder(name) || is_code(v)) {
         return pool_unbind(ns, name);
     }
-    if (!_PyStorage_IsStatic(v) && PyStorage_Of(v) != &ns->pool->sm) {
+    PyObject *kept = PyDict_GetItemWithError(ns->pool_ns, name);
+    if (kept == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    if (kept == v) {
+        return 0;
+    }
+    int mine = _PyStorage_IsStatic(v) || PyStorage_Of(v) == &ns->pool->sm;
+    if (!mine && kept != NULL && Py_REFCNT(kept) == 3) {
+        /* A number of the pool that the pool's namespace, the shadow and
+           the log of this change alone refer to (n += 1): given the new
+           value in place, as a C program would (no block made, none
+           freed); the variable refers to it again. */
+        int r = _PyStorage_OverwriteNumber(&ns->pool->sm, kept, v);
+        if (r > 0) {
+            Py_SETREF(*pvalue, Py_NewRef(kept));
+        }
+        if (r != 0) {
+            return r < 0 ? -1 : 0;
+        }
+    }
+    if (!mine) {
         if (_PyStorage_StoreSlow(ns->pool_ns, pvalue, held) < 0) {
             if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
                 return -1;
@@ -271,13 +292,6 @@ persist(mainns *ns, PyObject *name, PyObject **pvalue, Py_ssize_t held)
             return r;
         }
         v = *pvalue;
-    }
-    PyObject *kept = PyDict_GetItemWithError(ns->pool_ns, name);
-    if (kept == v) {
-        return 0;
-    }
-    if (kept == NULL && PyErr_Occurred()) {
-        return -1;
     }
     return PyDict_SetItem(ns->pool_ns, name, v);
 }
@@ -335,30 +349,49 @@ reconcile_name(mainns *ns, PyObject *name, Py_ssize_t held)
     return r;
 }
 
-/* The names that the operation changed: a new list. */
-static PyObject *
-changed_names(mainns *ns)
+static void
+forget_noted(mainns *ns)
 {
-    PyObject *names = PyList_New(0);
-    if (names == NULL) {
-        return NULL;
+    for (int i = 0; i < ns->nnoted; i++) {
+        Py_CLEAR(ns->noted[i]);
     }
+    ns->nnoted = ns->nfresh = 0;
+    ns->overflow = 0;
+}
+
+/* The names that the operation changed, taken out of what modify noted
+   (which is empty again): *n of them in names[], new references, from
+   ns->noted when they fit (small[]), else a new list (*plist). */
+static int
+take_changed_names(mainns *ns, PyObject **small, PyObject ***pnames,
+                   Py_ssize_t *n, PyObject **plist)
+{
     PyDictKeysObject *keys = ((PyDictObject *)ns->dict)->ma_keys;
-    if (!ns->overflow && keys == ns->keys) {
+    *plist = NULL;
+    if (!ns->overflow && keys == ns->keys
+        && ns->nnoted + ns->nfresh <= NOTED_MAX)
+    {
+        int k = 0;
         for (int i = 0; i < ns->nnoted; i++) {
-            if (PyList_Append(names, ns->noted[i]) < 0) {
-                goto error;
-            }
+            small[k++] = ns->noted[i];        /* the reference moves */
         }
         for (int i = 0; i < ns->nfresh; i++) {
             PyObject *key = DK_IS_UNICODE(keys)
                             ? DK_UNICODE_ENTRIES(keys)[ns->fresh[i]].me_key
                             : DK_ENTRIES(keys)[ns->fresh[i]].me_key;
-            if (key != NULL && PyList_Append(names, key) < 0) {
-                goto error;
+            if (key != NULL) {
+                small[k++] = Py_NewRef(key);
             }
         }
-        return names;
+        ns->nnoted = ns->nfresh = 0;
+        *pnames = small;
+        *n = k;
+        return 0;
+    }
+    forget_noted(ns);
+    PyObject *names = PyList_New(0);
+    if (names == NULL) {
+        return -1;
     }
     /* Every name whose value is not the one it had. */
     Py_ssize_t pos = 0;
@@ -378,10 +411,17 @@ changed_names(mainns *ns)
             goto error;
         }
     }
-    return names;
+    /* The list's items are the list's references. */
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(names); i++) {
+        Py_INCREF(PyList_GET_ITEM(names, i));
+    }
+    *plist = names;
+    *pnames = &PyList_GET_ITEM(names, 0);
+    *n = PyList_GET_SIZE(names);
+    return 0;
 error:
     Py_DECREF(names);
-    return NULL;
+    return -1;
 }
 
 /* Give the bindings of the log's records from `from` on their old
@@ -434,24 +474,14 @@ undo_changes(mainns *ns, size_t from, int pool)
     PyErr_SetRaisedException(exc);
 }
 
-static void
-forget_noted(mainns *ns)
-{
-    for (int i = 0; i < ns->nnoted; i++) {
-        Py_CLEAR(ns->noted[i]);
-    }
-    ns->nnoted = ns->nfresh = 0;
-    ns->overflow = 0;
-}
-
 /* Give the names their values from the shadow (an operation that failed
    before the pool's namespace followed it). */
 static void
-restore_names(mainns *ns, PyObject *names)
+restore_names(mainns *ns, PyObject **names, Py_ssize_t n)
 {
     PyObject *exc = PyErr_GetRaisedException();
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(names); i++) {
-        PyObject *name = PyList_GET_ITEM(names, i);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = names[i];
         PyObject *old = PyDict_GetItemWithError(ns->shadow, name);
         if ((old == NULL && PyErr_Occurred())
             || write_binding(ns, name, old) < 0)
@@ -467,31 +497,45 @@ restore_names(mainns *ns, PyObject *names)
    in the pool's transaction.  When the operation failed, or the pool
    cannot follow, the operation is undone here (the pool's transaction
    may go on: its changes are undone with it, or stay a nested block's,
-   as for any failed operation on a pool's object). */
+   as for any failed operation on a pool's object).  Code that runs
+   meanwhile (a warning's) may change the dict again: its changes are
+   noted, and followed by another pass. */
 static int
 reconcile(mainns *ns, int ok)
 {
     size_t mark = ns->nlog;
-    PyObject *names = changed_names(ns);
-    forget_noted(ns);
-    if (names == NULL) {
-        return -1;
-    }
     int r = 0;
-    if (ok) {
-        /* A value that one binding stores is held by the dict's entry
-           and by the code that stores it (a value of several, by the
-           dict alone). */
-        Py_ssize_t held = PyList_GET_SIZE(names) == 1 ? 2 : 1;
-        for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(names); i++) {
-            r = reconcile_name(ns, PyList_GET_ITEM(names, i), held);
+    do {
+        PyObject *small[NOTED_MAX], **names, *list;
+        Py_ssize_t n;
+        if (take_changed_names(ns, small, &names, &n, &list) < 0) {
+            r = -1;
+            break;
         }
-    }
-    if (!ok || r < 0) {
-        undo_changes(ns, mark, 1);
-        restore_names(ns, names);
-    }
-    Py_DECREF(names);
+        /* What is noted from here on is in this table. */
+        ns->keys = ((PyDictObject *)ns->dict)->ma_keys;
+        ns->overflow = 0;
+        if (ok) {
+            /* A value that one binding stores is held by the dict's
+               entry and by the code that stores it (a value of several,
+               by the dict alone). */
+            Py_ssize_t held = n == 1 ? 2 : 1;
+            for (Py_ssize_t i = 0; r == 0 && i < n; i++) {
+                r = reconcile_name(ns, names[i], held);
+            }
+        }
+        if (!ok || r < 0) {
+            undo_changes(ns, mark, 1);
+            restore_names(ns, names, n);
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_DECREF(names[i]);
+        }
+        Py_XDECREF(list);
+        /* Noted since: compared whole. */
+        ns->overflow = ns->overflow || ns->nnoted > 0 || ns->nfresh > 0;
+    } while (r == 0 && ok && ns->overflow);
+    forget_noted(ns);
     return r;
 }
 
@@ -531,9 +575,11 @@ main_end(PyStorageManager *sm, int ok)
         return 0;
     }
     int r = 0;
-    if (--ns->depth == 0) {
+    if (ns->depth == 1) {
+        /* Operations that start meanwhile are nested in this one. */
         r = reconcile(ns, ok);
     }
+    ns->depth--;
     if (_PyPmem_End(&ns->pool->sm, ok && r == 0) < 0) {
         r = -1;
     }
@@ -614,16 +660,25 @@ _PyPmem_MainEnded(PoolObject *p, int committed)
         undo_changes(ns, 0, 0);
         return;
     }
+    /* What the log let go of may run code that changes the dict: the
+       records are taken out first. */
     PyObject *exc = PyErr_GetRaisedException();
-    size_t n = ns->nlog;
     undo_record *log = ns->log;
-    ns->log = NULL;
-    ns->nlog = ns->log_allocated = 0;
-    for (size_t i = 0; i < n; i++) {
-        Py_DECREF(log[i].name);
-        Py_XDECREF(log[i].old);
+    size_t n = ns->nlog;
+    if (n > 1) {
+        ns->log = NULL;
+        ns->log_allocated = 0;
     }
-    PyMem_RawFree(log);
+    ns->nlog = 0;
+    undo_record one = log[0];
+    for (size_t i = 0; i < n; i++) {
+        undo_record rec = n > 1 ? log[i] : one;
+        Py_DECREF(rec.name);
+        Py_XDECREF(rec.old);
+    }
+    if (n > 1) {
+        PyMem_RawFree(log);
+    }
     PyErr_SetRaisedException(exc);
 }
 
