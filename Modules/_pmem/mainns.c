@@ -212,7 +212,7 @@ static int
 write_binding(mainns *ns, PyObject *name, PyObject *value)
 {
     unsigned long outer = ns->writing;
-    ns->writing = PyThread_get_thread_ident();
+    ns->writing = current_thread();
     int r;
     if (value != NULL) {
         r = PyDict_SetItem(ns->dict, name, value);
@@ -329,7 +329,9 @@ reconcile_name(mainns *ns, PyObject *name, Py_ssize_t held)
         Py_XDECREF(value);
         return -1;
     }
-    if (PyDict_Pop(ns->pending, name, NULL) < 0) {
+    if (PyDict_GET_SIZE(ns->pending) > 0
+        && PyDict_Pop(ns->pending, name, NULL) < 0)
+    {
         Py_XDECREF(value);
         return -1;
     }
@@ -542,11 +544,11 @@ reconcile(mainns *ns, int ok)
 
 /* --- the hooks -------------------------------------------------------- */
 
-static int
+static inline int
 passive(mainns *ns)
 {
     return (ns->off || ns->pool->forked || ns->pool->closed
-            || ns->writing == PyThread_get_thread_ident());
+            || (ns->writing != 0 && ns->writing == current_thread()));
 }
 
 static int
@@ -776,7 +778,7 @@ _PyPmem_StartMain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     /* From here on, the manager stays registered while the process
        lives (a dict of its region may outlive anything). */
-    ns->writing = PyThread_get_thread_ident();
+    ns->writing = current_thread();
     ns->pool = (PoolObject *)Py_NewRef(p);
     ns->warning = Py_NewRef(args[2]);
     ns->placeholder = Py_NewRef(args[3]);

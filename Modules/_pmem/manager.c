@@ -16,17 +16,6 @@ typedef struct {
 
 #define UNDO_ROUND(n) (((n) + 7) & ~(size_t)7)
 
-/* PyThread_get_thread_ident() without its call: on pthreads (the only
-   threads libpmemobj runs on) it is pthread_self(), which p->owner holds.
-   The hooks of a pool transaction test it about eight times per
-   transaction (begin, end and modify), ~60 instructions of the bank
-   benchmark's transfer. */
-#ifdef _POSIX_THREADS
-#  include <pthread.h>
-#  define current_thread() ((unsigned long)(uintptr_t)pthread_self())
-#else
-#  define current_thread() PyThread_get_thread_ident()
-#endif
 
 /* _PyPmem_InMyTransaction() with current_thread(). */
 static inline int
