@@ -55,16 +55,21 @@ static destructor
 class_statement_dealloc(void)
 {
     static destructor dealloc;
-    if (dealloc == NULL) {
+    static int making;
+    if (dealloc == NULL && !making) {
         /* In DRAM, whatever this thread's placement (the first call may
-           come from the allocation of a placed instance). */
+           come from the allocation of a placed instance).  The probe's
+           making asks nothing of this again (a manager's class hook may
+           ask whether it is a plain class). */
         if (PyStorage_PushPlacement(&PyStorage_DRAM) < 0) {
             PyErr_Clear();
             return NULL;
         }
+        making = 1;
         PyObject *cls = PyObject_CallFunction((PyObject *)&PyType_Type,
                                               "s(O){}", "probe",
                                               &PyBaseObject_Type);
+        making = 0;
         (void)PyStorage_PopPlacement(&PyStorage_DRAM);
         if (cls == NULL) {
             PyErr_Clear();
@@ -1144,6 +1149,45 @@ _PyStorage_DictSetItem(PyObject *dict, PyObject *key, PyObject *value)
     }
     return _PyDict_SetItem_Take2((PyDictObject *)dict, key, value);
 }
+
+/* The slot of the value of key in dict (a combined table), or NULL (no
+   exception) when the dict does not hold key or the key's comparison
+   would run code. */
+PyObject **
+_PyStorage_DictValueSlot(PyObject *dict, PyObject *key)
+{
+    PyDictObject *mp = (PyDictObject *)dict;
+    if (!PyUnicode_CheckExact(key) || mp->ma_values != NULL) {
+        return NULL;
+    }
+    Py_hash_t hash = PyObject_Hash(key);
+    PyObject *value;
+    Py_ssize_t ix = _Py_dict_lookup(mp, key, hash, &value);
+    if (ix < 0 || value == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return DK_IS_UNICODE(mp->ma_keys)
+           ? &DK_UNICODE_ENTRIES(mp->ma_keys)[ix].me_value
+           : &DK_ENTRIES(mp->ma_keys)[ix].me_value;
+}
+
+int
+_PyStorage_DictReplaceValue(PyObject *dict, PyObject *key, PyObject *value)
+{
+    PyObject **slot = _PyStorage_DictValueSlot(dict, key);
+    if (slot == NULL) {
+        return 0;
+    }
+    PyDictObject *mp = (PyDictObject *)dict;
+    mp->ma_version_tag = _PyDict_NotifyEvent(
+        _PyInterpreterState_GET(), PyDict_EVENT_MODIFIED, mp, key, value);
+    PyObject *old = *slot;
+    *slot = Py_NewRef(value);
+    Py_DECREF(old);
+    return 1;
+}
+
 
 /* --- operations that store ----------------------------------------------- */
 

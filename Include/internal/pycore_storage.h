@@ -705,6 +705,16 @@ _PyStorage_ClassMade(PyTypeObject *tp)
     return _PyStorage_ClassHook != NULL ? _PyStorage_ClassHook(tp) : 0;
 }
 
+/* A manager's own bookkeeping of a dict's values (-X pmem's): the slot
+   of key's value in dict, a combined table of str keys, or NULL (no
+   exception) when there is none; and the value of key replaced, in the
+   DRAM dict of a volatile manager, without the hooks (1; 0 when dict does
+   not hold key). */
+PyAPI_FUNC(PyObject **) _PyStorage_DictValueSlot(PyObject *dict,
+                                                 PyObject *key);
+PyAPI_FUNC(int) _PyStorage_DictReplaceValue(PyObject *dict, PyObject *key,
+                                            PyObject *value);
+
 /* python -X pmem=PATH, or PYTHONPMEM=PATH: __main__'s bindings persist
    in the pool at PATH (pmem._run_main_in_pool()), from before the
    program's first line.  0 (done, or not asked for), or -1 when the pool

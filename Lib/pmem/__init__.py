@@ -135,7 +135,7 @@ finally:
         del os.environ[_HINT]
 del _hint_set
 
-from _pmem import (PoolError, FORMAT_VERSION, DEFAULT_SIZE,
+from _pmem import (PoolError, FORMAT_VERSION, DEFAULT_SIZE, current_pool,
                    PersistentDict, PersistentList, PersistentSet,
                    PersistentByteArray)
 
@@ -161,12 +161,6 @@ class NotPersistedWarning(UserWarning):
     mutable object that something else refers to too).  Said once per
     name; filter it with -W ignore::pmem.NotPersistedWarning, or make it
     an error with -W error::pmem.NotPersistedWarning."""
-
-
-def current_pool():
-    """The pool that holds __main__'s variables (python -X pmem=PATH), or
-    None."""
-    return _pmem._main_pool()
 
 
 def transaction(pool=None):

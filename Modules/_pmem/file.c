@@ -145,6 +145,7 @@ after_fork_in_child(void)
         p->forked = 1;
         p->depth = 0;
         p->owner = 0;
+        p->held = 0;
         p->nsavepoints = 0;
         p->ntxfreed = 0;
         p->ntxmade = 0;

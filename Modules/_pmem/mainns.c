@@ -45,6 +45,7 @@
 
 #include "pool.h"
 #include "pycore_dict.h"          // DK_ENTRIES()
+#include "pycore_long.h"          // _PyLong_DigitCount()
 #include "pycore_moduleobject.h"  // PyModuleObject
 
 /* --- the region ---------------------------------------------------------
@@ -77,8 +78,10 @@ typedef struct {
     int off;                      /* stopped (the interpreter exits) */
     unsigned long writing;        /* the thread that writes the dict
                                      itself: its hooks do nothing */
-    /* The operation going on (inside the pool's transaction). */
+    /* The operation going on (inside the pool's transaction, or holding
+       its writer lock: held). */
     int depth;
+    int held;
     PyDictKeysObject *keys;       /* the dict's keys at its start */
     int overflow;                 /* more changed than noted below */
 #define NOTED_MAX 8
@@ -542,6 +545,180 @@ reconcile(mainns *ns, int ok)
 }
 
 
+/* --- one store ------------------------------------------------------
+
+   A binding outside any transaction of the pool, whose new value one
+   atomic store of a word makes durable: an 8-byte pointer of the pool's
+   namespace, or a number or short str of the pool overwritten in place,
+   which is what a C program on the pool would do.  A crash before the
+   store leaves the old binding, after it the new one; what the store
+   orphans (the old value), the next open frees. */
+
+/* Overwrite old, a number or str of p that nothing but the pool's
+   namespace and the shadow refers to, with the value of v, when one
+   aligned store of at most 8 bytes does it.  1 when done, else 0. */
+static int
+overwrite_word(PoolObject *p, PyObject *old, PyObject *v)
+{
+    if (Py_TYPE(old) != Py_TYPE(v)) {
+        return 0;
+    }
+    if (PyFloat_CheckExact(v)) {
+        double d = PyFloat_AS_DOUBLE(v);
+        uint64_t bits;
+        memcpy(&bits, &d, sizeof(bits));
+        uint64_t *to = (uint64_t *)&((PyFloatObject *)old)->ob_fval;
+        __atomic_store_n(to, bits, __ATOMIC_RELAXED);
+        pmemobj_persist(p->pop, to, sizeof(*to));
+        return 1;
+    }
+    if (PyLong_CheckExact(v)) {
+        PyLongObject *o = (PyLongObject *)old, *n = (PyLongObject *)v;
+        if (_Py_IsImmortal(v)
+            || o->long_value.lv_tag != n->long_value.lv_tag)
+        {
+            return 0;
+        }
+        /* The same sign and number of digits: the digits change. */
+        Py_ssize_t ndigits = _PyLong_DigitCount(n);
+        digit *to = o->long_value.ob_digit;
+        if (ndigits <= 1) {
+            __atomic_store_n(to, n->long_value.ob_digit[0],
+                             __ATOMIC_RELAXED);
+            pmemobj_persist(p->pop, to, sizeof(digit));
+            return 1;
+        }
+        if (ndigits == 2 && ((uintptr_t)to & 7) == 0) {
+            uint64_t word;
+            memcpy(&word, n->long_value.ob_digit, sizeof(word));
+            __atomic_store_n((uint64_t *)to, word, __ATOMIC_RELAXED);
+            pmemobj_persist(p->pop, to, sizeof(word));
+            return 1;
+        }
+        return 0;
+    }
+    if (PyUnicode_CheckExact(v)) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(v);
+        if (!PyUnicode_IS_COMPACT_ASCII(v) || !PyUnicode_IS_COMPACT_ASCII(old)
+            || PyUnicode_GET_LENGTH(old) != n || n + 1 > 8
+            || PyUnicode_CHECK_INTERNED(old))
+        {
+            return 0;
+        }
+        /* The characters and their NUL, in the word where they start (a
+           block's size is a multiple of 16 bytes, past the header). */
+        uint64_t *to = (uint64_t *)PyUnicode_DATA(old);
+        if (((uintptr_t)to & 7) != 0) {
+            return 0;
+        }
+        uint64_t word = 0;
+        memcpy(&word, PyUnicode_DATA(v), (size_t)n + 1);
+        __atomic_store_n(to, word, __ATOMIC_RELAXED);
+        pmemobj_persist(p->pop, to, sizeof(word));
+        /* Volatile: the hash of this process. */
+        _PyASCIIObject_CAST(old)->hash = _PyASCIIObject_CAST(v)->hash;
+        return 1;
+    }
+    return 0;
+}
+
+/* The binding of name, changed by an operation outside any transaction
+   of the pool (whose writer lock this thread holds), made durable by one
+   atomic store, when one does it.  1 when done, 0 when a transaction
+   must, -1 with an exception set. */
+static int
+store_atomically(mainns *ns, PyObject *name)
+{
+    if (!PyUnicode_CheckExact(name) || PyDict_GET_SIZE(ns->pending) > 0) {
+        return 0;
+    }
+    PyObject *old = PyDict_GetItemWithError(ns->shadow, name);
+    if (old == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *v = PyDict_GetItemWithError(ns->dict, name);
+    if (v == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    if (v == old) {
+        return 1;
+    }
+    PyObject **slot = _PyStorage_DictValueSlot(ns->pool_ns, name);
+    PyObject *kept = slot != NULL ? *slot : NULL;
+    if (is_dunder(name) || is_code(v)) {
+        /* Per run, and not in the pool already. */
+        if (kept != NULL) {
+            return 0;
+        }
+        return PyDict_SetItem(ns->shadow, name, v) < 0 ? -1 : 1;
+    }
+    if (kept == NULL) {
+        return 0;
+    }
+    if (_PyStorage_IsStatic(v) || PyStorage_Of(v) == &ns->pool->sm) {
+        /* One pointer: the pool's namespace refers to v. */
+        Py_INCREF(v);
+        __atomic_store_n(slot, v, __ATOMIC_RELEASE);
+        pmemobj_persist(ns->pool->pop, slot, sizeof(*slot));
+        int r = PyDict_SetItem(ns->shadow, name, v);
+        Py_DECREF(kept);
+        return r < 0 ? -1 : 1;
+    }
+    if (old == kept && Py_REFCNT(kept) == 2
+        && overwrite_word(ns->pool, kept, v))
+    {
+        /* The variable refers to the pool's object again. */
+        return _PyStorage_DictReplaceValue(ns->dict, name, kept) < 0 ? -1 : 1;
+    }
+    return 0;
+}
+
+/* reconcile() for an operation that began outside any transaction of the
+   pool, holding its writer lock: one changed name that one store makes
+   durable is stored so; anything else, in a transaction of its own. */
+static int
+reconcile_held(mainns *ns, int ok)
+{
+    PyDictKeysObject *keys = ((PyDictObject *)ns->dict)->ma_keys;
+    if (ok && !ns->overflow && keys == ns->keys
+        && ns->nnoted + ns->nfresh == 1)
+    {
+        PyObject *name = ns->nnoted == 1 ? Py_NewRef(ns->noted[0])
+            : Py_XNewRef(DK_IS_UNICODE(keys)
+                         ? DK_UNICODE_ENTRIES(keys)[ns->fresh[0]].me_key
+                         : DK_ENTRIES(keys)[ns->fresh[0]].me_key);
+        if (name == NULL) {
+            forget_noted(ns);
+            return 0;
+        }
+        forget_noted(ns);
+        int r = store_atomically(ns, name);
+        if (r != 1) {
+            /* Followed (or undone) the usual way. */
+            ns->noted[ns->nnoted++] = Py_NewRef(name);
+            ok = r == 0;
+        }
+        Py_DECREF(name);
+        if (r == 1 && !ns->overflow && ns->nnoted == 0 && ns->nfresh == 0) {
+            return 0;
+        }
+        if (r < 0) {
+            (void)reconcile(ns, 0);
+            return -1;
+        }
+    }
+    if (_PyPmem_Begin(&ns->pool->sm) < 0) {
+        (void)reconcile(ns, 0);
+        return -1;
+    }
+    int r = reconcile(ns, ok);
+    if (_PyPmem_End(&ns->pool->sm, ok && r == 0) < 0) {
+        r = -1;
+    }
+    return r;
+}
+
+
 /* --- the hooks -------------------------------------------------------- */
 
 static inline int
@@ -558,8 +735,16 @@ main_begin(PyStorageManager *sm)
     if (passive(ns)) {
         return 0;
     }
-    /* The pool's writer lock first: the state below is its holder's. */
-    if (_PyPmem_Begin(&ns->pool->sm) < 0) {
+    /* The pool's writer lock first: the state below is its holder's.
+       Outside any transaction of the pool, an operation holds the lock
+       only, and begins one when it must (reconcile_held()). */
+    if (ns->depth == 0 && !_PyPmem_InMyTransaction(ns->pool)) {
+        if (_PyPmem_Hold(ns->pool) < 0) {
+            return -1;
+        }
+        ns->held = 1;
+    }
+    else if (_PyPmem_Begin(&ns->pool->sm) < 0) {
         return -1;
     }
     if (ns->depth++ == 0) {
@@ -579,9 +764,13 @@ main_end(PyStorageManager *sm, int ok)
     int r = 0;
     if (ns->depth == 1) {
         /* Operations that start meanwhile are nested in this one. */
-        r = reconcile(ns, ok);
+        r = ns->held ? reconcile_held(ns, ok) : reconcile(ns, ok);
     }
-    ns->depth--;
+    if (--ns->depth == 0 && ns->held) {
+        ns->held = 0;
+        _PyPmem_Release(ns->pool);
+        return r;
+    }
     if (_PyPmem_End(&ns->pool->sm, ok && r == 0) < 0) {
         r = -1;
     }
@@ -845,7 +1034,7 @@ _PyPmem_StopMain(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* _pmem._main_pool(): the pool of __main__'s namespace, or None. */
+/* pmem.current_pool(): the pool of __main__'s namespace, or None. */
 PyObject *
 _PyPmem_MainPool(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {

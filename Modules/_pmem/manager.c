@@ -300,15 +300,10 @@ _PyPmem_Free(PyStorageManager *sm, void *ptr)
     pmemobj_free(&oid);
 }
 
-int
-_PyPmem_Begin(PyStorageManager *sm)
+/* May this thread take p's writer lock?  0, or -1 with PoolError. */
+static int
+check_writer(PoolObject *p)
 {
-    PoolObject *p = POOL(sm);
-    unsigned long me = current_thread();
-    if (p->depth > 0 && p->owner == me) {
-        p->depth++;
-        return 0;
-    }
     if (p->closed || p->forked) {
         _PyPmem_RefuseChange(p);
         return -1;
@@ -319,15 +314,59 @@ _PyPmem_Begin(PyStorageManager *sm)
                      "spans one pool", p->path);
         return -1;
     }
+    return 0;
+}
+
+/* Hold p's writer lock without a transaction, for changes that one
+   atomic store makes durable (-X pmem's bindings).  A begin() of the
+   holder starts a transaction without locking again, and its end()
+   leaves the lock held.  0, or -1 with an exception set. */
+int
+_PyPmem_Hold(PoolObject *p)
+{
+    if (check_writer(p) < 0) {
+        return -1;
+    }
+    PyMutex_Lock(&p->writer);
+    p->owner = current_thread();
+    p->held = 1;
+    return 0;
+}
+
+void
+_PyPmem_Release(PoolObject *p)
+{
+    p->held = 0;
+    p->owner = 0;
+    PyMutex_Unlock(&p->writer);
+}
+
+int
+_PyPmem_Begin(PyStorageManager *sm)
+{
+    PoolObject *p = POOL(sm);
+    unsigned long me = current_thread();
+    if (p->depth > 0 && p->owner == me) {
+        p->depth++;
+        return 0;
+    }
+    int held = p->held && p->owner == me;
+    if (!held && check_writer(p) < 0) {
+        return -1;
+    }
     /* One writer at a time: another thread's transaction is waited for,
        without the GIL, which PyMutex_Lock() lets go while it waits
        (readers do not lock). */
-    PyMutex_Lock(&p->writer);
+    if (!held) {
+        PyMutex_Lock(&p->writer);
+    }
     if (pmemobj_tx_begin(p->pop, NULL, TX_PARAM_NONE) != 0) {
         _PyPmem_SetError(p->error, p->path,
                          "cannot begin a transaction in pool");
         (void)pmemobj_tx_end();
-        PyMutex_Unlock(&p->writer);
+        if (!held) {
+            PyMutex_Unlock(&p->writer);
+        }
         return -1;
     }
     pmemobj_tx_set_failure_behavior(POBJ_TX_FAILURE_RETURN);
@@ -442,8 +481,10 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     p->ntxmade = 0;
     int doomed = p->doomed;
     p->doomed = 0;
-    p->owner = 0;
-    PyMutex_Unlock(&p->writer);
+    if (!p->held) {
+        p->owner = 0;
+        PyMutex_Unlock(&p->writer);
+    }
     if (p->mainns != NULL) {
         /* __main__'s bindings follow the pool's namespace. */
         _PyPmem_MainEnded(p, committing && err == 0);

@@ -107,8 +107,9 @@ static PyMethodDef module_methods[] = {
      "persist in pool's namespace (python -X pmem=PATH)."},
     {"_stop_main", _PyPmem_StopMain, METH_NOARGS,
      "_stop_main(): __main__'s bindings stop persisting (at exit)."},
-    {"_main_pool", _PyPmem_MainPool, METH_NOARGS,
-     "_main_pool(): the pool of __main__'s namespace, or None."},
+    {"current_pool", _PyPmem_MainPool, METH_NOARGS,
+     "current_pool(): the pool that holds __main__'s variables (python "
+     "-X pmem=PATH), or None."},
     {"_pools", pools, METH_NOARGS,
      "For tests: the pools of this process that it has not let go."},
     {NULL}

@@ -169,6 +169,8 @@ typedef struct PoolObject {
     struct PoolObject *next_open; /* the pools this process opened */
     int depth;                    /* nesting of begin/end, in owner */
     PyMutex writer;               /* held by the thread in a transaction */
+    int held;                     /* owner holds writer outside one
+                                     (_PyPmem_Hold()) */
     unsigned long owner;          /* that thread, while depth > 0 */
     PyObject *type_codes;         /* {class: its type code} */
     PyObject *classes;            /* [class or None], by type table index */
@@ -423,6 +425,8 @@ int _PyPmem_RegisterClasses(PoolObject *p);
 void *_PyPmem_Alloc(PyStorageManager *sm, size_t size, PyTypeObject *type);
 void *_PyPmem_Realloc(PyStorageManager *sm, void *ptr, size_t size);
 void _PyPmem_Free(PyStorageManager *sm, void *ptr);
+int _PyPmem_Hold(PoolObject *p);
+void _PyPmem_Release(PoolObject *p);
 int _PyPmem_Begin(PyStorageManager *sm);
 int _PyPmem_End(PyStorageManager *sm, int ok);
 int _PyPmem_SavepointPush(PoolObject *p);

@@ -405,9 +405,7 @@ class_made(PyTypeObject *tp)
 {
     PyObject *name = NULL;
     for (PoolObject *p = _PyPmem_OpenPools; p != NULL; p = p->next_open) {
-        if (p->closed || p->forked || p->depth > 0
-            || !_PyStorage_IsPlainClass(tp))
-        {
+        if (p->closed || p->forked || p->depth > 0) {
             continue;
         }
         int waiting = 0;
@@ -421,7 +419,9 @@ class_made(PyTypeObject *tp)
                 break;
             }
         }
-        if (!waiting) {
+        /* (_PyStorage_IsPlainClass() may make a class of its own: asked
+           last.) */
+        if (!waiting || !_PyStorage_IsPlainClass(tp)) {
             continue;
         }
         if (name == NULL) {

@@ -97,6 +97,13 @@ class RunTests(MainPoolTestCase):
             self.assertIn(f"n {expected}\n", proc.stdout)
             self.assertIn(">>>", proc.stderr)
 
+    def test_local_module_named_pmem(self):
+        # The pool is opened with the standard library's pmem, before the
+        # script's directory is on sys.path.
+        self.script("pmem.py", "print('the local pmem')\n")
+        path = self.script("counter.py", COUNTER)
+        self.assertCounts(lambda: self.python(path))
+
     def test_ignored_without_environment(self):
         # -E and -I ignore PYTHONPMEM, as every PYTHON* variable.
         for flag in ("-E", "-I"):
