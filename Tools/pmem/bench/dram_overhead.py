@@ -23,8 +23,10 @@ Other runs: ``--mode both`` (the default) adds the wall-time table,
 ``--mode time --repeat 9 --regrtest`` times only, and also the core
 regrtests; ``--with-manager`` runs the fork's workloads with a storage
 manager registered (what a program pays for its DRAM objects while a
-pool or a memory kind is open); ``--limit 1`` fails (exit status 1) when a callgrind overhead
-exceeds 1%; ``--scale 0.5`` halves every iteration count; ``--list``.
+pool or a memory kind is open); ``--namespace-pool`` compares the fork
+with itself under ``-X pmem`` (below); ``--limit 1`` fails (exit status
+1) when a callgrind overhead exceeds 1%; ``--scale 0.5`` halves every
+iteration count; ``--list``.
 
 The primary figure is the instruction count (Ir) that callgrind collects.
 It is deterministic: the same on a quiet machine and on a shared two-core
@@ -39,12 +41,45 @@ workload, measured once per interpreter: start-up differs between builds.
 Children run with ``-B -S``, in /, with an environment of PYTHONHASHSEED=0
 alone, so that counts do not depend on the caller.  (``-E`` is not passed:
 it would ignore PYTHONHASHSEED, and random str hashes make counts vary.)
+
+``--namespace-pool`` measures what ``python -X pmem=PATH`` costs a program
+that computes on local DRAM data.  It runs each workload under the fork
+twice, as it is ("fork") and with ``-X pmem=POOL`` ("fork+pmem": a fresh
+pool in a temporary directory on /dev/shm, removed after the run, and
+PMEM_IS_PMEM_FORCE=1 added to that child's environment only), and prints
+fork+pmem/fork.  Every workload does its work in a function, ``run(n)``:
+its loops bind locals, and at module level there are only the
+definitions and the call, so that what is measured is the workload's own
+DRAM computation with __main__'s namespace in a pool -- the pool open
+(hence a storage manager registered, as with --with-manager) and
+__main__'s dict in the pool's region, read by the workload's global
+loads -- and not the cost of binding globals, each of which is a
+transaction of the pool.  Opening (here creating) the pool is start-up,
+subtracted with the empty workload, which gets a fresh pool too.  Under
+callgrind, the count is that of the interpreter's process alone:
+``pmem.open()`` forks a child that checks the pool, whose count valgrind
+prints too.  Example::
+
+    $ python3 Tools/pmem/bench/dram_overhead.py --mode callgrind \\
+          --namespace-pool --only dict
+    fork       /work/main/build/Python-3.13.5/python: 3.13.5+pmem (main, ...
+    fork+pmem  /work/main/build/Python-3.13.5/python -X pmem: 3.13.5+pmem ...
+    pool       /dev/shm/dram-overhead-j1plsz5s/namespace.pool, fresh for ...
+
+    callgrind instructions (start-up subtracted: fork 29,603,696, ...)
+    workload              fork       fork+pmem fork+pmem/fork  overhead
+    dict           160,638,505     163,309,996         1.0166    +1.66%
+    max 1.0166 (dict), geometric mean 1.0166
+
+    total 17 s
 """
 
 import argparse
+import contextlib
 import math
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -234,17 +269,18 @@ class BenchError(Exception):
     """An interpreter (or valgrind) failed; the message says which."""
 
 
-def run_child(cmd, label, hermetic=True):
+def run_child(cmd, label, hermetic=True, extra_env=None):
     """Run cmd; return (seconds, output); raise BenchError on failure.
 
-    A hermetic child gets nothing but PYTHONHASHSEED=0 in its environment,
-    / as its directory and /dev/null as stdin, so that its counts do not
-    depend on the caller's; else it gets the caller's environment without
-    PYTHON* and with that seed.
+    A hermetic child gets nothing but PYTHONHASHSEED=0 (and extra_env) in
+    its environment, / as its directory and /dev/null as stdin, so that
+    its counts do not depend on the caller's; else it gets the caller's
+    environment without PYTHON* and with that seed.
     """
     env = {} if hermetic else {k: v for k, v in os.environ.items()
                                if not k.startswith("PYTHON")}
     env["PYTHONHASHSEED"] = "0"
+    env.update(extra_env or {})
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd="/" if hermetic else None,
                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -257,27 +293,66 @@ def run_child(cmd, label, hermetic=True):
     return elapsed, proc.stdout + proc.stderr
 
 
-def workload_cmd(python, source, n):
-    """The command line that runs one workload of n iterations."""
-    return [python, "-B", "-S", "-c", source + HARNESS, str(n)]
+class Interpreter:
+    """One interpreter to measure.
+
+    path is its executable; with pool_dir, each of its runs keeps
+    __main__'s namespace in a fresh pool there (``-X pmem``).
+    """
+
+    def __init__(self, path, pool_dir=None):
+        self.path = path
+        self.pool_dir = pool_dir
+
+    def __str__(self):
+        return self.path + (" -X pmem" if self.pool_dir else "")
+
+    @contextlib.contextmanager
+    def child(self, source, n):
+        """The command line and extra environment of one workload run.
+
+        With pool_dir, the run gets a pool of its own, removed after it.
+        """
+        cmd = [self.path, "-B", "-S"]
+        if self.pool_dir is None:
+            yield [*cmd, "-c", source + HARNESS, str(n)], {}
+            return
+        pool = os.path.join(self.pool_dir, "namespace.pool")
+        if os.path.exists(pool):
+            os.unlink(pool)
+        try:
+            yield ([*cmd, "-X", f"pmem={pool}", "-c", source + HARNESS,
+                    str(n)], {"PMEM_IS_PMEM_FORCE": "1"})
+        finally:
+            if os.path.exists(pool):
+                os.unlink(pool)
 
 
-def callgrind_ir(python, name, source, n):
-    """Total instructions (Ir) of one workload under callgrind."""
+def callgrind_ir(interp, name, source, n):
+    """Total instructions (Ir) of one workload under callgrind.
+
+    Only the interpreter's process counts: a process that it forks (a
+    pool's check) prints a total of its own, which includes what it
+    inherited.
+    """
     # Valgrind 3.19 accepts /dev/null as its output file and prints the
     # total on stderr, so no profile file is written.
-    cmd = [VALGRIND, "--tool=callgrind", "--callgrind-out-file=/dev/null",
-           *workload_cmd(python, source, n)]
-    _, out = run_child(cmd, f"{python} ({name}, callgrind)")
-    match = re.search(r"Collected : (\d+)", out)
+    with interp.child(source, n) as (cmd, env):
+        _, out = run_child([VALGRIND, "--tool=callgrind",
+                            "--callgrind-out-file=/dev/null", *cmd],
+                           f"{interp} ({name}, callgrind)", extra_env=env)
+    first = re.search(r"^==(\d+)==", out, re.MULTILINE)
+    match = first and re.search(
+        rf"^=={first.group(1)}== Collected : (\d+)", out, re.MULTILINE)
     if not match:
         raise BenchError(f"no 'Collected :' line from valgrind for {name}")
     return int(match.group(1))
 
 
-def wall_time(python, name, source, n):
+def wall_time(interp, name, source, n):
     """Seconds that one run of a workload takes."""
-    return run_child(workload_cmd(python, source, n), f"{python} ({name})")[0]
+    with interp.child(source, n) as (cmd, env):
+        return run_child(cmd, f"{interp} ({name})", extra_env=env)[0]
 
 
 def measure(interps, selected, probe, runs=1, factor=1.0, prelude=None):
@@ -312,7 +387,7 @@ def measure_regrtest(interps, repeat):
     best = dict.fromkeys(interps, math.inf)
     for rep in range(repeat):
         for label in list(interps)[::-1 if rep % 2 else 1]:
-            python = interps[label]
+            python = interps[label].path
             print(f"  ... regrtest {label} #{rep + 1}", file=sys.stderr,
                   flush=True)
             # -B and --tempdir keep regrtest's files out of the build tree.
@@ -324,15 +399,17 @@ def measure_regrtest(interps, repeat):
     return best
 
 
-def print_table(title, rows, fmt):
-    """Print workload, stock, fork, ratio, overhead; return the ratios."""
-    print(f"\n{title}\n{'workload':<10} {'stock':>15} {'fork':>15} "
-          f"{'fork/stock':>11} {'overhead':>9}")
+def print_table(title, rows, fmt, base="stock", other="fork"):
+    """Print workload, base, other, ratio, overhead; return the ratios."""
+    head = f"{other}/{base}"
+    print(f"\n{title}\n{'workload':<10} {base:>15} {other:>15} "
+          f"{head:>{max(11, len(head))}} {'overhead':>9}")
     ratios = {}
     for name, row in rows.items():
-        ratio = ratios[name] = row["fork"] / row["stock"]
-        print(f"{name:<10} {fmt(row['stock']):>15} {fmt(row['fork']):>15} "
-              f"{ratio:>11.4f} {(ratio - 1) * 100:>+8.2f}%")
+        ratio = ratios[name] = row[other] / row[base]
+        print(f"{name:<10} {fmt(row[base]):>15} {fmt(row[other]):>15} "
+              f"{ratio:>{max(11, len(head))}.4f} "
+              f"{(ratio - 1) * 100:>+8.2f}%")
     worst = max(ratios, key=ratios.get)
     print(f"max {ratios[worst]:.4f} ({worst}), geometric mean "
           f"{statistics.geometric_mean(ratios.values()):.4f}")
@@ -361,9 +438,16 @@ def parse_args(argv):
                    help="run the fork's workloads with a storage manager "
                         "registered (the cost for DRAM objects while a pool "
                         "is open)")
+    p.add_argument("--namespace-pool", action="store_true",
+                   help="compare the fork with itself under -X pmem=POOL "
+                        "(a fresh pool per run) instead of with stock")
     p.add_argument("--regrtest", action="store_true",
                    help="also time -m test -j2 " + " ".join(REGRTESTS))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.namespace_pool and (args.with_manager or args.regrtest):
+        p.error("--namespace-pool goes with neither --with-manager nor "
+                "--regrtest")
+    return args
 
 
 def main(argv):
@@ -373,42 +457,68 @@ def main(argv):
         for name, what, n, _ in WORKLOADS:
             print(f"{name:<10} {n:>3} iterations: {what}")
         return 0
-    interps = {"stock": os.path.abspath(args.stock),
-               "fork": os.path.abspath(args.fork)}
-    for label, python in interps.items():
-        if not os.access(python, os.X_OK):
-            print(f"error: {label} interpreter {python} is not executable",
-                  file=sys.stderr)
+    fork = os.path.abspath(args.fork)
+    pool_dir = None
+    if args.namespace_pool:
+        base, other = "fork", "fork+pmem"
+        shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+        pool_dir = tempfile.mkdtemp(prefix="dram-overhead-", dir=shm)
+        interps = {base: Interpreter(fork),
+                   other: Interpreter(fork, pool_dir)}
+    else:
+        base, other = "stock", "fork"
+        interps = {base: Interpreter(os.path.abspath(args.stock)),
+                   other: Interpreter(fork)}
+    try:
+        return run_measurements(args, interps, base, other)
+    finally:
+        if pool_dir is not None:
+            shutil.rmtree(pool_dir)
+
+
+def run_measurements(args, interps, base, other):
+    """main() once the interpreters are chosen: base is the reference."""
+    for label, interp in interps.items():
+        if not os.access(interp.path, os.X_OK):
+            print(f"error: {label} interpreter {interp.path} is not "
+                  f"executable", file=sys.stderr)
             return 2
     selected = [w for w in WORKLOADS if not args.only or w[0] in args.only]
     prelude = {"fork": MANAGER} if args.with_manager else {}
     status, start = 0, time.perf_counter()
-    mtimes = {label: os.stat(python).st_mtime
-              for label, python in interps.items()}
+    mtimes = {label: os.stat(interp.path).st_mtime
+              for label, interp in interps.items()}
+    width = max(6, *(len(label) + 1 for label in interps))
     try:
-        for label, python in interps.items():
-            _, version = run_child(
-                [python, "-B", "-S", "-c", "import sys; print(sys.version)"],
-                python)
-            print(f"{label:<6} {python}: {' '.join(version.split())}")
+        for label, interp in interps.items():
+            _, version = run_child([interp.path, "-B", "-S", "-c",
+                                    "import sys; print(sys.version)"],
+                                   interp.path)
+            print(f"{label:<{width}} {interp}: {' '.join(version.split())}")
+        if args.namespace_pool:
+            pool = os.path.join(interps[other].pool_dir, "namespace.pool")
+            print(f"{'pool':<{width}} {pool}, fresh for each run "
+                  f"(PMEM_IS_PMEM_FORCE=1)")
         if args.mode in ("callgrind", "both"):
-            rows, base = measure(interps, selected, callgrind_ir,
-                                 factor=args.scale, prelude=prelude)
+            rows, start_up = measure(interps, selected, callgrind_ir,
+                                     factor=args.scale, prelude=prelude)
             ratios = print_table(
-                f"callgrind instructions (start-up subtracted: stock "
-                f"{base['stock']:,}, fork {base['fork']:,})",
-                rows, "{:,}".format)
+                f"callgrind instructions (start-up subtracted: {base} "
+                f"{start_up[base]:,}, {other} {start_up[other]:,})",
+                rows, "{:,}".format, base, other)
             if (args.limit is not None
                     and max(ratios.values()) > 1 + args.limit / 100):
                 print(f"FAIL: an overhead exceeds the limit of {args.limit}%")
                 status = 1
         if args.mode in ("time", "both"):
-            rows, base = measure(interps, selected, wall_time, args.repeat,
-                                 args.scale * TIME_FACTOR, prelude)
+            rows, start_up = measure(interps, selected, wall_time,
+                                     args.repeat, args.scale * TIME_FACTOR,
+                                     prelude)
             print_table(
                 f"wall time, s, min of {args.repeat} (start-up subtracted: "
-                f"stock {base['stock']:.4f}, fork {base['fork']:.4f})",
-                rows, "{:.4f}".format)
+                f"{base} {start_up[base]:.4f}, {other} "
+                f"{start_up[other]:.4f})",
+                rows, "{:.4f}".format, base, other)
         if args.regrtest:
             secs = measure_regrtest(interps, args.repeat)
             print(f"\nregrtest -j2 {' '.join(REGRTESTS)}, min of "
@@ -419,9 +529,9 @@ def main(argv):
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
-    for label, python in interps.items():
-        if os.stat(python).st_mtime != mtimes[label]:
-            print(f"WARNING: {python} changed during the run")
+    for label, interp in interps.items():
+        if os.stat(interp.path).st_mtime != mtimes[label]:
+            print(f"WARNING: {interp.path} changed during the run")
     return status
 
 
