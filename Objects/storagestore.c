@@ -1135,6 +1135,13 @@ held_matters(PyObject *v)
 int
 _PyStorage_DictSetItem(PyObject *dict, PyObject *key, PyObject *value)
 {
+    PyStorageManager *sm = _PyStorage_Lookup(dict);
+    if (sm != NULL && sm->set_item != NULL) {
+        int r = sm->set_item(sm, dict, key, value);
+        if (r != 0) {
+            return r < 0 ? -1 : 0;
+        }
+    }
     Py_INCREF(key);
     Py_INCREF(value);
     /* The rule for what depends on the caller's reference, here; the

@@ -75,6 +75,13 @@ struct _PyStorageManager {
        is going on, what tp_clear, finalizers and deallocations would do
        could not be undone with it); NULL is always. */
     int (*collectable)(PyStorageManager *sm);
+
+    /* dict[key] = value is about to be done by PyDict_SetItem() on a
+       dict of the manager: 1 when the manager has done it itself (a
+       faster way to the same result), 0 to let it go the usual way, -1
+       with an exception set.  NULL is always the usual way. */
+    int (*set_item)(PyStorageManager *sm, PyObject *dict, PyObject *key,
+                    PyObject *value);
 };
 
 /* The DRAM manager: what PyStorage_Of() returns for ordinary memory. */

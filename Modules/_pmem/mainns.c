@@ -268,6 +268,29 @@ persist(mainns *ns, PyObject *name, PyObject **pvalue, Py_ssize_t held)
         return 0;
     }
     int mine = _PyStorage_IsStatic(v) || PyStorage_Of(v) == &ns->pool->sm;
+    if (!mine && kept != NULL && Py_REFCNT(kept) == 3
+        && PyLong_CheckExact(v) && PyLong_CheckExact(kept)
+        && PyStorage_Of(kept) == &ns->pool->sm)
+    {
+        /* An int of the pool that only the pool's namespace, the shadow
+           and the log of this change refer to, whose block has room for
+           v's digits (a number that grows and shrinks across a digit):
+           given v's value in place, in the transaction. */
+        size_t size = offsetof(PyLongObject, long_value.ob_digit)
+                      + Py_MAX(_PyLong_DigitCount((PyLongObject *)v), 1)
+                        * sizeof(digit);
+        if (size <= pmemobj_alloc_usable_size(pmemobj_oid(kept))) {
+            size_t from = offsetof(PyLongObject, long_value);
+            if (_PyPmem_Modify(&ns->pool->sm, (char *)kept + from,
+                               size - from) < 0)
+            {
+                return -1;
+            }
+            memcpy((char *)kept + from, (char *)v + from, size - from);
+            Py_SETREF(*pvalue, Py_NewRef(kept));
+            return 0;
+        }
+    }
     if (!mine && kept != NULL && Py_REFCNT(kept) == 3) {
         /* A number of the pool that the pool's namespace, the shadow and
            the log of this change alone refer to (n += 1): given the new
@@ -573,10 +596,10 @@ overwrite_word(PoolObject *p, PyObject *old, PyObject *v)
         return 1;
     }
     if (PyLong_CheckExact(v)) {
+        /* (v may be a small int: old then keeps its value, an int of
+           the pool like any other, and the next number reuses it.) */
         PyLongObject *o = (PyLongObject *)old, *n = (PyLongObject *)v;
-        if (_Py_IsImmortal(v)
-            || o->long_value.lv_tag != n->long_value.lv_tag)
-        {
+        if (o->long_value.lv_tag != n->long_value.lv_tag) {
             return 0;
         }
         /* The same sign and number of digits: the digits change. */
@@ -655,7 +678,15 @@ store_atomically(mainns *ns, PyObject *name)
     if (kept == NULL) {
         return 0;
     }
-    if (_PyStorage_IsStatic(v) || PyStorage_Of(v) == &ns->pool->sm) {
+    int pools = PyStorage_Of(v) == &ns->pool->sm;
+    if (!pools && old == kept && Py_REFCNT(kept) == 2
+        && overwrite_word(ns->pool, kept, v))
+    {
+        /* The variable refers to the pool's object again (for a small
+           int too: an int of the pool that has its value). */
+        return _PyStorage_DictReplaceValue(ns->dict, name, kept) < 0 ? -1 : 1;
+    }
+    if (pools || _PyStorage_IsStatic(v)) {
         /* One pointer: the pool's namespace refers to v. */
         Py_INCREF(v);
         __atomic_store_n(slot, v, __ATOMIC_RELEASE);
@@ -663,12 +694,6 @@ store_atomically(mainns *ns, PyObject *name)
         int r = PyDict_SetItem(ns->shadow, name, v);
         Py_DECREF(kept);
         return r < 0 ? -1 : 1;
-    }
-    if (old == kept && Py_REFCNT(kept) == 2
-        && overwrite_word(ns->pool, kept, v))
-    {
-        /* The variable refers to the pool's object again. */
-        return _PyStorage_DictReplaceValue(ns->dict, name, kept) < 0 ? -1 : 1;
     }
     return 0;
 }
@@ -727,6 +752,61 @@ passive(mainns *ns)
     return (ns->off || ns->pool->forked || ns->pool->closed
             || (ns->writing != 0 && ns->writing == current_thread()));
 }
+
+/* dict[key] = value, the dict's commonest operation (STORE_NAME,
+   STORE_GLOBAL): when the name's value is a number or short str of the
+   pool that only the dict, the pool's namespace and the shadow refer to
+   (n += 1 at module level, the loop variable), and one atomic store gives
+   it value's value, that is the whole binding: the dict, the pool's
+   namespace and the shadow keep their object. */
+static int
+main_set_item(PyStorageManager *sm, PyObject *dict, PyObject *key,
+              PyObject *value)
+{
+    mainns *ns = MAINNS(sm);
+    PoolObject *p = ns->pool;
+    if (ns->depth > 0 || p->depth > 0 || passive(ns)
+        || !(PyLong_CheckExact(value) || PyFloat_CheckExact(value)
+             || PyUnicode_CheckExact(value))
+        || (((PyDictObject *)dict)->ma_version_tag & DICT_WATCHER_MASK))
+    {
+        return 0;
+    }
+    if (_PyPmem_Hold(p) < 0) {
+        return -1;
+    }
+    /* Asked holding the lock (taking it may have let other threads
+       run). */
+    PyObject **slot = _PyStorage_DictValueSlot(dict, key);
+    PyObject *kept = slot != NULL ? *slot : NULL;
+    int r = 0;
+    if (kept == NULL || kept == value || PyStorage_Of(value) == &p->sm) {
+        /* the usual way */
+    }
+    else if (Py_REFCNT(kept) == 3 && PyStorage_Of(kept) == &p->sm) {
+        r = overwrite_word(p, kept, value);
+    }
+    else if (_PyStorage_IsStatic(value) && !is_dunder(key)) {
+        /* A small int, None...: the three dicts' pointers, the pool's
+           first (the one store that makes the binding durable). */
+        PyObject **kept_slot = _PyStorage_DictValueSlot(ns->pool_ns, key);
+        PyObject **shadow_slot = _PyStorage_DictValueSlot(ns->shadow, key);
+        if (kept_slot != NULL && *kept_slot == kept && shadow_slot != NULL
+            && *shadow_slot == kept)
+        {
+            __atomic_store_n(kept_slot, Py_NewRef(value), __ATOMIC_RELEASE);
+            pmemobj_persist(p->pop, kept_slot, sizeof(*kept_slot));
+            *shadow_slot = Py_NewRef(value);
+            r = _PyStorage_DictReplaceValue(dict, key, value);
+            Py_DECREF(kept);          /* the shadow's */
+            Py_DECREF(kept);          /* the pool's namespace's */
+        }
+    }
+    _PyPmem_Release(p);
+    return r;
+}
+
+
 
 static int
 main_begin(PyStorageManager *sm)
@@ -954,6 +1034,7 @@ _PyPmem_StartMain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         .begin = main_begin,
         .end = main_end,
         .modify = main_modify,
+        .set_item = main_set_item,
     };
     ns->region = map_region(p);
     if (ns->region == NULL) {

@@ -299,6 +299,41 @@ class PersistTests(MainPoolTestCase):
         self.python("-c", "globals().clear()")
         self.assertEqual(self.namespace(), {})
 
+    def test_rebinding_leaves_other_references_alone(self):
+        # A rebinding may give the pool's number or str its new value in
+        # place, when nothing else refers to it: never when something
+        # does (another name, a container, a dict's key).
+        code = """\
+            if "x" not in globals():
+                x, f, s, z = 10**6, 1.5, "abc", 0
+            for i in range(3):
+                y = x
+                held = [x, f, s]
+                keys = {x: "k"}
+                g, t = f, s
+                x += 1
+                f += 1.0
+                s = s[:2] + chr(ord(s[2]) + 1)
+                z = i                     # small ints
+                assert (y, held, g, t, list(keys)) == (
+                    x - 1, [x - 1, f - 1.0, t], f - 1.0, t, [x - 1])
+            big = 2**40 if z else 7       # digits change
+            print(x, f, s, z, y, held, g, t, keys, big)
+            """
+        first = self.python("-c", textwrap.dedent(code)).stdout
+        self.assertEqual(first, "1000003 4.5 abf 2 1000002 "
+                                "[1000002, 3.5, 'abe'] 3.5 abe "
+                                "{1000002: 'k'} 1099511627776\n")
+        second = self.python("-c", textwrap.dedent(code)).stdout
+        self.assertEqual(second, "1000006 7.5 abi 2 1000005 "
+                                 "[1000005, 6.5, 'abh'] 6.5 abh "
+                                 "{1000005: 'k'} 1099511627776\n")
+        ns = self.namespace()
+        self.assertEqual((ns["x"], ns["y"], ns["f"], ns["g"], ns["s"],
+                          ns["held"]),
+                         ("1000006", "1000005", "7.5", "6.5", "'abi'",
+                          "[1000005, 6.5, 'abh']"))
+
     def test_many_names(self):
         # Resizes of __main__'s dict, and an update of many names.
         code = """\
