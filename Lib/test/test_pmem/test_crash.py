@@ -1,7 +1,8 @@
 """The crash harnesses of Tools/pmem/crash, with small counts.
 
 soak.py kills a workload at random instants (during pmem.open() too) and
-checks that the pool holds exactly what committed; fuzz.py opens corrupt
+checks that the pool holds exactly what committed; namespace_kills.py
+does the same to a program run with python -X pmem; fuzz.py opens corrupt
 copies of a pool, which must open or raise pmem.PoolError.  Here each
 runs a few trials with a fixed seed, as a subprocess; run them by hand
 with thousands (``./python Tools/pmem/crash/soak.py --trials 2000``).
@@ -46,6 +47,20 @@ class CrashHarnessTests(unittest.TestCase):
                                     "--dir", tmp)
         self.assertRegex(last, r"^soak: 6 trials, \d+ kills during open, "
                                r"0 invariant failures$")
+
+    def namespace_kills(self, mode):
+        with os_helper.temp_dir() as tmp:
+            last = self.run_harness("namespace_kills.py", "--mode", mode,
+                                    "--trials", "8", "--seed", "20261203",
+                                    "--quiet", "--dir", tmp)
+        self.assertRegex(last, rf"^namespace_kills: {mode}: 8 trials, "
+                               rf"\d+ kills during start-up, 0 failures$")
+
+    def test_namespace_kills_tx(self):
+        self.namespace_kills("tx")
+
+    def test_namespace_kills_stmt(self):
+        self.namespace_kills("stmt")
 
     @support.requires_resource('cpu')     # about 20 seconds
     def test_fuzz(self):
