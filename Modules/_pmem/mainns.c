@@ -254,7 +254,8 @@ warn_once(mainns *ns, PyObject *name, PyObject *why)
    replaced by the pool's copy when the store rule makes one.  0, or -1
    with an exception set. */
 static int
-persist(mainns *ns, PyObject *name, PyObject **pvalue, Py_ssize_t held)
+persist(mainns *ns, PyObject *name, PyObject **pvalue, Py_ssize_t held,
+        int alone)
 {
     PyObject *v = *pvalue;
     if (!PyUnicode_CheckExact(name) || is_dunder(name) || is_code(v)) {
@@ -268,7 +269,10 @@ persist(mainns *ns, PyObject *name, PyObject **pvalue, Py_ssize_t held)
         return 0;
     }
     int mine = _PyStorage_IsStatic(v) || PyStorage_Of(v) == &ns->pool->sm;
-    if (!mine && kept != NULL && Py_REFCNT(kept) == 3
+    /* In place only when the operation changes this one name: an undo
+       of the operation (a later name that fails) rebinds names, and
+       could not give an object its old value. */
+    if (alone && !mine && kept != NULL && Py_REFCNT(kept) == 3
         && PyLong_CheckExact(v) && PyLong_CheckExact(kept)
         && PyStorage_Of(kept) == &ns->pool->sm)
     {
@@ -291,7 +295,7 @@ persist(mainns *ns, PyObject *name, PyObject **pvalue, Py_ssize_t held)
             return 0;
         }
     }
-    if (!mine && kept != NULL && Py_REFCNT(kept) == 3) {
+    if (alone && !mine && kept != NULL && Py_REFCNT(kept) == 3) {
         /* A number of the pool that the pool's namespace, the shadow and
            the log of this change alone refer to (n += 1): given the new
            value in place, as a C program would (no block made, none
@@ -365,8 +369,9 @@ reconcile_name(mainns *ns, PyObject *name, Py_ssize_t held)
         return (PyDict_Pop(ns->shadow, name, NULL) < 0
                 || pool_unbind(ns, name) < 0) ? -1 : 0;
     }
+    /* (held is 2 when the operation changed this name alone.) */
     PyObject *given = value;
-    int r = persist(ns, name, &value, held + 1);
+    int r = persist(ns, name, &value, held + 1, held == 2);
     if (r == 0 && value != given) {
         r = write_binding(ns, name, value);
     }

@@ -371,6 +371,25 @@ class TransactionTests(MainPoolTestCase):
         self.assertEqual(self.python(path).stdout, "1 {'k': 0} False False\n")
         self.assertEqual(self.namespace(), {"d": "{'k': 0}", "x": "1"})
 
+    def test_failed_operation_is_undone_whole(self):
+        # An operation on several names that fails at one of them (here a
+        # refused value whose warning is an error) changes none, also
+        # inside a block that goes on.
+        code = """\
+            import os, pmem
+            n = 10**6
+            with pmem.transaction():
+                try:
+                    globals().update(n=n + 1, f=open(os.devnull))
+                except pmem.NotPersistedWarning:
+                    pass
+            print(n, "f" in globals())
+            """
+        out = self.python("-W", "error::pmem.NotPersistedWarning", "-c",
+                          textwrap.dedent(code)).stdout
+        self.assertEqual(out, "1000000 False\n")
+        self.assertEqual(self.namespace()["n"], "1000000")
+
     def test_savepoint(self):
         code = """\
             import pmem
