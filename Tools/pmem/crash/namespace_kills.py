@@ -545,9 +545,14 @@ class Harness:
                           f"{err.decode(errors='replace')}")
         if "loop" in marks:
             phase = "loop"
-            times = self.start_times[creating]
-            times.append(float(marks["loop"][1]) - start)
-            del times[:-20]
+            try:
+                reached = float(marks["loop"][1])
+            except (IndexError, ValueError):
+                pass        # the kill cut the line short
+            else:
+                times = self.start_times[creating]
+                times.append(reached - start)
+                del times[:-20]
         elif "main" in marks:
             phase = "set-up lines"
             self.finishing += self.to_finish
