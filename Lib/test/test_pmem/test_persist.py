@@ -96,6 +96,17 @@ class HarnessTests(unittest.TestCase):
         self.assertSummary(out, "power-loss images", 1)
         self.assertEqual(rc, 0, out)
 
+    @support.requires_resource('cpu')     # about 10 seconds
+    def test_points_of_namespace_bindings(self):
+        # python -X pmem: a rebinding that one store makes durable (an int
+        # rewritten in place, a pointer) and one that needs a transaction
+        # (an int that gets more digits), killed and cut off at each point.
+        rc, out = self.run_driver("--kinds", "ns-int,ns-static,ns-digits",
+                                  "--power-loss")
+        self.assertSummary(out, "persist points", 3)
+        self.assertSummary(out, "power-loss images", 3)
+        self.assertEqual(rc, 0, out)
+
     def test_power_loss_at_every_point_of_a_transfer(self):
         rc, out = self.run_driver("--only-power-loss", "--kinds",
                                   "transfer")

@@ -4,6 +4,10 @@
         [--power-loss | --only-power-loss] [--limit-per-kind N]
         [--flush force|msync|both] [--when after|before|both] [--jobs N]
 
+The ns-* kinds are statements of a program run as python -X
+pmem=POOL (PYTHONPMEM): the rebindings of __main__'s variables, among
+them those that one atomic store makes durable.
+
 What is proven.  For each kind of operation below, and for every persist
 point k of it (every call through which libpmemobj makes something
 durable: a drain, a persist, an msync; see persistshim.c for the exact
@@ -93,6 +97,31 @@ except AttributeError:
     start = stop = lambda: None
 import pmem
 path, SIZE = sys.argv[1], int(sys.argv[2])
+"""
+
+# The prelude of an operation of python -X pmem=POOL (PYTHONPMEM): its
+# names are dunder names, which stay per run, so that only the operation
+# changes the pool's namespace.
+NAMESPACE_PRELUDE = """\
+import ctypes as __ctypes__
+try:
+    __shim__ = __ctypes__.CDLL(None)
+    __start__ = __shim__.persist_shim_start
+    __stop__ = __shim__.persist_shim_stop
+except AttributeError:
+    __start__ = __stop__ = lambda: None
+"""
+
+# The variables of a program under -X pmem: numbers and strs of the pool
+# that only the namespace refers to, which a rebinding rewrites in place.
+NAMESPACE_DATA = """\
+pool = pmem.open(path, size=SIZE)
+ns = pool.ns
+ns.n = 10 ** 6
+ns.f = 1.5
+ns.s = "abc"
+ns.z = 3
+ns.accounts = {f"acct{i}": 100.0 for i in range(20)}
 """
 
 # The pool contents most kinds start from.  The accounts sum to 2000.0.
@@ -185,12 +214,14 @@ class Kind:
     under the shim, which it arms around the part that is counted), and
     the environment of the operation's process."""
 
-    def __init__(self, name, setup, op, env=None, doc=""):
+    def __init__(self, name, setup, op, env=None, doc="", namespace=False):
         self.name = name
         self.setup = setup        # [(code, expected return code)]
         self.op = op
         self.env = env or {}
         self.doc = doc
+        # The operation is a statement of __main__ under -X pmem=POOL.
+        self.namespace = namespace
 
 
 KINDS = [
@@ -300,6 +331,45 @@ except ZeroDivisionError:
     pass
 stop()
 """, doc="a `with pool:` block that raises: rolled back"),
+    Kind("ns-int", [(NAMESPACE_DATA, 0)], """\
+__start__()
+n += 1
+__stop__()
+""", namespace=True, doc="-X pmem: n += 1, the pool's int rewritten in "
+                        "place by one store"),
+    Kind("ns-str", [(NAMESPACE_DATA, 0)], """\
+__start__()
+s = "abd"
+__stop__()
+""", namespace=True, doc="-X pmem: a short str rewritten in place by one "
+                        "store"),
+    Kind("ns-static", [(NAMESPACE_DATA, 0)], """\
+__start__()
+f = None
+__stop__()
+""", namespace=True, doc="-X pmem: a binding to a static object, one "
+                        "pointer of the pool's namespace"),
+    Kind("ns-digits", [(NAMESPACE_DATA, 0)], """\
+__start__()
+n = 2 ** 40
+__stop__()
+""", namespace=True, doc="-X pmem: an int that gets more digits, in a "
+                        "transaction"),
+    Kind("ns-new", [(NAMESPACE_DATA, 0)], """\
+__start__()
+m = {"k": [1, 2.5, "x"]}
+__stop__()
+""", namespace=True, doc="-X pmem: a new name, its container moved in"),
+    Kind("ns-block", [(NAMESPACE_DATA, 0)], """\
+__start__()
+with pmem.transaction():
+    accounts["acct1"] -= 7.5
+    accounts["acct2"] += 7.5
+    n += 1
+    s = "xyz"
+__stop__()
+""", namespace=True, doc="-X pmem: a pmem.transaction() block of "
+                        "bindings and a transfer"),
 ]
 KIND_NAMES = [k.name for k in KINDS]
 
@@ -465,10 +535,15 @@ class KindRun:
         self.setup_pool = os.path.join(self.dir, "setup", "pool")
         self.failures = []
         self.kept = 0
-        self.code = OP_PRELUDE + kind.op
+        if kind.namespace:
+            self.code = NAMESPACE_PRELUDE + "import pmem\n" + kind.op
+        else:
+            self.code = OP_PRELUDE + kind.op
 
-    def op_env(self, extra=None):
+    def op_env(self, extra=None, path=None):
         env = self.r.env(self.mode.flush, OP_SEED, self.kind.env)
+        if self.kind.namespace and path is not None:
+            env["PYTHONPMEM"] = path
         env.update(extra or {})
         return env
 
@@ -477,7 +552,7 @@ class KindRun:
                  "PERSISTSHIM_POOL": pool}
         extra.update({f"PERSISTSHIM_{k.upper()}": str(v)
                       for k, v in settings.items()})
-        return self.op_env(extra)
+        return self.op_env(extra, pool)
 
     def fresh_pool(self, name):
         """A copy of the set-up pool (none for a creation) at a new path."""
@@ -506,7 +581,7 @@ class KindRun:
         else:
             self.before = {"state": "absent", "objects": None, "gc": 0}
         path = self.fresh_pool("after")
-        rc, out, err = self.r.run(self.code, path, self.op_env())
+        rc, out, err = self.r.run(self.code, path, self.op_env(path=path))
         if rc != 0:
             raise RuntimeError(f"{self.kind.name}: the operation failed: "
                                f"{describe_exit(rc, err)}")
@@ -621,6 +696,8 @@ class KindRun:
             f.write(CHECK)
         force = "1" if self.mode.flush == "force" else "0"
         extra = " ".join(f"{k}={v}" for k, v in self.kind.env.items())
+        if self.kind.namespace:
+            extra += ' PYTHONPMEM="$D/pool"'
         kill = (f"PERSISTSHIM_POOL=$D/pool PERSISTSHIM_IMAGE=$D/image "
                 if self.mode.powerloss else "")
         setup_line = ('cp "$HERE/setup.pool" "$D/pool"'
