@@ -804,16 +804,21 @@ _PyStorage_OverwriteNumber(PyStorageManager *sm, PyObject *old,
             /* A small int, static: stored as it is, a pointer to it. */
             return 0;
         }
-        /* An int's block has room for at least one digit. */
+        /* An int's block (an int has no pre-header: old is its start)
+           has room for at least one digit, and for what the manager
+           says it can hold: a number that grows a digit may fit. */
         Py_ssize_t have = _PyLong_DigitCount((PyLongObject *)old);
         Py_ssize_t need = _PyLong_DigitCount((PyLongObject *)value);
-        if (Py_MAX(need, 1) > Py_MAX(have, 1)) {
+        size_t digits = offsetof(PyLongObject, long_value.ob_digit);
+        size_t room = sm->usable_size != NULL
+                      ? sm->usable_size(sm, old)
+                      : digits + (size_t)Py_MAX(have, 1) * sizeof(digit);
+        if (digits + (size_t)Py_MAX(need, 1) * sizeof(digit) > room) {
             return 0;
         }
         to = (char *)&((PyLongObject *)old)->long_value;
         from = (char *)&((PyLongObject *)value)->long_value;
-        size = offsetof(PyLongObject, long_value.ob_digit)
-               - offsetof(PyLongObject, long_value)
+        size = digits - offsetof(PyLongObject, long_value)
                + (size_t)need * sizeof(digit);
     }
     else {

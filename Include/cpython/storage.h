@@ -53,6 +53,9 @@ struct _PyStorageManager {
        and managed-dict pointers: PyStorage_PreHeaderSize(type) bytes).
        Return NULL, without setting an exception, when out of memory. */
     void *(*alloc)(PyStorageManager *sm, size_t size, PyTypeObject *type);
+    /* The bytes that the block at ptr (an allocation's start) can hold,
+       which may be more than were asked for; NULL: just those. */
+    size_t (*usable_size)(PyStorageManager *sm, void *ptr);
     /* Resize a table; NULL (exception not set) when out of memory, and
        then ptr is unchanged. */
     void *(*realloc)(PyStorageManager *sm, void *ptr, size_t size);

@@ -272,29 +272,6 @@ persist(mainns *ns, PyObject *name, PyObject **pvalue, Py_ssize_t held,
     /* In place only when the operation changes this one name: an undo
        of the operation (a later name that fails) rebinds names, and
        could not give an object its old value. */
-    if (alone && !mine && kept != NULL && Py_REFCNT(kept) == 3
-        && PyLong_CheckExact(v) && PyLong_CheckExact(kept)
-        && PyStorage_Of(kept) == &ns->pool->sm)
-    {
-        /* An int of the pool that only the pool's namespace, the shadow
-           and the log of this change refer to, whose block has room for
-           v's digits (a number that grows and shrinks across a digit):
-           given v's value in place, in the transaction. */
-        size_t size = offsetof(PyLongObject, long_value.ob_digit)
-                      + Py_MAX(_PyLong_DigitCount((PyLongObject *)v), 1)
-                        * sizeof(digit);
-        if (size <= pmemobj_alloc_usable_size(pmemobj_oid(kept))) {
-            size_t from = offsetof(PyLongObject, long_value);
-            if (_PyPmem_Modify(&ns->pool->sm, (char *)kept + from,
-                               size - from) < 0)
-            {
-                return -1;
-            }
-            memcpy((char *)kept + from, (char *)v + from, size - from);
-            Py_SETREF(*pvalue, Py_NewRef(kept));
-            return 0;
-        }
-    }
     if (alone && !mine && kept != NULL && Py_REFCNT(kept) == 3) {
         /* A number of the pool that the pool's namespace, the shadow and
            the log of this change alone refer to (n += 1): given the new
@@ -373,7 +350,9 @@ reconcile_name(mainns *ns, PyObject *name, Py_ssize_t held)
     PyObject *given = value;
     int r = persist(ns, name, &value, held + 1, held == 2);
     if (r == 0 && value != given) {
-        r = write_binding(ns, name, value);
+        /* The variable refers to the pool's copy. */
+        r = _PyStorage_DictReplaceValue(ns->dict, name, value);
+        r = r == 0 ? write_binding(ns, name, value) : (r < 0 ? -1 : 0);
     }
     if (r == 0) {
         r = PyDict_SetItem(ns->shadow, name, value);
@@ -650,6 +629,17 @@ overwrite_word(PoolObject *p, PyObject *old, PyObject *v)
     return 0;
 }
 
+/* The pool's namespace's slot refers to v in place of what it held: one
+   atomic, durable store; the old value is let go. */
+static void
+store_pointer(mainns *ns, PyObject **slot, PyObject *v)
+{
+    PyObject *old = *slot;
+    __atomic_store_n(slot, Py_NewRef(v), __ATOMIC_RELEASE);
+    pmemobj_persist(ns->pool->pop, slot, sizeof(*slot));
+    Py_DECREF(old);
+}
+
 /* The binding of name, changed by an operation outside any transaction
    of the pool (whose writer lock this thread holds), made durable by one
    atomic store, when one does it.  1 when done, 0 when a transaction
@@ -692,13 +682,8 @@ store_atomically(mainns *ns, PyObject *name)
         return _PyStorage_DictReplaceValue(ns->dict, name, kept) < 0 ? -1 : 1;
     }
     if (pools || _PyStorage_IsStatic(v)) {
-        /* One pointer: the pool's namespace refers to v. */
-        Py_INCREF(v);
-        __atomic_store_n(slot, v, __ATOMIC_RELEASE);
-        pmemobj_persist(ns->pool->pop, slot, sizeof(*slot));
-        int r = PyDict_SetItem(ns->shadow, name, v);
-        Py_DECREF(kept);
-        return r < 0 ? -1 : 1;
+        store_pointer(ns, slot, v);
+        return PyDict_SetItem(ns->shadow, name, v) < 0 ? -1 : 1;
     }
     return 0;
 }
@@ -799,12 +784,9 @@ main_set_item(PyStorageManager *sm, PyObject *dict, PyObject *key,
         if (kept_slot != NULL && *kept_slot == kept && shadow_slot != NULL
             && *shadow_slot == kept)
         {
-            __atomic_store_n(kept_slot, Py_NewRef(value), __ATOMIC_RELEASE);
-            pmemobj_persist(p->pop, kept_slot, sizeof(*kept_slot));
-            *shadow_slot = Py_NewRef(value);
+            store_pointer(ns, kept_slot, value);
+            Py_SETREF(*shadow_slot, Py_NewRef(value));
             r = _PyStorage_DictReplaceValue(dict, key, value);
-            Py_DECREF(kept);          /* the shadow's */
-            Py_DECREF(kept);          /* the pool's namespace's */
         }
     }
     _PyPmem_Release(p);

@@ -204,6 +204,12 @@ _PyPmem_Alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
     return block;
 }
 
+size_t
+_PyPmem_UsableSize(PyStorageManager *Py_UNUSED(sm), void *ptr)
+{
+    return pmemobj_alloc_usable_size(pmemobj_oid(ptr));
+}
+
 typedef struct {
     const void *from;
     size_t size;                  /* to copy; the rest is zeroed */

@@ -425,6 +425,7 @@ int _PyPmem_RegisterClasses(PoolObject *p);
 void *_PyPmem_Alloc(PyStorageManager *sm, size_t size, PyTypeObject *type);
 void *_PyPmem_Realloc(PyStorageManager *sm, void *ptr, size_t size);
 void _PyPmem_Free(PyStorageManager *sm, void *ptr);
+size_t _PyPmem_UsableSize(PyStorageManager *sm, void *ptr);
 int _PyPmem_Hold(PoolObject *p);
 void _PyPmem_Release(PoolObject *p);
 int _PyPmem_Begin(PyStorageManager *sm);

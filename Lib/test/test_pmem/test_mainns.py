@@ -467,20 +467,24 @@ class TransactionTests(MainPoolTestCase):
 
 class ProcessTests(MainPoolTestCase):
 
-    def test_bad_pools(self):
-        # A file that is not a pool, a pool held by another process: one
-        # line, exit status 1, the file as it was.
-        with open(self.path, "wb") as f:
-            f.write(b"root:x:0:0:root:/root:/bin/bash\n" * 100)
+    def assertStopsUnchanged(self, message):
+        """A program run with the pool at self.path does not run: one line
+        that says message, exit status 1, the file as it was."""
         with open(self.path, "rb") as f:
             before = f.read()
         proc = self.python("-c", "print('ran')", check=False)
         self.assertEqual((proc.returncode, proc.stdout), (1, ""))
         self.assertEqual(len(proc.stderr.splitlines()), 1, proc.stderr)
-        self.assertIn("PoolError", proc.stderr)
-        self.assertIn("is not a pmem-python pool", proc.stderr)
+        self.assertIn(message, proc.stderr)
         with open(self.path, "rb") as f:
             self.assertEqual(f.read(), before)
+
+    def test_bad_pools(self):
+        # A file that is not a pool, a pool held by another process.
+        with open(self.path, "wb") as f:
+            f.write(b"root:x:0:0:root:/root:/bin/bash\n" * 100)
+        self.assertStopsUnchanged(
+            "PoolError: '%s' is not a pmem-python pool" % self.path)
         os.unlink(self.path)
 
         self.python("-c", "n = 1")
@@ -492,14 +496,7 @@ class ProcessTests(MainPoolTestCase):
         self.addCleanup(holder.wait)
         self.addCleanup(holder.stdin.close)
         self.assertEqual(holder.stdout.readline(), "open\n")
-        with open(self.path, "rb") as f:
-            before = f.read()
-        proc = self.python("-c", "print('ran')", check=False)
-        self.assertEqual((proc.returncode, proc.stdout), (1, ""))
-        self.assertEqual(len(proc.stderr.splitlines()), 1, proc.stderr)
-        self.assertIn("open in another process", proc.stderr)
-        with open(self.path, "rb") as f:
-            self.assertEqual(f.read(), before)
+        self.assertStopsUnchanged("open in another process")
 
         for option in ("pmem=", "pmem"):
             proc = self.python("-X", option, "-c", "pass", pool=False,

@@ -78,6 +78,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 
@@ -121,6 +122,28 @@ def transfer(i):
 
 '''
 
+# A turn of the loop but for the transfer itself, in both modes: the
+# values that -X pmem stores in the ways it has (in place, a pointer, a
+# copy, a moved container, a deletion).
+ITERATION = '''\
+a, b, x = transfer(done)
+label = f"{x} from {a} to {b}"
+ratio = x / TOTAL
+tag = f"{done % 100000:05d}"
+stamp = 2 ** 40 + done
+wobble = (2 ** 35 + done, -1000 - done, 1000 + done, 7)[done % 4]
+last = (done, a, b, x)
+if not history or history[-1] != last:
+    history.append(last)
+if len(history) > 40:
+    del history[:20]
+if done % 4 == 0:
+    if "spare" in globals():
+        del spare
+else:
+    spare = {"n": done, "pair": [a, b], "big": 2 ** 70 + done}
+'''
+
 TX_PROGRAM = PROGRAM_HEAD.format(name="prog_tx.py", mode="tx",
                                  imports="\nimport pmem\n") + '''\
 with pmem.transaction():
@@ -133,23 +156,7 @@ with pmem.transaction():
 print("loop", done, time.monotonic(), flush=True)
 while True:
     with pmem.transaction():
-        a, b, x = transfer(done)
-        label = f"{x} from {a} to {b}"
-        ratio = x / TOTAL
-        tag = f"{done % 100000:05d}"
-        stamp = 2 ** 40 + done
-        wobble = (2 ** 35 + done, -1000 - done, 1000 + done, 7)[done % 4]
-        last = (done, a, b, x)
-        if not history or history[-1] != last:
-            history.append(last)
-        if len(history) > 40:
-            del history[:20]
-        if done % 4 == 0:
-            if "spare" in globals():
-                del spare
-        else:
-            spare = {"n": done, "pair": [a, b], "big": 2 ** 70 + done}
-        accounts[a] -= x
+''' + textwrap.indent(ITERATION, ' ' * 8) + '''        accounts[a] -= x
         accounts[b] += x
         moved += x
         done += 1
@@ -179,23 +186,7 @@ pending = None
 
 print("loop", done, time.monotonic(), flush=True)
 while True:
-    a, b, x = transfer(done)
-    label = f"{x} from {a} to {b}"
-    ratio = x / TOTAL
-    tag = f"{done % 100000:05d}"
-    stamp = 2 ** 40 + done
-    wobble = (2 ** 35 + done, -1000 - done, 1000 + done, 7)[done % 4]
-    last = (done, a, b, x)
-    if not history or history[-1] != last:
-        history.append(last)
-    if len(history) > 40:
-        del history[:20]
-    if done % 4 == 0:
-        if "spare" in globals():
-            del spare
-    else:
-        spare = {"n": done, "pair": [a, b], "big": 2 ** 70 + done}
-    pending = (done, a, b, x, accounts[a], accounts[b], moved + x)
+''' + textwrap.indent(ITERATION, ' ' * 4) + '''    pending = (done, a, b, x, accounts[a], accounts[b], moved + x)
     accounts[a] -= x
     accounts[b] += x
     moved += x
