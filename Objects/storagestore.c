@@ -810,10 +810,11 @@ _PyStorage_OverwriteNumber(PyStorageManager *sm, PyObject *old,
         Py_ssize_t have = _PyLong_DigitCount((PyLongObject *)old);
         Py_ssize_t need = _PyLong_DigitCount((PyLongObject *)value);
         size_t digits = offsetof(PyLongObject, long_value.ob_digit);
-        size_t room = sm->usable_size != NULL
-                      ? sm->usable_size(sm, old)
-                      : digits + (size_t)Py_MAX(have, 1) * sizeof(digit);
-        if (digits + (size_t)Py_MAX(need, 1) * sizeof(digit) > room) {
+        if (Py_MAX(need, 1) > Py_MAX(have, 1)
+            && (sm->usable_size == NULL
+                || digits + (size_t)need * sizeof(digit)
+                   > sm->usable_size(sm, old)))
+        {
             return 0;
         }
         to = (char *)&((PyLongObject *)old)->long_value;
