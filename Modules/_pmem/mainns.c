@@ -91,6 +91,10 @@ typedef struct {
     int nfresh;
     undo_record *log;
     size_t nlog, log_allocated;
+    /* An int of the pool that nothing in the pool refers to, for the
+       next one whose number of digits changes (swap_number()). */
+    PyObject *spare;
+    size_t spare_size;            /* the bytes that its block holds */
     char *region;
     size_t used;
     char *free_lists[NCLASSES];
@@ -629,6 +633,63 @@ overwrite_word(PoolObject *p, PyObject *old, PyObject *v)
     return 0;
 }
 
+/* The new value of old, an int of the pool that nothing but the pool's
+   namespace's *slot and the process's variables refer to, when its
+   number of digits changes (n crossing 2**30): two words change, which
+   no one store makes durable together.  So the value is written into a
+   spare int of the pool, which nothing in the pool reaches, and made
+   durable; then one store points the slot to it.  A crash before that
+   store leaves the old binding, after it the new one; the block that is
+   let go (the old int) is the next spare, freed at exit, and after a
+   crash by the next open, as nothing reaches it.  The references of the
+   two slots (the pool's namespace's, the shadow's) are moved to the
+   spare; the caller moves the variable's.  The spare, or NULL when there
+   is none big enough (a transaction must do it). */
+static PyObject *
+swap_number(mainns *ns, PyObject **slot, PyObject **shadow_slot,
+            PyObject *old, PyObject *v)
+{
+    if (!PyLong_CheckExact(old) || !PyLong_CheckExact(v)
+        || _Py_IsImmortal(v))
+    {
+        return NULL;
+    }
+    size_t start = offsetof(PyLongObject, long_value);
+    size_t size = offsetof(PyLongObject, long_value.ob_digit)
+        + (size_t)Py_MAX(_PyLong_DigitCount((PyLongObject *)v), 1)
+          * sizeof(digit);
+    PyObject *spare = ns->spare;
+    if (spare == NULL) {
+        /* The first: a block of the pool, allocated atomically, that
+           nothing reaches until the slot does. */
+        size_t room = Py_MAX(size, offsetof(PyLongObject, long_value.ob_digit)
+                                   + 2 * sizeof(digit));
+        spare = _PyPmem_Alloc(&ns->pool->sm, room, &PyLong_Type);
+        if (spare == NULL) {
+            PyErr_Clear();        /* the transaction will say it */
+            return NULL;
+        }
+        (void)PyObject_Init(spare, &PyLong_Type);
+        _PyLong_SetSignAndDigitCount((PyLongObject *)spare, 0, 0);
+        ns->spare = spare;
+        ns->spare_size = _PyPmem_UsableSize(&ns->pool->sm, spare);
+    }
+    if (size > ns->spare_size) {
+        return NULL;
+    }
+    memcpy((char *)spare + start, (char *)v + start, size - start);
+    _PyPmem_SetRefcnt(spare, 2);
+    pmemobj_persist(ns->pool->pop, spare, size);
+    __atomic_store_n(slot, spare, __ATOMIC_RELEASE);
+    pmemobj_persist(ns->pool->pop, slot, sizeof(*slot));
+    *shadow_slot = spare;
+    /* The two references go, the spare's comes. */
+    _PyPmem_SetRefcnt(old, Py_REFCNT(old) - 1);
+    ns->spare = old;
+    ns->spare_size = _PyPmem_UsableSize(&ns->pool->sm, old);
+    return spare;
+}
+
 /* The pool's namespace's slot refers to v in place of what it held: one
    atomic, durable store; the old value is let go. */
 static void
@@ -674,12 +735,21 @@ store_atomically(mainns *ns, PyObject *name)
         return 0;
     }
     int pools = PyStorage_Of(v) == &ns->pool->sm;
-    if (!pools && old == kept && Py_REFCNT(kept) == 2
-        && overwrite_word(ns->pool, kept, v))
-    {
+    if (!pools && old == kept && Py_REFCNT(kept) == 2) {
         /* The variable refers to the pool's object again (for a small
            int too: an int of the pool that has its value). */
-        return _PyStorage_DictReplaceValue(ns->dict, name, kept) < 0 ? -1 : 1;
+        if (overwrite_word(ns->pool, kept, v)) {
+            return _PyStorage_DictReplaceValue(ns->dict, name, kept) < 0
+                   ? -1 : 1;
+        }
+        PyObject **shadow_slot = _PyStorage_DictValueSlot(ns->shadow, name);
+        PyObject *to;
+        if (shadow_slot != NULL && *shadow_slot == kept
+            && (to = swap_number(ns, slot, shadow_slot, kept, v)) != NULL)
+        {
+            return _PyStorage_DictReplaceValue(ns->dict, name, to) < 0
+                   ? -1 : 1;
+        }
     }
     if (pools || _PyStorage_IsStatic(v)) {
         store_pointer(ns, slot, v);
@@ -775,6 +845,19 @@ main_set_item(PyStorageManager *sm, PyObject *dict, PyObject *key,
     }
     else if (Py_REFCNT(kept) == 3 && PyStorage_Of(kept) == &p->sm) {
         r = overwrite_word(p, kept, value);
+        if (r == 0) {
+            PyObject **kept_slot = _PyStorage_DictValueSlot(ns->pool_ns, key);
+            PyObject **shadow_slot = _PyStorage_DictValueSlot(ns->shadow,
+                                                              key);
+            PyObject *to;
+            if (kept_slot != NULL && *kept_slot == kept
+                && shadow_slot != NULL && *shadow_slot == kept
+                && (to = swap_number(ns, kept_slot, shadow_slot, kept,
+                                     value)) != NULL)
+            {
+                r = _PyStorage_DictReplaceValue(dict, key, to);
+            }
+        }
     }
     else if (_PyStorage_IsStatic(value) && !is_dunder(key)) {
         /* A small int, None...: the three dicts' pointers, the pool's
@@ -1098,6 +1181,7 @@ _PyPmem_StopMain(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
     if (the_main != NULL) {
         the_main->off = 1;
+        Py_CLEAR(the_main->spare);
     }
     Py_RETURN_NONE;
 }

@@ -334,6 +334,41 @@ class PersistTests(MainPoolTestCase):
                          ("1000006", "1000005", "7.5", "6.5", "'abi'",
                           "[1000005, 6.5, 'abh']"))
 
+    def test_numbers_that_change_digits(self):
+        # An int whose number of digits changes (crossing 2**30, turning
+        # negative, growing past two digits) is rebound outside any
+        # transaction: written into another block of the pool, which the
+        # binding then refers to; other references keep their values.
+        code = """\
+            try:
+                n
+            except NameError:
+                n, seen = 1, []
+            for i in range(40):
+                n = (n * 1103515245 + 12345) % 2**31 - 2**30
+                if i % 7 == 0:
+                    seen.append(n)        # held elsewhere too
+                if i % 13 == 0:
+                    n = n * 2**40         # three digits
+                    n //= 2**40
+            print(n, len(seen), sum(seen))
+            """
+        model_n, model_seen = 1, []
+        expected = []
+        for run in range(2):
+            for i in range(40):
+                model_n = (model_n * 1103515245 + 12345) % 2**31 - 2**30
+                if i % 7 == 0:
+                    model_seen.append(model_n)
+            expected.append(f"{model_n} {len(model_seen)} "
+                            f"{sum(model_seen)}\n")
+        outputs = [self.python("-c", textwrap.dedent(code)).stdout
+                   for run in range(2)]
+        self.assertEqual(outputs, expected)
+        ns = self.namespace()
+        self.assertEqual((ns["n"], ns["seen"]),
+                         (str(model_n), repr(model_seen)))
+
     def test_many_names(self):
         # Resizes of __main__'s dict, and an update of many names.
         code = """\

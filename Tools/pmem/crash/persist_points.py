@@ -350,11 +350,14 @@ __stop__()
 """, namespace=True, doc="-X pmem: a binding to a static object, one "
                         "pointer of the pool's namespace"),
     Kind("ns-digits", [(NAMESPACE_DATA, 0)], """\
+n = 2 ** 40                 # the first spare block: made
+n = 10 ** 6                 # the value of the set-up again
 __start__()
 n = 2 ** 40
 __stop__()
-""", namespace=True, doc="-X pmem: an int that gets more digits, in a "
-                        "transaction"),
+""", namespace=True, doc="-X pmem: an int whose number of digits changes, "
+                        "written into a spare block of the pool that the "
+                        "binding then refers to"),
     Kind("ns-new", [(NAMESPACE_DATA, 0)], """\
 __start__()
 m = {"k": [1, 2.5, "x"]}
