@@ -522,14 +522,80 @@ _PyStorage_RehashFrozenSets(PyObject **sets, size_t n)
     return -1;
 }
 
+/* The index table of a combined dict, rebuilt where it is from the
+   hashes of its entries (this process's, _PyStorage_RehashEntries()), as
+   the dict's lookups probe it: no block is allocated, so that a pool too
+   full for a new table still opens, and nothing is logged -- the open
+   pass rebuilds every table, so a crash in the middle of one is repaired
+   by the next open.  Deleted entries are not indexed: holes, until the
+   next resize compacts them. */
+static void
+rebuild_indices(PyDictKeysObject *keys)
+{
+    int log2size = DK_LOG_SIZE(keys);
+    size_t mask = ((size_t)1 << log2size) - 1;
+    /* DKIX_EMPTY is -1 at every width. */
+    memset(keys->dk_indices, 0xff, (size_t)1 << keys->dk_log2_index_bytes);
+    keys->dk_version = 0;
+    for (Py_ssize_t ix = 0; ix < keys->dk_nentries; ix++) {
+        Py_hash_t hash;
+        if (DK_IS_UNICODE(keys)) {
+            PyObject *key = DK_UNICODE_ENTRIES(keys)[ix].me_key;
+            if (key == NULL) {
+                continue;
+            }
+            hash = _PyASCIIObject_CAST(key)->hash;
+        }
+        else {
+            PyDictKeyEntry *ep = &DK_ENTRIES(keys)[ix];
+            if (ep->me_key == NULL) {
+                continue;
+            }
+            hash = ep->me_hash;
+        }
+        size_t i = (size_t)hash & mask;
+        for (size_t perturb = (size_t)hash; ; ) {
+            int64_t at = log2size < 8 ? ((int8_t *)keys->dk_indices)[i]
+                : log2size < 16 ? ((int16_t *)keys->dk_indices)[i]
+                : log2size < 32 ? ((int32_t *)keys->dk_indices)[i]
+                : ((int64_t *)keys->dk_indices)[i];
+            if (at == DKIX_EMPTY) {
+                break;
+            }
+            perturb >>= 5;            /* dictobject.c's PERTURB_SHIFT */
+            i = mask & (i * 5 + perturb + 1);
+        }
+        if (log2size < 8) {
+            ((int8_t *)keys->dk_indices)[i] = (int8_t)ix;
+        }
+        else if (log2size < 16) {
+            ((int16_t *)keys->dk_indices)[i] = (int16_t)ix;
+        }
+        else if (log2size < 32) {
+            ((int32_t *)keys->dk_indices)[i] = (int32_t)ix;
+        }
+        else {
+            ((int64_t *)keys->dk_indices)[i] = ix;
+        }
+    }
+}
+
 int
 _PyStorage_Rehash(PyObject *op)
 {
     if (PyDict_CheckExact(op)) {
-        if (((PyDictObject *)op)->ma_keys == empty_keys()) {
+        PyDictObject *mp = (PyDictObject *)op;
+        if (mp->ma_keys == empty_keys()) {
             return 0;
         }
-        return _PyStorage_RehashEntries(op) < 0 ? -1 : _PyDict_Rehash(op);
+        if (_PyStorage_RehashEntries(op) < 0) {
+            return -1;
+        }
+        if (mp->ma_values != NULL) {
+            return _PyDict_Rehash(op);
+        }
+        rebuild_indices(mp->ma_keys);
+        return 0;
     }
     if (PyAnySet_CheckExact(op)) {
         Py_ssize_t used = ((PySetObject *)op)->used;

@@ -312,8 +312,10 @@ def _placeholder(name, layout, reason):
     return cls
 
 
-def open(path, *, create=True, size=DEFAULT_SIZE):
-    """Open the pool at path, creating it (size bytes) if it does not
-    exist and create is true.  Opening a pool twice in one process gives
-    the same Pool."""
+def open(path, *, create=True, size=None):
+    """Open the pool at path, creating it if it does not exist and create
+    is true: size bytes (DEFAULT_SIZE by default).  A pool that exists has
+    the size it has: a size given that differs is an error (grow() makes
+    a pool bigger).  Opening a pool twice in one process gives the same
+    Pool."""
     return Pool(path, create=create, size=size)

@@ -103,9 +103,13 @@ def info(pool, args):
         return 0
     print(f"pool:      {args.path}")
     print(f"format:    {pmem.FORMAT_VERSION}")
-    print(f"size:      {stats['pool_size']:,} bytes "
-          f"({stats['bytes_used']:,} in use, at most "
-          f"{stats['bytes_free']:,} free)")
+    other = stats["pool_size"] - stats["bytes_used"] - stats["bytes_free"]
+    print(f"size:      {stats['pool_size']:,} bytes")
+    print(f"in use:    {stats['bytes_used']:,} bytes by objects")
+    print(f"free:      {stats['bytes_free']:,} bytes for blocks of any "
+          f"size, at most {stats['largest_free']:,} in one")
+    print(f"other:     {other:,} bytes: libpmemobj's metadata, and room "
+          f"for small objects only")
     print(f"objects:   {stats['objects']:,} (and {stats['tables']:,} tables)")
     print(f"names:     {', '.join(names) or '(none)'}")
     for name, (count, size) in sorted(stats["by_type"].items()):

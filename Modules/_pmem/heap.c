@@ -162,3 +162,73 @@ _PyPmem_RecordMade(PoolObject *p, char *block)
     return block_list_append(&p->txmade, &p->ntxmade,
                              &p->txmade_allocated, block);
 }
+
+
+/* --- free space -------------------------------------------------------- */
+
+#define FREE_CHUNK ((size_t)256 << 10)  /* libpmemobj's chunk */
+#define FREE_MAX_EXTENTS 4096
+
+/* The largest block of k whole chunks that can be reserved in pop, with
+   k at most kmax: 0 when not even one.  The reservation stays in *act. */
+static size_t
+reserve_largest(PMEMobjpool *pop, size_t kmax, struct pobj_action *act)
+{
+    size_t lo = 0, hi = kmax;     /* lo chunks fit; more than hi do not */
+    while (lo < hi) {
+        size_t k = lo + (hi - lo + 1) / 2;
+        if (OID_IS_NULL(pmemobj_reserve(pop, act, k * FREE_CHUNK
+                                        - ALLOC_HEADER, 0))) {
+            hi = k - 1;
+        }
+        else {
+            pmemobj_cancel(pop, act, 1);
+            lo = k;
+        }
+    }
+    if (lo == 0
+        || OID_IS_NULL(pmemobj_reserve(pop, act, lo * FREE_CHUNK
+                                       - ALLOC_HEADER, 0)))
+    {
+        return 0;
+    }
+    return lo * FREE_CHUNK;
+}
+
+/* The space of p that any allocation can use: the free extents of whole
+   chunks, found by reserving the largest that fits, then the largest
+   that fits next, and so on (reservations change nothing in the file,
+   and all are cancelled); the largest in *plargest.  What this does not
+   count of the free space is room inside runs that hold blocks of one
+   size class, for blocks of that class only.  Holding the GIL, no other
+   thread of this process allocates meanwhile.  0, or -1 with
+   MemoryError set. */
+int
+_PyPmem_FreeSpace(PoolObject *p, size_t *pfree, size_t *plargest)
+{
+    struct pobj_action *acts = PyMem_RawMalloc(FREE_MAX_EXTENTS
+                                               * sizeof(*acts));
+    if (acts == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t n = 0, total = 0, largest = 0;
+    size_t kmax = p->size / FREE_CHUNK;
+    while (n < FREE_MAX_EXTENTS && kmax > 0) {
+        size_t got = reserve_largest(p->pop, kmax, &acts[n]);
+        if (got == 0) {
+            break;
+        }
+        n++;
+        total += got;
+        largest = Py_MAX(largest, got);
+        kmax = got / FREE_CHUNK;
+    }
+    if (n > 0) {
+        pmemobj_cancel(p->pop, acts, n);
+    }
+    PyMem_RawFree(acts);
+    *pfree = total;
+    *plargest = largest;
+    return 0;
+}

@@ -421,13 +421,20 @@ full_error(PoolObject *p)
     if (what == NULL) {
         return explained;
     }
+    size_t free = 0, largest = 0;
+    if (_PyPmem_FreeSpace(p, &free, &largest) < 0) {
+        PyErr_Clear();
+    }
     PyErr_Format(PyExc_MemoryError, "pool %R is full: %U (%zu of its %zu "
-                 "bytes are in use by objects; the rest is libpmemobj's "
-                 "metadata, and free space in pieces too small); the "
-                 "transaction is rolled back.  Delete what is no longer "
-                 "needed, or copy the data into a larger pool "
-                 "(pmem.open(path, size=...))", p->path, what, used,
-                 p->size);
+                 "bytes are in use by objects, %zu are free for blocks of "
+                 "any size, at most %zu in one; the rest is libpmemobj's "
+                 "metadata, and room for small objects only); the "
+                 "transaction is rolled back.  %s, or make the pool "
+                 "bigger: close it, then run pmem.grow(path, size), or "
+                 "python -m pmem grow PATH SIZE",
+                 p->path, what, used, p->size, free, largest,
+                 need == 0 ? "Change (or delete) less in one transaction"
+                           : "Delete what is no longer needed");
     Py_DECREF(what);
     return explained;
 }

@@ -121,14 +121,30 @@ release_pool(PoolObject *self)
 
 /* --- opening ------------------------------------------------------------ */
 
-/* The file at cpath, created (size bytes) when it is missing and create
-   is true; its status in *st.  0, or -1 with an exception set. */
+/* The file at cpath, created when it is missing and create is true:
+   size bytes, or the default size when size is -1 (not given); its
+   status in *st.  A pool that exists already must have the size given,
+   when one is.  0, or -1 with an exception set. */
 static int
 ensure_file(PyObject *error, PyObject *path, const char *cpath, int create,
             Py_ssize_t size, struct stat *st)
 {
     if (stat(cpath, st) == 0) {
+        if (size >= 0 && S_ISREG(st->st_mode) && st->st_size != size) {
+            PyErr_Format(error, "pool %R has %lld bytes, not %zd: size= is "
+                         "the size of a new pool.  %s", path,
+                         (long long)st->st_size, size,
+                         size > st->st_size
+                         ? "To make this one bigger, close it and run "
+                           "pmem.grow(path, size), or python -m pmem grow "
+                           "PATH SIZE"
+                         : "A pool does not shrink; open it without size=");
+            return -1;
+        }
         return 0;
+    }
+    if (size < 0) {
+        size = POOL_DEFAULT_SIZE;
     }
     if (errno != ENOENT || !create) {
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
@@ -275,11 +291,25 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"path", "create", "size", NULL};
     PyObject *path;
     int create = 1;
-    Py_ssize_t size = POOL_DEFAULT_SIZE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$pn:Pool", kwlist,
+    PyObject *size_arg = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$pO:Pool", kwlist,
                                      PyUnicode_FSDecoder, &path, &create,
-                                     &size)) {
+                                     &size_arg)) {
         return NULL;
+    }
+    /* -1: not given (a new pool has the default size). */
+    Py_ssize_t size = -1;
+    if (size_arg != Py_None) {
+        size = PyNumber_AsSsize_t(size_arg, PyExc_OverflowError);
+        if (size == -1 && PyErr_Occurred()) {
+            Py_DECREF(path);
+            return NULL;
+        }
+        if (size < 0) {
+            Py_DECREF(path);
+            PyErr_SetString(PyExc_ValueError, "a pool's size is positive");
+            return NULL;
+        }
     }
     PyObject *key = NULL, *result = NULL;
     PyObject *path_bytes = PyUnicode_EncodeFSDefault(path);
@@ -717,11 +747,18 @@ pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
     if (by_type == NULL) {
         return NULL;
     }
-    /* Free: what the allocations leave of the file (libpmemobj's own
-       metadata is not counted: an upper bound). */
-    return Py_BuildValue("{sn sn sn sn sn sN}", "objects", objects,
+    /* Free: what any allocation can use (whole chunks); the rest of the
+       file is libpmemobj's metadata, and room in runs for blocks of
+       their size class only. */
+    size_t free, largest;
+    if (_PyPmem_FreeSpace(self, &free, &largest) < 0) {
+        Py_DECREF(by_type);
+        return NULL;
+    }
+    return Py_BuildValue("{sn sn sn sn sn sn sN}", "objects", objects,
                          "tables", tables, "bytes_used", (Py_ssize_t)used,
-                         "bytes_free", (Py_ssize_t)(self->size - used),
+                         "bytes_free", (Py_ssize_t)free,
+                         "largest_free", (Py_ssize_t)largest,
                          "pool_size", (Py_ssize_t)self->size,
                          "by_type", by_type);
 }
@@ -772,7 +809,11 @@ static PyMethodDef pool_methods[] = {
      "one found with the layout that the pool recorded become its "
      "instances.  The names resolved, sorted."},
     {"stats", (PyCFunction)pool_stats, METH_NOARGS,
-     "Allocations and bytes in use."},
+     "{objects, tables, bytes_used, bytes_free, largest_free, pool_size, "
+     "by_type}: the objects and bytes in use (by type name: [count, "
+     "bytes]); bytes_free is what blocks of any size can use, at most "
+     "largest_free in one; the rest of pool_size is libpmemobj's metadata "
+     "and room for small objects only."},
     {NULL}
 };
 

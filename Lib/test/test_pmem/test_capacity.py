@@ -21,7 +21,7 @@ import textwrap
 import unittest
 from test import support
 from test.support import os_helper
-from test.support.script_helper import assert_python_ok
+from test.support.script_helper import assert_python_failure, assert_python_ok
 from test.test_pmem.util import FAST_FLUSH, pmem
 
 
@@ -51,8 +51,10 @@ else:
         self.assertRegex(message, rf"pool '{self.path}' is full: \d+ more "
                                   rf"bytes do not fit \(\d+ of its \d+ bytes "
                                   rf"are in use")
+        self.assertRegex(message, r"\d+ are free for blocks of any size, "
+                                  r"at most \d+ in one")
         self.assertIn("rolled back", message)
-        self.assertIn("larger pool", message)
+        self.assertIn("python -m pmem grow PATH SIZE", message)
 
     def reopened(self, code):
         """What code prints, run on the pool in a new process."""
@@ -128,6 +130,81 @@ else:
         self.assertFull(message)
         total = int(self.reopened("print(sum(map(len, pool.ns.blobs)))"))
         self.assertGreaterEqual(total, 0.75 * pmem.DEFAULT_SIZE)
+
+    def test_full_dict_reopens(self):
+        # A dict that filled the pool: the next open rebuilds its hash
+        # table where it is (no new table, which would not fit).
+        message = self.fill("""
+            pool.ns.d = {}
+            d = pool.ns.d
+            i = 0
+            while True:
+                d[i] = i
+                i += 1
+            """)
+        self.assertFull(message)
+        out = self.reopened("""
+            d = pool.ns.d
+            print(len(d) > 300000, all(d[i] == i for i in range(len(d))),
+                  len(d) in d)
+            """)
+        self.assertEqual(out, "True True False\n")
+
+    @support.requires_resource('cpu')     # about 5 seconds
+    def test_reported_free_space_can_be_used(self):
+        message = self.fill("""
+            pool.ns.d = {}
+            d = pool.ns.d
+            i = 0
+            while True:
+                d[i] = str(i)
+                i += 1
+            """)
+        self.assertFull(message)
+        out = self.reopened("""
+            stats = pool.stats()
+            free, largest = stats["bytes_free"], stats["largest_free"]
+            assert 0 < largest <= free, (largest, free)
+            pool.ns.big = bytes(largest - 4096)
+            del pool.ns.big
+            try:
+                pool.ns.big = bytes(largest + (256 << 10))
+            except MemoryError:
+                pass
+            else:
+                raise AssertionError("a block larger than the largest fit")
+            # Blocks that fit one of libpmemobj's chunks (256 KiB) use
+            # the free space of any extent, less 1/16 (a chunk's rest)
+            # and the room of the list that holds them.  (The old figure,
+            # the pool's size less the bytes in use, was 3 times as much.)
+            pool.ns.blocks = []
+            total = 0
+            try:
+                while True:
+                    pool.ns.blocks.append(bytes(240 << 10))
+                    total += 240 << 10
+            except MemoryError:
+                pass
+            print(total / free)
+            """)
+        self.assertGreaterEqual(float(out), 0.8)
+
+    def test_size_of_an_existing_pool(self):
+        pmem.open(self.path, size=32 << 20).close()
+        before = open(self.path, "rb").read()
+        for size, advice in ((1 << 30, "python -m pmem grow PATH SIZE"),
+                             (16 << 20, "does not shrink")):
+            with self.subTest(size=size):
+                code = (f"import pmem; pmem.open({self.path!r}, "
+                        f"size={size})")
+                _, _, err = assert_python_failure("-c", code, **FAST_FLUSH)
+                self.assertIn(f"pool {self.path!r} has 33554432 bytes, not "
+                              f"{size}", err.decode())
+                self.assertIn(advice, err.decode())
+        self.assertEqual(open(self.path, "rb").read(), before)
+        out = self.reopened("print(pool.size); "
+                            "print(pmem.open(pool.path, size=32 << 20).size)")
+        self.assertEqual(out, f"{32 << 20}\n{32 << 20}\n")
 
     def test_big_list_in_a_fresh_pool(self):
         pool = pmem.open(self.path)

@@ -352,8 +352,13 @@ class TransactionTests(OpenPoolTestCase):
                     pool.ns.other = {"a": [3.5]}
                     raise KeyError
         self.assertEqual(pool.ns.d, {"k": 1})
-        # Its objects and tables (the new dicts' keys...) are freed.
-        self.assertEqual(pool.stats(), stats)
+        # Its objects and tables (the new dicts' keys...) are freed.  (Not
+        # all of libpmemobj's runs that held them are whole chunks again
+        # yet: the free space for blocks of any size may be less.)
+        after = pool.stats()
+        for name in "bytes_free", "largest_free":
+            del stats[name], after[name]
+        self.assertEqual(after, stats)
         self.assertEqual(sys.getrefcount(vars(pool.ns)), refs)
         self.assertEqual(pool.gc(), 0)
 
