@@ -439,6 +439,31 @@ full_error(PoolObject *p)
     return explained;
 }
 
+/* Room for the log of a transaction's frees: libpmemobj logs them in
+   its lane, which holds some tens, and extends the log with blocks of
+   the pool -- which a full pool does not have, so that deleting a big
+   container of a full pool failed.  Each open allocates this block,
+   which nothing in the pool reaches (the next open frees it, and makes
+   another), and a commit of many frees lends it to libpmemobj. */
+#define LOG_RESERVE_INTENTS 4096
+#define LOG_RESERVE_FROM 16       /* frees: fewer fit in the lane */
+
+void
+_PyPmem_ReserveLog(PoolObject *p)
+{
+    size_t size = pmemobj_tx_log_intents_max_size(LOG_RESERVE_INTENTS);
+    PMEMoid oid;
+    if (size == SIZE_MAX
+        || pool_xalloc(p, &oid, size, POOL_TABLE, 0, NULL, NULL) < 0)
+    {
+        /* A full pool: it works without (and says so when full). */
+        p->failed_size = 0;
+        return;
+    }
+    p->log_reserve = pmemobj_direct(oid);
+    p->log_reserve_size = pmemobj_alloc_usable_size(oid);
+}
+
 int
 _PyPmem_End(PyStorageManager *sm, int ok)
 {
@@ -458,8 +483,19 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     int committing = ok && !p->doomed && pmemobj_tx_stage() == TX_STAGE_WORK;
     int full = 0;
     repair_state *repair = NULL;
-    /* The frees are the transaction's last changes. */
-    for (size_t i = 0; committing && i < p->ntxfreed; i++) {
+    /* The frees are the transaction's last changes.  More than the log
+       can hold (a big container deleted) are made after the commit, one
+       by one: the blocks are garbage by then, which the next open would
+       free if the process died first. */
+    int free_after = p->ntxfreed > LOG_RESERVE_INTENTS;
+    if (committing && !free_after && p->ntxfreed >= LOG_RESERVE_FROM
+        && p->log_reserve != NULL)
+    {
+        (void)pmemobj_tx_log_append_buffer(TX_LOG_TYPE_INTENT,
+                                           p->log_reserve,
+                                           p->log_reserve_size);
+    }
+    for (size_t i = 0; committing && !free_after && i < p->ntxfreed; i++) {
         if (pmemobj_tx_xfree(pmemobj_oid(p->txfreed[i]),
                              POBJ_XFREE_NO_ABORT) != 0)
         {
@@ -485,6 +521,11 @@ _PyPmem_End(PyStorageManager *sm, int ok)
         }
     }
     int err = pmemobj_tx_end();
+    for (size_t i = 0; committing && err == 0 && free_after
+                       && i < p->ntxfreed; i++) {
+        PMEMoid oid = pmemobj_oid(p->txfreed[i]);
+        pmemobj_free(&oid);
+    }
     p->ntxfreed = 0;
     p->nsavepoints = 0;
     p->undo_len = 0;

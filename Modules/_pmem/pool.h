@@ -187,6 +187,9 @@ typedef struct PoolObject {
     PyObject *error;              /* pmem.PoolError */
     struct alloc_classes classes_of_sizes;  /* what pool_xalloc() uses */
     size_t failed_size;           /* an allocation that did not fit */
+    char *log_reserve;            /* room for the log of many frees, or
+                                     NULL (_PyPmem_ReserveLog()) */
+    size_t log_reserve_size;
     void *mainns;                 /* __main__'s namespace (-X pmem), or
                                      NULL (mainns.c) */
 } PoolObject;
@@ -379,6 +382,7 @@ extern const struct pool_root_field _PyPmem_RootFields[POOL_NROOTS];
    and the transaction's lists of blocks */
 alloc_item *_PyPmem_ListAllocations(PMEMobjpool *pop, size_t *pn);
 int _PyPmem_FreeSpace(PoolObject *p, size_t *pfree, size_t *plargest);
+void _PyPmem_ReserveLog(PoolObject *p);
 int _PyPmem_AllocTableInit(open_state *st, size_t n);
 int _PyPmem_MarkPush(mark_state *ms, PyObject *op);
 PyObject *_PyPmem_Root(PoolObject *p, char *lo, int index);

@@ -365,6 +365,7 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         goto done;
     }
+    _PyPmem_ReserveLog(self);
     result = (PyObject *)self;
 done:
     Py_XDECREF(key);

@@ -150,6 +150,37 @@ else:
             """)
         self.assertEqual(out, "True True False\n")
 
+    def test_full_pool_deletes_big_containers(self):
+        # Deleting frees many blocks at once, whose log does not fit in
+        # libpmemobj's lane: a full pool has room kept for it, and frees
+        # beyond that room are made after the commit.
+        message = self.fill("""
+            pool.ns.d = {}
+            d = pool.ns.d
+            i = 0
+            while True:
+                d[i] = i
+                i += 1
+            """)
+        self.assertFull(message)
+        out = self.reopened("""
+            pool.ns.blocks = []
+            try:
+                while True:
+                    pool.ns.blocks.append(str(len(pool.ns.blocks)) * 9)
+            except MemoryError:
+                pass
+            n = len(pool.ns.blocks)
+            assert 100 < n, n
+            del pool.ns.blocks[-50:]  # in the lane's log and the room kept
+            del pool.ns.blocks        # some thousands of frees
+            del pool.ns.d             # some 700,000
+            print(pool.stats()["objects"], pool.gc())
+            """)
+        self.assertEqual(out, "1 0\n")      # the namespace
+        self.assertEqual(self.reopened("print(pool.gc(), dir(pool.ns))"),
+                         "0 []\n")
+
     @support.requires_resource('cpu')     # about 5 seconds
     def test_reported_free_space_can_be_used(self):
         message = self.fill("""
