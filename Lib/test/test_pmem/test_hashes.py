@@ -72,6 +72,55 @@ class StaleHashTests(unittest.TestCase):
     def run_in_new_process(self, code, seed):
         return run_in_new_process(self, code, hash_seed=seed, path=self.dir)
 
+    def test_tables_with_deleted_entries_under_other_seeds(self):
+        # An open rebuilds each dict's table where it is: the entries of
+        # deleted keys stay as holes, which no lookup finds, the order
+        # stays, and the dict fills its holes and grows later on.
+        self.run_in_new_process(f"""
+            import pmem
+            pool = pmem.open({self.path!r})
+            pool.ns.s = {{f"k{{i}}": i for i in range(1000)}}
+            pool.ns.g = {{(i, f"t{{i}}"): i for i in range(1000)}}
+            pool.ns.small = {{"a": 1, "b": 2, 3: "c"}}
+            for i in range(0, 1000, 3):
+                del pool.ns.s[f"k{{i}}"]
+                del pool.ns.g[(i, f"t{{i}}")]
+            del pool.ns.small["a"]
+            """, seed=1)
+        check = f"""
+            import pmem
+            pool = pmem.open({self.path!r}, create=False)
+            s, g, small = pool.ns.s, pool.ns.g, pool.ns.small
+            kept = [i for i in range(1000) if i % 3]
+            assert list(s) == [f"k{{i}}" for i in kept], list(s)[:5]
+            assert list(g) == [(i, f"t{{i}}") for i in kept]
+            for i in range(1000):
+                assert (f"k{{i}}" in s) == (i % 3 != 0), i
+                assert ((i, f"t{{i}}") in g) == (i % 3 != 0), i
+                assert s.get(f"k{{i}}") == (i if i % 3 else None)
+            assert small == {{"b": 2, 3: "c"}} and "a" not in small
+            assert list(small) == ["b", 3]
+            """
+        for seed in (2, 3):
+            self.run_in_new_process(check, seed=seed)
+        self.run_in_new_process(check + f"""
+            for i in range(0, 1000, 3):
+                s[f"k{{i}}"] = i
+                g[(i, f"t{{i}}")] = i
+            small["a"] = 1
+            for i in range(1000, 5000):       # resizes
+                s[f"k{{i}}"] = i
+            """, seed=4)
+        self.run_in_new_process(f"""
+            import pmem
+            pool = pmem.open({self.path!r}, create=False)
+            s, g = pool.ns.s, pool.ns.g
+            assert len(s) == 5000 and len(g) == 1000
+            assert all(s[f"k{{i}}"] == i for i in range(5000))
+            assert all(g[(i, f"t{{i}}")] == i for i in range(1000))
+            assert pool.ns.small == {{"b": 2, 3: "c", "a": 1}}
+            """, seed=5)
+
     def test_keys_of_every_hashable_type_under_other_seeds(self):
         self.run_in_new_process(f"""
             import pmem

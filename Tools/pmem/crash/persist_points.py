@@ -315,6 +315,18 @@ start()
 del ns.doomed
 stop()
 """, doc="del of a big structure: all of it freed by one commit"),
+    Kind("free-many", [(DATA, 0), ("""\
+pool = pmem.open(path)
+pool.ns.doomed = [f"t{i}" for i in range(5000)]
+""", 0)], """\
+pool = pmem.open(path)
+ns = pool.ns
+start()
+del ns.doomed
+stop()
+""", doc="del of more objects than a commit's log of frees holds: "
+         "freed one by one after the commit (many points: use "
+         "--limit-per-kind)"),
     Kind("abort", [(DATA, 0)], """\
 pool = pmem.open(path)
 ns = pool.ns
