@@ -35,6 +35,7 @@ Transactions in detail:
   raises or is closed).  Blocks must end in the order they began.
 * A pool that is full raises MemoryError, and the transaction is undone;
   so is a transaction interrupted by KeyboardInterrupt or SystemExit.
+  pmem.grow() makes a pool larger once it is closed.
 
 Threads: every change to a pool object -- an operation, or a block --
 takes the pool's writer lock before it reads what it changes, so threads
@@ -74,6 +75,12 @@ the file for another process.  When nothing in the process holds the
 pool's objects any more, the pool is let go at once and its path can be
 opened again here; else its objects stay readable from a copy, and the
 path opens again once they are dropped.
+
+Growing: ``pmem.grow(path, size)`` (``python -m pmem grow PATH 1G`` from
+the shell) makes a pool that no process has open larger, keeping all it
+holds, crash-safely: a grow killed at any moment leaves a pool that opens
+with all its data, at its old size or at the new one, and can be grown
+again.  Pools do not shrink.  help(pmem.grow) says how.
 
 Programs with a persistent namespace: ``python -X pmem=PATH prog.py``
 (or PYTHONPMEM=PATH; also with -c, -m and the interactive interpreter)
@@ -152,7 +159,7 @@ __all__ = ["open", "Pool", "PoolError", "Placeholder",
            "placeholder_attributes", "storage_of", "current_pool",
            "transaction", "NotPersistedWarning", "PersistentDict",
            "PersistentList", "PersistentSet", "PersistentByteArray",
-           "MemoryKind", "FORMAT_VERSION", "DEFAULT_SIZE"]
+           "MemoryKind", "FORMAT_VERSION", "DEFAULT_SIZE", "grow"]
 
 
 class NotPersistedWarning(UserWarning):
@@ -319,3 +326,269 @@ def open(path, *, create=True, size=None):
     a pool bigger).  Opening a pool twice in one process gives the same
     Pool."""
     return Pool(path, create=create, size=size)
+
+
+# --- grow() ------------------------------------------------------------------
+#
+# What grow() reads and writes of a pool file: the on-media layout of a
+# libpmemobj 1.12 pool, format 6 (PMDK's src/common/pool_hdr.h and
+# src/libpmemobj/obj.h, struct pmemobjpool).  A single-file pool records
+# no size of its own: the header and the checksummed part of the pool
+# descriptor (the layout name, the lanes' and the heap's offsets) hold
+# none, and the pool is as large as its file.  The heap's persistent size,
+# heap_size, comes after the descriptor's checksum: libpmemobj itself
+# raises it when it extends a pool set (heap_extend()), and an open that
+# finds the file larger than heap_offset + heap_size keeps the heap at
+# heap_size (heap_boot()), while one that finds heap_size larger than the
+# heap's last zone extends the zone to it with one 8-byte store of the
+# zone's header (heap_zone_update_if_needed(), which does nothing when
+# the zone is up to date).  So heap_size is the one field to change, with
+# one aligned 8-byte write, once the file has the room.
+_POOL_SIGNATURE = b"PMEMOBJ\0"          # pool_hdr.signature, at 0
+_POOL_MAJOR_AT = 8                      # pool_hdr.major (uint32)
+_POOL_MAJOR = 6                         # OBJ_FORMAT_MAJOR of libpmemobj 1.12
+_LAYOUT_AT = 4096                       # pmemobjpool.layout[1024], after the
+_LAYOUT_SIZE = 1024                     # 4 KiB pool header
+_HEAP_OFFSET_AT = 5136                  # pmemobjpool.heap_offset (uint64)
+_HEAP_SIZE_AT = 6176                    # pmemobjpool.heap_size (uint64),
+                                        # not under the checksum
+# The heap (src/libpmemobj/heap_layout.h, heap format 1): a 1 KiB header,
+# then zones of a 64-byte header (its uint32 magic, then its uint32
+# size_idx: the chunks it holds), 65528 chunk headers of 8 bytes and up to
+# 65528 chunks of 256 KiB.
+_HEAP_HEADER_SIZE = 1024
+_ZONE_MAGIC = 0xC3F0A2D2
+_MAX_CHUNK = 65535 - 7
+_CHUNK_SIZE = 256 << 10
+_ZONE_META_SIZE = 64 + 8 * _MAX_CHUNK
+_ZONE_MIN_SIZE = _ZONE_META_SIZE + _CHUNK_SIZE
+_ZONE_MAX_SIZE = _ZONE_META_SIZE + _MAX_CHUNK * _CHUNK_SIZE
+_GROW_UNIT = 4096                       # a new size is rounded up to this
+
+
+def _zone_sizes(heap_size):
+    """The chunks that libpmemobj 1.12 gives each zone of a heap of
+    heap_size bytes that fills its mapping (heap_max_zone() and
+    zone_calc_size_idx() of heap.c): [size_idx of zone 0, ...]."""
+    nzones, left = 0, heap_size - _HEAP_HEADER_SIZE
+    while left >= _ZONE_MIN_SIZE:
+        nzones += 1
+        left -= min(left, _ZONE_MAX_SIZE)
+    sizes = [_MAX_CHUNK] * nzones
+    if nzones:
+        raw = heap_size - (nzones - 1) * _ZONE_MAX_SIZE
+        sizes[-1] = (raw - _ZONE_META_SIZE - _HEAP_HEADER_SIZE) // _CHUNK_SIZE
+    return sizes
+
+
+def _zone_headers(path, heap_offset, nzones):
+    """[(magic, size_idx)] of the first nzones zones of the pool's heap."""
+    import struct
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return [struct.unpack("<II", os.pread(
+                    fd, 8, heap_offset + _HEAP_HEADER_SIZE
+                    + i * _ZONE_MAX_SIZE))
+                for i in range(nzones)]
+    finally:
+        os.close(fd)
+
+
+def _pool_geometry(fd, path):
+    """(heap_offset, heap_size, file size) of the pool file open as fd,
+    whose header and descriptor are checked to be those of a pool of this
+    interpreter, in libpmemobj 1.12's format; PoolError when they are
+    not."""
+    import struct
+    size = os.fstat(fd).st_size
+    head = os.pread(fd, _HEAP_SIZE_AT + 8, 0)
+    if (len(head) < _HEAP_SIZE_AT + 8
+            or head[:len(_POOL_SIGNATURE)] != _POOL_SIGNATURE):
+        raise PoolError(f"{path!r} is not a pmem-python pool: it does not "
+                        f"start with a libpmemobj pool header")
+    (major,) = struct.unpack_from("<I", head, _POOL_MAJOR_AT)
+    if major != _POOL_MAJOR:
+        raise PoolError(f"{path!r} is a libpmemobj pool of format {major}; "
+                        f"grow() knows format {_POOL_MAJOR} (libpmemobj "
+                        f"1.12) only")
+    layout = head[_LAYOUT_AT:_LAYOUT_AT + _LAYOUT_SIZE].split(b"\0")[0]
+    if layout != _pmem.LAYOUT.encode():
+        raise PoolError(f"{path!r} is a libpmemobj pool of another program "
+                        f"(layout {layout.decode(errors='replace')!r}), not "
+                        f"a pmem-python pool")
+    (heap_offset,) = struct.unpack_from("<Q", head, _HEAP_OFFSET_AT)
+    (heap_size,) = struct.unpack_from("<Q", head, _HEAP_SIZE_AT)
+    if (heap_size == 0 or heap_offset < _HEAP_SIZE_AT
+            or heap_offset + heap_size > size):
+        raise PoolError(f"pool {path!r} is corrupt: its heap of {heap_size} "
+                        f"bytes at offset {heap_offset} does not fit in its "
+                        f"{size} bytes")
+    return heap_offset, heap_size, size
+
+
+# grow() checks and opens the pool in a new interpreter.  There the pool
+# maps where it was mapped last (the address that PMEM_MMAP_HINT gives),
+# as in the next program that opens it.  In this process it could map
+# elsewhere (another pool at that address, libpmemobj loaded without the
+# hint), and the open would move every pointer of the pool, and the next
+# program's open move them back; or the larger file could overlap where
+# this process had the pool mapped before, from which no open can move
+# pointers; and libpmemobj refuses to open here a pool that this process
+# closed but still holds objects of.
+_IN_NEW_INTERPRETER = """\
+import sys
+import pmem
+what, path = sys.argv[1:3]
+try:
+    if what == "check":
+        pmem._pmem._check_pool(path)
+    else:
+        pmem.open(path, create=False).close()
+except (OSError, MemoryError) as exc:
+    print(exc, end="")
+    sys.exit(1)
+"""
+
+
+def _in_new_interpreter(what, path):
+    """Check ("check": what pmem.open() checks before its pass over the
+    objects) or open and close ("open") the pool at path, in a new
+    interpreter; what it refuses is raised here as PoolError, with the
+    open's message."""
+    import subprocess
+    import sys
+    if not sys.executable:
+        raise PoolError(f"cannot grow pool {path!r} from this process: "
+                        f"grow() opens the pool in a new interpreter, and "
+                        f"sys.executable does not say where this one is; "
+                        f"run python -m pmem grow")
+    # -I: the pmem of this interpreter, whatever the environment's
+    # PYTHONPATH or PYTHONPMEM; libpmem(obj)'s variables pass.
+    proc = subprocess.run([sys.executable, "-I", "-c", _IN_NEW_INTERPRETER,
+                           what, path], capture_output=True, text=True)
+    if proc.returncode == 1 and proc.stdout:
+        raise PoolError(proc.stdout)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or ["(no output)"]
+        raise PoolError(f"cannot open pool {path!r}: the interpreter that "
+                        f"opened it ended with status {proc.returncode}: "
+                        f"{lines[-1]}")
+
+
+def grow(path, size):
+    """Make the pool at path size bytes large (a multiple of 4096: size
+    is rounded up), keeping everything it holds; return (old, new), its
+    sizes in bytes before and after.  A size that the pool has already
+    changes nothing; a smaller one raises PoolError (pools do not
+    shrink).  ``python -m pmem grow PATH SIZE`` does it from the shell.
+
+    The pool must not be open: not in another process, nor in this one
+    (close it first).  What pmem.open() refuses, grow() refuses before
+    changing anything, with the same PoolError (a pool too full to open
+    is what grow() is for: it checks the file as the open does, without
+    the open's pass over the objects).  The new room is allocated on the
+    file system (a full file system raises PoolError, and the pool keeps
+    its size; holes are never left in a pool file).  The pool is checked
+    and opened in a new interpreter (sys.executable), where it maps as in
+    the next program.
+
+    Crash-safe: the file is made larger and synced first, then the heap's
+    size in the pool's header is written with one 8-byte store and synced,
+    then the pool is opened once and closed (libpmemobj extends its heap
+    there).  A crash before the store leaves the pool as it was, in a
+    larger file (run grow() again); after it, the pool's next open
+    finishes growing it.
+    """
+    import fcntl
+    import operator
+    import stat
+    import struct
+    size = operator.index(size)
+    if size <= 0:
+        raise ValueError(f"a pool's size is a positive number of bytes, "
+                         f"not {size}")
+    new = -(-size // _GROW_UNIT) * _GROW_UNIT
+    path = os.fspath(path)
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise PoolError(f"{path!r} is not a regular file; a pool is one")
+    if new < st.st_size:
+        raise _no_shrink(path, new, st.st_size)
+    pool = _pmem._open_pool_at(path)
+    if pool is not None:
+        if pool is current_pool():
+            raise PoolError(f"pool {path!r} holds __main__'s variables "
+                            f"(python -X pmem) in this process: grow it "
+                            f"from another process once this one has "
+                            f"ended")
+        raise PoolError(f"pool {path!r} is open in this process; close it "
+                        f"first (pool.close())")
+    # What open() refuses, grow() refuses, before changing anything; but
+    # not through a whole open: its pass over the objects may need room
+    # that a full pool lacks (a dict's table, made again), and a full pool
+    # is what one grows.  libpmemobj's open finishes what a crash left.
+    _in_new_interpreter("check", path)
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        try:
+            # libpmemobj holds this lock (flock) while a pool is open; it
+            # is ours while the file changes.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PoolError(f"pool {path!r} is open in another process; a "
+                            f"pool has one process at a time") from None
+        heap_offset, heap_size, file_size = _pool_geometry(fd, path)
+        old = heap_offset + heap_size
+        if new < file_size:
+            raise _no_shrink(path, new, file_size)
+        if new == old:
+            return old, new
+        # 1. The room, allocated and synced.  From the heap's end: what a
+        # grow that crashed here left past it is allocated again.
+        try:
+            os.posix_fallocate(fd, old, new - old)
+        except OSError as exc:
+            if os.fstat(fd).st_size > file_size:
+                os.ftruncate(fd, file_size)
+            raise PoolError(
+                f"cannot grow pool {path!r} to {new:,} bytes: the file "
+                f"system cannot allocate {new - old:,} more bytes for it "
+                f"({exc.strerror}); the pool keeps its size.  A pool file "
+                f"has all its blocks allocated: a mapped file with holes "
+                f"dies of SIGBUS when the file system is full") from exc
+        os.fsync(fd)
+        # 2. The heap's new size: one aligned 8-byte store, synced.  From
+        # here on, the next open of the pool grows its heap.
+        record = struct.pack("<Q", new - heap_offset)
+        if os.pwrite(fd, record, _HEAP_SIZE_AT) != len(record):
+            raise PoolError(f"cannot grow pool {path!r}: a short write of "
+                            f"its heap's size; run grow() again")
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)              # and the lock with it
+    # 3. One open, which extends the heap and checks the pool, and a close.
+    try:
+        _in_new_interpreter("open", path)
+    except PoolError as exc:
+        raise PoolError(f"pool {path!r} has its new size ({new:,} bytes) "
+                        f"on the disk, but the open that finishes growing "
+                        f"it failed: {exc}") from exc
+    # libpmemobj took the size: the last zone it has initialised holds the
+    # chunks that the new size gives it.
+    expected = _zone_sizes(new - heap_offset)
+    found = _zone_headers(path, heap_offset, len(expected))
+    last = max((i for i, (magic, _) in enumerate(found)
+                if magic == _ZONE_MAGIC), default=0)
+    if found[last] != (_ZONE_MAGIC, expected[last]):
+        raise PoolError(f"pool {path!r} has its new size ({new:,} bytes) "
+                        f"on the disk, but libpmemobj did not extend its "
+                        f"heap to it (zone {last} holds {found[last][1]} "
+                        f"chunks, not {expected[last]}): this libpmemobj "
+                        f"does not grow pools as libpmemobj 1.12 does")
+    return old, new
+
+
+def _no_shrink(path, new, size):
+    return PoolError(f"pool {path!r} has {size:,} bytes; it cannot be "
+                     f"{new:,}: a pool does not shrink (give a size of "
+                     f"{size:,} bytes or more)")

@@ -1,12 +1,14 @@
-"""Look at a pool from the shell, without changing it.
+"""Look at a pool from the shell, and make it larger.
 
     python -m pmem info PATH [--json]   size, free space, objects by type
     python -m pmem check PATH           open it and read every object
     python -m pmem dump PATH [NAME] [--depth N] [--json]
                                         the namespace (or one name of it)
+    python -m pmem grow PATH SIZE       make the pool SIZE bytes large
+                                        (1G: 2**30; K, M, G, T)
 
-The commands never change the file: they read a copy of it.  Opening a
-pool repairs what a crash left (an interrupted transaction, an
+info, check and dump never change the file: they read a copy of it.
+Opening a pool repairs what a crash left (an interrupted transaction, an
 interrupted open, unreachable objects), and moves its pointers when it
 maps elsewhere: that happens in the copy, so what the commands show is
 what the next program that opens the pool will find.  The copy is made
@@ -18,6 +20,12 @@ check opens the copy, which checks every pointer of every allocation,
 and then reads every object that the namespace reaches, as dump does:
 a pool that check calls "ok" opens and dumps.  Its exit status is 0 for
 a sound pool, 1 for one that is not.
+
+grow changes the file, crash-safely (pmem.grow(), which help(pmem.grow)
+describes): the pool keeps everything it holds, and has room for more.
+SIZE is in bytes, or with a binary suffix (K, M, G, T: 1G is 2**30
+bytes), rounded up to a multiple of 4096; pools do not shrink.  It
+prints the old and the new size.
 """
 
 import argparse
@@ -207,6 +215,30 @@ def dump(pool, args):
     return 0
 
 
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text):
+    """A size in bytes from "4096", "64M", "1G"... (binary suffixes)."""
+    number, unit = text, ""
+    if number[-1:].upper() in ("K", "M", "G", "T"):
+        number, unit = number[:-1], number[-1].upper()
+    if not (number.isascii() and number.isdigit()) or int(number) == 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size: a positive number of bytes, or one "
+            f"with a binary suffix K, M, G or T (1G is 2**30 bytes)")
+    return int(number) * _UNITS[unit]
+
+
+def grow(args):
+    old, new = pmem.grow(args.path, args.size)
+    if old == new:
+        print(f"{args.path}: already {new:,} bytes, nothing to do")
+    else:
+        print(f"{args.path}: grown from {old:,} to {new:,} bytes")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m pmem",
                                      description=__doc__.splitlines()[0])
@@ -222,7 +254,17 @@ def main(argv=None):
     p.add_argument("--depth", type=int, default=None,
                    help="nesting levels to show")
     p.add_argument("--json", action="store_true", help="as JSON")
+    p = commands.add_parser("grow", help="make the pool larger")
+    p.add_argument("path")
+    p.add_argument("size", type=parse_size,
+                   help="the new size: bytes, or 64M, 1G... (binary)")
     args = parser.parse_args(argv)
+    if args.command == "grow":
+        try:
+            return grow(args)
+        except (pmem.PoolError, OSError) as exc:
+            print(f"python -m pmem grow: {exc}", file=sys.stderr)
+            return 1
     run = {"info": info, "check": check, "dump": dump}[args.command]
     try:
         with read_only_copy(args.path) as copy:

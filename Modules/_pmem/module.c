@@ -45,6 +45,89 @@ pools(PyObject *module, PyObject *Py_UNUSED(ignored))
     return PyDict_Values(get_state(module)->pools);
 }
 
+/* The Pool that this process has open on the file at path (found by its
+   real path, as the open registers it), or None: pmem.grow() must not
+   change a pool in use here.  A closed pool does not count (it holds
+   neither the file nor its lock), nor a forked child's copy of its
+   parent's pool (the parent holds the lock). */
+static PyObject *
+open_pool_at(PyObject *module, PyObject *arg)
+{
+    PyObject *path;
+    if (!PyUnicode_FSConverter(arg, &path)) {
+        return NULL;
+    }
+    char *real = realpath(PyBytes_AS_STRING(path), NULL);
+    Py_DECREF(path);
+    if (real == NULL) {
+        Py_RETURN_NONE;           /* no such file: not open here */
+    }
+    PyObject *key = PyUnicode_DecodeFSDefault(real);
+    free(real);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *pool = PyDict_GetItemWithError(get_state(module)->pools, key);
+    Py_DECREF(key);
+    if (pool == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PoolObject *p = (PoolObject *)pool;
+    if (p->closed || p->forked) {
+        Py_RETURN_NONE;
+    }
+    return Py_NewRef(pool);
+}
+
+/* What pmem.open() checks of the pool at path before its pass over the
+   objects, refused with the same errors: the file (libpmemobj's check and
+   ours, in a child process), libpmemobj's open (which finishes what a
+   crash left in its logs) and the root.  For pmem.grow(): a pool full
+   enough may have no room for what the open pass makes. */
+static PyObject *
+check_pool(PyObject *module, PyObject *arg)
+{
+    PyObject *path, *path_bytes;
+    if (!PyUnicode_FSDecoder(arg, &path)) {
+        return NULL;
+    }
+    path_bytes = PyUnicode_EncodeFSDefault(path);
+    if (path_bytes == NULL) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    PyObject *error = get_state(module)->PoolError;
+    const char *cpath = PyBytes_AS_STRING(path_bytes);
+    PyObject *result = NULL;
+    struct stat st;
+    if (stat(cpath, &st) < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(
+            errno == ENOENT ? PyExc_FileNotFoundError : PyExc_OSError, path);
+        goto done;
+    }
+    _PyPmem_WaitForLock(cpath);
+    if (_PyPmem_CheckFile(error, path, cpath) < 0) {
+        goto done;
+    }
+    PMEMobjpool *pop = pmemobj_open(cpath, POOL_LAYOUT);
+    if (pop == NULL) {
+        _PyPmem_OpenError(error, path, errno, pmemobj_errormsg());
+        goto done;
+    }
+    int r = _PyPmem_CheckRoot(error, path, pop, (size_t)st.st_size);
+    pmemobj_close(pop);
+    if (r == 0) {
+        result = Py_NewRef(Py_None);
+    }
+done:
+    Py_DECREF(path_bytes);
+    Py_DECREF(path);
+    return result;
+}
+
 /* What stands for obj's manager in Python (a Pool, a MemoryKind), or
    None (DRAM, or a manager without one). */
 static PyObject *
@@ -112,6 +195,12 @@ static PyMethodDef module_methods[] = {
      "-X pmem=PATH), or None."},
     {"_pools", pools, METH_NOARGS,
      "For tests: the pools of this process that it has not let go."},
+    {"_check_pool", check_pool, METH_O,
+     "_check_pool(path): what pmem.open() checks before its pass over the "
+     "objects, raised as it raises it (for pmem.grow())."},
+    {"_open_pool_at", open_pool_at, METH_O,
+     "_open_pool_at(path): the Pool that this process has open on the "
+     "file at path, or None."},
     {NULL}
 };
 
