@@ -107,6 +107,17 @@ class HarnessTests(unittest.TestCase):
         self.assertSummary(out, "power-loss images", 3)
         self.assertEqual(rc, 0, out)
 
+    @support.requires_resource('cpu')     # about 30 seconds
+    def test_points_of_a_grow(self):
+        # pmem.grow()'s syncs, and the open that extends the heap of a
+        # pool whose grow was killed once its heap's size was written:
+        # killed and cut off at each point, and grown again after.
+        rc, out = self.run_driver("--kinds", "grow,grow-open",
+                                  "--power-loss")
+        self.assertSummary(out, "persist points", 2)
+        self.assertSummary(out, "power-loss images", 2)
+        self.assertEqual(rc, 0, out)
+
     def test_power_loss_at_every_point_of_a_transfer(self):
         rc, out = self.run_driver("--only-power-loss", "--kinds",
                                   "transfer")

@@ -6,7 +6,10 @@
 
 The ns-* kinds are statements of a program run as python -X
 pmem=POOL (PYTHONPMEM): the rebindings of __main__'s variables, among
-them those that one atomic store makes durable.
+them those that one atomic store makes durable.  The grow kinds are
+pmem.grow() (its points are the syncs of the file: its check of the pool
+and its open run in other interpreters) and the open that finishes a
+grow killed once the heap's new size was written.
 
 What is proven.  For each kind of operation below, and for every persist
 point k of it (every call through which libpmemobj makes something
@@ -20,7 +23,9 @@ point k, and a new process then finds the pool:
   - with exactly the objects of that state (pool.stats() after the open,
     which frees what a crash leaked) and nothing left for pool.gc(),
   - keeping its invariants (the accounts always sum to the same money),
-  - and usable (one more transaction commits).
+  - usable (one more transaction commits),
+  - and fit for what a kind says must follow (grow: grow() run again on
+    the pool, then more stored in it than the old size holds).
 
 Random kills (test_kills's test_killed_in_transactions) only sample the
 instants of an operation; between two persist points nothing new becomes
@@ -214,7 +219,8 @@ class Kind:
     under the shim, which it arms around the part that is counted), and
     the environment of the operation's process."""
 
-    def __init__(self, name, setup, op, env=None, doc="", namespace=False):
+    def __init__(self, name, setup, op, env=None, doc="", namespace=False,
+                 then=None):
         self.name = name
         self.setup = setup        # [(code, expected return code)]
         self.op = op
@@ -222,6 +228,9 @@ class Kind:
         self.doc = doc
         # The operation is a statement of __main__ under -X pmem=POOL.
         self.namespace = namespace
+        # Run on the pool once it has checked, in a new process: what
+        # must work on every state the operation can leave.
+        self.then = then
 
 
 KINDS = [
@@ -385,6 +394,48 @@ with pmem.transaction():
 __stop__()
 """, namespace=True, doc="-X pmem: a pmem.transaction() block of "
                         "bindings and a transfer"),
+]
+
+# pmem.grow() of the set-up pool to twice its size.  Then, on whatever a
+# crash left: grow() again, and a pool that holds more than the old size
+# could (12 blocks of 1 MiB: a pool of 16 MiB holds 8, one of 32 MiB 18).
+GROW_THEN = """\
+assert pmem.grow(path, 2 * SIZE)[1] == 2 * SIZE
+pool = pmem.open(path, create=False)
+assert pool.size == 2 * SIZE, pool.size
+pool.ns.room = [bytes(1 << 20) for _ in range(SIZE * 3 // 4 >> 20)]
+"""
+
+# A grow killed once the heap's new size is written: the next open
+# extends the heap.
+GROW_KILLED = """\
+real_fdatasync = os.fdatasync
+def fdatasync(fd):
+    real_fdatasync(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+os.fdatasync = fdatasync
+pmem.grow(path, 2 * SIZE)
+"""
+
+KINDS += [
+    Kind("grow", [(DATA, 0)], """\
+start()
+sizes = pmem.grow(path, 2 * SIZE)
+stop()
+assert sizes == (SIZE, 2 * SIZE), sizes
+""", then=GROW_THEN, doc="pmem.grow() to twice the size: the file extended "
+                         "and synced, the heap's size written and synced "
+                         "(its check before and its open after run in "
+                         "other interpreters, whose points are not "
+                         "counted: grow-open is that open)"),
+    Kind("grow-open", [(DATA, 0), (GROW_KILLED, -signal.SIGKILL)], """\
+start()
+pool = pmem.open(path)
+stop()
+assert pool.size == 2 * SIZE, pool.size
+""", then=GROW_THEN, doc="the open of a pool whose grow was killed once the "
+                         "heap's new size was written: it extends the "
+                         "heap"),
 ]
 KIND_NAMES = [k.name for k in KINDS]
 
@@ -680,6 +731,12 @@ class KindRun:
             shutil.copyfile(src, crashed)
         result, error = self.r.check(path, self.mode.flush)
         why = error or self.verdict(result)
+        if not why and self.kind.then:
+            rc, out, err = self.r.run(OP_PRELUDE + self.kind.then, path,
+                                      self.r.env(self.mode.flush, OP_SEED))
+            if rc != 0:
+                why = ("the pool checked, but then failed: "
+                       + describe_exit(rc, err))
         if why:
             return self.fail(k, why, crashed)
         return None

@@ -38,8 +38,11 @@
  * PERSISTSHIM_IMAGE set, the shim also keeps, for every mapped file whose
  * path starts with PERSISTSHIM_POOL, a shadow of what the media holds:
  *
- *   - when the file is first mapped (mmap() with MAP_SHARED), the shadow
- *     is the file's contents then;
+ *   - when the file is first mapped (mmap() with MAP_SHARED) or synced
+ *     (fsync(), fdatasync()), the shadow is the file's contents then; a
+ *     file found larger than its shadow at a mapping or a sync (a pool
+ *     made larger: pmem.grow()) has its shadow grown, the new part as the
+ *     file holds it then;
  *   - pmem_flush() of a range makes its 64-byte cache lines pending, each
  *     with its contents as they are at the time of the flush (a store to a
  *     line after its flush is not covered by it);
@@ -231,7 +234,15 @@ unlock(void)
     __atomic_clear(&shim_lock, __ATOMIC_RELEASE);
 }
 
-/* Anonymous memory, from the real mmap(), never given back. */
+/* The bytes of a shadow's bitmap of pending lines. */
+static size_t
+bitmap_size(size_t size)
+{
+    return (size / LINE + 63) / 64 * sizeof(uint64_t);
+}
+
+/* Anonymous memory, from the real mmap(), given back only when a shadow
+   grows. */
 static void *
 anon(size_t size)
 {
@@ -384,8 +395,31 @@ read_file(int fd, char *dst, size_t from, size_t to)
     }
 }
 
+/* The file open as fd has grown past its shadow s: the shadow grows to
+   size bytes, the new part as the file holds it now. */
+static void
+grow_shadow(shadow *s, int fd, size_t size)
+{
+    size_t old = s->size;
+    size = (size + LINE - 1) & ~(size_t)(LINE - 1);
+    char *media = anon(size), *staged = anon(size);
+    uint64_t *pending = anon(bitmap_size(size));
+    memcpy(media, s->media, old);
+    memcpy(staged, s->staged, old);
+    memcpy(pending, s->pending, bitmap_size(old));
+    read_file(fd, media, old, size);
+    real_munmap(s->media, old);
+    real_munmap(s->staged, old);
+    real_munmap(s->pending, bitmap_size(old));
+    s->media = media;
+    s->staged = staged;
+    s->pending = pending;
+    s->size = size;
+}
+
 /* The shadow of the file open as fd, made (from the file's contents) if
-   this is its first mapping; -1 if the file is not a pool file. */
+   this is its first mapping or sync, and grown with the file when make is
+   true; -1 if the file is not a pool file. */
 static int
 file_of_fd(int fd, int make)
 {
@@ -395,6 +429,9 @@ file_of_fd(int fd, int make)
     }
     for (int i = 0; i < nfiles; i++) {
         if (files[i].dev == st.st_dev && files[i].ino == st.st_ino) {
+            if (make && (size_t)st.st_size > files[i].size) {
+                grow_shadow(&files[i], fd, (size_t)st.st_size);
+            }
             return i;
         }
     }
@@ -418,7 +455,7 @@ file_of_fd(int fd, int make)
     s->size = ((size_t)st.st_size + LINE - 1) & ~(size_t)(LINE - 1);
     s->media = anon(s->size);
     s->staged = anon(s->size);
-    s->pending = anon((s->size / LINE + 63) / 64 * sizeof(uint64_t));
+    s->pending = anon(bitmap_size(s->size));
     read_file(fd, s->media, 0, (size_t)st.st_size);
     return nfiles++;
 }
@@ -579,7 +616,8 @@ model_sync_pages(const void *addr, size_t len)
     unlock();
 }
 
-/* fsync() of fd: if it is a shadowed file, all of it is durable. */
+/* fsync() of fd, a pool file: all of it is durable (its shadow made, if
+   this is the file's first sync and it was never mapped). */
 static void
 model_sync_file(int fd)
 {
@@ -587,7 +625,7 @@ model_sync_file(int fd)
         return;
     }
     lock();
-    int f = file_of_fd(fd, 0);
+    int f = file_of_fd(fd, 1);
     if (f >= 0) {
         shadow *s = &files[f];
         read_file(fd, s->media, 0, s->size);
