@@ -18,7 +18,9 @@ What is proven here, in about a minute:
     libpmemobj alone (through ctypes, without the pool code) leaves, at
     every persist point, an image holding either all of its old values
     or all of its new ones -- so a failure of the pool's images is the
-    pool's, not the shim's.
+    pool's, not the shim's; and what a forked child makes durable (the
+    checker child of an open recovers the pool, and extends a grown heap,
+    before its parent maps it) is in its parent's image.
 
 The full run (every kind of operation, both flushing modes) is the
 harness's own: ./python Tools/pmem/crash/persist_points.py --power-loss
@@ -170,6 +172,35 @@ else:
 """
 
 
+# The transaction of PLAIN_TX run by a forked child of a process that
+# maps the pool itself (as the checker child of an open runs libpmemobj's
+# recovery, or extends a grown heap, before its parent maps the pool);
+# the parent then reaches one persist point of its own, which changes
+# nothing.
+FORKED_TX = PLAIN_TX.split("what, path =")[0] + """\
+import mmap, os
+lib.pmemobj_close.argtypes = [ctypes.c_void_p]
+path = sys.argv[1].encode()
+fd = os.open(path, os.O_RDWR)
+m = mmap.mmap(fd, 4096)
+pid = os.fork()
+if pid == 0:
+    pop = lib.pmemobj_open(path, b"plain")
+    root = lib.pmemobj_direct(lib.pmemobj_root(pop, 4096))
+    counters = (ctypes.c_uint64 * 512).from_address(root)
+    assert lib.pmemobj_tx_begin(pop, None, 0) == 0
+    assert lib.pmemobj_tx_add_range_direct(root, 4096) == 0
+    counters[:] = [1000 + (1 if i % 2 else -1) for i in range(512)]
+    assert lib.pmemobj_tx_commit() == 0
+    lib.pmemobj_tx_end()
+    lib.pmemobj_close(pop)
+    os._exit(0)
+assert os.waitpid(pid, 0)[1] == 0
+header = ctypes.addressof(ctypes.c_char.from_buffer(m))
+ctypes.CDLL(None).pmem_persist(ctypes.c_void_p(header), ctypes.c_size_t(8))
+"""
+
+
 class ShimModelTests(unittest.TestCase):
 
     def setUp(self):
@@ -221,6 +252,28 @@ class ShimModelTests(unittest.TestCase):
         self.assertEqual(seen[0], "old")
         self.assertEqual(seen[-1], "new")
         self.assertEqual(seen, sorted(seen, key=["old", "new"].index))
+
+    def test_what_a_forked_child_makes_durable_is_in_the_image(self):
+        base = os.path.join(self.dir, "base")
+        self.assertEqual(self.run_plain("make", base).returncode, 0)
+        pool, image = (os.path.join(self.dir, name)
+                       for name in ("pool", "image"))
+        script = os.path.join(self.dir, "forked_tx.py")
+        with open(script, "w") as f:
+            f.write(FORKED_TX)
+        shutil.copyfile(base, pool)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("PERSISTSHIM_") and k != "LD_PRELOAD"}
+        env.update(PMEM_IS_PMEM_FORCE="1", LD_PRELOAD=self.shim,
+                   PERSISTSHIM_POOL=pool, PERSISTSHIM_KILL_AT="1",
+                   PERSISTSHIM_IMAGE=image)
+        proc = subprocess.run([sys.executable, script, pool], env=env,
+                              capture_output=True, text=True)
+        self.assertEqual(proc.returncode, -signal.SIGKILL, proc.stderr)
+        os.replace(image, pool)
+        proc = self.run_plain("check", pool)
+        self.assertEqual((proc.returncode, proc.stdout), (0, "new\n"),
+                         proc.stderr)
 
 
 if __name__ == "__main__":

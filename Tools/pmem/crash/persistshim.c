@@ -23,7 +23,12 @@
  * pmem_msync() calls libc's msync()) is part of the outer call, not another
  * point.  Points are counted in the process that loaded the shim only: a
  * forked child (the pool's open runs pmemobj_check() in one) neither counts
- * nor kills nor writes images.  A process that exec()s starts afresh.
+ * nor kills nor writes images.  What a child makes durable is durable all
+ * the same: the flushes, drains and syncs of the pool files that it maps
+ * reach the process's shadows (below), which are shared memory.  (The
+ * open's checker child replays libpmemobj's logs, and extends a grown
+ * heap, before the process maps the pool.)  A process that exec()s starts
+ * afresh.
  *
  * Killing.  With PERSISTSHIM_KILL_AT=k the process kills itself with
  * SIGKILL at its k-th point, by default right AFTER the point has been
@@ -162,7 +167,7 @@ static size_t npending;
 static int shim_lock;             /* a spin lock over the tables above */
 static __thread int inside __attribute__((tls_model("initial-exec")));
 
-static int in_child;              /* a forked child: pass everything on */
+static int in_child;              /* a forked child: counts no point */
 static int armed = 1;             /* counting */
 static long count;                /* points counted */
 static long kill_at;              /* 0: never */
@@ -242,25 +247,31 @@ bitmap_size(size_t size)
 }
 
 /* Anonymous memory, from the real mmap(), given back only when a shadow
-   grows. */
+   grows; shared with forked children when share is true. */
 static void *
-anon(size_t size)
+anon_mapping(size_t size, int share)
 {
     void *p;
+    int flags = (share ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS
+                | MAP_NORESERVE;
     size = (size + page_size - 1) & ~(page_size - 1);
     if (real_mmap != NULL) {
-        p = real_mmap(NULL, size, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        p = real_mmap(NULL, size, PROT_READ | PROT_WRITE, flags, -1, 0);
     }
     else {
         p = (void *)syscall(SYS_mmap, NULL, size, PROT_READ | PROT_WRITE,
-                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                            -1, 0);
+                            flags, -1, 0);
     }
     if (p == MAP_FAILED) {
         fatal("out of memory for a shadow");
     }
     return p;
+}
+
+static void *
+anon(size_t size)
+{
+    return anon_mapping(size, 0);
 }
 
 /* libpmem's function name.  libpmem is loaded by the time libpmemobj calls
@@ -291,12 +302,12 @@ pmem_symbol(const char *name)
          } \
          real_##name; }))
 
-/* Enter a hook that does its own work: not in a forked child, not inside
-   another hook.  1 if so (then leave() must follow), else 0. */
+/* Enter a hook that does its own work: not inside another hook.  1 if so
+   (then leave() must follow), else 0. */
 static inline int
 enter(void)
 {
-    if (in_child || inside) {
+    if (inside) {
         return 0;
     }
     inside = 1;
@@ -309,10 +320,20 @@ leave(void)
     inside = 0;
 }
 
+/* A forked child models only what it makes durable itself: through the
+   mappings that it makes (not those it inherited), with lines that it
+   flushes (not those its parent flushed and did not drain), into the
+   media that it shares with its parent.  It counts no point. */
 static void
 after_fork_in_child(void)
 {
     in_child = 1;
+    shim_lock = 0;                /* one thread here: nobody holds it */
+    nmaps = 0;
+    npending = 0;
+    for (int i = 0; i < nfiles; i++) {
+        memset(files[i].pending, 0, bitmap_size(files[i].size));
+    }
 }
 
 static long
@@ -402,7 +423,7 @@ grow_shadow(shadow *s, int fd, size_t size)
 {
     size_t old = s->size;
     size = (size + LINE - 1) & ~(size_t)(LINE - 1);
-    char *media = anon(size), *staged = anon(size);
+    char *media = anon_mapping(size, 1), *staged = anon(size);
     uint64_t *pending = anon(bitmap_size(size));
     memcpy(media, s->media, old);
     memcpy(staged, s->staged, old);
@@ -426,6 +447,9 @@ file_of_fd(int fd, int make)
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         return -1;
+    }
+    if (in_child) {
+        make = 0;                 /* it would be the child's own */
     }
     for (int i = 0; i < nfiles; i++) {
         if (files[i].dev == st.st_dev && files[i].ino == st.st_ino) {
@@ -453,7 +477,7 @@ file_of_fd(int fd, int make)
     s->dev = st.st_dev;
     s->ino = st.st_ino;
     s->size = ((size_t)st.st_size + LINE - 1) & ~(size_t)(LINE - 1);
-    s->media = anon(s->size);
+    s->media = anon_mapping(s->size, 1);   /* a forked child's too */
     s->staged = anon(s->size);
     s->pending = anon(bitmap_size(s->size));
     read_file(fd, s->media, 0, (size_t)st.st_size);
@@ -569,7 +593,7 @@ sync_piece(shadow *s, uint64_t off, char *p, size_t n)
 static void
 model_flush(const void *addr, size_t len)
 {
-    if (trace_flushes && armed && trace_fd >= 0) {
+    if (trace_flushes && armed && !in_child && trace_fd >= 0) {
         char buf[80];
         int n = snprintf(buf, sizeof(buf), "flush %p %zu\n", addr, len);
         (void)!write(trace_fd, buf, (size_t)n);
@@ -709,7 +733,7 @@ die(void)
 static void
 point_before(const char *what, const void *addr, size_t len)
 {
-    if (armed && kill_before && count + 1 == kill_at) {
+    if (armed && !in_child && kill_before && count + 1 == kill_at) {
         count++;
         trace_point(count, what, addr, len);
         die();
@@ -720,7 +744,7 @@ point_before(const char *what, const void *addr, size_t len)
 static void
 point_after(const char *what, const void *addr, size_t len)
 {
-    if (!armed) {
+    if (!armed || in_child) {
         return;
     }
     count++;
