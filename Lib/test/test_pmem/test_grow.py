@@ -4,7 +4,9 @@ opens with all its data and can be grown again; what cannot be grown is
 refused, the file unchanged.
 """
 
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -48,6 +50,12 @@ class GrowTestCase(PoolTestCase):
             pool.ns.d = {DATA}
             """), **FAST_FLUSH)
         return path
+
+    def info(self):
+        """python -m pmem info --json of self.path, as a dict."""
+        proc = run_python("-m", "pmem", "info", "--json", self.path)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        return json.loads(proc.stdout)
 
     def grow_command(self, path, size):
         """python -m pmem grow PATH SIZE: (exit status, stdout, stderr)."""
@@ -93,17 +101,32 @@ class GrowTests(GrowTestCase):
                 while True:
                     d[i] = i
                     i += 1
-            except MemoryError:
+            except MemoryError as exc:
                 print(i)
+                print(exc)
             """))
         self.assertEqual(proc.returncode, 0, proc.stderr)
-        n = int(proc.stdout)
+        n, message = proc.stdout.splitlines()
+        n = int(n)
         self.assertGreater(n, 100_000)
+        # The message says how much did not fit, and what to do.
+        self.assertRegex(message, rf"pool '{self.path}' is full: "
+                                  rf"(\d+) more bytes do not fit")
+        self.assertIn("python -m pmem grow PATH SIZE", message)
+        need = int(re.search(r"(\d+) more bytes", message).group(1))
+        # The full pool opens, and its free space is reported as it is:
+        # no block as large as the one that did not fit.
+        info = self.info()
+        self.assertLess(info["largest_free"], need)
+        self.assertLessEqual(info["largest_free"], info["bytes_free"])
         status, out, err = self.grow_command(self.path, "1G")
         self.assertEqual((status, err), (0, ""))
         self.assertEqual(out, f"{self.path}: grown from "
                               f"{pmem.DEFAULT_SIZE:,} to {GiB:,} bytes\n")
         self.assertEqual(os.path.getsize(self.path), GiB)
+        info = self.info()
+        self.assertGreater(info["largest_free"], need)
+        self.assertGreater(info["bytes_free"], GiB - pmem.DEFAULT_SIZE)
         proc = run_python("-c", textwrap.dedent(f"""
             import pmem
             pool = pmem.open({self.path!r}, create=False)
