@@ -524,6 +524,30 @@ _PyPmem_CheckFile(PyObject *error, PyObject *path, const char *cpath)
     return check_metadata(error, path, cpath, (size_t)st.st_size);
 }
 
+/* The pool file at cpath opened by libpmemobj, after the checks that
+   come before (another process's lock, a foreign file) and with its root
+   checked against the file's size: what pmem.open() does before its pass
+   over the objects.  NULL with PoolError set. */
+PMEMobjpool *
+_PyPmem_OpenFile(PyObject *error, PyObject *path, const char *cpath,
+                 size_t size)
+{
+    _PyPmem_WaitForLock(cpath);
+    if (_PyPmem_CheckFile(error, path, cpath) < 0) {
+        return NULL;
+    }
+    PMEMobjpool *pop = pmemobj_open(cpath, POOL_LAYOUT);
+    if (pop == NULL) {
+        _PyPmem_OpenError(error, path, errno, pmemobj_errormsg());
+        return NULL;
+    }
+    if (_PyPmem_CheckRoot(error, path, pop, size) < 0) {
+        pmemobj_close(pop);
+        return NULL;
+    }
+    return pop;
+}
+
 /* Check the root of an open pool: 0, or -1 with PoolError set. */
 int
 _PyPmem_CheckRoot(PyObject *error, PyObject *path, PMEMobjpool *pop,

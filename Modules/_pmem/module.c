@@ -108,18 +108,10 @@ check_pool(PyObject *module, PyObject *arg)
             errno == ENOENT ? PyExc_FileNotFoundError : PyExc_OSError, path);
         goto done;
     }
-    _PyPmem_WaitForLock(cpath);
-    if (_PyPmem_CheckFile(error, path, cpath) < 0) {
-        goto done;
-    }
-    PMEMobjpool *pop = pmemobj_open(cpath, POOL_LAYOUT);
-    if (pop == NULL) {
-        _PyPmem_OpenError(error, path, errno, pmemobj_errormsg());
-        goto done;
-    }
-    int r = _PyPmem_CheckRoot(error, path, pop, (size_t)st.st_size);
-    pmemobj_close(pop);
-    if (r == 0) {
+    PMEMobjpool *pop = _PyPmem_OpenFile(error, path, cpath,
+                                        (size_t)st.st_size);
+    if (pop != NULL) {
+        pmemobj_close(pop);
         result = Py_NewRef(Py_None);
     }
 done:

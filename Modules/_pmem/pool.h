@@ -403,6 +403,8 @@ void _PyPmem_OpenError(PyObject *error, PyObject *path, int err,
                        const char *msg);
 void _PyPmem_WaitForLock(const char *cpath);
 int _PyPmem_CheckFile(PyObject *error, PyObject *path, const char *cpath);
+PMEMobjpool *_PyPmem_OpenFile(PyObject *error, PyObject *path,
+                              const char *cpath, size_t size);
 int _PyPmem_CheckRoot(PyObject *error, PyObject *path, PMEMobjpool *pop,
                       size_t size);
 PyObject *_PyPmem_RootContainer(PoolObject *self, uint64_t *field,

@@ -188,17 +188,9 @@ static PoolObject *
 map_pool(PyTypeObject *type, PyObject *error, PyObject *path,
          const char *cpath, const struct stat *st)
 {
-    _PyPmem_WaitForLock(cpath);
-    if (_PyPmem_CheckFile(error, path, cpath) < 0) {
-        return NULL;
-    }
-    PMEMobjpool *pop = pmemobj_open(cpath, POOL_LAYOUT);
+    PMEMobjpool *pop = _PyPmem_OpenFile(error, path, cpath,
+                                        (size_t)st->st_size);
     if (pop == NULL) {
-        _PyPmem_OpenError(error, path, errno, pmemobj_errormsg());
-        return NULL;
-    }
-    if (_PyPmem_CheckRoot(error, path, pop, (size_t)st->st_size) < 0) {
-        pmemobj_close(pop);
         return NULL;
     }
     PoolObject *self = (PoolObject *)type->tp_alloc(type, 0);

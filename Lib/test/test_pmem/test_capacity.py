@@ -56,6 +56,18 @@ else:
         self.assertIn("rolled back", message)
         self.assertIn("python -m pmem grow PATH SIZE", message)
 
+    def fill_dict(self, value):
+        """Fill a fresh pool with entries i: value of a dict, until it is
+        full (with the message that says so)."""
+        self.assertFull(self.fill(f"""
+            pool.ns.d = {{}}
+            d = pool.ns.d
+            i = 0
+            while True:
+                d[i] = {value}
+                i += 1
+            """))
+
     def reopened(self, code):
         """What code prints, run on the pool in a new process."""
         _, out, _ = assert_python_ok("-c", textwrap.dedent(f"""
@@ -134,15 +146,7 @@ else:
     def test_full_dict_reopens(self):
         # A dict that filled the pool: the next open rebuilds its hash
         # table where it is (no new table, which would not fit).
-        message = self.fill("""
-            pool.ns.d = {}
-            d = pool.ns.d
-            i = 0
-            while True:
-                d[i] = i
-                i += 1
-            """)
-        self.assertFull(message)
+        self.fill_dict("i")
         out = self.reopened("""
             d = pool.ns.d
             print(len(d) > 300000, all(d[i] == i for i in range(len(d))),
@@ -154,15 +158,7 @@ else:
         # Deleting frees many blocks at once, whose log does not fit in
         # libpmemobj's lane: a full pool has room kept for it, and frees
         # beyond that room are made after the commit.
-        message = self.fill("""
-            pool.ns.d = {}
-            d = pool.ns.d
-            i = 0
-            while True:
-                d[i] = i
-                i += 1
-            """)
-        self.assertFull(message)
+        self.fill_dict("i")
         out = self.reopened("""
             pool.ns.blocks = []
             try:
@@ -183,15 +179,7 @@ else:
 
     @support.requires_resource('cpu')     # about 5 seconds
     def test_reported_free_space_can_be_used(self):
-        message = self.fill("""
-            pool.ns.d = {}
-            d = pool.ns.d
-            i = 0
-            while True:
-                d[i] = str(i)
-                i += 1
-            """)
-        self.assertFull(message)
+        self.fill_dict("str(i)")
         out = self.reopened("""
             stats = pool.stats()
             free, largest = stats["bytes_free"], stats["largest_free"]
