@@ -491,9 +491,11 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     if (committing && !free_after && p->ntxfreed >= LOG_RESERVE_FROM
         && p->log_reserve != NULL)
     {
-        (void)pmemobj_tx_log_append_buffer(TX_LOG_TYPE_INTENT,
-                                           p->log_reserve,
-                                           p->log_reserve_size);
+        /* Without it (it failed), the commit tries libpmemobj's way. */
+        (void)pmemobj_tx_xlog_append_buffer(TX_LOG_TYPE_INTENT,
+                                            p->log_reserve,
+                                            p->log_reserve_size,
+                                            POBJ_XLOG_APPEND_BUFFER_NO_ABORT);
     }
     for (size_t i = 0; committing && !free_after && i < p->ntxfreed; i++) {
         if (pmemobj_tx_xfree(pmemobj_oid(p->txfreed[i]),
