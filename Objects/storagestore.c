@@ -37,6 +37,7 @@
 
 #include "Python.h"
 #include "pycore_dict.h"          // DK_ENTRIES()
+#include "pycore_frame.h"         // _PyInterpreterFrame
 #include "pycore_hashtable.h"     // _Py_hashtable_new()
 #include "pycore_list.h"          // _PyList_AppendTakeRef()
 #include "pycore_long.h"          // _PyLong_DigitCount()
@@ -375,8 +376,51 @@ check_instance(PyObject *v, PyStorageManager *sm)
     return visit_slots(v, check_slot, &st);
 }
 
+/* A variable of this thread's frames that refers to v, named for a
+   refusal: " (by the variable 'x' of put(), at least)", " (by the global
+   'x', at least)", or "" when none does (a container, another
+   thread...).  Only the variables are looked at, not the evaluation
+   stacks, which hold the storing operation's own references.  A new
+   str, or NULL with an exception set. */
+static PyObject *
+variable_holding(PyObject *v)
+{
+    for (_PyInterpreterFrame *f = _PyThreadState_GET()->current_frame;
+         f != NULL; f = f->previous)
+    {
+        if (!PyCode_Check(f->f_executable) || _PyFrame_IsIncomplete(f)) {
+            continue;
+        }
+        PyCodeObject *co = _PyFrame_GetCode(f);
+        for (int i = 0; i < co->co_nlocalsplus; i++) {
+            if (f->localsplus[i] == v) {
+                return PyUnicode_FromFormat(
+                    " (by the variable %R of %U(), at least)",
+                    PyTuple_GET_ITEM(co->co_localsplusnames, i),
+                    co->co_qualname);
+            }
+        }
+        if (f->f_locals != NULL && PyDict_Check(f->f_locals)) {
+            PyObject *key, *value;
+            Py_ssize_t pos = 0;
+            while (PyDict_Next(f->f_locals, &pos, &key, &value)) {
+                if (value == v) {
+                    return f->f_locals == f->f_globals
+                        ? PyUnicode_FromFormat(" (by the global %R, at least)",
+                                               key)
+                        : PyUnicode_FromFormat(" (by the variable %R of %U, "
+                                               "at least)", key,
+                                               co->co_qualname);
+                }
+            }
+        }
+    }
+    return PyUnicode_FromString("");
+}
+
 /* A mutable v that cannot be moved into sm: it is another manager's, or
-   referenced from elsewhere. */
+   referenced from elsewhere -- by a variable, when one of this thread's
+   frames has one that does. */
 static int
 refuse_shared(PyObject *v, PyStorageManager *sm, PyStorageManager *owner)
 {
@@ -384,10 +428,18 @@ refuse_shared(PyObject *v, PyStorageManager *sm, PyStorageManager *owner)
         return refuse(v, sm, "it is a mutable object of another storage "
                              "manager; store a copy (copy.deepcopy())");
     }
-    return refuse(v, sm, "it is a mutable volatile object that is "
-                         "referenced from elsewhere; store a new one "
-                         "(x.copy(), copy.deepcopy(x)), or drop the "
-                         "other references first");
+    PyObject *where = variable_holding(v);
+    if (where == NULL) {
+        return -1;
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "cannot store a '%.100s' object in %s storage: it is a "
+                 "mutable volatile object that is referenced from "
+                 "elsewhere%U; store a new one (x.copy(), "
+                 "copy.deepcopy(x)), or drop the other references first",
+                 Py_TYPE(v)->tp_name, sm->name, where);
+    Py_DECREF(where);
+    return -1;
 }
 
 /* Can v be stored into sm?  exclusive: the path to v from the stored

@@ -108,9 +108,32 @@ class StoreTests(OpenPoolTestCase):
 
     def test_shared_mutable_is_refused(self):
         shared = {}
-        with self.assertRaisesRegex(TypeError, "referenced from elsewhere"):
+        with self.assertRaisesRegex(TypeError, "referenced from elsewhere "
+                                    r"\(by the variable 'shared' of "
+                                    r"StoreTests\.test_shared_mutable_is_"
+                                    r"refused\(\), at least\)"):
             self.pool.ns.shared = shared
         self.assertFalse(hasattr(self.pool.ns, "shared"))
+
+    def test_refusal_names_a_variable_that_holds_the_value(self):
+        self.pool.ns.d = {}
+        d = self.pool.ns.d
+        def put(k, v):
+            d[k] = v
+        with self.assertRaisesRegex(TypeError, r"\(by the variable 'v' of "
+                                    r".*put\(\), at least\)"):
+            put("h", [1])
+        records = [[1], [2]]
+        with self.assertRaisesRegex(TypeError, r"\(by the variable 'r' of "
+                                    r".*, at least\)"):
+            for r in records:
+                d["r"] = r
+        del r
+        # A reference from a container only: nothing to name.
+        with self.assertRaisesRegex(TypeError, r"referenced from "
+                                    r"elsewhere; store a new one"):
+            d["r"] = records.copy()[0]
+        self.assertEqual(d, {})
 
     def test_shared_mutable_in_star_args_is_refused(self):
         # The tuple of f(*args) is held by a variable: its items are not
