@@ -18,6 +18,31 @@ pool object follows the memory hierarchy: immutable values are copied
 in, a mutable value that nothing else refers to is moved in, and a
 shared mutable value is refused with TypeError.
 
+What a pool holds:
+
+  ==========================  =========================================
+  None, True, False, ...,     referenced: static objects of the
+  small ints, 1-char strs     interpreter, never copied
+  int, float, complex, str,   copied in (a tuple or frozenset with its
+  bytes, tuple, frozenset     items, which must be held as well)
+  dict, list, set, bytearray  moved in when nothing else refers to
+                              them; refused when shared
+  instances of classes made   moved in like containers, their __dict__
+  by class statements over    and __slots__ with them; found again by
+  object                      "module:qualname" (pool.unresolved() and
+                              pmem.Placeholder when the class is
+                              missing)
+  anything else               refused with TypeError, naming the type:
+                              e.g. datetime, Decimal, range, slice,
+                              enum members, subclasses of builtins
+                              (named tuples included), Counter,
+                              OrderedDict, defaultdict, deque, dict
+                              views, array.array, functools.partial
+  ==========================  =========================================
+
+An instance is copied as it is, with whatever it caches: a cached hash
+of a str (pathlib.PurePath's) is that of the process that stored it.
+
 Transactions in detail:
 
 * A ``with pool:`` block inside another is a savepoint: when it raises,
