@@ -813,6 +813,18 @@ passive(mainns *ns)
             || (ns->writing != 0 && ns->writing == current_thread()));
 }
 
+/* Whether the pool's namespace and the shadow both refer to kept, the
+   dict's value of key: their slots in *pkept_slot, *pshadow_slot. */
+static int
+held_by_the_three(mainns *ns, PyObject *key, PyObject *kept,
+                  PyObject ***pkept_slot, PyObject ***pshadow_slot)
+{
+    *pkept_slot = _PyStorage_DictValueSlot(ns->pool_ns, key);
+    *pshadow_slot = _PyStorage_DictValueSlot(ns->shadow, key);
+    return (*pkept_slot != NULL && **pkept_slot == kept
+            && *pshadow_slot != NULL && **pshadow_slot == kept);
+}
+
 /* dict[key] = value, the dict's commonest operation (STORE_NAME,
    STORE_GLOBAL): when the name's value is a number or short str of the
    pool that only the dict, the pool's namespace and the shadow refer to
@@ -839,38 +851,35 @@ main_set_item(PyStorageManager *sm, PyObject *dict, PyObject *key,
        run). */
     PyObject **slot = _PyStorage_DictValueSlot(dict, key);
     PyObject *kept = slot != NULL ? *slot : NULL;
-    int r = 0;
     if (kept == NULL || kept == value || PyStorage_Of(value) == &p->sm) {
+        _PyPmem_Release(p);
+        return 0;                 /* the usual way */
+    }
+    /* A number of the pool that only the three dicts refer to. */
+    int mine = Py_REFCNT(kept) == 3 && PyStorage_Of(kept) == &p->sm;
+    int is_static = _PyStorage_IsStatic(value) && !is_dunder(key);
+    PyObject **kept_slot, **shadow_slot, *to;
+    int r = 0;
+    if (mine && overwrite_word(p, kept, value)) {
+        r = 1;
+    }
+    else if (!(mine || is_static)
+             || !held_by_the_three(ns, key, kept, &kept_slot, &shadow_slot))
+    {
         /* the usual way */
     }
-    else if (Py_REFCNT(kept) == 3 && PyStorage_Of(kept) == &p->sm) {
-        r = overwrite_word(p, kept, value);
-        if (r == 0) {
-            PyObject **kept_slot = _PyStorage_DictValueSlot(ns->pool_ns, key);
-            PyObject **shadow_slot = _PyStorage_DictValueSlot(ns->shadow,
-                                                              key);
-            PyObject *to;
-            if (kept_slot != NULL && *kept_slot == kept
-                && shadow_slot != NULL && *shadow_slot == kept
-                && (to = swap_number(ns, kept_slot, shadow_slot, kept,
-                                     value)) != NULL)
-            {
-                r = _PyStorage_DictReplaceValue(dict, key, to);
-            }
-        }
-    }
-    else if (_PyStorage_IsStatic(value) && !is_dunder(key)) {
+    else if (is_static) {
         /* A small int, None...: the three dicts' pointers, the pool's
            first (the one store that makes the binding durable). */
-        PyObject **kept_slot = _PyStorage_DictValueSlot(ns->pool_ns, key);
-        PyObject **shadow_slot = _PyStorage_DictValueSlot(ns->shadow, key);
-        if (kept_slot != NULL && *kept_slot == kept && shadow_slot != NULL
-            && *shadow_slot == kept)
-        {
-            store_pointer(ns, kept_slot, value);
-            Py_SETREF(*shadow_slot, Py_NewRef(value));
-            r = _PyStorage_DictReplaceValue(dict, key, value);
-        }
+        store_pointer(ns, kept_slot, value);
+        Py_SETREF(*shadow_slot, Py_NewRef(value));
+        r = _PyStorage_DictReplaceValue(dict, key, value);
+    }
+    else if (mine
+             && (to = swap_number(ns, kept_slot, shadow_slot, kept,
+                                  value)) != NULL)
+    {
+        r = _PyStorage_DictReplaceValue(dict, key, to);
     }
     _PyPmem_Release(p);
     return r;

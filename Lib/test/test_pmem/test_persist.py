@@ -83,48 +83,45 @@ class HarnessTests(unittest.TestCase):
         self.assertGreater(int(m.group(2)), 3, out)
         self.assertEqual(int(m.group(3)), 0, out)
 
-    def test_every_point_of_a_transfer_and_a_dict_resize(self):
-        rc, out = self.run_driver("--kinds", "transfer,dict-resize")
-        self.assertSummary(out, "persist points", 2)
+    def assertKindsPass(self, kinds, *args,
+                        labels=("persist points", "power-loss images")):
+        """Run the driver on kinds (comma-separated) with args: each of
+        labels sums up every kind, with no failure, and the driver
+        exits with 0."""
+        rc, out = self.run_driver("--kinds", kinds, *args)
+        for label in labels:
+            self.assertSummary(out, label, len(kinds.split(",")))
         self.assertEqual(rc, 0, out)
+
+    def test_every_point_of_a_transfer_and_a_dict_resize(self):
+        self.assertKindsPass("transfer,dict-resize",
+                             labels=("persist points",))
 
     @support.requires_resource('cpu')     # about 10 seconds
     def test_points_of_an_allocation(self):
         # An atomic allocation killed half-way leaves a zeroed block that
         # nothing reaches: the open frees it without reading it.
-        rc, out = self.run_driver("--kinds", "alloc", "--power-loss",
-                                  "--limit-per-kind", "40")
-        self.assertSummary(out, "persist points", 1)
-        self.assertSummary(out, "power-loss images", 1)
-        self.assertEqual(rc, 0, out)
+        self.assertKindsPass("alloc", "--power-loss",
+                             "--limit-per-kind", "40")
 
     @support.requires_resource('cpu')     # about 10 seconds
     def test_points_of_namespace_bindings(self):
-        # python -X pmem: a rebinding that one store makes durable (an int
-        # rewritten in place, a pointer) and one that needs a transaction
-        # (an int that gets more digits), killed and cut off at each point.
-        rc, out = self.run_driver("--kinds", "ns-int,ns-static,ns-digits",
-                                  "--power-loss")
-        self.assertSummary(out, "persist points", 3)
-        self.assertSummary(out, "power-loss images", 3)
-        self.assertEqual(rc, 0, out)
+        # python -X pmem: rebindings that one store makes durable (an int
+        # rewritten in place, a pointer) and one that takes two (an int
+        # that gets more digits, written into a spare block first),
+        # killed and cut off at each point.
+        self.assertKindsPass("ns-int,ns-static,ns-digits", "--power-loss")
 
     @support.requires_resource('cpu')     # about 30 seconds
     def test_points_of_a_grow(self):
         # pmem.grow()'s syncs, and the open that extends the heap of a
         # pool whose grow was killed once its heap's size was written:
         # killed and cut off at each point, and grown again after.
-        rc, out = self.run_driver("--kinds", "grow,grow-open",
-                                  "--power-loss")
-        self.assertSummary(out, "persist points", 2)
-        self.assertSummary(out, "power-loss images", 2)
-        self.assertEqual(rc, 0, out)
+        self.assertKindsPass("grow,grow-open", "--power-loss")
 
     def test_power_loss_at_every_point_of_a_transfer(self):
-        rc, out = self.run_driver("--only-power-loss", "--kinds",
-                                  "transfer")
-        self.assertSummary(out, "power-loss images", 1)
-        self.assertEqual(rc, 0, out)
+        self.assertKindsPass("transfer", "--only-power-loss",
+                             labels=("power-loss images",))
 
 
 # A libpmemobj transaction through ctypes: 512 counters of a root object
