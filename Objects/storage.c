@@ -851,7 +851,9 @@ for_each_volatile(PyObject *op, volatile_visitor visit, void *arg)
            from an earlier process; the manager reclaims its own. */
         VOLATILE(*_Py_AS_GC(op), per_process, 0);
     }
-    if (tp->tp_weaklistoffset > 0) {
+    if (tp->tp_weaklistoffset != 0) {
+        /* In the object, or (a class statement's, MANAGED_WEAKREF) in
+           its pre-header: the weak references of this process. */
         VOLATILE(*(PyObject **)((char *)op + tp->tp_weaklistoffset),
                  per_process, NULL);
     }

@@ -60,9 +60,10 @@ is_garbage(alloc_entry *e)
     {
         return 0;
     }
+    /* A weak reference still points to it: left to the next open.  (A
+       class statement's instances keep theirs in the pre-header.) */
     Py_ssize_t off = Py_TYPE(e->obj)->tp_weaklistoffset;
-    /* A weak reference still points to it: left to the next open. */
-    return off <= 0 || *(PyObject **)((char *)e->obj + off) == NULL;
+    return off == 0 || *(PyObject **)((char *)e->obj + off) == NULL;
 }
 
 #ifdef Py_REF_DEBUG

@@ -6,6 +6,7 @@ run); some make the next process map the pool at another address.
 """
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -227,6 +228,38 @@ class InstanceRoundTripTests(PoolTestCase):
             """, seed=13)
         self.assertEqual(out, "['accounts:Account', 'accounts:Point'] 15.0 "
                               "True\n")
+
+    def test_weak_references_of_a_killed_process_are_forgotten(self):
+        # A class statement's instances keep their list of weak
+        # references in the pre-header: a process killed while it had
+        # some leaves the list's pointer there, which the next process
+        # must not follow when the instance dies.
+        with open(os.path.join(self.dir, "accounts.py"), "w") as f:
+            f.write(self.CLASSES)
+        code = f"""
+            import os, pmem, signal, weakref
+            from accounts import Account, Point
+            pool = pmem.open({self.path!r}, size={SIZE})
+            pool.ns.alice = Account("alice", 10.0)
+            pool.ns.point = Point(1, 2)
+            refs = [weakref.ref(pool.ns.alice), weakref.ref(pool.ns.point)]
+            os.kill(os.getpid(), signal.SIGKILL)
+            """
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            env=dict(os.environ, PMEM_IS_PMEM_FORCE="1",
+                     PYTHONPATH=self.dir))
+        self.assertEqual(proc.returncode, -signal.SIGKILL)
+        out = self.run_in_new_process(f"""
+            import gc, pmem, weakref
+            from accounts import Account, Point
+            pool = pmem.open({self.path!r})
+            ref = weakref.ref(pool.ns.alice)
+            del pool.ns.alice, pool.ns.point
+            gc.collect()
+            print(ref())
+            """, seed=15, path=self.dir)
+        self.assertEqual(out, "None\n")
 
     def test_classes_registered_by_undone_transactions(self):
         # A class's first instance makes its entry in the pool's type
