@@ -47,7 +47,7 @@ void
 _PyStorage_ForgetObject(PyObject *op)
 {
 #ifdef Py_REF_DEBUG
-    if (PyDict_CheckExact(op)) {
+    if (PyDict_Check(op)) {
         PyDictKeysObject *keys = ((PyDictObject *)op)->ma_keys;
         if (keys != empty_keys()) {
             _Py_RefTotal -= keys->dk_refcnt;
@@ -327,51 +327,95 @@ visit_instance(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
     return 0;
 }
 
+/* A str of a class statement's class (unicode_subtype_new()): its
+   characters in a table, which an ASCII str's UTF-8 form shares (another
+   str's is made on demand: volatile). */
+static int
+visit_str_subclass(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
+                   const int check)
+{
+    PyASCIIObject *a = (PyASCIIObject *)op;
+    PyCompactUnicodeObject *c = (PyCompactUnicodeObject *)op;
+    PyUnicodeObject *u = (PyUnicodeObject *)op;
+    unsigned int kind = a->state.kind;
+    if (check && (a->state.compact || a->state.statically_allocated
+                  || (kind != 1 && kind != 2 && kind != 4)
+                  || (a->state.ascii && kind != 1)
+                  || u->data.any == NULL))
+    {
+        EXTENT(op, SIZE_MAX);
+    }
+    if (check && a->state.ascii) {
+        VISIT(&c->utf8, _PyStorage_SLOT_INTERIOR);
+    }
+    VISIT(&u->data.any, _PyStorage_SLOT_TABLE);
+    EXTENT(u->data.any, var_size(kind, a->length, kind));
+    if (check && a->state.ascii
+        && (c->utf8 != u->data.any || c->utf8_length != a->length))
+    {
+        EXTENT(op, SIZE_MAX);
+    }
+    return 0;
+}
+
 /* Every slot of op, and with check, the extent of each of its parts: the
    visitor's first nonzero result, or -1 for a type that a manager cannot
-   hold. */
+   hold.  An instance of a class statement's class over a builtin has the
+   builtin's parts, then its class's (visit_instance()). */
 static int
 visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
             const int check)
 {
     PyTypeObject *tp = Py_TYPE(op);
+    PyTypeObject *base = tp;
+    while (PyType_HasFeature(base, Py_TPFLAGS_HEAPTYPE)) {
+        base = base->tp_base;
+    }
     /* A compact str is smaller than a str's basic size (str_size()). */
     EXTENT(op, tp == &PyUnicode_Type ? sizeof(PyASCIIObject)
                                      : (size_t)tp->tp_basicsize);
-    if (tp == &PyDict_Type) {
-        return visit_dict(op, visit, arg, check);
+    int r = 0;
+    if (base == &PyDict_Type) {
+        r = visit_dict(op, visit, arg, check);
     }
-    if (tp == &PyList_Type) {
-        return visit_list(op, visit, arg, check);
+    else if (base == &PyList_Type) {
+        r = visit_list(op, visit, arg, check);
     }
-    if (tp == &PyTuple_Type) {
-        return visit_tuple(op, visit, arg, check);
+    else if (base == &PyTuple_Type) {
+        r = visit_tuple(op, visit, arg, check);
     }
-    if (tp == &PySet_Type || tp == &PyFrozenSet_Type) {
-        return visit_set(op, visit, arg, check);
+    else if (base == &PySet_Type || base == &PyFrozenSet_Type) {
+        r = visit_set(op, visit, arg, check);
     }
-    if (tp == &PyByteArray_Type) {
-        return visit_bytearray(op, visit, arg, check);
+    else if (base == &PyByteArray_Type && base == tp) {
+        r = visit_bytearray(op, visit, arg, check);
     }
-    if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
-        return visit_instance(op, visit, arg, check);
-    }
-    if (tp == &PyLong_Type || tp == &PyBool_Type) {
+    else if (base == &PyLong_Type || base == &PyBool_Type) {
         EXTENT(op, var_size(offsetof(PyLongObject, long_value.ob_digit),
                             Py_MAX(_PyLong_DigitCount((PyLongObject *)op), 1),
                             sizeof(digit)));
     }
-    else if (tp == &PyBytes_Type) {
+    else if (base == &PyBytes_Type) {
         EXTENT(op, var_size(offsetof(PyBytesObject, ob_sval) + 1, Py_SIZE(op),
                             1));
     }
-    else if (tp == &PyUnicode_Type) {
-        EXTENT(op, str_size(op));
+    else if (base == &PyUnicode_Type) {
+        if (base == tp) {
+            EXTENT(op, str_size(op));
+        }
+        else {
+            r = visit_str_subclass(op, visit, arg, check);
+        }
     }
-    else if (tp != &PyFloat_Type && tp != &PyComplex_Type) {
+    else if (base != &PyFloat_Type && base != &PyComplex_Type
+             && base != &PyBaseObject_Type)
+    {
         return -1;
     }
-    return 0;
+    if (r == 0 && base != tp) {
+        r = visit_instance(op, visit, arg, check);
+    }
+    return r;
 }
 
 #undef VISIT
@@ -381,7 +425,15 @@ int
 _PyStorage_CheckHeld(PyObject *op)
 {
     PyTypeObject *tp = Py_TYPE(op);
-    if (tp == &PyDict_Type) {
+    if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
+        PyObject **dictptr = _PyStorage_InstanceDictPtr(op);
+        if (dictptr != NULL && *dictptr != NULL
+            && !PyDict_CheckExact(*dictptr))
+        {
+            return -1;
+        }
+    }
+    if (PyDict_Check(op)) {
         PyDictObject *mp = (PyDictObject *)op;
         PyDictKeysObject *keys = mp->ma_keys;
         if (keys == empty_keys()) {
@@ -410,7 +462,7 @@ _PyStorage_CheckHeld(PyObject *op)
         /* The table is rebuilt for ma_used entries. */
         return live == mp->ma_used ? 0 : -1;
     }
-    if (tp == &PySet_Type || tp == &PyFrozenSet_Type) {
+    if (PyAnySet_Check(op)) {
         /* The table is rebuilt for so->used entries, and a lookup ends
            only at an empty slot that so->fill leaves. */
         PySetObject *so = (PySetObject *)op;
@@ -421,14 +473,6 @@ _PyStorage_CheckHeld(PyObject *op)
             used += key != NULL && key != _PySet_Dummy;
         }
         return fill == so->fill && used == so->used ? 0 : -1;
-    }
-    if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
-        PyObject **dictptr = _PyStorage_InstanceDictPtr(op);
-        if (dictptr != NULL && *dictptr != NULL
-            && !PyDict_CheckExact(*dictptr))
-        {
-            return -1;
-        }
     }
     return 0;
 }
@@ -451,7 +495,7 @@ _PyStorage_RehashEntries(PyObject *op)
     /* The hashes the table keeps: recomputed, and cached in the keys.
        Idempotent, so a crash in the middle needs no undo. */
     int changed = 0;
-    if (PyDict_CheckExact(op)) {
+    if (PyDict_Check(op)) {
         PyDictKeysObject *keys = ((PyDictObject *)op)->ma_keys;
         for (Py_ssize_t i = 0; i < keys->dk_nentries; i++) {
             if (DK_IS_UNICODE(keys)) {
@@ -473,7 +517,7 @@ _PyStorage_RehashEntries(PyObject *op)
             }
         }
     }
-    else if (PyAnySet_CheckExact(op)) {
+    else if (PyAnySet_Check(op)) {
         PySetObject *so = (PySetObject *)op;
         for (Py_ssize_t i = 0; i <= so->mask; i++) {
             setentry *entry = &so->table[i];
@@ -583,7 +627,7 @@ rebuild_indices(PyDictKeysObject *keys)
 int
 _PyStorage_Rehash(PyObject *op)
 {
-    if (PyDict_CheckExact(op)) {
+    if (PyDict_Check(op)) {
         PyDictObject *mp = (PyDictObject *)op;
         if (mp->ma_keys == empty_keys()) {
             return 0;
@@ -597,7 +641,7 @@ _PyStorage_Rehash(PyObject *op)
         rebuild_indices(mp->ma_keys);
         return 0;
     }
-    if (PyAnySet_CheckExact(op)) {
+    if (PyAnySet_Check(op)) {
         Py_ssize_t used = ((PySetObject *)op)->used;
         if (used == 0) {
             return 0;

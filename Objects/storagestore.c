@@ -82,20 +82,29 @@ class_statement_dealloc(void)
     return dealloc;
 }
 
-int
-_PyStorage_IsPlainClass(PyTypeObject *tp)
+/* The builtin types whose instances a manager holds, which a class
+   statement may derive from (Python's subclasses of them are held with
+   the slots, dict and weak references that their classes add). */
+static PyTypeObject *const class_bases[] = {
+    &PyBaseObject_Type, &PyLong_Type, &PyFloat_Type, &PyComplex_Type,
+    &PyUnicode_Type, &PyBytes_Type, &PyTuple_Type, &PyFrozenSet_Type,
+    &PyDict_Type, &PyList_Type, &PySet_Type,
+};
+
+PyTypeObject *
+_PyStorage_ClassBase(PyTypeObject *tp)
 {
-    /* Made by class statements, each over the one before, down to
-       object: the instances' memory is an object header, the slots, and
-       the dict and weak-reference pointers, which the managers know.  A
-       heap type written in C (array.array, functools.partial...) has a
-       deallocator of its own, and C-level state that they do not. */
+    /* Made by class statements, each over the one before, down to one
+       of class_bases: the instances' memory is the base's, then the
+       slots, and the dict and weak-reference pointers, which the
+       managers know.  A heap type written in C (array.array,
+       functools.partial...) has a deallocator of its own, and C-level
+       state that they do not. */
     if (!PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)
         || PyType_HasFeature(tp, Py_TPFLAGS_TYPE_SUBCLASS
-                                 | Py_TPFLAGS_BASE_EXC_SUBCLASS)
-        || tp->tp_itemsize != 0)
+                                 | Py_TPFLAGS_BASE_EXC_SUBCLASS))
     {
-        return 0;
+        return NULL;
     }
     destructor dealloc = class_statement_dealloc();
     PyTypeObject *cls = tp;
@@ -103,22 +112,35 @@ _PyStorage_IsPlainClass(PyTypeObject *tp)
         /* A heap type made by PyType_FromSpec() without a deallocator
            gets the same one: its size must be what a class statement
            makes, its base's and its slots, and the weak-reference list
-           that it may add (the dict is before the object). */
+           that it may add (3.13 keeps the dict, and a class statement's
+           weak references, before the object). */
         PyTypeObject *base = cls->tp_base;
         Py_ssize_t weaklist = (cls->tp_weaklistoffset > 0
                                && base->tp_weaklistoffset == 0
                                ? (Py_ssize_t)sizeof(PyObject *) : 0);
         if (dealloc == NULL || cls->tp_dealloc != dealloc
-            || cls->tp_itemsize != 0 || cls->tp_dictoffset > 0
+            || cls->tp_itemsize != base->tp_itemsize
+            || cls->tp_dictoffset > 0
             || cls->tp_basicsize != base->tp_basicsize + weaklist
                                     + Py_SIZE(cls)
                                       * (Py_ssize_t)sizeof(PyObject *))
         {
-            return 0;
+            return NULL;
         }
         cls = base;
     }
-    return cls == &PyBaseObject_Type;
+    for (size_t i = 0; i < Py_ARRAY_LENGTH(class_bases); i++) {
+        if (cls == class_bases[i]) {
+            return cls;
+        }
+    }
+    return NULL;
+}
+
+int
+_PyStorage_IsPlainClass(PyTypeObject *tp)
+{
+    return _PyStorage_ClassBase(tp) != NULL;
 }
 
 PyObject *
@@ -128,15 +150,16 @@ _PyStorage_ClassLayout(PyTypeObject *tp)
        that adds to the instances' memory, with the names of the slots
        that it adds, in the order of their offsets (__slots__ sorted), and
        "__dict__" and "__weakref__" when it adds them.  A class made with
-       the same levels, each over the one before, has the same layout. */
-    assert(_PyStorage_IsPlainClass(tp));
+       the same levels, each over the one before, has the same layout.
+       Over a builtin other than object, the builtin's name comes first:
+       "dict 48 __dict__,__weakref__". */
+    PyTypeObject *solid = _PyStorage_ClassBase(tp);
+    assert(solid != NULL);
     PyObject *levels = PyList_New(0);
     if (levels == NULL) {
         return NULL;
     }
-    for (PyTypeObject *cls = tp; cls != &PyBaseObject_Type;
-         cls = cls->tp_base)
-    {
+    for (PyTypeObject *cls = tp; cls != solid; cls = cls->tp_base) {
         PyTypeObject *base = cls->tp_base;
         PyObject *names = PyList_New(0);
         if (names == NULL) {
@@ -170,7 +193,10 @@ _PyStorage_ClassLayout(PyTypeObject *tp)
             goto error;
         }
     }
-    PyObject *size = PyUnicode_FromFormat("%zd", tp->tp_basicsize);
+    PyObject *size = solid == &PyBaseObject_Type
+                     ? PyUnicode_FromFormat("%zd", tp->tp_basicsize)
+                     : PyUnicode_FromFormat("%s %zd", solid->tp_name,
+                                            tp->tp_basicsize);
     if (size == NULL || PyList_Insert(levels, 0, size) < 0) {
         Py_XDECREF(size);
         goto error;
@@ -221,20 +247,83 @@ _PyStorage_IsFindableClass(PyTypeObject *tp)
     return found;
 }
 
-static int
-is_immutable_type(PyTypeObject *tp)
+/* The builtin whose layout an object of type tp has, for the rule: tp
+   itself when it is a builtin that a manager holds, the builtin that a
+   class statement's class derives from (_PyStorage_ClassBase()), or NULL
+   for a type that a manager cannot hold.  *state tells whether its
+   instances have a state of their own besides the builtin's: an instance
+   of a class over object, or a class that adds a dict or slots (an
+   instance of a named tuple has none). */
+static PyTypeObject *
+layout_of(PyTypeObject *tp, int *state)
 {
-    return (tp == &PyLong_Type || tp == &PyFloat_Type
-            || tp == &PyComplex_Type || tp == &PyUnicode_Type
-            || tp == &PyBytes_Type || tp == &PyTuple_Type
-            || tp == &PyFrozenSet_Type || tp == &PyBool_Type);
+    *state = 0;
+    if (!PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
+        if (tp == &PyBool_Type) {
+            return &PyLong_Type;
+        }
+        return (tp == &PyLong_Type || tp == &PyFloat_Type
+                || tp == &PyComplex_Type || tp == &PyUnicode_Type
+                || tp == &PyBytes_Type || tp == &PyTuple_Type
+                || tp == &PyFrozenSet_Type || tp == &PyDict_Type
+                || tp == &PyList_Type || tp == &PySet_Type
+                || tp == &PyByteArray_Type) ? tp : NULL;
+    }
+    PyTypeObject *base = _PyStorage_ClassBase(tp);
+    if (base == &PyBaseObject_Type) {
+        *state = 1;
+    }
+    for (PyTypeObject *cls = tp; base != NULL && cls != base;
+         cls = cls->tp_base)
+    {
+        *state |= Py_SIZE(cls) != 0 || cls->tp_dictoffset != 0;
+    }
+    return base;
 }
 
+/* Is an object of that layout and no state of its own a value, copied
+   into a manager: immutable, and so are its parts (a tuple's items and a
+   frozenset's keys are checked as values)? */
 static int
-is_mutable_container(PyTypeObject *tp)
+is_value_layout(PyTypeObject *base)
 {
-    return (tp == &PyDict_Type || tp == &PyList_Type || tp == &PySet_Type
-            || tp == &PyByteArray_Type || _PyStorage_IsPlainClass(tp));
+    return (base == &PyLong_Type || base == &PyFloat_Type
+            || base == &PyComplex_Type || base == &PyUnicode_Type
+            || base == &PyBytes_Type || base == &PyTuple_Type
+            || base == &PyFrozenSet_Type);
+}
+
+/* Does v, an instance of a class statement's class over an immutable
+   builtin, hold nothing of its own now: no attribute in its dict, no
+   slot set?  Then it is a value as its builtin is (copied: a str
+   subclass's instance used as a str), not a mutable that only a move
+   may take (its identity kept).  1 or 0, or -1 with an exception set. */
+static int
+holds_nothing(PyObject *v, PyTypeObject *base)
+{
+    if (Py_TYPE(v)->tp_dictoffset != 0) {
+        /* (Made from its inline values, if it had none.) */
+        PyObject *dict = PyObject_GenericGetDict(v, NULL);
+        if (dict == NULL) {
+            return -1;
+        }
+        Py_ssize_t n = PyDict_Check(dict) ? PyDict_GET_SIZE(dict) : 1;
+        Py_DECREF(dict);
+        if (n != 0) {
+            return 0;
+        }
+    }
+    for (PyTypeObject *cls = Py_TYPE(v); cls != base; cls = cls->tp_base) {
+        PyMemberDef *mp = _PyStorage_HeapTypeMembers(cls);
+        for (Py_ssize_t i = 0; i < Py_SIZE(cls); i++, mp++) {
+            if (mp->type == Py_T_OBJECT_EX
+                && *(PyObject **)((char *)v + mp->offset) != NULL)
+            {
+                return 0;
+            }
+        }
+    }
+    return 1;
 }
 
 static int
@@ -456,36 +545,46 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
     if (owner == sm) {
         return 0;
     }
-    if (tp != &PyTuple_Type && tp != &PyFrozenSet_Type) {
-        if (is_immutable_type(tp)) {
-            /* Numbers, str and bytes have no references to follow. */
-            return 0;
+    int state;
+    PyTypeObject *base = layout_of(tp, &state);
+    if (base == NULL) {
+        return refuse(v, sm, "its type is not one that a persistent "
+                             "storage manager can hold");
+    }
+    int value = is_value_layout(base);
+    if (value && state) {
+        value = holds_nothing(v, base);
+        if (value < 0) {
+            return -1;
         }
-        if (!is_mutable_container(tp)) {
-            return refuse(v, sm, "its type is not one that a persistent "
-                                 "storage manager can hold");
-        }
-        if (owner != NULL || !exclusive) {
-            return refuse_shared(v, sm, owner);
-        }
+    }
+    if (!value && (owner != NULL || !exclusive)) {
+        return refuse_shared(v, sm, owner);
+    }
+    if (value && base != &PyTuple_Type && base != &PyFrozenSet_Type
+        && tp == base)
+    {
+        /* Numbers, str and bytes have no references to follow. */
+        return 0;
     }
     if (Py_EnterRecursiveCall(" while storing a value")) {
         return -1;
     }
     int r = 0;
-    if (tp == &PyTuple_Type) {
+    if (base == &PyTuple_Type) {
         r = check_items(v, sm, exclusive);
     }
-    else if (tp == &PyList_Type) {
+    else if (base == &PyList_Type) {
         r = check_items(v, sm, 1);
     }
-    else if (tp == &PyFrozenSet_Type || tp == &PySet_Type) {
+    else if (base == &PyFrozenSet_Type || base == &PySet_Type) {
         r = check_keys(v, sm);
     }
-    else if (tp == &PyDict_Type) {
+    else if (base == &PyDict_Type) {
         r = check_dict_items(v, sm);
     }
-    else if (tp != &PyByteArray_Type) {     /* bytes, no references */
+    if (r == 0 && tp != base) {
+        /* The class, and what its instance adds. */
         r = check_instance(v, sm);
     }
     Py_LeaveRecursiveCall();
@@ -498,20 +597,59 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
 /* The parts of a value are copied as values (recursion). */
 static PyObject *copy_value(PyObject *v, PyStorageManager *sm);
 
-/* A byte copy of immutable v (no references inside) in sm. */
+/* A byte copy of the size bytes of immutable v (no references inside)
+   in sm; the rest of its type's basic size (the slots of a class
+   statement's) zeroed, as is the pre-header (the dict and weak
+   references of one). */
 static PyObject *
 copy_flat(PyObject *v, size_t size, PyStorageManager *sm)
 {
     PyTypeObject *tp = Py_TYPE(v);
     size_t presize = _PyType_PreHeaderSize(tp);
-    char *mem = sm->alloc(sm, presize + size, tp);
+    size_t whole = Py_MAX(size, (size_t)tp->tp_basicsize);
+    char *mem = sm->alloc(sm, presize + whole, tp);
     if (mem == NULL) {
         return PyErr_NoMemory();
     }
     memset(mem, 0, presize);
     PyObject *copy = (PyObject *)(mem + presize);
     memcpy(copy, v, size);
+    memset((char *)copy + size, 0, whole - size);
+    if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
+        Py_INCREF(tp);            /* an instance's reference */
+    }
     _Py_NewReference(copy);
+    return copy;
+}
+
+/* A str of a class statement's class: as upstream makes one
+   (unicode_subtype_new()), the characters in a table of their own, which
+   an ASCII str's UTF-8 form shares; its slots zeroed. */
+static PyObject *
+copy_str_subclass(PyObject *v, PyStorageManager *sm)
+{
+    Py_ssize_t length = PyUnicode_GET_LENGTH(v);
+    int kind = PyUnicode_KIND(v);
+    size_t nbytes = (size_t)(length + 1) * (size_t)kind;
+    char *data = sm->alloc(sm, nbytes, NULL);
+    if (data == NULL) {
+        return PyErr_NoMemory();
+    }
+    memcpy(data, PyUnicode_DATA(v), nbytes);
+    PyObject *copy = copy_flat(v, sizeof(PyUnicodeObject), sm);
+    if (copy == NULL) {
+        sm->free(sm, data);
+        return NULL;
+    }
+    int ascii = PyUnicode_IS_ASCII(v);
+    PyASCIIObject *a = _PyASCIIObject_CAST(copy);
+    a->state.interned = SSTATE_NOT_INTERNED;
+    a->state.compact = 0;
+    a->state.statically_allocated = 0;
+    a->hash = -1;
+    ((PyCompactUnicodeObject *)copy)->utf8 = ascii ? data : NULL;
+    ((PyCompactUnicodeObject *)copy)->utf8_length = ascii ? length : 0;
+    ((PyUnicodeObject *)copy)->data.any = data;
     return copy;
 }
 
@@ -620,6 +758,21 @@ make_instance(PyObject *v)
     return tp->tp_alloc(tp, 0);
 }
 
+/* An empty instance of the class of v, a class statement's over base (a
+   dict, list, set or frozenset), made by the builtin's __new__ (no code
+   of the class runs). */
+static PyObject *
+make_subclass_instance(PyObject *v)
+{
+    int state;
+    PyTypeObject *base = layout_of(Py_TYPE(v), &state);
+    PyObject *args = PyTuple_New(0);
+    PyObject *copy = args == NULL
+                     ? NULL : base->tp_new(Py_TYPE(v), args, NULL);
+    Py_XDECREF(args);
+    return copy;
+}
+
 static int
 copy_items_into_list(PyObject *copy, PyObject *v, PyStorageManager *sm)
 {
@@ -713,6 +866,14 @@ copy_instance_state(PyObject *copy, PyObject *v, PyStorageManager *sm)
         if (dict == NULL) {
             return -1;
         }
+        if (PyDict_GET_SIZE(dict) == 0
+            && _PyStorage_ClassBase(Py_TYPE(v)) != &PyBaseObject_Type)
+        {
+            /* A str's (or a list's...) empty dict: made when needed. */
+            Py_DECREF(dict);
+            slot_copy_state st = {copy, v, sm};
+            return visit_slots(v, copy_slot, &st);
+        }
         PyObject *dcopy = copy_value(dict, sm);
         Py_DECREF(dict);
         if (dcopy == NULL) {
@@ -753,39 +914,62 @@ copy_value(PyObject *v, PyStorageManager *sm)
     if (_PyStorage_IsStatic(v) || _PyStorage_Lookup(v) == sm) {
         return Py_NewRef(v);
     }
-    if (tp == &PyLong_Type) {
+    int state;
+    PyTypeObject *base = layout_of(tp, &state);
+    if (base == &PyBaseObject_Type) {
+        return copy_container(v, sm, make_instance, v, copy_instance_state);
+    }
+    int exact = tp == base;
+    PyObject *copy;
+    if (base == &PyLong_Type) {
         Py_ssize_t n = _PyLong_DigitCount((PyLongObject *)v);
-        return copy_flat(v, offsetof(PyLongObject, long_value.ob_digit)
+        copy = copy_flat(v, offsetof(PyLongObject, long_value.ob_digit)
                             + Py_MAX(n, 1) * sizeof(digit), sm);
     }
-    if (tp == &PyFloat_Type || tp == &PyComplex_Type) {
-        return copy_flat(v, tp->tp_basicsize, sm);
+    else if (base == &PyFloat_Type || base == &PyComplex_Type) {
+        copy = copy_flat(v, base->tp_basicsize, sm);
     }
-    if (tp == &PyBytes_Type) {
-        return copy_flat(v, PyBytesObject_SIZE + PyBytes_GET_SIZE(v), sm);
+    else if (base == &PyBytes_Type) {
+        copy = copy_flat(v, PyBytesObject_SIZE + PyBytes_GET_SIZE(v), sm);
     }
-    if (tp == &PyUnicode_Type) {
-        return copy_str(v, sm);
+    else if (base == &PyUnicode_Type) {
+        copy = exact ? copy_str(v, sm) : copy_str_subclass(v, sm);
     }
-    if (tp == &PyTuple_Type) {
-        return copy_tuple(v, sm);
+    else if (base == &PyTuple_Type) {
+        copy = copy_tuple(v, sm);
     }
-    if (tp == &PyList_Type) {
-        return copy_container(v, sm, make_list, NULL, copy_items_into_list);
+    else if (base == &PyList_Type) {
+        copy = copy_container(v, sm, exact ? make_list
+                                           : make_subclass_instance,
+                              v, copy_items_into_list);
     }
-    if (tp == &PyDict_Type) {
-        return copy_container(v, sm, make_dict, NULL, copy_items_into_dict);
+    else if (base == &PyDict_Type) {
+        copy = copy_container(v, sm, exact ? make_dict
+                                           : make_subclass_instance,
+                              v, copy_items_into_dict);
     }
-    if (tp == &PySet_Type) {
-        return copy_container(v, sm, make_set, NULL, copy_items_into_set);
+    else if (base == &PySet_Type || base == &PyFrozenSet_Type) {
+        copy = copy_container(v, sm, !exact ? make_subclass_instance
+                              : make_set,
+                              base == &PySet_Type && exact ? NULL : v,
+                              copy_items_into_set);
     }
-    if (tp == &PyFrozenSet_Type) {
-        return copy_container(v, sm, make_set, v, copy_items_into_set);
-    }
-    if (tp == &PyByteArray_Type) {
+    else {
+        assert(base == &PyByteArray_Type);
         return copy_container(v, sm, make_bytearray, v, NULL);
     }
-    return copy_container(v, sm, make_instance, v, copy_instance_state);
+    if (copy == NULL || exact) {
+        return copy;
+    }
+    /* What the class statements add: the dict and the slots. */
+    if (state && copy_instance_state(copy, v, sm) < 0) {
+        Py_DECREF(copy);
+        return NULL;
+    }
+    if (_PyType_IS_GC(tp) && !_PyObject_GC_IS_TRACKED(copy)) {
+        _PyObject_GC_TRACK(copy);
+    }
+    return copy;
 }
 
 

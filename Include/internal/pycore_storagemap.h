@@ -22,12 +22,17 @@ extern "C" {
    module and qualified name (is it there in this one)? */
 PyAPI_FUNC(int) _PyStorage_IsFindableClass(PyTypeObject *tp);
 /* Is tp a class whose instances' layout the managers know: made by class
-   statements over object, adding a dict, slots, weak references? */
+   statements over object or a builtin that a manager holds (int, float,
+   complex, str, bytes, tuple, frozenset, dict, list, set), adding a
+   dict, slots, weak references?  _PyStorage_ClassBase() gives that
+   builtin (or object), NULL for another class. */
 PyAPI_FUNC(int) _PyStorage_IsPlainClass(PyTypeObject *tp);
+PyAPI_FUNC(PyTypeObject *) _PyStorage_ClassBase(PyTypeObject *tp);
 /* The layout of such a class's instances, as a str that a manager
    records with the class's name and compares: "basicsize" then, for
    each class from object up that adds to the instances, the slots it
    adds and "__dict__" and "__weakref__" when it adds them ("16
+   __dict__,__weakref__"); over a builtin, its name first ("dict 48
    __dict__,__weakref__").  NULL with an exception set. */
 PyAPI_FUNC(PyObject *) _PyStorage_ClassLayout(PyTypeObject *tp);
 

@@ -148,6 +148,7 @@ transactions; storage_of(obj) tells where an object lives::
         table = dict()
 """
 
+import builtins
 import os
 import reprlib
 
@@ -332,12 +333,23 @@ def _placeholder(name, layout, reason):
     whose layout the pool recorded: one class for each level of the
     layout (the slots that one class of the missing one's bases added,
     and "__dict__" and "__weakref__" when it added them), over
-    Placeholder.  The pool checks that the result has the layout."""
+    Placeholder, and over the builtin that the layout names first when
+    it names one ("dict 48 __dict__,__weakref__": the placeholder of a
+    subclass of dict is a dict).  The pool checks that the result has
+    the layout."""
     module, _, qualname = name.partition(":")
-    levels = [tuple(level.split(",")) for level in layout.split(" ")[1:]]
-    cls = Placeholder
+    words = layout.split(" ")
+    bases = (Placeholder,)
+    if not words[0].isdigit():
+        builtin = getattr(builtins, words.pop(0), None)
+        if not isinstance(builtin, type):
+            raise TypeError(f"the layout {layout!r} names no builtin")
+        bases = (builtin, Placeholder)
+    levels = [tuple(level.split(",")) for level in words[1:]]
+    cls = None
     for slots in levels or [()]:
-        cls = type(qualname.rpartition(".")[2], (cls,),
+        cls = type(qualname.rpartition(".")[2],
+                   bases if cls is None else (cls,),
                    {"__slots__": slots, "__module__": module,
                     "__qualname__": qualname, "__pmem_class__": name,
                     "__pmem_reason__": reason})

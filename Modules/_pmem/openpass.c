@@ -381,7 +381,7 @@ rehash_frozensets(open_state *st, mark_state *ms)
 {
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->mark && e->obj != NULL && PyFrozenSet_CheckExact(e->obj)
+        if (e->mark && e->obj != NULL && PyFrozenSet_Check(e->obj)
             && _PyPmem_MarkPush(ms, e->obj) < 0)
         {
             PyErr_NoMemory();

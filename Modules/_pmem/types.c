@@ -193,10 +193,10 @@ rehash_tables(PoolObject *p)
     }
     size_t nsets = 0;
     for (size_t i = 0; i < n; i++) {
-        PyTypeObject *type = _PyPmem_TypeOfCode(items[i].code);
+        PyTypeObject *type = _PyPmem_ClassOfCode(p, items[i].code);
         items[i].block = (type == NULL ? NULL : items[i].block
                           + PyStorage_PreHeaderSize(type));
-        if (type == &PyFrozenSet_Type) {
+        if (type != NULL && PyType_IsSubtype(type, &PyFrozenSet_Type)) {
             sets[nsets++] = (PyObject *)items[i].block;
         }
     }
@@ -204,9 +204,8 @@ rehash_tables(PoolObject *p)
     if (ok) {
         ok = _PyStorage_RehashFrozenSets(sets, nsets) == 0;
         for (size_t i = 0; i < n && ok; i++) {
-            uint64_t code = items[i].code;
-            if ((code == POOL_DICT || code == POOL_SET
-                 || code == POOL_FROZENSET)
+            /* (A no-op for what is not a dict or a set.) */
+            if (items[i].block != NULL
                 && _PyStorage_Rehash((PyObject *)items[i].block) < 0)
             {
                 ok = 0;

@@ -285,9 +285,8 @@ _PyPmem_RepairFinish(PoolObject *p, repair_state *st)
                 Py_INCREF(Py_TYPE(e->obj));   /* subtype_dealloc dropped it */
             }
             _PyStorage_ResetVolatile(e->obj);
-            if (!PyDict_CheckExact(e->obj) && !PyList_CheckExact(e->obj)
-                && !PySet_CheckExact(e->obj)
-                && !PyByteArray_CheckExact(e->obj)
+            if (!PyDict_Check(e->obj) && !PyList_Check(e->obj)
+                && !PySet_Check(e->obj) && !PyByteArray_Check(e->obj)
                 && PyObject_Hash(e->obj) == -1)
             {
                 PyErr_Clear();

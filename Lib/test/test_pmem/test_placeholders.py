@@ -335,6 +335,43 @@ class PlaceholderTests(unittest.TestCase):
                               r" a layout that no class has\n"
                               r"alice 1\n$")
 
+    def test_subclasses_of_builtins_wait_as_builtins(self):
+        # The placeholder of a subclass of dict is a dict (and a
+        # Placeholder), of a subclass of str a str: what they hold is
+        # read as the builtin; the class comes back in the next process.
+        self.write_module("kinds", """
+            class Tag(str):
+                __slots__ = ("note",)
+            class Table(dict):
+                pass
+            """)
+        self.child(f"""
+            import pmem, kinds
+            pool = pmem.open({self.path!r}, size={SIZE})
+            pool.ns.tag = kinds.Tag("h\u00e9llo")
+            pool.ns.tag.note = [1]
+            pool.ns.table = kinds.Table(a=1)
+            pool.ns.table.extra = "x"
+            """)
+        out = self.child(f"""
+            import pmem
+            pool = pmem.open({self.path!r})
+            tag, table = pool.ns.tag, pool.ns.table
+            print(isinstance(tag, str), isinstance(tag, pmem.Placeholder),
+                  tag == "h\u00e9llo", tag.note)
+            print(isinstance(table, dict), table["a"], table.extra)
+            print(sorted(pool.unresolved()))
+            """, modules=False)
+        self.assertEqual(out, "True True True [1]\nTrue 1 x\n"
+                              "['kinds:Table', 'kinds:Tag']\n")
+        out = self.child(f"""
+            import pmem, kinds
+            pool = pmem.open({self.path!r})
+            print(type(pool.ns.tag) is kinds.Tag, pool.ns.tag.note,
+                  type(pool.ns.table) is kinds.Table, pool.ns.table)
+            """)
+        self.assertEqual(out, "True [1] True {'a': 1}\n")
+
     def test_tools_read_a_pool_with_placeholders(self):
         self.make_pool()
         env = dict(os.environ, PMEM_IS_PMEM_FORCE="1")
