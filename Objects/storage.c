@@ -40,6 +40,8 @@
 #include "pycore_setobject.h"     // _PySet_Update()
 #include "pycore_unicodeobject.h" // _PyUnicode_InternMortal()
 #include "pycore_storagemap.h"    // the hooks, the managers' API
+#define _PY_DATETIME_IMPL        /* the structs, not the C API's variable */
+#include "datetime.h"             // PyDateTime_CAPI
 
 #include <stddef.h>               // offsetof()
 
@@ -795,6 +797,89 @@ _PyStorage_DictSetDefault(PyObject *d, PyObject *key, PyObject *defaultobj,
 }
 
 
+/* --- the standard library's C value types ------------------------------- */
+
+/* The C types other than the builtins whose objects a manager holds as
+   values (copied, as an int is): range and slice, and the datetime
+   module's.  The datetime module's are found through its C API capsule,
+   once an object of one of them is seen (its module is loaded then) or a
+   manager asks for one by kind (an open of a pool that holds them). */
+static PyTypeObject *value_types[_PyStorage_NVALUES];
+
+static int
+load_datetime_types(void)
+{
+    if (value_types[_PyStorage_VALUE_DATE] != NULL) {
+        return 0;
+    }
+    PyDateTime_CAPI *api = (PyDateTime_CAPI *)PyCapsule_Import(
+        PyDateTime_CAPSULE_NAME, 0);
+    if (api == NULL) {
+        return -1;
+    }
+    PyTypeObject *tz = Py_TYPE(api->TimeZone_UTC);
+    /* Their layouts are datetime.h's, and timezone's (private to
+       _datetimemodule.c) is an offset and a name: checked here, once. */
+    if (tz->tp_basicsize != (Py_ssize_t)sizeof(_PyStorage_TimeZone)
+        || api->DeltaType->tp_basicsize
+           != (Py_ssize_t)sizeof(PyDateTime_Delta)
+        || api->DateType->tp_basicsize != (Py_ssize_t)sizeof(PyDateTime_Date))
+    {
+        PyErr_SetString(PyExc_SystemError, "the datetime module's types "
+                        "do not have the layouts of datetime.h");
+        return -1;
+    }
+    value_types[_PyStorage_VALUE_TIMEDELTA] = api->DeltaType;
+    value_types[_PyStorage_VALUE_TIMEZONE] = tz;
+    value_types[_PyStorage_VALUE_TIME] = api->TimeType;
+    value_types[_PyStorage_VALUE_DATETIME] = api->DateTimeType;
+    value_types[_PyStorage_VALUE_DATE] = api->DateType;
+    return 0;
+}
+
+PyTypeObject *
+_PyStorage_ValueType(int kind)
+{
+    assert(0 <= kind && kind < _PyStorage_NVALUES);
+    if (kind == _PyStorage_VALUE_RANGE) {
+        return &PyRange_Type;
+    }
+    if (kind == _PyStorage_VALUE_SLICE) {
+        return &PySlice_Type;
+    }
+    return load_datetime_types() < 0 ? NULL : value_types[kind];
+}
+
+int
+_PyStorage_ValueKind(PyTypeObject *tp)
+{
+    if (tp == &PyRange_Type) {
+        return _PyStorage_VALUE_RANGE;
+    }
+    if (tp == &PySlice_Type) {
+        return _PyStorage_VALUE_SLICE;
+    }
+    if (value_types[_PyStorage_VALUE_DATE] == NULL) {
+        /* Not one of datetime's before its module gave its types. */
+        if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)
+            || strncmp(tp->tp_name, "datetime.", 9) != 0)
+        {
+            return -1;
+        }
+        if (load_datetime_types() < 0) {
+            PyErr_Clear();
+            return -1;
+        }
+    }
+    for (int k = _PyStorage_VALUE_DATE; k < _PyStorage_NVALUES; k++) {
+        if (tp == value_types[k]) {
+            return k;
+        }
+    }
+    return -1;
+}
+
+
 /* --- volatile metadata --------------------------------------------------- */
 
 /* The one table of the parts of an object that are volatile metadata:
@@ -903,6 +988,16 @@ _Py_COMP_DIAG_POP
         /* The buffers exported of it are this process's (written outside
            any operation: getbuffer, releasebuffer, bytearray.join). */
         VOLATILE(((PyByteArrayObject *)op)->ob_exports, per_process, 0);
+    }
+    else if (!PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
+        int kind = _PyStorage_ValueKind(tp);
+        if (kind >= _PyStorage_VALUE_DATE
+            && kind <= _PyStorage_VALUE_TIMEDELTA)
+        {
+            /* The hash of a date, time, datetime or timedelta, kept
+               (datetime.h's structs all have it first). */
+            VOLATILE(((PyDateTime_Delta *)op)->hashcode, str_cache, -1);
+        }
     }
 #undef VOLATILE
     return 0;

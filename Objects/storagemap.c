@@ -26,6 +26,8 @@
 #include "pycore_setobject.h"     // _PySet_Dummy
 #include "pycore_storagemap.h"    // the hooks, the managers' API
 #include "structmember.h"         // T_OBJECT_EX
+#define _PY_DATETIME_IMPL        /* the structs, not the C API's variable */
+#include "datetime.h"             // PyDateTime_DateTime
 
 
 static PyDictKeysObject *
@@ -358,6 +360,65 @@ visit_str_subclass(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
     return 0;
 }
 
+/* The layout of a range (rangeobject.c's rangeobject): four ints. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *start, *stop, *step, *length;
+} range_layout;
+
+/* An object of the C value types (_PyStorage_ValueKind()): the objects it
+   holds; -1 for a type of no kind. */
+static int
+visit_value(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
+            const int check)
+{
+    int kind = _PyStorage_ValueKind(Py_TYPE(op));
+    switch (kind) {
+    case _PyStorage_VALUE_RANGE: {
+        Py_BUILD_ASSERT(sizeof(range_layout)
+                        == sizeof(PyObject) + 4 * sizeof(PyObject *));
+        range_layout *r = (range_layout *)op;
+        VISIT(&r->start, _PyStorage_SLOT_OBJECT);
+        VISIT(&r->stop, _PyStorage_SLOT_OBJECT);
+        VISIT(&r->step, _PyStorage_SLOT_OBJECT);
+        VISIT(&r->length, _PyStorage_SLOT_OBJECT);
+        return 0;
+    }
+    case _PyStorage_VALUE_SLICE: {
+        PySliceObject *s = (PySliceObject *)op;
+        VISIT(&s->start, _PyStorage_SLOT_OBJECT);
+        VISIT(&s->stop, _PyStorage_SLOT_OBJECT);
+        VISIT(&s->step, _PyStorage_SLOT_OBJECT);
+        return 0;
+    }
+    case _PyStorage_VALUE_TIME:
+    case _PyStorage_VALUE_DATETIME: {
+        /* The tzinfo pointer exists when hastzinfo says so (a manager
+           allocates it always: the type's basic size). */
+        char has = ((_PyDateTime_BaseTZInfo *)op)->hastzinfo;
+        if (check && has != 0 && has != 1) {
+            EXTENT(op, SIZE_MAX);
+        }
+        if (has) {
+            VISIT(kind == _PyStorage_VALUE_TIME
+                  ? &((PyDateTime_Time *)op)->tzinfo
+                  : &((PyDateTime_DateTime *)op)->tzinfo,
+                  _PyStorage_SLOT_OBJECT);
+        }
+        return 0;
+    }
+    case _PyStorage_VALUE_TIMEZONE:
+        VISIT(&((_PyStorage_TimeZone *)op)->offset, _PyStorage_SLOT_OBJECT);
+        VISIT(&((_PyStorage_TimeZone *)op)->name, _PyStorage_SLOT_OBJECT);
+        return 0;
+    case _PyStorage_VALUE_DATE:
+    case _PyStorage_VALUE_TIMEDELTA:
+        return 0;
+    default:
+        return -1;
+    }
+}
+
 /* Every slot of op, and with check, the extent of each of its parts: the
    visitor's first nonzero result, or -1 for a type that a manager cannot
    hold.  An instance of a class statement's class over a builtin has the
@@ -410,7 +471,7 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
     else if (base != &PyFloat_Type && base != &PyComplex_Type
              && base != &PyBaseObject_Type)
     {
-        return -1;
+        return visit_value(op, visit, arg, check);
     }
     if (r == 0 && base != tp) {
         r = visit_instance(op, visit, arg, check);
@@ -461,6 +522,30 @@ _PyStorage_CheckHeld(PyObject *op)
         }
         /* The table is rebuilt for ma_used entries. */
         return live == mp->ma_used ? 0 : -1;
+    }
+    switch (_PyStorage_ValueKind(tp)) {
+    case _PyStorage_VALUE_RANGE: {
+        /* rangeobject.c reads them as ints. */
+        range_layout *r = (range_layout *)op;
+        PyObject *parts[] = {r->start, r->stop, r->step, r->length};
+        for (size_t i = 0; i < Py_ARRAY_LENGTH(parts); i++) {
+            if (parts[i] == NULL || !PyLong_CheckExact(parts[i])) {
+                return -1;
+            }
+        }
+        return 0;
+    }
+    case _PyStorage_VALUE_TIMEZONE: {
+        _PyStorage_TimeZone *z = (_PyStorage_TimeZone *)op;
+        PyTypeObject *delta = _PyStorage_ValueType(_PyStorage_VALUE_TIMEDELTA);
+        PyErr_Clear();
+        return (delta != NULL && z->offset != NULL
+                && Py_IS_TYPE(z->offset, delta)
+                && (z->name == NULL || PyUnicode_CheckExact(z->name))
+                ? 0 : -1);
+    }
+    default:
+        break;
     }
     if (PyAnySet_Check(op)) {
         /* The table is rebuilt for so->used entries, and a lookup ends

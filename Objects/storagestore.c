@@ -46,6 +46,8 @@
 #include "pycore_tuple.h"         // _PyTuple_FromArray()
 #include "pycore_storagemap.h"    // the hooks, the managers' API
 #include "structmember.h"         // PyMemberDef, T_OBJECT_EX
+#define _PY_DATETIME_IMPL        /* the structs, not the C API's variable */
+#include "datetime.h"             // _PyDateTime_BaseTZInfo
 
 #define PyBytesObject_SIZE (offsetof(PyBytesObject, ob_sval) + 1)
 
@@ -267,7 +269,8 @@ layout_of(PyTypeObject *tp, int *state)
                 || tp == &PyBytes_Type || tp == &PyTuple_Type
                 || tp == &PyFrozenSet_Type || tp == &PyDict_Type
                 || tp == &PyList_Type || tp == &PySet_Type
-                || tp == &PyByteArray_Type) ? tp : NULL;
+                || tp == &PyByteArray_Type
+                || _PyStorage_ValueKind(tp) >= 0) ? tp : NULL;
     }
     PyTypeObject *base = _PyStorage_ClassBase(tp);
     if (base == &PyBaseObject_Type) {
@@ -290,7 +293,7 @@ is_value_layout(PyTypeObject *base)
     return (base == &PyLong_Type || base == &PyFloat_Type
             || base == &PyComplex_Type || base == &PyUnicode_Type
             || base == &PyBytes_Type || base == &PyTuple_Type
-            || base == &PyFrozenSet_Type);
+            || base == &PyFrozenSet_Type || _PyStorage_ValueKind(base) >= 0);
 }
 
 /* Does v, an instance of a class statement's class over an immutable
@@ -375,6 +378,14 @@ check_slot(PyObject **slot, void *arg)
 {
     check_state *st = (check_state *)arg;
     return *slot == NULL ? 0 : check_value(*slot, st->sm, st->exclusive);
+}
+
+/* The same, for _PyStorage_VisitSlots(). */
+static int
+check_part(void **slot, int kind, void *arg)
+{
+    return kind == _PyStorage_SLOT_OBJECT ? check_slot((PyObject **)slot, arg)
+                                          : 0;
 }
 
 /* The items of tuple or list v.  A tuple's item is exclusive when the
@@ -560,6 +571,12 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
     }
     if (!value && (owner != NULL || !exclusive)) {
         return refuse_shared(v, sm, owner);
+    }
+    if (value && tp == base && _PyStorage_ValueKind(tp) >= 0) {
+        /* A range, a slice, a datetime...: what it holds is copied as
+           values are. */
+        check_state st = {sm, 0};
+        return _PyStorage_VisitSlots(v, check_part, &st) != 0 ? -1 : 0;
     }
     if (value && base != &PyTuple_Type && base != &PyFrozenSet_Type
         && tp == base)
@@ -905,6 +922,63 @@ copy_container(PyObject *v, PyStorageManager *sm,
     return copy;
 }
 
+/* Each object that a byte copy holds, replaced by its copy (a part that
+   cannot be copied, by None: the copy is then deallocated). */
+typedef struct {
+    PyStorageManager *sm;
+    int failed;
+} part_copy_state;
+
+static int
+copy_part(void **slot, int kind, void *arg)
+{
+    part_copy_state *st = (part_copy_state *)arg;
+    if (kind != _PyStorage_SLOT_OBJECT || *slot == NULL) {
+        return 0;
+    }
+    PyObject *part = st->failed ? NULL : copy_value(*slot, st->sm);
+    if (part == NULL) {
+        st->failed = 1;
+        part = Py_None;
+    }
+    *slot = part;
+    return 0;
+}
+
+/* A copy of v, a range, a slice or one of datetime's (a value kind of
+   _PyStorage_ValueKind()), in sm: its memory, with copies of what it
+   holds. */
+static PyObject *
+copy_value_object(PyObject *v, int kind, PyStorageManager *sm)
+{
+    PyTypeObject *tp = Py_TYPE(v);
+    size_t size = (size_t)tp->tp_basicsize;
+    if ((kind == _PyStorage_VALUE_TIME || kind == _PyStorage_VALUE_DATETIME)
+        && !((_PyDateTime_BaseTZInfo *)v)->hastzinfo)
+    {
+        /* A naive one has no tzinfo pointer: its memory ends before. */
+        size = kind == _PyStorage_VALUE_TIME
+               ? sizeof(_PyDateTime_BaseTime)
+               : sizeof(_PyDateTime_BaseDateTime);
+    }
+    PyObject *copy = copy_flat(v, size, sm);
+    if (copy == NULL) {
+        return NULL;
+    }
+    part_copy_state st = {sm, 0};
+    (void)_PyStorage_VisitSlots(copy, copy_part, &st);
+    if (st.failed) {
+        Py_DECREF(copy);
+        return NULL;
+    }
+    /* Caches made in this process stay behind (a datetime's hash). */
+    _PyStorage_ResetCaches(copy);
+    if (_PyType_IS_GC(tp)) {
+        _PyObject_GC_TRACK(copy);
+    }
+    return copy;
+}
+
 /* A new reference to v's counterpart in sm: v itself when it is static or
    in sm already, else a copy.  Pass 1 has accepted v. */
 static PyObject *
@@ -954,9 +1028,11 @@ copy_value(PyObject *v, PyStorageManager *sm)
                               base == &PySet_Type && exact ? NULL : v,
                               copy_items_into_set);
     }
-    else {
-        assert(base == &PyByteArray_Type);
+    else if (base == &PyByteArray_Type) {
         return copy_container(v, sm, make_bytearray, v, NULL);
+    }
+    else {
+        return copy_value_object(v, _PyStorage_ValueKind(tp), sm);
     }
     if (copy == NULL || exact) {
         return copy;

@@ -36,6 +36,31 @@ PyAPI_FUNC(PyTypeObject *) _PyStorage_ClassBase(PyTypeObject *tp);
    __dict__,__weakref__").  NULL with an exception set. */
 PyAPI_FUNC(PyObject *) _PyStorage_ClassLayout(PyTypeObject *tp);
 
+/* The C types other than the builtins whose objects the managers hold
+   as values (copied, as an int is), by kind: range, slice, and the
+   datetime module's (its objects and its timezone, whose layout
+   _PyStorage_TimeZone repeats: _datetimemodule.c keeps it private). */
+enum {
+    _PyStorage_VALUE_RANGE,
+    _PyStorage_VALUE_SLICE,
+    _PyStorage_VALUE_DATE,
+    _PyStorage_VALUE_TIME,
+    _PyStorage_VALUE_DATETIME,
+    _PyStorage_VALUE_TIMEDELTA,
+    _PyStorage_VALUE_TIMEZONE,
+    _PyStorage_NVALUES
+};
+typedef struct {
+    PyObject_HEAD
+    PyObject *offset;             /* a timedelta */
+    PyObject *name;               /* a str, or NULL */
+} _PyStorage_TimeZone;
+/* The kind of tp, or -1 when it is none of them (no exception set). */
+PyAPI_FUNC(int) _PyStorage_ValueKind(PyTypeObject *tp);
+/* The type of a kind in this process (the datetime module imported when
+   it is one of its), or NULL with an exception set. */
+PyAPI_FUNC(PyTypeObject *) _PyStorage_ValueType(int kind);
+
 /* The slot of op's dict (NULL for none), read without making a dict:
    where _PyObject_GetDictPtr() makes one of an instance's inline values. */
 PyAPI_FUNC(PyObject **) _PyStorage_InstanceDictPtr(PyObject *op);

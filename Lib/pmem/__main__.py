@@ -120,8 +120,9 @@ def info(pool, args):
           f"for small objects only")
     print(f"objects:   {stats['objects']:,} (and {stats['tables']:,} tables)")
     print(f"names:     {', '.join(names) or '(none)'}")
+    width = max(map(len, stats["by_type"]), default=12)
     for name, (count, size) in sorted(stats["by_type"].items()):
-        print(f"  {name:<12s} {count:>10,} {size:>14,} bytes")
+        print(f"  {name:<{width}s} {count:>10,} {size:>14,} bytes")
     _print_unresolved(pool)
     return 0
 

@@ -584,6 +584,10 @@ _PyPmem_CheckRoot(PyObject *error, PyObject *path, PMEMobjpool *pop,
                      POOL_FORMAT, path);
         return -1;
     }
+    if (root->format == POOL_FORMAT_3) {
+        root->format = POOL_FORMAT;
+        pmemobj_persist(pop, &root->format, sizeof(root->format));
+    }
     if (root->format != POOL_FORMAT) {
         PyErr_Format(error, "pool %R has format version %u; this "
                      "interpreter reads version %d only", path,

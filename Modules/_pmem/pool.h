@@ -96,7 +96,12 @@
 
 #define POOL_LAYOUT "pmem-python"
 #define POOL_MAGIC "PyPMEM\r\n"
-#define POOL_FORMAT 3
+#define POOL_FORMAT 4
+/* Format 3 has no type codes for range, slice and datetime's types, and
+   no class over a builtin other than object in its type table: a pool of
+   format 3 is one of format 4, which an open records (an older build
+   refuses it then, as it must: it would not know the new codes). */
+#define POOL_FORMAT_3 3
 /* The last format of the builds on CPython 3.11: its objects have 3.11's
    layouts (str, int, instances), which this interpreter cannot read. */
 #define POOL_FORMAT_PY311 2
@@ -141,6 +146,10 @@ enum {
     POOL_TABLE = 0,
     POOL_DICT, POOL_LIST, POOL_SET, POOL_FROZENSET, POOL_BYTEARRAY,
     POOL_TUPLE, POOL_INT, POOL_FLOAT, POOL_COMPLEX, POOL_STR, POOL_BYTES,
+    /* The C value types, by their kind (_PyStorage_ValueKind()): range,
+       slice and datetime's (format 4). */
+    POOL_VALUE,
+    POOL_VALUE_END = POOL_VALUE + _PyStorage_NVALUES,
     /* A user class: POOL_INSTANCE + its index in the pool's type table. */
     POOL_INSTANCE = 1024,
 };

@@ -696,9 +696,10 @@ pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
     if (items == NULL) {
         return NULL;
     }
-    /* Counts and bytes by type code: the builtins', then one per class
-       (POOL_INSTANCE + i), then what no class of this process has. */
-    size_t nbuiltin = Py_ARRAY_LENGTH(_PyPmem_BuiltinTypes);
+    /* Counts and bytes by type code: the builtins' and the value types',
+       then one per class (POOL_INSTANCE + i), then what no class of this
+       process has. */
+    size_t nbuiltin = POOL_VALUE_END;
     size_t nrows = nbuiltin + (size_t)PyList_GET_SIZE(self->classes) + 1;
     Py_ssize_t (*rows)[2] = PyMem_RawCalloc(nrows, sizeof(*rows));
     if (rows == NULL) {
@@ -723,8 +724,9 @@ pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
         if (rows[row][0] == 0) {
             continue;
         }
+        PyTypeObject *type = row < nbuiltin ? _PyPmem_TypeOfCode(row) : NULL;
         const char *name = row == POOL_TABLE ? "(tables)"
-            : row < nbuiltin ? _PyPmem_BuiltinTypes[row]->tp_name
+            : row < nbuiltin ? (type != NULL ? type->tp_name : "(unknown)")
             : row == nrows - 1 ? "(instances)"
             : ((PyTypeObject *)PyList_GET_ITEM(self->classes,
                                                row - nbuiltin))->tp_name;

@@ -28,6 +28,10 @@ builtin_type_code(PyTypeObject *type)
             return i;
         }
     }
+    int kind = _PyStorage_ValueKind(type);
+    if (kind >= 0) {
+        return POOL_VALUE + (uint64_t)kind;
+    }
     return POOL_INSTANCE;         /* not a builtin */
 }
 
@@ -35,8 +39,18 @@ PyTypeObject *
 _PyPmem_TypeOfCode(uint64_t code)
 {
     /* NULL for a table and for codes this interpreter does not know. */
-    return (code < Py_ARRAY_LENGTH(_PyPmem_BuiltinTypes)
-            ? _PyPmem_BuiltinTypes[code] : NULL);
+    if (code < Py_ARRAY_LENGTH(_PyPmem_BuiltinTypes)) {
+        return _PyPmem_BuiltinTypes[code];
+    }
+    if (code >= POOL_VALUE && code < POOL_VALUE_END) {
+        /* (The datetime module imported, when it is one of its.) */
+        PyTypeObject *type = _PyStorage_ValueType((int)(code - POOL_VALUE));
+        if (type == NULL) {
+            PyErr_Clear();
+        }
+        return type;
+    }
+    return NULL;
 }
 
 /* The class named "module:qualname", imported (pkgutil.resolve_name(),

@@ -48,6 +48,7 @@ __slots__ and with a __dict__, and the builtins round-trip.
 import contextlib
 import gc
 import collections
+import datetime
 import importlib
 import io
 import itertools
@@ -91,9 +92,20 @@ REFUSED_ON_USE = re.compile(r"^reading it back: TypeError: cannot store a "
 
 # The builtin types that the managers hold (Objects/storagestore.c):
 # immutables copied, mutables moved, singletons kept as they are.
+# The C types other than the builtins that the managers hold as values,
+# and what each holds (what a manager's walk of one reaches).
+VALUE_PARTS = {
+    range: lambda r: [r.start, r.stop, r.step],
+    slice: lambda s: [s.start, s.stop, s.step],
+    datetime.date: lambda d: [],
+    datetime.time: lambda t: [t.tzinfo],
+    datetime.datetime: lambda d: [d.tzinfo],
+    datetime.timedelta: lambda d: [],
+    datetime.timezone: lambda z: [z.utcoffset(None), z.tzname(None)],
+}
 SUPPORTED = frozenset({type(None), bool, int, float, complex, str, bytes,
                        tuple, frozenset, dict, list, set, bytearray,
-                       type(Ellipsis), type(NotImplemented)})
+                       type(Ellipsis), type(NotImplemented), *VALUE_PARTS})
 SCALARS = frozenset({type(None), bool, int, float, complex, str, bytes,
                      type(Ellipsis), type(NotImplemented)})
 
@@ -236,6 +248,12 @@ Pair = collections.namedtuple("Pair", "left right")
 
 
 try:
+    import zoneinfo
+    zoneinfo.ZoneInfo("UTC")
+except Exception:
+    zoneinfo = None
+
+try:
     import array
 except ImportError:
     array = None
@@ -375,7 +393,7 @@ def describe(obj, memo=None, depth=0):
         return "{" + ", ".join(f"{d(k)}: {d(v)}" for k, v in obj.items()) + "}"
     if tp in (set, frozenset):
         return f"{tp.__name__}({{{elements(obj)}}})"
-    if tp is bytearray:
+    if tp is bytearray or tp in VALUE_PARTS:
         return repr(obj)
     if layout(tp) == "C":
         return f"<{type_name(tp)}>"
@@ -421,6 +439,9 @@ def reachable_types(obj, limit=20000):
         tp = type(value)
         found.add(tp)
         if tp in SCALARS or isinstance(value, type) or layout(tp) == "C":
+            continue
+        if tp in VALUE_PARTS:
+            todo.extend(VALUE_PARTS[tp](value))
             continue
         referents = gc.get_referents(value)
         if tp in referents:
@@ -1328,9 +1349,31 @@ class FocusedTests(unittest.TestCase):
         self.assertRefused("collections.deque([1, 2])", "deque",
                            ["collections"])
 
-    def test_date(self):
-        self.assertRefused("datetime.date(2020, 1, 1)", "date",
-                           ["datetime"])
+    def test_datetime_family(self):
+        self.assertRoundTrip(
+            "datetime.date(2024, 2, 29)", "datetime.time(12, 30, 1, 5)",
+            "datetime.time(1, 2, tzinfo=datetime.timezone.utc, fold=1)",
+            "datetime.datetime(2024, 1, 2, 3, 4, 5, 6)",
+            "datetime.datetime(2024, 1, 2, tzinfo=datetime.timezone("
+            "datetime.timedelta(hours=-5), 'EST'))",
+            "datetime.timedelta(days=-3, microseconds=7)",
+            "datetime.timezone.utc",
+            "datetime.timezone(datetime.timedelta(minutes=90))",
+            imports=["datetime"])
+
+    @unittest.skipIf(zoneinfo is None, "needs zoneinfo")
+    def test_zoneinfo_tzinfo(self):
+        self.assertRefused("datetime.datetime(2024, 1, 2, tzinfo="
+                           "zoneinfo.ZoneInfo('UTC'))", "ZoneInfo",
+                           ["datetime", "zoneinfo"])
+
+    def test_range_and_slice(self):
+        self.assertRoundTrip("range(3, 100, 7)", "range(2 ** 70)",
+                             "range(0)", "slice(1, None, 'a')",
+                             "slice(None)", "slice((1, 2), 2 ** 80, 1.5)")
+
+    def test_slice_of_a_mutable_is_refused(self):
+        self.assertRefused("slice([1], 2)", "list")
 
     def test_plain_classes(self):
         self.assertRoundTrip("test_types.Slotted()", "test_types.WithDict()",
