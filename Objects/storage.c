@@ -880,6 +880,15 @@ _PyStorage_ValueKind(PyTypeObject *tp)
 }
 
 
+void
+_PyStorage_KeepForever(PyObject *op)
+{
+    if (!_Py_IsImmortal(op)) {
+        _Py_SetImmortal(op);
+    }
+}
+
+
 /* --- volatile metadata --------------------------------------------------- */
 
 /* The one table of the parts of an object that are volatile metadata:

@@ -329,6 +329,101 @@ holds_nothing(PyObject *v, PyTypeObject *base)
     return 1;
 }
 
+/* The name by which every process finds v, when v is an object that a
+   persistent manager refers to rather than copies: an enum member (its
+   class's member, by the class's module and qualified name: "module:
+   qualname.NAME"), or datetime.timezone.utc (a static object of the
+   datetime module).  A new str; NULL without an exception for any other
+   object; NULL with one set when this process fails. */
+static PyObject *
+reference_name(PyObject *v)
+{
+    PyTypeObject *tp = Py_TYPE(v);
+    if (!PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
+        if (_PyStorage_ValueKind(tp) != _PyStorage_VALUE_TIMEZONE) {
+            return NULL;
+        }
+        PyDateTime_CAPI *api = (PyDateTime_CAPI *)PyCapsule_Import(
+            PyDateTime_CAPSULE_NAME, 0);
+        if (api == NULL) {
+            return NULL;
+        }
+        return v == api->TimeZone_UTC
+               ? PyUnicode_FromString("datetime:timezone.utc") : NULL;
+    }
+    /* An enum member: its class's metaclass is enum.EnumType (the enum
+       module is loaded, then). */
+    static PyObject *enum_type;       /* under the GIL */
+    if (enum_type == NULL) {
+        PyObject *modules = PyImport_GetModuleDict();
+        PyObject *enum_module = NULL;
+        if (PyDict_GetItemStringRef(modules, "enum", &enum_module) <= 0) {
+            return NULL;
+        }
+        enum_type = PyObject_GetAttrString(enum_module, "EnumType");
+        Py_DECREF(enum_module);
+        if (enum_type == NULL || !PyType_Check(enum_type)) {
+            Py_CLEAR(enum_type);
+            PyErr_Clear();
+            return NULL;
+        }
+    }
+    if (!PyObject_TypeCheck((PyObject *)tp, (PyTypeObject *)enum_type)) {
+        return NULL;
+    }
+    if (!_PyStorage_IsFindableClass(tp)) {
+        PyErr_Format(PyExc_TypeError, "cannot store %R in persistent "
+                     "storage: an enum member is stored as a reference to "
+                     "its class's member, and its class is not where its "
+                     "module and qualified name say (one defined inside a "
+                     "function?): define it at module level", v);
+        return NULL;
+    }
+    PyObject *module = PyDict_GetItemWithError(tp->tp_dict,
+                                               &_Py_ID(__module__));
+    if (module == NULL || !PyUnicode_Check(module)) {
+        return NULL;
+    }
+    /* A member, by name; a pseudo-member (a combination of flags), by
+       its int value, as the class makes it again: "module:qualname(6)". */
+    PyObject *result = NULL;
+    PyObject *name = PyObject_GetAttrString(v, "_name_");
+    PyObject *members = name == NULL ? NULL : PyObject_GetAttrString(
+        (PyObject *)tp, "_member_map_");
+    PyObject *member = NULL;
+    if (members != NULL && PyDict_Check(members) && PyUnicode_Check(name)) {
+        member = PyDict_GetItemWithError(members, name);
+    }
+    if (member == v) {
+        result = PyUnicode_FromFormat(
+            "%U:%U.%U", module, ((PyHeapTypeObject *)tp)->ht_qualname, name);
+    }
+    else if (!PyErr_Occurred()) {
+        PyObject *value = PyObject_GetAttrString(v, "_value_");
+        PyObject *again = (value == NULL || !PyLong_CheckExact(value)) ? NULL
+                          : PyObject_CallOneArg((PyObject *)tp, value);
+        if (again == v) {
+            result = PyUnicode_FromFormat(
+                "%U:%U(%S)", module, ((PyHeapTypeObject *)tp)->ht_qualname,
+                value);
+        }
+        Py_XDECREF(again);
+        Py_XDECREF(value);
+    }
+    Py_XDECREF(name);
+    Py_XDECREF(members);
+    if (result == NULL && (!PyErr_Occurred()
+                           || PyErr_ExceptionMatches(PyExc_Exception)))
+    {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "cannot store %R in persistent "
+                     "storage: an enum member is stored as a reference to "
+                     "its class's member, found again by name or by its "
+                     "int value, and this one is neither", v);
+    }
+    return result;
+}
+
 static int
 refuse(PyObject *v, PyStorageManager *sm, const char *why)
 {
@@ -555,6 +650,16 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
     PyStorageManager *owner = _PyStorage_Lookup(v);
     if (owner == sm) {
         return 0;
+    }
+    PyObject *name = reference_name(v);
+    if (name != NULL) {
+        Py_DECREF(name);
+        return sm->refer != NULL ? 0 : refuse(
+            v, sm, "it is an object that every process finds by name, "
+                   "which this storage cannot refer to");
+    }
+    if (PyErr_Occurred()) {
+        return -1;
     }
     int state;
     PyTypeObject *base = layout_of(tp, &state);
@@ -987,6 +1092,20 @@ copy_value(PyObject *v, PyStorageManager *sm)
     PyTypeObject *tp = Py_TYPE(v);
     if (_PyStorage_IsStatic(v) || _PyStorage_Lookup(v) == sm) {
         return Py_NewRef(v);
+    }
+    PyObject *name = reference_name(v);
+    if (name != NULL) {
+        /* Referred to: it lives as long as the process. */
+        int r = sm->refer(sm, v, name);
+        Py_DECREF(name);
+        if (r < 0) {
+            return NULL;
+        }
+        _PyStorage_KeepForever(v);
+        return Py_NewRef(v);
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
     }
     int state;
     PyTypeObject *base = layout_of(tp, &state);

@@ -85,6 +85,13 @@ struct _PyStorageManager {
        with an exception set.  NULL is always the usual way. */
     int (*set_item)(PyStorageManager *sm, PyObject *dict, PyObject *key,
                     PyObject *value);
+    /* The manager's objects are about to point to obj, an object that
+       every process finds by name and that lives as long as the process
+       (name "module:qualname.attr": an enum member, datetime.timezone.utc):
+       the manager records it, so that another process's pointers can be
+       made to point to its obj.  0, or -1 with an exception set (the
+       store is refused).  NULL: such objects are refused. */
+    int (*refer)(PyStorageManager *sm, PyObject *obj, PyObject *name);
 };
 
 /* The DRAM manager: what PyStorage_Of() returns for ordinary memory. */

@@ -61,6 +61,12 @@ PyAPI_FUNC(int) _PyStorage_ValueKind(PyTypeObject *tp);
    it is one of its), or NULL with an exception set. */
 PyAPI_FUNC(PyTypeObject *) _PyStorage_ValueType(int kind);
 
+/* op, which a persistent manager's objects refer to by name (see the
+   refer hook of Include/cpython/storage.h), lives as long as the process:
+   the manager may point to it at any time, and never counts its
+   references.  (It is made immortal.) */
+PyAPI_FUNC(void) _PyStorage_KeepForever(PyObject *op);
+
 /* The slot of op's dict (NULL for none), read without making a dict:
    where _PyObject_GetDictPtr() makes one of an instance's inline values. */
 PyAPI_FUNC(PyObject **) _PyStorage_InstanceDictPtr(PyObject *op);

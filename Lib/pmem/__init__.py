@@ -150,6 +150,7 @@ transactions; storage_of(obj) tells where an object lives::
 
 import builtins
 import os
+import pkgutil
 import reprlib
 
 # A pool's objects hold raw pointers.  A pool that maps where it was
@@ -181,7 +182,7 @@ except ImportError:
 else:
     MemoryKind = _memkind.Kind
 
-__all__ = ["open", "Pool", "PoolError", "Placeholder",
+__all__ = ["open", "Pool", "PoolError", "Placeholder", "MissingReference",
            "placeholder_attributes", "storage_of", "current_pool",
            "transaction", "NotPersistedWarning", "PersistentDict",
            "PersistentList", "PersistentSet", "PersistentByteArray",
@@ -326,6 +327,36 @@ def placeholder_attributes(placeholder):
     except AttributeError:
         pass
     return attrs
+
+
+class MissingReference:
+    """What a pool's reference to an object found by name (an enum
+    member, datetime.timezone.utc) gives when this process cannot find
+    that name: the name and the reason.  The next open that finds it
+    gives the object again."""
+
+    __slots__ = ("__pmem_name__", "__pmem_reason__")
+
+    def __init__(self, name, reason):
+        object.__setattr__(self, "__pmem_name__", name)
+        object.__setattr__(self, "__pmem_reason__", reason)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{self!r} cannot be changed")
+
+    def __repr__(self):
+        return (f"<missing reference to {self.__pmem_name__} "
+                f"({self.__pmem_reason__})>")
+
+
+def _find_reference(name):
+    """The object of a pool's reference: "module:qualname.attr" (an enum
+    member, datetime.timezone.utc) or "module:qualname(value)" (a
+    combination of flags, which its class makes again)."""
+    if name.endswith(")"):
+        where, _, value = name[:-1].partition("(")
+        return pkgutil.resolve_name(where)(int(value))
+    return pkgutil.resolve_name(name)
 
 
 def _placeholder(name, layout, reason):

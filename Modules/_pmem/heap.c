@@ -77,6 +77,7 @@ _PyPmem_MarkPush(mark_state *ms, PyObject *op)
 const struct pool_root_field _PyPmem_RootFields[POOL_NROOTS] = {
     {offsetof(struct pool_root, namespace), &PyDict_Type},
     {offsetof(struct pool_root, types), &PyList_Type},
+    {offsetof(struct pool_root, refs), &PyByteArray_Type},
 };
 
 /* The index-th object that p's root holds, at its place in a mapping of

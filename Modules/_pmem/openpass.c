@@ -70,6 +70,18 @@ check_slot(void **slot, int kind, void *arg)
     if (kind == _PyStorage_SLOT_INTERIOR) {
         return problem(st, "a pointer outside the pool");
     }
+    /* A reference (an enum member...): made to point to its object in
+       this process. */
+    char *ref = kind == _PyStorage_SLOT_OBJECT && st->nref_moves != 0
+                ? _PyPmem_FindRef(st, v) : NULL;
+    if (ref != NULL) {
+        if (ref != v) {
+            *slot = ref;
+            pmemobj_flush(st->pool->pop, slot, sizeof(*slot));
+            st->dirty = 1;
+        }
+        return 0;
+    }
     /* A static object of the binary whose None is at x, seen from this
        process's binary: v + ((char *)Py_None - x). */
     char *none = (char *)Py_None;
@@ -420,6 +432,29 @@ set_builtin_types(open_state *st, alloc_item *items, size_t n)
     }
 }
 
+/* 1b. The table of references (a bytearray of the pool that the root
+   holds): its pointers checked (they may have to move with the pool),
+   then each reference found by name (_PyPmem_ReadRefs()).  0, or -1 with
+   an exception set. */
+static int
+read_refs(open_state *st)
+{
+    PoolObject *p = st->pool;
+    if (p->root->refs == 0) {
+        return 0;
+    }
+    PyObject *table = (PyObject *)(st->lo + p->root->refs);
+    alloc_entry *e = _PyPmem_EntryOfObject(st, table);
+    if (e == NULL || !PyByteArray_CheckExact(table)
+        || _PyStorage_CheckSlots(table, check_slot, st) != 0)
+    {
+        PyErr_Format(p->error, "pool %R is corrupt: its table of "
+                     "references is not a bytearray of the pool", p->path);
+        return -1;
+    }
+    return _PyPmem_ReadRefs(st, table);
+}
+
 /* 2. Every pointer checked; static ones made this process's.  The target
    is recorded first: a pass that stops half-way leaves each pointer right
    for the source or for the target, and the next open finishes it before
@@ -567,9 +602,11 @@ _PyPmem_OpenPass(PoolObject *p)
     mark_state ms = {.st = &st};
     set_builtin_types(&st, items, n);
     if (resolve_classes(&st, items, n) == 0
+        && read_refs(&st) == 0
         && check_all_pointers(&st) == 0
         && mark_from_roots(&st, &ms) == 0)
     {
+        _PyPmem_RefsMoved(&st);
         reset_kept(&st);
         free_unreachable(&st);
         if (rehash_kept(&st, &ms) == 0) {
@@ -580,5 +617,6 @@ _PyPmem_OpenPass(PoolObject *p)
     PyMem_RawFree(items);
     PyMem_RawFree(ms.stack);
     PyMem_RawFree(st.entries);
+    PyMem_RawFree(st.ref_moves);
     return r;
 }

@@ -128,13 +128,29 @@ struct pool_root {
                                      for, while that is under way */
     uint64_t moving[4];           /* bases that opens which stopped half-way
                                      were moving the pointers to, or 0 */
-    uint64_t reserved[5];
+    uint64_t refs;                /* the table of references (pool_ref
+                                     records in a bytearray), or 0 */
+    uint64_t reserved[4];
 };
+
+/* A reference (types.c): an object outside the pool that every process
+   finds by name and that lives as long as the process (an enum member,
+   datetime.timezone.utc), which the pool's objects point to.  Its
+   record, in the bytearray of root->refs, is followed by its name in
+   UTF-8, padded to 8 bytes: "module:qualname.attr". */
+struct pool_ref {
+    uint64_t addr;                /* where the pointers to it point */
+    uint64_t moving[3];           /* where opens that stopped were making
+                                     them point, or 0 */
+    uint64_t name_size;
+};
+#define POOL_REF_SIZE(name_size) \
+    (sizeof(struct pool_ref) + (((name_size) + 7) & ~(uint64_t)7))
 
 /* The objects that the root holds (namespace, types): the field of
    struct pool_root that has each one's offset, and the type it must have
    (_PyPmem_RootFields, _PyPmem_Root(), _PyPmem_VisitRoots()). */
-#define POOL_NROOTS 2
+#define POOL_NROOTS 3
 struct pool_root_field {
     size_t offset;
     PyTypeObject *type;
@@ -201,6 +217,9 @@ typedef struct PoolObject {
     size_t log_reserve_size;
     void *mainns;                 /* __main__'s namespace (-X pmem), or
                                      NULL (mainns.c) */
+    PyObject *refs;               /* {address: name} of the references in
+                                     root->refs (types.c) */
+    PyObject *ref_order;          /* [(address, name)], as recorded */
 } PoolObject;
 
 #define POOL(sm) ((PoolObject *)((char *)(sm) - offsetof(PoolObject, sm)))
@@ -276,6 +295,12 @@ struct open_state {
     /* Pool pointers are moved to [lo, hi) from any of these bases. */
     char *old[5];
     char *lo, *hi;                /* the pool's range */
+    /* References: pointers to from are made to point to to (sorted by
+       from: _PyPmem_FindRef()). */
+    struct ref_move {
+        char *from, *to;
+    } *ref_moves;
+    size_t nref_moves;
     int dirty;                    /* static pointers were rewritten */
     int undone;                   /* count_slot() runs after the undo */
     size_t made_from;             /* the undone blocks of p->txmade */
@@ -419,7 +444,7 @@ int _PyPmem_CheckRoot(PyObject *error, PyObject *path, PMEMobjpool *pop,
 PyObject *_PyPmem_RootContainer(PoolObject *self, uint64_t *field,
                                 PyObject *(*make)(void));
 
-/* types.c: type codes and the classes of instances */
+/* types.c: type codes, the classes of instances, references */
 PyTypeObject *_PyPmem_TypeOfCode(uint64_t code);
 PyObject *_PyPmem_ClassOfEntry(PoolObject *p, PyObject *entry);
 PyTypeObject *_PyPmem_ClassOfCode(PoolObject *p, uint64_t code);
@@ -429,6 +454,10 @@ PyObject *_PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored));
 uint64_t _PyPmem_TypeCode(PoolObject *p, PyTypeObject *type);
 void _PyPmem_WatchClasses(void);
 void _PyPmem_RestoreTypeTable(PoolObject *p);
+int _PyPmem_Refer(PyStorageManager *sm, PyObject *obj, PyObject *name);
+int _PyPmem_ReadRefs(open_state *st, PyObject *table);
+void _PyPmem_RefsMoved(open_state *st);
+char *_PyPmem_FindRef(open_state *st, char *from);
 
 /* undo.c: the reference counts around an abort */
 repair_state *_PyPmem_RepairPrepare(PoolObject *p, size_t from,

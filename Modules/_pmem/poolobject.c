@@ -208,7 +208,10 @@ map_pool(PyTypeObject *type, PyObject *error, PyObject *path,
     self->error = Py_NewRef(error);
     self->type_codes = PyDict_New();
     self->classes = PyList_New(0);
+    self->refs = PyDict_New();
+    self->ref_order = PyList_New(0);
     if (self->type_codes == NULL || self->classes == NULL
+        || self->refs == NULL || self->ref_order == NULL
         || _PyPmem_RegisterClasses(self) < 0)
     {
         if (!PyErr_Occurred()) {
@@ -233,6 +236,7 @@ map_pool(PyTypeObject *type, PyObject *error, PyObject *path,
         .end = _PyPmem_End,
         .modify = _PyPmem_Modify,
         .collectable = _PyPmem_Collectable,
+        .refer = _PyPmem_Refer,
     };
     return self;
 }
@@ -384,6 +388,8 @@ pool_dealloc(PoolObject *self)
     Py_XDECREF(self->error);
     Py_XDECREF(self->type_codes);
     Py_XDECREF(self->classes);
+    Py_XDECREF(self->refs);
+    Py_XDECREF(self->ref_order);
     PyTypeObject *tp = Py_TYPE(self);
     tp->tp_free(self);
     Py_DECREF(tp);

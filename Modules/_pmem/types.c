@@ -271,6 +271,26 @@ _PyPmem_Unresolved(PoolObject *self, PyObject *Py_UNUSED(ignored))
         Py_XDECREF(name);
         Py_XDECREF(reason);
     }
+    /* The references that this process could not find by name
+       (pmem.MissingReference stands for each). */
+    for (Py_ssize_t i = 0;
+         unresolved != NULL && i < PyList_GET_SIZE(self->ref_order); i++)
+    {
+        PyObject *pair = PyList_GET_ITEM(self->ref_order, i);
+        PyObject *obj = PyLong_AsVoidPtr(PyTuple_GET_ITEM(pair, 0));
+        PyObject *reason = NULL;
+        if (obj != NULL && PyObject_GetOptionalAttrString(
+                obj, "__pmem_reason__", &reason) < 0)
+        {
+            Py_CLEAR(unresolved);
+        }
+        if (reason != NULL && PyDict_SetItem(
+                unresolved, PyTuple_GET_ITEM(pair, 1), reason) < 0)
+        {
+            Py_CLEAR(unresolved);
+        }
+        Py_XDECREF(reason);
+    }
     return unresolved;
 }
 
@@ -534,7 +554,10 @@ _PyPmem_TypeCode(PoolObject *p, PyTypeObject *type)
 
 /* The classes that an undo took out of the type table (their entries
    were made by the undone changes) go back in, in the same places: the
-   codes that this process gives their instances stay right. */
+   codes that this process gives their instances stay right.  So do the
+   records of references (restore_refs()). */
+static void restore_refs(PoolObject *p);
+
 void
 _PyPmem_RestoreTypeTable(PoolObject *p)
 {
@@ -552,5 +575,303 @@ _PyPmem_RestoreTypeTable(PoolObject *p)
             break;
         }
     }
+    restore_refs(p);
     restoring = 0;
+}
+
+
+/* --- references ---------------------------------------------------------- */
+
+/* An object outside the pool that every process finds by name and that
+   lives as long as the process -- an enum member, datetime.timezone.utc
+   (the store rule of Objects/storagestore.c decides which) -- is stored
+   by pointer, as the interpreter's static objects are.  The pool records
+   each one's name, and where the pointers point, in a bytearray of
+   struct pool_ref records that its root holds; an open finds each by
+   name again and makes the pointers point to it in this process, as it
+   moves them with the mapping: a record keeps the addresses of opens
+   that stopped half-way, so that the next one recognizes them all. */
+
+static PyObject *
+new_bytearray(void)
+{
+    return PyByteArray_FromStringAndSize(NULL, 0);
+}
+
+/* Append the record of name at address addr to p's table, in an
+   operation of the pool.  0, or -1 with an exception set. */
+static int
+append_ref(PoolObject *p, PyObject *name, PyObject *address)
+{
+    Py_ssize_t size;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(name, &size);
+    void *addr = PyLong_AsVoidPtr(address);
+    if (utf8 == NULL || (addr == NULL && PyErr_Occurred())) {
+        return -1;
+    }
+    size_t total = POOL_REF_SIZE((uint64_t)size);
+    PyObject *record = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (record == NULL) {
+        return -1;
+    }
+    char *raw = PyBytes_AS_STRING(record);
+    memset(raw, 0, total);
+    struct pool_ref ref = {.addr = (uint64_t)(uintptr_t)addr,
+                           .name_size = (uint64_t)size};
+    memcpy(raw, &ref, sizeof(ref));
+    memcpy(raw + sizeof(ref), utf8, (size_t)size);
+    if (p->sm.begin(&p->sm) < 0) {
+        Py_DECREF(record);
+        return -1;
+    }
+    PyObject *table = _PyPmem_RootContainer(p, &p->root->refs,
+                                            new_bytearray);
+    PyObject *r = table == NULL ? NULL
+                  : PySequence_InPlaceConcat(table, record);
+    Py_XDECREF(r);
+    Py_XDECREF(table);
+    Py_DECREF(record);
+    return p->sm.end(&p->sm, r != NULL) < 0 || r == NULL ? -1 : 0;
+}
+
+int
+_PyPmem_Refer(PyStorageManager *sm, PyObject *obj, PyObject *name)
+{
+    PoolObject *p = POOL(sm);
+    PyObject *address = PyLong_FromVoidPtr(obj);
+    if (address == NULL) {
+        return -1;
+    }
+    int known = PyDict_Contains(p->refs, address);
+    if (known != 0) {
+        Py_DECREF(address);
+        return known < 0 ? -1 : 0;
+    }
+    PyObject *pair = PyTuple_Pack(2, address, name);
+    int r = (pair == NULL || append_ref(p, name, address) < 0
+             || PyDict_SetItem(p->refs, address, name) < 0
+             || PyList_Append(p->ref_order, pair) < 0) ? -1 : 0;
+    Py_XDECREF(pair);
+    Py_DECREF(address);
+    return r;
+}
+
+/* The records of the table at the start of raw, of size bytes, one by
+   one: the next record after *at (0 first), which fits, or NULL at the
+   end; *bad is set when the table is corrupt. */
+static struct pool_ref *
+next_ref(char *raw, size_t size, size_t *at, int *bad)
+{
+    if (*at == size) {
+        return NULL;
+    }
+    struct pool_ref *ref = (struct pool_ref *)(raw + *at);
+    if (size - *at < sizeof(*ref) || ref->name_size > size
+        || POOL_REF_SIZE(ref->name_size) > size - *at)
+    {
+        *bad = 1;
+        return NULL;
+    }
+    *at += POOL_REF_SIZE(ref->name_size);
+    return ref;
+}
+
+/* The records that an undo took out of the table (their references were
+   made by the undone changes) go back in: the pointers that this process
+   stores stay recorded. */
+static void
+restore_refs(PoolObject *p)
+{
+    size_t n = 0, at = 0;
+    int bad = 0;
+    if (p->root->refs != 0) {
+        PyObject *table = (PyObject *)((char *)p->pop + p->root->refs);
+        while (next_ref(PyByteArray_AS_STRING(table),
+                        (size_t)PyByteArray_GET_SIZE(table), &at, &bad)) {
+            n++;
+        }
+    }
+    for (Py_ssize_t i = (Py_ssize_t)n; i < PyList_GET_SIZE(p->ref_order);
+         i++)
+    {
+        PyObject *pair = PyList_GET_ITEM(p->ref_order, i);
+        if (append_ref(p, PyTuple_GET_ITEM(pair, 1),
+                       PyTuple_GET_ITEM(pair, 0)) < 0)
+        {
+            PyErr_WriteUnraisable(PyTuple_GET_ITEM(pair, 1));
+            break;
+        }
+    }
+}
+
+/* The object that name ("module:qualname.attr", "module:qualname(6)")
+   gives in this process (pmem._find_reference()), made immortal: the
+   pool may point to it at any time.  When it cannot be found, a stand-in
+   that says so (pmem.MissingReference), which the next open replaces if
+   the name is found then.  A new reference, or NULL with an exception
+   set when this process fails. */
+static PyObject *
+find_ref(PyObject *name)
+{
+    PyObject *pmem = PyImport_ImportModule("pmem");
+    if (pmem == NULL) {
+        return NULL;
+    }
+    PyObject *obj = PyObject_CallMethod(pmem, "_find_reference", "O", name);
+    if (obj == NULL && PyErr_ExceptionMatches(PyExc_Exception)
+        && !PyErr_ExceptionMatches(PyExc_MemoryError))
+    {
+        PyObject *exc = PyErr_GetRaisedException();
+        PyObject *reason = PyObject_Str(exc);
+        Py_DECREF(exc);
+        obj = reason == NULL ? NULL : PyObject_CallMethod(
+            pmem, "MissingReference", "OO", name, reason);
+        Py_XDECREF(reason);
+    }
+    Py_DECREF(pmem);
+    if (obj != NULL) {
+        _PyStorage_KeepForever(obj);
+    }
+    return obj;
+}
+
+static int
+compare_moves(const void *a, const void *b)
+{
+    const struct ref_move *x = a, *y = b;
+    return x->from < y->from ? -1 : x->from > y->from;
+}
+
+/* The table of references (a bytearray of the pool whose pointers the
+   caller has checked), read before the pointers are: each name found
+   again, its address here added to the addresses that its record keeps
+   (so that an open stopped after this recognizes it), and st->ref_moves
+   made, for _PyPmem_FindRef().  0, or -1 with an exception set
+   (PoolError for a corrupt table). */
+int
+_PyPmem_ReadRefs(open_state *st, PyObject *table)
+{
+    PoolObject *p = st->pool;
+    char *raw = PyByteArray_AS_STRING(table);
+    size_t size = (size_t)PyByteArray_GET_SIZE(table), at = 0, n = 0;
+    int bad = 0;
+    struct pool_ref *ref;
+    while ((ref = next_ref(raw, size, &at, &bad)) != NULL) {
+        n++;
+    }
+    st->ref_moves = bad ? NULL : PyMem_RawMalloc(
+        (4 * n + 1) * sizeof(*st->ref_moves));
+    if (st->ref_moves == NULL) {
+        if (bad) {
+            PyErr_Format(p->error, "pool %R is corrupt: its table of "
+                         "references has a record that does not fit",
+                         p->path);
+        }
+        else {
+            PyErr_NoMemory();
+        }
+        return -1;
+    }
+    at = 0;
+    while ((ref = next_ref(raw, size, &at, &bad)) != NULL) {
+        PyObject *name = PyUnicode_DecodeUTF8(
+            (char *)(ref + 1), (Py_ssize_t)ref->name_size, NULL);
+        PyObject *obj = name == NULL ? NULL : find_ref(name);
+        PyObject *address = obj == NULL ? NULL : PyLong_FromVoidPtr(obj);
+        PyObject *pair = address == NULL ? NULL
+                         : PyTuple_Pack(2, address, name);
+        int r = (pair == NULL || PyDict_SetItem(p->refs, address, name) < 0
+                 || PyList_Append(p->ref_order, pair) < 0) ? -1 : 0;
+        Py_XDECREF(pair);
+        Py_XDECREF(address);
+        Py_XDECREF(name);
+        Py_XDECREF(obj);      /* immortal */
+        if (r < 0) {
+            if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                PyErr_Format(p->error, "pool %R is corrupt: its table of "
+                             "references holds a name that is not UTF-8",
+                             p->path);
+            }
+            return -1;
+        }
+        uint64_t here = (uint64_t)(uintptr_t)obj;
+        int recorded = ref->addr == here, free_slot = -1;
+        for (int k = 0; k < 3; k++) {
+            if (ref->moving[k] == here) {
+                recorded = 1;
+            }
+            else if (ref->moving[k] == 0 && free_slot < 0) {
+                free_slot = k;
+            }
+        }
+        if (!recorded) {
+            if (free_slot < 0) {
+                PyErr_Format(p->error, "pool %R: four opens in a row "
+                             "stopped while moving its pointers; its "
+                             "references cannot be moved again safely",
+                             p->path);
+                return -1;
+            }
+            ref->moving[free_slot] = here;
+            pmemobj_persist(p->pop, &ref->moving[free_slot], sizeof(here));
+        }
+        uint64_t froms[4] = {ref->addr, ref->moving[0], ref->moving[1],
+                             ref->moving[2]};
+        for (int k = 0; k < 4; k++) {
+            if (froms[k] != 0) {
+                st->ref_moves[st->nref_moves++] = (struct ref_move){
+                    (char *)(uintptr_t)froms[k], (char *)obj};
+            }
+        }
+    }
+    qsort(st->ref_moves, st->nref_moves, sizeof(*st->ref_moves),
+          compare_moves);
+    return 0;
+}
+
+char *
+_PyPmem_FindRef(open_state *st, char *from)
+{
+    size_t lo = 0, hi = st->nref_moves;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        char *at = st->ref_moves[mid].from;
+        if (at == from) {
+            return st->ref_moves[mid].to;
+        }
+        if (at < from) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    return NULL;
+}
+
+/* Every pointer to a reference is this process's now: the records say
+   so, and forget the addresses of the opens that stopped. */
+void
+_PyPmem_RefsMoved(open_state *st)
+{
+    PoolObject *p = st->pool;
+    if (p->root->refs == 0) {
+        return;
+    }
+    PyObject *table = (PyObject *)(st->lo + p->root->refs);
+    char *raw = PyByteArray_AS_STRING(table);
+    size_t size = (size_t)PyByteArray_GET_SIZE(table), at = 0;
+    int bad = 0;
+    struct pool_ref *ref;
+    for (Py_ssize_t i = 0;
+         (ref = next_ref(raw, size, &at, &bad)) != NULL
+         && i < PyList_GET_SIZE(p->ref_order); i++)
+    {
+        PyObject *pair = PyList_GET_ITEM(p->ref_order, i);
+        ref->addr = (uint64_t)(uintptr_t)PyLong_AsVoidPtr(
+            PyTuple_GET_ITEM(pair, 0));
+        pmemobj_persist(p->pop, &ref->addr, sizeof(ref->addr));
+        memset(ref->moving, 0, sizeof(ref->moving));
+        pmemobj_persist(p->pop, ref->moving, sizeof(ref->moving));
+    }
 }

@@ -49,6 +49,7 @@ import contextlib
 import gc
 import collections
 import datetime
+import enum
 import importlib
 import io
 import itertools
@@ -393,7 +394,7 @@ def describe(obj, memo=None, depth=0):
         return "{" + ", ".join(f"{d(k)}: {d(v)}" for k, v in obj.items()) + "}"
     if tp in (set, frozenset):
         return f"{tp.__name__}({{{elements(obj)}}})"
-    if tp is bytearray or tp in VALUE_PARTS:
+    if tp is bytearray or tp in VALUE_PARTS or is_reference(obj):
         return repr(obj)
     if layout(tp) == "C":
         return f"<{type_name(tp)}>"
@@ -425,6 +426,14 @@ def describe(obj, memo=None, depth=0):
     return f"{type_name(tp)}({', '.join(parts)})"
 
 
+def is_reference(obj):
+    """Whether a pool stores obj as a reference to an object that every
+    process finds by name (an enum member, datetime.timezone.utc): not
+    looked into, and the same object when read back."""
+    return (isinstance(type(obj), enum.EnumType)
+            or obj is datetime.timezone.utc)
+
+
 def reachable_types(obj, limit=20000):
     """The types of obj and of what a manager's walk of it reaches: what
     a refusal of obj may name."""
@@ -438,7 +447,8 @@ def reachable_types(obj, limit=20000):
         seen.add(id(value))
         tp = type(value)
         found.add(tp)
-        if tp in SCALARS or isinstance(value, type) or layout(tp) == "C":
+        if (tp in SCALARS or isinstance(value, type) or layout(tp) == "C"
+                or is_reference(value)):
             continue
         if tp in VALUE_PARTS:
             todo.extend(VALUE_PARTS[tp](value))
@@ -712,7 +722,8 @@ def writer(job):
                 held = reachable_types(stored)
                 modules.update(tp.__module__ for tp in held)
                 record["C"] = sorted(type_name(tp) for tp in held
-                                     if layout(tp) == "C")
+                                     if layout(tp) == "C"
+                                     and not isinstance(tp, enum.EnumType))
                 after = describe(stored)
                 tp = type(stored)
                 del stored
