@@ -837,6 +837,55 @@ load_datetime_types(void)
     return 0;
 }
 
+/* decimal.Decimal, its C implementation's, checked to have the layout of
+   _PyStorage_Decimal: a Decimal of 100 digits (more than its inline
+   words hold) read through it. */
+static int
+load_decimal_type(void)
+{
+    if (value_types[_PyStorage_VALUE_DECIMAL] != NULL) {
+        return 0;
+    }
+    PyObject *decimal = PyImport_ImportModule("decimal");
+    PyObject *tp = decimal == NULL ? NULL
+                   : PyObject_GetAttrString(decimal, "Decimal");
+    Py_XDECREF(decimal);
+    if (tp == NULL) {
+        return -1;
+    }
+    PyObject *probe = NULL;
+    int ok = 0;
+    if (PyType_Check(tp)
+        && ((PyTypeObject *)tp)->tp_basicsize
+           == (Py_ssize_t)sizeof(_PyStorage_Decimal)
+        && strcmp(((PyTypeObject *)tp)->tp_name, "decimal.Decimal") == 0)
+    {
+        probe = PyObject_CallFunction(
+            tp, "s", "-1234567890123456789012345678901234567890"
+            "123456789012345678901234567890123456789012345678901234567890E-7");
+    }
+    if (probe != NULL && Py_TYPE(probe) == (PyTypeObject *)tp) {
+        _PyStorage_Decimal *d = (_PyStorage_Decimal *)probe;
+        ok = (d->dec.flags & 1) == 1 && d->dec.exp == -7
+             && d->dec.digits == 100 && d->dec.len == 6
+             && d->dec.data != NULL && d->dec.data != d->data
+             && d->dec.data[0] == 2345678901234567890ULL
+             && d->dec.data[5] == 12345ULL;
+    }
+    Py_XDECREF(probe);
+    PyErr_Clear();
+    if (!ok) {
+        Py_DECREF(tp);
+        PyErr_SetString(PyExc_TypeError, "decimal.Decimal is not the C "
+                        "implementation of the layout that persistent "
+                        "storage knows");
+        return -1;
+    }
+    /* (A module's type: the module keeps it; so does this table.) */
+    value_types[_PyStorage_VALUE_DECIMAL] = (PyTypeObject *)tp;
+    return 0;
+}
+
 PyTypeObject *
 _PyStorage_ValueType(int kind)
 {
@@ -846,6 +895,9 @@ _PyStorage_ValueType(int kind)
     }
     if (kind == _PyStorage_VALUE_SLICE) {
         return &PySlice_Type;
+    }
+    if (kind == _PyStorage_VALUE_DECIMAL) {
+        return load_decimal_type() < 0 ? NULL : value_types[kind];
     }
     return load_datetime_types() < 0 ? NULL : value_types[kind];
 }
@@ -859,11 +911,26 @@ _PyStorage_ValueKind(PyTypeObject *tp)
     if (tp == &PySlice_Type) {
         return _PyStorage_VALUE_SLICE;
     }
+    if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
+        /* Of the value types, only the decimal module's is a heap type. */
+        if (tp == value_types[_PyStorage_VALUE_DECIMAL]) {
+            return _PyStorage_VALUE_DECIMAL;
+        }
+        if (value_types[_PyStorage_VALUE_DECIMAL] != NULL
+            || strcmp(tp->tp_name, "decimal.Decimal") != 0)
+        {
+            return -1;
+        }
+        if (load_decimal_type() < 0) {
+            PyErr_Clear();
+            return -1;
+        }
+        return tp == value_types[_PyStorage_VALUE_DECIMAL]
+               ? _PyStorage_VALUE_DECIMAL : -1;
+    }
     if (value_types[_PyStorage_VALUE_DATE] == NULL) {
         /* Not one of datetime's before its module gave its types. */
-        if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)
-            || strncmp(tp->tp_name, "datetime.", 9) != 0)
-        {
+        if (strncmp(tp->tp_name, "datetime.", 9) != 0) {
             return -1;
         }
         if (load_datetime_types() < 0) {
@@ -871,7 +938,7 @@ _PyStorage_ValueKind(PyTypeObject *tp)
             return -1;
         }
     }
-    for (int k = _PyStorage_VALUE_DATE; k < _PyStorage_NVALUES; k++) {
+    for (int k = _PyStorage_VALUE_DATE; k <= _PyStorage_VALUE_TIMEZONE; k++) {
         if (tp == value_types[k]) {
             return k;
         }
@@ -998,7 +1065,7 @@ _Py_COMP_DIAG_POP
            any operation: getbuffer, releasebuffer, bytearray.join). */
         VOLATILE(((PyByteArrayObject *)op)->ob_exports, per_process, 0);
     }
-    else if (!PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
+    else {
         int kind = _PyStorage_ValueKind(tp);
         if (kind >= _PyStorage_VALUE_DATE
             && kind <= _PyStorage_VALUE_TIMEDELTA)
@@ -1006,6 +1073,9 @@ _Py_COMP_DIAG_POP
             /* The hash of a date, time, datetime or timedelta, kept
                (datetime.h's structs all have it first). */
             VOLATILE(((PyDateTime_Delta *)op)->hashcode, str_cache, -1);
+        }
+        else if (kind == _PyStorage_VALUE_DECIMAL) {
+            VOLATILE(((_PyStorage_Decimal *)op)->hash, str_cache, -1);
         }
     }
 #undef VOLATILE

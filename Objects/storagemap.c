@@ -411,6 +411,23 @@ visit_value(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
         VISIT(&((_PyStorage_TimeZone *)op)->offset, _PyStorage_SLOT_OBJECT);
         VISIT(&((_PyStorage_TimeZone *)op)->name, _PyStorage_SLOT_OBJECT);
         return 0;
+    case _PyStorage_VALUE_DECIMAL: {
+        /* A manager's copy: its coefficient in the object (an interior
+           pointer, moved with the object). */
+        _PyStorage_Decimal *d = (_PyStorage_Decimal *)op;
+        if (check) {
+            VISIT(&d->dec.data, _PyStorage_SLOT_INTERIOR);
+            if (!(d->dec.flags & _PyStorage_MPD_STATIC_DATA)
+                || d->dec.data != d->data || d->dec.len < 1
+                || d->dec.alloc < Py_MAX(d->dec.len, 4))
+            {
+                EXTENT(op, SIZE_MAX);
+            }
+            EXTENT(op, var_size(offsetof(_PyStorage_Decimal, data),
+                                d->dec.alloc, sizeof(uint64_t)));
+        }
+        return 0;
+    }
     case _PyStorage_VALUE_DATE:
     case _PyStorage_VALUE_TIMEDELTA:
         return 0;

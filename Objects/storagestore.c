@@ -272,6 +272,9 @@ layout_of(PyTypeObject *tp, int *state)
                 || tp == &PyByteArray_Type
                 || _PyStorage_ValueKind(tp) >= 0) ? tp : NULL;
     }
+    if (_PyStorage_ValueKind(tp) >= 0) {
+        return tp;                /* decimal.Decimal: a module's heap type */
+    }
     PyTypeObject *base = _PyStorage_ClassBase(tp);
     if (base == &PyBaseObject_Type) {
         *state = 1;
@@ -719,16 +722,15 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
 /* The parts of a value are copied as values (recursion). */
 static PyObject *copy_value(PyObject *v, PyStorageManager *sm);
 
-/* A byte copy of the size bytes of immutable v (no references inside)
-   in sm; the rest of its type's basic size (the slots of a class
-   statement's) zeroed, as is the pre-header (the dict and weak
-   references of one). */
+/* A byte copy of the first size bytes of immutable v (no references
+   inside) in sm, in a block of whole bytes (at least size), the rest
+   zeroed, as is the pre-header (the dict and weak references of a class
+   statement's instance). */
 static PyObject *
-copy_flat(PyObject *v, size_t size, PyStorageManager *sm)
+copy_bytes(PyObject *v, size_t size, size_t whole, PyStorageManager *sm)
 {
     PyTypeObject *tp = Py_TYPE(v);
     size_t presize = _PyType_PreHeaderSize(tp);
-    size_t whole = Py_MAX(size, (size_t)tp->tp_basicsize);
     char *mem = sm->alloc(sm, presize + whole, tp);
     if (mem == NULL) {
         return PyErr_NoMemory();
@@ -742,6 +744,15 @@ copy_flat(PyObject *v, size_t size, PyStorageManager *sm)
     }
     _Py_NewReference(copy);
     return copy;
+}
+
+/* The same, in a block of the type's basic size at least (the slots of a
+   class statement's, zeroed). */
+static PyObject *
+copy_flat(PyObject *v, size_t size, PyStorageManager *sm)
+{
+    return copy_bytes(v, size, Py_MAX(size, (size_t)Py_TYPE(v)->tp_basicsize),
+                      sm);
 }
 
 /* A str of a class statement's class: as upstream makes one
@@ -1050,6 +1061,34 @@ copy_part(void **slot, int kind, void *arg)
     return 0;
 }
 
+/* A decimal.Decimal: its coefficient in the object, however long, as
+   libmpdec's static data (never freed or resized: a Decimal is never
+   changed once made). */
+static PyObject *
+copy_decimal(PyObject *v, PyStorageManager *sm)
+{
+    _PyStorage_Decimal *d = (_PyStorage_Decimal *)v;
+    Py_ssize_t words = Py_MAX(d->dec.len, 4);
+    size_t size = offsetof(_PyStorage_Decimal, data)
+                  + (size_t)words * sizeof(uint64_t);
+    PyObject *copy = copy_bytes(
+        v, offsetof(_PyStorage_Decimal, data),
+        Py_MAX(size, (size_t)Py_TYPE(v)->tp_basicsize), sm);
+    if (copy == NULL) {
+        return NULL;
+    }
+    _PyStorage_Decimal *c = (_PyStorage_Decimal *)copy;
+    memcpy(c->data, d->dec.data, (size_t)d->dec.len * sizeof(uint64_t));
+    c->dec.data = c->data;
+    c->dec.alloc = words;
+    c->dec.flags = (uint8_t)((d->dec.flags & ~_PyStorage_MPD_DATAFLAGS)
+                             | _PyStorage_MPD_STATIC
+                             | _PyStorage_MPD_STATIC_DATA);
+    c->hash = -1;
+    _PyObject_GC_TRACK(copy);
+    return copy;
+}
+
 /* A copy of v, a range, a slice or one of datetime's (a value kind of
    _PyStorage_ValueKind()), in sm: its memory, with copies of what it
    holds. */
@@ -1065,6 +1104,9 @@ copy_value_object(PyObject *v, int kind, PyStorageManager *sm)
         size = kind == _PyStorage_VALUE_TIME
                ? sizeof(_PyDateTime_BaseTime)
                : sizeof(_PyDateTime_BaseDateTime);
+    }
+    if (kind == _PyStorage_VALUE_DECIMAL) {
+        return copy_decimal(v, sm);
     }
     PyObject *copy = copy_flat(v, size, sm);
     if (copy == NULL) {

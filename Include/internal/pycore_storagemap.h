@@ -48,6 +48,7 @@ enum {
     _PyStorage_VALUE_DATETIME,
     _PyStorage_VALUE_TIMEDELTA,
     _PyStorage_VALUE_TIMEZONE,
+    _PyStorage_VALUE_DECIMAL,
     _PyStorage_NVALUES
 };
 typedef struct {
@@ -55,6 +56,24 @@ typedef struct {
     PyObject *offset;             /* a timedelta */
     PyObject *name;               /* a str, or NULL */
 } _PyStorage_TimeZone;
+/* A decimal.Decimal (_decimal.c's PyDecObject, around libmpdec's mpd_t,
+   whose coefficient is in data, or in a block of its own when it has
+   more than 4 words); checked against a known value when the type is
+   first found (Objects/storage.c).  A manager's copy has its coefficient
+   in the object, whatever its length: flags MPD_STATIC_DATA. */
+typedef struct {
+    PyObject_HEAD
+    Py_hash_t hash;
+    struct {
+        uint8_t flags;
+        int64_t exp, digits, len, alloc;
+        uint64_t *data;
+    } dec;
+    uint64_t data[4];
+} _PyStorage_Decimal;
+#define _PyStorage_MPD_STATIC 16
+#define _PyStorage_MPD_STATIC_DATA 32
+#define _PyStorage_MPD_DATAFLAGS (32 | 64 | 128)
 /* The kind of tp, or -1 when it is none of them (no exception set). */
 PyAPI_FUNC(int) _PyStorage_ValueKind(PyTypeObject *tp);
 /* The type of a kind in this process (the datetime module imported when

@@ -425,6 +425,9 @@ set_builtin_types(open_state *st, alloc_item *items, size_t n)
         }
         PyObject *op = (PyObject *)(block + PyStorage_PreHeaderSize(type));
         Py_SET_TYPE(op, type);
+        if (PyType_HasFeature(type, Py_TPFLAGS_HEAPTYPE)) {
+            Py_INCREF(type);      /* an object's reference (a Decimal's) */
+        }
         alloc_entry *e = _PyPmem_FindAlloc(st, op);
         e->key = (char *)op;
         e->block = block;
