@@ -804,12 +804,12 @@ _PyStorage_DictSetDefault(PyObject *d, PyObject *key, PyObject *defaultobj,
    module's.  The datetime module's are found through its C API capsule,
    once an object of one of them is seen (its module is loaded then) or a
    manager asks for one by kind (an open of a pool that holds them). */
-static PyTypeObject *value_types[_PyStorage_NVALUES];
+static PyTypeObject *kind_types[_PyStorage_NKINDS];
 
 static int
 load_datetime_types(void)
 {
-    if (value_types[_PyStorage_VALUE_DATE] != NULL) {
+    if (kind_types[_PyStorage_KIND_DATE] != NULL) {
         return 0;
     }
     PyDateTime_CAPI *api = (PyDateTime_CAPI *)PyCapsule_Import(
@@ -829,11 +829,11 @@ load_datetime_types(void)
                         "do not have the layouts of datetime.h");
         return -1;
     }
-    value_types[_PyStorage_VALUE_TIMEDELTA] = api->DeltaType;
-    value_types[_PyStorage_VALUE_TIMEZONE] = tz;
-    value_types[_PyStorage_VALUE_TIME] = api->TimeType;
-    value_types[_PyStorage_VALUE_DATETIME] = api->DateTimeType;
-    value_types[_PyStorage_VALUE_DATE] = api->DateType;
+    kind_types[_PyStorage_KIND_TIMEDELTA] = api->DeltaType;
+    kind_types[_PyStorage_KIND_TIMEZONE] = tz;
+    kind_types[_PyStorage_KIND_TIME] = api->TimeType;
+    kind_types[_PyStorage_KIND_DATETIME] = api->DateTimeType;
+    kind_types[_PyStorage_KIND_DATE] = api->DateType;
     return 0;
 }
 
@@ -843,7 +843,7 @@ load_datetime_types(void)
 static int
 load_decimal_type(void)
 {
-    if (value_types[_PyStorage_VALUE_DECIMAL] != NULL) {
+    if (kind_types[_PyStorage_KIND_DECIMAL] != NULL) {
         return 0;
     }
     PyObject *decimal = PyImport_ImportModule("decimal");
@@ -882,53 +882,99 @@ load_decimal_type(void)
         return -1;
     }
     /* (A module's type: the module keeps it; so does this table.) */
-    value_types[_PyStorage_VALUE_DECIMAL] = (PyTypeObject *)tp;
+    kind_types[_PyStorage_KIND_DECIMAL] = (PyTypeObject *)tp;
+    return 0;
+}
+
+/* collections.defaultdict: a heap type over dict, with the layout of
+   _PyStorage_DefaultDict. */
+static int
+load_defaultdict_type(void)
+{
+    if (kind_types[_PyStorage_KIND_DEFAULTDICT] != NULL) {
+        return 0;
+    }
+    PyObject *collections = PyImport_ImportModule("collections");
+    PyObject *tp = collections == NULL ? NULL
+                   : PyObject_GetAttrString(collections, "defaultdict");
+    Py_XDECREF(collections);
+    if (tp == NULL) {
+        return -1;
+    }
+    if (!PyType_Check(tp)
+        || ((PyTypeObject *)tp)->tp_base != &PyDict_Type
+        || ((PyTypeObject *)tp)->tp_basicsize
+           != (Py_ssize_t)sizeof(_PyStorage_DefaultDict)
+        || strcmp(((PyTypeObject *)tp)->tp_name,
+                  "collections.defaultdict") != 0)
+    {
+        Py_DECREF(tp);
+        PyErr_SetString(PyExc_TypeError, "collections.defaultdict is not "
+                        "the C implementation of the layout that persistent "
+                        "storage knows");
+        return -1;
+    }
+    kind_types[_PyStorage_KIND_DEFAULTDICT] = (PyTypeObject *)tp;
     return 0;
 }
 
 PyTypeObject *
-_PyStorage_ValueType(int kind)
+_PyStorage_TypeOfKind(int kind)
 {
-    assert(0 <= kind && kind < _PyStorage_NVALUES);
-    if (kind == _PyStorage_VALUE_RANGE) {
+    assert(0 <= kind && kind < _PyStorage_NKINDS);
+    if (kind == _PyStorage_KIND_RANGE) {
         return &PyRange_Type;
     }
-    if (kind == _PyStorage_VALUE_SLICE) {
+    if (kind == _PyStorage_KIND_SLICE) {
         return &PySlice_Type;
     }
-    if (kind == _PyStorage_VALUE_DECIMAL) {
-        return load_decimal_type() < 0 ? NULL : value_types[kind];
+    if (kind == _PyStorage_KIND_DECIMAL) {
+        return load_decimal_type() < 0 ? NULL : kind_types[kind];
     }
-    return load_datetime_types() < 0 ? NULL : value_types[kind];
+    if (kind == _PyStorage_KIND_DEFAULTDICT) {
+        return load_defaultdict_type() < 0 ? NULL : kind_types[kind];
+    }
+    return load_datetime_types() < 0 ? NULL : kind_types[kind];
 }
 
 int
-_PyStorage_ValueKind(PyTypeObject *tp)
+_PyStorage_KindOf(PyTypeObject *tp)
 {
     if (tp == &PyRange_Type) {
-        return _PyStorage_VALUE_RANGE;
+        return _PyStorage_KIND_RANGE;
     }
     if (tp == &PySlice_Type) {
-        return _PyStorage_VALUE_SLICE;
+        return _PyStorage_KIND_SLICE;
     }
     if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
-        /* Of the value types, only the decimal module's is a heap type. */
-        if (tp == value_types[_PyStorage_VALUE_DECIMAL]) {
-            return _PyStorage_VALUE_DECIMAL;
+        /* The heap types of modules: decimal's, collections'. */
+        static const struct {
+            int kind;
+            const char *name;
+            int (*load)(void);
+        } modules_types[] = {
+            {_PyStorage_KIND_DECIMAL, "decimal.Decimal", load_decimal_type},
+            {_PyStorage_KIND_DEFAULTDICT, "collections.defaultdict",
+             load_defaultdict_type},
+        };
+        for (size_t i = 0; i < Py_ARRAY_LENGTH(modules_types); i++) {
+            int kind = modules_types[i].kind;
+            if (tp == kind_types[kind]) {
+                return kind;
+            }
+            if (kind_types[kind] == NULL
+                && strcmp(tp->tp_name, modules_types[i].name) == 0)
+            {
+                if (modules_types[i].load() < 0) {
+                    PyErr_Clear();
+                    return -1;
+                }
+                return tp == kind_types[kind] ? kind : -1;
+            }
         }
-        if (value_types[_PyStorage_VALUE_DECIMAL] != NULL
-            || strcmp(tp->tp_name, "decimal.Decimal") != 0)
-        {
-            return -1;
-        }
-        if (load_decimal_type() < 0) {
-            PyErr_Clear();
-            return -1;
-        }
-        return tp == value_types[_PyStorage_VALUE_DECIMAL]
-               ? _PyStorage_VALUE_DECIMAL : -1;
+        return -1;
     }
-    if (value_types[_PyStorage_VALUE_DATE] == NULL) {
+    if (kind_types[_PyStorage_KIND_DATE] == NULL) {
         /* Not one of datetime's before its module gave its types. */
         if (strncmp(tp->tp_name, "datetime.", 9) != 0) {
             return -1;
@@ -938,8 +984,8 @@ _PyStorage_ValueKind(PyTypeObject *tp)
             return -1;
         }
     }
-    for (int k = _PyStorage_VALUE_DATE; k <= _PyStorage_VALUE_TIMEZONE; k++) {
-        if (tp == value_types[k]) {
+    for (int k = _PyStorage_KIND_DATE; k <= _PyStorage_KIND_TIMEZONE; k++) {
+        if (tp == kind_types[k]) {
             return k;
         }
     }
@@ -1066,15 +1112,15 @@ _Py_COMP_DIAG_POP
         VOLATILE(((PyByteArrayObject *)op)->ob_exports, per_process, 0);
     }
     else {
-        int kind = _PyStorage_ValueKind(tp);
-        if (kind >= _PyStorage_VALUE_DATE
-            && kind <= _PyStorage_VALUE_TIMEDELTA)
+        int kind = _PyStorage_KindOf(tp);
+        if (kind >= _PyStorage_KIND_DATE
+            && kind <= _PyStorage_KIND_TIMEDELTA)
         {
             /* The hash of a date, time, datetime or timedelta, kept
                (datetime.h's structs all have it first). */
             VOLATILE(((PyDateTime_Delta *)op)->hashcode, str_cache, -1);
         }
-        else if (kind == _PyStorage_VALUE_DECIMAL) {
+        else if (kind == _PyStorage_KIND_DECIMAL) {
             VOLATILE(((_PyStorage_Decimal *)op)->hash, str_cache, -1);
         }
     }

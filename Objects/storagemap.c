@@ -366,15 +366,15 @@ typedef struct {
     PyObject *start, *stop, *step, *length;
 } range_layout;
 
-/* An object of the C value types (_PyStorage_ValueKind()): the objects it
+/* An object of the C value types (_PyStorage_KindOf()): the objects it
    holds; -1 for a type of no kind. */
 static int
 visit_value(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
             const int check)
 {
-    int kind = _PyStorage_ValueKind(Py_TYPE(op));
+    int kind = _PyStorage_KindOf(Py_TYPE(op));
     switch (kind) {
-    case _PyStorage_VALUE_RANGE: {
+    case _PyStorage_KIND_RANGE: {
         Py_BUILD_ASSERT(sizeof(range_layout)
                         == sizeof(PyObject) + 4 * sizeof(PyObject *));
         range_layout *r = (range_layout *)op;
@@ -384,15 +384,15 @@ visit_value(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
         VISIT(&r->length, _PyStorage_SLOT_OBJECT);
         return 0;
     }
-    case _PyStorage_VALUE_SLICE: {
+    case _PyStorage_KIND_SLICE: {
         PySliceObject *s = (PySliceObject *)op;
         VISIT(&s->start, _PyStorage_SLOT_OBJECT);
         VISIT(&s->stop, _PyStorage_SLOT_OBJECT);
         VISIT(&s->step, _PyStorage_SLOT_OBJECT);
         return 0;
     }
-    case _PyStorage_VALUE_TIME:
-    case _PyStorage_VALUE_DATETIME: {
+    case _PyStorage_KIND_TIME:
+    case _PyStorage_KIND_DATETIME: {
         /* The tzinfo pointer exists when hastzinfo says so (a manager
            allocates it always: the type's basic size). */
         char has = ((_PyDateTime_BaseTZInfo *)op)->hastzinfo;
@@ -400,18 +400,18 @@ visit_value(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
             EXTENT(op, SIZE_MAX);
         }
         if (has) {
-            VISIT(kind == _PyStorage_VALUE_TIME
+            VISIT(kind == _PyStorage_KIND_TIME
                   ? &((PyDateTime_Time *)op)->tzinfo
                   : &((PyDateTime_DateTime *)op)->tzinfo,
                   _PyStorage_SLOT_OBJECT);
         }
         return 0;
     }
-    case _PyStorage_VALUE_TIMEZONE:
+    case _PyStorage_KIND_TIMEZONE:
         VISIT(&((_PyStorage_TimeZone *)op)->offset, _PyStorage_SLOT_OBJECT);
         VISIT(&((_PyStorage_TimeZone *)op)->name, _PyStorage_SLOT_OBJECT);
         return 0;
-    case _PyStorage_VALUE_DECIMAL: {
+    case _PyStorage_KIND_DECIMAL: {
         /* A manager's copy: its coefficient in the object (an interior
            pointer, moved with the object). */
         _PyStorage_Decimal *d = (_PyStorage_Decimal *)op;
@@ -428,8 +428,8 @@ visit_value(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
         }
         return 0;
     }
-    case _PyStorage_VALUE_DATE:
-    case _PyStorage_VALUE_TIMEDELTA:
+    case _PyStorage_KIND_DATE:
+    case _PyStorage_KIND_TIMEDELTA:
         return 0;
     default:
         return -1;
@@ -455,6 +455,14 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
     int r = 0;
     if (base == &PyDict_Type) {
         r = visit_dict(op, visit, arg, check);
+        if (r == 0 && base != tp
+            && _PyStorage_KindOf(tp) == _PyStorage_KIND_DEFAULTDICT)
+        {
+            /* A C type over dict: its factory (a member, not a slot). */
+            VISIT(&((_PyStorage_DefaultDict *)op)->default_factory,
+                  _PyStorage_SLOT_OBJECT);
+            return 0;
+        }
     }
     else if (base == &PyList_Type) {
         r = visit_list(op, visit, arg, check);
@@ -540,8 +548,8 @@ _PyStorage_CheckHeld(PyObject *op)
         /* The table is rebuilt for ma_used entries. */
         return live == mp->ma_used ? 0 : -1;
     }
-    switch (_PyStorage_ValueKind(tp)) {
-    case _PyStorage_VALUE_RANGE: {
+    switch (_PyStorage_KindOf(tp)) {
+    case _PyStorage_KIND_RANGE: {
         /* rangeobject.c reads them as ints. */
         range_layout *r = (range_layout *)op;
         PyObject *parts[] = {r->start, r->stop, r->step, r->length};
@@ -552,9 +560,9 @@ _PyStorage_CheckHeld(PyObject *op)
         }
         return 0;
     }
-    case _PyStorage_VALUE_TIMEZONE: {
+    case _PyStorage_KIND_TIMEZONE: {
         _PyStorage_TimeZone *z = (_PyStorage_TimeZone *)op;
-        PyTypeObject *delta = _PyStorage_ValueType(_PyStorage_VALUE_TIMEDELTA);
+        PyTypeObject *delta = _PyStorage_TypeOfKind(_PyStorage_KIND_TIMEDELTA);
         PyErr_Clear();
         return (delta != NULL && z->offset != NULL
                 && Py_IS_TYPE(z->offset, delta)

@@ -270,9 +270,9 @@ layout_of(PyTypeObject *tp, int *state)
                 || tp == &PyFrozenSet_Type || tp == &PyDict_Type
                 || tp == &PyList_Type || tp == &PySet_Type
                 || tp == &PyByteArray_Type
-                || _PyStorage_ValueKind(tp) >= 0) ? tp : NULL;
+                || _PyStorage_KindOf(tp) >= 0) ? tp : NULL;
     }
-    if (_PyStorage_ValueKind(tp) >= 0) {
+    if (_PyStorage_KindOf(tp) >= 0) {
         return tp;                /* decimal.Decimal: a module's heap type */
     }
     PyTypeObject *base = _PyStorage_ClassBase(tp);
@@ -296,7 +296,8 @@ is_value_layout(PyTypeObject *base)
     return (base == &PyLong_Type || base == &PyFloat_Type
             || base == &PyComplex_Type || base == &PyUnicode_Type
             || base == &PyBytes_Type || base == &PyTuple_Type
-            || base == &PyFrozenSet_Type || _PyStorage_ValueKind(base) >= 0);
+            || base == &PyFrozenSet_Type
+            || (unsigned)_PyStorage_KindOf(base) < _PyStorage_KIND_VALUES_END);
 }
 
 /* Does v, an instance of a class statement's class over an immutable
@@ -332,6 +333,55 @@ holds_nothing(PyObject *v, PyTypeObject *base)
     return 1;
 }
 
+/* "module:qualname" of v, a class or a function, when that name finds v
+   in this process (its module loaded): a pool refers to it, as pickle
+   does (a defaultdict's factory, a class kept as a value).  TypeError
+   when it does not (a lambda, a function or class made in a function).
+   A new str, or NULL with an exception set. */
+static PyObject *
+code_reference_name(PyObject *v)
+{
+    PyObject *module = NULL, *qualname = NULL, *result = NULL;
+    if (PyObject_GetOptionalAttr(v, &_Py_ID(__module__), &module) < 0
+        || PyObject_GetOptionalAttr(v, &_Py_ID(__qualname__),
+                                    &qualname) < 0)
+    {
+        goto done;
+    }
+    PyObject *obj = NULL;
+    if (module != NULL && qualname != NULL && PyUnicode_Check(module)
+        && PyUnicode_Check(qualname)
+        && PyUnicode_FindChar(qualname, '<', 0, PY_SSIZE_T_MAX, 1) == -1)
+    {
+        obj = PyImport_GetModule(module);
+        PyObject *parts = obj == NULL ? NULL
+                          : PyUnicode_Split(qualname, _Py_LATIN1_CHR('.'), -1);
+        for (Py_ssize_t i = 0; parts != NULL && obj != NULL
+                               && i < PyList_GET_SIZE(parts); i++)
+        {
+            Py_SETREF(obj, PyObject_GetAttr(obj, PyList_GET_ITEM(parts, i)));
+        }
+        Py_XDECREF(parts);
+        PyErr_Clear();
+    }
+    if (obj == v) {
+        result = PyUnicode_FromFormat("%U:%U", module, qualname);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "cannot store %R in persistent "
+                     "storage: a class or a function is stored as a "
+                     "reference, found again by module and qualified name, "
+                     "and this one is not where they say (a lambda, or one "
+                     "made inside a function?): define it at module level",
+                     v);
+    }
+    Py_XDECREF(obj);
+done:
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    return result;
+}
+
 /* The name by which every process finds v, when v is an object that a
    persistent manager refers to rather than copies: an enum member (its
    class's member, by the class's module and qualified name: "module:
@@ -342,8 +392,11 @@ static PyObject *
 reference_name(PyObject *v)
 {
     PyTypeObject *tp = Py_TYPE(v);
+    if (PyType_Check(v) || PyFunction_Check(v) || PyCFunction_Check(v)) {
+        return code_reference_name(v);
+    }
     if (!PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
-        if (_PyStorage_ValueKind(tp) != _PyStorage_VALUE_TIMEZONE) {
+        if (_PyStorage_KindOf(tp) != _PyStorage_KIND_TIMEZONE) {
             return NULL;
         }
         PyDateTime_CAPI *api = (PyDateTime_CAPI *)PyCapsule_Import(
@@ -680,7 +733,7 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
     if (!value && (owner != NULL || !exclusive)) {
         return refuse_shared(v, sm, owner);
     }
-    if (value && tp == base && _PyStorage_ValueKind(tp) >= 0) {
+    if (value && tp == base && _PyStorage_KindOf(tp) >= 0) {
         /* A range, a slice, a datetime...: what it holds is copied as
            values are. */
         check_state st = {sm, 0};
@@ -707,6 +760,13 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
     }
     else if (base == &PyDict_Type) {
         r = check_dict_items(v, sm);
+    }
+    else if (_PyStorage_KindOf(base) == _PyStorage_KIND_DEFAULTDICT) {
+        PyObject *factory = ((_PyStorage_DefaultDict *)v)->default_factory;
+        r = check_dict_items(v, sm);
+        if (r == 0 && factory != NULL) {
+            r = check_value(factory, sm, 0);
+        }
     }
     if (r == 0 && tp != base) {
         /* The class, and what its instance adds. */
@@ -1090,22 +1150,22 @@ copy_decimal(PyObject *v, PyStorageManager *sm)
 }
 
 /* A copy of v, a range, a slice or one of datetime's (a value kind of
-   _PyStorage_ValueKind()), in sm: its memory, with copies of what it
+   _PyStorage_KindOf()), in sm: its memory, with copies of what it
    holds. */
 static PyObject *
 copy_value_object(PyObject *v, int kind, PyStorageManager *sm)
 {
     PyTypeObject *tp = Py_TYPE(v);
     size_t size = (size_t)tp->tp_basicsize;
-    if ((kind == _PyStorage_VALUE_TIME || kind == _PyStorage_VALUE_DATETIME)
+    if ((kind == _PyStorage_KIND_TIME || kind == _PyStorage_KIND_DATETIME)
         && !((_PyDateTime_BaseTZInfo *)v)->hastzinfo)
     {
         /* A naive one has no tzinfo pointer: its memory ends before. */
-        size = kind == _PyStorage_VALUE_TIME
+        size = kind == _PyStorage_KIND_TIME
                ? sizeof(_PyDateTime_BaseTime)
                : sizeof(_PyDateTime_BaseDateTime);
     }
-    if (kind == _PyStorage_VALUE_DECIMAL) {
+    if (kind == _PyStorage_KIND_DECIMAL) {
         return copy_decimal(v, sm);
     }
     PyObject *copy = copy_flat(v, size, sm);
@@ -1124,6 +1184,34 @@ copy_value_object(PyObject *v, int kind, PyStorageManager *sm)
         _PyObject_GC_TRACK(copy);
     }
     return copy;
+}
+
+/* A new defaultdict of v's type in sm (placed), with the factory of v
+   (None, or an object referred to by name: stored as it is) and copies
+   of its items. */
+static PyObject *
+make_defaultdict(PyObject *v)
+{
+    PyObject *factory = ((_PyStorage_DefaultDict *)v)->default_factory;
+    return PyObject_CallOneArg((PyObject *)Py_TYPE(v),
+                               factory != NULL ? factory : Py_None);
+}
+
+static PyObject *
+copy_defaultdict(PyObject *v, PyStorageManager *sm)
+{
+    PyObject *factory = ((_PyStorage_DefaultDict *)v)->default_factory;
+    if (factory != NULL) {
+        /* Recorded as a reference (copy_value() of such an object is the
+           object itself). */
+        PyObject *same = copy_value(factory, sm);
+        if (same == NULL) {
+            return NULL;
+        }
+        assert(same == factory);
+        Py_DECREF(same);
+    }
+    return copy_container(v, sm, make_defaultdict, v, copy_items_into_dict);
 }
 
 /* A new reference to v's counterpart in sm: v itself when it is static or
@@ -1192,8 +1280,11 @@ copy_value(PyObject *v, PyStorageManager *sm)
     else if (base == &PyByteArray_Type) {
         return copy_container(v, sm, make_bytearray, v, NULL);
     }
+    else if (_PyStorage_KindOf(tp) == _PyStorage_KIND_DEFAULTDICT) {
+        return copy_defaultdict(v, sm);
+    }
     else {
-        return copy_value_object(v, _PyStorage_ValueKind(tp), sm);
+        return copy_value_object(v, _PyStorage_KindOf(tp), sm);
     }
     if (copy == NULL || exact) {
         return copy;
@@ -1674,6 +1765,19 @@ _PyStorage_DictReplaceValue(PyObject *dict, PyObject *key, PyObject *value)
     return 1;
 }
 
+
+void
+_PyStorage_StoredItemSlow(PyObject *container, PyObject *key,
+                          PyObject **pvalue)
+{
+    PyObject *held = PyObject_GetItem(container, key);
+    if (held == NULL) {
+        /* (What was stored is gone already: the original stays.) */
+        PyErr_Clear();
+        return;
+    }
+    Py_SETREF(*pvalue, held);
+}
 
 /* --- operations that store ----------------------------------------------- */
 

@@ -474,6 +474,21 @@ PyAPI_FUNC(int) _PyStorage_DictSetDefault(PyObject *d, PyObject *key,
                                           PyObject **result,
                                           int incref_result);
 
+/* *pvalue was just stored as container[key] (defaultdict's __missing__,
+   which returns what it stored): when the container is managed, *pvalue
+   becomes what it holds now -- the copy that the store moved in, not the
+   volatile original, which no longer counts. */
+_PyStorage_COLD
+PyAPI_FUNC(void) _PyStorage_StoredItemSlow(PyObject *container,
+                                           PyObject *key, PyObject **pvalue);
+static inline void
+_PyStorage_StoredItem(PyObject *container, PyObject *key, PyObject **pvalue)
+{
+    if (_PyStorage_IsManaged(container)) {
+        _PyStorage_StoredItemSlow(container, key, pvalue);
+    }
+}
+
 /* The slow paths of PyList_Append(), list.append(), PyDict_SetItem() and
    dict_merge(): the value is borrowed from the caller, who holds one
    reference; the rule is applied with that and the one the store takes. */

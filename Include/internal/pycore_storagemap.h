@@ -36,20 +36,25 @@ PyAPI_FUNC(PyTypeObject *) _PyStorage_ClassBase(PyTypeObject *tp);
    __dict__,__weakref__").  NULL with an exception set. */
 PyAPI_FUNC(PyObject *) _PyStorage_ClassLayout(PyTypeObject *tp);
 
-/* The C types other than the builtins whose objects the managers hold
-   as values (copied, as an int is), by kind: range, slice, and the
-   datetime module's (its objects and its timezone, whose layout
-   _PyStorage_TimeZone repeats: _datetimemodule.c keeps it private). */
+/* The C types other than the builtins whose objects the managers hold,
+   by kind: as values (copied, as an int is), range, slice, the datetime
+   module's (its objects and its timezone, whose layout
+   _PyStorage_TimeZone repeats: _datetimemodule.c keeps it private) and
+   decimal.Decimal; and collections.defaultdict, a dict with a
+   default_factory, moved as a dict is.  The layouts that this header
+   repeats are checked when a type is first found (Objects/storage.c). */
 enum {
-    _PyStorage_VALUE_RANGE,
-    _PyStorage_VALUE_SLICE,
-    _PyStorage_VALUE_DATE,
-    _PyStorage_VALUE_TIME,
-    _PyStorage_VALUE_DATETIME,
-    _PyStorage_VALUE_TIMEDELTA,
-    _PyStorage_VALUE_TIMEZONE,
-    _PyStorage_VALUE_DECIMAL,
-    _PyStorage_NVALUES
+    _PyStorage_KIND_RANGE,
+    _PyStorage_KIND_SLICE,
+    _PyStorage_KIND_DATE,
+    _PyStorage_KIND_TIME,
+    _PyStorage_KIND_DATETIME,
+    _PyStorage_KIND_TIMEDELTA,
+    _PyStorage_KIND_TIMEZONE,
+    _PyStorage_KIND_DECIMAL,
+    _PyStorage_KIND_VALUES_END,                 /* the values end here */
+    _PyStorage_KIND_DEFAULTDICT = _PyStorage_KIND_VALUES_END,
+    _PyStorage_NKINDS
 };
 typedef struct {
     PyObject_HEAD
@@ -74,11 +79,16 @@ typedef struct {
 #define _PyStorage_MPD_STATIC 16
 #define _PyStorage_MPD_STATIC_DATA 32
 #define _PyStorage_MPD_DATAFLAGS (32 | 64 | 128)
+/* A collections.defaultdict (_collectionsmodule.c's defdictobject). */
+typedef struct {
+    PyDictObject dict;
+    PyObject *default_factory;
+} _PyStorage_DefaultDict;
 /* The kind of tp, or -1 when it is none of them (no exception set). */
-PyAPI_FUNC(int) _PyStorage_ValueKind(PyTypeObject *tp);
-/* The type of a kind in this process (the datetime module imported when
-   it is one of its), or NULL with an exception set. */
-PyAPI_FUNC(PyTypeObject *) _PyStorage_ValueType(int kind);
+PyAPI_FUNC(int) _PyStorage_KindOf(PyTypeObject *tp);
+/* The type of a kind in this process (its module imported: datetime,
+   decimal, collections), or NULL with an exception set. */
+PyAPI_FUNC(PyTypeObject *) _PyStorage_TypeOfKind(int kind);
 
 /* op, which a persistent manager's objects refer to by name (see the
    refer hook of Include/cpython/storage.h), lives as long as the process:

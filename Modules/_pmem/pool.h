@@ -162,10 +162,10 @@ enum {
     POOL_TABLE = 0,
     POOL_DICT, POOL_LIST, POOL_SET, POOL_FROZENSET, POOL_BYTEARRAY,
     POOL_TUPLE, POOL_INT, POOL_FLOAT, POOL_COMPLEX, POOL_STR, POOL_BYTES,
-    /* The C value types, by their kind (_PyStorage_ValueKind()): range,
+    /* The C value types, by their kind (_PyStorage_KindOf()): range,
        slice and datetime's (format 4). */
-    POOL_VALUE,
-    POOL_VALUE_END = POOL_VALUE + _PyStorage_NVALUES,
+    POOL_KIND,
+    POOL_KIND_END = POOL_KIND + _PyStorage_NKINDS,
     /* A user class: POOL_INSTANCE + its index in the pool's type table. */
     POOL_INSTANCE = 1024,
 };

@@ -705,7 +705,7 @@ pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
     /* Counts and bytes by type code: the builtins' and the value types',
        then one per class (POOL_INSTANCE + i), then what no class of this
        process has. */
-    size_t nbuiltin = POOL_VALUE_END;
+    size_t nbuiltin = POOL_KIND_END;
     size_t nrows = nbuiltin + (size_t)PyList_GET_SIZE(self->classes) + 1;
     Py_ssize_t (*rows)[2] = PyMem_RawCalloc(nrows, sizeof(*rows));
     if (rows == NULL) {

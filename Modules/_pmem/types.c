@@ -28,9 +28,9 @@ builtin_type_code(PyTypeObject *type)
             return i;
         }
     }
-    int kind = _PyStorage_ValueKind(type);
+    int kind = _PyStorage_KindOf(type);
     if (kind >= 0) {
-        return POOL_VALUE + (uint64_t)kind;
+        return POOL_KIND + (uint64_t)kind;
     }
     return POOL_INSTANCE;         /* not a builtin */
 }
@@ -42,9 +42,9 @@ _PyPmem_TypeOfCode(uint64_t code)
     if (code < Py_ARRAY_LENGTH(_PyPmem_BuiltinTypes)) {
         return _PyPmem_BuiltinTypes[code];
     }
-    if (code >= POOL_VALUE && code < POOL_VALUE_END) {
+    if (code >= POOL_KIND && code < POOL_KIND_END) {
         /* (The datetime module imported, when it is one of its.) */
-        PyTypeObject *type = _PyStorage_ValueType((int)(code - POOL_VALUE));
+        PyTypeObject *type = _PyStorage_TypeOfKind((int)(code - POOL_KIND));
         if (type == NULL) {
             PyErr_Clear();
         }
