@@ -300,6 +300,26 @@ is_value_layout(PyTypeObject *base)
             || (unsigned)_PyStorage_KindOf(base) < _PyStorage_KIND_VALUES_END);
 }
 
+/* Does the class say that its instances are values -- immutable, as
+   fractions.Fraction, uuid.UUID, pathlib.PurePath and ipaddress's
+   addresses are -- with __pmem_value__ = True (pmem.value() sets it)?
+   Then a manager copies an instance rather than moves it, shared or not
+   (what it holds follows the rule, as a moved instance's parts do).  1
+   or 0, or -1 with an exception set. */
+static int
+is_value_class(PyTypeObject *tp)
+{
+    static PyObject *attribute;       /* under the GIL */
+    if (attribute == NULL) {
+        attribute = PyUnicode_InternFromString("__pmem_value__");
+        if (attribute == NULL) {
+            return -1;
+        }
+    }
+    PyObject *flag = _PyType_Lookup(tp, attribute);
+    return flag == NULL ? 0 : PyObject_IsTrue(flag);
+}
+
 /* Does v, an instance of a class statement's class over an immutable
    builtin, hold nothing of its own now: no attribute in its dict, no
    slot set?  Then it is a value as its builtin is (copied: a str
@@ -496,20 +516,49 @@ typedef int (*slot_visitor)(PyObject **slot, void *arg);
 static int
 visit_slots(PyObject *v, slot_visitor visit, void *arg)
 {
+    /* Not those that the class names in __pmem_volatile__: caches of
+       this process (pathlib's hash of a str), which a persistent manager
+       never stores (and forgets when it maps its objects again). */
+    static PyObject *attribute;       /* under the GIL */
+    if (attribute == NULL) {
+        attribute = PyUnicode_InternFromString("__pmem_volatile__");
+        if (attribute == NULL) {
+            return -1;
+        }
+    }
+    PyObject *skip = NULL;
+    if (PyObject_GetOptionalAttr((PyObject *)Py_TYPE(v), attribute,
+                                 &skip) < 0)
+    {
+        return -1;
+    }
+    if (skip != NULL && !PyTuple_Check(skip)) {
+        Py_CLEAR(skip);
+    }
     for (PyTypeObject *tp = Py_TYPE(v);
          tp != NULL && PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE);
          tp = tp->tp_base)
     {
         PyMemberDef *mp = _PyStorage_HeapTypeMembers(tp);
         for (Py_ssize_t i = 0; i < Py_SIZE(tp); i++, mp++) {
-            if (mp->type == T_OBJECT_EX) {
+            int volatile_slot = 0;
+            for (Py_ssize_t k = 0; skip != NULL
+                                   && k < PyTuple_GET_SIZE(skip); k++)
+            {
+                PyObject *name = PyTuple_GET_ITEM(skip, k);
+                volatile_slot |= PyUnicode_Check(name)
+                    && PyUnicode_CompareWithASCIIString(name, mp->name) == 0;
+            }
+            if (mp->type == T_OBJECT_EX && !volatile_slot) {
                 int r = visit((PyObject **)((char *)v + mp->offset), arg);
                 if (r) {
+                    Py_XDECREF(skip);
                     return r;
                 }
             }
         }
     }
+    Py_XDECREF(skip);
     return 0;
 }
 
@@ -527,8 +576,13 @@ static int check_value(PyObject *v, PyStorageManager *sm, int exclusive);
 static int
 check_slot(PyObject **slot, void *arg)
 {
+    /* A part is exclusive when the path to its holder is and the holder
+       holds its only reference (a mutable held by a slot and by a
+       variable is shared: moving it would split it in two). */
     check_state *st = (check_state *)arg;
-    return *slot == NULL ? 0 : check_value(*slot, st->sm, st->exclusive);
+    return *slot == NULL ? 0 : check_value(*slot, st->sm,
+                                           st->exclusive
+                                           && Py_REFCNT(*slot) == 1);
 }
 
 /* The same, for _PyStorage_VisitSlots(). */
@@ -728,6 +782,16 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
         value = holds_nothing(v, base);
         if (value < 0) {
             return -1;
+        }
+    }
+    if (!value && tp != base) {
+        value = is_value_class(tp);
+        if (value < 0) {
+            return -1;
+        }
+        if (value) {
+            /* Copied: its parts as a moved instance's are. */
+            exclusive = 1;
         }
     }
     if (!value && (owner != NULL || !exclusive)) {

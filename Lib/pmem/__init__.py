@@ -183,6 +183,7 @@ else:
     MemoryKind = _memkind.Kind
 
 __all__ = ["open", "Pool", "PoolError", "Placeholder", "MissingReference",
+           "value",
            "placeholder_attributes", "storage_of", "current_pool",
            "transaction", "NotPersistedWarning", "PersistentDict",
            "PersistentList", "PersistentSet", "PersistentByteArray",
@@ -327,6 +328,19 @@ def placeholder_attributes(placeholder):
     except AttributeError:
         pass
     return attrs
+
+
+def value(cls):
+    """Class decorator: cls's instances are values, immutable once made
+    (as fractions.Fraction, uuid.UUID and pathlib.PurePath are).  A pool
+    copies such an instance when it is stored, whether or not something
+    else refers to it, where it would move an instance of another class
+    (and refuse a shared one).  It sets cls.__pmem_value__ = True, which
+    subclasses inherit.  A class may also name, in __pmem_volatile__, the
+    slots that cache what differs between processes (a hash of a str):
+    a pool neither stores nor keeps them."""
+    cls.__pmem_value__ = True
+    return cls
 
 
 class MissingReference:

@@ -6,6 +6,7 @@
  */
 
 #include "pool.h"
+#include "descrobject.h"          // PyMemberDescrObject
 
 /* --- the open pass ------------------------------------------------------- */
 
@@ -243,6 +244,37 @@ place_instance(open_state *st, alloc_item *item, PyTypeObject *type)
     return 0;
 }
 
+/* The volatile slots of a class (those its __pmem_volatile__ names: a
+   process's caches, which the store rule does not store, and which an
+   earlier build's pool may hold): up to 4 offsets in off; their number,
+   or -1 with an exception set. */
+#define MAX_VOLATILE_SLOTS 4
+static int
+volatile_slots(PyTypeObject *type, Py_ssize_t *off)
+{
+    PyObject *names = NULL;
+    if (PyObject_GetOptionalAttrString((PyObject *)type, "__pmem_volatile__",
+                                       &names) < 0)
+    {
+        return -1;
+    }
+    int n = 0;
+    for (Py_ssize_t k = 0; names != NULL && PyTuple_Check(names)
+                           && k < PyTuple_GET_SIZE(names)
+                           && n < MAX_VOLATILE_SLOTS; k++)
+    {
+        PyObject *descr = _PyType_Lookup(type, PyTuple_GET_ITEM(names, k));
+        if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+            PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+            if (m->type == Py_T_OBJECT_EX) {
+                off[n++] = m->offset;
+            }
+        }
+    }
+    Py_XDECREF(names);
+    return n;
+}
+
 /* The instances of user classes get their class from the pool's type
    table ("module:qualname layout" strs): imported, or a placeholder of
    the layout (_PyPmem_ClassOfEntry()), checked against the block it must
@@ -263,6 +295,19 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
             return -1;
         }
     }
+    /* By index: the volatile slots of its class, -1 until known. */
+    struct {
+        int n;
+        Py_ssize_t off[MAX_VOLATILE_SLOTS];
+    } *slots = PyMem_RawMalloc((size_t)(ntypes + 1) * sizeof(*slots));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < ntypes; i++) {
+        slots[i].n = -1;
+    }
+    int r = -1;
     for (size_t i = 0; i < n; i++) {
         uint64_t code = items[i].code;
         if (code < POOL_INSTANCE) {
@@ -272,20 +317,42 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
             PyErr_Format(p->error, "pool %R is corrupt: an object of type "
                          "code %llu, which no class has", p->path,
                          (unsigned long long)code);
-            return -1;
+            goto done;
         }
         Py_ssize_t index = (Py_ssize_t)(code - POOL_INSTANCE);
         if (PyList_GET_ITEM(p->classes, index) == Py_None
             && resolve_entry(st, table, index) < 0)
         {
-            return -1;
+            goto done;
         }
-        PyObject *type = PyList_GET_ITEM(p->classes, index);
-        if (place_instance(st, &items[i], (PyTypeObject *)type) < 0) {
-            return -1;
+        PyTypeObject *type = (PyTypeObject *)PyList_GET_ITEM(p->classes,
+                                                             index);
+        if (place_instance(st, &items[i], type) < 0) {
+            goto done;
+        }
+        if (slots[index].n < 0) {
+            slots[index].n = volatile_slots(type, slots[index].off);
+            if (slots[index].n < 0) {
+                goto done;
+            }
+        }
+        /* Forgotten: what they held is unreachable, and freed. */
+        PyObject *op = (PyObject *)(items[i].block
+                                    + PyStorage_PreHeaderSize(type));
+        for (int k = 0; k < slots[index].n; k++) {
+            PyObject **slot = (PyObject **)((char *)op + slots[index].off[k]);
+            if (*slot != NULL
+                && (size_t)slots[index].off[k] < (size_t)type->tp_basicsize)
+            {
+                *slot = NULL;
+                pmemobj_persist(p->pop, slot, sizeof(*slot));
+            }
         }
     }
-    return 0;
+    r = 0;
+done:
+    PyMem_RawFree(slots);
+    return r;
 }
 
 /* The bases the pool's pointers may be relative to, when it maps
