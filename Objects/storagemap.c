@@ -449,6 +449,15 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
     while (PyType_HasFeature(base, Py_TPFLAGS_HEAPTYPE)) {
         base = base->tp_base;
     }
+    if (base != tp && base != &PyDict_Type) {
+        /* A module's heap type of a known kind (decimal.Decimal) is not
+           a class statement's: its own layout. */
+        int kind = _PyStorage_KindOf(tp);
+        if (kind >= 0) {
+            EXTENT(op, (size_t)tp->tp_basicsize);
+            return visit_value(op, visit, arg, check);
+        }
+    }
     /* A compact str is smaller than a str's basic size (str_size()). */
     EXTENT(op, tp == &PyUnicode_Type ? sizeof(PyASCIIObject)
                                      : (size_t)tp->tp_basicsize);

@@ -355,11 +355,12 @@ holds_nothing(PyObject *v, PyTypeObject *base)
 
 /* "module:qualname" of v, a class or a function, when that name finds v
    in this process (its module loaded): a pool refers to it, as pickle
-   does (a defaultdict's factory, a class kept as a value).  TypeError
-   when it does not (a lambda, a function or class made in a function).
-   A new str, or NULL with an exception set. */
+   does (a defaultdict's factory, a class kept as a value).  When it does
+   not (a lambda, a function or class made in a function), NULL with
+   *why set to the reason to refuse it; NULL with an exception set when
+   this process fails. */
 static PyObject *
-code_reference_name(PyObject *v)
+code_reference_name(PyObject *v, const char **why)
 {
     PyObject *module = NULL, *qualname = NULL, *result = NULL;
     if (PyObject_GetOptionalAttr(v, &_Py_ID(__module__), &module) < 0
@@ -388,12 +389,10 @@ code_reference_name(PyObject *v)
         result = PyUnicode_FromFormat("%U:%U", module, qualname);
     }
     else {
-        PyErr_Format(PyExc_TypeError, "cannot store %R in persistent "
-                     "storage: a class or a function is stored as a "
-                     "reference, found again by module and qualified name, "
-                     "and this one is not where they say (a lambda, or one "
-                     "made inside a function?): define it at module level",
-                     v);
+        *why = "a class or a function is stored as a reference, found "
+               "again by module and qualified name, and this one is not "
+               "where they say (a lambda, a method of an object, or one "
+               "made inside a function?): define it at module level";
     }
     Py_XDECREF(obj);
 done:
@@ -405,15 +404,18 @@ done:
 /* The name by which every process finds v, when v is an object that a
    persistent manager refers to rather than copies: an enum member (its
    class's member, by the class's module and qualified name: "module:
-   qualname.NAME"), or datetime.timezone.utc (a static object of the
-   datetime module).  A new str; NULL without an exception for any other
-   object; NULL with one set when this process fails. */
+   qualname.NAME", or a combination of flags, "module:qualname(6)"), a
+   class or a function (code_reference_name()), or datetime.timezone.utc
+   (a static object of the datetime module).  A new str; NULL with *why
+   set when v is such an object that no name finds (refused, for that
+   reason); NULL for any other object; NULL with an exception set when
+   this process fails. */
 static PyObject *
-reference_name(PyObject *v)
+reference_name(PyObject *v, const char **why)
 {
     PyTypeObject *tp = Py_TYPE(v);
     if (PyType_Check(v) || PyFunction_Check(v) || PyCFunction_Check(v)) {
-        return code_reference_name(v);
+        return code_reference_name(v, why);
     }
     if (!PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
         if (_PyStorage_KindOf(tp) != _PyStorage_KIND_TIMEZONE) {
@@ -448,11 +450,10 @@ reference_name(PyObject *v)
         return NULL;
     }
     if (!_PyStorage_IsFindableClass(tp)) {
-        PyErr_Format(PyExc_TypeError, "cannot store %R in persistent "
-                     "storage: an enum member is stored as a reference to "
-                     "its class's member, and its class is not where its "
-                     "module and qualified name say (one defined inside a "
-                     "function?): define it at module level", v);
+        *why = "an enum member is stored as a reference to its class's "
+               "member, and its class is not where its module and "
+               "qualified name say (one defined inside a function?): "
+               "define it at module level";
         return NULL;
     }
     PyObject *module = PyDict_GetItemWithError(tp->tp_dict,
@@ -492,10 +493,9 @@ reference_name(PyObject *v)
                            || PyErr_ExceptionMatches(PyExc_Exception)))
     {
         PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "cannot store %R in persistent "
-                     "storage: an enum member is stored as a reference to "
-                     "its class's member, found again by name or by its "
-                     "int value, and this one is neither", v);
+        *why = "an enum member is stored as a reference to its class's "
+               "member, found again by name or by its int value, and this "
+               "one is neither";
     }
     return result;
 }
@@ -761,12 +761,16 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
     if (owner == sm) {
         return 0;
     }
-    PyObject *name = reference_name(v);
+    const char *why = NULL;
+    PyObject *name = reference_name(v, &why);
     if (name != NULL) {
         Py_DECREF(name);
         return sm->refer != NULL ? 0 : refuse(
             v, sm, "it is an object that every process finds by name, "
                    "which this storage cannot refer to");
+    }
+    if (why != NULL) {
+        return refuse(v, sm, why);
     }
     if (PyErr_Occurred()) {
         return -1;
@@ -1287,7 +1291,8 @@ copy_value(PyObject *v, PyStorageManager *sm)
     if (_PyStorage_IsStatic(v) || _PyStorage_Lookup(v) == sm) {
         return Py_NewRef(v);
     }
-    PyObject *name = reference_name(v);
+    const char *why = NULL;
+    PyObject *name = reference_name(v, &why);
     if (name != NULL) {
         /* Referred to: it lives as long as the process. */
         int r = sm->refer(sm, v, name);

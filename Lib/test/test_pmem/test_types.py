@@ -49,6 +49,7 @@ import contextlib
 import gc
 import collections
 import datetime
+import decimal
 import enum
 import importlib
 import io
@@ -103,6 +104,9 @@ VALUE_PARTS = {
     datetime.datetime: lambda d: [d.tzinfo],
     datetime.timedelta: lambda d: [],
     datetime.timezone: lambda z: [z.utcoffset(None), z.tzname(None)],
+    decimal.Decimal: lambda d: [],
+    collections.defaultdict: lambda d: [d.default_factory, *d.keys(),
+                                        *d.values()],
 }
 SUPPORTED = frozenset({type(None), bool, int, float, complex, str, bytes,
                        tuple, frozenset, dict, list, set, bytearray,
@@ -394,6 +398,12 @@ def describe(obj, memo=None, depth=0):
         return "{" + ", ".join(f"{d(k)}: {d(v)}" for k, v in obj.items()) + "}"
     if tp in (set, frozenset):
         return f"{tp.__name__}({{{elements(obj)}}})"
+    if tp is collections.defaultdict:
+        return (f"defaultdict({d(obj.default_factory)}, "
+                f"{d(dict(obj))})")
+    if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
+        # A reference, by name (its repr may hold an address).
+        return f"<{getattr(obj, '__module__', '?')}:{obj.__qualname__}>"
     if tp is bytearray or tp in VALUE_PARTS or is_reference(obj):
         return repr(obj)
     if layout(tp) == "C":
@@ -428,10 +438,16 @@ def describe(obj, memo=None, depth=0):
 
 def is_reference(obj):
     """Whether a pool stores obj as a reference to an object that every
-    process finds by name (an enum member, datetime.timezone.utc): not
-    looked into, and the same object when read back."""
-    return (isinstance(type(obj), enum.EnumType)
-            or obj is datetime.timezone.utc)
+    process finds by name (an enum member, datetime.timezone.utc, a class,
+    a function): not looked into, and the same object when read back."""
+    return (refers_to(type(obj)) or obj is datetime.timezone.utc)
+
+
+def refers_to(tp):
+    """Whether a pool stores the objects of type tp, when it takes them,
+    as references: enum members, classes, functions."""
+    return (isinstance(tp, enum.EnumType) or issubclass(tp, type)
+            or tp in (types.FunctionType, types.BuiltinFunctionType))
 
 
 def reachable_types(obj, limit=20000):
@@ -723,7 +739,7 @@ def writer(job):
                 modules.update(tp.__module__ for tp in held)
                 record["C"] = sorted(type_name(tp) for tp in held
                                      if layout(tp) == "C"
-                                     and not isinstance(tp, enum.EnumType))
+                                     and not refers_to(tp))
                 after = describe(stored)
                 tp = type(stored)
                 del stored
@@ -1347,7 +1363,7 @@ class FocusedTests(unittest.TestCase):
         # A thread's attributes are inline values (no dict made yet): each
         # is checked, and the first that a manager cannot hold refused.
         self.assertRefused("threading.Thread(target=print)",
-                           "builtin_function_or_method", ["threading"])
+                           "_ThreadHandle", ["threading"])
 
     def test_struct(self):
         self.assertRefused("struct.Struct('i')", "Struct", ["struct"])
