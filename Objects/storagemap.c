@@ -418,7 +418,7 @@ visit_value(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
         if (check) {
             VISIT(&d->dec.data, _PyStorage_SLOT_INTERIOR);
             if (!(d->dec.flags & _PyStorage_MPD_STATIC_DATA)
-                || d->dec.data != d->data || d->dec.len < 1
+                || d->dec.data != d->data || d->dec.len < 0
                 || d->dec.alloc < Py_MAX(d->dec.len, 4))
             {
                 EXTENT(op, SIZE_MAX);

@@ -401,6 +401,31 @@ done:
     return result;
 }
 
+/* A zoneinfo.ZoneInfo: the zone of its key, as ZoneInfo(key) gives it
+   (the class keeps one instance per key): "zoneinfo:ZoneInfo('Europe/
+   Paris')".  One made otherwise (from a file, or with no_cache) has no
+   name.  As reference_name(). */
+static PyObject *
+zoneinfo_reference_name(PyObject *v, const char **why)
+{
+    PyObject *key = PyObject_GetAttrString(v, "key");
+    PyObject *again = (key == NULL || !PyUnicode_CheckExact(key)) ? NULL
+                      : PyObject_CallOneArg((PyObject *)Py_TYPE(v), key);
+    PyObject *result = NULL;
+    if (again == v) {
+        result = PyUnicode_FromFormat("zoneinfo:ZoneInfo(%R)", key);
+    }
+    else if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_Clear();
+        *why = "a ZoneInfo is stored as a reference to the zone of its "
+               "key, as ZoneInfo(key) gives it, and this one was made "
+               "otherwise (ZoneInfo.from_file(), ZoneInfo.no_cache())";
+    }
+    Py_XDECREF(again);
+    Py_XDECREF(key);
+    return result;
+}
+
 /* The name by which every process finds v, when v is an object that a
    persistent manager refers to rather than copies: an enum member (its
    class's member, by the class's module and qualified name: "module:
@@ -428,6 +453,9 @@ reference_name(PyObject *v, const char **why)
         }
         return v == api->TimeZone_UTC
                ? PyUnicode_FromString("datetime:timezone.utc") : NULL;
+    }
+    if (strcmp(tp->tp_name, "zoneinfo.ZoneInfo") == 0) {
+        return zoneinfo_reference_name(v, why);
     }
     /* An enum member: its class's metaclass is enum.EnumType (the enum
        module is loaded, then). */

@@ -148,6 +148,7 @@ transactions; storage_of(obj) tells where an object lives::
         table = dict()
 """
 
+import ast
 import builtins
 import os
 import pkgutil
@@ -365,11 +366,12 @@ class MissingReference:
 
 def _find_reference(name):
     """The object of a pool's reference: "module:qualname.attr" (an enum
-    member, datetime.timezone.utc) or "module:qualname(value)" (a
-    combination of flags, which its class makes again)."""
+    member, a class, a function, datetime.timezone.utc) or
+    "module:qualname(literal)" (what the class gives for that argument:
+    a combination of flags, the ZoneInfo of a key)."""
     if name.endswith(")"):
-        where, _, value = name[:-1].partition("(")
-        return pkgutil.resolve_name(where)(int(value))
+        where, _, argument = name[:-1].partition("(")
+        return pkgutil.resolve_name(where)(ast.literal_eval(argument))
     return pkgutil.resolve_name(name)
 
 

@@ -447,7 +447,8 @@ def refers_to(tp):
     """Whether a pool stores the objects of type tp, when it takes them,
     as references: enum members, classes, functions."""
     return (isinstance(tp, enum.EnumType) or issubclass(tp, type)
-            or tp in (types.FunctionType, types.BuiltinFunctionType))
+            or tp in (types.FunctionType, types.BuiltinFunctionType)
+            or type_name(tp) == "zoneinfo.ZoneInfo")
 
 
 def reachable_types(obj, limit=20000):
@@ -1390,9 +1391,13 @@ class FocusedTests(unittest.TestCase):
 
     @unittest.skipIf(zoneinfo is None, "needs zoneinfo")
     def test_zoneinfo_tzinfo(self):
-        self.assertRefused("datetime.datetime(2024, 1, 2, tzinfo="
-                           "zoneinfo.ZoneInfo('UTC'))", "ZoneInfo",
-                           ["datetime", "zoneinfo"])
+        # A reference to the zone of its key; one not made by ZoneInfo(key)
+        # has no name to find it by.
+        self.assertRoundTrip("datetime.datetime(2024, 1, 2, tzinfo="
+                             "zoneinfo.ZoneInfo('UTC'))",
+                             imports=["datetime", "zoneinfo"])
+        self.assertRefused("zoneinfo.ZoneInfo.no_cache('UTC')", "ZoneInfo",
+                           ["zoneinfo"])
 
     def test_range_and_slice(self):
         self.assertRoundTrip("range(3, 100, 7)", "range(2 ** 70)",
