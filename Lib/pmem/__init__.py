@@ -23,25 +23,35 @@ What a pool holds:
   ==========================  =========================================
   None, True, False, ...,     referenced: static objects of the
   small ints, 1-char strs     interpreter, never copied
+  enum members, classes,      referenced by name ("module:qualname"):
+  functions,                  the same object in every process
+  datetime.timezone.utc,      (pmem.MissingReference when the name is
+  zoneinfo.ZoneInfo(key)      not found)
   int, float, complex, str,   copied in (a tuple or frozenset with its
-  bytes, tuple, frozenset     items, which must be held as well)
-  dict, list, set, bytearray  moved in when nothing else refers to
-                              them; refused when shared
+  bytes, tuple, frozenset,    items, which must be held as well)
+  range, slice, date, time,
+  datetime, timedelta,
+  timezone, decimal.Decimal
+  Fraction, UUID, PurePath,   copied in, shared or not: classes whose
+  ipaddress objects           instances are values (pmem.value())
+  dict, list, set, bytearray, moved in when nothing else refers to
+  collections.defaultdict     them; refused when shared
   instances of classes made   moved in like containers, their __dict__
   by class statements over    and __slots__ with them; found again by
-  object                      "module:qualname" (pool.unresolved() and
-                              pmem.Placeholder when the class is
-                              missing)
+  object or one of the        "module:qualname" (pool.unresolved() and
+  builtins above (named       pmem.Placeholder when the class is
+  tuples, Counter, a str or   missing).  An instance of a subclass of
+  dict subclass)              an immutable builtin that holds nothing
+                              of its own (a named tuple) is copied
   anything else               refused with TypeError, naming the type:
-                              e.g. datetime, Decimal, range, slice,
-                              enum members, subclasses of builtins
-                              (named tuples included), Counter,
-                              OrderedDict, defaultdict, deque, dict
-                              views, array.array, functools.partial
+                              e.g. OrderedDict, deque, dict views,
+                              array.array, functools.partial, a lambda
   ==========================  =========================================
 
-An instance is copied as it is, with whatever it caches: a cached hash
-of a str (pathlib.PurePath's) is that of the process that stored it.
+A class may name, in __pmem_volatile__, slots that cache what differs
+between processes (pathlib.PurePath's hash of a str): a pool neither
+stores nor keeps them.  An instance is otherwise copied as it is, with
+whatever else it caches.
 
 Transactions in detail:
 
