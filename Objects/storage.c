@@ -993,11 +993,19 @@ _PyStorage_KindOf(PyTypeObject *tp)
 }
 
 
+/* The references that _PyStorage_KeepForever() gives: more than a pool
+   can ever drop without having counted them (its pointers of another
+   process, those that an undo brings back), and below where a count
+   looks immortal (2**31).  Not immortality itself: an immortal str must
+   be interned (the debug build checks), and a str subclass's instance
+   (an enum.StrEnum member) cannot be. */
+#define KEPT_FOREVER ((Py_ssize_t)1 << 30)
+
 void
 _PyStorage_KeepForever(PyObject *op)
 {
-    if (!_Py_IsImmortal(op)) {
-        _Py_SetImmortal(op);
+    if (!_Py_IsImmortal(op) && Py_REFCNT(op) < KEPT_FOREVER) {
+        _Py_RefcntAdd(op, KEPT_FOREVER);
     }
 }
 

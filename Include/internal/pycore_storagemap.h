@@ -93,7 +93,7 @@ PyAPI_FUNC(PyTypeObject *) _PyStorage_TypeOfKind(int kind);
 /* op, which a persistent manager's objects refer to by name (see the
    refer hook of Include/cpython/storage.h), lives as long as the process:
    the manager may point to it at any time, and never counts its
-   references.  (It is made immortal.) */
+   references.  (It gets 2**30 references that nothing gives back.) */
 PyAPI_FUNC(void) _PyStorage_KeepForever(PyObject *op);
 
 /* The slot of op's dict (NULL for none), read without making a dict:
