@@ -20,10 +20,12 @@ import gc
 import heapq
 import inspect
 import io
+import random
 import struct
 import sys
 import unittest
 from test.support import import_helper
+from test.test_pmem import stdlib_changes
 from test.support.script_helper import assert_python_ok
 
 _teststorage = import_helper.import_module("_teststorage")
@@ -125,6 +127,13 @@ COVERED = {
         "STORE_ATTR_INSTANCE_VALUE, STORE_ATTR_WITH_HINT, STORE_ATTR_SLOT "
         "(specialized for DRAM objects only; they deopt for a managed "
         "object or dict)",
+    ],
+    "collections": [
+        "subclasses of dict, list and set written in Python, Counter (its "
+        "update() through _collections._count_elements), defaultdict "
+        "(__missing__: defdict_missing, default_factory: PyMember_SetOne): "
+        "every public method that changes one, as "
+        "test.test_pmem.stdlib_changes lists them",
     ],
 }
 
@@ -905,6 +914,29 @@ class Slotted:
     def __init__(self, a, b):
         self.a = a
         self.b = b
+
+
+class CollectionsHookTests(ArenaTestCase):
+    """The mutable kinds that a pool holds beyond the builtins -- Python's
+    subclasses of dict, list and set, Counter, defaultdict -- change
+    through the builtins' hooked code: every public method that changes
+    one (stdlib_changes.CHANGES), each on an arena object and its DRAM
+    twin, with several arguments."""
+
+    def test_every_change(self):
+        for name, changes in stdlib_changes.CHANGES.items():
+            make = stdlib_changes.MUTABLES[name]
+            for change in changes:
+                for seed in range(4):
+                    with self.subTest(kind=name, change=change.__name__,
+                                      seed=seed):
+                        ours, theirs = placed(self.arena, make), make()
+                        self.assertIs(type(ours), type(theirs))
+                        self.run_both(
+                            lambda x: change(x, random.Random(seed)),
+                            ours, theirs)
+                        self.assertTrue(stdlib_changes.same(ours, theirs),
+                                        f"{ours!r} != {theirs!r}")
 
 
 class FreeListTests(ArenaTestCase):

@@ -144,6 +144,33 @@ ns.text = "h\\u00e9llo w\\u00f6rld"
 ns.none = None
 """
 
+# Values of the standard library: copies (datetime, Decimal, Fraction, a
+# named tuple), moves (Counter, defaultdict), references (enum members,
+# timezone.utc, a class), recorded in the pool's type table and its table
+# of references.
+STDLIB = """\
+import collections, datetime, decimal, fractions, http, re, urllib.parse
+import uuid
+STDLIB = lambda: {
+    "when": datetime.datetime(2024, 1, 2, 3, 4, tzinfo=datetime.timezone.utc),
+    "span": datetime.timedelta(days=2, seconds=5),
+    "price": decimal.Decimal("-12345678901234567890123456789012345.6789"),
+    "ratio": fractions.Fraction(1, 3),
+    "id": uuid.UUID(int=5),
+    "range": range(3, 90, 7),
+    "status": http.HTTPStatus.OK,
+    "flags": re.IGNORECASE | re.MULTILINE,
+    "url": urllib.parse.urlsplit("https://example.org/a?b"),
+    "count": collections.Counter("hello"),
+    "index": collections.defaultdict(list, a=[1]),
+    "kind": collections.OrderedDict,
+}
+"""
+STDLIB_DATA = STDLIB + """\
+pool = pmem.open(path)
+pool.ns.stdlib = STDLIB()
+"""
+
 # A dict or a list filled up to the last entry before its table grows:
 # found by growing a DRAM one the same way (the code is upstream's).
 DICT_FULL = """\
@@ -418,6 +445,26 @@ pmem.grow(path, 2 * SIZE)
 """
 
 KINDS += [
+    Kind("types", [(DATA, 0)], STDLIB + """\
+pool = pmem.open(path)
+ns = pool.ns
+start()
+ns.stdlib = STDLIB()
+stop()
+""", doc="values of the standard library stored in one transaction: "
+         "copies (datetime, Decimal, Fraction, a named tuple), moves "
+         "(Counter, defaultdict), references (enum members, "
+         "timezone.utc, a class) recorded in the pool's table of "
+         "references, classes entered in its type table"),
+    Kind("types-open-moved", [(DATA, 0), (STDLIB_DATA, 0)], """\
+start()
+pool = pmem.open(path)
+stop()
+assert pool.base == int(os.environ["PMEM_MMAP_HINT"], 16), hex(pool.base)
+""", env={"PMEM_MMAP_HINT": MOVED_HINT},
+         doc="an open at another address of a pool that holds them: "
+             "references found by name again and their pointers "
+             "rewritten, a Decimal's interior pointer moved"),
     Kind("grow", [(DATA, 0)], """\
 start()
 sizes = pmem.grow(path, 2 * SIZE)
