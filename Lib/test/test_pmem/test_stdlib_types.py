@@ -254,6 +254,12 @@ class StdlibTypesTests(PoolTestCase):
                     """, hash_seed=seed + 100, hint="0x610000000000")
                 self.assertEqual(json.loads(out), [])
 
+    def test_in_this_process(self):
+        # The same, in this process (regrtest -R finds what it leaks).
+        path = os.path.join(self.dir, "here.pool")
+        self.assertEqual(store_all(path, 3), [])
+        self.assertEqual(check_all(path), [])
+
     def test_every_kind_is_listed(self):
         # The values of this test are the ones that help(pmem) says a
         # pool holds; a kind added there must be tested here.
