@@ -112,7 +112,13 @@ mark_slot(void **slot, int kind, void *arg)
         return 0;
     }
     if (v < ms->st->lo || v >= ms->st->hi) {
-        /* A static object: immortal, no count to take. */
+        /* A static object: immortal, no count to take.  A reference (an
+           enum member...): counted, as a store into the pool counts it
+           (its count, 2**30 more, never reaches 0 whatever an undo
+           does: _PyStorage_KeepForever()). */
+        if (kind == _PyStorage_SLOT_OBJECT && !_PyStorage_IsStaticTarget(v)) {
+            Py_INCREF((PyObject *)v);
+        }
         return 0;
     }
     if (kind == _PyStorage_SLOT_TABLE) {

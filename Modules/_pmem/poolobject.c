@@ -71,11 +71,26 @@ held_from_outside(repair_state *st)
     return 0;
 }
 
+/* A reference that a pool object gives back when it goes without a
+   deallocation (the pool let go, its garbage collected): to an object
+   outside the pool that is not static (an enum member...), which the
+   open or the store counted. */
 static int
-ignore_slot(void **Py_UNUSED(slot), int Py_UNUSED(kind),
-            void *Py_UNUSED(arg))
+release_ref(void **slot, int kind)
 {
+    char *v = *slot;
+    if (kind == _PyStorage_SLOT_OBJECT && v != NULL
+        && PyStorage_Of(v) == &PyStorage_DRAM && !_PyStorage_IsStaticTarget(v))
+    {
+        Py_DECREF((PyObject *)v);
+    }
     return 0;
+}
+
+static int
+release_ref_slot(void **slot, int kind, void *Py_UNUSED(arg))
+{
+    return release_ref(slot, kind);
 }
 
 /* Let go of a closed pool that nothing outside it holds any more: what
@@ -100,7 +115,7 @@ release_pool(PoolObject *self)
     for (size_t i = 0; !held && i <= st->mask; i++) {
         PyObject *op = st->entries[i].obj;
         if (op != NULL && Py_REFCNT(op) > 0) {
-            (void)_PyPmem_LetGo(op, ignore_slot, NULL);
+            (void)_PyPmem_LetGo(op, release_ref_slot, NULL);
 #ifdef Py_REF_DEBUG
             _Py_RefTotal -= Py_REFCNT(op);
 #endif
@@ -433,8 +448,9 @@ gc_release_slot(void **slot, int kind, void *arg)
         if (e->key != NULL && e->mark) {
             _PyPmem_SetRefcnt((PyObject *)v, Py_REFCNT((PyObject *)v) - 1);
         }
+        return 0;
     }
-    return 0;
+    return release_ref(slot, kind);
 }
 
 /* The objects of p (its tables are not counted); -1 with an exception

@@ -209,7 +209,14 @@ release_slot(void **slot, int kind, void *arg)
         return 0;
     }
     if (v < st->lo || v >= st->hi) {
-        return 0;       /* a static object: immortal */
+        /* A static object: immortal; a reference (an enum member...):
+           the count that the store took, given back. */
+        if (kind == _PyStorage_SLOT_OBJECT
+            && !_PyStorage_IsStaticTarget(v))
+        {
+            Py_DECREF((PyObject *)v);
+        }
+        return 0;
     }
     alloc_entry *e = _PyPmem_FindAlloc(st, v);
     if (e->key == NULL || e->dead == 2) {
