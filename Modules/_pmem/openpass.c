@@ -320,10 +320,14 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
             continue;
         }
         if (code - POOL_INSTANCE >= (uint64_t)ntypes) {
-            PyErr_Format(p->error, "pool %R is corrupt: an object of type "
-                         "code %llu, which no class has", p->path,
-                         (unsigned long long)code);
-            goto done;
+            /* The instance of a class that a transaction entered in the
+               type table, killed before its commit: the entry was undone,
+               the block (an atomic allocation) was not.  Garbage, freed
+               with the rest unless something reachable points to it
+               (then the pointer lands on no object: corrupt). */
+            alloc_entry *e = _PyPmem_FindAlloc(st, items[i].block);
+            e->key = e->block = items[i].block;
+            continue;
         }
         Py_ssize_t index = (Py_ssize_t)(code - POOL_INSTANCE);
         if (PyList_GET_ITEM(p->classes, index) == Py_None
