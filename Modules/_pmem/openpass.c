@@ -116,7 +116,9 @@ mark_slot(void **slot, int kind, void *arg)
            enum member...): counted, as a store into the pool counts it
            (its count, 2**30 more, never reaches 0 whatever an undo
            does: _PyStorage_KeepForever()). */
-        if (kind == _PyStorage_SLOT_OBJECT && !_PyStorage_IsStaticTarget(v)) {
+        if (kind == _PyStorage_SLOT_OBJECT
+            && _PyPmem_IsRef(ms->st->pool, v))
+        {
             Py_INCREF((PyObject *)v);
         }
         return 0;

@@ -458,6 +458,7 @@ int _PyPmem_Refer(PyStorageManager *sm, PyObject *obj, PyObject *name);
 int _PyPmem_ReadRefs(open_state *st, PyObject *table);
 void _PyPmem_RefsMoved(open_state *st);
 char *_PyPmem_FindRef(open_state *st, char *from);
+int _PyPmem_IsRef(PoolObject *p, const void *v);
 
 /* undo.c: the reference counts around an abort */
 repair_state *_PyPmem_RepairPrepare(PoolObject *p, size_t from,

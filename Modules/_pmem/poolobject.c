@@ -76,21 +76,19 @@ held_from_outside(repair_state *st)
    outside the pool that is not static (an enum member...), which the
    open or the store counted. */
 static int
-release_ref(void **slot, int kind)
+release_ref(PoolObject *p, void **slot, int kind)
 {
     char *v = *slot;
-    if (kind == _PyStorage_SLOT_OBJECT && v != NULL
-        && PyStorage_Of(v) == &PyStorage_DRAM && !_PyStorage_IsStaticTarget(v))
-    {
+    if (kind == _PyStorage_SLOT_OBJECT && v != NULL && _PyPmem_IsRef(p, v)) {
         Py_DECREF((PyObject *)v);
     }
     return 0;
 }
 
 static int
-release_ref_slot(void **slot, int kind, void *Py_UNUSED(arg))
+release_ref_slot(void **slot, int kind, void *arg)
 {
-    return release_ref(slot, kind);
+    return release_ref((PoolObject *)arg, slot, kind);
 }
 
 /* Let go of a closed pool that nothing outside it holds any more: what
@@ -115,7 +113,7 @@ release_pool(PoolObject *self)
     for (size_t i = 0; !held && i <= st->mask; i++) {
         PyObject *op = st->entries[i].obj;
         if (op != NULL && Py_REFCNT(op) > 0) {
-            (void)_PyPmem_LetGo(op, release_ref_slot, NULL);
+            (void)_PyPmem_LetGo(op, release_ref_slot, self);
 #ifdef Py_REF_DEBUG
             _Py_RefTotal -= Py_REFCNT(op);
 #endif
@@ -450,7 +448,7 @@ gc_release_slot(void **slot, int kind, void *arg)
         }
         return 0;
     }
-    return release_ref(slot, kind);
+    return release_ref(st->pool, slot, kind);
 }
 
 /* The objects of p (its tables are not counted); -1 with an exception
@@ -772,7 +770,18 @@ pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
         Py_DECREF(by_type);
         return NULL;
     }
-    return Py_BuildValue("{sn sn sn sn sn sn sN}", "objects", objects,
+    /* The pool's own records, among the objects: the type table and its
+       names, the table of references.  They only grow: a transaction
+       that a crash undid may have left a name or a record in them (a
+       value is copied in one transaction, stored by another). */
+    Py_ssize_t records = 0;
+    if (self->root->types != 0) {
+        records += 1 + PyList_GET_SIZE(
+            (PyObject *)((char *)self->pop + self->root->types));
+    }
+    records += self->root->refs != 0;
+    return Py_BuildValue("{sn sn sn sn sn sn sn sN}", "objects", objects,
+                         "records", records,
                          "tables", tables, "bytes_used", (Py_ssize_t)used,
                          "bytes_free", (Py_ssize_t)free,
                          "largest_free", (Py_ssize_t)largest,
@@ -826,9 +835,11 @@ static PyMethodDef pool_methods[] = {
      "one found with the layout that the pool recorded become its "
      "instances.  The names resolved, sorted."},
     {"stats", (PyCFunction)pool_stats, METH_NOARGS,
-     "{objects, tables, bytes_used, bytes_free, largest_free, pool_size, "
-     "by_type}: the objects and bytes in use (by type name: [count, "
-     "bytes]); bytes_free is what blocks of any size can use, at most "
+     "{objects, records, tables, bytes_used, bytes_free, largest_free, "
+     "pool_size, by_type}: the objects and bytes in use (by type name: "
+     "[count, bytes]); records, of the objects, are the pool's records of "
+     "classes and references; bytes_free is what blocks of any size can "
+     "use, at most "
      "largest_free in one; the rest of pool_size is libpmemobj's metadata "
      "and room for small objects only."},
     {NULL}

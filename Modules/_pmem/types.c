@@ -829,6 +829,22 @@ _PyPmem_ReadRefs(open_state *st, PyObject *table)
     return 0;
 }
 
+int
+_PyPmem_IsRef(PoolObject *p, const void *v)
+{
+    if (PyDict_GET_SIZE(p->refs) == 0) {
+        return 0;
+    }
+    PyObject *address = PyLong_FromVoidPtr((void *)v);
+    int r = address == NULL ? -1 : PyDict_Contains(p->refs, address);
+    Py_XDECREF(address);
+    if (r < 0) {
+        PyErr_Clear();            /* (out of memory: not counted) */
+        return 0;
+    }
+    return r;
+}
+
 char *
 _PyPmem_FindRef(open_state *st, char *from)
 {

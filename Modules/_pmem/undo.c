@@ -210,10 +210,9 @@ release_slot(void **slot, int kind, void *arg)
     }
     if (v < st->lo || v >= st->hi) {
         /* A static object: immortal; a reference (an enum member...):
-           the count that the store took, given back. */
-        if (kind == _PyStorage_SLOT_OBJECT
-            && !_PyStorage_IsStaticTarget(v))
-        {
+           the count that the store took, given back.  (What an undo
+           left in a block made by the transaction may be anything.) */
+        if (kind == _PyStorage_SLOT_OBJECT && _PyPmem_IsRef(st->pool, v)) {
             Py_DECREF((PyObject *)v);
         }
         return 0;

@@ -230,7 +230,11 @@ if not os.path.exists(path):
 pool = pmem.open(path, create=False)
 ns = pool.ns
 state = canon(vars(ns))
-objects = pool.stats()["objects"]
+# The pool's records of classes and references only grow, and may keep
+# what a transaction that a crash undid entered (a value is copied by one
+# transaction and stored by another): not counted.
+stats = pool.stats()
+objects = stats["objects"] - stats["records"]
 collected = pool.gc()
 if hasattr(ns, "accounts"):
     money = sum(ns.accounts.values())
