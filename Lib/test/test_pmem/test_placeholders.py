@@ -372,6 +372,45 @@ class PlaceholderTests(unittest.TestCase):
             """)
         self.assertEqual(out, "True [1] True {'a': 1}\n")
 
+    def test_references_wait_for_their_names(self):
+        # An enum member (or a class, a function) is stored as a reference
+        # by name: a process that cannot find the name gets a
+        # pmem.MissingReference that says so, and the next process that
+        # finds it gets the object itself again.
+        self.write_module("colors", """
+            import enum
+            class Color(enum.Enum):
+                RED = 1
+            def pick():
+                return Color.RED
+            """)
+        self.child(f"""
+            import pmem, colors
+            pool = pmem.open({self.path!r}, size={SIZE})
+            pool.ns.c = colors.Color.RED
+            pool.ns.both = [colors.Color.RED, colors.pick, colors.Color]
+            """)
+        out = self.child(f"""
+            import pmem
+            pool = pmem.open({self.path!r})
+            c, both = pool.ns.c, pool.ns.both
+            print(type(c).__name__, c is both[0], repr(c))
+            print(sorted(pool.unresolved()))
+            pool.ns.keep = "a change: the pool is written in this process"
+            """, modules=False)
+        self.assertEqual(out, "MissingReference True <missing reference "
+                              "to colors:Color.RED (No module named "
+                              "'colors')>\n['colors:Color', "
+                              "'colors:Color.RED', 'colors:pick']\n")
+        out = self.child(f"""
+            import pmem, colors
+            pool = pmem.open({self.path!r})
+            ns = pool.ns
+            print(ns.c is colors.Color.RED, ns.both == [colors.Color.RED,
+                  colors.pick, colors.Color], pool.unresolved())
+            """)
+        self.assertEqual(out, "True True {}\n")
+
     def test_tools_read_a_pool_with_placeholders(self):
         self.make_pool()
         env = dict(os.environ, PMEM_IS_PMEM_FORCE="1")
