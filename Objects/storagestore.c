@@ -353,6 +353,27 @@ holds_nothing(PyObject *v, PyTypeObject *base)
     return 1;
 }
 
+/* A reference into __main__ is refused: the program that runs next
+   defines its classes and functions only after the pool has opened, if
+   it defines them at all (a placeholder waits for a class of __main__;
+   a reference cannot).  NULL with *why set, for reference_name(). */
+static PyObject *
+refuse_main(PyObject *result, const char **why)
+{
+    if (result != NULL
+        && PyUnicode_Tailmatch(result, &_Py_ID(__main__), 0, 8, -1) == 1
+        && PyUnicode_READ_CHAR(result, 8) == ':')
+    {
+        Py_DECREF(result);
+        *why = "an enum member, a class or a function is stored as a "
+               "reference by module and name, and one of __main__ is not "
+               "there when the next program opens the pool: define it in "
+               "a module (or store a value instead)";
+        return NULL;
+    }
+    return result;
+}
+
 /* "module:qualname" of v, a class or a function, when that name finds v
    in this process (its module loaded): a pool refers to it, as pickle
    does (a defaultdict's factory, a class kept as a value).  When it does
@@ -398,7 +419,7 @@ code_reference_name(PyObject *v, const char **why)
 done:
     Py_XDECREF(module);
     Py_XDECREF(qualname);
-    return result;
+    return refuse_main(result, why);
 }
 
 /* A zoneinfo.ZoneInfo: the zone of its key, as ZoneInfo(key) gives it
@@ -525,7 +546,7 @@ reference_name(PyObject *v, const char **why)
                "member, found again by name or by its int value, and this "
                "one is neither";
     }
-    return result;
+    return refuse_main(result, why);
 }
 
 static int

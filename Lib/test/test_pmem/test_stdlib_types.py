@@ -260,6 +260,27 @@ class StdlibTypesTests(PoolTestCase):
         self.assertEqual(store_all(path, 3), [])
         self.assertEqual(check_all(path), [])
 
+    def test_references_into_main_are_refused(self):
+        # The next program would not find them when it opens the pool
+        # (under -X pmem, such a binding is for its run only).
+        out = run_in_new_process(self, f"""
+            import enum, pmem
+            class Color(enum.Enum):
+                RED = 1
+            def f():
+                pass
+            pool = pmem.open({os.path.join(self.dir, "main.pool")!r},
+                             size={SIZE})
+            for value in (Color.RED, Color, f):
+                try:
+                    pool.ns.x = value
+                except TypeError as exc:
+                    print("__main__" in str(exc), "define it in a module"
+                          in str(exc))
+            print(vars(pool.ns))
+            """)
+        self.assertEqual(out, "True True\n" * 3 + "{}\n")
+
     def test_every_kind_is_listed(self):
         # The values of this test are the ones that help(pmem) says a
         # pool holds; a kind added there must be tested here.
