@@ -837,34 +837,48 @@ load_datetime_types(void)
     return 0;
 }
 
-/* decimal.Decimal, its C implementation's, checked to have the layout of
-   _PyStorage_Decimal: a Decimal of 100 digits (more than its inline
-   words hold) read through it. */
+/* kind's type, attr of module (imported): the C implementation of the
+   layout that persistent storage knows -- its name, its basic size, and
+   what check() finds -- else TypeError.  0, or -1 with an exception set. */
 static int
-load_decimal_type(void)
+load_module_type(int kind, const char *module, const char *attr,
+                 const char *tp_name, size_t size,
+                 int (*check)(PyTypeObject *))
 {
-    if (kind_types[_PyStorage_KIND_DECIMAL] != NULL) {
+    if (kind_types[kind] != NULL) {
         return 0;
     }
-    PyObject *decimal = PyImport_ImportModule("decimal");
-    PyObject *tp = decimal == NULL ? NULL
-                   : PyObject_GetAttrString(decimal, "Decimal");
-    Py_XDECREF(decimal);
+    PyObject *m = PyImport_ImportModule(module);
+    PyObject *tp = m == NULL ? NULL : PyObject_GetAttrString(m, attr);
+    Py_XDECREF(m);
     if (tp == NULL) {
         return -1;
     }
-    PyObject *probe = NULL;
-    int ok = 0;
-    if (PyType_Check(tp)
-        && ((PyTypeObject *)tp)->tp_basicsize
-           == (Py_ssize_t)sizeof(_PyStorage_Decimal)
-        && strcmp(((PyTypeObject *)tp)->tp_name, "decimal.Decimal") == 0)
+    if (!PyType_Check(tp)
+        || ((PyTypeObject *)tp)->tp_basicsize != (Py_ssize_t)size
+        || strcmp(((PyTypeObject *)tp)->tp_name, tp_name) != 0
+        || !check((PyTypeObject *)tp))
     {
-        probe = PyObject_CallFunction(
-            tp, "s", "-1234567890123456789012345678901234567890"
-            "123456789012345678901234567890123456789012345678901234567890E-7");
+        Py_DECREF(tp);
+        PyErr_Format(PyExc_TypeError, "%s is not the C implementation of "
+                     "the layout that persistent storage knows", tp_name);
+        return -1;
     }
-    if (probe != NULL && Py_TYPE(probe) == (PyTypeObject *)tp) {
+    /* (A module's type: the module keeps it; so does this table.) */
+    kind_types[kind] = (PyTypeObject *)tp;
+    return 0;
+}
+
+/* A Decimal of 100 digits (more than its inline words hold), read
+   through _PyStorage_Decimal. */
+static int
+decimal_reads_right(PyTypeObject *tp)
+{
+    PyObject *probe = PyObject_CallFunction(
+        (PyObject *)tp, "s", "-1234567890123456789012345678901234567890"
+        "123456789012345678901234567890123456789012345678901234567890E-7");
+    int ok = 0;
+    if (probe != NULL && Py_TYPE(probe) == tp) {
         _PyStorage_Decimal *d = (_PyStorage_Decimal *)probe;
         ok = (d->dec.flags & 1) == 1 && d->dec.exp == -7
              && d->dec.digits == 100 && d->dec.len == 6
@@ -874,48 +888,29 @@ load_decimal_type(void)
     }
     Py_XDECREF(probe);
     PyErr_Clear();
-    if (!ok) {
-        Py_DECREF(tp);
-        PyErr_SetString(PyExc_TypeError, "decimal.Decimal is not the C "
-                        "implementation of the layout that persistent "
-                        "storage knows");
-        return -1;
-    }
-    /* (A module's type: the module keeps it; so does this table.) */
-    kind_types[_PyStorage_KIND_DECIMAL] = (PyTypeObject *)tp;
-    return 0;
+    return ok;
 }
 
-/* collections.defaultdict: a heap type over dict, with the layout of
-   _PyStorage_DefaultDict. */
+static int
+load_decimal_type(void)
+{
+    return load_module_type(_PyStorage_KIND_DECIMAL, "decimal", "Decimal",
+                            "decimal.Decimal", sizeof(_PyStorage_Decimal),
+                            decimal_reads_right);
+}
+
+static int
+is_over_dict(PyTypeObject *tp)
+{
+    return tp->tp_base == &PyDict_Type;
+}
+
 static int
 load_defaultdict_type(void)
 {
-    if (kind_types[_PyStorage_KIND_DEFAULTDICT] != NULL) {
-        return 0;
-    }
-    PyObject *collections = PyImport_ImportModule("collections");
-    PyObject *tp = collections == NULL ? NULL
-                   : PyObject_GetAttrString(collections, "defaultdict");
-    Py_XDECREF(collections);
-    if (tp == NULL) {
-        return -1;
-    }
-    if (!PyType_Check(tp)
-        || ((PyTypeObject *)tp)->tp_base != &PyDict_Type
-        || ((PyTypeObject *)tp)->tp_basicsize
-           != (Py_ssize_t)sizeof(_PyStorage_DefaultDict)
-        || strcmp(((PyTypeObject *)tp)->tp_name,
-                  "collections.defaultdict") != 0)
-    {
-        Py_DECREF(tp);
-        PyErr_SetString(PyExc_TypeError, "collections.defaultdict is not "
-                        "the C implementation of the layout that persistent "
-                        "storage knows");
-        return -1;
-    }
-    kind_types[_PyStorage_KIND_DEFAULTDICT] = (PyTypeObject *)tp;
-    return 0;
+    return load_module_type(_PyStorage_KIND_DEFAULTDICT, "collections",
+                            "defaultdict", "collections.defaultdict",
+                            sizeof(_PyStorage_DefaultDict), is_over_dict);
 }
 
 PyTypeObject *

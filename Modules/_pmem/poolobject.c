@@ -771,9 +771,10 @@ pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     /* The pool's own records, among the objects: the type table and its
-       names, the table of references.  They only grow: a transaction
-       that a crash undid may have left a name or a record in them (a
-       value is copied in one transaction, stored by another). */
+       names, the table of references.  They only grow (an undo puts
+       back what it took out of them; PyDict_SetItem() copies a value in
+       by one transaction and inserts it by the next): a crash may leave
+       a name or a record that no object uses. */
     Py_ssize_t records = 0;
     if (self->root->types != 0) {
         records += 1 + PyList_GET_SIZE(

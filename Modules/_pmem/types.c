@@ -705,8 +705,8 @@ restore_refs(PoolObject *p)
 }
 
 /* The object that name ("module:qualname.attr", "module:qualname(6)")
-   gives in this process (pmem._find_reference()), made immortal: the
-   pool may point to it at any time.  When it cannot be found, a stand-in
+   gives in this process (pmem._find_reference()), kept for ever
+   (_PyStorage_KeepForever()): the pool may point to it at any time.  When it cannot be found, a stand-in
    that says so (pmem.MissingReference), which the next open replaces if
    the name is found then.  A new reference, or NULL with an exception
    set when this process fails. */
@@ -785,7 +785,7 @@ _PyPmem_ReadRefs(open_state *st, PyObject *table)
         Py_XDECREF(pair);
         Py_XDECREF(address);
         Py_XDECREF(name);
-        Py_XDECREF(obj);      /* immortal */
+        Py_XDECREF(obj);      /* kept for ever */
         if (r < 0) {
             if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
                 PyErr_Format(p->error, "pool %R is corrupt: its table of "

@@ -69,6 +69,10 @@ class Float(float):
     pass
 
 
+class Complex(complex):
+    pass
+
+
 class Bytes(bytes):
     pass
 
@@ -115,6 +119,7 @@ VALUES = {
     "str_subclass": lambda: Str("h\u00e9llo"),
     "int_subclass": lambda: Int(2 ** 70),
     "float_subclass": lambda: Float(1.5),
+    "complex_subclass": lambda: Complex(1, -2),
     "bytes_subclass": lambda: Bytes(b"xy"),
     "tuple_subclass": lambda: Tuple((1, "a")),
     "frozenset_subclass": lambda: FrozenSet({1, "a"}),

@@ -72,6 +72,9 @@ from concurrent.futures import ThreadPoolExecutor
 from test import support
 from test.support import os_helper
 from test.test_pmem import run_in_new_process
+# Subclasses of the immutable builtins (test_types.Str...).
+from test.test_pmem.test_stdlib_types import (  # noqa: F401
+    Bytes, Complex, FrozenSet, Int, Str, Tuple)
 from test.test_pmem.util import FAST_FLUSH, pmem
 
 # The child processes import this module by this name: its classes are
@@ -180,11 +183,6 @@ class SlottedWithDict(WithDict):
         self.extra = 2 ** 70
 
 
-class Str(str):
-    """A subclass of str: a dict of its own (made when an attribute is
-    set), its characters in a table of their own."""
-
-
 class TaggedStr(str):
     __slots__ = ("tag",)
 
@@ -199,28 +197,8 @@ class TaggedStr(str):
     __hash__ = str.__hash__
 
 
-class Int(int):
-    pass
-
-
-class Float(float):
+class SlotlessFloat(float):
     __slots__ = ()
-
-
-class Complex(complex):
-    pass
-
-
-class Bytes(bytes):
-    pass
-
-
-class Tuple(tuple):
-    pass
-
-
-class FrozenSet(frozenset):
-    pass
 
 
 class Dict(dict):
@@ -1416,7 +1394,7 @@ class FocusedTests(unittest.TestCase):
         self.assertRoundTrip(
             "test_types.Str('abc')", "test_types.Str('h\u00e9llo' * 20)",
             "test_types.TaggedStr()", "test_types.Int(2 ** 70)",
-            "test_types.Int(-3)", "test_types.Float(1.5)",
+            "test_types.Int(-3)", "test_types.SlotlessFloat(1.5)",
             "test_types.Complex(1, 2)", "test_types.Bytes(b'xy')",
             "test_types.Tuple((1, [2]))", "test_types.FrozenSet({1, 'a'})",
             "test_types.Pair(1, (2, 'b'))")

@@ -230,9 +230,10 @@ if not os.path.exists(path):
 pool = pmem.open(path, create=False)
 ns = pool.ns
 state = canon(vars(ns))
-# The pool's records of classes and references only grow, and may keep
-# what a transaction that a crash undid entered (a value is copied by one
-# transaction and stored by another): not counted.
+# The pool's records of classes and references only grow (an undo puts
+# back what it took out of them; PyDict_SetItem() copies a value in by
+# one transaction and inserts it by the next), and may keep an entry
+# that a crash left unused: not counted.
 stats = pool.stats()
 objects = stats["objects"] - stats["records"]
 collected = pool.gc()
