@@ -44,6 +44,7 @@ the exit status is 1 when F > 0.
 
 import argparse
 import ast
+import collections
 import concurrent.futures
 import gc
 import json
@@ -84,6 +85,13 @@ class Thing:
         self.name = name
         self.items = items
         self.extra = extra
+
+
+class Label(str):
+    """A subclass of str: its characters in a table of their own."""
+
+
+Point = collections.namedtuple("Point", "x y")
 
 
 class Slotted:
@@ -144,6 +152,24 @@ def make_pool():
         ns.gone[-1].p, ns.gone[-1].q = "p", [ns.gone[0]]
         ns.shared = [1, "shared"]
         ns.holder = {"a": ns.shared, "b": (ns.shared,)}
+        # The standard library's kinds (a Decimal's interior pointer, a
+        # str subclass's characters, a datetime's tzinfo...) and the
+        # references (the root's table of them: enum members, a class,
+        # timezone.utc).
+        import collections, datetime, decimal, fractions, uuid
+        ns.stdlib = [
+            datetime.datetime(2024, 1, 2, 3, 4, 5,
+                              tzinfo=datetime.timezone(
+                                  datetime.timedelta(hours=2), "X")),
+            datetime.date(2024, 2, 29), datetime.timedelta(days=-1),
+            datetime.time(1, 2, tzinfo=datetime.timezone.utc),
+            decimal.Decimal("-1234567890123456789012345678901234567.8"),
+            decimal.Decimal("1.5"), fractions.Fraction(2, 3),
+            range(1, 2 ** 70, 3), slice(1, None, "s"),
+            uuid.UUID(int=7), signal.SIGTERM, collections.Counter("hello"),
+            collections.defaultdict(list, a=[1]), Point(1, "y"),
+            Label("h\u00e9llo"), collections.OrderedDict, len,
+        ]
     base = pool.base
     objects, tables, seen = [], [], set()
 
