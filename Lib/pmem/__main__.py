@@ -30,6 +30,7 @@ prints the old and the new size.
 
 import argparse
 import contextlib
+import enum
 import fcntl
 import json
 import os
@@ -37,6 +38,7 @@ import pprint
 import shutil
 import sys
 import tempfile
+import types
 
 import pmem
 
@@ -175,7 +177,16 @@ def check(pool, args):
 
 def _jsonable(value):
     """value as JSON can show it: sets and tuples as lists, instances as
-    their class and attributes, anything else as its repr()."""
+    their class and attributes, what a pool refers to by name (a class, a
+    function, an enum member) as that name, anything else as its
+    repr()."""
+    if isinstance(value, (type, types.FunctionType,
+                          types.BuiltinFunctionType)):
+        return {"__reference__": f"{value.__module__}:{value.__qualname__}"}
+    if isinstance(type(value), enum.EnumType):
+        cls = type(value)
+        return {"__reference__": f"{cls.__module__}:{cls.__qualname__}."
+                                 f"{value._name_}"}
     if isinstance(value, dict):
         return {str(k) if not isinstance(k, str) else k: _jsonable(v)
                 for k, v in value.items()}
@@ -191,7 +202,7 @@ def _jsonable(value):
         return {"__class__": type(value).__pmem_class__,
                 "__placeholder__": True,
                 **_jsonable(pmem.placeholder_attributes(value))}
-    if hasattr(value, "__dict__"):
+    if isinstance(getattr(value, "__dict__", None), dict):
         cls = type(value)
         return {"__class__": f"{cls.__module__}:{cls.__qualname__}",
                 **_jsonable(vars(value))}

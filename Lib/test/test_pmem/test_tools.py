@@ -44,6 +44,10 @@ class ToolTests(unittest.TestCase):
             pool.ns.blob = b"\\x00\\x01"
             pool.ns.garbage = [[i] for i in range(100)]
             del pool.ns.garbage
+            import collections, decimal, re
+            pool.ns.kinds = [re.IGNORECASE, collections.OrderedDict, len,
+                             decimal.Decimal("1.5"),
+                             collections.Counter("aab")]
             """), PMEM_MMAP_HINT="0x610000000000", **FAST_FLUSH)
 
     def cli(self, *args):
@@ -80,7 +84,8 @@ class ToolTests(unittest.TestCase):
         import json
         info = json.loads(self.cli("info", self.path, "--json").stdout)
         self.assertEqual(info["path"], self.path)
-        self.assertEqual(info["names"], ["blob", "count", "name", "rows"])
+        self.assertEqual(info["names"], ["blob", "count", "kinds", "name",
+                                         "rows"])
         self.assertGreater(info["objects"], 2000)
         rows = json.loads(self.cli("dump", self.path, "rows",
                                    "--json").stdout)
@@ -88,6 +93,12 @@ class ToolTests(unittest.TestCase):
                                    "pt": [7, 2.5]})
         whole = json.loads(self.cli("dump", self.path, "--json").stdout)
         self.assertEqual(whole["blob"], "b'\\x00\\x01'")
+        # What a pool refers to, by its name; a Counter as the dict it is.
+        self.assertEqual(whole["kinds"], [
+            {"__reference__": "re:RegexFlag.IGNORECASE"},
+            {"__reference__": "collections:OrderedDict"},
+            {"__reference__": "builtins:len"}, "Decimal('1.5')",
+            {"a": 2, "b": 1}])
 
     def test_dump_into_head_ends_quietly(self):
         proc = subprocess.run(
