@@ -832,7 +832,9 @@ _PyPmem_ReadRefs(open_state *st, PyObject *table)
 int
 _PyPmem_IsRef(PoolObject *p, const void *v)
 {
-    if (PyDict_GET_SIZE(p->refs) == 0) {
+    /* (Most pointers outside the pool are to static objects: None, the
+       small ints.) */
+    if (PyDict_GET_SIZE(p->refs) == 0 || _PyStorage_IsStaticTarget(v)) {
         return 0;
     }
     PyObject *address = PyLong_FromVoidPtr((void *)v);
