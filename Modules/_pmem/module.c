@@ -31,10 +31,11 @@ set_format_version(PyObject *module, PyObject *args)
     Py_DECREF(path);
     struct pool_root *root = pmemobj_direct(
         pmemobj_root(pop, sizeof(struct pool_root)));
+    unsigned int was = root->format;
     root->format = version;
     pmemobj_persist(pop, &root->format, sizeof(root->format));
     pmemobj_close(pop);
-    Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(was);
 }
 
 /* The pools of this process, open or closed, that it has not let go: for
@@ -175,7 +176,8 @@ static PyMethodDef module_methods[] = {
      "storage_of(obj): the Pool or MemoryKind that obj lives in, or None "
      "(DRAM)."},
     {"_set_format_version", set_format_version, METH_VARARGS,
-     "For tests: _set_format_version(path, version)."},
+     "For tests: _set_format_version(path, version) -> the version it "
+     "had."},
     {"_start_main", (PyCFunction)(void(*)(void))_PyPmem_StartMain,
      METH_FASTCALL,
      "_start_main(pool, module, warning, placeholder): module's bindings "

@@ -13,6 +13,7 @@ import struct
 import textwrap
 import unittest
 from test.support.script_helper import assert_python_ok
+from test.test_pmem import run_in_new_process
 from test.test_pmem.util import FAST_FLUSH, SIZE, PoolTestCase, _pmem, pmem
 
 
@@ -69,6 +70,25 @@ class ForeignFileTests(BadFileTestCase):
         self.assertRefused(path, f"format version {pmem.FORMAT_VERSION + 98};"
                                  f" this interpreter reads version "
                                  f"{pmem.FORMAT_VERSION} only")
+
+
+    def test_format_3_is_upgraded(self):
+        # Format 4 adds type codes (range, slice, datetime's, Decimal,
+        # defaultdict) and classes over builtins: a pool of format 3 is
+        # one of format 4, which its next open records, so that a build
+        # of format 3 refuses it from then on.
+        self.assertEqual(pmem.FORMAT_VERSION, 4)
+        path = self.make_pool()
+        self.assertEqual(_pmem._set_format_version(path, 3), 4)
+        out = run_in_new_process(self, f"""
+            import pmem
+            pool = pmem.open({path!r})
+            print(pool.ns.x)
+            """)
+        self.assertEqual(out, "[1, 2]\n")
+        # Recorded: the open wrote 4.
+        self.assertEqual(_pmem._set_format_version(path, 2), 4)
+        self.assertRefused(path, "written by pmem-python on CPython 3.11")
 
 
 class TruncatedFileTests(BadFileTestCase):
