@@ -53,17 +53,27 @@ _PyPmem_TypeOfCode(uint64_t code)
     return NULL;
 }
 
+/* module.function(arg...), module imported: a new reference, or NULL
+   with an exception set. */
+static PyObject *
+call_in(const char *module, const char *function, const char *format,
+        PyObject *arg, PyObject *arg2)
+{
+    PyObject *m = PyImport_ImportModule(module);
+    if (m == NULL) {
+        return NULL;
+    }
+    PyObject *obj = PyObject_CallMethod(m, function, format, arg, arg2);
+    Py_DECREF(m);
+    return obj;
+}
+
 /* The class named "module:qualname", imported (pkgutil.resolve_name(),
    the resolver of that notation); NULL with an exception set. */
 static PyObject *
 find_class(PyObject *name)
 {
-    PyObject *pkgutil = PyImport_ImportModule("pkgutil");
-    if (pkgutil == NULL) {
-        return NULL;
-    }
-    PyObject *obj = PyObject_CallMethod(pkgutil, "resolve_name", "O", name);
-    Py_DECREF(pkgutil);
+    PyObject *obj = call_in("pkgutil", "resolve_name", "O", name, NULL);
     if (obj != NULL && !PyType_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%R is not a class", name);
         Py_CLEAR(obj);
@@ -706,29 +716,25 @@ restore_refs(PoolObject *p)
 
 /* The object that name ("module:qualname.attr", "module:qualname(6)")
    gives in this process (pmem._find_reference()), kept for ever
-   (_PyStorage_KeepForever()): the pool may point to it at any time.  When it cannot be found, a stand-in
-   that says so (pmem.MissingReference), which the next open replaces if
-   the name is found then.  A new reference, or NULL with an exception
-   set when this process fails. */
+   (_PyStorage_KeepForever()): the pool may point to it at any time.
+   When it cannot be found, a stand-in that says so
+   (pmem.MissingReference), which the next open replaces if the name is
+   found then.  A new reference, or NULL with an exception set when this
+   process fails. */
 static PyObject *
 find_ref(PyObject *name)
 {
-    PyObject *pmem = PyImport_ImportModule("pmem");
-    if (pmem == NULL) {
-        return NULL;
-    }
-    PyObject *obj = PyObject_CallMethod(pmem, "_find_reference", "O", name);
+    PyObject *obj = call_in("pmem", "_find_reference", "O", name, NULL);
     if (obj == NULL && PyErr_ExceptionMatches(PyExc_Exception)
         && !PyErr_ExceptionMatches(PyExc_MemoryError))
     {
         PyObject *exc = PyErr_GetRaisedException();
         PyObject *reason = PyObject_Str(exc);
         Py_DECREF(exc);
-        obj = reason == NULL ? NULL : PyObject_CallMethod(
-            pmem, "MissingReference", "OO", name, reason);
+        obj = reason == NULL ? NULL : call_in("pmem", "MissingReference",
+                                              "OO", name, reason);
         Py_XDECREF(reason);
     }
-    Py_DECREF(pmem);
     if (obj != NULL) {
         _PyStorage_KeepForever(obj);
     }
