@@ -18,8 +18,11 @@ the pool supports, nested containers, shared references, instances of
 two user classes (Thing, with a __dict__, and Slotted, with __slots__;
 found as fuzz:Thing and fuzz:Slotted), instances of two classes of a
 module that the opening children cannot import (fuzz_gone: placeholders
-there) and a big dict, and reports where its objects and tables lie.  Each corrupted copy gets one to three
-changes, each aimed at one part of the file -- the pool header, the pool
+there), a big dict, and the standard library's kinds and references
+(datetime, Decimal, a str subclass, Counter, defaultdict, an enum member,
+a class: the root's table of references), and reports where its objects
+and tables lie.  Each corrupted copy gets one to three changes, each
+aimed at one part of the file -- the pool header, the pool
 descriptor, the lanes (undo logs), the heap, zone and chunk headers, the
 run headers and allocation bitmaps, the pool's root object, the Python
 objects and their tables, or anywhere -- and made by flipping bits,
