@@ -366,11 +366,11 @@ typedef struct {
     PyObject *start, *stop, *step, *length;
 } range_layout;
 
-/* An object of the C value types (_PyStorage_KindOf()): the objects it
-   holds; -1 for a type of no kind. */
+/* An object of the C types known by kind (_PyStorage_KindOf()): the
+   objects it holds; -1 for a type of no kind. */
 static int
-visit_value(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
-            const int check)
+visit_kind(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
+           const int check)
 {
     int kind = _PyStorage_KindOf(Py_TYPE(op));
     switch (kind) {
@@ -428,6 +428,15 @@ visit_value(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
         }
         return 0;
     }
+    case _PyStorage_KIND_DEFAULTDICT: {
+        /* A dict, and its factory (a member, not a slot). */
+        int r = visit_dict(op, visit, arg, check);
+        if (r == 0) {
+            VISIT(&((_PyStorage_DefaultDict *)op)->default_factory,
+                  _PyStorage_SLOT_OBJECT);
+        }
+        return r;
+    }
     case _PyStorage_KIND_DATE:
     case _PyStorage_KIND_TIMEDELTA:
         return 0;
@@ -449,14 +458,11 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
     while (PyType_HasFeature(base, Py_TPFLAGS_HEAPTYPE)) {
         base = base->tp_base;
     }
-    if (base != tp && base != &PyDict_Type) {
-        /* A module's heap type of a known kind (decimal.Decimal) is not
-           a class statement's: its own layout. */
-        int kind = _PyStorage_KindOf(tp);
-        if (kind >= 0) {
-            EXTENT(op, (size_t)tp->tp_basicsize);
-            return visit_value(op, visit, arg, check);
-        }
+    if (base != tp && _PyStorage_KindOf(tp) >= 0) {
+        /* A module's heap type of a known kind (Decimal, defaultdict) is
+           not a class statement's: its own layout. */
+        EXTENT(op, (size_t)tp->tp_basicsize);
+        return visit_kind(op, visit, arg, check);
     }
     /* A compact str is smaller than a str's basic size (str_size()). */
     EXTENT(op, tp == &PyUnicode_Type ? sizeof(PyASCIIObject)
@@ -464,14 +470,6 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
     int r = 0;
     if (base == &PyDict_Type) {
         r = visit_dict(op, visit, arg, check);
-        if (r == 0 && base != tp
-            && _PyStorage_KindOf(tp) == _PyStorage_KIND_DEFAULTDICT)
-        {
-            /* A C type over dict: its factory (a member, not a slot). */
-            VISIT(&((_PyStorage_DefaultDict *)op)->default_factory,
-                  _PyStorage_SLOT_OBJECT);
-            return 0;
-        }
     }
     else if (base == &PyList_Type) {
         r = visit_list(op, visit, arg, check);
@@ -505,7 +503,7 @@ visit_slots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
     else if (base != &PyFloat_Type && base != &PyComplex_Type
              && base != &PyBaseObject_Type)
     {
-        return visit_value(op, visit, arg, check);
+        return visit_kind(op, visit, arg, check);
     }
     if (r == 0 && base != tp) {
         r = visit_instance(op, visit, arg, check);

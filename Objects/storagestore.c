@@ -214,21 +214,15 @@ error:
     return NULL;
 }
 
-int
-_PyStorage_IsFindableClass(PyTypeObject *tp)
+/* Is v what "module:qualname" names in this process: the module
+   (imported already) has v under that qualified name?  Not an object
+   made in a function ("f.<locals>.g"), nor one whose names say where it
+   is not (_pydecimal's classes say "decimal").  Never raises. */
+static int
+is_found_by_name(PyObject *v, PyObject *modname, PyObject *qualname)
 {
-    /* Found again as "module:qualname": the module (imported already)
-       has the class under its qualified name.  Not one defined in a
-       function ("f.<locals>.C"), nor one whose __module__ or
-       __qualname__ say where it is not (_pydecimal's classes say
-       "decimal"). */
-    if (!PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
-        return 0;
-    }
-    PyObject *qualname = ((PyHeapTypeObject *)tp)->ht_qualname;
-    PyObject *modname = PyDict_GetItemWithError(tp->tp_dict,
-                                                &_Py_ID(__module__));
-    if (modname == NULL || !PyUnicode_Check(modname)
+    if (modname == NULL || qualname == NULL || !PyUnicode_Check(modname)
+        || !PyUnicode_Check(qualname)
         || PyUnicode_FindChar(qualname, '<', 0, PY_SSIZE_T_MAX, 1) != -1)
     {
         PyErr_Clear();
@@ -242,11 +236,24 @@ _PyStorage_IsFindableClass(PyTypeObject *tp)
     {
         Py_SETREF(obj, PyObject_GetAttr(obj, PyList_GET_ITEM(parts, i)));
     }
-    int found = obj == (PyObject *)tp;
+    int found = obj == v;
     Py_XDECREF(obj);
     Py_XDECREF(parts);
     PyErr_Clear();
     return found;
+}
+
+int
+_PyStorage_IsFindableClass(PyTypeObject *tp)
+{
+    /* Found again as "module:qualname", as pickle finds it. */
+    if (!PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
+        return 0;
+    }
+    return is_found_by_name((PyObject *)tp,
+                            PyDict_GetItemWithError(tp->tp_dict,
+                                                    &_Py_ID(__module__)),
+                            ((PyHeapTypeObject *)tp)->ht_qualname);
 }
 
 /* The builtin whose layout an object of type tp has, for the rule: tp
@@ -390,23 +397,7 @@ code_reference_name(PyObject *v, const char **why)
     {
         goto done;
     }
-    PyObject *obj = NULL;
-    if (module != NULL && qualname != NULL && PyUnicode_Check(module)
-        && PyUnicode_Check(qualname)
-        && PyUnicode_FindChar(qualname, '<', 0, PY_SSIZE_T_MAX, 1) == -1)
-    {
-        obj = PyImport_GetModule(module);
-        PyObject *parts = obj == NULL ? NULL
-                          : PyUnicode_Split(qualname, _Py_LATIN1_CHR('.'), -1);
-        for (Py_ssize_t i = 0; parts != NULL && obj != NULL
-                               && i < PyList_GET_SIZE(parts); i++)
-        {
-            Py_SETREF(obj, PyObject_GetAttr(obj, PyList_GET_ITEM(parts, i)));
-        }
-        Py_XDECREF(parts);
-        PyErr_Clear();
-    }
-    if (obj == v) {
+    if (is_found_by_name(v, module, qualname)) {
         result = PyUnicode_FromFormat("%U:%U", module, qualname);
     }
     else {
@@ -415,7 +406,6 @@ code_reference_name(PyObject *v, const char **why)
                "where they say (a lambda, a method of an object, or one "
                "made inside a function?): define it at module level";
     }
-    Py_XDECREF(obj);
 done:
     Py_XDECREF(module);
     Py_XDECREF(qualname);
@@ -1049,9 +1039,9 @@ make_dict(PyObject *Py_UNUSED(arg))
 }
 
 static PyObject *
-make_set(PyObject *arg)
+make_set(PyObject *v)
 {
-    return arg == NULL ? PySet_New(NULL) : PyFrozenSet_New(NULL);
+    return PyFrozenSet_CheckExact(v) ? PyFrozenSet_New(NULL) : PySet_New(NULL);
 }
 
 static PyObject *
@@ -1390,10 +1380,9 @@ copy_value(PyObject *v, PyStorageManager *sm)
                               v, copy_items_into_dict);
     }
     else if (base == &PySet_Type || base == &PyFrozenSet_Type) {
-        copy = copy_container(v, sm, !exact ? make_subclass_instance
-                              : make_set,
-                              base == &PySet_Type && exact ? NULL : v,
-                              copy_items_into_set);
+        copy = copy_container(v, sm, exact ? make_set
+                                           : make_subclass_instance,
+                              v, copy_items_into_set);
     }
     else if (base == &PyByteArray_Type) {
         return copy_container(v, sm, make_bytearray, v, NULL);
