@@ -319,15 +319,16 @@ PyStorage_GetPlacement(void)
     return sm == &PyStorage_DRAM ? NULL : sm;
 }
 
-/* Objects that a placement allocates: the containers and instances of
-   classes written in Python.  Not classes (their memory
+/* Objects that a placement allocates: the containers (OrderedDict's too)
+   and instances of classes written in Python.  Not classes (their memory
    belongs to the type system) and not exceptions (raised while a
    placement is pushed, they are no part of the data). */
 static int
 is_placeable(PyTypeObject *tp)
 {
     if (tp == &PyDict_Type || tp == &PyList_Type || tp == &PySet_Type
-        || tp == &PyFrozenSet_Type || tp == &PyByteArray_Type)
+        || tp == &PyFrozenSet_Type || tp == &PyByteArray_Type
+        || tp == &PyODict_Type)
     {
         return 1;
     }
@@ -622,6 +623,53 @@ _PyStorage_ModifyDictSlotSlow(PyDictObject *mp, Py_ssize_t hashpos,
     return 0;
 }
 
+int
+_PyStorage_ModifyODictSlow(PyObject *op, void *node, void *slot)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(op);
+    if (sm == NULL) {
+        return 0;
+    }
+    _PyStorage_ODict *od = (_PyStorage_ODict *)op;
+    if (modify_fields(sm, od, sizeof(_PyStorage_ODict)) < 0) {
+        return -1;
+    }
+    _PyStorage_ODictNode *n = (_PyStorage_ODictNode *)node;
+    _PyStorage_ODictNode *links[5] = {
+        od->first, od->last, n, n != NULL ? n->prev : NULL,
+        n != NULL ? n->next : NULL,
+    };
+    for (int i = 0; i < 5; i++) {
+        int seen = links[i] == NULL;
+        for (int k = 0; k < i && !seen; k++) {
+            seen = links[k] == links[i];
+        }
+        if (!seen && manager_modify(sm, links[i],
+                                    sizeof(_PyStorage_ODictNode)) < 0)
+        {
+            return -1;
+        }
+    }
+    return slot == NULL ? 0 : manager_modify(sm, slot, sizeof(void *));
+}
+
+void
+_PyStorage_StoredKeySlow(PyObject *dict, Py_ssize_t ix, PyObject **pkey)
+{
+    PyDictKeysObject *keys = ((PyDictObject *)dict)->ma_keys;
+    if (_PyStorage_Lookup(dict) == NULL || ix < 0
+        || ix >= keys->dk_nentries)
+    {
+        return;
+    }
+    PyObject *stored = (DK_IS_UNICODE(keys)
+                        ? DK_UNICODE_ENTRIES(keys)[ix].me_key
+                        : DK_ENTRIES(keys)[ix].me_key);
+    if (stored != NULL && stored != *pkey) {
+        Py_SETREF(*pkey, Py_NewRef(stored));
+    }
+}
+
 _Thread_local PyObject *_PyStorage_Reentered = NULL;
 
 int
@@ -913,6 +961,70 @@ load_defaultdict_type(void)
                             sizeof(_PyStorage_DefaultDict), is_over_dict);
 }
 
+/* An OrderedDict of two keys, read through _PyStorage_ODict: the layout
+   of odictobject.c (private to it) is the one that this file repeats.
+   Checked once; made in DRAM whatever this thread's placement. */
+static int
+odict_reads_right(void)
+{
+    static int known;                 /* 1 right, -1 not, 0 not checked */
+    if (known != 0) {
+        return known > 0;
+    }
+    if (PyODict_Type.tp_basicsize != (Py_ssize_t)sizeof(_PyStorage_ODict)
+        || PyODict_Type.tp_dictoffset
+           != (Py_ssize_t)offsetof(_PyStorage_ODict, inst_dict)
+        || PyODict_Type.tp_weaklistoffset
+           != (Py_ssize_t)offsetof(_PyStorage_ODict, weakreflist)
+        || PyStorage_PushPlacement(&PyStorage_DRAM) < 0)
+    {
+        PyErr_Clear();
+        known = -1;
+        return 0;
+    }
+    PyObject *probe = PyODict_New();
+    PyObject *a = PyUnicode_FromString("a");
+    PyObject *b = PyLong_FromLong(1000);
+    known = -1;
+    if (probe != NULL && a != NULL && b != NULL
+        && PyODict_SetItem(probe, a, Py_None) == 0
+        && PyODict_SetItem(probe, b, Py_None) == 0)
+    {
+        _PyStorage_ODict *od = (_PyStorage_ODict *)probe;
+        _PyStorage_ODictNode *first = od->first, *last = od->last;
+        if (first != NULL && last != NULL && first != last
+            && first->key == a && first->prev == NULL && first->next == last
+            && last->key == b && last->prev == first && last->next == NULL
+            && last->hash == 1000 && od->fast_nodes != NULL
+            && od->fast_nodes_size
+               == (Py_ssize_t)1 << od->dict.ma_keys->dk_log2_size
+            && od->fast_nodes[0] == first && od->fast_nodes[1] == last
+            && od->resize_sentinel == (void *)od->dict.ma_keys
+            && od->inst_dict == NULL)
+        {
+            known = 1;
+        }
+    }
+    Py_XDECREF(probe);
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    PyErr_Clear();
+    (void)PyStorage_PopPlacement(&PyStorage_DRAM);
+    return known > 0;
+}
+
+static int
+load_odict_type(void)
+{
+    if (!odict_reads_right()) {
+        PyErr_SetString(PyExc_TypeError, "collections.OrderedDict is not "
+                        "the C implementation of the layout that persistent "
+                        "storage knows");
+        return -1;
+    }
+    return 0;
+}
+
 PyTypeObject *
 _PyStorage_TypeOfKind(int kind)
 {
@@ -929,6 +1041,9 @@ _PyStorage_TypeOfKind(int kind)
     if (kind == _PyStorage_KIND_DEFAULTDICT) {
         return load_defaultdict_type() < 0 ? NULL : kind_types[kind];
     }
+    if (kind == _PyStorage_KIND_ODICT) {
+        return load_odict_type() < 0 ? NULL : &PyODict_Type;
+    }
     return load_datetime_types() < 0 ? NULL : kind_types[kind];
 }
 
@@ -940,6 +1055,9 @@ _PyStorage_KindOf(PyTypeObject *tp)
     }
     if (tp == &PySlice_Type) {
         return _PyStorage_KIND_SLICE;
+    }
+    if (tp == &PyODict_Type) {
+        return odict_reads_right() ? _PyStorage_KIND_ODICT : -1;
     }
     if (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)) {
         /* The heap types of modules: decimal's, collections'. */

@@ -360,6 +360,56 @@ visit_str_subclass(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
     return 0;
 }
 
+/* An OrderedDict: a dict; its __dict__; its fast-nodes table, whose
+   pointers into the nodes are never read in another process (the open
+   pass has the table made again: _PyStorage_Rehash()); and its list of
+   nodes, each a table that holds a key, whose back links the checking
+   walk moves and checks, with the number of nodes (a cycle would make
+   more than the dict's keys). */
+static int
+visit_odict(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
+            const int check)
+{
+    _PyStorage_ODict *od = (_PyStorage_ODict *)op;
+    int r = visit_dict(op, visit, arg, check);
+    if (r != 0) {
+        return r;
+    }
+    VISIT(&od->inst_dict, _PyStorage_SLOT_OBJECT);
+    if (od->fast_nodes != NULL) {
+        VISIT(&od->fast_nodes, _PyStorage_SLOT_TABLE);
+        EXTENT(od->fast_nodes, od->fast_nodes_size < 0 ? SIZE_MAX
+               : var_size(0, od->fast_nodes_size, sizeof(void *)));
+    }
+    Py_ssize_t n = 0;
+    _PyStorage_ODictNode *prev = NULL;
+    _PyStorage_ODictNode **link = &od->first;
+    while (*link != NULL) {
+        if (check && n++ >= od->dict.ma_used) {
+            EXTENT(op, SIZE_MAX);
+        }
+        VISIT(link, _PyStorage_SLOT_TABLE);
+        _PyStorage_ODictNode *node = *link;
+        EXTENT(node, sizeof(_PyStorage_ODictNode));
+        if (check) {
+            VISIT(&node->prev, _PyStorage_SLOT_INTERIOR);
+            if (node->prev != prev || node->key == NULL) {
+                EXTENT(op, SIZE_MAX);
+            }
+        }
+        VISIT(&node->key, _PyStorage_SLOT_OBJECT);
+        prev = node;
+        link = &node->next;
+    }
+    if (check) {
+        VISIT(&od->last, _PyStorage_SLOT_INTERIOR);
+        if (od->last != prev || n != od->dict.ma_used) {
+            EXTENT(op, SIZE_MAX);
+        }
+    }
+    return 0;
+}
+
 /* The layout of a range (rangeobject.c's rangeobject): four ints. */
 typedef struct {
     PyObject_HEAD
@@ -437,6 +487,8 @@ visit_kind(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
         }
         return r;
     }
+    case _PyStorage_KIND_ODICT:
+        return visit_odict(op, visit, arg, check);
     case _PyStorage_KIND_DATE:
     case _PyStorage_KIND_TIMEDELTA:
         return 0;
@@ -741,9 +793,34 @@ rebuild_indices(PyDictKeysObject *keys)
     }
 }
 
+/* An OrderedDict's nodes keep their keys' hashes: this process's.  Its
+   fast-nodes table is made again when next used (by the dict entry
+   indexes, which do not change, but its pointers were not moved). */
+static int
+rehash_odict(PyObject *op)
+{
+    _PyStorage_ODict *od = (_PyStorage_ODict *)op;
+    for (_PyStorage_ODictNode *node = od->first; node != NULL;
+         node = node->next)
+    {
+        Py_hash_t hash = PyObject_Hash(node->key);
+        if (hash == -1) {
+            return -1;
+        }
+        node->hash = hash;
+    }
+    od->resize_sentinel = NULL;
+    return 0;
+}
+
 int
 _PyStorage_Rehash(PyObject *op)
 {
+    if (_PyStorage_KindOf(Py_TYPE(op)) == _PyStorage_KIND_ODICT
+        && rehash_odict(op) < 0)
+    {
+        return -1;
+    }
     if (PyDict_Check(op)) {
         PyDictObject *mp = (PyDictObject *)op;
         if (mp->ma_keys == empty_keys()) {

@@ -875,6 +875,14 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
             r = check_value(factory, sm, 0);
         }
     }
+    else if (_PyStorage_KindOf(base) == _PyStorage_KIND_ODICT) {
+        /* Its items, and its __dict__ (made on demand). */
+        PyObject *dict = ((_PyStorage_ODict *)v)->inst_dict;
+        r = check_dict_items(v, sm);
+        if (r == 0 && dict != NULL) {
+            r = check_value(dict, sm, Py_REFCNT(dict) == 1);
+        }
+    }
     if (r == 0 && tp != base) {
         /* The class, and what its instance adds. */
         r = check_instance(v, sm);
@@ -1321,6 +1329,52 @@ copy_defaultdict(PyObject *v, PyStorageManager *sm)
     return copy_container(v, sm, make_defaultdict, v, copy_items_into_dict);
 }
 
+/* A new OrderedDict in sm (placed), with copies of the items of v in
+   their order, and of its __dict__. */
+static PyObject *
+make_odict(PyObject *Py_UNUSED(v))
+{
+    return PyODict_New();
+}
+
+static int
+copy_items_into_odict(PyObject *copy, PyObject *v, PyStorageManager *sm)
+{
+    PyObject *it = PyObject_GetIter(v);
+    if (it == NULL) {
+        return -1;
+    }
+    PyObject *key;
+    int r = 0;
+    while (r == 0 && (key = PyIter_Next(it)) != NULL) {
+        PyObject *value = PyDict_GetItemWithError(v, key);   /* borrowed */
+        PyObject *k = value == NULL ? NULL : copy_value(key, sm);
+        PyObject *val = k == NULL ? NULL : copy_value(value, sm);
+        r = val == NULL ? -1 : PyODict_SetItem(copy, k, val);
+        if (value == NULL && !PyErr_Occurred()) {
+            PyErr_SetObject(PyExc_KeyError, key);
+        }
+        Py_DECREF(key);
+        Py_XDECREF(k);
+        Py_XDECREF(val);
+    }
+    Py_DECREF(it);
+    if (r < 0 || PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *dict = ((_PyStorage_ODict *)v)->inst_dict;
+    if (dict == NULL || PyDict_GET_SIZE(dict) == 0) {
+        return 0;
+    }
+    PyObject *dcopy = copy_value(dict, sm);
+    if (dcopy == NULL) {
+        return -1;
+    }
+    r = PyObject_GenericSetDict(copy, dcopy, NULL);
+    Py_DECREF(dcopy);
+    return r;
+}
+
 /* A new reference to v's counterpart in sm: v itself when it is static or
    in sm already, else a copy.  Pass 1 has accepted v. */
 static PyObject *
@@ -1389,6 +1443,9 @@ copy_value(PyObject *v, PyStorageManager *sm)
     }
     else if (_PyStorage_KindOf(tp) == _PyStorage_KIND_DEFAULTDICT) {
         return copy_defaultdict(v, sm);
+    }
+    else if (_PyStorage_KindOf(tp) == _PyStorage_KIND_ODICT) {
+        return copy_container(v, sm, make_odict, v, copy_items_into_odict);
     }
     else {
         return copy_value_object(v, _PyStorage_KindOf(tp), sm);
@@ -1832,6 +1889,33 @@ _PyStorage_DictSetItem(PyObject *dict, PyObject *key, PyObject *value)
         return -1;
     }
     return _PyDict_SetItem_Take2((PyDictObject *)dict, key, value);
+}
+
+int
+_PyStorage_ODictSetItem(PyObject *od, PyObject *key, PyObject *value)
+{
+    /* As _PyStorage_DictSetItem(), then PyODict_SetItem() again, which
+       links the key's node. */
+    PyStorageManager *sm, *tx;
+    PyObject *outer;
+    if (_PyStorage_TxBegin(od, &tx) < 0) {
+        return -1;
+    }
+    Py_INCREF(key);
+    Py_INCREF(value);
+    int r = -1;
+    if ((!held_matters(key) || _PyStorage_StoreSlow(od, &key, 2) == 0)
+        && (!held_matters(value) || _PyStorage_StoreSlow(od, &value, 2) == 0)
+        && _PyStorage_ReenterBegin(od, &sm, &outer) == 0)
+    {
+        r = PyODict_SetItem(od, key, value);
+        if (_PyStorage_ReenterEnd(sm, outer) < 0) {
+            r = -1;
+        }
+    }
+    Py_DECREF(key);
+    Py_DECREF(value);
+    return _PyStorage_TxEnd(tx) < 0 ? -1 : r;
 }
 
 /* The slot of the value of key in dict (a combined table), or NULL (no

@@ -489,6 +489,37 @@ _PyStorage_StoredItem(PyObject *container, PyObject *key, PyObject **pvalue)
     }
 }
 
+/* collections.OrderedDict (odictobject.c), whose list of keys is made of
+   nodes that are tables of its manager: the links around node are about
+   to change -- the object's fields, node and its neighbours when node is
+   linked (NULL: a new node, which joins at one end), and both ends --
+   and, unless slot is NULL, a slot of its fast-nodes table.  0, or -1
+   with an exception set. */
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_ModifyODictSlow(PyObject *od, void *node,
+                                           void *slot);
+static inline int
+_PyStorage_ModifyODict(PyObject *od, void *node, void *slot)
+{
+    return (_PyStorage_ACTIVE_FOR(od)
+            ? _PyStorage_ModifyODictSlow(od, node, slot) : 0);
+}
+
+/* *pkey (a reference) was just stored by a managed dict in its entry ix:
+   *pkey becomes the key that the entry holds -- the copy that the store
+   made, not the volatile original -- for another part of the same object
+   to hold (an OrderedDict's node). */
+_PyStorage_COLD
+PyAPI_FUNC(void) _PyStorage_StoredKeySlow(PyObject *dict, Py_ssize_t ix,
+                                          PyObject **pkey);
+static inline void
+_PyStorage_StoredKey(PyObject *dict, Py_ssize_t ix, PyObject **pkey)
+{
+    if (_PyStorage_ACTIVE_FOR(dict)) {
+        _PyStorage_StoredKeySlow(dict, ix, pkey);
+    }
+}
+
 /* The slow paths of PyList_Append(), list.append(), PyDict_SetItem() and
    dict_merge(): the value is borrowed from the caller, who holds one
    reference; the rule is applied with that and the one the store takes. */
@@ -499,6 +530,10 @@ _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_DictSetItem(PyObject *dict,
                                                        PyObject *key,
                                                        PyObject *value);
+/* The same for PyODict_SetItem(), which its slow path calls again. */
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_ODictSetItem(PyObject *od, PyObject *key,
+                                        PyObject *value);
 _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_DictMerge(
     PyObject *a, PyObject *b, int override,

@@ -40,9 +40,11 @@ PyAPI_FUNC(PyObject *) _PyStorage_ClassLayout(PyTypeObject *tp);
    by kind: as values (copied, as an int is), range, slice, the datetime
    module's (its objects and its timezone, whose layout
    _PyStorage_TimeZone repeats: _datetimemodule.c keeps it private) and
-   decimal.Decimal; and collections.defaultdict, a dict with a
-   default_factory, moved as a dict is.  The layouts that this header
-   repeats are checked when a type is first found (Objects/storage.c). */
+   decimal.Decimal; and the mutable ones, moved as a dict is:
+   collections.defaultdict, a dict with a default_factory, and
+   collections.OrderedDict, a dict with a linked list of its keys.  The
+   layouts that this header repeats are checked when a type is first
+   found (Objects/storage.c). */
 enum {
     _PyStorage_KIND_RANGE,
     _PyStorage_KIND_SLICE,
@@ -54,6 +56,7 @@ enum {
     _PyStorage_KIND_DECIMAL,
     _PyStorage_KIND_VALUES_END,                 /* the values end here */
     _PyStorage_KIND_DEFAULTDICT = _PyStorage_KIND_VALUES_END,
+    _PyStorage_KIND_ODICT,
     _PyStorage_NKINDS
 };
 typedef struct {
@@ -84,6 +87,27 @@ typedef struct {
     PyDictObject dict;
     PyObject *default_factory;
 } _PyStorage_DefaultDict;
+/* A collections.OrderedDict (odictobject.c's PyODictObject): its keys in
+   order in a doubly linked list of nodes (each a table of its manager),
+   and a table of its nodes by dict entry index (fast_nodes, rebuilt
+   when the dict's keys table is not the one it was made for). */
+typedef struct _PyStorage_ODictNode {
+    PyObject *key;
+    Py_hash_t hash;
+    struct _PyStorage_ODictNode *next;
+    struct _PyStorage_ODictNode *prev;
+} _PyStorage_ODictNode;
+typedef struct {
+    PyDictObject dict;
+    _PyStorage_ODictNode *first;
+    _PyStorage_ODictNode *last;
+    _PyStorage_ODictNode **fast_nodes;
+    Py_ssize_t fast_nodes_size;
+    void *resize_sentinel;
+    size_t state;
+    PyObject *inst_dict;
+    PyObject *weakreflist;
+} _PyStorage_ODict;
 /* The kind of tp, or -1 when it is none of them (no exception set). */
 PyAPI_FUNC(int) _PyStorage_KindOf(PyTypeObject *tp);
 /* The type of a kind in this process (its module imported: datetime,

@@ -96,12 +96,14 @@
 
 #define POOL_LAYOUT "pmem-python"
 #define POOL_MAGIC "PyPMEM\r\n"
-#define POOL_FORMAT 4
+#define POOL_FORMAT 5
 /* Format 3 has no type codes for range, slice and datetime's types, and
-   no class over a builtin other than object in its type table: a pool of
-   format 3 is one of format 4, which an open records (an older build
-   refuses it then, as it must: it would not know the new codes). */
+   no class over a builtin other than object in its type table; format 4
+   none for OrderedDict: a pool of format 3 or 4 is one of format 5,
+   which an open records (an older build refuses it then, as it must: it
+   would not know the new codes). */
 #define POOL_FORMAT_3 3
+#define POOL_FORMAT_4 4
 /* The last format of the builds on CPython 3.11: its objects have 3.11's
    layouts (str, int, instances), which this interpreter cannot read. */
 #define POOL_FORMAT_PY311 2

@@ -36,6 +36,7 @@ MUTABLES = {
     "defaultdict": lambda: collections.defaultdict(list, a=[1]),
     "defaultdict_int": lambda: collections.defaultdict(int, a=1),
     "defaultdict_factory": lambda: collections.defaultdict(factory),
+    "ordereddict": lambda: collections.OrderedDict(a=1, b=[2], c=3),
 }
 
 
@@ -110,6 +111,19 @@ def _defaultdict_changes(int_values=False):
     def new(r):
         return r.randrange(9) if int_values else [r.randrange(5)]
     return [missing, factory_again, *_dict_changes(value, new)]
+
+
+def _ordereddict_changes():
+    # Equality of two OrderedDicts compares their order too.
+    def move_to_end(x, r):
+        k = _key(r)
+        if k in x:
+            x.move_to_end(k, last=r.random() < 0.5)
+    def popitem_first(x, r):
+        if x:
+            x.popitem(last=False)
+    def note(x, r): x.note = _value(r)
+    return [move_to_end, popitem_first, note, *_dict_changes()]
 
 
 def _list_changes():
@@ -188,6 +202,7 @@ CHANGES = {
     "defaultdict": _defaultdict_changes(),
     "defaultdict_int": _defaultdict_changes(int_values=True),
     "defaultdict_factory": _defaultdict_changes(),
+    "ordereddict": _ordereddict_changes(),
 }
 
 

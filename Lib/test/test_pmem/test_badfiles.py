@@ -72,22 +72,25 @@ class ForeignFileTests(BadFileTestCase):
                                  f"{pmem.FORMAT_VERSION} only")
 
 
-    def test_format_3_is_upgraded(self):
+    def test_formats_3_and_4_are_upgraded(self):
         # Format 4 adds type codes (range, slice, datetime's, Decimal,
-        # defaultdict) and classes over builtins: a pool of format 3 is
-        # one of format 4, which its next open records, so that a build
-        # of format 3 refuses it from then on.
-        self.assertEqual(pmem.FORMAT_VERSION, 4)
+        # defaultdict) and classes over builtins, format 5 OrderedDict: a
+        # pool of format 3 or 4 is one of format 5, which its next open
+        # records, so that an older build refuses it from then on.
+        self.assertEqual(pmem.FORMAT_VERSION, 5)
         path = self.make_pool()
-        self.assertEqual(_pmem._set_format_version(path, 3), 4)
-        out = run_in_new_process(self, f"""
-            import pmem
-            pool = pmem.open({path!r})
-            print(pool.ns.x)
-            """)
-        self.assertEqual(out, "[1, 2]\n")
-        # Recorded: the open wrote 4.
-        self.assertEqual(_pmem._set_format_version(path, 2), 4)
+        for old in 3, 4:
+            with self.subTest(format=old):
+                self.assertEqual(_pmem._set_format_version(path, old), 5)
+                out = run_in_new_process(self, f"""
+                    import pmem
+                    pool = pmem.open({path!r})
+                    print(pool.ns.x)
+                    """)
+                self.assertEqual(out, "[1, 2]\n")
+                # Recorded: the open wrote 5.
+                self.assertEqual(_pmem._set_format_version(path, 5), 5)
+        self.assertEqual(_pmem._set_format_version(path, 2), 5)
         self.assertRefused(path, "written by pmem-python on CPython 3.11")
 
 

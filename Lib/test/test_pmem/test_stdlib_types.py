@@ -199,6 +199,14 @@ def store_all(path, seed):
         ns.values.append(make())
         ns.by_name[name] = make()
         setattr(ns.holder, name, make())
+    # The mutables too, as made (each store moves a new one), and one of
+    # each that change_all() changes.
+    ns.made = []
+    for name, make in MUTABLES.items():
+        setattr(ns, "made_" + name, make())
+        ns.made.append(make())
+        ns.by_name["made_" + name] = make()
+        setattr(ns.holder, "made_" + name, make())
     ns.mutables = {name: make() for name, make in MUTABLES.items()}
     twins, problems = change_all(pool, seed)
     with open(path + ".twins", "wb") as f:
@@ -228,6 +236,13 @@ def check_all(path):
             elif {value: 1}.get(expected) != 1:
                 problems.append(f"{where}: another hash, "
                                 f"{hash(value)} != {hash(expected)}")
+    for i, (name, make) in enumerate(MUTABLES.items()):
+        key = "made_" + name
+        stored = {"ns": getattr(ns, key), "list": ns.made[i],
+                  "dict": ns.by_name[key], "attr": getattr(ns.holder, key)}
+        for how, value in stored.items():
+            if not same(value, make()):
+                problems.append(f"{name} ({how}): {value!r} != {make()!r}")
     with open(path + ".twins", "rb") as f:
         twins = pickle.load(f)
     for name, twin in twins.items():

@@ -110,6 +110,8 @@ VALUE_PARTS = {
     decimal.Decimal: lambda d: [],
     collections.defaultdict: lambda d: [d.default_factory, *d.keys(),
                                         *d.values()],
+    collections.OrderedDict: lambda d: [*d.keys(), *d.values(),
+                                        *vars(d).values()],
 }
 SUPPORTED = frozenset({type(None), bool, int, float, complex, str, bytes,
                        tuple, frozenset, dict, list, set, bytearray,
@@ -379,6 +381,9 @@ def describe(obj, memo=None, depth=0):
     if tp is collections.defaultdict:
         return (f"defaultdict({d(obj.default_factory)}, "
                 f"{d(dict(obj))})")
+    if tp is collections.OrderedDict:
+        return (f"OrderedDict({d(list(obj.items()))}, "
+                f"{d(vars(obj))})")
     if isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
         # A reference, by name (its repr may hold an address).
         return f"<{getattr(obj, '__module__', '?')}:{obj.__qualname__}>"
