@@ -229,8 +229,10 @@ PyAPI_FUNC(int) _PyStorage_ModifyDictSlotSlow(PyDictObject *mp,
    made by its first attribute store or its first __dict__: its inline
    values stay empty and invalid, and have room for their header only.
    _PyStorage_EnsureDict() is obj's dict, made if need be (borrowed; NULL
-   with an exception set), for ensure_managed_dict(); the instance-dict
-   stores call the second, and assignments to __dict__ the third. */
+   with an exception set), for ensure_managed_dict() and, for an object
+   with its dict pointer inside (an OrderedDict), ensure_nonmanaged_dict();
+   the instance-dict stores call the second, and assignments to __dict__
+   the third. */
 _PyStorage_COLD
 PyAPI_FUNC(PyObject *) _PyStorage_EnsureDict(PyObject *obj);
 _PyStorage_COLD
