@@ -653,6 +653,80 @@ _PyStorage_ModifyODictSlow(PyObject *op, void *node, void *slot)
     return slot == NULL ? 0 : manager_modify(sm, slot, sizeof(void *));
 }
 
+/* One end of a deque, for _PyStorage_ModifyDequeSlow(): the end block
+   from the k-th item from the end outwards (its unused slots and its
+   links included), the blocks further in that hold items within k of
+   the end, whole, and the link to them of the block after those. */
+static int
+modify_deque_end(PyStorageManager *sm, _PyStorage_Deque *dq, Py_ssize_t k,
+                 int right)
+{
+    const Py_ssize_t len = _PyStorage_DEQUE_BLOCKLEN;
+    _PyStorage_DequeBlock *b = right ? dq->rightblock : dq->leftblock;
+    _PyStorage_DequeBlock *last = right ? dq->leftblock : dq->rightblock;
+    Py_ssize_t r;
+    int ok;
+    if (right) {
+        Py_ssize_t lo = Py_MAX(0, dq->rightindex - k + 1);
+        ok = manager_modify(sm, &b->leftlink, sizeof(b->leftlink)) == 0
+             && manager_modify(sm, &b->data[lo],
+                               (char *)(b + 1) - (char *)&b->data[lo]) == 0;
+        r = k - (dq->rightindex + 1);
+    }
+    else {
+        Py_ssize_t hi = Py_MIN(len - 1, dq->leftindex + k - 1);
+        ok = manager_modify(sm, &b->rightlink, sizeof(b->rightlink)) == 0
+             && manager_modify(sm, b,
+                               (char *)&b->data[hi + 1] - (char *)b) == 0;
+        r = k - (len - dq->leftindex);
+    }
+    for (; ok && r > 0 && b != last; r -= len) {
+        b = right ? b->leftlink : b->rightlink;
+        ok = manager_modify(sm, b, sizeof(*b)) == 0;
+    }
+    if (ok && b != last) {
+        b = right ? b->leftlink : b->rightlink;
+        ok = manager_modify(sm, right ? (void *)&b->rightlink
+                                      : (void *)&b->leftlink,
+                            sizeof(void *)) == 0;
+    }
+    return ok ? 0 : -1;
+}
+
+int
+_PyStorage_ModifyDequeSlow(PyObject *op, Py_ssize_t left, Py_ssize_t right)
+{
+    PyStorageManager *sm = _PyStorage_Lookup(op);
+    if (sm == NULL) {
+        return 0;
+    }
+    _PyStorage_Deque *dq = (_PyStorage_Deque *)op;
+    if (manager_modify(sm, &dq->ob_base.ob_size,
+                       offsetof(_PyStorage_Deque, numfreeblocks)
+                       - offsetof(_PyStorage_Deque, ob_base.ob_size)) < 0)
+    {
+        return -1;
+    }
+    if (left < 0 || right < 0 || left + right >= Py_SIZE(dq)) {
+        /* Every block, whole. */
+        for (_PyStorage_DequeBlock *b = dq->leftblock; ; b = b->rightlink) {
+            if (manager_modify(sm, b, sizeof(*b)) < 0) {
+                return -1;
+            }
+            if (b == dq->rightblock) {
+                return 0;
+            }
+        }
+    }
+    if (left > 0 && modify_deque_end(sm, dq, left, 0) < 0) {
+        return -1;
+    }
+    if (right > 0 && modify_deque_end(sm, dq, right, 1) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
 void
 _PyStorage_StoredKeySlow(PyObject *dict, Py_ssize_t ix, PyObject **pkey)
 {
@@ -1013,6 +1087,58 @@ odict_reads_right(void)
     return known > 0;
 }
 
+/* A deque of 70 items (two blocks), read through _PyStorage_Deque. */
+static int
+deque_reads_right(PyTypeObject *tp)
+{
+    if (tp->tp_weaklistoffset
+        != (Py_ssize_t)offsetof(_PyStorage_Deque, weakreflist))
+    {
+        return 0;
+    }
+    PyObject *probe = PyObject_CallNoArgs((PyObject *)tp);
+    int ok = 0;
+    for (long i = 0; probe != NULL && i < 70; i++) {
+        PyObject *r = PyObject_CallMethod(probe, "append", "l", i);
+        if (r == NULL) {
+            Py_CLEAR(probe);
+        }
+        Py_XDECREF(r);
+    }
+    if (probe != NULL && Py_TYPE(probe) == tp) {
+        _PyStorage_Deque *d = (_PyStorage_Deque *)probe;
+        _PyStorage_DequeBlock *left = d->leftblock, *right = d->rightblock;
+        ok = Py_SIZE(d) == 70 && d->maxlen == -1 && left != NULL
+             && right != NULL && left->rightlink == right
+             && right->leftlink == left && d->leftindex >= 0
+             && d->leftindex < _PyStorage_DEQUE_BLOCKLEN
+             && (d->leftindex + 69) % _PyStorage_DEQUE_BLOCKLEN
+                == d->rightindex
+             && PyLong_AsLong(left->data[d->leftindex]) == 0
+             && PyLong_AsLong(right->data[d->rightindex]) == 69;
+    }
+    Py_XDECREF(probe);
+    PyErr_Clear();
+    return ok;
+}
+
+static int
+load_deque_type(void)
+{
+    if (kind_types[_PyStorage_KIND_DEQUE] != NULL) {
+        return 0;
+    }
+    /* Made in DRAM whatever this thread's placement (the probe). */
+    if (PyStorage_PushPlacement(&PyStorage_DRAM) < 0) {
+        return -1;
+    }
+    int r = load_module_type(_PyStorage_KIND_DEQUE, "collections", "deque",
+                             "collections.deque", sizeof(_PyStorage_Deque),
+                             deque_reads_right);
+    (void)PyStorage_PopPlacement(&PyStorage_DRAM);
+    return r;
+}
+
 static int
 load_odict_type(void)
 {
@@ -1044,6 +1170,9 @@ _PyStorage_TypeOfKind(int kind)
     if (kind == _PyStorage_KIND_ODICT) {
         return load_odict_type() < 0 ? NULL : &PyODict_Type;
     }
+    if (kind == _PyStorage_KIND_DEQUE) {
+        return load_deque_type() < 0 ? NULL : kind_types[kind];
+    }
     return load_datetime_types() < 0 ? NULL : kind_types[kind];
 }
 
@@ -1069,6 +1198,7 @@ _PyStorage_KindOf(PyTypeObject *tp)
             {_PyStorage_KIND_DECIMAL, "decimal.Decimal", load_decimal_type},
             {_PyStorage_KIND_DEFAULTDICT, "collections.defaultdict",
              load_defaultdict_type},
+            {_PyStorage_KIND_DEQUE, "collections.deque", load_deque_type},
         };
         for (size_t i = 0; i < Py_ARRAY_LENGTH(modules_types); i++) {
             int kind = modules_types[i].kind;

@@ -410,6 +410,66 @@ visit_odict(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
     return 0;
 }
 
+/* A deque: its blocks, from the left one, and the items in them.  The
+   checking walk moves and checks the back links and the right block,
+   requires the indexes that the length implies, and finds a cycle of
+   blocks (a corrupt length would otherwise follow it for ever). */
+static int
+visit_deque(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
+            const int check)
+{
+    const Py_ssize_t len = _PyStorage_DEQUE_BLOCKLEN;
+    _PyStorage_Deque *dq = (_PyStorage_Deque *)op;
+    Py_ssize_t n = Py_SIZE(dq);
+    if (check && (n < 0 || n > PY_SSIZE_T_MAX / 2 || dq->leftindex < 0
+                  || dq->leftindex >= len || dq->maxlen < -1
+                  || (dq->maxlen >= 0 && n > dq->maxlen)
+                  || dq->numfreeblocks != 0 || dq->leftblock == NULL))
+    {
+        EXTENT(op, SIZE_MAX);
+    }
+    Py_ssize_t last = dq->leftindex + n - 1;
+    Py_ssize_t blocks = last < 0 ? 1 : last / len + 1;
+    if (check && dq->rightindex != last - (blocks - 1) * len) {
+        EXTENT(op, SIZE_MAX);
+    }
+    VISIT(&dq->leftblock, _PyStorage_SLOT_TABLE);
+    _PyStorage_DequeBlock *b = dq->leftblock, *slow = b;
+    EXTENT(b, sizeof(_PyStorage_DequeBlock));
+    for (Py_ssize_t k = 0, lo = dq->leftindex; ; k++, lo = 0) {
+        Py_ssize_t hi = k == blocks - 1 ? dq->rightindex : len - 1;
+        for (Py_ssize_t i = lo; i <= hi; i++) {
+            if (check && b->data[i] == NULL) {
+                EXTENT(op, SIZE_MAX);
+            }
+            VISIT(&b->data[i], _PyStorage_SLOT_OBJECT);
+        }
+        if (k == blocks - 1) {
+            break;
+        }
+        VISIT(&b->rightlink, _PyStorage_SLOT_TABLE);
+        _PyStorage_DequeBlock *next = b->rightlink;
+        EXTENT(next, sizeof(_PyStorage_DequeBlock));
+        if (check) {
+            VISIT(&next->leftlink, _PyStorage_SLOT_INTERIOR);
+            if (k % 2) {
+                slow = slow->rightlink;
+            }
+            if (next->leftlink != b || next == slow) {
+                EXTENT(op, SIZE_MAX);
+            }
+        }
+        b = next;
+    }
+    if (check) {
+        VISIT(&dq->rightblock, _PyStorage_SLOT_INTERIOR);
+        if (dq->rightblock != b) {
+            EXTENT(op, SIZE_MAX);
+        }
+    }
+    return 0;
+}
+
 /* The layout of a range (rangeobject.c's rangeobject): four ints. */
 typedef struct {
     PyObject_HEAD
@@ -489,6 +549,8 @@ visit_kind(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
     }
     case _PyStorage_KIND_ODICT:
         return visit_odict(op, visit, arg, check);
+    case _PyStorage_KIND_DEQUE:
+        return visit_deque(op, visit, arg, check);
     case _PyStorage_KIND_DATE:
     case _PyStorage_KIND_TIMEDELTA:
         return 0;
@@ -816,10 +878,17 @@ rehash_odict(PyObject *op)
 int
 _PyStorage_Rehash(PyObject *op)
 {
-    if (_PyStorage_KindOf(Py_TYPE(op)) == _PyStorage_KIND_ODICT
-        && rehash_odict(op) < 0)
-    {
+    int kind = _PyStorage_KindOf(Py_TYPE(op));
+    if (kind == _PyStorage_KIND_ODICT && rehash_odict(op) < 0) {
         return -1;
+    }
+    if (kind == _PyStorage_KIND_DEQUE) {
+        /* The outer links of its end blocks, which another process left
+           stale, as a debug build wants them. */
+        _PyStorage_Deque *dq = (_PyStorage_Deque *)op;
+        dq->leftblock->leftlink = NULL;
+        dq->rightblock->rightlink = NULL;
+        return 0;
     }
     if (PyDict_Check(op)) {
         PyDictObject *mp = (PyDictObject *)op;

@@ -682,6 +682,26 @@ check_dict_items(PyObject *v, PyStorageManager *sm)
     return 0;
 }
 
+/* The items of an exclusive deque, in its blocks. */
+static int
+check_deque_items(PyObject *v, PyStorageManager *sm)
+{
+    _PyStorage_Deque *dq = (_PyStorage_Deque *)v;
+    _PyStorage_DequeBlock *b = dq->leftblock;
+    Py_ssize_t i = dq->leftindex;
+    for (Py_ssize_t n = 0; n < Py_SIZE(dq); n++) {
+        PyObject *item = b->data[i];
+        if (check_value(item, sm, Py_REFCNT(item) == 1) < 0) {
+            return -1;
+        }
+        if (++i == _PyStorage_DEQUE_BLOCKLEN) {
+            b = b->rightlink;
+            i = 0;
+        }
+    }
+    return 0;
+}
+
 /* An exclusive instance: a class that a persistent manager can find
    again, its dict (made on demand) and its slots. */
 static int
@@ -786,6 +806,51 @@ refuse_shared(PyObject *v, PyStorageManager *sm, PyStorageManager *owner)
     return -1;
 }
 
+/* v's type is none that a manager holds: refused, with what to store
+   instead when there is an obvious one. */
+static int
+refuse_type(PyObject *v, PyStorageManager *sm)
+{
+    static const struct {
+        const char *type;
+        const char *instead;
+    } alternatives[] = {
+        {"array.array", "a list (x.tolist()) or bytes (x.tobytes())"},
+        {"memoryview", "bytes (x.tobytes())"},
+        {"dict_keys", "a list or a set of them (list(x))"},
+        {"odict_keys", "a list of them (list(x))"},
+        {"dict_values", "a list of them (list(x))"},
+        {"odict_values", "a list of them (list(x))"},
+        {"dict_items", "a list of them (list(x))"},
+        {"odict_items", "a list of them (list(x))"},
+        {"mappingproxy", "a dict (dict(x))"},
+        {"re.Pattern", "its pattern (x.pattern) and flags"},
+        {"functools.partial", "a function defined at module level"},
+    };
+    PyTypeObject *tp = Py_TYPE(v);
+    const char *instead = NULL;
+    for (size_t i = 0; i < Py_ARRAY_LENGTH(alternatives); i++) {
+        if (strcmp(tp->tp_name, alternatives[i].type) == 0) {
+            instead = alternatives[i].instead;
+        }
+    }
+    if (instead == NULL && tp->tp_iternext != NULL
+        && tp->tp_iternext != &_PyObject_NextNotImplemented)
+    {
+        /* A generator, a map, an iterator... */
+        instead = "a list of what it gives (list(x))";
+    }
+    if (instead == NULL) {
+        return refuse(v, sm, "its type is not one that a persistent "
+                             "storage manager can hold");
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "cannot store a '%.100s' object in %s storage: its type is "
+                 "not one that a persistent storage manager can hold; store "
+                 "%s instead", tp->tp_name, sm->name, instead);
+    return -1;
+}
+
 /* Can v be stored into sm?  exclusive: the path to v from the stored
    value holds the only references to every object on it.  Immutables
    are copied, exclusive mutables moved; a shared mutable is refused. */
@@ -817,8 +882,7 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
     int state;
     PyTypeObject *base = layout_of(tp, &state);
     if (base == NULL) {
-        return refuse(v, sm, "its type is not one that a persistent "
-                             "storage manager can hold");
+        return refuse_type(v, sm);
     }
     int value = is_value_layout(base);
     if (value && state) {
@@ -874,6 +938,9 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
         if (r == 0 && factory != NULL) {
             r = check_value(factory, sm, 0);
         }
+    }
+    else if (_PyStorage_KindOf(base) == _PyStorage_KIND_DEQUE) {
+        r = check_deque_items(v, sm);
     }
     else if (_PyStorage_KindOf(base) == _PyStorage_KIND_ODICT) {
         /* Its items, and its __dict__ (made on demand). */
@@ -1375,6 +1442,38 @@ copy_items_into_odict(PyObject *copy, PyObject *v, PyStorageManager *sm)
     return r;
 }
 
+/* A new deque of v's type and maxlen in sm (placed), with copies of the
+   items of v. */
+static PyObject *
+make_deque(PyObject *v)
+{
+    Py_ssize_t maxlen = ((_PyStorage_Deque *)v)->maxlen;
+    return (maxlen < 0 ? PyObject_CallNoArgs((PyObject *)Py_TYPE(v))
+            : PyObject_CallFunction((PyObject *)Py_TYPE(v), "()n", maxlen));
+}
+
+static int
+copy_items_into_deque(PyObject *copy, PyObject *v, PyStorageManager *sm)
+{
+    PyObject *it = PyObject_GetIter(v);
+    if (it == NULL) {
+        return -1;
+    }
+    PyObject *item;
+    int r = 0;
+    while (r == 0 && (item = PyIter_Next(it)) != NULL) {
+        PyObject *c = copy_value(item, sm);
+        PyObject *res = c == NULL ? NULL
+                        : PyObject_CallMethod(copy, "append", "(O)", c);
+        r = res == NULL ? -1 : 0;
+        Py_XDECREF(res);
+        Py_XDECREF(c);
+        Py_DECREF(item);
+    }
+    Py_DECREF(it);
+    return r < 0 || PyErr_Occurred() ? -1 : 0;
+}
+
 /* A new reference to v's counterpart in sm: v itself when it is static or
    in sm already, else a copy.  Pass 1 has accepted v. */
 static PyObject *
@@ -1446,6 +1545,9 @@ copy_value(PyObject *v, PyStorageManager *sm)
     }
     else if (_PyStorage_KindOf(tp) == _PyStorage_KIND_ODICT) {
         return copy_container(v, sm, make_odict, v, copy_items_into_odict);
+    }
+    else if (_PyStorage_KindOf(tp) == _PyStorage_KIND_DEQUE) {
+        return copy_container(v, sm, make_deque, v, copy_items_into_deque);
     }
     else {
         return copy_value_object(v, _PyStorage_KindOf(tp), sm);

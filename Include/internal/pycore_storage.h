@@ -507,6 +507,22 @@ _PyStorage_ModifyODict(PyObject *od, void *node, void *slot)
             ? _PyStorage_ModifyODictSlow(od, node, slot) : 0);
 }
 
+/* collections.deque (_collectionsmodule.c), whose items are in blocks of
+   its manager: a change is about to write the object's fields and, at
+   each end, what lies within left (right) items of it -- those items'
+   slots, the end block's unused slots and links, the link to them of
+   the next block in -- or every block, for -1.  0, or -1 with an
+   exception set. */
+_PyStorage_COLD
+PyAPI_FUNC(int) _PyStorage_ModifyDequeSlow(PyObject *deque, Py_ssize_t left,
+                                           Py_ssize_t right);
+static inline int
+_PyStorage_ModifyDeque(PyObject *deque, Py_ssize_t left, Py_ssize_t right)
+{
+    return (_PyStorage_ACTIVE_FOR(deque)
+            ? _PyStorage_ModifyDequeSlow(deque, left, right) : 0);
+}
+
 /* *pkey (a reference) was just stored by a managed dict in its entry ix:
    *pkey becomes the key that the entry holds -- the copy that the store
    made, not the volatile original -- for another part of the same object

@@ -41,8 +41,9 @@ PyAPI_FUNC(PyObject *) _PyStorage_ClassLayout(PyTypeObject *tp);
    module's (its objects and its timezone, whose layout
    _PyStorage_TimeZone repeats: _datetimemodule.c keeps it private) and
    decimal.Decimal; and the mutable ones, moved as a dict is:
-   collections.defaultdict, a dict with a default_factory, and
-   collections.OrderedDict, a dict with a linked list of its keys.  The
+   collections.defaultdict, a dict with a default_factory,
+   collections.OrderedDict, a dict with a linked list of its keys, and
+   collections.deque, whose items are in a list of blocks.  The
    layouts that this header repeats are checked when a type is first
    found (Objects/storage.c). */
 enum {
@@ -57,6 +58,7 @@ enum {
     _PyStorage_KIND_VALUES_END,                 /* the values end here */
     _PyStorage_KIND_DEFAULTDICT = _PyStorage_KIND_VALUES_END,
     _PyStorage_KIND_ODICT,
+    _PyStorage_KIND_DEQUE,
     _PyStorage_NKINDS
 };
 typedef struct {
@@ -108,6 +110,30 @@ typedef struct {
     PyObject *inst_dict;
     PyObject *weakreflist;
 } _PyStorage_ODict;
+/* A collections.deque (_collectionsmodule.c's dequeobject): its items in
+   a doubly linked list of blocks (tables of its manager), from
+   leftblock's data[leftindex] to rightblock's data[rightindex].  The
+   outer links of the end blocks are stale: never read.  A manager's
+   deque keeps no free blocks (numfreeblocks is 0). */
+#define _PyStorage_DEQUE_BLOCKLEN 64
+#define _PyStorage_DEQUE_FREEBLOCKS 16
+typedef struct _PyStorage_DequeBlock {
+    struct _PyStorage_DequeBlock *leftlink;
+    PyObject *data[_PyStorage_DEQUE_BLOCKLEN];
+    struct _PyStorage_DequeBlock *rightlink;
+} _PyStorage_DequeBlock;
+typedef struct {
+    PyObject_VAR_HEAD
+    _PyStorage_DequeBlock *leftblock;
+    _PyStorage_DequeBlock *rightblock;
+    Py_ssize_t leftindex;
+    Py_ssize_t rightindex;
+    size_t state;
+    Py_ssize_t maxlen;
+    Py_ssize_t numfreeblocks;
+    _PyStorage_DequeBlock *freeblocks[_PyStorage_DEQUE_FREEBLOCKS];
+    PyObject *weakreflist;
+} _PyStorage_Deque;
 /* The kind of tp, or -1 when it is none of them (no exception set). */
 PyAPI_FUNC(int) _PyStorage_KindOf(PyTypeObject *tp);
 /* The type of a kind in this process (its module imported: datetime,

@@ -35,7 +35,9 @@ What a pool holds:
   Fraction, UUID, PurePath,   copied in, shared or not: classes whose
   ipaddress objects           instances are values (pmem.value())
   dict, list, set, bytearray, moved in when nothing else refers to
-  collections.defaultdict     them; refused when shared
+  collections.defaultdict,    them; refused when shared (each method
+  collections.OrderedDict,    is atomic: OrderedDict.move_to_end,
+  collections.deque           deque.rotate, a deque's maxlen kept)
   instances of classes made   moved in like containers, their __dict__
   by class statements over    and __slots__ with them; found again by
   object or one of the        "module:qualname" (pool.unresolved() and
@@ -44,8 +46,9 @@ What a pool holds:
   dict subclass)              an immutable builtin that holds nothing
                               of its own (a named tuple) is copied
   anything else               refused with TypeError, naming the type:
-                              e.g. OrderedDict, deque, dict views,
-                              array.array, functools.partial, a lambda
+                              e.g. dict views, array.array (a list or
+                              bytes instead), functools.partial, a
+                              lambda
   ==========================  =========================================
 
 A class may name, in __pmem_volatile__, slots that cache what differs

@@ -131,9 +131,13 @@ COVERED = {
     "collections": [
         "subclasses of dict, list and set written in Python, Counter (its "
         "update() through _collections._count_elements), defaultdict "
-        "(__missing__: defdict_missing, default_factory: PyMember_SetOne): "
-        "every public method that changes one, as "
-        "test.test_pmem.stdlib_changes lists them",
+        "(__missing__: defdict_missing, default_factory: PyMember_SetOne), "
+        "OrderedDict (its list: _odict_add_new_node, _odict_clear_node, "
+        "_odict_resize, odict_clear, OrderedDict_move_to_end_impl; its "
+        "__dict__: ensure_nonmanaged_dict), deque (its blocks: "
+        "_PyStorage_ModifyDeque; d[i] = x: _PyStorage_StoreInto): every "
+        "public method that changes one, as test.test_pmem.stdlib_changes "
+        "lists them",
     ],
 }
 
@@ -918,10 +922,10 @@ class Slotted:
 
 class CollectionsHookTests(ArenaTestCase):
     """The mutable kinds that a pool holds beyond the builtins -- Python's
-    subclasses of dict, list and set, Counter, defaultdict -- change
-    through the builtins' hooked code: every public method that changes
-    one (stdlib_changes.CHANGES), each on an arena object and its DRAM
-    twin, with several arguments."""
+    subclasses of dict, list and set, Counter, defaultdict, OrderedDict,
+    deque -- change through hooked code: every public method that changes one
+    (stdlib_changes.CHANGES), each on an arena object and its DRAM twin,
+    with several arguments."""
 
     def test_every_change(self):
         for name, changes in stdlib_changes.CHANGES.items():

@@ -37,6 +37,10 @@ MUTABLES = {
     "defaultdict_int": lambda: collections.defaultdict(int, a=1),
     "defaultdict_factory": lambda: collections.defaultdict(factory),
     "ordereddict": lambda: collections.OrderedDict(a=1, b=[2], c=3),
+    # Long enough for several blocks of 64 items.
+    "deque": lambda: collections.deque([i, [i], (i, "t")][i % 3]
+                                       for i in range(150)),
+    "deque_maxlen": lambda: collections.deque("abcdef", maxlen=8),
 }
 
 
@@ -126,6 +130,46 @@ def _ordereddict_changes():
     return [move_to_end, popitem_first, note, *_dict_changes()]
 
 
+def _deque_changes():
+    def append(x, r): x.append(_new(r))
+    def appendleft(x, r): x.appendleft(_new(r))
+    def extend(x, r): x.extend([_value(r) for _ in range(r.randrange(70))])
+    def extendleft(x, r):
+        x.extendleft([_value(r) for _ in range(r.randrange(70))])
+    def pop(x, r):
+        for _ in range(r.randrange(1, 70)):
+            if x:
+                x.pop()
+    def popleft(x, r):
+        for _ in range(r.randrange(1, 70)):
+            if x:
+                x.popleft()
+    def rotate(x, r): x.rotate(r.randrange(-200, 200))
+    def reverse(x, r): x.reverse()
+    def insert(x, r):
+        if len(x) != x.maxlen:
+            x.insert(r.randrange(-2, len(x) + 2), _new(r))
+    def remove(x, r):
+        v = r.randrange(100)
+        if v in x:
+            x.remove(v)
+    def setitem(x, r):
+        if x:
+            x[r.randrange(len(x))] = _new(r)
+    def delitem(x, r):
+        if x:
+            del x[r.randrange(len(x))]
+    def iadd(x, r): x.__iadd__([_value(r), _value(r)])
+    def imul(x, r):
+        if len(x) < 100:
+            x.__imul__(r.randrange(3))
+    def clear(x, r):
+        if r.random() < 0.1:
+            x.clear()
+    return [append, appendleft, extend, extendleft, pop, popleft, rotate,
+            reverse, insert, remove, setitem, delitem, iadd, imul, clear]
+
+
 def _list_changes():
     def append(x, r): x.append(_new(r))
     def extend(x, r): x.extend([_value(r), _value(r)])
@@ -203,6 +247,8 @@ CHANGES = {
     "defaultdict_int": _defaultdict_changes(int_values=True),
     "defaultdict_factory": _defaultdict_changes(),
     "ordereddict": _ordereddict_changes(),
+    "deque": _deque_changes(),
+    "deque_maxlen": _deque_changes(),
 }
 
 
@@ -211,4 +257,5 @@ def same(a, b):
     return (type(a) is type(b) and a == b
             and getattr(a, "note", None) == getattr(b, "note", None)
             and getattr(a, "default_factory", None)
-            is getattr(b, "default_factory", None))
+            is getattr(b, "default_factory", None)
+            and getattr(a, "maxlen", None) == getattr(b, "maxlen", None))

@@ -2,11 +2,12 @@
 
 A value enters a pool only when the managers know its type's layout: the
 supported builtins (None, bool, int, float, complex, str, bytes, tuple,
-frozenset, dict, list, set, bytearray, Ellipsis, NotImplemented), and
-classes written in Python whose instances hold only a __dict__ and/or
-__slots__ over object or over another supported layout.  Everything else
--- any C type, heap type or not (array.array, struct.Struct,
-functools.partial, collections.deque, datetime...), and a Python subclass
+frozenset, dict, list, set, bytearray, Ellipsis, NotImplemented), the C
+types known by kind (range, slice, datetime's, Decimal, defaultdict,
+OrderedDict, deque), and classes written in Python whose instances hold
+only a __dict__ and/or __slots__ over object or over another supported
+layout.  Everything else -- any other C type, heap type or not
+(array.array, struct.Struct, functools.partial...), and a Python subclass
 of one that adds C-level state -- is refused with a TypeError that names
 the type, and nothing changes.
 
@@ -40,9 +41,10 @@ runs the survey alone and prints its counts, every failure, and what it
 skipped and why (with arguments, it runs the tests).
 
 FocusedTests are the known cases one by one: array.array, struct.Struct,
-functools.partial, collections.deque, datetime.date and a Python subclass
-of array.array are refused in all four places; plain classes, with
-__slots__ and with a __dict__, and the builtins round-trip.
+functools.partial and a Python subclass of array.array are refused in all
+four places (with what to store instead, where there is an obvious
+alternative); plain classes, with __slots__ and with a __dict__, the
+builtins, datetime's types, deque and OrderedDict round-trip.
 """
 
 import contextlib
@@ -112,6 +114,7 @@ VALUE_PARTS = {
                                         *d.values()],
     collections.OrderedDict: lambda d: [*d.keys(), *d.values(),
                                         *vars(d).values()],
+    collections.deque: lambda d: list(d),
 }
 SUPPORTED = frozenset({type(None), bool, int, float, complex, str, bytes,
                        tuple, frozenset, dict, list, set, bytearray,
@@ -381,6 +384,8 @@ def describe(obj, memo=None, depth=0):
     if tp is collections.defaultdict:
         return (f"defaultdict({d(obj.default_factory)}, "
                 f"{d(dict(obj))})")
+    if tp is collections.deque:
+        return f"deque({d(list(obj))}, maxlen={obj.maxlen})"
     if tp is collections.OrderedDict:
         return (f"OrderedDict({d(list(obj.items()))}, "
                 f"{d(vars(obj))})")
@@ -1356,9 +1361,28 @@ class FocusedTests(unittest.TestCase):
         self.assertRefused("functools.partial(print)", "partial",
                            ["functools"])
 
-    def test_deque(self):
-        self.assertRefused("collections.deque([1, 2])", "deque",
-                           ["collections"])
+    def test_deque_and_ordered_dict(self):
+        self.assertRoundTrip("collections.deque([1, 2])",
+                             "collections.deque('ab', maxlen=3)",
+                             "collections.deque(range(200))",
+                             "collections.OrderedDict(a=1, b=(2,))",
+                             imports=["collections"])
+
+    def test_refusal_says_what_to_store_instead(self):
+        # Where there is an obvious alternative, the message gives it.
+        for expr, name, instead, imports in [
+                ("memoryview(b'ab')", "memoryview", "bytes (x.tobytes())",
+                 []),
+                ("{1: 2}.keys()", "dict_keys", "a list or a set of them", []),
+                ("(i for i in range(3))", "generator",
+                 "a list of what it gives (list(x))", []),
+                ("re.compile('a+')", "Pattern", "its pattern", ["re"])]:
+            with self.subTest(expr=expr):
+                self.assertRefused(expr, name, imports)
+                record, = self.store(expr, imports=imports)
+                for how in STORES:
+                    self.assertIn(f"; store {instead}",
+                                  record["stores"][how]["detail"])
 
     def test_datetime_family(self):
         self.assertRoundTrip(

@@ -19,8 +19,9 @@ two user classes (Thing, with a __dict__, and Slotted, with __slots__;
 found as fuzz:Thing and fuzz:Slotted), instances of two classes of a
 module that the opening children cannot import (fuzz_gone: placeholders
 there), a big dict, and the standard library's kinds and references
-(datetime, Decimal, a str subclass, Counter, defaultdict, an enum member,
-a class: the root's table of references), and reports where its objects
+(datetime, Decimal, a str subclass, Counter, defaultdict, an OrderedDict
+and its nodes, a deque and its blocks, an enum member, a class: the
+root's table of references), and reports where its objects
 and tables lie.  Each corrupted copy gets one to three changes, each
 aimed at one part of the file -- the pool header, the pool
 descriptor, the lanes (undo logs), the heap, zone and chunk headers, the
@@ -172,6 +173,8 @@ def make_pool():
             uuid.UUID(int=7), signal.SIGTERM, collections.Counter("hello"),
             collections.defaultdict(list, a=[1]), Point(1, "y"),
             Label("h\u00e9llo"), collections.OrderedDict, len,
+            collections.OrderedDict((f"o{i}", [i]) for i in range(6)),
+            collections.deque((i, [i]) for i in range(100)),
         ]
     base = pool.base
     objects, tables, seen = [], [], set()
@@ -203,6 +206,27 @@ def make_pool():
             table(pointer_at(obj, 32), 64 + 24 * len(obj), "dict keys")
             stack.extend(obj)
             stack.extend(obj.values())
+        elif t is collections.OrderedDict:
+            # Its dict's keys, its fast-nodes table (od_fast_nodes and
+            # its size after od_first, od_last), its list of nodes (key,
+            # hash, next, prev).
+            table(pointer_at(obj, 32), 64 + 24 * len(obj), "dict keys")
+            table(pointer_at(obj, 64), 8 * pointer_at(obj, 72),
+                  "odict fast nodes")
+            node = pointer_at(obj, 48)
+            while node:
+                table(node, 32, "odict node")
+                node = ctypes.c_void_p.from_address(node + 16).value
+            stack.extend(obj)
+            stack.extend(obj.values())
+        elif t is collections.deque:
+            # Its blocks (leftlink, 64 items, rightlink), from leftblock.
+            block, last = pointer_at(obj, 24), pointer_at(obj, 32)
+            while block:
+                table(block, 66 * 8, "deque block")
+                block = (None if block == last else
+                         ctypes.c_void_p.from_address(block + 65 * 8).value)
+            stack.extend(obj)
         elif t is bytearray:
             table(pointer_at(obj, 32), len(obj) + 1, "bytearray bytes")
         elif t is Thing or t is fuzz_gone.Gone:

@@ -145,9 +145,9 @@ ns.none = None
 """
 
 # Values of the standard library: copies (datetime, Decimal, Fraction, a
-# named tuple), moves (Counter, defaultdict), references (enum members,
-# timezone.utc, a class), recorded in the pool's type table and its table
-# of references.
+# named tuple), moves (Counter, defaultdict, OrderedDict, deque), references
+# (enum members, timezone.utc, a class), recorded in the pool's type
+# table and its table of references.
 STDLIB = """\
 import collections, datetime, decimal, fractions, http, re, urllib.parse
 import uuid
@@ -163,6 +163,8 @@ STDLIB = lambda: {
     "url": urllib.parse.urlsplit("https://example.org/a?b"),
     "count": collections.Counter("hello"),
     "index": collections.defaultdict(list, a=[1]),
+    "order": collections.OrderedDict((f"k{i}", [i]) for i in range(12)),
+    "queue": collections.deque((i, [i]) for i in range(150)),
     "kind": collections.OrderedDict,
 }
 """
@@ -458,8 +460,8 @@ ns.stdlib = STDLIB()
 stop()
 """, doc="values of the standard library stored in one transaction: "
          "copies (datetime, Decimal, Fraction, a named tuple), moves "
-         "(Counter, defaultdict), references (enum members, "
-         "timezone.utc, a class) recorded in the pool's table of "
+         "(Counter, defaultdict, OrderedDict, deque), references (enum "
+         "members, timezone.utc, a class) recorded in the pool's table of "
          "references, classes entered in its type table"),
     Kind("types-open-moved", [(DATA, 0), (STDLIB_DATA, 0)], """\
 start()
@@ -469,7 +471,53 @@ assert pool.base == int(os.environ["PMEM_MMAP_HINT"], 16), hex(pool.base)
 """, env={"PMEM_MMAP_HINT": MOVED_HINT},
          doc="an open at another address of a pool that holds them: "
              "references found by name again and their pointers "
-             "rewritten, a Decimal's interior pointer moved"),
+             "rewritten, a Decimal's, an OrderedDict's and a deque's "
+             "interior pointers moved"),
+    Kind("odict", [(DATA, 0), (STDLIB_DATA, 0)], """\
+pool = pmem.open(path)
+order = pool.ns.stdlib["order"]
+start()
+with pool:
+    order.move_to_end("k3")
+    order.move_to_end("k7", last=False)
+    order.popitem(last=False)
+    del order["k5"]
+    order["new"] = [1, 2]
+    order.setdefault("k0", "again")
+stop()
+""", doc="an OrderedDict's list of keys changed in one transaction: "
+         "moves to either end, a pop from the front, a delete, new keys "
+         "(nodes made, unlinked, freed)"),
+    Kind("deque", [(DATA, 0), (STDLIB_DATA, 0)], """\
+pool = pmem.open(path)
+queue = pool.ns.stdlib["queue"]
+start()
+with pool:
+    queue.rotate(70)
+    queue.extend(range(60))
+    for _ in range(70):
+        queue.popleft()
+    queue.appendleft([1, 2])
+    del queue[100]
+    queue[3] = "three"
+stop()
+""", doc="a deque changed in one transaction: a rotation across blocks, "
+         "items added and taken at both ends (blocks made and freed), a "
+         "delete and a store in the middle"),
+    Kind("deque-one", [(DATA, 0), (STDLIB_DATA, 0)], """\
+pool = pmem.open(path)
+queue = pool.ns.stdlib["queue"]
+start()
+queue.append(["new"])
+stop()
+""", doc="one deque.append(), its own transaction"),
+    Kind("odict-one", [(DATA, 0), (STDLIB_DATA, 0)], """\
+pool = pmem.open(path)
+order = pool.ns.stdlib["order"]
+start()
+order.move_to_end("k0")
+stop()
+""", doc="one OrderedDict.move_to_end(), its own transaction"),
     Kind("grow", [(DATA, 0)], """\
 start()
 sizes = pmem.grow(path, 2 * SIZE)
