@@ -474,7 +474,19 @@ _PyStorage_TxBegin(PyObject *op, PyStorageManager **psm)
 {
     PyStorageManager *sm = _PyStorage_Lookup(op);
     *psm = sm;
-    return sm != NULL && manager_begin(sm) < 0 ? -1 : 0;
+    if (sm == NULL || manager_begin(sm) == 0) {
+        return 0;
+    }
+    if (Py_REFCNT(op) == 0) {
+        /* A deallocation that begins one (a deque's clears it), where
+           none can begin (a closed pool, a forked child's): none is
+           going on either, so there is nothing to undo, and nothing of
+           the dying object to make durable.  It goes on unlogged. */
+        PyErr_Clear();
+        *psm = NULL;
+        return 0;
+    }
+    return -1;
 }
 
 /* End an operation: undo it when an exception is set (keeping that
@@ -770,7 +782,8 @@ void
 _PyStorage_WriteUnraisable(PyObject *op)
 {
     PyErr_FormatUnraisable(
-        "Exception ignored in a failed, undone atomic operation on: %R", op);
+        "Exception ignored in a failed, undone atomic operation on a "
+        "'%.100s' object at %p", Py_TYPE(op)->tp_name, (void *)op);
 }
 
 /* The slow paths of twins: the hooked twin inside an operation on op,

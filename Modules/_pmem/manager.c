@@ -663,6 +663,12 @@ int
 _PyPmem_Modify(PyStorageManager *sm, void *addr, size_t size)
 {
     PoolObject *p = POOL(sm);
+    if (p->closed || p->forked) {
+        /* No operation can begin: a write that no operation brackets is
+           a deallocation's, of memory that nothing sees again
+           (_PyStorage_TxBegin()). */
+        return 0;
+    }
     if (!in_my_transaction(p)) {
         PyErr_Format(PyExc_SystemError, "a write to pool %R outside any "
                      "atomic operation", p->path);

@@ -291,7 +291,10 @@ _PyPmem_RepairFinish(PoolObject *p, repair_state *st)
                 Py_INCREF(Py_TYPE(e->obj));   /* subtype_dealloc dropped it */
             }
             _PyStorage_ResetVolatile(e->obj);
-            if (!PyDict_Check(e->obj) && !PyList_Check(e->obj)
+            /* (Not one that nothing refers to: it may be one that the
+               transaction made, and freed half-made, a tuple without all
+               its items: garbage, released below.) */
+            if (refcnt > 0 && !PyDict_Check(e->obj) && !PyList_Check(e->obj)
                 && !PySet_Check(e->obj) && !PyByteArray_Check(e->obj)
                 && PyObject_Hash(e->obj) == -1)
             {

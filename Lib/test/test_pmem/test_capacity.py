@@ -260,6 +260,31 @@ else:
         self.assertEqual(self.reopened("print(len(pool.ns.log) == "
                                        "pool.ns.count)"), "True\n")
 
+    def test_too_big_a_container_to_move_in(self):
+        # A container that does not fit, moved in: its copy is made in
+        # the transaction (the items in their tuples, half-made when the
+        # pool fills), which is rolled back; nothing of it stays.
+        for make in ["[(i, [i]) for i in range(400000)]",
+                     "collections.OrderedDict((i, [i]) for i in "
+                     "range(400000))",
+                     "collections.deque((i, [i]) for i in range(400000))"]:
+            with self.subTest(make=make):
+                os_helper.unlink(self.path)
+                message = self.fill(f"""
+                    import collections
+                    pool.ns.small = [1]
+                    before = pool.stats()["objects"]
+                    try:
+                        pool.ns.big = {{"big": {make}}}
+                    finally:
+                        assert pool.stats()["objects"] == before
+                        pool.ns.small.append(2)
+                    """)
+                self.assertFull(message)
+                self.assertEqual(self.reopened("""
+                    print(vars(pool.ns), pool.stats()["objects"])
+                    """), "{'small': [1, 2]} 3\n")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -301,6 +301,27 @@ class StdlibTypesTests(PoolTestCase):
             """)
         self.assertEqual(out, "True True\n" * 3 + "{}\n")
 
+    def test_dropped_after_their_pool_closed(self):
+        # A deque's deallocation clears it, in an operation that a closed
+        # pool cannot begin: it goes on without one, silently.
+        out = run_in_new_process(self, f"""
+            import collections, gc, io, sys
+            import pmem
+            pool = pmem.open({os.path.join(self.dir, "closed.pool")!r},
+                             size={SIZE})
+            pool.ns.q = collections.deque(range(100))
+            pool.ns.o = collections.OrderedDict(a=[1])
+            q, o = pool.ns.q, pool.ns.o
+            del pool.ns.q, pool.ns.o
+            pool.close()
+            sys.stderr = io.StringIO()
+            print(len(q), list(o))
+            del q, o
+            gc.collect()
+            print(repr(sys.stderr.getvalue()))
+            """)
+        self.assertEqual(out, "100 ['a']\n''\n")
+
     def test_every_kind_is_listed(self):
         # The values of this test are the ones that help(pmem) says a
         # pool holds; a kind added there must be tested here.
