@@ -37,7 +37,7 @@ CORE_TESTS = test_dict test_list test_set test_bytes test_descr test_class \
 	test_gc test_weakref test_ordered_dict test_sort test_dictviews \
 	test_userdict test_userlist test_copy test_pickle test_json test_capi \
 	test_sys test_slice test_defaultdict test_collections test_fractions \
-	test_uuid test_ipaddress test_pathlib test_enum
+	test_uuid test_ipaddress test_pathlib test_enum test_deque
 
 # More regrtest options for `make test`: TESTOPTS=-ucpu also runs the slow
 # tests (those that require the 'cpu' resource), as CI does.

@@ -29,6 +29,7 @@ prints the old and the new size.
 """
 
 import argparse
+import collections
 import contextlib
 import enum
 import fcntl
@@ -151,7 +152,8 @@ def _read_all(value):
         if isinstance(obj, dict):
             stack.extend(obj.keys())
             stack.extend(obj.values())
-        elif isinstance(obj, (list, tuple, set, frozenset)):
+        elif isinstance(obj, (list, tuple, set, frozenset,
+                              collections.deque)):
             stack.extend(obj)
         else:
             repr(obj)
@@ -176,10 +178,10 @@ def check(pool, args):
 
 
 def _jsonable(value):
-    """value as JSON can show it: sets and tuples as lists, instances as
-    their class and attributes, what a pool refers to by name (a class, a
-    function, an enum member) as that name, anything else as its
-    repr()."""
+    """value as JSON can show it: sets, tuples and deques as lists (an
+    OrderedDict, a defaultdict as a dict), instances as their class and
+    attributes, what a pool refers to by name (a class, a function, an
+    enum member) as that name, anything else as its repr()."""
     if isinstance(value, (type, types.FunctionType,
                           types.BuiltinFunctionType)):
         return {"__reference__": f"{value.__module__}:{value.__qualname__}"}
@@ -190,7 +192,7 @@ def _jsonable(value):
     if isinstance(value, dict):
         return {str(k) if not isinstance(k, str) else k: _jsonable(v)
                 for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, collections.deque)):
         return [_jsonable(v) for v in value]
     if isinstance(value, (set, frozenset)):
         return [_jsonable(v) for v in sorted(value, key=repr)]

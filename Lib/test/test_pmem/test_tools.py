@@ -47,7 +47,9 @@ class ToolTests(unittest.TestCase):
             import collections, decimal, re
             pool.ns.kinds = [re.IGNORECASE, collections.OrderedDict, len,
                              decimal.Decimal("1.5"),
-                             collections.Counter("aab")]
+                             collections.Counter("aab"),
+                             collections.OrderedDict(b=1, a=[2]),
+                             collections.deque([(1, 2), "x"], maxlen=5)]
             """), PMEM_MMAP_HINT="0x610000000000", **FAST_FLUSH)
 
     def cli(self, *args):
@@ -93,12 +95,14 @@ class ToolTests(unittest.TestCase):
                                    "pt": [7, 2.5]})
         whole = json.loads(self.cli("dump", self.path, "--json").stdout)
         self.assertEqual(whole["blob"], "b'\\x00\\x01'")
-        # What a pool refers to, by its name; a Counter as the dict it is.
+        # What a pool refers to, by its name; a Counter and an
+        # OrderedDict as the dicts they are, a deque as a list.
         self.assertEqual(whole["kinds"], [
             {"__reference__": "re:RegexFlag.IGNORECASE"},
             {"__reference__": "collections:OrderedDict"},
             {"__reference__": "builtins:len"}, "Decimal('1.5')",
-            {"a": 2, "b": 1}])
+            {"a": 2, "b": 1}, {"b": 1, "a": [2]}, [[1, 2], "x"]])
+        self.assertEqual(list(whole["kinds"][5]), ["b", "a"])
 
     def test_dump_into_head_ends_quietly(self):
         proc = subprocess.run(

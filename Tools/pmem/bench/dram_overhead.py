@@ -240,6 +240,36 @@ def run(n):
             C.st(i)
             len((i,))
 '''),
+    ("collections", "deque append, appendleft, pop, popleft, rotate, "
+     "extend, q[i] = x; OrderedDict stores, move_to_end, popitem, del", 12,
+     '''
+import collections
+
+def run(n):
+    for r in range(n):
+        q = collections.deque()
+        for i in range(2000):
+            q.append(i)
+            q.appendleft(i)
+        for i in range(1000):
+            q.rotate(3)
+            q[i] = i
+        q.extend(range(1000))
+        while q:
+            q.pop()
+            if q:
+                q.popleft()
+        o = collections.OrderedDict()
+        for i in range(1000):
+            o[i] = i
+        for i in range(0, 999, 3):
+            o.move_to_end(i)
+            o.move_to_end(i + 1, last=False)
+        while len(o) > 100:
+            o.popitem(last=len(o) % 2 == 0)
+        for k in list(o):
+            del o[k]
+'''),
     ("mixed", "build a random dict-of-lists graph, walk it breadth first, "
      "rank by in-degree", 25, '''
 def run(n):

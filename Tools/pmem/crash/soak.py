@@ -17,7 +17,9 @@ same transaction (``with pool:``), or -- for the operations that are a
 single mutating statement outside any ``with`` block -- is followed by
 an implicit transaction of its own that sets ``done``.  The operations
 cover bank transfers, dict growth past resizes, deletes, popitem, list
-insert/sort/slice assignment/pop, set updates, bytearray edits, nested
+insert/sort/slice assignment/pop, set updates, bytearray edits, a
+deque's ends, rotations and middle (across its blocks, with a maxlen),
+an OrderedDict's order (move_to_end, popitem at both ends), nested
 containers, instances of user classes (Record and Pair, found as
 ``soak:Record`` and ``soak:Pair``), transactions that raise and roll
 back, transactions that make records garbage cycles, collect them
@@ -45,6 +47,7 @@ are printed; the exit status is 1.
 """
 
 import argparse
+import collections
 import gc
 import itertools
 import marshal
@@ -218,6 +221,9 @@ def initial(ns):
     ns.meta = Record("meta", 0)
     ns.pair = Pair(None, [])
     ns.counter = 0
+    ns.queue = collections.deque(((n, f"q{n}") for n in range(100)),
+                                 maxlen=400)
+    ns.order = collections.OrderedDict((f"o{n}", n) for n in range(40))
 
 
 # Each operation takes (ns, rng, i); an implicit one makes exactly one
@@ -606,6 +612,69 @@ def implicit_recs(ns, rng, i):
         ns.pair.right.clear()
 
 
+def queue_edit(queue, rng, i):
+    """One mutating call on the deque queue (blocks of 64 items)."""
+    n = len(queue)
+    r = rng.randrange(9)
+    if r == 0:
+        queue.append(make_scalar(rng, i))
+    elif r == 1:
+        queue.appendleft((i, make_scalar(rng, i)))
+    elif r == 2 and n:
+        queue.pop()
+    elif r == 3 and n:
+        queue.popleft()
+    elif r == 4:
+        queue.rotate(rng.randrange(-150, 150))
+    elif r == 5:
+        queue.extend([make_scalar(rng, i) for _ in range(rng.randrange(90))])
+    elif r == 6 and n:
+        queue[rng.randrange(n)] = make_scalar(rng, i)
+    elif r == 7 and n:
+        del queue[rng.randrange(n)]
+    else:
+        queue.extendleft(range(rng.randrange(70)))
+
+
+def tx_queue(ns, rng, i):
+    for _ in range(rng.randrange(1, 8)):
+        queue_edit(ns.queue, rng, i)
+
+
+def implicit_queue(ns, rng, i):
+    queue_edit(ns.queue, rng, i)
+
+
+def order_edit(order, rng, i):
+    """One mutating call on the OrderedDict order."""
+    n = len(order)
+    r = rng.randrange(6)
+    if n > 150:
+        order.popitem(last=False)
+    elif r == 0 or n == 0:
+        order[f"o{rng.randrange(300)}"] = make_scalar(rng, i)
+    elif r == 1:
+        order.move_to_end(nth(order, rng.randrange(n)),
+                          last=rng.random() < 0.5)
+    elif r == 2:
+        order.popitem(last=rng.random() < 0.5)
+    elif r == 3:
+        del order[nth(order, rng.randrange(n))]
+    elif r == 4:
+        order.setdefault(f"o{rng.randrange(300)}", [i])
+    else:
+        order.update({f"o{rng.randrange(300)}": make_scalar(rng, i)})
+
+
+def tx_order(ns, rng, i):
+    for _ in range(rng.randrange(1, 8)):
+        order_edit(ns.order, rng, i)
+
+
+def implicit_order(ns, rng, i):
+    order_edit(ns.order, rng, i)
+
+
 def implicit_namespace(ns, rng, i):
     r = rng.randrange(3)
     if r == 0:
@@ -639,6 +708,10 @@ OPERATIONS = [
     (4, TX, tx_recs),
     (3, IMPLICIT, implicit_recs),
     (2, IMPLICIT, implicit_namespace),
+    (3, TX, tx_queue),
+    (3, IMPLICIT, implicit_queue),
+    (3, TX, tx_order),
+    (3, IMPLICIT, implicit_order),
     (4, ABORT, None),               # a TX operation, then Rollback
     (2, FORK, None),                # a TX operation, which a forked child
                                     # tries first (refused)
@@ -784,6 +857,16 @@ def canon(obj, seen):
             return ("set", frozenset(canon(x, seen) for x in obj))
         if t is bytearray:
             return ("bytearray", bytes(obj))
+        if t is collections.deque:
+            return ("deque", obj.maxlen, tuple(canon(x, seen) for x in obj))
+        if t is collections.OrderedDict:
+            # In order, which is what an OrderedDict keeps.
+            for key in obj:
+                if key not in obj:
+                    raise Mismatch(f"OrderedDict key {key!r} not found by "
+                                   f"lookup")
+            return ("OrderedDict", tuple((canon(k, seen), canon(v, seen))
+                                         for k, v in obj.items()))
         if t.__name__ == "Record":
             return ("Record", canon(vars(obj), seen))
         if t.__name__ == "Pair":
