@@ -39,7 +39,7 @@
 
 #include "Python.h"
 #include "pycore_object.h"        // _PyType_PreHeaderSize()
-#include "pycore_storage.h"
+#include "pycore_storagemap.h"    // _PyStorage_MovesEnd()
 #include "structmember.h"         // PyMemberDef
 
 #include <sys/mman.h>
@@ -361,6 +361,8 @@ arena_end(PyStorageManager *sm, int ok)
         take_snapshot(a);
         a->nranges = 0;
         a->operations++;
+        /* (It never undoes: its moves are kept.) */
+        _PyStorage_MovesEnd(sm, 0, 0);
         if (ok && a->fail_commits > 0 && --a->fail_commits == 0) {
             PyErr_SetString(PyExc_RuntimeError,
                             "arena: injected commit failure");

@@ -45,6 +45,7 @@
 #include "pycore_setobject.h"     // _PySet_NextEntry()
 #include "pycore_tuple.h"         // _PyTuple_FromArray()
 #include "pycore_storagemap.h"    // the hooks, the managers' API
+#include "opcode.h"               // CALL_KW
 #include "structmember.h"         // PyMemberDef, T_OBJECT_EX
 #define _PY_DATETIME_IMPL        /* the structs, not the C API's variable */
 #include "datetime.h"             // _PyDateTime_BaseTZInfo
@@ -358,6 +359,26 @@ holds_nothing(PyObject *v, PyTypeObject *base)
         }
     }
     return 1;
+}
+
+/* Is v, whose layout is base's (layout_of(), with state), a value that a
+   manager copies, shared or not -- an immutable builtin, a subclass's
+   instance that holds nothing of its own, a value class's instance --
+   rather than a mutable that only a move may take?  1, 2 for a value
+   class's instance (whose parts are held as a moved instance's are), 0,
+   or -1 with an exception set. */
+static int
+is_value(PyObject *v, PyTypeObject *base, int state)
+{
+    int value = is_value_layout(base);
+    if (value && state) {
+        value = holds_nothing(v, base);
+    }
+    if (value == 0 && Py_TYPE(v) != base) {
+        value = is_value_class(Py_TYPE(v));
+        return value > 0 ? 2 : value;
+    }
+    return value;
 }
 
 /* A reference into __main__ is refused: the program that runs next
@@ -740,6 +761,86 @@ check_instance(PyObject *v, PyStorageManager *sm)
     return visit_slots(v, check_slot, &st);
 }
 
+/* The value that _PyStorage_StoreSlow() checks (under the GIL). */
+static PyObject *storing_value;
+
+/* Does container (a list, tuple, set or dict: its values) hold v? */
+static int
+contains_object(PyObject *container, PyObject *v)
+{
+    if (PyList_CheckExact(container) || PyTuple_CheckExact(container)) {
+        PyObject **items = PyList_CheckExact(container)
+                           ? ((PyListObject *)container)->ob_item
+                           : ((PyTupleObject *)container)->ob_item;
+        for (Py_ssize_t i = 0; i < Py_SIZE(container); i++) {
+            if (items[i] == v) {
+                return 1;
+            }
+        }
+    }
+    else if (PyDict_CheckExact(container)) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(container, &pos, &key, &value)) {
+            if (value == v || key == v) {
+                return 1;
+            }
+        }
+    }
+    else if (PyAnySet_CheckExact(container)) {
+        Py_ssize_t pos = 0;
+        PyObject *key;
+        Py_hash_t hash;
+        while (_PySet_NextEntry(container, &pos, &key, &hash)) {
+            if (key == v) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* A container that a variable of this thread's frames refers to and
+   that holds v, a part of a value being stored, named for a refusal:
+   " (it is in the list 'records' of load(), at least)", or "".  A new
+   str, or NULL with an exception set. */
+static PyObject *
+container_holding(PyObject *v)
+{
+    for (_PyInterpreterFrame *f = _PyThreadState_GET()->current_frame;
+         f != NULL; f = f->previous)
+    {
+        if (!PyCode_Check(f->f_executable) || _PyFrame_IsIncomplete(f)) {
+            continue;
+        }
+        PyCodeObject *co = _PyFrame_GetCode(f);
+        for (int i = 0; i < co->co_nlocalsplus; i++) {
+            PyObject *c = f->localsplus[i];
+            if (c != NULL && c != v && contains_object(c, v)) {
+                return PyUnicode_FromFormat(
+                    " (it is in the %s %R of %U(), at least)",
+                    Py_TYPE(c)->tp_name,
+                    PyTuple_GET_ITEM(co->co_localsplusnames, i),
+                    co->co_qualname);
+            }
+        }
+        if (f->f_locals != NULL && PyDict_Check(f->f_locals)) {
+            PyObject *key, *c;
+            Py_ssize_t pos = 0;
+            while (PyDict_Next(f->f_locals, &pos, &key, &c)) {
+                if (c != v && c != f->f_locals && contains_object(c, v)) {
+                    return PyUnicode_FromFormat(
+                        " (it is in the %s %R, a %s, at least)",
+                        Py_TYPE(c)->tp_name, key,
+                        f->f_locals == f->f_globals ? "global"
+                                                    : "local");
+                }
+            }
+        }
+    }
+    return PyUnicode_FromString("");
+}
+
 /* A variable of this thread's frames that refers to v, named for a
    refusal: " (by the variable 'x' of put(), at least)", " (by the global
    'x', at least)", or "" when none does (a container, another
@@ -792,7 +893,20 @@ refuse_shared(PyObject *v, PyStorageManager *sm, PyStorageManager *owner)
         return refuse(v, sm, "it is a mutable object of another storage "
                              "manager; store a copy (copy.deepcopy())");
     }
-    PyObject *where = variable_holding(v);
+    /* The value being stored moves with the references of the frames'
+       variables and of their lists and dicts (frame_references(),
+       container_references()), so what keeps it shared is something
+       else; what keeps one of its parts shared may be a variable, or a
+       list that a variable refers to. */
+    PyObject *where = v == storing_value
+        ? PyUnicode_FromString(" (by something else than this thread's "
+                               "variables and the lists and dicts that they "
+                               "refer to: an object, a set, another thread, "
+                               "a suspended generator...)")
+        : variable_holding(v);
+    if (where != NULL && PyUnicode_GET_LENGTH(where) == 0) {
+        Py_SETREF(where, container_holding(v));
+    }
     if (where == NULL) {
         return -1;
     }
@@ -884,22 +998,14 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
     if (base == NULL) {
         return refuse_type(v, sm);
     }
-    int value = is_value_layout(base);
-    if (value && state) {
-        value = holds_nothing(v, base);
-        if (value < 0) {
-            return -1;
-        }
+    int value = is_value(v, base, state);
+    if (value < 0) {
+        return -1;
     }
-    if (!value && tp != base) {
-        value = is_value_class(tp);
-        if (value < 0) {
-            return -1;
-        }
-        if (value) {
-            /* Copied: its parts as a moved instance's are. */
-            exclusive = 1;
-        }
+    if (value == 2) {
+        /* A value class's instance, copied: its parts as a moved
+           instance's are. */
+        exclusive = 1;
     }
     if (!value && (owner != NULL || !exclusive)) {
         return refuse_shared(v, sm, owner);
@@ -1567,8 +1673,493 @@ copy_value(PyObject *v, PyStorageManager *sm)
 }
 
 
+/* --- moves that rewrite this thread's references ------------------------ */
+
+/* A mutable that a store moves into a persistent manager may be referred
+   to by this thread's frames as well as by the storing path: a variable
+   of the caller (x = [1]; d[k] = x), the parameter of a helper
+   (def put(k, v): d[k] = v), a loop's variable (for row in reader:
+   rows.append(row)).  Those references are known: the move counts them
+   as the store's own, and makes each one refer to the moved object, so
+   that identity holds (x is d[k]).  Each rewrite is logged, the original
+   kept alive, so that an undo of the manager's transaction puts the
+   original back wherever the copy still is -- in a frame still running
+   (known by its address and code), a cell, a locals dict -- rather than
+   leave the variable on the undone copy, made empty by the undo. */
+typedef struct {
+    PyStorageManager *sm;         /* NULL once ended */
+    Py_ssize_t seq;               /* _PyStorage_MovesMark() when logged */
+    _PyInterpreterFrame *frame;   /* a frame's slot, or NULL */
+    PyObject *code;               /* the frame's code (identity only) */
+    Py_ssize_t index;
+    PyObject *holder;             /* else a cell, a list (index), or a dict
+                                     and its key */
+    PyObject *key;
+    PyObject *original;
+    PyObject *copy;
+} move_record;
+
+static move_record *moves;        /* the log, under the GIL */
+static Py_ssize_t nmoves, moves_allocated, moves_seq;
+
+static int
+log_move(PyStorageManager *sm, _PyInterpreterFrame *f, Py_ssize_t index,
+         PyObject *holder, PyObject *key, PyObject *original, PyObject *copy)
+{
+    if (nmoves == moves_allocated) {
+        Py_ssize_t n = moves_allocated * 2 + 16;
+        move_record *m = PyMem_Realloc(moves, (size_t)n * sizeof(*m));
+        if (m == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        moves = m;
+        moves_allocated = n;
+    }
+    moves[nmoves++] = (move_record){
+        sm, moves_seq++, f, f != NULL ? f->f_executable : NULL, index,
+        Py_XNewRef(holder), Py_XNewRef(key), Py_NewRef(original),
+        Py_NewRef(copy)};
+    return 0;
+}
+
+/* Is holder (a cell, a locals dict) among the n of seen?  Else it is
+   added (up to the room there is: a holder seen twice is counted
+   twice only when a thread has more than 64 of them). */
+static int
+seen_before(PyObject *holder, PyObject **seen, int *n)
+{
+    for (int i = 0; i < *n; i++) {
+        if (seen[i] == holder) {
+            return 1;
+        }
+    }
+    if (*n < 64) {
+        seen[(*n)++] = holder;
+        return 0;
+    }
+    return -1;
+}
+
+/* The references to v that this thread's frames hold: their variables
+   (fast locals, cells, and the locals dicts of module and class bodies)
+   and the evaluation stacks of the frames that wait for a call to return
+   (the running frame's stack is the storing path's, which held counts).
+   With copy, each becomes a reference to copy, logged for sm.  Their
+   number, or -1 with an exception set (or, counting, when a thread has
+   too many cells and dicts to tell them apart). */
+static Py_ssize_t
+frame_references(PyObject *v, PyObject *copy, PyStorageManager *sm)
+{
+    PyObject *seen[64];
+    int nseen = 0;
+    Py_ssize_t n = 0;
+    for (_PyInterpreterFrame *f = _PyThreadState_GET()->current_frame;
+         f != NULL; f = f->previous)
+    {
+        if (!PyCode_Check(f->f_executable) || _PyFrame_IsIncomplete(f)) {
+            continue;
+        }
+        PyCodeObject *co = _PyFrame_GetCode(f);
+        int nlocals = co->co_nlocalsplus;
+        int end = Py_MAX(f->stacktop, nlocals);
+        for (int i = 0; i < end; i++) {
+            PyObject *o = f->localsplus[i];
+            if (o == v) {
+                n++;
+                if (copy != NULL) {
+                    if (log_move(sm, f, i, NULL, NULL, v, copy) < 0) {
+                        return -1;
+                    }
+                    f->localsplus[i] = Py_NewRef(copy);
+                    Py_DECREF(v);
+                }
+            }
+            else if (o != NULL && i < nlocals
+                     && (_PyLocals_GetKind(co->co_localspluskinds, i)
+                         & (CO_FAST_CELL | CO_FAST_FREE))
+                     && PyCell_Check(o) && PyCell_GET(o) == v)
+            {
+                int again = seen_before(o, seen, &nseen);
+                if (again < 0) {
+                    return -1;
+                }
+                if (again) {
+                    continue;
+                }
+                n++;
+                if (copy != NULL) {
+                    if (log_move(sm, NULL, 0, o, NULL, v, copy) < 0) {
+                        return -1;
+                    }
+                    PyCell_SET(o, Py_NewRef(copy));
+                    Py_DECREF(v);
+                }
+            }
+        }
+        PyObject *locals = f->f_locals;
+        if (locals == NULL || !PyDict_CheckExact(locals)) {
+            continue;
+        }
+        int again = seen_before(locals, seen, &nseen);
+        if (again != 0) {
+            if (again < 0) {
+                return -1;
+            }
+            continue;
+        }
+        PyObject *keys = copy != NULL ? PyList_New(0) : NULL;
+        if (copy != NULL && keys == NULL) {
+            return -1;
+        }
+        PyObject *key, *value;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(locals, &pos, &key, &value)) {
+            if (value == v) {
+                n++;
+                if (keys != NULL && PyList_Append(keys, key) < 0) {
+                    Py_DECREF(keys);
+                    return -1;
+                }
+            }
+        }
+        for (Py_ssize_t k = 0; keys != NULL && k < PyList_GET_SIZE(keys);
+             k++)
+        {
+            key = PyList_GET_ITEM(keys, k);
+            if (log_move(sm, NULL, 0, locals, key, v, copy) < 0
+                || PyDict_SetItem(locals, key, copy) < 0)
+            {
+                Py_DECREF(keys);
+                return -1;
+            }
+        }
+        Py_XDECREF(keys);
+    }
+    return n;
+}
+
+/* Would the rule move v, a volatile object: a mutable (not a value that
+   it copies, an object that it refers to, or one that it refuses)?  1
+   or 0, or -1 with an exception set. */
+static int
+will_move(PyObject *v)
+{
+    if (_PyStorage_Lookup(v) != NULL) {
+        return 0;
+    }
+    const char *why = NULL;
+    PyObject *name = reference_name(v, &why);
+    if (name != NULL || why != NULL || PyErr_Occurred()) {
+        Py_XDECREF(name);
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    int state;
+    PyTypeObject *base = layout_of(Py_TYPE(v), &state);
+    if (base == NULL) {
+        return 0;
+    }
+    int value = is_value(v, base, state);
+    return value < 0 ? -1 : !value;
+}
+
+/* Is dict the keyword arguments of the call that this thread's running
+   frame makes (CALL_KW), made for it (nothing else holds it): then each
+   of its values is on the frame's evaluation stack too, until the call
+   returns.  Its keys are the names of the constant that the instruction
+   before the call loads, in order. */
+static int
+is_call_kwargs(PyObject *dict)
+{
+    _PyInterpreterFrame *f = _PyThreadState_GET()->current_frame;
+    if (Py_REFCNT(dict) != 1 || !PyDict_CheckExact(dict) || f == NULL
+        || !PyCode_Check(f->f_executable) || _PyFrame_IsIncomplete(f))
+    {
+        return 0;
+    }
+    PyCodeObject *co = _PyFrame_GetCode(f);
+    _Py_CODEUNIT *instr = f->instr_ptr;
+    if ((instr->op.code != CALL_KW && instr->op.code != INSTRUMENTED_CALL_KW)
+        || instr - _PyCode_CODE(co) < 1 || instr[-1].op.code != LOAD_CONST)
+    {
+        return 0;
+    }
+    int arg = instr[-1].op.arg;
+    if (instr - _PyCode_CODE(co) >= 2 && instr[-2].op.code == EXTENDED_ARG) {
+        arg |= instr[-2].op.arg << 8;
+    }
+    if (arg >= PyTuple_GET_SIZE(co->co_consts)) {
+        return 0;
+    }
+    PyObject *names = PyTuple_GET_ITEM(co->co_consts, arg);
+    if (!PyTuple_CheckExact(names)
+        || PyTuple_GET_SIZE(names) != PyDict_GET_SIZE(dict))
+    {
+        return 0;
+    }
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+        if (key != PyTuple_GET_ITEM(names, i++)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The references to v that a move may rewrite besides held ones: this
+   thread's frames', when v is one that the rule moves and something
+   else refers to it.  -1 with an exception set. */
+static Py_ssize_t
+known_references(PyObject *v, Py_ssize_t held)
+{
+    if (Py_REFCNT(v) <= held) {
+        return 0;
+    }
+    int moved = will_move(v);
+    return moved <= 0 ? moved : frame_references(v, NULL, NULL);
+}
+
+/* v, an item of source (a list: index; a dict: key), was moved into sm
+   as copy: source refers to copy instead, and so do this thread's frames
+   when known (known_references()).  Logged, as frame_references()'s
+   rewrites are.  0, or -1 with an exception set. */
+static int
+rewrite_item(PyStorageManager *sm, PyObject *source, Py_ssize_t index,
+             PyObject *key, PyObject *v, PyObject *copy, Py_ssize_t known)
+{
+    if (log_move(sm, NULL, index, source, key, v, copy) < 0) {
+        return -1;
+    }
+    if (key != NULL) {
+        if (PyDict_SetItem(source, key, copy) < 0) {
+            return -1;
+        }
+    }
+    else {
+        PyList_SET_ITEM(source, index, Py_NewRef(copy));
+        Py_DECREF(v);
+    }
+    return known > 0 && frame_references(v, copy, sm) < 0 ? -1 : 0;
+}
+
+/* Where in list a reference to v was found last: a loop that stores a
+   list's items one by one (for r in records: rows.append(r)) finds the
+   next one at once. */
+static PyObject *hint_list;       /* identity only */
+static Py_ssize_t hint_index;
+
+/* The slots of list that refer to v: the one after (or at) the hint
+   alone when it does, else all of them; each rewritten to copy, with
+   copy.  Their number, or -1 with an exception set. */
+static Py_ssize_t
+list_references(PyObject *list, PyObject *v, PyObject *copy,
+                PyStorageManager *sm)
+{
+    PyObject **items = ((PyListObject *)list)->ob_item;
+    Py_ssize_t size = PyList_GET_SIZE(list), lo = 0, hi = size;
+    if (list == hint_list) {
+        for (Py_ssize_t i = hint_index; i < size && i <= hint_index + 1;
+             i++)
+        {
+            if (items[i] == v) {
+                lo = i;
+                hi = i + 1;
+                break;
+            }
+        }
+    }
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        if (items[i] != v) {
+            continue;
+        }
+        n++;
+        hint_list = list;
+        hint_index = i;
+        if (copy != NULL && rewrite_item(sm, list, i, NULL, v, copy, 0) < 0) {
+            return -1;
+        }
+    }
+    return n;
+}
+
+/* The references to v that the lists and dicts of this thread's
+   frames' variables hold (one level: records, of a loop over its items
+   that stores each one), volatile ones; with copy, rewritten as
+   rewrite_item() does.  Their number, or -1 with an exception set. */
+static Py_ssize_t
+container_references(PyObject *v, PyObject *copy, PyStorageManager *sm)
+{
+    PyObject *seen[64];
+    int nseen = 0;
+    Py_ssize_t n = 0;
+    for (_PyInterpreterFrame *f = _PyThreadState_GET()->current_frame;
+         f != NULL; f = f->previous)
+    {
+        if (!PyCode_Check(f->f_executable) || _PyFrame_IsIncomplete(f)) {
+            continue;
+        }
+        PyCodeObject *co = _PyFrame_GetCode(f);
+        PyObject *locals = f->f_locals != NULL && PyDict_CheckExact(f->f_locals)
+                           ? f->f_locals : NULL;
+        Py_ssize_t pos = 0;
+        PyObject *key, *c;
+        for (int i = 0; ; i++) {
+            if (i < co->co_nlocalsplus) {
+                c = f->localsplus[i];
+            }
+            else if (locals == NULL || !PyDict_Next(locals, &pos, &key, &c)) {
+                break;
+            }
+            if (c == NULL || c == v || c == locals
+                || !(PyList_CheckExact(c) || PyDict_CheckExact(c))
+                || _PyStorage_Lookup(c) != NULL)
+            {
+                continue;
+            }
+            int again = seen_before(c, seen, &nseen);
+            if (again < 0) {
+                return copy != NULL ? 0 : -1;
+            }
+            if (again) {
+                continue;
+            }
+            Py_ssize_t k = 0;
+            if (PyList_CheckExact(c)) {
+                k = list_references(c, v, copy, sm);
+            }
+            else {
+                PyObject *dkey, *value;
+                Py_ssize_t dpos = 0;
+                PyObject *keys = PyList_New(0);
+                if (keys == NULL) {
+                    return -1;
+                }
+                while (k >= 0 && PyDict_Next(c, &dpos, &dkey, &value)) {
+                    if (value == v) {
+                        k = PyList_Append(keys, dkey) < 0 ? -1 : k + 1;
+                    }
+                }
+                for (Py_ssize_t j = 0; copy != NULL && k > 0
+                                       && j < PyList_GET_SIZE(keys); j++)
+                {
+                    if (rewrite_item(sm, c, 0, PyList_GET_ITEM(keys, j), v,
+                                     copy, 0) < 0)
+                    {
+                        k = -1;
+                    }
+                }
+                Py_DECREF(keys);
+            }
+            if (k < 0) {
+                return -1;
+            }
+            n += k;
+        }
+    }
+    return n;
+}
+
+/* Whether move record m is still there to undo: its slot, cell or dict
+   entry holds its copy. */
+static PyObject **
+moved_slot(move_record *m)
+{
+    if (m->frame != NULL) {
+        for (_PyInterpreterFrame *f = _PyThreadState_GET()->current_frame;
+             f != NULL; f = f->previous)
+        {
+            if (f == m->frame && f->f_executable == m->code
+                && f->localsplus[m->index] == m->copy)
+            {
+                return &f->localsplus[m->index];
+            }
+        }
+        return NULL;
+    }
+    if (PyCell_Check(m->holder)) {
+        return PyCell_GET(m->holder) == m->copy
+               ? &((PyCellObject *)m->holder)->ob_ref : NULL;
+    }
+    if (PyList_CheckExact(m->holder)) {
+        PyListObject *l = (PyListObject *)m->holder;
+        return m->index < Py_SIZE(l) && l->ob_item[m->index] == m->copy
+               ? &l->ob_item[m->index] : NULL;
+    }
+    return NULL;
+}
+
+Py_ssize_t
+_PyStorage_MovesMark(void)
+{
+    return moves_seq;
+}
+
+void
+_PyStorage_MovesEnd(PyStorageManager *sm, Py_ssize_t mark, int undo)
+{
+    /* Newest first: a reference moved twice goes back to the first
+       original. */
+    PyObject *exc = undo ? PyErr_GetRaisedException() : NULL;
+    for (Py_ssize_t i = nmoves - 1; i >= 0 && moves[i].seq >= mark; i--) {
+        move_record *m = &moves[i];
+        if (m->sm != sm) {
+            continue;
+        }
+        if (undo) {
+            PyObject **slot = moved_slot(m);
+            if (slot != NULL) {
+                *slot = Py_NewRef(m->original);
+                Py_DECREF(m->copy);
+            }
+            else if (m->frame == NULL && PyDict_Check(m->holder)
+                     && PyDict_GetItemWithError(m->holder, m->key) == m->copy
+                     && PyDict_SetItem(m->holder, m->key, m->original) < 0)
+            {
+                PyErr_Clear();
+            }
+            PyErr_Clear();
+        }
+        Py_XDECREF(m->holder);
+        Py_XDECREF(m->key);
+        Py_DECREF(m->original);
+        Py_DECREF(m->copy);
+        m->sm = NULL;
+    }
+    /* The other managers' records, kept in order. */
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t i = 0; i < nmoves; i++) {
+        if (moves[i].sm != NULL) {
+            moves[kept++] = moves[i];
+        }
+    }
+    nmoves = kept;
+    if (undo) {
+        PyErr_SetRaisedException(exc);
+    }
+}
+
+static int store_value(PyObject *owner, PyObject **pvalue, Py_ssize_t held,
+                       int find);
+
 int
 _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
+{
+    return store_value(owner, pvalue, held, 1);
+}
+
+int
+_PyStorage_StoreBinding(PyObject *owner, PyObject **pvalue,
+                        Py_ssize_t held)
+{
+    return store_value(owner, pvalue, held, 0);
+}
+
+/* The rule; with find, the references of this thread's frames count as
+   the store's own, and are rewritten to the moved object. */
+static int
+store_value(PyObject *owner, PyObject **pvalue, Py_ssize_t held, int find)
 {
     PyStorageManager *sm = _PyStorage_Lookup(owner);
     if (sm == NULL || !(sm->flags & PyStorage_PERSISTENT)) {
@@ -1578,7 +2169,26 @@ _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
     if (v == NULL || _PyStorage_IsStatic(v) || _PyStorage_Lookup(v) == sm) {
         return 0;
     }
-    if (check_value(v, sm, Py_REFCNT(v) <= held) < 0) {
+    /* References of this thread's frames that a move may rewrite count
+       as the store's own. */
+    Py_ssize_t known = 0, in_containers = 0;
+    if (find && Py_REFCNT(v) > held) {
+        int moved = will_move(v);
+        known = moved <= 0 ? moved : frame_references(v, NULL, NULL);
+        if (known >= 0 && moved > 0 && Py_REFCNT(v) > held + known) {
+            /* And the lists and dicts that those variables refer to. */
+            in_containers = container_references(v, NULL, NULL);
+            known = in_containers < 0 ? -1 : known + in_containers;
+        }
+        if (known < 0) {
+            return -1;
+        }
+    }
+    PyObject *outer = storing_value;
+    storing_value = v;
+    int r = check_value(v, sm, Py_REFCNT(v) <= held + known);
+    storing_value = outer;
+    if (r < 0) {
         return -1;
     }
     /* The copy is one atomic operation: its objects are the manager's
@@ -1588,6 +2198,12 @@ _PyStorage_StoreSlow(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
         return -1;
     }
     PyObject *copy = copy_value(v, sm);
+    if (copy != NULL && known > 0
+        && ((in_containers > 0 && container_references(v, copy, sm) < 0)
+            || frame_references(v, copy, sm) < 0))
+    {
+        Py_CLEAR(copy);
+    }
     if (_PyStorage_TxEnd(tx) < 0 || copy == NULL) {
         Py_XDECREF(copy);
         return -1;
@@ -1695,32 +2311,64 @@ _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq, PyObject *source,
     }
     PyObject *seq = *pseq;
     int exclusive = seq != source || Py_REFCNT(source) <= source_held;
+    /* Items of a shared source list (rows.extend(records)) that only it
+       and this thread's frames hold move: records[i] is the moved item
+       afterwards. */
+    int rewrite = !exclusive && PyList_CheckExact(source);
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
+    Py_ssize_t *known = NULL;
+    if (rewrite) {
+        known = PyMem_New(Py_ssize_t, n);
+        if (known == NULL && n > 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
     /* Pass 1 over all items first: a refusal changes nothing. */
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *v = items[i];
-        if (v != NULL && !_PyStorage_IsStatic(v) && _PyStorage_Lookup(v) != sm
-            && check_value(v, sm, exclusive && Py_REFCNT(v) == 1) < 0)
+        if (v == NULL || _PyStorage_IsStatic(v) || _PyStorage_Lookup(v) == sm) {
+            if (rewrite) {
+                known[i] = -1;
+            }
+            continue;
+        }
+        Py_ssize_t k = rewrite ? known_references(v, 1) : 0;
+        if (rewrite) {
+            known[i] = k;
+        }
+        if (k < 0 || check_value(v, sm, rewrite ? Py_REFCNT(v) <= 1 + k
+                                        : exclusive && Py_REFCNT(v) == 1) < 0)
         {
+            PyMem_Free(known);
             return -1;
         }
     }
     PyObject *out = PyList_New(n);
     if (out == NULL) {
+        PyMem_Free(known);
         return -1;
     }
     PyStorageManager *tx;
     if (_PyStorage_TxBegin(owner, &tx) < 0) {
         Py_DECREF(out);
+        PyMem_Free(known);
         return -1;
     }
     int ok = 1;
     for (Py_ssize_t i = 0; ok && i < n; i++) {
-        PyObject *v = items[i] == NULL ? NULL : copy_value(items[i], sm);
-        ok = v != NULL || items[i] == NULL;
+        PyObject *item = items[i];
+        PyObject *v = item == NULL ? NULL : copy_value(item, sm);
+        ok = v != NULL || item == NULL;
+        if (ok && rewrite && v != item && known[i] >= 0
+            && Py_REFCNT(item) <= 1 + known[i] && will_move(item) == 1)
+        {
+            ok = rewrite_item(sm, source, i, NULL, item, v, known[i]) == 0;
+        }
         PyList_SET_ITEM(out, i, v);
     }
+    PyMem_Free(known);
     if (_PyStorage_TxEnd(tx) < 0 || !ok) {
         Py_DECREF(out);
         return -1;
@@ -1849,11 +2497,18 @@ static PyObject *
 stored_items(PyObject *owner, PyObject *other, int exclusive)
 {
     PyStorageManager *sm = _PyStorage_Lookup(owner);
+    /* A value that only other and this thread's frames hold moves, and
+       they refer to the moved value afterwards (a shared other, too:
+       d.update(defaults) leaves defaults[k] is d[k]).  The keyword
+       arguments of the running call (d.update(k=[1])) are on its
+       evaluation stack as well. */
+    Py_ssize_t stack = exclusive && is_call_kwargs(other);
     Py_ssize_t pos = 0;
     PyObject *key, *value;
     while (PyDict_Next(other, &pos, &key, &value)) {
-        if (check_value(key, sm, 0) < 0
-            || check_value(value, sm, exclusive && Py_REFCNT(value) == 1) < 0)
+        Py_ssize_t k = known_references(value, 1 + stack);
+        if (k < 0 || check_value(key, sm, 0) < 0
+            || check_value(value, sm, Py_REFCNT(value) <= 1 + stack + k) < 0)
         {
             return NULL;
         }
@@ -1867,15 +2522,27 @@ stored_items(PyObject *owner, PyObject *other, int exclusive)
         Py_DECREF(stored);
         return NULL;
     }
-    int r = 0;
-    pos = 0;
-    while (r == 0 && PyDict_Next(other, &pos, &key, &value)) {
-        PyObject *k = copy_value(key, sm);
+    PyObject *items = PyDict_Items(other);
+    int r = items == NULL ? -1 : 0;
+    for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(items); i++) {
+        key = PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 0);
+        value = PyTuple_GET_ITEM(PyList_GET_ITEM(items, i), 1);
+        /* (items holds one more reference to value.) */
+        Py_ssize_t known = known_references(value, 2 + stack);
+        PyObject *k = known < 0 ? NULL : copy_value(key, sm);
         PyObject *v = k == NULL ? NULL : copy_value(value, sm);
         r = v == NULL ? -1 : PyDict_SetItem(stored, k, v);
+        if (r == 0 && v != value && Py_REFCNT(value) <= 2 + stack + known
+            && will_move(value) == 1)
+        {
+            r = exclusive ? (known > 0 && frame_references(value, v, sm) < 0
+                             ? -1 : 0)
+                : rewrite_item(sm, other, 0, key, value, v, known);
+        }
         Py_XDECREF(k);
         Py_XDECREF(v);
     }
+    Py_XDECREF(items);
     if (_PyStorage_TxEnd(tx) < 0 || r < 0) {
         Py_DECREF(stored);
         return NULL;

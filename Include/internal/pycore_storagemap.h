@@ -201,6 +201,22 @@ PyAPI_FUNC(int) _PyStorage_CheckSlots(PyObject *op,
    __dict__ is a dict.  0, or -1 when op cannot be used as it is. */
 PyAPI_FUNC(int) _PyStorage_CheckHeld(PyObject *op);
 
+/* _PyStorage_StoreSlow() for a binding of a module's namespace whose dict
+   (a frame's locals dict) the caller counts in held: the references of
+   the frames are not looked for. */
+PyAPI_FUNC(int) _PyStorage_StoreBinding(PyObject *owner, PyObject **pvalue,
+                                        Py_ssize_t held);
+
+/* The moves that made this thread's references (variables, cells,
+   locals dicts) refer to the moved copy (Objects/storagestore.c): a
+   persistent manager marks where its savepoints begin, and at the end of
+   its transaction, or of a savepoint, ends its moves from that mark on --
+   kept when committed, undone otherwise (each reference that still
+   refers to the copy refers to the original again).  mark 0: all. */
+PyAPI_FUNC(Py_ssize_t) _PyStorage_MovesMark(void);
+PyAPI_FUNC(void) _PyStorage_MovesEnd(PyStorageManager *sm, Py_ssize_t mark,
+                                     int undo);
+
 /* op's memory is freed by its manager without a deallocation (it is
    garbage that an undo or a collection found): what the interpreter
    counted of its parts, given up. */

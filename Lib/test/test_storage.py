@@ -142,6 +142,15 @@ COVERED = {
 }
 
 
+class Keep:
+    """A reference that no store finds or rewrites (an object's
+    attribute): what makes a value shared, now that a move rewrites this
+    thread's variables and their lists and dicts."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 def placed(arena, factory, *args, **kwargs):
     """factory(*args, **kwargs), with the arena as this thread's
     placement."""
@@ -811,8 +820,9 @@ class StoreRuleTests(ArenaTestCase):
         self.assertIs(made["repeat"][0], made["repeat"][4])
         self.assertClean()
         # A new list's own mutable is moved in; the items of a DRAM list
-        # are shared with it, and a mutable one is refused, as list(y)
-        # refuses it.
+        # are shared with it, and a mutable one is refused by a list
+        # filled wholesale; list(z) (an extend) moves it, and z then
+        # refers to the moved item (test_pmem.test_ownership).
         pending = [[7, [8]]]
         moved = placed(self.arena, lambda: [pending.pop()])
         self.assertEqual(moved, [[7, [8]]])
@@ -821,12 +831,16 @@ class StoreRuleTests(ArenaTestCase):
         z = [[1]]
         for name, op in {"slice": lambda: z[:], "copy": z.copy,
                          "concat": lambda: z + z, "repeat": lambda: z * 2,
-                         "step": lambda: z[::-1], "list": lambda: list(z),
+                         "step": lambda: z[::-1],
                          "build": lambda: [z[0]]}.items():
             with self.subTest(name):
                 with self.assertRaisesRegex(TypeError, "referenced from "
                                             "elsewhere"):
                     placed(self.arena, op)
+        made = placed(self.arena, lambda: list(z))
+        self.assertIs(made[0], z[0])
+        self.assertInArena(z[0])
+        z[0] = [1]
         # A DRAM list's own temporary copy (l[:] = l) is not stored.
         placed(self.arena, lambda: z.__setitem__(slice(None), z))
         placed(self.arena, lambda: z.__setitem__(slice(None, None, -1), z))
@@ -844,6 +858,7 @@ class StoreRuleTests(ArenaTestCase):
             self.assertInArena(item)
             self.assertInArena(item[0])
         shared = [9.5]      # larger than h[0]: heappushpop stores it
+        keep = Keep(shared)
         for op in (heapq.heapreplace, heapq.heappushpop, heapq.heappush,
                    heapq._heapreplace_max):
             with self.subTest(op.__name__):
@@ -870,11 +885,14 @@ class StoreRuleTests(ArenaTestCase):
         self.assertInArena(d["s"])
         self.assertInArena(next(iter(d)))        # the key, copied in
         shared = {"k2": []}
+        keep = Keep(shared["k2"])
         with self.assertRaisesRegex(TypeError, "referenced from elsewhere"):
             d.update(shared)
         inner = []
+        keep = Keep(inner)
         with self.assertRaisesRegex(TypeError, "referenced from elsewhere"):
             d["x"] = inner
+        del keep
         self.assertEqual(d, {"key": [], "u": {"v": [1]}, "s": [2]})
         self.assertClean()
 
@@ -896,6 +914,7 @@ class StoreRuleTests(ArenaTestCase):
         l[1].b = {"k": []}
         self.assertInArena(l[1].b)
         shared = []
+        keep = Keep(shared)
         with self.assertRaisesRegex(TypeError, "referenced from elsewhere"):
             p.w = shared
         with self.assertRaisesRegex(TypeError, "referenced from elsewhere"):

@@ -290,7 +290,7 @@ persist(mainns *ns, PyObject *name, PyObject **pvalue, Py_ssize_t held,
         }
     }
     if (!mine) {
-        if (_PyStorage_StoreSlow(ns->pool_ns, pvalue, held) < 0) {
+        if (_PyStorage_StoreBinding(ns->pool_ns, pvalue, held) < 0) {
             if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
                 return -1;
             }

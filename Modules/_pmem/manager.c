@@ -545,6 +545,8 @@ _PyPmem_End(PyStorageManager *sm, int ok)
         /* __main__'s bindings follow the pool's namespace. */
         _PyPmem_MainEnded(p, committing && err == 0);
     }
+    /* So do the variables that moves made refer to copies. */
+    _PyStorage_MovesEnd(&p->sm, 0, !committing || err != 0);
     if (!committing) {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
@@ -622,6 +624,7 @@ _PyPmem_SavepointPush(PoolObject *p)
     sp->ntxfreed = p->ntxfreed;
     sp->ntxmade = p->ntxmade;
     sp->main_log = _PyPmem_MainLogLength(p);
+    sp->moves = _PyStorage_MovesMark();
     return 0;
 }
 
@@ -649,6 +652,7 @@ _PyPmem_SavepointPop(PoolObject *p, int ok)
             _PyPmem_RepairFinish(p, repair);
             _PyPmem_RestoreTypeTable(p);
             _PyPmem_MainUndo(p, sp.main_log);
+            _PyStorage_MovesEnd(&p->sm, sp.moves, 1);
         }
     }
     if (p->nsavepoints == 0) {

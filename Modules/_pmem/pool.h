@@ -233,6 +233,7 @@ struct savepoint {
     size_t ntxfreed;              /* p->ntxfreed at its start */
     size_t ntxmade;               /* p->ntxmade at its start */
     size_t main_log;              /* _PyPmem_MainLogLength() at its start */
+    Py_ssize_t moves;             /* _PyStorage_MovesMark() at its start */
 };
 
 typedef struct {
