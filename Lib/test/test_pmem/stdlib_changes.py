@@ -54,27 +54,26 @@ def _value(r):
 
 
 def _new(r):
-    """A value, or a new list: what a store moves into the pool (the
-    stores that take a value from another container -- update(), |=,
-    extend() -- see it shared with that container: a move the ownership
-    rule does not make yet)."""
+    """A value, or a new list: what a store moves into the pool (also
+    from the container that update(), |= and extend() take it from)."""
     return [r.randrange(5)] if r.random() < 0.3 else _value(r)
 
 
-def _dict_changes(value=_value, new=_new):
+def _dict_changes(value=_value, new=_new, passed=_new):
+    # passed: what update() and |= take from another dict.
     def setitem(x, r): x[_key(r)] = new(r)
     def delitem(x, r):
         k = _key(r)
         if k in x:
             del x[k]
-    def update(x, r): x.update({_key(r): value(r), _key(r): value(r)})
-    def update_kwargs(x, r): x.update(kw=value(r))
+    def update(x, r): x.update({_key(r): passed(r), _key(r): value(r)})
+    def update_kwargs(x, r): x.update(kw=passed(r))
     def pop(x, r): x.pop(_key(r), None)
     def popitem(x, r):
         if x:
             x.popitem()
     def setdefault(x, r): x.setdefault(_key(r), value(r))
-    def ior(x, r): x.__ior__({_key(r): value(r)})
+    def ior(x, r): x.__ior__({_key(r): passed(r)})
     def clear(x, r):
         if r.random() < 0.1:
             x.clear()
@@ -94,7 +93,7 @@ def _counter_changes():
     def count(r):
         return r.randrange(-3, 9)
     return [update, subtract, iadd, isub, ior, iand, setitem, missing,
-            *_dict_changes(count, count)[1:-1]]
+            *_dict_changes(count, count, count)[1:-1]]
 
 
 def _defaultdict_changes(int_values=False):
@@ -114,7 +113,7 @@ def _defaultdict_changes(int_values=False):
         return r.randrange(9) if int_values else (r.randrange(5),)
     def new(r):
         return r.randrange(9) if int_values else [r.randrange(5)]
-    return [missing, factory_again, *_dict_changes(value, new)]
+    return [missing, factory_again, *_dict_changes(value, new, new)]
 
 
 def _ordereddict_changes():
@@ -127,7 +126,10 @@ def _ordereddict_changes():
         if x:
             x.popitem(last=False)
     def note(x, r): x.note = _value(r)
-    return [move_to_end, popitem_first, note, *_dict_changes()]
+    # (Its update() stores the items one by one: a new mutable that the
+    # argument holds is shared with it, and refused.)
+    return [move_to_end, popitem_first, note,
+            *_dict_changes(passed=_value)]
 
 
 def _deque_changes():
@@ -172,7 +174,7 @@ def _deque_changes():
 
 def _list_changes():
     def append(x, r): x.append(_new(r))
-    def extend(x, r): x.extend([_value(r), _value(r)])
+    def extend(x, r): x.extend([_new(r), _value(r)])
     def insert(x, r): x.insert(r.randrange(-2, len(x) + 2), _new(r))
     def remove(x, r):
         v = r.randrange(100)
@@ -195,7 +197,7 @@ def _list_changes():
     def delslice(x, r):
         i = r.randrange(len(x) + 1)
         del x[i:i + 2]
-    def iadd(x, r): x.__iadd__([_value(r)])
+    def iadd(x, r): x.__iadd__([_new(r)])
     def imul(x, r):
         if len(x) < 8:
             x.__imul__(2)
