@@ -39,6 +39,12 @@ class OwnershipTests(PoolTestCase):
         self.pool.ns.rows = []
         self.d = self.pool.ns.d
         self.rows = self.pool.ns.rows
+        # (Before close_pools(): a pool is let go once nothing holds its
+        # objects.)
+        self.addCleanup(self.drop)
+
+    def drop(self):
+        del self.d, self.rows, self.pool
 
     def assertMoved(self, obj):
         self.assertIs(pmem.storage_of(obj), self.pool)
