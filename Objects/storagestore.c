@@ -761,6 +761,20 @@ check_instance(PyObject *v, PyStorageManager *sm)
     return visit_slots(v, check_slot, &st);
 }
 
+/* This thread's frames that run code, from the innermost: the first
+   (after NULL), then the one after f. */
+static _PyInterpreterFrame *
+code_frame(_PyInterpreterFrame *f)
+{
+    f = f == NULL ? _PyThreadState_GET()->current_frame : f->previous;
+    while (f != NULL
+           && (!PyCode_Check(f->f_executable) || _PyFrame_IsIncomplete(f)))
+    {
+        f = f->previous;
+    }
+    return f;
+}
+
 /* The value that _PyStorage_StoreSlow() checks (under the GIL). */
 static PyObject *storing_value;
 
@@ -807,12 +821,9 @@ contains_object(PyObject *container, PyObject *v)
 static PyObject *
 container_holding(PyObject *v)
 {
-    for (_PyInterpreterFrame *f = _PyThreadState_GET()->current_frame;
-         f != NULL; f = f->previous)
+    for (_PyInterpreterFrame *f = code_frame(NULL); f != NULL;
+         f = code_frame(f))
     {
-        if (!PyCode_Check(f->f_executable) || _PyFrame_IsIncomplete(f)) {
-            continue;
-        }
         PyCodeObject *co = _PyFrame_GetCode(f);
         for (int i = 0; i < co->co_nlocalsplus; i++) {
             PyObject *c = f->localsplus[i];
@@ -850,12 +861,9 @@ container_holding(PyObject *v)
 static PyObject *
 variable_holding(PyObject *v)
 {
-    for (_PyInterpreterFrame *f = _PyThreadState_GET()->current_frame;
-         f != NULL; f = f->previous)
+    for (_PyInterpreterFrame *f = code_frame(NULL); f != NULL;
+         f = code_frame(f))
     {
-        if (!PyCode_Check(f->f_executable) || _PyFrame_IsIncomplete(f)) {
-            continue;
-        }
         PyCodeObject *co = _PyFrame_GetCode(f);
         for (int i = 0; i < co->co_nlocalsplus; i++) {
             if (f->localsplus[i] == v) {
@@ -1754,12 +1762,9 @@ frame_references(PyObject *v, PyObject *copy, PyStorageManager *sm)
     PyObject *seen[64];
     int nseen = 0;
     Py_ssize_t n = 0;
-    for (_PyInterpreterFrame *f = _PyThreadState_GET()->current_frame;
-         f != NULL; f = f->previous)
+    for (_PyInterpreterFrame *f = code_frame(NULL); f != NULL;
+         f = code_frame(f))
     {
-        if (!PyCode_Check(f->f_executable) || _PyFrame_IsIncomplete(f)) {
-            continue;
-        }
         PyCodeObject *co = _PyFrame_GetCode(f);
         int nlocals = co->co_nlocalsplus;
         int end = Py_MAX(f->stacktop, nlocals);
@@ -1994,15 +1999,14 @@ container_references(PyObject *v, PyObject *copy, PyStorageManager *sm)
     PyObject *seen[64];
     int nseen = 0;
     Py_ssize_t n = 0;
-    for (_PyInterpreterFrame *f = _PyThreadState_GET()->current_frame;
-         f != NULL; f = f->previous)
+    for (_PyInterpreterFrame *f = code_frame(NULL); f != NULL;
+         f = code_frame(f))
     {
-        if (!PyCode_Check(f->f_executable) || _PyFrame_IsIncomplete(f)) {
-            continue;
-        }
         PyCodeObject *co = _PyFrame_GetCode(f);
-        PyObject *locals = f->f_locals != NULL && PyDict_CheckExact(f->f_locals)
-                           ? f->f_locals : NULL;
+        PyObject *locals = f->f_locals;
+        if (locals != NULL && !PyDict_CheckExact(locals)) {
+            locals = NULL;
+        }
         Py_ssize_t pos = 0;
         PyObject *key, *c;
         for (int i = 0; ; i++) {
@@ -2067,8 +2071,8 @@ static PyObject **
 moved_slot(move_record *m)
 {
     if (m->frame != NULL) {
-        for (_PyInterpreterFrame *f = _PyThreadState_GET()->current_frame;
-             f != NULL; f = f->previous)
+        for (_PyInterpreterFrame *f = code_frame(NULL); f != NULL;
+             f = code_frame(f))
         {
             if (f == m->frame && f->f_executable == m->code
                 && f->localsplus[m->index] == m->copy)
@@ -2328,7 +2332,9 @@ _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq, PyObject *source,
     /* Pass 1 over all items first: a refusal changes nothing. */
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *v = items[i];
-        if (v == NULL || _PyStorage_IsStatic(v) || _PyStorage_Lookup(v) == sm) {
+        if (v == NULL || _PyStorage_IsStatic(v)
+            || _PyStorage_Lookup(v) == sm)
+        {
             if (rewrite) {
                 known[i] = -1;
             }

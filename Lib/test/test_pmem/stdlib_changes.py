@@ -151,6 +151,16 @@ def _deque_changes():
     def insert(x, r):
         if len(x) != x.maxlen:
             x.insert(r.randrange(-2, len(x) + 2), _new(r))
+    def iadd(x, r): x.__iadd__([_value(r), _value(r)])
+    def imul(x, r):
+        if len(x) < 100:
+            x.__imul__(r.randrange(3))
+    return [append, appendleft, extend, extendleft, pop, popleft, rotate,
+            reverse, insert, iadd, imul, *_sequence_changes()]
+
+
+def _sequence_changes():
+    """The changes that a list and a deque share."""
     def remove(x, r):
         v = r.randrange(100)
         if v in x:
@@ -161,36 +171,21 @@ def _deque_changes():
     def delitem(x, r):
         if x:
             del x[r.randrange(len(x))]
-    def iadd(x, r): x.__iadd__([_value(r), _value(r)])
-    def imul(x, r):
-        if len(x) < 100:
-            x.__imul__(r.randrange(3))
     def clear(x, r):
         if r.random() < 0.1:
             x.clear()
-    return [append, appendleft, extend, extendleft, pop, popleft, rotate,
-            reverse, insert, remove, setitem, delitem, iadd, imul, clear]
+    return [remove, setitem, delitem, clear]
 
 
 def _list_changes():
     def append(x, r): x.append(_new(r))
     def extend(x, r): x.extend([_new(r), _value(r)])
     def insert(x, r): x.insert(r.randrange(-2, len(x) + 2), _new(r))
-    def remove(x, r):
-        v = r.randrange(100)
-        if v in x:
-            x.remove(v)
     def pop(x, r):
         if x:
             x.pop(r.randrange(len(x)))
     def sort(x, r): x.sort(key=repr, reverse=r.random() < 0.5)
     def reverse(x, r): x.reverse()
-    def setitem(x, r):
-        if x:
-            x[r.randrange(len(x))] = _new(r)
-    def delitem(x, r):
-        if x:
-            del x[r.randrange(len(x))]
     def setslice(x, r):
         i = r.randrange(len(x) + 1)
         x[i:i + r.randrange(3)] = [_value(r) for _ in range(r.randrange(3))]
@@ -201,12 +196,9 @@ def _list_changes():
     def imul(x, r):
         if len(x) < 8:
             x.__imul__(2)
-    def clear(x, r):
-        if r.random() < 0.1:
-            x.clear()
     def note(x, r): x.note = _value(r)
-    return [append, extend, insert, remove, pop, sort, reverse, setitem,
-            delitem, setslice, delslice, iadd, imul, clear, note]
+    return [append, extend, insert, pop, sort, reverse, setslice, delslice,
+            iadd, imul, note, *_sequence_changes()]
 
 
 def _set_changes():
