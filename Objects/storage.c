@@ -757,6 +757,7 @@ _PyStorage_StoredKeySlow(PyObject *dict, Py_ssize_t ix, PyObject **pkey)
 }
 
 _Thread_local PyObject *_PyStorage_Reentered = NULL;
+_Thread_local PyObject *_PyStorage_CallArgs[2] = {NULL, NULL};
 
 int
 _PyStorage_ReenterBegin(PyObject *op, PyStorageManager **psm,

@@ -2173,6 +2173,17 @@ store_value(PyObject *owner, PyObject **pvalue, Py_ssize_t held, int find)
     if (v == NULL || _PyStorage_IsStatic(v) || _PyStorage_Lookup(v) == sm) {
         return 0;
     }
+    /* The tuples of a slot wrapper's call hold v too. */
+    for (int k = 0; k < 2; k++) {
+        PyObject *args = _PyStorage_CallArgs[k];
+        if (args != NULL && PyTuple_CheckExact(args)
+            && Py_REFCNT(args) == 1)
+        {
+            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); i++) {
+                held += PyTuple_GET_ITEM(args, i) == v;
+            }
+        }
+    }
     /* References of this thread's frames that a move may rewrite count
        as the store's own. */
     Py_ssize_t known = 0, in_containers = 0;

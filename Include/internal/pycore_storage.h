@@ -334,6 +334,23 @@ PyAPI_FUNC(int) _PyStorage_ReenterEnd(PyStorageManager *sm,
         } \
     } while (0)
 
+/* The arguments of the call that a slot wrapper makes (d.__setitem__(k,
+   v), o.__setattr__(name, v)), and of the call of the descriptor that
+   made it (which passes them on without self, in a tuple of their own):
+   while they are set, a store counts the tuples' references to the value
+   as the storing path's own, when only the call holds the tuple. */
+PyAPI_DATA(_Thread_local PyObject *) _PyStorage_CallArgs[2];
+#define _PyStorage_WITH_CALL_ARGS(args, call) \
+    do { \
+        PyObject *_py_storage_args0 = _PyStorage_CallArgs[0]; \
+        PyObject *_py_storage_args1 = _PyStorage_CallArgs[1]; \
+        _PyStorage_CallArgs[1] = _py_storage_args0; \
+        _PyStorage_CallArgs[0] = (args); \
+        call; \
+        _PyStorage_CallArgs[0] = _py_storage_args0; \
+        _PyStorage_CallArgs[1] = _py_storage_args1; \
+    } while (0)
+
 /* The same for a function whose body is split out (a static inline,
    always inlined, function: its DRAM path stays one body, and the
    function is not recursive, which would keep a compiler from inlining

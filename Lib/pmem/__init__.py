@@ -15,8 +15,15 @@ Every change to a pool object is atomic: one operation (``d[k] = v``,
 ``lst.append(x)``) is a transaction of its own, and ``with pool:`` makes
 a block one transaction, rolled back when it raises.  Storing into a
 pool object follows the memory hierarchy: immutable values are copied
-in, a mutable value that nothing else refers to is moved in, and a
-shared mutable value is refused with TypeError.
+in, a mutable value is moved in, and a shared mutable value is refused
+with TypeError.  A move takes the value with the references that it can
+find and rewrite -- this thread's variables (x = [1]; d[k] = x; then
+x is d[k]), the lists and dicts that they refer to (rows.extend(records),
+for r in records: rows.append(r)), a helper's parameters, a call's
+keyword arguments -- so that identity holds afterwards; an undone
+transaction puts them back.  Anything else that refers to the value (an
+object's attribute, a set, another thread, a suspended generator) makes
+it shared: store a copy (copy.deepcopy(x)) then.
 
 What a pool holds:
 

@@ -77,6 +77,20 @@ class OwnershipTests(PoolTestCase):
         store()
         self.assertIs(x, self.d["c"])
 
+    def test_slot_wrappers(self):
+        # d.__setitem__(k, v) and o.__setattr__(n, v): the call's tuple of
+        # arguments holds v too.
+        self.d.__setitem__("k", [])
+        self.assertMoved(self.d["k"])
+        x = [1]
+        dict.__setitem__(self.d, "x", x)
+        self.assertIs(x, self.d["x"])
+        self.pool.ns.__setattr__("attr", x)
+        self.assertIs(self.pool.ns.attr, x)
+        self.rows.append(None)
+        self.rows.__setitem__(0, [2])
+        self.assertMoved(self.rows[0])
+
     def test_loop_over_csv_rows(self):
         text = "name,qty\napple,3\npear,5\n"
         for row in csv.DictReader(io.StringIO(text)):
