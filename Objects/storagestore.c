@@ -1731,9 +1731,10 @@ log_move(PyStorageManager *sm, _PyInterpreterFrame *f, Py_ssize_t index,
     return 0;
 }
 
-/* Is holder (a cell, a locals dict) among the n of seen?  Else it is
-   added (up to the room there is: a holder seen twice is counted
-   twice only when a thread has more than 64 of them). */
+/* Is holder (a cell, a locals dict, a list) among the n of seen?  Else
+   it is added, and 0 returned.  When there is no room left (a thread
+   with more than 64 of them), 1: its references are not counted (too
+   few references found only make a move refuse). */
 static int
 seen_before(PyObject *holder, PyObject **seen, int *n)
 {
@@ -1742,11 +1743,11 @@ seen_before(PyObject *holder, PyObject **seen, int *n)
             return 1;
         }
     }
-    if (*n < 64) {
-        seen[(*n)++] = holder;
-        return 0;
+    if (*n == 64) {
+        return 1;
     }
-    return -1;
+    seen[(*n)++] = holder;
+    return 0;
 }
 
 /* The references to v that this thread's frames hold: their variables
@@ -1754,8 +1755,7 @@ seen_before(PyObject *holder, PyObject **seen, int *n)
    and the evaluation stacks of the frames that wait for a call to return
    (the running frame's stack is the storing path's, which held counts).
    With copy, each becomes a reference to copy, logged for sm.  Their
-   number, or -1 with an exception set (or, counting, when a thread has
-   too many cells and dicts to tell them apart). */
+   number, or -1 with an exception set. */
 static Py_ssize_t
 frame_references(PyObject *v, PyObject *copy, PyStorageManager *sm)
 {
@@ -1785,11 +1785,7 @@ frame_references(PyObject *v, PyObject *copy, PyStorageManager *sm)
                          & (CO_FAST_CELL | CO_FAST_FREE))
                      && PyCell_Check(o) && PyCell_GET(o) == v)
             {
-                int again = seen_before(o, seen, &nseen);
-                if (again < 0) {
-                    return -1;
-                }
-                if (again) {
+                if (seen_before(o, seen, &nseen)) {
                     continue;
                 }
                 n++;
@@ -1806,11 +1802,7 @@ frame_references(PyObject *v, PyObject *copy, PyStorageManager *sm)
         if (locals == NULL || !PyDict_CheckExact(locals)) {
             continue;
         }
-        int again = seen_before(locals, seen, &nseen);
-        if (again != 0) {
-            if (again < 0) {
-                return -1;
-            }
+        if (seen_before(locals, seen, &nseen)) {
             continue;
         }
         PyObject *keys = copy != NULL ? PyList_New(0) : NULL;
@@ -1955,14 +1947,15 @@ static PyObject *hint_list;       /* identity only */
 static Py_ssize_t hint_index;
 
 /* The slots of list that refer to v: the one after (or at) the hint
-   alone when it does, else all of them; each rewritten to copy, with
-   copy.  Their number, or -1 with an exception set. */
+   alone when it does, else (unless hint_only) all of them; each
+   rewritten to copy, with copy.  Their number, or -1 with an exception
+   set. */
 static Py_ssize_t
 list_references(PyObject *list, PyObject *v, PyObject *copy,
-                PyStorageManager *sm)
+                PyStorageManager *sm, int hint_only)
 {
     PyObject **items = ((PyListObject *)list)->ob_item;
-    Py_ssize_t size = PyList_GET_SIZE(list), lo = 0, hi = size;
+    Py_ssize_t size = PyList_GET_SIZE(list), lo = 0, hi = hint_only ? 0 : size;
     if (list == hint_list) {
         for (Py_ssize_t i = hint_index; i < size && i <= hint_index + 1;
              i++)
@@ -1989,17 +1982,81 @@ list_references(PyObject *list, PyObject *v, PyObject *copy,
     return n;
 }
 
+/* Where in dict (a PyDict_Next() position) a reference to v was found
+   last: a loop over a dict's values finds the next one at once. */
+static PyObject *hint_dict;       /* identity only */
+static Py_ssize_t hint_dpos;
+
+/* The values of dict that refer to v: the one at (or after) the hint
+   alone when it does, else (unless hint_only) all of them; each
+   rewritten to copy, with copy.  Their number, or -1 with an exception
+   set. */
+static Py_ssize_t
+dict_references(PyObject *dict, PyObject *v, PyObject *copy,
+                PyStorageManager *sm, int hint_only)
+{
+    PyObject *keys = PyList_New(0);
+    if (keys == NULL) {
+        return -1;
+    }
+    PyObject *key, *value;
+    Py_ssize_t pos = dict == hint_dict ? hint_dpos : 0, at = pos;
+    for (int step = 0; dict == hint_dict && step < 2
+                       && PyDict_Next(dict, &pos, &key, &value); step++)
+    {
+        if (value == v) {
+            if (PyList_Append(keys, key) < 0) {
+                Py_DECREF(keys);
+                return -1;
+            }
+            hint_dpos = at;
+            break;
+        }
+        at = pos;
+    }
+    int hinted = hint_only || PyList_GET_SIZE(keys) != 0;
+    for (pos = 0, at = 0; !hinted && PyDict_Next(dict, &pos, &key, &value);
+         at = pos)
+    {
+        if (value == v) {
+            if (PyList_Append(keys, key) < 0) {
+                Py_DECREF(keys);
+                return -1;
+            }
+            hint_dict = dict;
+            hint_dpos = at;
+        }
+    }
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    for (Py_ssize_t j = 0; copy != NULL && j < n; j++) {
+        if (rewrite_item(sm, dict, 0, PyList_GET_ITEM(keys, j), v, copy,
+                         0) < 0)
+        {
+            n = -1;
+            break;
+        }
+    }
+    Py_DECREF(keys);
+    return n;
+}
+
 /* The references to v that the lists and dicts of this thread's
    frames' variables hold (one level: records, of a loop over its items
    that stores each one), volatile ones; with copy, rewritten as
    rewrite_item() does.  Their number, or -1 with an exception set. */
 static Py_ssize_t
-container_references(PyObject *v, PyObject *copy, PyStorageManager *sm)
+container_references(PyObject *v, PyObject *copy, PyStorageManager *sm,
+                     Py_ssize_t needed)
 {
     PyObject *seen[64];
     int nseen = 0;
     Py_ssize_t n = 0;
-    for (_PyInterpreterFrame *f = code_frame(NULL); f != NULL;
+    /* The containers where the last ones were found first (when a
+       variable still refers to them), then the others, until as many
+       as needed are found: a loop over a big list stores each item in
+       a few steps, whatever the other containers of its frames. */
+    for (int hinted = 1; hinted >= 0 && n < needed; hinted--)
+    for (_PyInterpreterFrame *f = code_frame(NULL); f != NULL && n < needed;
          f = code_frame(f))
     {
         PyCodeObject *co = _PyFrame_GetCode(f);
@@ -2018,48 +2075,34 @@ container_references(PyObject *v, PyObject *copy, PyStorageManager *sm)
             }
             if (c == NULL || c == v || c == locals
                 || !(PyList_CheckExact(c) || PyDict_CheckExact(c))
+                || (hinted && c != hint_list && c != hint_dict)
                 || _PyStorage_Lookup(c) != NULL)
             {
                 continue;
             }
-            int again = seen_before(c, seen, &nseen);
-            if (again < 0) {
-                return copy != NULL ? 0 : -1;
+            /* (A container whose hint finds nothing is searched whole in
+               the second round; one whose hint finds v is not.) */
+            int again = 0;
+            for (int s = 0; s < nseen && !again; s++) {
+                again = seen[s] == c;
             }
             if (again) {
                 continue;
             }
-            Py_ssize_t k = 0;
-            if (PyList_CheckExact(c)) {
-                k = list_references(c, v, copy, sm);
-            }
-            else {
-                PyObject *dkey, *value;
-                Py_ssize_t dpos = 0;
-                PyObject *keys = PyList_New(0);
-                if (keys == NULL) {
-                    return -1;
-                }
-                while (k >= 0 && PyDict_Next(c, &dpos, &dkey, &value)) {
-                    if (value == v) {
-                        k = PyList_Append(keys, dkey) < 0 ? -1 : k + 1;
-                    }
-                }
-                for (Py_ssize_t j = 0; copy != NULL && k > 0
-                                       && j < PyList_GET_SIZE(keys); j++)
-                {
-                    if (rewrite_item(sm, c, 0, PyList_GET_ITEM(keys, j), v,
-                                     copy, 0) < 0)
-                    {
-                        k = -1;
-                    }
-                }
-                Py_DECREF(keys);
-            }
+            Py_ssize_t k = PyList_CheckExact(c)
+                           ? list_references(c, v, copy, sm, hinted)
+                           : dict_references(c, v, copy, sm, hinted);
             if (k < 0) {
                 return -1;
             }
+            if ((k > 0 || !hinted) && seen_before(c, seen, &nseen)) {
+                /* No room left to tell it apart: not counted. */
+                k = 0;
+            }
             n += k;
+            if (n >= needed) {
+                break;
+            }
         }
     }
     return n;
@@ -2192,7 +2235,8 @@ store_value(PyObject *owner, PyObject **pvalue, Py_ssize_t held, int find)
         known = moved <= 0 ? moved : frame_references(v, NULL, NULL);
         if (known >= 0 && moved > 0 && Py_REFCNT(v) > held + known) {
             /* And the lists and dicts that those variables refer to. */
-            in_containers = container_references(v, NULL, NULL);
+            in_containers = container_references(
+                v, NULL, NULL, Py_REFCNT(v) - held - known);
             known = in_containers < 0 ? -1 : known + in_containers;
         }
         if (known < 0) {
@@ -2214,7 +2258,8 @@ store_value(PyObject *owner, PyObject **pvalue, Py_ssize_t held, int find)
     }
     PyObject *copy = copy_value(v, sm);
     if (copy != NULL && known > 0
-        && ((in_containers > 0 && container_references(v, copy, sm) < 0)
+        && ((in_containers > 0
+             && container_references(v, copy, sm, in_containers) < 0)
             || frame_references(v, copy, sm) < 0))
     {
         Py_CLEAR(copy);
