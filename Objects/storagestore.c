@@ -2069,6 +2069,12 @@ container_references(PyObject *v, PyObject *copy, PyStorageManager *sm,
         for (int i = 0; ; i++) {
             if (i < co->co_nlocalsplus) {
                 c = f->localsplus[i];
+                if (c != NULL && PyCell_Check(c)
+                    && (_PyLocals_GetKind(co->co_localspluskinds, i)
+                        & (CO_FAST_CELL | CO_FAST_FREE)))
+                {
+                    c = PyCell_GET(c);      /* a closure's variable */
+                }
             }
             else if (locals == NULL || !PyDict_Next(locals, &pos, &key, &c)) {
                 break;

@@ -71,11 +71,15 @@ class OwnershipTests(PoolTestCase):
 
     def test_variable_of_a_closure(self):
         x = [1]
+        records = [[2], [3]]
 
         def store():
             self.d["c"] = x
+            for r in records:
+                self.rows.append(r)
         store()
         self.assertIs(x, self.d["c"])
+        self.assertIs(records[1], self.rows[1])
 
     def test_slot_wrappers(self):
         # d.__setitem__(k, v) and o.__setattr__(n, v): the call's tuple of
