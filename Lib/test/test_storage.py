@@ -777,6 +777,7 @@ class StoreRuleTests(ArenaTestCase):
         l = self.new_list()
         l.append(1)
         shared = []
+        keep = Keep(shared)     # (a variable's dict would be rewritten)
         inner_shared = {"k": shared}
         cases = {
             "append": lambda: l.append(shared),
