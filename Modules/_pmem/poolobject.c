@@ -590,6 +590,12 @@ pool_end_block(PoolObject *self, int commit)
     if (_PyPmem_CheckOpen(self) < 0) {
         return -1;
     }
+    if (!_PyPmem_InMyTransaction(self)) {
+        PyErr_Format(PyExc_RuntimeError, "pool %R: end() without a block "
+                     "that this thread began (pool.begin(), or `with pool:`)",
+                     self->path);
+        return -1;
+    }
     if (self->nsavepoints > 0 && _PyPmem_InMyTransaction(self)
         && self->savepoints[self->nsavepoints - 1].depth == self->depth)
     {

@@ -266,6 +266,24 @@ class BufferTests(OpenPoolTestCase):
 class TransactionTests(OpenPoolTestCase):
     """A `with pool:` block commits, or undoes all it did."""
 
+    def test_begin_and_end(self):
+        pool = self.pool
+        pool.begin()
+        pool.ns.x = [1]
+        pool.end(False)
+        self.assertFalse(hasattr(pool.ns, "x"))
+        pool.begin()
+        pool.ns.x = [2]
+        pool.end(True)
+        self.assertEqual(pool.ns.x, [2])
+        # An end without a begin is the program's error.
+        with self.assertRaisesRegex(RuntimeError, r"end\(\) without a "
+                                                  r"block that this thread "
+                                                  r"began"):
+            pool.end(True)
+        pool.ns.y = 3                   # the pool works on
+        self.assertEqual(pool.ns.y, 3)
+
     def test_with_pool_commits(self):
         pool = self.pool
         pool.ns.accounts = {"alice": 10.0, "bob": 0.0}
