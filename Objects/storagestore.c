@@ -2236,18 +2236,16 @@ store_value(PyObject *owner, PyObject **pvalue, Py_ssize_t held, int find)
     /* References of this thread's frames that a move may rewrite count
        as the store's own. */
     Py_ssize_t known = 0, in_containers = 0;
-    if (find && Py_REFCNT(v) > held) {
-        int moved = will_move(v);
-        known = moved <= 0 ? moved : frame_references(v, NULL, NULL);
-        if (known >= 0 && moved > 0 && Py_REFCNT(v) > held + known) {
-            /* And the lists and dicts that those variables refer to. */
-            in_containers = container_references(
-                v, NULL, NULL, Py_REFCNT(v) - held - known);
-            known = in_containers < 0 ? -1 : known + in_containers;
-        }
-        if (known < 0) {
-            return -1;
-        }
+    if (find && (known = known_references(v, held)) >= 0
+        && Py_REFCNT(v) > held + known && will_move(v) > 0)
+    {
+        /* And the lists and dicts that those variables refer to. */
+        in_containers = container_references(
+            v, NULL, NULL, Py_REFCNT(v) - held - known);
+        known = in_containers < 0 ? -1 : known + in_containers;
+    }
+    if (known < 0) {
+        return -1;
     }
     PyObject *outer = storing_value;
     storing_value = v;
@@ -2703,6 +2701,20 @@ held_matters(PyObject *v)
              || PyFloat_CheckExact(v));
 }
 
+/* The rule for a key and value that a dict's store is given borrowed
+   (the caller holds one reference to each, *pkey and *pvalue are the
+   store's): what depends on the caller's reference, here; the rest is
+   for insertdict()'s (_PyStorage_InsertDict()), which reuses a key the
+   dict holds and writes a number over a number.  0, or -1 with an
+   exception set. */
+static int
+store_borrowed_pair(PyObject *dict, PyObject **pkey, PyObject **pvalue)
+{
+    return ((held_matters(*pkey) && _PyStorage_StoreSlow(dict, pkey, 2) < 0)
+            || (held_matters(*pvalue)
+                && _PyStorage_StoreSlow(dict, pvalue, 2) < 0)) ? -1 : 0;
+}
+
 int
 _PyStorage_DictSetItem(PyObject *dict, PyObject *key, PyObject *value)
 {
@@ -2715,12 +2727,7 @@ _PyStorage_DictSetItem(PyObject *dict, PyObject *key, PyObject *value)
     }
     Py_INCREF(key);
     Py_INCREF(value);
-    /* The rule for what depends on the caller's reference, here; the
-       rest is for insertdict()'s (_PyStorage_InsertDict()), which reuses
-       a key the dict holds and writes a number over a number. */
-    if ((held_matters(key) && _PyStorage_StoreSlow(dict, &key, 2) < 0)
-        || (held_matters(value) && _PyStorage_StoreSlow(dict, &value, 2) < 0))
-    {
+    if (store_borrowed_pair(dict, &key, &value) < 0) {
         Py_DECREF(key);
         Py_DECREF(value);
         return -1;
@@ -2731,8 +2738,8 @@ _PyStorage_DictSetItem(PyObject *dict, PyObject *key, PyObject *value)
 int
 _PyStorage_ODictSetItem(PyObject *od, PyObject *key, PyObject *value)
 {
-    /* As _PyStorage_DictSetItem(), then PyODict_SetItem() again, which
-       links the key's node. */
+    /* The rule as _PyStorage_DictSetItem() applies it, then
+       PyODict_SetItem() again, which links the key's node. */
     PyStorageManager *sm, *tx;
     PyObject *outer;
     if (_PyStorage_TxBegin(od, &tx) < 0) {
@@ -2741,8 +2748,7 @@ _PyStorage_ODictSetItem(PyObject *od, PyObject *key, PyObject *value)
     Py_INCREF(key);
     Py_INCREF(value);
     int r = -1;
-    if ((!held_matters(key) || _PyStorage_StoreSlow(od, &key, 2) == 0)
-        && (!held_matters(value) || _PyStorage_StoreSlow(od, &value, 2) == 0)
+    if (store_borrowed_pair(od, &key, &value) == 0
         && _PyStorage_ReenterBegin(od, &sm, &outer) == 0)
     {
         r = PyODict_SetItem(od, key, value);

@@ -342,6 +342,10 @@ PyAPI_FUNC(int) _PyStorage_ReenterEnd(PyStorageManager *sm,
 PyAPI_DATA(_Thread_local PyObject *) _PyStorage_CallArgs[2];
 #define _PyStorage_WITH_CALL_ARGS(args, call) \
     do { \
+        if (!_PyStorage_ACTIVE()) { \
+            call; \
+            break; \
+        } \
         PyObject *_py_storage_args0 = _PyStorage_CallArgs[0]; \
         PyObject *_py_storage_args1 = _PyStorage_CallArgs[1]; \
         _PyStorage_CallArgs[1] = _py_storage_args0; \
