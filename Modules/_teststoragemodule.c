@@ -333,7 +333,7 @@ compare(ArenaObject *a, int inside)
 }
 
 static int
-arena_begin(PyStorageManager *sm)
+arena_begin(PyStorageManager *sm, PyObject *Py_UNUSED(op))
 {
     ArenaObject *a = ARENA(sm);
     if (a->depth == 0 && a->fail_begins > 0 && --a->fail_begins == 0) {
@@ -530,7 +530,7 @@ arena_pop(ArenaObject *a, PyObject *Py_UNUSED(ignored))
 static PyObject *
 arena_begin_meth(ArenaObject *a, PyObject *Py_UNUSED(ignored))
 {
-    if (arena_begin(&a->sm) < 0) {
+    if (arena_begin(&a->sm, NULL) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;

@@ -452,9 +452,9 @@ _PyStorage_RouteReallocSlow(void *ptr, size_t size, void **result)
 
 /* A manager's hooks, of which NULL ones do nothing. */
 static inline int
-manager_begin(PyStorageManager *sm)
+manager_begin(PyStorageManager *sm, PyObject *op)
 {
-    return sm->begin != NULL ? sm->begin(sm) : 0;
+    return sm->begin != NULL ? sm->begin(sm, op) : 0;
 }
 
 static inline int
@@ -474,7 +474,7 @@ _PyStorage_TxBegin(PyObject *op, PyStorageManager **psm)
 {
     PyStorageManager *sm = _PyStorage_Lookup(op);
     *psm = sm;
-    if (sm == NULL || manager_begin(sm) == 0) {
+    if (sm == NULL || manager_begin(sm, op) == 0) {
         return 0;
     }
     if (Py_REFCNT(op) == 0) {
@@ -553,7 +553,7 @@ _PyStorage_DeallocSlow(PyObject *op)
     PyTypeObject *tp = Py_TYPE(op);
     PyObject *exc_type, *exc, *tb;
     PyErr_Fetch(&exc_type, &exc, &tb);
-    if (manager_begin(sm) < 0) {
+    if (manager_begin(sm, op) < 0) {
         /* No operation can begin (a closed pool): none is going on
            either, so there is nothing to undo. */
         PyErr_Clear();

@@ -152,6 +152,92 @@ keys_size(PyDictKeysObject *keys)
            + (size_t)keys->dk_nentries * entry;
 }
 
+/* --- a walk restricted to ranges ------------------------------------------
+
+   _PyStorage_VisitSlotsIn() walks with filter_visit() in place of the
+   caller's visitor: the visitors of the parts pass every table slot on
+   and each object slot that lies in a range.  The visitors of the large
+   tables (a list's items, a dict's entries, a set's table) see the filter
+   and visit only the items that the ranges cover (visit_items_in()). */
+
+typedef struct {
+    const _PyStorage_Range *ranges;
+    size_t n;
+    _PyStorage_SlotVisitor visit;
+    void *arg;
+} filter_state;
+
+/* The index of the first range that ends after addr (n: none). */
+static size_t
+first_range_after(const _PyStorage_Range *ranges, size_t n, const char *addr)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ranges[mid].end <= addr) {
+            lo = mid + 1;
+        }
+        else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+int
+_PyStorage_InRanges(const _PyStorage_Range *ranges, size_t n,
+                    const void *addr)
+{
+    size_t i = first_range_after(ranges, n, (const char *)addr);
+    return i < n && ranges[i].start <= (const char *)addr;
+}
+
+static int
+filter_visit(void **slot, int kind, void *arg)
+{
+    filter_state *fs = (filter_state *)arg;
+    if (kind == _PyStorage_SLOT_OBJECT
+        && !_PyStorage_InRanges(fs->ranges, fs->n, slot))
+    {
+        return 0;
+    }
+    return fs->visit(slot, kind, fs->arg);
+}
+
+/* In a restricted walk (visit is filter_visit()), visit the object slots
+   at offsets off[0..noff) of the items [0, nitems) of size bytes from
+   base that lie in the ranges. */
+static int
+visit_items_in(filter_state *fs, char *base, Py_ssize_t nitems, size_t size,
+               const size_t *off, int noff)
+{
+    if (nitems <= 0) {
+        return 0;
+    }
+    char *end = base + (size_t)nitems * size;
+    for (size_t r = first_range_after(fs->ranges, fs->n, base);
+         r < fs->n && fs->ranges[r].start < end; r++)
+    {
+        char *from = Py_MAX(fs->ranges[r].start, base);
+        char *to = Py_MIN(fs->ranges[r].end, end);
+        size_t i = (size_t)(from - base) / size;
+        size_t last = (size_t)(to - base - 1) / size;
+        for (; i <= last; i++) {
+            for (int k = 0; k < noff; k++) {
+                char *slot = base + i * size + off[k];
+                if (slot >= from && slot < to) {
+                    int res = fs->visit((void **)slot,
+                                        _PyStorage_SLOT_OBJECT, fs->arg);
+                    if (res != 0) {
+                        return res;
+                    }
+                }
+            }
+        }
+    }
+    return 0;
+}
+
 /* A dict: its keys table and every key and value of it. */
 static int
 visit_dict(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
@@ -188,6 +274,11 @@ visit_dict(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
         entry = (char *)&DK_ENTRIES(keys)->me_key;
         size = sizeof(PyDictKeyEntry);
     }
+    if (visit == filter_visit) {
+        static const size_t kv[2] = {0, sizeof(PyObject *)};
+        return visit_items_in((filter_state *)arg, entry, keys->dk_nentries,
+                              size, kv, 2);
+    }
     for (Py_ssize_t i = 0; i < keys->dk_nentries; i++, entry += size) {
         PyObject **kv = (PyObject **)entry;
         if (check && (kv[0] == NULL) != (kv[1] == NULL)) {
@@ -213,6 +304,12 @@ visit_list(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
     VISIT(&l->ob_item, _PyStorage_SLOT_TABLE);
     if (l->ob_item != NULL) {
         EXTENT(l->ob_item, var_size(0, l->allocated, sizeof(PyObject *)));
+    }
+    if (visit == filter_visit) {
+        static const size_t item[1] = {0};
+        return visit_items_in((filter_state *)arg, (char *)l->ob_item,
+                              l->ob_item == NULL ? 0 : Py_SIZE(l),
+                              sizeof(PyObject *), item, 1);
     }
     for (Py_ssize_t i = 0; i < Py_SIZE(l); i++) {
         if (check && l->ob_item[i] == NULL) {
@@ -263,6 +360,11 @@ visit_set(PyObject *op, _PyStorage_SlotVisitor visit, void *arg,
     }
     if (so->table != so->smalltable) {
         EXTENT(so->table, var_size(0, so->mask + 1, sizeof(setentry)));
+    }
+    if (visit == filter_visit) {
+        static const size_t key[1] = {offsetof(setentry, key)};
+        return visit_items_in((filter_state *)arg, (char *)so->table,
+                              so->mask + 1, sizeof(setentry), key, 1);
     }
     for (Py_ssize_t i = 0; i <= so->mask; i++) {
         VISIT(&so->table[i].key, _PyStorage_SLOT_OBJECT);
@@ -712,6 +814,14 @@ int
 _PyStorage_VisitSlots(PyObject *op, _PyStorage_SlotVisitor visit, void *arg)
 {
     return visit_slots(op, visit, arg, 0);
+}
+
+int
+_PyStorage_VisitSlotsIn(PyObject *op, const _PyStorage_Range *ranges,
+                        size_t n, _PyStorage_SlotVisitor visit, void *arg)
+{
+    filter_state fs = {ranges, n, visit, arg};
+    return visit_slots(op, filter_visit, &fs, 0);
 }
 
 int

@@ -2335,12 +2335,17 @@ _PyStorage_OverwriteNumber(PyStorageManager *sm, PyObject *old,
     else {
         return 0;
     }
-    /* Logged with sm, whose object old is. */
-    if (sm->modify != NULL && sm->modify(sm, to, size) < 0) {
+    /* Logged with sm, whose object old is, in an operation on old (which
+       tells the manager what the transaction changes). */
+    PyStorageManager *tx;
+    if (_PyStorage_TxBegin(old, &tx) < 0) {
         return -1;
     }
-    memcpy(to, from, size);
-    return 1;
+    int r = sm->modify != NULL ? sm->modify(sm, to, size) : 0;
+    if (r == 0) {
+        memcpy(to, from, size);
+    }
+    return _PyStorage_TxEnd(tx) < 0 || r < 0 ? -1 : 1;
 }
 
 int
@@ -2949,11 +2954,11 @@ object_dict_setitem(PyObject **dictptr, PyObject *key, PyObject *value)
 }
 
 int
-_PyStorage_ObjectDictSetItem(PyObject **dictptr, PyObject *key,
-                             PyObject *value)
+_PyStorage_ObjectDictSetItem(PyObject *obj, PyObject **dictptr,
+                             PyObject *key, PyObject *value)
 {
     PyStorageManager *sm;
-    if (_PyStorage_TxBegin((PyObject *)dictptr, &sm) < 0) {
+    if (_PyStorage_TxBegin(obj, &sm) < 0) {
         return -1;
     }
     int r = object_dict_setitem(dictptr, key, value);

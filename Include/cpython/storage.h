@@ -64,8 +64,12 @@ struct _PyStorageManager {
     /* The hooks below may be NULL: a hook that does nothing (volatile
        memory needs no bracket and no log). */
 
-    /* Begin an atomic operation; 0, or -1 with an exception set. */
-    int (*begin)(PyStorageManager *sm);
+    /* Begin an atomic operation on op, the object whose method or slot
+       it is (what it changes is op's memory, or memory that other
+       operations, which begin on their objects, change inside it); NULL
+       for a block of operations (pool.begin(), `with pool:`).  0, or -1
+       with an exception set. */
+    int (*begin)(PyStorageManager *sm, PyObject *op);
     /* End it: commit when ok and outermost, else undo.  0, or -1 with an
        exception set when the operation could not be made durable. */
     int (*end)(PyStorageManager *sm, int ok);

@@ -236,7 +236,8 @@ PyAPI_FUNC(int) _PyStorage_ModifyDictSlotSlow(PyDictObject *mp,
 _PyStorage_COLD
 PyAPI_FUNC(PyObject *) _PyStorage_EnsureDict(PyObject *obj);
 _PyStorage_COLD
-PyAPI_FUNC(int) _PyStorage_ObjectDictSetItem(PyObject **dictptr,
+PyAPI_FUNC(int) _PyStorage_ObjectDictSetItem(PyObject *obj,
+                                             PyObject **dictptr,
                                              PyObject *key, PyObject *value);
 _PyStorage_COLD
 PyAPI_FUNC(int) _PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr,

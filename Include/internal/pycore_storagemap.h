@@ -194,6 +194,24 @@ PyAPI_FUNC(int) _PyStorage_CheckSlots(PyObject *op,
                                       _PyStorage_SlotVisitor visit,
                                       void *arg);
 
+/* The walk of _PyStorage_VisitSlots() restricted to the object slots that
+   lie in ranges (n of them, sorted by start, disjoint): what a manager
+   counts again after writing back the ranges an operation changed.  Table
+   slots are visited wherever they are.  The items of a list's, dict's or
+   set's table are found from the ranges, without a walk of the table. */
+typedef struct {
+    char *start, *end;
+} _PyStorage_Range;
+PyAPI_FUNC(int) _PyStorage_VisitSlotsIn(PyObject *op,
+                                        const _PyStorage_Range *ranges,
+                                        size_t n,
+                                        _PyStorage_SlotVisitor visit,
+                                        void *arg);
+
+/* Does addr lie in one of ranges (as above)? */
+PyAPI_FUNC(int) _PyStorage_InRanges(const _PyStorage_Range *ranges, size_t n,
+                                    const void *addr);
+
 /* What the checking walk cannot tell while pointers may still be another
    process's, asked once every pointer that op holds has passed it and is
    this process's: a dict's or set's counts match its table (which the

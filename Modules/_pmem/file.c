@@ -149,6 +149,10 @@ after_fork_in_child(void)
         p->nsavepoints = 0;
         p->ntxfreed = 0;
         p->ntxmade = 0;
+        p->ntouched = 0;
+        p->touch_mark = 0;
+        p->nranges = 0;
+        p->overflow = 0;
         p->undo_len = 0;
         p->doomed = 0;
     }
@@ -616,7 +620,7 @@ _PyPmem_RootContainer(PoolObject *self, uint64_t *field,
     if (*field != 0) {
         return Py_NewRef((PyObject *)(base + *field));
     }
-    if (self->sm.begin(&self->sm) < 0) {
+    if (self->sm.begin(&self->sm, NULL) < 0) {
         return NULL;
     }
     PyObject *obj = NULL;

@@ -792,7 +792,7 @@ reconcile_held(mainns *ns, int ok)
             return -1;
         }
     }
-    if (_PyPmem_Begin(&ns->pool->sm) < 0) {
+    if (_PyPmem_Begin(&ns->pool->sm, NULL) < 0) {
         (void)reconcile(ns, 0);
         return -1;
     }
@@ -888,7 +888,7 @@ main_set_item(PyStorageManager *sm, PyObject *dict, PyObject *key,
 
 
 static int
-main_begin(PyStorageManager *sm)
+main_begin(PyStorageManager *sm, PyObject *op)
 {
     mainns *ns = MAINNS(sm);
     if (passive(ns)) {
@@ -903,7 +903,7 @@ main_begin(PyStorageManager *sm)
         }
         ns->held = 1;
     }
-    else if (_PyPmem_Begin(&ns->pool->sm) < 0) {
+    else if (_PyPmem_Begin(&ns->pool->sm, op) < 0) {
         return -1;
     }
     if (ns->depth++ == 0) {

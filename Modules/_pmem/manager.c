@@ -26,6 +26,57 @@ in_my_transaction(PoolObject *p)
 
 /* --- the storage manager ------------------------------------------------ */
 
+/* What an undo must count again (undo.c): op, an object whose operation
+   begins in p's transaction, unless recorded since the last savepoint
+   began.  Past the limit, or out of memory, every undo of the
+   transaction counts the whole pool. */
+static void
+touch(PoolObject *p, PyObject *op)
+{
+    if (op == NULL || p->overflow || (char *)op < (char *)p->pop
+        || (char *)op >= (char *)p->pop + p->size)
+    {
+        return;
+    }
+    size_t h = ((uintptr_t)op >> 4) % POOL_TOUCH_CACHE;
+    size_t i = p->touch_cache[h];
+    if (i >= p->touch_mark && i < p->ntouched && p->touched[i] == op) {
+        return;
+    }
+    if (p->ntouched >= POOL_TOUCHED_MAX
+        || _PyPmem_RESERVE(p->touched, p->touched_allocated,
+                           p->ntouched + 1, 256) < 0)
+    {
+        p->overflow = 1;
+        return;
+    }
+    p->touch_cache[h] = (uint32_t)p->ntouched;
+    p->touched[p->ntouched++] = op;
+}
+
+/* The same for a range that the transaction logs. */
+static inline void
+note_range(PoolObject *p, void *addr, size_t size)
+{
+    if (p->overflow || size == 0) {
+        return;
+    }
+    _PyStorage_Range r = {(char *)addr, (char *)addr + size};
+    if (p->nranges > 0 && p->ranges[p->nranges - 1].start == r.start
+        && p->ranges[p->nranges - 1].end == r.end)
+    {
+        return;
+    }
+    if (p->nranges >= POOL_RANGES_MAX
+        || _PyPmem_RESERVE(p->ranges, p->ranges_allocated, p->nranges + 1,
+                           256) < 0)
+    {
+        p->overflow = 1;
+        return;
+    }
+    p->ranges[p->nranges++] = r;
+}
+
 /* May the cycle collector clear p's objects now?  Not inside one of its
    transactions (what tp_clear and finalizers write, and what is freed,
    could not be undone with it), nor when p cannot be changed. */
@@ -348,12 +399,13 @@ _PyPmem_Release(PoolObject *p)
 }
 
 int
-_PyPmem_Begin(PyStorageManager *sm)
+_PyPmem_Begin(PyStorageManager *sm, PyObject *op)
 {
     PoolObject *p = POOL(sm);
     unsigned long me = current_thread();
     if (p->depth > 0 && p->owner == me) {
         p->depth++;
+        touch(p, op);
         return 0;
     }
     int held = p->held && p->owner == me;
@@ -378,6 +430,7 @@ _PyPmem_Begin(PyStorageManager *sm)
     pmemobj_tx_set_failure_behavior(POBJ_TX_FAILURE_RETURN);
     p->owner = me;
     p->depth = 1;
+    touch(p, op);
     return 0;
 }
 
@@ -482,7 +535,7 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     /* A failed transactional call has aborted the transaction already. */
     int committing = ok && !p->doomed && pmemobj_tx_stage() == TX_STAGE_WORK;
     int full = 0;
-    repair_state *repair = NULL;
+    undo_state *repair = NULL;
     /* The frees are the transaction's last changes.  More than the log
        can hold (a big container deleted) are made after the commit, one
        by one: the blocks are garbage by then, which the next open would
@@ -517,7 +570,7 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     else {
         /* The undo log restores the objects' memory; their reference
            counts are counted again around it. */
-        repair = _PyPmem_RepairPrepare(p, 0, 0);
+        repair = _PyPmem_UndoPrepare(p, NULL);
         if (pmemobj_tx_stage() == TX_STAGE_WORK) {
             pmemobj_tx_abort(ECANCELED);
         }
@@ -532,9 +585,13 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     p->nsavepoints = 0;
     p->undo_len = 0;
     if (repair != NULL) {
-        _PyPmem_RepairFinish(p, repair);   /* frees what the undo left alone */
+        _PyPmem_UndoFinish(p, repair);     /* frees what the undo left alone */
     }
     p->ntxmade = 0;
+    p->ntouched = 0;
+    p->touch_mark = 0;
+    p->nranges = 0;
+    p->overflow = 0;
     int doomed = p->doomed;
     p->doomed = 0;
     if (!p->held) {
@@ -625,6 +682,10 @@ _PyPmem_SavepointPush(PoolObject *p)
     sp->ntxmade = p->ntxmade;
     sp->main_log = _PyPmem_MainLogLength(p);
     sp->moves = _PyStorage_MovesMark();
+    sp->ntouched = p->ntouched;
+    sp->nranges = p->nranges;
+    sp->touch_mark = p->touch_mark;
+    p->touch_mark = p->ntouched;
     return 0;
 }
 
@@ -633,10 +694,11 @@ void
 _PyPmem_SavepointPop(PoolObject *p, int ok)
 {
     struct savepoint sp = p->savepoints[--p->nsavepoints];
+    p->touch_mark = sp.touch_mark;
     if (!ok && !p->doomed) {
-        repair_state *repair =
+        undo_state *repair =
             pmemobj_tx_stage() == TX_STAGE_WORK
-            ? _PyPmem_RepairPrepare(p, sp.ntxfreed, sp.ntxmade) : NULL;
+            ? _PyPmem_UndoPrepare(p, &sp) : NULL;
         if (repair == NULL) {
             p->doomed = 1;
         }
@@ -649,7 +711,7 @@ _PyPmem_SavepointPop(PoolObject *p, int ok)
                 memcpy(t.addr, end, t.size);
             }
             p->ntxfreed = sp.ntxfreed;
-            _PyPmem_RepairFinish(p, repair);
+            _PyPmem_UndoFinish(p, repair);
             _PyPmem_RestoreTypeTable(p);
             _PyPmem_MainUndo(p, sp.main_log);
             _PyStorage_MovesEnd(&p->sm, sp.moves, 1);
@@ -683,6 +745,7 @@ _PyPmem_Modify(PyStorageManager *sm, void *addr, size_t size)
                      "an earlier failure", p->path);
         return -1;
     }
+    note_range(p, addr, size);
     if (pmemobj_tx_xadd_range_direct(addr, size, POBJ_XADD_NO_ABORT) != 0) {
         if (errno == ENOMEM) {
             /* The undo log cannot grow: the pool is full. */

@@ -630,7 +630,7 @@ static int
 rehash_kept(open_state *st, mark_state *ms)
 {
     PoolObject *p = st->pool;
-    if (_PyPmem_Begin(&p->sm) < 0) {
+    if (_PyPmem_Begin(&p->sm, NULL) < 0) {
         return -1;
     }
     int ok = rehash_frozensets(st, ms) == 0;

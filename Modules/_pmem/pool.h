@@ -172,6 +172,8 @@ enum {
     POOL_INSTANCE = 1024,
 };
 
+#define POOL_TOUCH_CACHE 64
+
 /* The allocation classes a pool allocates with (_PyPmem_RegisterClasses()). */
 struct alloc_classes {
     uint8_t small[ALLOC_SMALL_MAX / 16 + 1];  /* by (bytes + 15) / 16 */
@@ -222,9 +224,27 @@ typedef struct PoolObject {
     PyObject *refs;               /* {address: name} of the references in
                                      root->refs (types.c) */
     PyObject *ref_order;          /* [(address, name)], as recorded */
+    /* What the transaction changed, for an undo that costs what it
+       changed (undo.c): the objects that its operations began on, and
+       the ranges that it logged.  When either grows past its limit, an
+       undo counts the references of the whole pool (overflow). */
+    PyObject **touched;
+    size_t ntouched, touched_allocated;
+    size_t touch_mark;            /* ntouched where the last savepoint
+                                     began (touch_cache is valid above) */
+    uint32_t touch_cache[POOL_TOUCH_CACHE];  /* indexes into touched */
+    _PyStorage_Range *ranges;
+    size_t nranges, ranges_allocated;
+    int overflow;
 } PoolObject;
 
 #define POOL(sm) ((PoolObject *)((char *)(sm) - offsetof(PoolObject, sm)))
+
+/* Limits of PoolObject.touched and .ranges (24 MiB of DRAM together),
+   and the size of the cache that keeps an object from being recorded at
+   each of its operations. */
+#define POOL_TOUCHED_MAX ((size_t)1 << 20)
+#define POOL_RANGES_MAX ((size_t)1 << 20)
 
 /* A nested `with pool:` block: where its changes start. */
 struct savepoint {
@@ -234,6 +254,9 @@ struct savepoint {
     size_t ntxmade;               /* p->ntxmade at its start */
     size_t main_log;              /* _PyPmem_MainLogLength() at its start */
     Py_ssize_t moves;             /* _PyStorage_MovesMark() at its start */
+    size_t ntouched;              /* p->ntouched at its start */
+    size_t nranges;               /* p->nranges at its start */
+    size_t touch_mark;            /* p->touch_mark at its start */
 };
 
 typedef struct {
@@ -464,6 +487,9 @@ char *_PyPmem_FindRef(open_state *st, char *from);
 int _PyPmem_IsRef(PoolObject *p, const void *v);
 
 /* undo.c: the reference counts around an abort */
+typedef struct undo_state undo_state;
+undo_state *_PyPmem_UndoPrepare(PoolObject *p, const struct savepoint *sp);
+void _PyPmem_UndoFinish(PoolObject *p, undo_state *u);
 repair_state *_PyPmem_RepairPrepare(PoolObject *p, size_t from,
                                     size_t made_from);
 void _PyPmem_RepairFinish(PoolObject *p, repair_state *st);
@@ -477,7 +503,7 @@ void _PyPmem_Free(PyStorageManager *sm, void *ptr);
 size_t _PyPmem_UsableSize(PyStorageManager *sm, void *ptr);
 int _PyPmem_Hold(PoolObject *p);
 void _PyPmem_Release(PoolObject *p);
-int _PyPmem_Begin(PyStorageManager *sm);
+int _PyPmem_Begin(PyStorageManager *sm, PyObject *op);
 int _PyPmem_End(PyStorageManager *sm, int ok);
 int _PyPmem_SavepointPush(PoolObject *p);
 void _PyPmem_SavepointPop(PoolObject *p, int ok);

@@ -562,7 +562,7 @@ pool_begin_block(PoolObject *self)
     if (nested && _PyPmem_SavepointPush(self) < 0) {
         return -1;
     }
-    if (_PyPmem_Begin(&self->sm) < 0) {
+    if (_PyPmem_Begin(&self->sm, NULL) < 0) {
         if (nested) {
             self->nsavepoints--;
         }

@@ -224,7 +224,7 @@ rehash_tables(PoolObject *p)
             sets[nsets++] = (PyObject *)items[i].block;
         }
     }
-    int ok = p->sm.begin(&p->sm) == 0;
+    int ok = p->sm.begin(&p->sm, NULL) == 0;
     if (ok) {
         ok = _PyStorage_RehashFrozenSets(sets, nsets) == 0;
         for (size_t i = 0; i < n && ok; i++) {
@@ -521,7 +521,7 @@ append_class_name(PoolObject *p, PyTypeObject *type)
                          ((PyHeapTypeObject *)type)->ht_qualname, layout);
     Py_XDECREF(module);
     Py_XDECREF(layout);
-    if (name == NULL || p->sm.begin(&p->sm) < 0) {
+    if (name == NULL || p->sm.begin(&p->sm, NULL) < 0) {
         Py_XDECREF(name);
         return -1;
     }
@@ -630,7 +630,7 @@ append_ref(PoolObject *p, PyObject *name, PyObject *address)
                            .name_size = (uint64_t)size};
     memcpy(raw, &ref, sizeof(ref));
     memcpy(raw + sizeof(ref), utf8, (size_t)size);
-    if (p->sm.begin(&p->sm) < 0) {
+    if (p->sm.begin(&p->sm, NULL) < 0) {
         Py_DECREF(record);
         return -1;
     }
