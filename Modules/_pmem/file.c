@@ -153,6 +153,8 @@ after_fork_in_child(void)
         p->touch_mark = 0;
         p->nranges = 0;
         p->overflow = 0;
+        p->nreserved = 0;
+        p->nmade = 0;
         p->undo_len = 0;
         p->doomed = 0;
     }

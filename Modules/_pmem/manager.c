@@ -225,6 +225,121 @@ pool_xalloc(PoolObject *p, PMEMoid *oid, size_t size, uint64_t code,
     return 0;
 }
 
+/* --- reservations ---------------------------------------------------------
+
+   A block made inside a transaction is reserved (pmemobj_xreserve(): the
+   heap's metadata on the media is not written), and published by the
+   commit, in its redo log (pmemobj_tx_publish()), or with the batch of
+   POOL_RESERVE_BATCH that it completes (pmemobj_publish(): one redo log
+   for the batch).  An atomic allocation made a redo log of its own for
+   each block, about four persist points.  A block published with a batch
+   is what an atomic allocation made: nothing in the pool reaches it until
+   the commit, and the next open frees it if the process dies first; a
+   block still reserved when the process dies was never allocated.  An
+   undo publishes the reservations first: a variable may still refer to a
+   block of the transaction (see _PyPmem_Alloc()), and the undo counts
+   and frees what the transaction made as blocks of the pool.  A block
+   reserved and freed by the same transaction is cancelled by the commit
+   (freed_reservations()). */
+
+/* Publish p's reservations. */
+static void
+publish_reserved(PoolObject *p)
+{
+    if (p->nreserved > 0
+        && pmemobj_publish(p->pop, p->reserved, p->nreserved) != 0)
+    {
+        /* The batch did not fit in the lane's log (it does): one by one,
+           each fits. */
+        for (size_t i = 0; i < p->nreserved; i++) {
+            (void)pmemobj_publish(p->pop, &p->reserved[i], 1);
+        }
+    }
+    p->nreserved = 0;
+}
+
+/* A block of size bytes of type code reserved in p, or NULL (its size
+   remembered, as pool_xalloc() does). */
+static char *
+pool_reserve(PoolObject *p, size_t size, uint64_t code, uint64_t flags)
+{
+    if (p->nreserved == POOL_RESERVE_BATCH) {
+        publish_reserved(p);
+    }
+    PMEMoid oid = pmemobj_xreserve(p->pop, &p->reserved[p->nreserved], size,
+                                   code, flags | class_flags(p, size));
+    if (OID_IS_NULL(oid)) {
+        p->failed_size = size;
+        return NULL;
+    }
+    p->nreserved++;
+    return pmemobj_direct(oid);
+}
+
+/* Blocks made by the transaction need no undo log: nothing in the pool
+   reaches them but through pointers that the log restores, so that a
+   crash leaves them unreachable (the next open frees them), and an undo
+   leaves them as they are, with their references counted again (a
+   variable may refer to one).  A savepoint's undo still restores what
+   its block changed in them (save_undo()).  The large ones (tables, where
+   a bulk load writes) are remembered, the last POOL_MADE_RECENT of them;
+   small ones are written once, when made, without a log. */
+static void
+note_made(PoolObject *p, char *block, size_t size)
+{
+    if (size >= POOL_MADE_MIN) {
+        p->made[p->nmade++ % POOL_MADE_RECENT] =
+            (_PyStorage_Range){block, block + size};
+    }
+}
+
+static inline int
+in_made(PoolObject *p, const char *addr, size_t size)
+{
+    size_t n = Py_MIN(p->nmade, POOL_MADE_RECENT);
+    for (size_t i = 0; i < n; i++) {
+        if (addr >= p->made[i].start && addr + size <= p->made[i].end) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Is block one of p's reservations from the from-th on? */
+static int
+is_cancelled(PoolObject *p, const char *block, size_t from)
+{
+    for (size_t i = from; i < p->nreserved; i++) {
+        if ((char *)p->pop + p->reserved[i].heap.offset == block) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Move the reservations of blocks that the transaction freed to the end
+   of p->reserved: their number.  They are cancelled after the commit,
+   the others published by it. */
+static size_t
+freed_reservations(PoolObject *p)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->ntxfreed && n < p->nreserved; i++) {
+        char *block = p->txfreed[i];
+        for (size_t j = 0; j < p->nreserved - n; j++) {
+            if ((char *)p->pop + p->reserved[j].heap.offset == block) {
+                struct pobj_action act = p->reserved[j];
+                size_t last = p->nreserved - n - 1;
+                p->reserved[j] = p->reserved[last];
+                p->reserved[last] = act;
+                n++;
+                break;
+            }
+        }
+    }
+    return n;
+}
+
 void *
 _PyPmem_Alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
 {
@@ -243,16 +358,29 @@ _PyPmem_Alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
        _PyPmem_End() counts its references again.  Until it is stored,
        nothing in the pool reaches it: if the process dies first, or the
        transaction that stores it aborts and nothing keeps it, the next
-       open (or pool.gc()) frees it. */
+       open (or pool.gc()) frees it.  Inside a transaction, reserved: the
+       same, made durable with the commit (or a batch). */
+    if (_PyPmem_InMyTransaction(p)) {
+        /* Zeroed here, not by libpmemobj, which persists the zeros: the
+           commit flushes the block (an unreachable block is freed unread
+           by the next open, whatever it holds). */
+        char *block = pool_reserve(p, size, code, 0);
+        if (block == NULL) {
+            return NULL;
+        }
+        size_t usable = pmemobj_alloc_usable_size(pmemobj_oid(block));
+        memset(block, 0, usable);
+        if (_PyPmem_RecordMade(p, block) < 0) {
+            pmemobj_cancel(p->pop, &p->reserved[--p->nreserved], 1);
+            return NULL;
+        }
+        note_made(p, block, usable);
+        return block;
+    }
     if (pool_xalloc(p, &oid, size, code, POBJ_XALLOC_ZERO, NULL, NULL) < 0) {
         return NULL;
     }
-    char *block = pmemobj_direct(oid);
-    if (_PyPmem_InMyTransaction(p) && _PyPmem_RecordMade(p, block) < 0) {
-        pmemobj_free(&oid);
-        return NULL;
-    }
-    return block;
+    return pmemobj_direct(oid);
 }
 
 size_t
@@ -304,8 +432,32 @@ _PyPmem_Realloc(PyStorageManager *sm, void *ptr, size_t size)
        undo can bring it back (pmemobj_tx_realloc() would free it for
        good); else at once (what no longer points to it after a crash in
        between, the next open frees). */
-    if (_PyPmem_InMyTransaction(p) && pmemobj_tx_stage() != TX_STAGE_WORK) {
-        return NULL;
+    if (_PyPmem_InMyTransaction(p)) {
+        if (pmemobj_tx_stage() != TX_STAGE_WORK) {
+            return NULL;
+        }
+        /* Reserved, with the old contents (flushed by the commit, as
+           every block the transaction makes). */
+        size_t room = size > old && size > ALLOC_ROOM_FROM ? size / 2 : 0;
+        char *block = room == 0 ? NULL : pool_reserve(p, size + room, code, 0);
+        if (block == NULL && (block = pool_reserve(p, size, code, 0)) == NULL) {
+            return NULL;
+        }
+        size_t copy = old < size ? old : size;
+        size_t usable = pmemobj_alloc_usable_size(pmemobj_oid(block));
+        memcpy(block, ptr, copy);
+        memset(block + copy, 0, usable - copy);
+        if (_PyPmem_RecordMade(p, block) < 0) {
+            pmemobj_cancel(p->pop, &p->reserved[--p->nreserved], 1);
+            return NULL;
+        }
+        if (_PyPmem_RecordFree(p, ptr) < 0) {
+            p->ntxmade--;
+            pmemobj_cancel(p->pop, &p->reserved[--p->nreserved], 1);
+            return NULL;
+        }
+        note_made(p, block, usable);
+        return block;
     }
     copy_arg arg = {ptr, old < size ? old : size};
     PMEMoid moved;
@@ -316,22 +468,8 @@ _PyPmem_Realloc(PyStorageManager *sm, void *ptr, size_t size)
     {
         return NULL;
     }
-    char *block = pmemobj_direct(moved);
-    if (_PyPmem_InMyTransaction(p)) {
-        if (_PyPmem_RecordMade(p, block) < 0) {
-            pmemobj_free(&moved);
-            return NULL;
-        }
-        if (_PyPmem_RecordFree(p, ptr) < 0) {
-            p->ntxmade--;
-            pmemobj_free(&moved);
-            return NULL;
-        }
-    }
-    else {
-        pmemobj_free(&oid);
-    }
-    return block;
+    pmemobj_free(&oid);
+    return pmemobj_direct(moved);
 }
 
 void
@@ -541,7 +679,13 @@ _PyPmem_End(PyStorageManager *sm, int ok)
        by one: the blocks are garbage by then, which the next open would
        free if the process died first. */
     int free_after = p->ntxfreed > LOG_RESERVE_INTENTS;
-    if (committing && !free_after && p->ntxfreed >= LOG_RESERVE_FROM
+    /* The reservations of blocks that the transaction also freed: neither
+       published nor freed by the commit, cancelled after it. */
+    size_t cancel = committing && p->nreserved > 0 ? freed_reservations(p)
+                                                   : 0;
+    size_t publish = p->nreserved - cancel;
+    if (committing && !free_after
+        && p->ntxfreed + publish >= LOG_RESERVE_FROM
         && p->log_reserve != NULL)
     {
         /* Without it (it failed), the commit tries libpmemobj's way. */
@@ -551,12 +695,22 @@ _PyPmem_End(PyStorageManager *sm, int ok)
                                             POBJ_XLOG_APPEND_BUFFER_NO_ABORT);
     }
     for (size_t i = 0; committing && !free_after && i < p->ntxfreed; i++) {
+        if (cancel > 0 && is_cancelled(p, p->txfreed[i], publish)) {
+            continue;
+        }
         if (pmemobj_tx_xfree(pmemobj_oid(p->txfreed[i]),
                              POBJ_XFREE_NO_ABORT) != 0)
         {
             committing = 0;
             full = 1;
         }
+    }
+    if (committing && publish > 0
+        && pmemobj_tx_xpublish(p->reserved, publish,
+                               POBJ_XPUBLISH_NO_ABORT) != 0)
+    {
+        committing = 0;
+        full = 1;
     }
     if (committing) {
         /* The commit drains these flushes before it commits. */
@@ -570,6 +724,7 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     else {
         /* The undo log restores the objects' memory; their reference
            counts are counted again around it. */
+        publish_reserved(p);
         repair = _PyPmem_UndoPrepare(p, NULL);
         if (pmemobj_tx_stage() == TX_STAGE_WORK) {
             pmemobj_tx_abort(ECANCELED);
@@ -578,9 +733,16 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     int err = pmemobj_tx_end();
     for (size_t i = 0; committing && err == 0 && free_after
                        && i < p->ntxfreed; i++) {
+        if (cancel > 0 && is_cancelled(p, p->txfreed[i], publish)) {
+            continue;
+        }
         PMEMoid oid = pmemobj_oid(p->txfreed[i]);
         pmemobj_free(&oid);
     }
+    if (committing && cancel > 0) {
+        pmemobj_cancel(p->pop, p->reserved + publish, cancel);
+    }
+    p->nreserved = 0;
     p->ntxfreed = 0;
     p->nsavepoints = 0;
     p->undo_len = 0;
@@ -592,6 +754,7 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     p->touch_mark = 0;
     p->nranges = 0;
     p->overflow = 0;
+    p->nmade = 0;
     int doomed = p->doomed;
     p->doomed = 0;
     if (!p->held) {
@@ -696,6 +859,7 @@ _PyPmem_SavepointPop(PoolObject *p, int ok)
     struct savepoint sp = p->savepoints[--p->nsavepoints];
     p->touch_mark = sp.touch_mark;
     if (!ok && !p->doomed) {
+        publish_reserved(p);
         undo_state *repair =
             pmemobj_tx_stage() == TX_STAGE_WORK
             ? _PyPmem_UndoPrepare(p, &sp) : NULL;
@@ -746,6 +910,9 @@ _PyPmem_Modify(PyStorageManager *sm, void *addr, size_t size)
         return -1;
     }
     note_range(p, addr, size);
+    if (in_made(p, addr, size)) {
+        return p->nsavepoints > 0 ? save_undo(p, addr, size) : 0;
+    }
     if (pmemobj_tx_xadd_range_direct(addr, size, POBJ_XADD_NO_ABORT) != 0) {
         if (errno == ENOMEM) {
             /* The undo log cannot grow: the pool is full. */

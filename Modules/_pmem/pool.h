@@ -173,6 +173,9 @@ enum {
 };
 
 #define POOL_TOUCH_CACHE 64
+#define POOL_RESERVE_BATCH 32
+#define POOL_MADE_RECENT 16
+#define POOL_MADE_MIN 256
 
 /* The allocation classes a pool allocates with (_PyPmem_RegisterClasses()). */
 struct alloc_classes {
@@ -236,6 +239,13 @@ typedef struct PoolObject {
     _PyStorage_Range *ranges;
     size_t nranges, ranges_allocated;
     int overflow;
+    /* Blocks of the transaction reserved, not yet published (manager.c) */
+    struct pobj_action reserved[POOL_RESERVE_BATCH];
+    size_t nreserved;
+    /* The last tables (blocks of POOL_MADE_MIN bytes or more) that the
+       transaction made, whose changes need no undo log (manager.c) */
+    _PyStorage_Range made[POOL_MADE_RECENT];
+    size_t nmade;
 } PoolObject;
 
 #define POOL(sm) ((PoolObject *)((char *)(sm) - offsetof(PoolObject, sm)))

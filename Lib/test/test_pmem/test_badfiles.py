@@ -145,8 +145,13 @@ class CorruptMetadataTests(BadFileTestCase):
         """A pool with a run of several chunks in libpmemobj's heap: the
         pool's path, and the file offsets of the run's chunk headers and
         of its block size (libpmemobj 1.12's heap format)."""
+        # (libpmemobj's default classes make runs of several chunks; it
+        # extends a transaction's undo log with blocks of those: here, the
+        # log of 3000 changes of values.)
         path = self.make_pool(code="pool.ns.d = {i: str(i) for i in "
-                                   "range(3000)}")
+                                   "range(3000)}; d = pool.ns.d; pool.begin(); "
+                                   "[d.__setitem__(i, 'x') for i in d]; "
+                                   "pool.end(True)")
         with open(path, "rb") as f:
             data = f.read()
         (heap,) = struct.unpack_from("<Q", data, 4096 + 1024 + 16)
