@@ -530,14 +530,96 @@ _PyPmem_CheckFile(PyObject *error, PyObject *path, const char *cpath)
     return check_metadata(error, path, cpath, (size_t)st.st_size);
 }
 
+/* The identity of the pool file at cpath: its status in *st and its
+   header's pool set UUID in uuid (POOL_HDR_UUID_SIZE bytes).  1, or 0
+   when the file cannot be read or is too short for a pool header (for
+   the open's checks to report). */
+int
+_PyPmem_ReadIdentity(const char *cpath, struct stat *st, unsigned char *uuid)
+{
+    int fd = open(cpath, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return 0;
+    }
+    ssize_t n = fstat(fd, st) == 0
+                ? pread(fd, uuid, POOL_HDR_UUID_SIZE, POOL_HDR_POOLSET_UUID)
+                : -1;
+    close(fd);
+    return n == POOL_HDR_UUID_SIZE;
+}
+
+/* Whether the file of identity (st, uuid) is pool p, which this process
+   has mapped: 1 when it is p's file (under another name), 2 when it has
+   p's identity (a raw copy: cp copies the header), else 0. */
+int
+_PyPmem_SamePool(PoolObject *p, const struct stat *st,
+                 const unsigned char *uuid)
+{
+    if (p->pop == NULL) {
+        return 0;                 /* let go: libpmemobj closed it */
+    }
+    if (st->st_dev == p->dev && st->st_ino == p->ino) {
+        return 1;
+    }
+    return memcmp(uuid, p->uuid, POOL_HDR_UUID_SIZE) == 0 ? 2 : 0;
+}
+
+/* Refuse the file at cpath when it is a pool that this process has
+   mapped already: the same file under another name, or a raw copy of one
+   (cp copies the header, and with it the pool set UUID by which
+   libpmemobj identifies an open pool: it refuses a second pool of that
+   identity in the process, and reports it as an invalid file).  0, or -1
+   with PoolError set. */
+int
+_PyPmem_CheckIdentity(PyObject *error, PyObject *path, const char *cpath)
+{
+    struct stat st;
+    unsigned char uuid[POOL_HDR_UUID_SIZE];
+    if (!_PyPmem_ReadIdentity(cpath, &st, uuid)) {
+        return 0;
+    }
+    for (PoolObject *p = _PyPmem_OpenPools; p != NULL; p = p->next_open) {
+        int same = _PyPmem_SamePool(p, &st, uuid);
+        if (!same) {
+            continue;
+        }
+        const char *state = p->forked
+            ? "which this process has from its parent (a forked child "
+              "keeps its parent's pools until it exits)"
+            : p->closed
+            ? "which this process has closed but still holds objects of "
+              "(a closed pool is let go once none of its objects is held)"
+            : "which is open in this process";
+        if (same == 1) {
+            PyErr_Format(error, "%R is pool %R, %s, under another name "
+                         "(a link to the same file): use that pool",
+                         path, p->path, state);
+        }
+        else {
+            PyErr_Format(error, "%R is a raw copy of pool %R, %s: a copy "
+                         "made by copying the file (cp) keeps its "
+                         "original's identity, and a process can open one "
+                         "pool of an identity at a time.  Open the copy "
+                         "in another process, or close the original here "
+                         "first", path, p->path, state);
+        }
+        return -1;
+    }
+    return 0;
+}
+
 /* The pool file at cpath opened by libpmemobj, after the checks that
-   come before (another process's lock, a foreign file) and with its root
-   checked against the file's size: what pmem.open() does before its pass
-   over the objects.  NULL with PoolError set. */
+   come before (another process's lock, the same pool mapped here, a
+   foreign file) and with its root checked against the file's size: what
+   pmem.open() does before its pass over the objects.  NULL with
+   PoolError set. */
 PMEMobjpool *
 _PyPmem_OpenFile(PyObject *error, PyObject *path, const char *cpath,
                  size_t size)
 {
+    if (_PyPmem_CheckIdentity(error, path, cpath) < 0) {
+        return NULL;
+    }
     _PyPmem_WaitForLock(cpath);
     if (_PyPmem_CheckFile(error, path, cpath) < 0) {
         return NULL;

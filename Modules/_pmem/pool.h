@@ -109,6 +109,16 @@
 #define POOL_FORMAT_PY311 2
 #define POOL_DEFAULT_SIZE ((Py_ssize_t)64 << 20)
 
+/* libpmemobj 1.12's pool header (PMDK's src/common/pool_hdr.h, struct
+   pool_hdr): an 8-byte signature, the major version and three feature
+   words (uint32), then the pool set's UUID, from which libpmemobj derives
+   the identity of an open pool (pmemobj_get_uuid_lo(), in obj.h): it
+   refuses to open a second pool of an identity in one process (obj.c,
+   pools_ht), which a raw copy of a pool (cp) has.  The file's own UUID
+   follows it, at 40. */
+#define POOL_HDR_POOLSET_UUID 24
+#define POOL_HDR_UUID_SIZE 16
+
 /* Blocks of up to this many bytes (header included) come from classes of
    one size each; larger ones from classes whose blocks are made of
    units (see _PyPmem_RegisterClasses()). */
@@ -246,6 +256,8 @@ typedef struct PoolObject {
        transaction made, whose changes need no undo log (manager.c) */
     _PyStorage_Range made[POOL_MADE_RECENT];
     size_t nmade;
+    unsigned char uuid[POOL_HDR_UUID_SIZE];  /* its header's pool set UUID:
+                                     libpmemobj's identity of the pool */
 } PoolObject;
 
 #define POOL(sm) ((PoolObject *)((char *)(sm) - offsetof(PoolObject, sm)))
@@ -473,6 +485,12 @@ void _PyPmem_OpenError(PyObject *error, PyObject *path, int err,
                        const char *msg);
 void _PyPmem_WaitForLock(const char *cpath);
 int _PyPmem_CheckFile(PyObject *error, PyObject *path, const char *cpath);
+int _PyPmem_ReadIdentity(const char *cpath, struct stat *st,
+                         unsigned char *uuid);
+int _PyPmem_SamePool(PoolObject *p, const struct stat *st,
+                     const unsigned char *uuid);
+int _PyPmem_CheckIdentity(PyObject *error, PyObject *path,
+                          const char *cpath);
 PMEMobjpool *_PyPmem_OpenFile(PyObject *error, PyObject *path,
                               const char *cpath, size_t size);
 int _PyPmem_CheckRoot(PyObject *error, PyObject *path, PMEMobjpool *pop,

@@ -134,6 +134,34 @@ release_pool(PoolObject *self)
 
 /* --- opening ------------------------------------------------------------ */
 
+/* Let go of the closed pools of this process that the file at cpath is
+   (another name of the file, or a raw copy: libpmemobj opens one pool of
+   an identity per process) and that nothing holds any more, so that the
+   file can be opened.  0, or -1 with an exception set. */
+static int
+let_go_of_twins(const char *cpath)
+{
+    struct stat st;
+    unsigned char uuid[POOL_HDR_UUID_SIZE];
+    if (!_PyPmem_ReadIdentity(cpath, &st, uuid)) {
+        return 0;
+    }
+    PoolObject *next;
+    for (PoolObject *p = _PyPmem_OpenPools; p != NULL; p = next) {
+        /* release_pool() may deallocate p, which unlinks it. */
+        next = p->next_open;
+        if (p->closed && !p->forked && _PyPmem_SamePool(p, &st, uuid)) {
+            Py_INCREF(p);
+            int r = release_pool(p);
+            Py_DECREF(p);
+            if (r < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* The file at cpath, created when it is missing and create is true:
    size bytes, or the default size when size is -1 (not given); its
    status in *st.  A pool that exists already must have the size given,
@@ -212,6 +240,8 @@ map_pool(PyTypeObject *type, PyObject *error, PyObject *path,
         return NULL;
     }
     self->pop = pop;
+    memcpy(self->uuid, (char *)pop + POOL_HDR_POOLSET_UUID,
+           POOL_HDR_UUID_SIZE);
     self->root = pmemobj_direct(pmemobj_root(pop, sizeof(struct pool_root)));
     self->size = (size_t)st->st_size;
     self->opener = getpid();
@@ -359,6 +389,9 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     if (known != NULL || PyErr_Occurred()) {
         result = Py_XNewRef(known);
+        goto done;
+    }
+    if (let_go_of_twins(cpath) < 0) {
         goto done;
     }
     PoolObject *self = map_pool(type, error, path, cpath, &st);
