@@ -127,6 +127,17 @@ holds, crash-safely: a grow killed at any moment leaves a pool that opens
 with all its data, at its old size or at the new one, and can be grown
 again.  Pools do not shrink.  help(pmem.grow) says how.
 
+Copying: ``pmem.copy(src, dst)`` (``python -m pmem copy SRC DST``)
+makes a new file, a pool of its own that holds what src held between two
+transactions and that opens beside its original.  A raw copy (cp) does
+not: it has its original's identity (the UUID of its header), and a
+process opens one pool of an identity at a time; PoolError says so.  A
+pool that this process has open is copied at once, from the process
+(``pool.copy(dst)``, as sqlite3's backup() copies from the connection);
+one that another process has open for writing, once that process has
+closed it.  A crash leaves no copy, or a complete one.  help(pmem.copy)
+says how.
+
 Programs with a persistent namespace: ``python -X pmem=PATH prog.py``
 (or PYTHONPMEM=PATH; also with -c, -m and the interactive interpreter)
 keeps the variables of __main__ in the pool at PATH, created the first
@@ -208,7 +219,7 @@ __all__ = ["open", "Pool", "PoolError", "Placeholder", "MissingReference",
            "placeholder_attributes", "storage_of", "current_pool",
            "transaction", "NotPersistedWarning", "PersistentDict",
            "PersistentList", "PersistentSet", "PersistentByteArray",
-           "MemoryKind", "FORMAT_VERSION", "DEFAULT_SIZE", "grow"]
+           "MemoryKind", "FORMAT_VERSION", "DEFAULT_SIZE", "grow", "copy"]
 
 
 class NotPersistedWarning(UserWarning):
@@ -274,6 +285,11 @@ class Pool(_pmem.Pool):
     def transaction(self):
         """A context manager for one transaction: ``with pool:``."""
         return self
+
+    def copy(self, dst):
+        """Copy the pool into a new file dst, between two transactions:
+        pmem.copy(pool, dst)."""
+        return copy(self, dst)
 
     def __repr__(self):
         state = "closed" if self.closed else "open"
@@ -513,8 +529,8 @@ def _pool_geometry(fd, path):
     (major,) = struct.unpack_from("<I", head, _POOL_MAJOR_AT)
     if major != _POOL_MAJOR:
         raise PoolError(f"{path!r} is a libpmemobj pool of format {major}; "
-                        f"grow() knows format {_POOL_MAJOR} (libpmemobj "
-                        f"1.12) only")
+                        f"pmem-python pools have format {_POOL_MAJOR} "
+                        f"(libpmemobj 1.12)")
     layout = head[_LAYOUT_AT:_LAYOUT_AT + _LAYOUT_SIZE].split(b"\0")[0]
     if layout != _pmem.LAYOUT.encode():
         raise PoolError(f"{path!r} is a libpmemobj pool of another program "
@@ -554,22 +570,23 @@ except (OSError, MemoryError) as exc:
 """
 
 
-def _in_new_interpreter(what, path):
+def _in_new_interpreter(what, path, *, command="grow", pass_fds=()):
     """Check ("check": what pmem.open() checks before its pass over the
     objects) or open and close ("open") the pool at path, in a new
-    interpreter; what it refuses is raised here as PoolError, with the
-    open's message."""
+    interpreter, for command (grow, copy), which gets pass_fds too; what
+    it refuses is raised here as PoolError, with the open's message."""
     import subprocess
     import sys
     if not sys.executable:
-        raise PoolError(f"cannot grow pool {path!r} from this process: "
-                        f"grow() opens the pool in a new interpreter, and "
-                        f"sys.executable does not say where this one is; "
-                        f"run python -m pmem grow")
+        raise PoolError(f"cannot {command} pool {path!r} from this "
+                        f"process: {command}() opens the pool in a new "
+                        f"interpreter, and sys.executable does not say "
+                        f"where this one is; run python -m pmem {command}")
     # -I: the pmem of this interpreter, whatever the environment's
     # PYTHONPATH or PYTHONPMEM; libpmem(obj)'s variables pass.
     proc = subprocess.run([sys.executable, "-I", "-c", _IN_NEW_INTERPRETER,
-                           what, path], capture_output=True, text=True)
+                           what, path], capture_output=True, text=True,
+                          pass_fds=pass_fds)
     if proc.returncode == 1 and proc.stdout:
         raise PoolError(proc.stdout)
     if proc.returncode != 0:
@@ -696,3 +713,283 @@ def _no_shrink(path, new, size):
     return PoolError(f"pool {path!r} has {size:,} bytes; it cannot be "
                      f"{new:,}: a pool does not shrink (give a size of "
                      f"{size:,} bytes or more)")
+
+
+# --- copy() ------------------------------------------------------------------
+#
+# What copy() rewrites in the copy's header (libpmemobj 1.12's struct
+# pool_hdr, PMDK's src/common/pool_hdr.h and util_header_create() of
+# src/common/set.c): the pool set's UUID, from which libpmemobj derives the
+# identity of an open pool (pmemobj_get_uuid_lo()), refusing a second pool
+# of one identity in a process; the file's UUID, which the links of a
+# one-file pool to its previous and next part and replica repeat; the
+# shutdown state, which records the device of the file (zeros: the copy's
+# first open records its own, shutdown_state_check()); and the header's
+# checksum (util_checksum() of src/core/util.c).  Nothing else in a pool
+# holds its UUIDs: libpmemobj's lanes and heap, and the objects, hold
+# offsets and pointers.
+_HDR_SIZE = 4096
+_FEATURES_INCOMPAT_AT = 16              # features.incompat (uint32)
+_FEAT_CKSUM_2K = 0x0002                 # the checksum covers 2 KiB only
+_POOLSET_UUID_AT = 24
+_UUID_AT = 40
+_UUID_LINKS_AT = (56, 72, 88, 104)      # prev/next part, prev/next replica
+_UUID_SIZE = 16
+_SDS_AT = 4024                          # struct shutdown_state
+_SDS_SIZE = 64
+_CHECKSUM_AT = 4088
+
+
+def _header_checksum(header):
+    """util_checksum() of a pool header: a Fletcher64 of its 32-bit
+    words, those from the end of its checksummed part on (the checksum
+    among them) read as zeros."""
+    import struct
+    (incompat,) = struct.unpack_from("<I", header, _FEATURES_INCOMPAT_AT)
+    end = 2048 if incompat & _FEAT_CKSUM_2K else _CHECKSUM_AT
+    lo = hi = 0
+    for (word,) in struct.iter_unpack("<I", header[:end]):
+        lo = (lo + word) & 0xFFFFFFFF
+        hi = (hi + lo) & 0xFFFFFFFF
+    hi = (hi + lo * ((_HDR_SIZE - end) // 4)) & 0xFFFFFFFF
+    return hi << 32 | lo
+
+
+def _new_identity(fd, path):
+    """Give the copy open as fd, of the pool at path, an identity of its
+    own: new UUIDs in its header, no shutdown state, its checksum made
+    again.  PoolError, naming path, when the header is not a sound one of
+    a one-file pmem-python pool."""
+    import struct
+    import uuid
+    _pool_geometry(fd, path)
+    header = bytearray(os.pread(fd, _HDR_SIZE, 0))
+    (checksum,) = struct.unpack_from("<Q", header, _CHECKSUM_AT)
+    if _header_checksum(header) != checksum:
+        raise PoolError(f"pool {path!r} is corrupt: the checksum of its "
+                        f"header is wrong")
+    own = header[_UUID_AT:_UUID_AT + _UUID_SIZE]
+    if any(header[at:at + _UUID_SIZE] != own for at in _UUID_LINKS_AT):
+        raise PoolError(f"{path!r} is a part of a libpmemobj pool set (its "
+                        f"header links to other files); copy() copies "
+                        f"one-file pools")
+    header[_POOLSET_UUID_AT:_POOLSET_UUID_AT + _UUID_SIZE] = (
+        uuid.uuid4().bytes)
+    own = uuid.uuid4().bytes
+    for at in (_UUID_AT, *_UUID_LINKS_AT):
+        header[at:at + _UUID_SIZE] = own
+    header[_SDS_AT:_SDS_AT + _SDS_SIZE] = bytes(_SDS_SIZE)
+    struct.pack_into("<Q", header, _CHECKSUM_AT, _header_checksum(header))
+    if os.pwrite(fd, header, 0) != _HDR_SIZE:
+        raise OSError(f"a short write of the header of a copy of {path!r}")
+
+
+def _copy_range(src, dst, start, end):
+    """Copy [start, end) of file src into dst at the same offsets: in the
+    kernel when both are on one file system (copy_file_range(), which
+    may share their blocks), else through a buffer."""
+    import errno
+    while start < end:
+        try:
+            n = os.copy_file_range(src, dst, end - start, start, start)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL,
+                                 errno.EOPNOTSUPP, errno.EBADF):
+                raise
+            break
+        if n == 0:
+            break
+        start += n
+    while start < end:
+        data = os.pread(src, min(end - start, 1 << 20), start)
+        if not data:
+            raise OSError(f"the file ended at {start:,} bytes while it "
+                          f"was copied")
+        start += os.pwrite(dst, data, start)
+
+
+def _copy_data(src, dst, size):
+    """Copy the data of file src (size bytes) into dst, which has its
+    room: the holes of src are left out, and read as zeros in dst."""
+    import errno
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(src, offset, os.SEEK_DATA)
+            end = min(os.lseek(src, start, os.SEEK_HOLE), size)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return                    # a hole to the end
+            start, end = offset, size     # no SEEK_DATA: all of it
+        _copy_range(src, dst, start, end)
+        offset = end
+
+
+def _allocate(fd, size, src):
+    """size bytes of room for the copy of src open as fd, allocated."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        raise PoolError(f"cannot copy pool {src!r}: the file system cannot "
+                        f"allocate {size:,} bytes for the copy "
+                        f"({exc.strerror})") from exc
+
+
+def _copy_file(src, out, wait):
+    """Copy the file of the pool at src into out, holding the pool's lock
+    (shared: readers and other copies go on, a writer cannot open it)
+    and waiting up to wait seconds (None: for ever) for a process that
+    has the pool open for writing to close it."""
+    import fcntl
+    import stat
+    import time
+    fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PoolError(f"{src!r} is not a regular file; a pool is one")
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            try:
+                # libpmemobj holds this lock (flock, exclusive) for as long
+                # as a process has the pool open.
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise PoolError(
+                        f"pool {src!r} is open for writing in another "
+                        f"process, which holds it from its open to its "
+                        f"close: copy it from that process (pool.copy(dst), "
+                        f"between two transactions), or once that process "
+                        f"has closed it (wait= seconds, python -m pmem "
+                        f"copy --wait SECONDS)") from None
+                time.sleep(0.01)
+        _, _, size = _pool_geometry(fd, src)
+        _allocate(out, size, src)
+        _copy_data(fd, out, size)
+    finally:
+        os.close(fd)              # and the lock with it
+
+
+def _copy_target(dst):
+    """Where the copy is made: (fd, None) for a file without a name in
+    dst's directory (O_TMPFILE), which a crash leaves nothing of, and
+    which is linked to dst once complete; else (fd, dst + ".copying"),
+    a temporary name, made anew (a crash leaves it behind, and the next
+    copy to dst removes it)."""
+    import errno
+    directory = os.path.dirname(dst) or "."
+    if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd"):
+        try:
+            return os.open(directory, os.O_TMPFILE | os.O_RDWR
+                           | os.O_CLOEXEC, 0o600), None
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR,
+                                 errno.EINVAL):
+                raise
+    tmp = dst + ".copying"
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    return os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                   0o600), tmp
+
+
+def copy(src, dst, *, wait=1.0):
+    """Copy the pool src (a path, or a Pool) into a new file dst: a pool
+    of its own, which opens beside its original (a raw copy, made by cp,
+    does not: it has the original's identity).  ``python -m pmem copy SRC
+    DST`` does it from the shell.  Returns the copy's size in bytes.
+
+    The copy is consistent: it holds what src held at one instant between
+    two transactions.
+
+    * A pool that this process has open is copied from the process, at
+      once, between two transactions, as sqlite3's Connection.backup()
+      copies from the connection that has the database: it waits for
+      another thread's transaction to end, and stops the process's other
+      threads while it copies (about a second per gigabyte); inside one
+      of the pool's transactions of this thread it raises PoolError.
+      pool.copy(dst) is the same.
+    * A pool that no process writes is copied from its file, under its
+      lock: shared, so that other copies (and python -m pmem info) go
+      on, while a writer that opens it meanwhile waits as an open does
+      for a second, then gets PoolError.
+    * A pool that another process has open for writing is copied once
+      that process has closed it.  A process holds the pool's lock from
+      its open to its close, not per transaction, and another process
+      cannot stop it between two transactions (that would take its
+      cooperation: a thread of its own, or a signal, in every process
+      that opens a pool); copy() waits up to wait seconds (None: for
+      ever) for the lock, then raises PoolError, which says to copy the
+      pool from that process.
+
+    dst must not exist (FileExistsError): a copy never replaces a file.
+    The copy is made without a name (O_TMPFILE; where the file system
+    has none, as dst + ".copying", which a later copy removes), with its
+    room allocated first; it gets new UUIDs in its header, is synced,
+    checked in a new interpreter as pmem.open() checks a pool before its
+    pass over the objects (sys.executable: libpmemobj finishes there what
+    a transaction in flight left), synced again, and only then linked to
+    dst (which must still not exist), and the directory synced.  A crash
+    at any moment leaves no dst, or a complete one.
+    """
+    import errno
+    dst = os.fspath(dst)
+    if isinstance(src, _pmem.Pool):
+        pool, src = src, src.path
+    else:
+        src = os.fspath(src)
+        pool = _pmem._open_pool_at(src)
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, "a copy never replaces a "
+                              "file: remove it first, or choose another "
+                              "name", dst)
+    out, tmp = _copy_target(dst)
+    linked = False
+    try:
+        if pool is not None and not pool.closed:
+            _allocate(out, pool.size, src)
+            size = pool._copy_into(out)
+        else:
+            _copy_file(src, out, wait)
+            size = os.fstat(out).st_size
+        _new_identity(out, src)
+        os.fsync(out)
+        checked = tmp or f"/proc/self/fd/{out}"
+        try:
+            _in_new_interpreter("check", checked, command="copy",
+                                pass_fds=() if tmp else (out,))
+        except PoolError as exc:
+            raise PoolError(f"cannot copy pool {src!r}: its copy fails the "
+                            f"checks of an open: "
+                            f"{str(exc).replace(checked, src)}") from None
+        os.fsync(out)
+        directory = os.open(os.path.dirname(dst) or ".",
+                            os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            # linkat(), following the link of /proc/self/fd (link() makes
+            # a link to the link).
+            os.link(tmp or f"/proc/self/fd/{out}", os.path.basename(dst),
+                    dst_dir_fd=directory)
+            linked = True
+            if tmp is not None:
+                os.unlink(tmp)
+            os.fsync(directory)
+        except FileExistsError:
+            raise FileExistsError(errno.EEXIST, "made while the copy was "
+                                  "made: a copy never replaces a file",
+                                  dst) from None
+        finally:
+            os.close(directory)
+    except BaseException:
+        if tmp is not None and not linked:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        raise
+    finally:
+        os.close(out)
+    return size

@@ -1,4 +1,4 @@
-"""Look at a pool from the shell, and make it larger.
+"""Look at a pool from the shell, make it larger, copy it.
 
     python -m pmem info PATH [--json]   size, free space, objects by type
     python -m pmem check PATH           open it and read every object
@@ -6,6 +6,9 @@
                                         the namespace (or one name of it)
     python -m pmem grow PATH SIZE       make the pool SIZE bytes large
                                         (1G: 2**30; K, M, G, T)
+    python -m pmem copy SRC DST [--wait SECONDS]
+                                        a copy of the pool, which opens
+                                        beside its original
 
 info, check and dump never change the file: they read a copy of it.
 Opening a pool repairs what a crash left (an interrupted transaction, an
@@ -26,6 +29,15 @@ describes): the pool keeps everything it holds, and has room for more.
 SIZE is in bytes, or with a binary suffix (K, M, G, T: 1G is 2**30
 bytes), rounded up to a multiple of 4096; pools do not shrink.  It
 prints the old and the new size.
+
+copy makes a new file DST (never replacing one), a pool of its own that
+holds what SRC held between two transactions (pmem.copy(), which
+help(pmem.copy) describes): a raw copy (cp) has its original's identity,
+and a process cannot open it beside the original.  A pool that another
+process has open for writing is copied once that process has closed it:
+copy waits up to SECONDS for that (1 by default; inf: for ever), and
+otherwise fails, saying to copy the pool from that process
+(pool.copy(dst)).  A crash leaves no DST, or a complete one.
 """
 
 import argparse
@@ -253,6 +265,24 @@ def grow(args):
     return 0
 
 
+def copy_pool(args):
+    size = pmem.copy(args.src, args.dst, wait=args.wait)
+    print(f"{args.src}: copied to {args.dst} ({size:,} bytes)")
+    return 0
+
+
+def parse_wait(text):
+    """Seconds to wait, from "0", "2.5", "inf"."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time to wait: seconds (0 or more), or inf")
+    return None if seconds == float("inf") else seconds
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m pmem",
                                      description=__doc__.splitlines()[0])
@@ -272,12 +302,22 @@ def main(argv=None):
     p.add_argument("path")
     p.add_argument("size", type=parse_size,
                    help="the new size: bytes, or 64M, 1G... (binary)")
+    p = commands.add_parser("copy", help="a copy that opens beside its "
+                                         "original")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--wait", type=parse_wait, default=1.0,
+                   metavar="SECONDS",
+                   help="how long to wait for a process that has SRC open "
+                        "for writing to close it (default 1; inf: for "
+                        "ever)")
     args = parser.parse_args(argv)
-    if args.command == "grow":
+    if args.command in ("grow", "copy"):
         try:
-            return grow(args)
+            return (grow(args) if args.command == "grow"
+                    else copy_pool(args))
         except (pmem.PoolError, OSError) as exc:
-            print(f"python -m pmem grow: {exc}", file=sys.stderr)
+            print(f"python -m pmem {args.command}: {exc}", file=sys.stderr)
             return 1
     run = {"info": info, "check": check, "dump": dump}[args.command]
     try:

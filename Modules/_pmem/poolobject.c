@@ -701,6 +701,72 @@ pool_close(PoolObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* pool._copy_into(fd): write the pool's bytes, as they are between two
+   transactions, into the file open as fd, from its start: what
+   pmem.copy() copies of a pool that this process has open.  Every write
+   of the process to the pool is made holding the GIL (pool objects
+   export read-only buffers), and a transaction holds the writer lock
+   from its begin to its end: holding both, the copy is of the file as a
+   commit left it, and no write of the process can reach the pool until
+   it is made.  The writer lock is waited for, without the GIL, when
+   another thread's transaction holds it.  Other threads stop meanwhile
+   (about a second per gigabyte). */
+static PyObject *
+pool_copy_into(PoolObject *self, PyObject *arg)
+{
+    int fd = PyObject_AsFileDescriptor(arg);
+    if (fd < 0 || _PyPmem_CheckOpen(self) < 0) {
+        return NULL;
+    }
+    if (self->forked) {
+        PyErr_Format(self->error, "pool %R is a forked child's copy of its "
+                     "parent's pool: copy the pool from the parent, or its "
+                     "file once the parent has closed it", self->path);
+        return NULL;
+    }
+    if (_PyPmem_InMyTransaction(self)) {
+        PyErr_Format(self->error, "pool %R cannot be copied inside one of "
+                     "its transactions (the copy would hold it half done): "
+                     "copy it after the block", self->path);
+        return NULL;
+    }
+    /* A holder of the lock outside a transaction (-X pmem's bindings) is
+       between two transactions. */
+    int lock = !(self->held && self->owner == current_thread());
+    if (lock) {
+        PyMutex_Lock(&self->writer);
+    }
+    PyObject *result = NULL;
+    if (self->closed) {
+        /* close() ran while the lock was waited for. */
+        (void)_PyPmem_CheckOpen(self);
+        goto done;
+    }
+    const char *base = (const char *)self->pop;
+    size_t done = 0;
+    while (done < self->size) {
+        size_t chunk = Py_MIN(self->size - done, (size_t)1 << 30);
+        ssize_t n = pwrite(fd, base + done, chunk, (off_t)done);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            if (n == 0) {
+                errno = EIO;
+            }
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto done;
+        }
+        done += (size_t)n;
+    }
+    result = PyLong_FromSize_t(done);
+done:
+    if (lock) {
+        PyMutex_Unlock(&self->writer);
+    }
+    return result;
+}
+
 /* type(*args, **kwargs) made in pool.  In C, with the vectorcall's own
    argument array: a value passed here is held by the caller and by the
    call's tuple only, as the store rule expects of a call (a Python
@@ -855,6 +921,9 @@ static PyMethodDef pool_methods[] = {
      "End the pool's use in this process: another process can open "
      "the pool; the objects still held here can be read, not changed; "
      "once none is held, the path can be opened here again."},
+    {"_copy_into", (PyCFunction)pool_copy_into, METH_O,
+     "_copy_into(fd): write the pool's bytes, between two transactions, "
+     "into the file open as fd (for pmem.copy()); the number written."},
     {"new", (PyCFunction)(void(*)(void))pool_new_object,
      METH_FASTCALL | METH_KEYWORDS,
      "new(type, /, *args, **kwargs): type(*args, **kwargs), made in the "
