@@ -93,10 +93,15 @@ pool's objects alone while a transaction of the pool is open: what it
 would clear could not be undone with the transaction; garbage cycles
 that a transaction made are collected after it commits.
 
-Processes: a pool is open in one process at a time; a second process
-that opens it gets PoolError (after waiting up to a second for a process
-that is exiting to let the pool go).  A pool holds no file descriptor (only its
-mapping), so a program the process executes (subprocess) has nothing of
+Processes: a pool is open for writing in one process at a time; a
+second process that opens it gets PoolError (after waiting up to a
+second for a process that is exiting to let the pool go).  Any number of
+processes can read a pool that no process writes, with
+pmem.open(path, readonly=True): its objects can be read, any change
+raises PoolError, and a process that opens it for writing meanwhile gets
+PoolError, which says so (help(pmem.open)).  A pool holds no file
+descriptor (only its mapping; a read-only one, one that is closed on
+exec), so a program the process executes (subprocess) has nothing of
 it.  A child made by fork() -- os.fork(), multiprocessing with the
 'fork' start method, Linux's default -- gets each open pool as it was at
 the fork, in a copy of its own at the same addresses:
@@ -292,7 +297,8 @@ class Pool(_pmem.Pool):
         return copy(self, dst)
 
     def __repr__(self):
-        state = "closed" if self.closed else "open"
+        state = ("closed" if self.closed
+                 else "open read-only" if self.readonly else "open")
         return f"<pmem.Pool {self.path!r} ({state})>"
 
 
@@ -439,13 +445,26 @@ def _placeholder(name, layout, reason):
     return cls
 
 
-def open(path, *, create=True, size=None):
+def open(path, *, create=True, size=None, readonly=False):
     """Open the pool at path, creating it if it does not exist and create
     is true: size bytes (DEFAULT_SIZE by default).  A pool that exists has
     the size it has: a size given that differs is an error (grow() makes
     a pool bigger).  Opening a pool twice in one process gives the same
-    Pool."""
-    return Pool(path, create=create, size=size)
+    Pool.
+
+    readonly=True opens a pool that exists to read it: any number of
+    processes can read a pool at once, while no process writes it.  Its
+    objects can be read; any change raises PoolError.  The open takes the
+    pool's lock shared, and holds it until close(): it waits up to a
+    second for a process that has the pool open for writing, then raises
+    PoolError, and a process that opens the pool for writing while
+    readers have it gets PoolError, which says so.  The open reads the
+    file into memory (a second or so per gigabyte of data, and as much
+    memory) and opens that copy: what an open repairs -- a transaction
+    that a crash left, pointers of a pool mapped elsewhere -- is repaired
+    in the copy, and the file is never written (the next open for
+    writing repairs it).  A process has a pool open one way at a time."""
+    return Pool(path, create=create, size=size, readonly=readonly)
 
 
 # --- grow() ------------------------------------------------------------------
@@ -657,7 +676,7 @@ def grow(path, size):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise PoolError(f"pool {path!r} is open in another process; a "
-                            f"pool has one process at a time") from None
+                            f"pool has one writer at a time") from None
         heap_offset, heap_size, file_size = _pool_geometry(fd, path)
         old = heap_offset + heap_size
         if new < file_size:
@@ -913,9 +932,9 @@ def copy(src, dst, *, wait=1.0):
       of the pool's transactions of this thread it raises PoolError.
       pool.copy(dst) is the same.
     * A pool that no process writes is copied from its file, under its
-      lock: shared, so that other copies (and python -m pmem info) go
-      on, while a writer that opens it meanwhile waits as an open does
-      for a second, then gets PoolError.
+      lock: shared, so that readers (pmem.open(path, readonly=True)) and
+      other copies go on, while a writer that opens it meanwhile waits
+      as an open does for a second, then gets PoolError.
     * A pool that another process has open for writing is copied once
       that process has closed it.  A process holds the pool's lock from
       its open to its close, not per transaction, and another process
@@ -949,7 +968,7 @@ def copy(src, dst, *, wait=1.0):
     out, tmp = _copy_target(dst)
     linked = False
     try:
-        if pool is not None and not pool.closed:
+        if pool is not None and not pool.closed and not pool.readonly:
             _allocate(out, pool.size, src)
             size = pool._copy_into(out)
         else:

@@ -1,10 +1,12 @@
 /* _pmem's pool file: creating it, the checks before libpmemobj opens it
- * (its header, its heap's metadata in a child, the lock of another
- * process), its root, and the private copy that a forked child and a
- * closed pool read instead of the file.
+ * (its identity, its header, its heap's metadata in a child, the lock of
+ * another process), its root, the private copy that a forked child and a
+ * closed pool read instead of the file, and read-only opens.
  */
 
 #include "pool.h"
+
+#include <sys/sendfile.h>         // sendfile()
 
 /* --- fork() and close() --------------------------------------------------
 
@@ -65,10 +67,13 @@ _PyPmem_MakePrivate(PoolObject *p)
 {
     char *base = (char *)p->pop;
     size_t size = p->size;
-    int fd = open(p->cpath, O_RDONLY | O_CLOEXEC);
+    /* A read-only pool maps a copy of its file, which has the data. */
+    int fd = p->memfd >= 0 ? dup(p->memfd)
+                           : open(p->cpath, O_RDONLY | O_CLOEXEC);
     struct stat st;
-    if (fd >= 0 && (fstat(fd, &st) < 0 || st.st_dev != p->dev
-                    || st.st_ino != p->ino))
+    if (fd >= 0 && p->memfd < 0
+        && (fstat(fd, &st) < 0 || st.st_dev != p->dev
+            || st.st_ino != p->ino))
     {
         close(fd);                /* another file has the name now */
         fd = -1;
@@ -107,7 +112,7 @@ before_fork(void)
         return;
     }
     for (PoolObject *p = _PyPmem_OpenPools; p != NULL; p = p->next_open) {
-        if (!p->forked && !p->closed) {
+        if ((!p->forked && !p->closed) || p->memfd >= 0) {
             if (pipe2(fork_pipe, O_CLOEXEC) < 0) {
                 fork_pipe[0] = fork_pipe[1] = -1;
             }
@@ -137,9 +142,15 @@ after_fork_in_child(void)
         return;                   /* the checker maps nothing of ours */
     }
     for (PoolObject *p = _PyPmem_OpenPools; p != NULL; p = p->next_open) {
-        if (!p->forked && !p->closed) {
+        if ((!p->forked && !p->closed) || p->memfd >= 0) {
+            /* A read-only pool's copy is shared with the parent too. */
             (void)_PyPmem_MakePrivate(p);
         }
+        /* The parent's read-only open holds the file's lock: the child's
+           copy of the descriptor would hold it after the parent lets it
+           go. */
+        _PyPmem_CloseFiles(p);
+        p->readonly = 0;
         /* The parent's transaction, if one was going on, stays the
            parent's: nothing of it is the child's to end. */
         p->forked = 1;
@@ -188,7 +199,13 @@ _PyPmem_WatchForks(void)
 void
 _PyPmem_RefuseChange(PoolObject *p)
 {
-    if (p->forked) {
+    if (p->readonly && !p->closed) {
+        PyErr_Format(p->error, "pool %R is open read-only: its objects can "
+                     "be read, not changed (close it, and open it without "
+                     "readonly=True once no other process reads it, to "
+                     "change it)", p->path);
+    }
+    else if (p->forked && !p->readonly) {
         PyErr_Format(p->error, "pool %R belongs to process %d, which "
                      "opened it: a forked child sees the pool as it was at "
                      "the fork and can read it, not change it (return what "
@@ -277,13 +294,42 @@ done:
     return r;
 }
 
+/* Whether the lock of the file at path, which libpmemobj could not take,
+   is held shared: by readers (read-only opens, copies), not a writer. */
+static int
+read_by_others(PyObject *path)
+{
+    PyObject *bytes = PyUnicode_EncodeFSDefault(path);
+    if (bytes == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int fd = open(PyBytes_AS_STRING(bytes), O_RDONLY | O_CLOEXEC);
+    Py_DECREF(bytes);
+    if (fd < 0) {
+        return 0;
+    }
+    int shared = flock(fd, LOCK_SH | LOCK_NB) == 0;
+    close(fd);                    /* and the lock with it */
+    return shared;
+}
+
 /* Why libpmemobj refused to open path, as a PoolError. */
 void
 _PyPmem_OpenError(PyObject *error, PyObject *path, int err, const char *msg)
 {
     if (err == EAGAIN || err == EWOULDBLOCK) {
-        PyErr_Format(error, "pool %R is open in another process; a pool "
-                     "has one process at a time", path);
+        if (read_by_others(path)) {
+            PyErr_Format(error, "pool %R is open read-only in another "
+                         "process (or being copied): it opens for writing "
+                         "once every process that reads it has closed it "
+                         "(a pool has one writer, or any number of "
+                         "readers)", path);
+        }
+        else {
+            PyErr_Format(error, "pool %R is open in another process; a "
+                         "pool has one writer at a time", path);
+        }
     }
     else if (err == ENOENT) {
         PyErr_SetFromErrnoWithFilenameObject(PyExc_FileNotFoundError, path);
@@ -583,9 +629,11 @@ _PyPmem_CheckIdentity(PyObject *error, PyObject *path, const char *cpath)
         if (!same) {
             continue;
         }
-        const char *state = p->forked
+        const char *state = p->forked && !p->readonly
             ? "which this process has from its parent (a forked child "
               "keeps its parent's pools until it exits)"
+            : p->readonly && !p->closed
+            ? "which is open read-only in this process"
             : p->closed
             ? "which this process has closed but still holds objects of "
               "(a closed pool is let go once none of its objects is held)"
@@ -599,9 +647,11 @@ _PyPmem_CheckIdentity(PyObject *error, PyObject *path, const char *cpath)
             PyErr_Format(error, "%R is a raw copy of pool %R, %s: a copy "
                          "made by copying the file (cp) keeps its "
                          "original's identity, and a process can open one "
-                         "pool of an identity at a time.  Open the copy "
-                         "in another process, or close the original here "
-                         "first", path, p->path, state);
+                         "pool of an identity at a time.  Make copies that "
+                         "open beside their original with pmem.copy(src, "
+                         "dst) or python -m pmem copy SRC DST; open this "
+                         "one in another process, or close the original "
+                         "here first", path, p->path, state);
         }
         return -1;
     }
@@ -634,6 +684,189 @@ _PyPmem_OpenFile(PyObject *error, PyObject *path, const char *cpath,
         return NULL;
     }
     return pop;
+}
+
+/* --- read-only opens ------------------------------------------------------
+
+   libpmemobj locks a pool's file exclusively (flock) for as long as it
+   maps it, copy-on-write opens (PMEMOBJ_COW) included, so that two
+   processes cannot map it at once.  A read-only open takes the lock
+   shared, with a descriptor of its own that it keeps until close():
+   readers share the file, and a writer's open (libpmemobj's exclusive
+   lock) fails while they read.  Under that lock it copies the file's
+   data into an unnamed memory file (memfd) and lets libpmemobj open the
+   copy through /proc/self/fd: what the open changes -- the recovery of a
+   transaction that a crash left, the open pass's pointers and counts --
+   is the copy's, and the file is never written.  Then the pool is marked
+   forked: every change is refused (_PyPmem_RefuseChange()), as in a
+   forked child.  The copy costs memory for the file's data, and a second
+   or so per gigabyte. */
+
+/* The file at cpath, open with its lock taken shared (waited for up to
+   LOCK_WAIT milliseconds, as an open waits for a process that exits).
+   A descriptor, or -1 with an exception set. */
+static int
+lock_shared(PyObject *error, PyObject *path, const char *cpath)
+{
+    int fd = open(cpath, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(
+            errno == ENOENT ? PyExc_FileNotFoundError : PyExc_OSError, path);
+        return -1;
+    }
+    int locked, err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (int waited = 0; ; waited += 10) {
+        locked = flock(fd, LOCK_SH | LOCK_NB) == 0;
+        err = errno;
+        if (locked || (err != EWOULDBLOCK && err != EINTR)
+            || waited >= LOCK_WAIT)
+        {
+            break;
+        }
+        struct timespec ten_ms = {0, 10 * 1000 * 1000};
+        (void)nanosleep(&ten_ms, NULL);
+    }
+    Py_END_ALLOW_THREADS
+    if (locked) {
+        return fd;
+    }
+    close(fd);
+    if (err == EWOULDBLOCK || err == EINTR) {
+        PyErr_Format(error, "pool %R is open for writing in another "
+                     "process: it can be read once that process has "
+                     "closed it (a pool has one writer, or any number of "
+                     "readers)", path);
+    }
+    else {
+        errno = err;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+    }
+    return -1;
+}
+
+/* Copy the data of the file fd (size bytes) into the file out, which is
+   as large: its holes are left out.  0, or -1 with errno set. */
+static int
+copy_file_data(int fd, int out, size_t size)
+{
+    size_t pos = 0;
+    while (pos < size) {
+        off_t data = lseek(fd, (off_t)pos, SEEK_DATA);
+        off_t hole;
+        if (data < 0 && errno == ENXIO) {
+            return 0;             /* a hole to the end */
+        }
+        if (data < 0) {
+            data = (off_t)pos;    /* no SEEK_DATA: copy the rest */
+            hole = (off_t)size;
+        }
+        else {
+            hole = lseek(fd, data, SEEK_HOLE);
+            if (hole < 0 || (size_t)hole > size) {
+                hole = (off_t)size;
+            }
+        }
+        off_t at = data;
+        if (lseek(out, data, SEEK_SET) < 0) {
+            return -1;
+        }
+        while (at < hole) {
+            ssize_t n = sendfile(out, fd, &at, (size_t)(hole - at));
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n <= 0) {
+                if (n == 0) {
+                    errno = EIO;  /* the file is shorter than it was */
+                }
+                return -1;
+            }
+        }
+        pos = (size_t)hole;
+    }
+    return 0;
+}
+
+/* The pool file at cpath (size bytes) opened read-only: its lock taken
+   shared, its data copied into a memory file, which libpmemobj opens
+   after the checks of an open (_PyPmem_OpenFile()).  The descriptors of
+   the file (holding its lock) and of the copy go to *plock_fd and
+   *pmemfd.  NULL with an exception set. */
+PMEMobjpool *
+_PyPmem_OpenSnapshot(PyObject *error, PyObject *path, const char *cpath,
+                     size_t size, int *plock_fd, int *pmemfd)
+{
+    if (_PyPmem_CheckIdentity(error, path, cpath) < 0) {
+        return NULL;
+    }
+    int lock_fd = lock_shared(error, path, cpath);
+    if (lock_fd < 0) {
+        return NULL;
+    }
+    PMEMobjpool *pop = NULL;
+    struct stat st;
+    int memfd = memfd_create("pmem-python read-only pool", MFD_CLOEXEC);
+    if (memfd < 0 || fstat(lock_fd, &st) < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        goto fail;
+    }
+    if ((size_t)st.st_size != size) {
+        PyErr_Format(error, "pool %R changed size while it was opened "
+                     "(a grow): open it again", path);
+        goto fail;
+    }
+    int r;
+    Py_BEGIN_ALLOW_THREADS
+    r = ftruncate(memfd, (off_t)size) == 0
+        ? copy_file_data(lock_fd, memfd, size) : -1;
+    Py_END_ALLOW_THREADS
+    if (r < 0) {
+        PyErr_Format(error, "cannot open pool %R read-only: its copy in "
+                     "memory (%zu bytes) failed: %s", path, size,
+                     strerror(errno));
+        goto fail;
+    }
+    char copy[64];
+    PyOS_snprintf(copy, sizeof(copy), "/proc/self/fd/%d", memfd);
+    if (_PyPmem_CheckFile(error, path, copy) < 0) {
+        goto fail;
+    }
+    pop = pmemobj_open(copy, POOL_LAYOUT);
+    if (pop == NULL) {
+        _PyPmem_OpenError(error, path, errno, pmemobj_errormsg());
+        goto fail;
+    }
+    if (_PyPmem_CheckRoot(error, path, pop, size) < 0) {
+        pmemobj_close(pop);
+        pop = NULL;
+        goto fail;
+    }
+    *plock_fd = lock_fd;
+    *pmemfd = memfd;
+    return pop;
+fail:
+    if (memfd >= 0) {
+        close(memfd);
+    }
+    close(lock_fd);
+    return NULL;
+}
+
+/* Close what a read-only open keeps open: the file, which lets its lock
+   go, and the copy's memory file (its mapping stays, private to this
+   process, which nothing but a fork() would share). */
+void
+_PyPmem_CloseFiles(PoolObject *p)
+{
+    if (p->lock_fd >= 0) {
+        close(p->lock_fd);
+        p->lock_fd = -1;
+    }
+    if (p->memfd >= 0) {
+        close(p->memfd);
+        p->memfd = -1;
+    }
 }
 
 /* Check the root of an open pool: 0, or -1 with PoolError set. */

@@ -47,9 +47,10 @@ pools(PyObject *module, PyObject *Py_UNUSED(ignored))
 }
 
 /* The Pool that this process has open on the file at path (found by its
-   real path, as the open registers it), or None: pmem.grow() must not
-   change a pool in use here.  A closed pool does not count (it holds
-   neither the file nor its lock), nor a forked child's copy of its
+   real path, as the open registers it), read-only or not, or None:
+   pmem.grow() must not change a pool in use here, and pmem.copy() copies
+   a pool open here from the process.  A closed pool does not count (it
+   holds neither the file nor its lock), nor a forked child's copy of its
    parent's pool (the parent holds the lock). */
 static PyObject *
 open_pool_at(PyObject *module, PyObject *arg)
@@ -77,7 +78,7 @@ open_pool_at(PyObject *module, PyObject *arg)
         Py_RETURN_NONE;
     }
     PoolObject *p = (PoolObject *)pool;
-    if (p->closed || p->forked) {
+    if (p->closed || (p->forked && !p->readonly)) {
         Py_RETURN_NONE;
     }
     return Py_NewRef(pool);

@@ -47,7 +47,7 @@
  *
  *   heap.c        the allocations, and the transaction's lists of blocks
  *   file.c        the pool file: create, check, fork() and close(), the
- *                 root's containers
+ *                 root's containers, read-only opens
  *   types.c       type codes, the classes of instances, placeholders
  *   undo.c        the reference counts around an abort
  *   manager.c     the storage manager's hooks, transactions, savepoints
@@ -258,6 +258,11 @@ typedef struct PoolObject {
     size_t nmade;
     unsigned char uuid[POOL_HDR_UUID_SIZE];  /* its header's pool set UUID:
                                      libpmemobj's identity of the pool */
+    int readonly;                 /* opened read-only in this process */
+    int lock_fd;                  /* read-only: the file, holding its lock
+                                     shared until close(), or -1 */
+    int memfd;                    /* read-only: the private copy of the
+                                     file that libpmemobj maps, or -1 */
 } PoolObject;
 
 #define POOL(sm) ((PoolObject *)((char *)(sm) - offsetof(PoolObject, sm)))
@@ -493,6 +498,10 @@ int _PyPmem_CheckIdentity(PyObject *error, PyObject *path,
                           const char *cpath);
 PMEMobjpool *_PyPmem_OpenFile(PyObject *error, PyObject *path,
                               const char *cpath, size_t size);
+PMEMobjpool *_PyPmem_OpenSnapshot(PyObject *error, PyObject *path,
+                                  const char *cpath, size_t size,
+                                  int *plock_fd, int *pmemfd);
+void _PyPmem_CloseFiles(PoolObject *p);
 int _PyPmem_CheckRoot(PyObject *error, PyObject *path, PMEMobjpool *pop,
                       size_t size);
 PyObject *_PyPmem_RootContainer(PoolObject *self, uint64_t *field,

@@ -20,6 +20,7 @@ forget_pool(PoolObject *self, PyObject *pools, PyObject *key)
     }
     PyErr_Restore(type, exc, tb);
     pmemobj_close(self->pop);
+    _PyPmem_CloseFiles(self);
     self->pop = NULL;
     self->root = NULL;
     self->closed = 1;
@@ -150,7 +151,9 @@ let_go_of_twins(const char *cpath)
     for (PoolObject *p = _PyPmem_OpenPools; p != NULL; p = next) {
         /* release_pool() may deallocate p, which unlinks it. */
         next = p->next_open;
-        if (p->closed && !p->forked && _PyPmem_SamePool(p, &st, uuid)) {
+        if (p->closed && (!p->forked || p->readonly)
+            && _PyPmem_SamePool(p, &st, uuid))
+        {
             Py_INCREF(p);
             int r = release_pool(p);
             Py_DECREF(p);
@@ -227,18 +230,27 @@ pool_key(PyObject *path, const char *cpath)
    registered yet.  NULL with an exception set. */
 static PoolObject *
 map_pool(PyTypeObject *type, PyObject *error, PyObject *path,
-         const char *cpath, const struct stat *st)
+         const char *cpath, const struct stat *st, int readonly)
 {
-    PMEMobjpool *pop = _PyPmem_OpenFile(error, path, cpath,
-                                        (size_t)st->st_size);
+    int lock_fd = -1, memfd = -1;
+    PMEMobjpool *pop = readonly
+        ? _PyPmem_OpenSnapshot(error, path, cpath, (size_t)st->st_size,
+                               &lock_fd, &memfd)
+        : _PyPmem_OpenFile(error, path, cpath, (size_t)st->st_size);
     if (pop == NULL) {
         return NULL;
     }
     PoolObject *self = (PoolObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
         pmemobj_close(pop);
+        if (readonly) {
+            close(lock_fd);
+            close(memfd);
+        }
         return NULL;
     }
+    self->lock_fd = lock_fd;
+    self->memfd = memfd;
     self->pop = pop;
     memcpy(self->uuid, (char *)pop + POOL_HDR_POOLSET_UUID,
            POOL_HDR_UUID_SIZE);
@@ -327,14 +339,17 @@ register_pool(PoolObject *self, PyObject *pools, PyObject *key)
 static PyObject *
 pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"path", "create", "size", NULL};
+    static char *kwlist[] = {"path", "create", "size", "readonly", NULL};
     PyObject *path;
-    int create = 1;
+    int create = 1, readonly = 0;
     PyObject *size_arg = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$pO:Pool", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$pOp:Pool", kwlist,
                                      PyUnicode_FSDecoder, &path, &create,
-                                     &size_arg)) {
+                                     &size_arg, &readonly)) {
         return NULL;
+    }
+    if (readonly) {
+        create = 0;               /* a pool to read exists */
     }
     /* -1: not given (a new pool has the default size). */
     Py_ssize_t size = -1;
@@ -368,7 +383,9 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     PyObject *known = PyDict_GetItemWithError(state->pools, key);
     if (known != NULL && ((PoolObject *)known)->closed) {
-        if (((PoolObject *)known)->forked) {
+        if (((PoolObject *)known)->forked
+            && !((PoolObject *)known)->readonly)
+        {
             PyErr_Format(error, "pool %R was closed in this process, a "
                          "forked child of the one that opened it; open it "
                          "in a new process", path);
@@ -387,6 +404,19 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         }
         known = NULL;
     }
+    if (known != NULL && ((PoolObject *)known)->readonly != readonly
+        && (!((PoolObject *)known)->forked
+            || ((PoolObject *)known)->readonly))
+    {
+        PyErr_Format(error, readonly
+                     ? "pool %R is open for writing in this process: read "
+                       "it through that pool (a process has a pool open "
+                       "one way at a time)"
+                     : "pool %R is open read-only in this process: close "
+                       "it (pool.close()) and open it again to change it",
+                     path);
+        goto done;
+    }
     if (known != NULL || PyErr_Occurred()) {
         result = Py_XNewRef(known);
         goto done;
@@ -394,7 +424,7 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (let_go_of_twins(cpath) < 0) {
         goto done;
     }
-    PoolObject *self = map_pool(type, error, path, cpath, &st);
+    PoolObject *self = map_pool(type, error, path, cpath, &st, readonly);
     if (self == NULL) {
         goto done;
     }
@@ -407,7 +437,23 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         goto done;
     }
-    _PyPmem_ReserveLog(self);
+    if (readonly) {
+        /* The namespace, made in the copy if the pool has none yet, so
+           that reading it finds no name rather than a refusal. */
+        PyObject *ns = _PyPmem_PoolNamespace(self, NULL);
+        if (ns == NULL) {
+            forget_pool(self, state->pools, key);
+            Py_DECREF(self);
+            goto done;
+        }
+        Py_DECREF(ns);
+        /* From now on every change is refused. */
+        self->readonly = 1;
+        self->forked = 1;
+    }
+    else {
+        _PyPmem_ReserveLog(self);
+    }
     result = (PyObject *)self;
 done:
     Py_XDECREF(key);
@@ -429,6 +475,7 @@ pool_dealloc(PoolObject *self)
             break;
         }
     }
+    _PyPmem_CloseFiles(self);
     free(self->cpath);
     Py_XDECREF(self->path);
     Py_XDECREF(self->error);
@@ -686,6 +733,19 @@ pool_close(PoolObject *self, PyObject *Py_UNUSED(ignored))
                      "exits", self->path);
         return NULL;
     }
+    if (self->readonly && self->pop != NULL) {
+        /* The file's lock goes at once; the copy that the objects live
+           in, once they are no longer held. */
+        if (self->lock_fd >= 0) {
+            close(self->lock_fd);
+            self->lock_fd = -1;
+        }
+        self->closed = 1;
+        if (release_pool(self) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
     if (self->pop == NULL || self->forked) {
         self->closed = 1;
         Py_RETURN_NONE;
@@ -716,6 +776,11 @@ pool_copy_into(PoolObject *self, PyObject *arg)
 {
     int fd = PyObject_AsFileDescriptor(arg);
     if (fd < 0 || _PyPmem_CheckOpen(self) < 0) {
+        return NULL;
+    }
+    if (self->readonly) {
+        PyErr_Format(self->error, "pool %R is open read-only: copy its "
+                     "file (pmem.copy(path, dst))", self->path);
         return NULL;
     }
     if (self->forked) {
@@ -902,6 +967,12 @@ pool_get_closed(PoolObject *self, void *Py_UNUSED(closure))
 }
 
 static PyObject *
+pool_get_readonly(PoolObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->readonly);
+}
+
+static PyObject *
 pool_get_depth(PoolObject *self, void *Py_UNUSED(closure))
 {
     return PyLong_FromLong(self->depth);
@@ -970,6 +1041,8 @@ static PyGetSetDef pool_getset[] = {
     {"base", (getter)pool_get_base, NULL,
      "The address the pool is mapped at.", NULL},
     {"closed", (getter)pool_get_closed, NULL, NULL, NULL},
+    {"readonly", (getter)pool_get_readonly, NULL,
+     "Opened read-only (pmem.open(path, readonly=True)).", NULL},
     {"depth", (getter)pool_get_depth, NULL,
      "How deep in begin() calls the pool is.", NULL},
     {NULL}
@@ -981,8 +1054,9 @@ static PyType_Slot pool_slots[] = {
     {Py_tp_methods, pool_methods},
     {Py_tp_members, pool_members},
     {Py_tp_getset, pool_getset},
-    {Py_tp_doc, "Pool(path, *, create=True, size=64 MiB): a libpmemobj "
-                "pool, mapped, and the storage manager of its memory."},
+    {Py_tp_doc, "Pool(path, *, create=True, size=64 MiB, readonly=False): "
+                "a libpmemobj pool, mapped, and the storage manager of its "
+                "memory."},
     {0, NULL}
 };
 

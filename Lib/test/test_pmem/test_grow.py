@@ -232,7 +232,7 @@ class RefusalTests(GrowTestCase):
         try:
             self.assertEqual(holder.stdout.readline(), "open\n")
             self.assertRefused(self.path, "pool .* is open in another "
-                                          "process; a pool has one process "
+                                          "process; a pool has one writer "
                                           "at a time")
         finally:
             out, _ = holder.communicate("", timeout=support.LONG_TIMEOUT)

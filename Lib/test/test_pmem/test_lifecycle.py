@@ -4,8 +4,9 @@ A raw copy of a pool (cp) opened beside its original is refused with a
 message that says what it is and what to do; pmem.copy() and ``python -m
 pmem copy`` make copies that open beside their original, consistent
 (from the process that has the pool open, or from the file under its
-lock), never half made under their name.  Each scenario runs in a new
-process, as a program would.
+lock), never half made under their name; pmem.open(path, readonly=True)
+lets processes read a pool together, while no process writes it.  Each
+scenario runs in a new process, as a program would.
 """
 
 import hashlib
@@ -217,7 +218,6 @@ class CopyTests(LifecycleTestCase):
                     i += 1
             thread = threading.Thread(target=transfers)
             thread.start()
-            counts = []
             for n in range(5):
                 size = pool.copy(f"copy-{n}.pool")
                 assert size == pool.size, size
@@ -428,6 +428,252 @@ class CopyTests(LifecycleTestCase):
     def test_kill_during_copy_to_a_temporary_name(self):
         # Where the file system has no O_TMPFILE.
         self.kill_during_copy(named=True)
+
+
+class ReadOnlyTests(LifecycleTestCase):
+    """pmem.open(path, readonly=True)."""
+
+    def start(self, code):
+        """A process running code (PATH set), which prints "ready" when it
+        has the pool, then waits for a line on its stdin; its Popen."""
+        argv, env = python("-c", f"PATH = {self.path!r}\n"
+                           + textwrap.dedent(code))
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                cwd=self.dir)
+        self.addCleanup(proc.wait)
+        self.addCleanup(proc.kill)
+        line = proc.stdout.readline()
+        self.assertEqual(line, "ready\n", proc.stderr.read()
+                         if not line else line)
+        return proc
+
+    def finish(self, proc):
+        """Let proc go on past its wait; its output after "ready"."""
+        out, err = proc.communicate("go\n", timeout=support.LONG_TIMEOUT)
+        self.assertEqual(proc.returncode, 0, err)
+        return out
+
+    READER = """
+        import sys, pmem
+        pool = pmem.open(PATH, readonly=True)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        print(len(pool.ns.items), pool.readonly)
+        """
+
+    def test_readers_share_a_pool_that_no_one_writes(self):
+        self.make_pool()
+        before = digest(self.path)
+        first = self.start(self.READER)
+        second = self.start(self.READER)
+        # A writer meanwhile gets a PoolError that says why.
+        out = self.run_script("""
+            import pmem
+            try:
+                pmem.open(PATH, create=False)
+            except pmem.PoolError as exc:
+                print(exc)
+            """)
+        self.assertIn("is open read-only in another process", out)
+        self.assertIn("once every process that reads it has closed it", out)
+        self.assertEqual(self.finish(first), "100 True\n")
+        self.assertEqual(self.finish(second), "100 True\n")
+        self.assertEqual(digest(self.path), before)
+        out = self.run_script("""
+            import pmem
+            pool = pmem.open(PATH, create=False)
+            pool.ns.items.append("written")
+            print(len(pool.ns.items))
+            """)
+        self.assertEqual(out, "101\n")
+
+    def test_changes_are_refused(self):
+        self.make_pool()
+        before = digest(self.path)
+        out = self.run_script("""
+            import pmem
+            pool = pmem.open(PATH, readonly=True)
+            items = pool.ns.items
+            attempts = [
+                lambda: items.append(1),
+                lambda: items.sort(reverse=True),
+                lambda: items.__setitem__(0, "x"),
+                lambda: setattr(pool.ns, "other", 1),
+                lambda: delattr(pool.ns, "items"),
+                lambda: pool.new(dict),
+                lambda: pool.gc(),
+                lambda: pool.__enter__(),
+            ]
+            for attempt in attempts:
+                try:
+                    attempt()
+                except pmem.PoolError as exc:
+                    assert "is open read-only" in str(exc), exc
+                else:
+                    print("not refused")
+            print(items[:3], sum(items), repr(pool))
+            """)
+        self.assertEqual(out, f"[0, 1, 2] 4950 <pmem.Pool {self.path!r} "
+                              f"(open read-only)>\n")
+        self.assertEqual(digest(self.path), before)
+
+    def test_an_empty_pool_reads_as_empty(self):
+        self.run_script("import pmem; pmem.open(PATH, size=SIZE)")
+        out = self.run_script("""
+            import pmem
+            pool = pmem.open(PATH, readonly=True)
+            print(dir(pool.ns), hasattr(pool.ns, "items"))
+            """)
+        self.assertEqual(out, "[] False\n")
+
+    def test_a_pool_open_for_writing_is_not_read(self):
+        self.make_pool()
+        writer = self.start("""
+            import sys, pmem
+            pool = pmem.open(PATH, create=False)
+            print("ready", flush=True)
+            sys.stdin.readline()
+            """)
+        out = self.run_script("""
+            import pmem
+            try:
+                pmem.open(PATH, readonly=True)
+            except pmem.PoolError as exc:
+                print(exc)
+            """)
+        self.assertIn("is open for writing in another process: it can be "
+                      "read once that process has closed it", out)
+        self.finish(writer)
+
+    def test_read_only_never_creates(self):
+        out = self.run_script("""
+            import os, pmem
+            try:
+                pmem.open(PATH, readonly=True)
+            except FileNotFoundError as exc:
+                print(exc.filename == PATH, os.path.exists(PATH))
+            """)
+        self.assertEqual(out, "True False\n")
+
+    def test_a_crashed_transaction_is_rolled_back_in_the_copy(self):
+        # The file keeps its log; each read-only open rolls the
+        # transaction back in its own copy, and the next open for
+        # writing in the file.
+        self.make_pool()
+        self.run_script("""
+            import os, signal, pmem
+            pool = pmem.open(PATH, create=False)
+            with pool:
+                pool.ns.items.clear()
+                pool.ns.items.append("half")
+                os.kill(os.getpid(), signal.SIGKILL)
+            """, status=-signal.SIGKILL)
+        before = digest(self.path)
+        for _ in range(2):
+            out = self.run_script("""
+                import pmem
+                print(len(pmem.open(PATH, readonly=True).ns.items))
+                """)
+            self.assertEqual(out, "100\n")
+            self.assertEqual(digest(self.path), before)
+        out = self.run_script("""
+            import pmem
+            print(len(pmem.open(PATH, create=False).ns.items))
+            """)
+        self.assertEqual(out, "100\n")
+
+    def test_one_way_at_a_time_in_a_process(self):
+        self.make_pool()
+        out = self.run_script("""
+            import pmem
+            reader = pmem.open(PATH, readonly=True)
+            assert pmem.open(PATH, readonly=True) is reader
+            try:
+                pmem.open(PATH)
+            except pmem.PoolError as exc:
+                print(exc)
+            items = reader.ns.items
+            reader.close()
+            print(items[-1], reader.closed)
+            try:
+                items.append(1)
+            except pmem.PoolError as exc:
+                print(exc)
+            del items
+            writer = pmem.open(PATH)
+            try:
+                pmem.open(PATH, readonly=True)
+            except pmem.PoolError as exc:
+                print(exc)
+            writer.ns.items.append("w")
+            print(len(writer.ns.items))
+            """)
+        lines = out.splitlines()
+        self.assertIn("is open read-only in this process: close it", lines[0])
+        self.assertEqual(lines[1], "99 True")
+        self.assertIn("is closed: its objects can be read, not changed",
+                      lines[2])
+        self.assertIn("is open for writing in this process: read it "
+                      "through that pool", lines[3])
+        self.assertEqual(lines[4], "101")
+
+    def test_close_lets_writers_in(self):
+        # A forked child of a reader reads its own copy, and holds no
+        # lock: once the parent closes the pool, a writer opens it while
+        # the child still reads.
+        self.make_pool()
+        reader = self.start("""
+            import os, sys, pmem
+            pool = pmem.open(PATH, readonly=True)
+            items = pool.ns.items
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(w)
+                os.read(r, 1)         # the parent has closed the pool
+                try:
+                    items.append(1)
+                except pmem.PoolError:
+                    pass
+                else:
+                    os._exit(3)
+                os._exit(0 if len(items) == 100 else 2)
+            pool.close()
+            print("ready", flush=True)
+            sys.stdin.readline()      # a writer has written
+            os.write(w, b"x")
+            _, status = os.waitpid(pid, 0)
+            print(os.waitstatus_to_exitcode(status), len(items))
+            """)
+        out = self.run_script("""
+            import pmem
+            pool = pmem.open(PATH, create=False)
+            pool.ns.items.append("w")
+            print(len(pool.ns.items))
+            """)
+        self.assertEqual(out, "101\n")
+        self.assertEqual(self.finish(reader), "0 100\n")
+
+    def test_copies_while_read(self):
+        self.make_pool()
+        reader = self.start("""
+            import sys, pmem
+            pool = pmem.open(PATH, readonly=True)
+            pmem.copy(pool, "from-the-reader.pool")
+            print("ready", flush=True)
+            sys.stdin.readline()
+            """)
+        out = self.run_script("""
+            import pmem
+            pmem.copy(PATH, "from-the-file.pool")
+            a = pmem.open("from-the-reader.pool", create=False)
+            b = pmem.open("from-the-file.pool", create=False)
+            print(len(a.ns.items), len(b.ns.items))
+            """)
+        self.assertEqual(out, "100 100\n")
+        self.finish(reader)
 
 
 class CopyHarnessTests(unittest.TestCase):

@@ -59,7 +59,7 @@ class CreateTests(PoolTestCase):
 
 
 class OpenTests(PoolTestCase):
-    """A pool is open in one process at a time."""
+    """A pool is open for writing in one process at a time."""
 
     def test_pool_open_in_another_process(self):
         holder = subprocess.Popen(

@@ -56,7 +56,8 @@ pool.ns.done = 0
 # O_TMPFILE.
 INPROC = f"""
 import os, random, sys, threading, pmem
-path, where, first, named = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+path, where, first, named = sys.argv[1:]
+first = int(first)
 if named == "1":
     del os.O_TMPFILE
 pool = pmem.open(path, create=False)
@@ -99,7 +100,7 @@ for path, pool in zip(sys.argv[1:], pools):
 """
 
 
-def python(code, *args, **kwargs):
+def python(code, *args):
     env = dict(os.environ, PMEM_IS_PMEM_FORCE="1")
     env.pop("PYTHONPATH", None)
     return [sys.executable, "-X", "faulthandler", "-c", textwrap.dedent(code),
