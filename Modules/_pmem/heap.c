@@ -7,9 +7,66 @@
 
 #include "pool.h"
 
-alloc_item *
-_PyPmem_ListAllocations(PMEMobjpool *pop, size_t *pn)
+typedef struct {
+    alloc_item *items;
+    size_t n, allocated;
+} listing;
+
+static int
+list_block(char *block, uint64_t type_num, void *arg)
 {
+    listing *l = (listing *)arg;
+    if (_PyPmem_RESERVE(l->items, l->allocated, l->n + 1, 1024) < 0) {
+        return 1;
+    }
+    l->items[l->n].block = block;
+    l->items[l->n].code = type_num;
+    l->n++;
+    return 0;
+}
+
+
+/* Every allocation of the pool, with its type code: read from the heap's
+   metadata (_PyPmem_WalkHeap()), or, when that does not know it, listed
+   by libpmemobj.  In the debug build, both, compared.  NULL with
+   MemoryError (or ValueError, for a heap that libpmemobj walks in a
+   cycle) set. */
+alloc_item *
+_PyPmem_ListAllocations(PoolObject *p, size_t *pn)
+{
+    listing l = {NULL, 0, 0};
+    int r = _PyPmem_WalkHeap(p->pop, p->size, list_block, &l);
+    if (r == 1) {
+        PyMem_RawFree(l.items);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (r != 0) {
+        PyMem_RawFree(l.items);
+        return _PyPmem_ListByLibpmemobj(p, pn);
+    }
+#ifdef Py_DEBUG
+    size_t n;
+    alloc_item *check = _PyPmem_ListByLibpmemobj(p, &n);
+    if (check != NULL) {
+        if (n != l.n || (n > 0 && memcmp(check, l.items,
+                                         n * sizeof(*check)) != 0))
+        {
+            Py_FatalError("the heap walk lists other allocations than "
+                          "pmemobj_next()");
+        }
+        PyMem_RawFree(check);
+    }
+    PyErr_Clear();
+#endif
+    *pn = l.n;
+    return l.items != NULL ? l.items : PyMem_RawMalloc(1);
+}
+
+alloc_item *
+_PyPmem_ListByLibpmemobj(PoolObject *p, size_t *pn)
+{
+    PMEMobjpool *pop = p->pop;
     size_t n = 0, allocated = 1024;
     alloc_item *items = PyMem_RawMalloc(allocated * sizeof(*items));
     if (items == NULL) {

@@ -2,6 +2,7 @@
 #define PMEM_HEAPCHECK_H
 
 #include <stddef.h>               // size_t
+#include <stdint.h>               // uint64_t
 
 /* Check the zone and chunk headers of the heap of a libpmemobj pool mapped
    at base, size bytes long, after libpmemobj's recovery (Modules/_pmem/
@@ -11,5 +12,17 @@
    interpreter. */
 extern int _PyPmem_CheckHeap(const void *base, size_t size,
                              char *why, size_t whylen);
+
+/* Call visit(block, type_num, arg) for each allocation of the pool at
+   base (size bytes), as pmemobj_first() and pmemobj_next() list them: in
+   the order of their addresses, without libpmemobj's internal objects;
+   block is the allocation's data (what pmemobj_direct() gives).  0; the
+   first nonzero result of visit; or -1 when the metadata is not what this
+   reader knows (the caller asks libpmemobj then).  It reads libpmemobj
+   1.12's heap format, which _PyPmem_CheckHeap() checked at the open. */
+typedef int (*_PyPmem_BlockVisitor)(char *block, uint64_t type_num,
+                                    void *arg);
+extern int _PyPmem_WalkHeap(const void *base, size_t size,
+                            _PyPmem_BlockVisitor visit, void *arg);
 
 #endif /* !PMEM_HEAPCHECK_H */

@@ -122,6 +122,48 @@ done:
     return result;
 }
 
+/* For tests: the allocations of pool as the heap walk lists them, and as
+   libpmemobj does: a list of (offset, type number) pairs each. */
+static PyObject *
+heap_listings(PyObject *module, PyObject *pool)
+{
+    if (!PyObject_TypeCheck(pool, get_state(module)->PoolType)) {
+        PyErr_SetString(PyExc_TypeError, "_heap_listings(pool)");
+        return NULL;
+    }
+    PoolObject *p = (PoolObject *)pool;
+    if (_PyPmem_CheckOpen(p) < 0) {
+        return NULL;
+    }
+    alloc_item *items[2];
+    size_t n[2];
+    items[0] = _PyPmem_ListAllocations(p, &n[0]);
+    items[1] = items[0] == NULL ? NULL : _PyPmem_ListByLibpmemobj(p, &n[1]);
+    PyObject *result = items[1] == NULL ? NULL : PyTuple_New(2);
+    for (int k = 0; result != NULL && k < 2; k++) {
+        PyObject *list = PyList_New((Py_ssize_t)n[k]);
+        for (size_t i = 0; list != NULL && i < n[k]; i++) {
+            PyObject *item = Py_BuildValue(
+                "(KK)", (unsigned long long)(items[k][i].block
+                                             - (char *)p->pop),
+                (unsigned long long)items[k][i].code);
+            if (item == NULL) {
+                Py_CLEAR(list);
+                break;
+            }
+            PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+        }
+        if (list == NULL) {
+            Py_CLEAR(result);
+            break;
+        }
+        PyTuple_SET_ITEM(result, k, list);
+    }
+    PyMem_RawFree(items[0]);
+    PyMem_RawFree(items[1]);
+    return result;
+}
+
 /* What stands for obj's manager in Python (a Pool, a MemoryKind), or
    None (DRAM, or a manager without one). */
 static PyObject *
@@ -193,6 +235,10 @@ static PyMethodDef module_methods[] = {
     {"_check_pool", check_pool, METH_O,
      "_check_pool(path): what pmem.open() checks before its pass over the "
      "objects, raised as it raises it (for pmem.grow())."},
+    {"_heap_listings", heap_listings, METH_O,
+     "For tests: _heap_listings(pool): the pool's allocations, as "
+     "(offset, type number) pairs, read from the heap's metadata and "
+     "listed by libpmemobj."},
     {"_open_pool_at", open_pool_at, METH_O,
      "_open_pool_at(path): the Pool that this process has open on the "
      "file at path, or None."},

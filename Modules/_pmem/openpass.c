@@ -668,7 +668,7 @@ _PyPmem_OpenPass(PoolObject *p)
         return -1;
     }
     size_t n;
-    alloc_item *items = _PyPmem_ListAllocations(p->pop, &n);
+    alloc_item *items = _PyPmem_ListAllocations(p, &n);
     if (items == NULL) {
         if (PyErr_ExceptionMatches(PyExc_ValueError)) {
             PyErr_Format(p->error, "pool %R is corrupt: the heap's "

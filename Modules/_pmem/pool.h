@@ -467,7 +467,8 @@ extern const struct pool_root_field _PyPmem_RootFields[POOL_NROOTS];
 
 /* heap.c: the allocations, the root's objects, letting go of garbage,
    and the transaction's lists of blocks */
-alloc_item *_PyPmem_ListAllocations(PMEMobjpool *pop, size_t *pn);
+alloc_item *_PyPmem_ListAllocations(PoolObject *p, size_t *pn);
+alloc_item *_PyPmem_ListByLibpmemobj(PoolObject *p, size_t *pn);
 int _PyPmem_FreeSpace(PoolObject *p, size_t *pfree, size_t *plargest);
 void _PyPmem_ReserveLog(PoolObject *p);
 int _PyPmem_AllocTableInit(open_state *st, size_t n);

@@ -537,7 +537,7 @@ static Py_ssize_t
 count_objects(PoolObject *p)
 {
     size_t n;
-    alloc_item *items = _PyPmem_ListAllocations(p->pop, &n);
+    alloc_item *items = _PyPmem_ListAllocations(p, &n);
     if (items == NULL) {
         return -1;
     }
@@ -882,7 +882,7 @@ pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     size_t n;
-    alloc_item *items = _PyPmem_ListAllocations(self->pop, &n);
+    alloc_item *items = _PyPmem_ListAllocations(self, &n);
     if (items == NULL) {
         return NULL;
     }

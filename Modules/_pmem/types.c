@@ -208,7 +208,7 @@ static int
 rehash_tables(PoolObject *p)
 {
     size_t n;
-    alloc_item *items = _PyPmem_ListAllocations(p->pop, &n);
+    alloc_item *items = _PyPmem_ListAllocations(p, &n);
     PyObject **sets = items == NULL
                       ? NULL : PyMem_RawMalloc((n + 1) * sizeof(*sets));
     if (sets == NULL) {
@@ -375,7 +375,7 @@ resolve(PoolObject *self, PyObject *only, PyObject *made)
     int rehash = 0;
     size_t n = 0;
     alloc_item *items = PyList_GET_SIZE(found) == 0
-                        ? NULL : _PyPmem_ListAllocations(self->pop, &n);
+                        ? NULL : _PyPmem_ListAllocations(self, &n);
     if (items == NULL && PyErr_Occurred()) {
         goto error;
     }

@@ -112,7 +112,7 @@ repair_state *
 _PyPmem_RepairPrepare(PoolObject *p, size_t from, size_t made_from)
 {
     size_t n;
-    alloc_item *items = _PyPmem_ListAllocations(p->pop, &n);
+    alloc_item *items = _PyPmem_ListAllocations(p, &n);
     repair_state *st = items == NULL ? NULL : PyMem_RawCalloc(1, sizeof(*st));
     if (st == NULL || _PyPmem_AllocTableInit(st, n) < 0) {
         /* The counts stay as they are: better than no abort. */

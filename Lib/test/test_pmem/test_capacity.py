@@ -288,3 +288,49 @@ else:
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HeapWalkTests(unittest.TestCase):
+    """The pool lists its allocations from libpmemobj's heap metadata
+    (Modules/_pmem/heapcheck.c, _PyPmem_WalkHeap()), not through
+    pmemobj_next(): the two listings must be the same, for blocks of
+    every kind of run, huge blocks, freed blocks, libpmemobj's own
+    classes and its internal objects (a long transaction's log)."""
+
+    SAME = textwrap.dedent("""
+        import _pmem, pmem, sys
+        pool = pmem.open(sys.argv[1], size=128 << 20)
+        def same(when):
+            walked, listed = _pmem._heap_listings(pool)
+            assert walked == listed, (when, len(walked), len(listed))
+            print(when, len(walked))
+        """)
+
+    def test_listing_matches_libpmemobj(self):
+        path = os.path.join(self.enterContext(os_helper.temp_dir()),
+                            "walk.pool")
+        _, out, _ = assert_python_ok("-c", self.SAME + textwrap.dedent("""
+            import random
+            same("fresh")
+            rng = random.Random(5)
+            ns = pool.ns
+            ns.small = [str(i) * rng.randrange(1, 40) for i in range(3000)]
+            ns.pages = [bytearray(rng.randrange(5000, 200000))
+                        for i in range(40)]
+            ns.huge = [bytearray(3 << 20), list(range(500000))]
+            same("made")
+            del ns.small[::3]
+            del ns.pages[::2]
+            ns.huge.pop()
+            same("freed")
+            ns.d = {i: str(i) for i in range(5000)}
+            d = ns.d
+            with pool:
+                for i in range(5000):
+                    d[i] = "x"
+            same("logged")
+            """), path, **FAST_FLUSH)
+        self.assertIn("logged", out.decode())
+        _, out, _ = assert_python_ok("-c", self.SAME + 'same("reopened")',
+                                     path, **FAST_FLUSH)
+        self.assertIn("reopened", out.decode())
