@@ -242,19 +242,23 @@ pool_xalloc(PoolObject *p, PMEMoid *oid, size_t size, uint64_t code,
    reserved and freed by the same transaction is cancelled by the commit
    (freed_reservations()). */
 
+/* Publish n actions of p in one redo log; when they do not fit in the
+   lane's log (up to POOL_RESERVE_BATCH do), one by one, each fits. */
+static void
+publish_actions(PoolObject *p, struct pobj_action *acts, size_t n)
+{
+    if (n > 0 && pmemobj_publish(p->pop, acts, n) != 0) {
+        for (size_t i = 0; i < n; i++) {
+            (void)pmemobj_publish(p->pop, &acts[i], 1);
+        }
+    }
+}
+
 /* Publish p's reservations. */
 static void
 publish_reserved(PoolObject *p)
 {
-    if (p->nreserved > 0
-        && pmemobj_publish(p->pop, p->reserved, p->nreserved) != 0)
-    {
-        /* The batch did not fit in the lane's log (it does): one by one,
-           each fits. */
-        for (size_t i = 0; i < p->nreserved; i++) {
-            (void)pmemobj_publish(p->pop, &p->reserved[i], 1);
-        }
-    }
+    publish_actions(p, p->reserved, p->nreserved);
     p->nreserved = 0;
 }
 
@@ -655,6 +659,29 @@ _PyPmem_ReserveLog(PoolObject *p)
     p->log_reserve_size = pmemobj_alloc_usable_size(oid);
 }
 
+/* The frees of a committed transaction that were more than its log could
+   hold: made in batches, each one redo log (pmemobj_defer_free(), then
+   pmemobj_publish()), the blocks of reservations from the from-th on
+   left out (cancelled).  A block left when the process dies is garbage,
+   which the next open frees. */
+static void
+free_later(PoolObject *p, size_t from)
+{
+    struct pobj_action acts[POOL_RESERVE_BATCH];
+    size_t k = 0;
+    for (size_t i = 0; i < p->ntxfreed; i++) {
+        if (is_cancelled(p, p->txfreed[i], from)) {
+            continue;
+        }
+        pmemobj_defer_free(p->pop, pmemobj_oid(p->txfreed[i]), &acts[k++]);
+        if (k == POOL_RESERVE_BATCH) {
+            publish_actions(p, acts, k);
+            k = 0;
+        }
+    }
+    publish_actions(p, acts, k);
+}
+
 int
 _PyPmem_End(PyStorageManager *sm, int ok)
 {
@@ -731,13 +758,8 @@ _PyPmem_End(PyStorageManager *sm, int ok)
         }
     }
     int err = pmemobj_tx_end();
-    for (size_t i = 0; committing && err == 0 && free_after
-                       && i < p->ntxfreed; i++) {
-        if (cancel > 0 && is_cancelled(p, p->txfreed[i], publish)) {
-            continue;
-        }
-        PMEMoid oid = pmemobj_oid(p->txfreed[i]);
-        pmemobj_free(&oid);
+    if (committing && err == 0 && free_after) {
+        free_later(p, cancel > 0 ? publish : p->nreserved);
     }
     if (committing && cancel > 0) {
         pmemobj_cancel(p->pop, p->reserved + publish, cancel);

@@ -33,6 +33,12 @@ variant as a Markdown table.  The C program is compiled with
 ``cc -O2 ... -lpmemobj`` into build/bench/ under the repository root,
 again only when its source is newer.
 
+With ``--disk DIR`` the files go on DIR's ordinary file system instead,
+and the children run with PMEM_IS_PMEM_FORCE=0: libpmemobj makes each of
+its persist points an msync() there, and sqlite3 (WAL, synchronous=FULL)
+fsyncs the same disk: the comparison for users without persistent
+memory.
+
 ``--child VARIANT --dir DIR`` runs one variant in this process and
 prints its JSON report: the way to profile one, e.g. under callgrind,
 where ``--dry`` gives the baseline to subtract (the same set-up and
@@ -325,6 +331,12 @@ def main():
                         help="run one variant in this process and print "
                              "its JSON report (for profiling)")
     parser.add_argument("--dir", help="--child's directory for its files")
+    parser.add_argument("--disk", metavar="DIR",
+                        help="put the files in a directory of DIR, an "
+                             "ordinary (block device) file system, "
+                             "without PMEM_IS_PMEM_FORCE: libpmemobj then "
+                             "makes every persist an msync(), and sqlite3 "
+                             "syncs to the same disk")
     parser.add_argument("--dry", action="store_true",
                         help="with --child: make the transfers and set up, "
                              "but skip the loop (a baseline to subtract)")
@@ -342,13 +354,19 @@ def main():
     variants = [v for v in VARIANTS if args.only is None or v in args.only]
     if "c" in variants:
         build_c(args.cc)
-    env = dict(os.environ, PMEM_IS_PMEM_FORCE="1")
-    directory, note = work_directory()
+    if args.disk:
+        env = dict(os.environ, PMEM_IS_PMEM_FORCE="0")
+        directory = tempfile.mkdtemp(prefix="pmem-bank-", dir=args.disk)
+        note = ""
+    else:
+        env = dict(os.environ, PMEM_IS_PMEM_FORCE="1")
+        directory, note = work_directory()
     version = subprocess.run(
         [args.python, "-c", "import sys; print(sys.version)"],
         capture_output=True, text=True).stdout.strip()
     print(f"python: {args.python} ({version})")
-    print(f"files: {directory} (PMEM_IS_PMEM_FORCE=1); {args.transfers:,} "
+    print(f"files: {directory} (PMEM_IS_PMEM_FORCE="
+          f"{env['PMEM_IS_PMEM_FORCE']}); {args.transfers:,} "
           f"transfers between {ACCOUNTS} accounts, best of {args.repeat}")
     if note:
         print(note)
