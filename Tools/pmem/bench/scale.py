@@ -190,7 +190,8 @@ def table(n, r):
         ("one transaction per insert", f"{ops['insert_us']:.2f} us",
          f"{sqo['insert_us']:.2f} us (sqlite3 WAL FULL)", "<= 2 us"),
         ("pool.gc()", f"{ops['gc_s']:.2f} s", "", "<= 0.3 s"),
-        ("roll back a one-line transaction", f"{ops['rollback_s']:.3f} s",
+        ("roll back a one-line transaction",
+         f"{ops['rollback_s'] * 1e3:.3f} ms",
          "", "<= 1 ms"),
     ]
     out = [f"\n{n:,} entries ('key%d' % i -> i)", "",
