@@ -30,7 +30,7 @@ check_slot(void **slot, int kind, void *arg)
         char *start = (char *)x->start;
         alloc_entry *e = _PyPmem_FindAlloc(st, start);
         size_t usable = e->key == NULL ? 0 : pmemobj_alloc_usable_size(
-            pmemobj_oid(e->block)) - (size_t)(start - e->block);
+            pmemobj_oid(ENTRY_BLOCK(e))) - (size_t)(start - ENTRY_BLOCK(e));
         return x->size <= usable
                ? 0 : problem(st, "a header that its memory cannot hold "
                                  "(corrupt sizes or items)");
@@ -61,11 +61,11 @@ check_slot(void **slot, int kind, void *arg)
                just moved). */
             char *small = (char *)slot - offsetof(PySetObject, table)
                           + offsetof(PySetObject, smalltable);
-            return (e->key != NULL && e->obj == NULL) || v == small
+            return (e->key != NULL && ENTRY_OBJ(e) == NULL) || v == small
                    ? 0 : problem(st, "a table pointer that lands on no "
                                      "table");
         }
-        return e->key != NULL && e->obj != NULL
+        return e->key != NULL && ENTRY_OBJ(e) != NULL
                ? 0 : problem(st, "a pointer that lands on no object");
     }
     if (kind == _PyStorage_SLOT_INTERIOR) {
@@ -131,7 +131,7 @@ mark_slot(void **slot, int kind, void *arg)
         return 0;
     }
     alloc_entry *e = _PyPmem_EntryOfObject(ms->st, (PyObject *)v);
-    if (e == NULL || e->broken != NULL) {
+    if (e == NULL || e->broken != 0) {
         ms->bad = e;
         return 1;
     }
@@ -179,7 +179,7 @@ read_type_table(open_state *st, PyObject **table, Py_ssize_t *ntypes)
     if (size != 0) {
         alloc_entry *items = _PyPmem_FindAlloc(
             st, ((PyListObject *)list)->ob_item);
-        if (items->key == NULL || items->obj != NULL) {
+        if (items->key == NULL || ENTRY_OBJ(items) != NULL) {
             PyErr_Format(p->error, "pool %R is corrupt: its type table's "
                          "items are not a table of the pool", p->path);
             return -1;
@@ -246,9 +246,7 @@ place_instance(open_state *st, alloc_item *item, PyTypeObject *type)
     Py_SET_TYPE(op, type);
     Py_INCREF(type);          /* an instance's reference */
     alloc_entry *e = _PyPmem_FindAlloc(st, op);
-    e->key = (char *)op;
-    e->block = item->block;
-    e->obj = op;
+    _PyPmem_SetEntry(e, (char *)op, item->block, 1);
     return 0;
 }
 
@@ -328,7 +326,7 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
                with the rest unless something reachable points to it
                (then the pointer lands on no object: corrupt). */
             alloc_entry *e = _PyPmem_FindAlloc(st, items[i].block);
-            e->key = e->block = items[i].block;
+            _PyPmem_SetEntry(e, items[i].block, items[i].block, 0);
             continue;
         }
         Py_ssize_t index = (Py_ssize_t)(code - POOL_INSTANCE);
@@ -440,18 +438,19 @@ check_pointers(open_state *st, struct pool_root *root, char *target)
        (its parts freed one by one), which the sweep frees unread. */
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->obj != NULL && e->broken == NULL
-            && _PyStorage_CheckSlots(e->obj, check_slot, st) != 0)
+        PyObject *op = ENTRY_OBJ(e);
+        if (op != NULL && e->broken == 0
+            && _PyStorage_CheckSlots(op, check_slot, st) != 0)
         {
-            e->broken = st->problem != NULL ? st->problem
-                                            : "what a pool cannot hold";
+            _PyPmem_SetBroken(st, e, st->problem != NULL
+                                     ? st->problem : "what a pool cannot hold");
         }
         /* Once its pointers are this process's: what they land on. */
-        if (e->obj != NULL && e->broken == NULL
-            && target == (char *)Py_None && _PyStorage_CheckHeld(e->obj) < 0)
+        if (op != NULL && e->broken == 0
+            && target == (char *)Py_None && _PyStorage_CheckHeld(op) < 0)
         {
-            e->broken = "counts that its table does not match, or a key or "
-                        "__dict__ of the wrong type";
+            _PyPmem_SetBroken(st, e, "counts that its table does not match, "
+                                     "or a key or __dict__ of the wrong type");
         }
     }
     if (st->dirty) {
@@ -472,8 +471,8 @@ rehash_frozensets(open_state *st, mark_state *ms)
 {
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->mark && e->obj != NULL && PyFrozenSet_Check(e->obj)
-            && _PyPmem_MarkPush(ms, e->obj) < 0)
+        if (e->mark && ENTRY_OBJ(e) != NULL && PyFrozenSet_Check(ENTRY_OBJ(e))
+            && _PyPmem_MarkPush(ms, ENTRY_OBJ(e)) < 0)
         {
             PyErr_NoMemory();
             return -1;
@@ -495,7 +494,7 @@ set_builtin_types(open_state *st, alloc_item *items, size_t n)
         uint64_t code = items[i].code;
         if (code == POOL_TABLE) {
             alloc_entry *e = _PyPmem_FindAlloc(st, block);
-            e->key = e->block = block;
+            _PyPmem_SetEntry(e, block, block, 0);
             continue;
         }
         PyTypeObject *type = _PyPmem_TypeOfCode(code);
@@ -508,9 +507,7 @@ set_builtin_types(open_state *st, alloc_item *items, size_t n)
             Py_INCREF(type);      /* an object's reference (a Decimal's) */
         }
         alloc_entry *e = _PyPmem_FindAlloc(st, op);
-        e->key = (char *)op;
-        e->block = block;
-        e->obj = op;
+        _PyPmem_SetEntry(e, (char *)op, block, 1);
     }
 }
 
@@ -588,8 +585,9 @@ mark_from_roots(open_state *st, mark_state *ms)
     }
     if (err > 0) {
         PyErr_Format(p->error, "pool %R is corrupt: a %s at +%zu holds "
-                     "%s", p->path, Py_TYPE(ms->bad->obj)->tp_name,
-                     (size_t)(ms->bad->key - st->lo), ms->bad->broken);
+                     "%s", p->path, Py_TYPE(ENTRY_OBJ(ms->bad))->tp_name,
+                     (size_t)(ms->bad->key - st->lo),
+                     _PyPmem_Broken(st, ms->bad));
         return -1;
     }
     return 0;
@@ -604,8 +602,8 @@ reset_kept(open_state *st)
 {
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->mark && e->obj != NULL) {
-            _PyStorage_ResetVolatile(e->obj);
+        if (e->mark && ENTRY_OBJ(e) != NULL) {
+            _PyStorage_ResetVolatile(ENTRY_OBJ(e));
         }
     }
 }
@@ -616,8 +614,8 @@ free_unreachable(open_state *st)
 {
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->block != NULL && !e->mark) {
-            PMEMoid dead = pmemobj_oid(e->block);
+        if (e->key != NULL && !e->mark) {
+            PMEMoid dead = pmemobj_oid(ENTRY_BLOCK(e));
             pmemobj_free(&dead);
         }
     }
@@ -636,7 +634,7 @@ rehash_kept(open_state *st, mark_state *ms)
     int ok = rehash_frozensets(st, ms) == 0;
     for (size_t i = 0; i <= st->mask && ok; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->mark && e->obj != NULL && _PyStorage_Rehash(e->obj) < 0) {
+        if (e->mark && ENTRY_OBJ(e) != NULL && _PyStorage_Rehash(ENTRY_OBJ(e)) < 0) {
             ok = 0;
         }
     }

@@ -325,17 +325,37 @@ _PyPmem_InMyTransaction(PoolObject *p)
    table in DRAM, built once per open. */
 typedef struct {
     char *key;                    /* NULL: a free slot */
-    char *block;                  /* the allocation's start */
-    PyObject *obj;                /* the object in it, NULL for a table */
+    Py_ssize_t count;             /* references from the pool */
+    Py_ssize_t dram;              /* references from DRAM */
+    uint8_t preheader;            /* key less the allocation's start */
+    char object;                  /* key is an object (else a table, or a
+                                     block of a class this process lacks) */
     char mark;                    /* reachable from the root */
     char dead;                    /* freed by the transaction: 1, to be
                                      brought back; 2, before the savepoint
                                      undone (stays freed) */
     char live;                    /* referenced before the undo */
-    const char *broken;           /* what is wrong with its pointers */
-    Py_ssize_t count;             /* references from the pool */
-    Py_ssize_t dram;              /* references from DRAM */
-} alloc_entry;
+    uint8_t broken;               /* what is wrong with its pointers: 0,
+                                     or 1 + an index into the open_state's
+                                     broken_why (_PyPmem_SetBroken()) */
+} alloc_entry;                    /* 32 bytes: an open of 10 million objects
+                                     makes a table of 32 million */
+
+/* The object in e, or NULL for a table. */
+#define ENTRY_OBJ(e) ((e)->object ? (PyObject *)(e)->key : NULL)
+/* The start of e's allocation. */
+#define ENTRY_BLOCK(e) ((e)->key - (e)->preheader)
+
+/* Record the allocation at block in e, found for key (an object in it,
+   when object, or its start). */
+static inline void
+_PyPmem_SetEntry(alloc_entry *e, char *key, char *block, int object)
+{
+    assert(key >= block && key - block <= UINT8_MAX);
+    e->key = key;
+    e->preheader = (uint8_t)(key - block);
+    e->object = (char)object;
+}
 
 struct open_state {
     PoolObject *pool;
@@ -359,6 +379,8 @@ struct open_state {
     size_t made_from;             /* the undone blocks of p->txmade */
     Py_ssize_t keys_refs;         /* debug build: keys_refs() before it */
     const char *problem;          /* what the pass found wrong */
+    const char *broken_why[8];    /* the kinds of what it found, which
+                                     entries' broken index */
 };
 typedef struct open_state open_state;
 
@@ -388,7 +410,27 @@ static inline alloc_entry *
 _PyPmem_EntryOfObject(open_state *st, PyObject *op)
 {
     alloc_entry *e = _PyPmem_FindAlloc(st, op);
-    return e->key != NULL && e->obj == op ? e : NULL;
+    return e->key != NULL && e->object ? e : NULL;
+}
+
+/* What is wrong with e, a static string (the last kinds share one). */
+static inline void
+_PyPmem_SetBroken(open_state *st, alloc_entry *e, const char *why)
+{
+    size_t n = Py_ARRAY_LENGTH(st->broken_why), i = 0;
+    while (i < n - 1 && st->broken_why[i] != NULL
+           && st->broken_why[i] != why)
+    {
+        i++;
+    }
+    st->broken_why[i] = why;
+    e->broken = (uint8_t)(i + 1);
+}
+
+static inline const char *
+_PyPmem_Broken(open_state *st, alloc_entry *e)
+{
+    return e->broken == 0 ? NULL : st->broken_why[e->broken - 1];
 }
 
 /* Reference counts that the pool sets (it counts references that no

@@ -37,7 +37,7 @@ uncount_slot(void **slot, int kind, void *arg)
     char *v = *slot;
     if (kind == _PyStorage_SLOT_OBJECT && v >= st->lo && v < st->hi) {
         alloc_entry *e = _PyPmem_FindAlloc(st, v);
-        if (e->key != NULL && e->obj != NULL) {
+        if (e->key != NULL && ENTRY_OBJ(e) != NULL) {
             e->dram++;
         }
     }
@@ -51,20 +51,20 @@ static int
 held_from_outside(repair_state *st)
 {
     for (size_t i = 0; i <= st->mask; i++) {
-        PyObject *op = st->entries[i].obj;
+        PyObject *op = ENTRY_OBJ(&st->entries[i]);
         if (op != NULL && Py_REFCNT(op) == 0) {
             (void)_PyStorage_VisitSlots(op, uncount_slot, st);
         }
     }
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->obj == NULL || Py_REFCNT(e->obj) == 0) {
+        if (ENTRY_OBJ(e) == NULL || Py_REFCNT(ENTRY_OBJ(e)) == 0) {
             continue;
         }
-        PyTypeObject *type = Py_TYPE(e->obj);
+        PyTypeObject *type = Py_TYPE(ENTRY_OBJ(e));
         if (e->dram != 0
             || (_PyType_SUPPORTS_WEAKREFS(type)
-                && *_PyObject_GET_WEAKREFS_LISTPTR_FROM_OFFSET(e->obj)))
+                && *_PyObject_GET_WEAKREFS_LISTPTR_FROM_OFFSET(ENTRY_OBJ(e))))
         {
             return 1;
         }
@@ -112,7 +112,7 @@ release_pool(PoolObject *self)
     repair_state *st = _PyPmem_RepairPrepare(self, 0, 0);   /* the counts */
     int held = st == NULL || held_from_outside(st);
     for (size_t i = 0; !held && i <= st->mask; i++) {
-        PyObject *op = st->entries[i].obj;
+        PyObject *op = ENTRY_OBJ(&st->entries[i]);
         if (op != NULL && Py_REFCNT(op) > 0) {
             (void)_PyPmem_LetGo(op, release_ref_slot, self);
 #ifdef Py_REF_DEBUG
@@ -583,13 +583,13 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
     Py_ssize_t freed = -1;
     Py_ssize_t left = 0;          /* what the interpreter's collector left */
     for (size_t i = 0; i <= st->mask; i++) {
-        left += st->entries[i].obj != NULL;
+        left += ENTRY_OBJ(&st->entries[i]) != NULL;
     }
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->obj != NULL && e->dram > 0
-            && gc_mark_slot((void **)&e->obj, _PyStorage_SLOT_OBJECT,
-                            &ms) < 0)
+        PyObject *op = ENTRY_OBJ(e);
+        if (op != NULL && e->dram > 0
+            && gc_mark_slot((void **)&op, _PyStorage_SLOT_OBJECT, &ms) < 0)
         {
             goto done;
         }
@@ -607,15 +607,15 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
     freed = 0;
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->obj != NULL && !e->mark) {
-            (void)_PyPmem_LetGo(e->obj, gc_release_slot, st);
+        if (ENTRY_OBJ(e) != NULL && !e->mark) {
+            (void)_PyPmem_LetGo(ENTRY_OBJ(e), gc_release_slot, st);
             freed++;
         }
     }
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->key != NULL && !e->mark) {
-            PMEMoid dead = pmemobj_oid(e->block);
+            PMEMoid dead = pmemobj_oid(ENTRY_BLOCK(e));
             pmemobj_free(&dead);
         }
     }

@@ -31,7 +31,7 @@ count_slot(void **slot, int kind, void *arg)
         /* After the undo: a table that an object holds. */
         if (st->undone && v >= st->lo && v < st->hi) {
             alloc_entry *e = _PyPmem_FindAlloc(st, v);
-            if (e->key != NULL && e->obj == NULL) {
+            if (e->key != NULL && ENTRY_OBJ(e) == NULL) {
                 e->count++;
             }
         }
@@ -42,7 +42,7 @@ count_slot(void **slot, int kind, void *arg)
     }
     if (v >= st->lo && v < st->hi) {
         alloc_entry *e = _PyPmem_FindAlloc(st, v);
-        if (e->key != NULL && e->obj != NULL) {
+        if (e->key != NULL && ENTRY_OBJ(e) != NULL) {
             e->count++;
         }
     }
@@ -55,15 +55,15 @@ count_slot(void **slot, int kind, void *arg)
 static int
 is_garbage(alloc_entry *e)
 {
-    if (e->obj == NULL || e->dead == 2 || Py_REFCNT(e->obj) != 0
+    if (ENTRY_OBJ(e) == NULL || e->dead == 2 || Py_REFCNT(ENTRY_OBJ(e)) != 0
         || !(e->live || e->dead == 1))
     {
         return 0;
     }
     /* A weak reference still points to it: left to the next open.  (A
        class statement's instances keep theirs in the pre-header.) */
-    Py_ssize_t off = Py_TYPE(e->obj)->tp_weaklistoffset;
-    return off == 0 || *(PyObject **)((char *)e->obj + off) == NULL;
+    Py_ssize_t off = Py_TYPE(ENTRY_OBJ(e))->tp_weaklistoffset;
+    return off == 0 || *(PyObject **)((char *)ENTRY_OBJ(e) + off) == NULL;
 }
 
 #ifdef Py_REF_DEBUG
@@ -82,13 +82,13 @@ keys_refs(repair_state *st, int undone)
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i <= st->mask; i++) {
             alloc_entry *e = &st->entries[i];
-            if (e->obj == NULL || !PyDict_Check(e->obj)
+            if (ENTRY_OBJ(e) == NULL || !PyDict_Check(ENTRY_OBJ(e))
                 || e->dead
-                || (Py_REFCNT(e->obj) == 0 && !(undone && is_garbage(e))))
+                || (Py_REFCNT(ENTRY_OBJ(e)) == 0 && !(undone && is_garbage(e))))
             {
                 continue;
             }
-            char *keys = (char *)((PyDictObject *)e->obj)->ma_keys;
+            char *keys = (char *)((PyDictObject *)ENTRY_OBJ(e))->ma_keys;
             alloc_entry *t = keys < st->lo || keys >= st->hi
                              ? NULL : _PyPmem_FindAlloc(st, keys);
             if (t == NULL || t->key == NULL || t->mark == !pass) {
@@ -131,9 +131,7 @@ _PyPmem_RepairPrepare(PoolObject *p, size_t from, size_t made_from)
         char *key = type == NULL
                     ? block : block + PyStorage_PreHeaderSize(type);
         alloc_entry *e = _PyPmem_FindAlloc(st, key);
-        e->key = key;
-        e->block = block;
-        e->obj = type == NULL ? NULL : (PyObject *)key;
+        _PyPmem_SetEntry(e, key, block, type != NULL);
     }
     PyMem_RawFree(items);
     for (size_t i = 0; i < p->ntxfreed; i++) {
@@ -149,16 +147,16 @@ _PyPmem_RepairPrepare(PoolObject *p, size_t from, size_t made_from)
     }
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->obj != NULL && !e->dead) {
-            (void)_PyStorage_VisitSlots(e->obj, count_slot, st);
+        if (ENTRY_OBJ(e) != NULL && !e->dead) {
+            (void)_PyStorage_VisitSlots(ENTRY_OBJ(e), count_slot, st);
         }
     }
     (void)_PyPmem_VisitRoots(p, st->lo, count_slot, st);  /* the root's */
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->obj != NULL) {
-            e->dram = e->dead ? 0 : Py_REFCNT(e->obj) - e->count;
-            e->live = !e->dead && Py_REFCNT(e->obj) > 0;
+        if (ENTRY_OBJ(e) != NULL) {
+            e->dram = e->dead ? 0 : Py_REFCNT(ENTRY_OBJ(e)) - e->count;
+            e->live = !e->dead && Py_REFCNT(ENTRY_OBJ(e)) > 0;
             e->count = 0;
         }
     }
@@ -222,14 +220,14 @@ release_slot(void **slot, int kind, void *arg)
         return 0;
     }
     if (kind == _PyStorage_SLOT_TABLE) {
-        if (e->obj == NULL) {
+        if (ENTRY_OBJ(e) == NULL) {
             e->dead = 2;
-            free_block(st->pool, e->block);
+            free_block(st->pool, ENTRY_BLOCK(e));
         }
         return 0;
     }
-    if (e->obj != NULL && Py_REFCNT(e->obj) > 0) {
-        _PyPmem_SetRefcnt(e->obj, Py_REFCNT(e->obj) - 1);
+    if (ENTRY_OBJ(e) != NULL && Py_REFCNT(ENTRY_OBJ(e)) > 0) {
+        _PyPmem_SetRefcnt(ENTRY_OBJ(e), Py_REFCNT(ENTRY_OBJ(e)) - 1);
         if (is_garbage(e) && release_push(rs, e) < 0) {
             return -1;
         }
@@ -252,8 +250,8 @@ release_garbage(PoolObject *p, repair_state *st)
     }
     while (rs.depth > 0 && !err) {
         alloc_entry *e = rs.stack[--rs.depth];
-        err = _PyPmem_LetGo(e->obj, release_slot, &rs) < 0;
-        free_block(p, e->block);
+        err = _PyPmem_LetGo(ENTRY_OBJ(e), release_slot, &rs) < 0;
+        free_block(p, ENTRY_BLOCK(e));
     }
     /* Out of memory: what is left is left to the next open. */
     PyMem_RawFree(rs.stack);
@@ -265,38 +263,38 @@ _PyPmem_RepairFinish(PoolObject *p, repair_state *st)
     st->undone = 1;
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->obj != NULL && e->dead != 2) {
-            (void)_PyStorage_VisitSlots(e->obj, count_slot, st);
+        if (ENTRY_OBJ(e) != NULL && e->dead != 2) {
+            (void)_PyStorage_VisitSlots(ENTRY_OBJ(e), count_slot, st);
         }
     }
     (void)_PyPmem_VisitRoots(p, st->lo, count_slot, st);  /* the root's */
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->obj == NULL || e->dead == 2) {
+        if (ENTRY_OBJ(e) == NULL || e->dead == 2) {
             continue;
         }
         Py_ssize_t refcnt = e->dram + e->count;
         if (refcnt <= 0) {
             /* Unreachable: never decref'd again, left to the next open. */
             refcnt = 0;
-            if (PyObject_IS_GC(e->obj) && PyObject_GC_IsTracked(e->obj)) {
-                PyObject_GC_UnTrack(e->obj);
+            if (PyObject_IS_GC(ENTRY_OBJ(e)) && PyObject_GC_IsTracked(ENTRY_OBJ(e))) {
+                PyObject_GC_UnTrack(ENTRY_OBJ(e));
             }
         }
-        _PyPmem_SetRefcnt(e->obj, refcnt);
+        _PyPmem_SetRefcnt(ENTRY_OBJ(e), refcnt);
         if (e->dead) {
             /* What its deallocation did to it, undone; the hash caches
                that tables of this process rely on, made again. */
-            if (PyType_HasFeature(Py_TYPE(e->obj), Py_TPFLAGS_HEAPTYPE)) {
-                Py_INCREF(Py_TYPE(e->obj));   /* subtype_dealloc dropped it */
+            if (PyType_HasFeature(Py_TYPE(ENTRY_OBJ(e)), Py_TPFLAGS_HEAPTYPE)) {
+                Py_INCREF(Py_TYPE(ENTRY_OBJ(e)));   /* subtype_dealloc dropped it */
             }
-            _PyStorage_ResetVolatile(e->obj);
+            _PyStorage_ResetVolatile(ENTRY_OBJ(e));
             /* (Not one that nothing refers to: it may be one that the
                transaction made, and freed half-made, a tuple without all
                its items: garbage, released below.) */
-            if (refcnt > 0 && !PyDict_Check(e->obj) && !PyList_Check(e->obj)
-                && !PySet_Check(e->obj) && !PyByteArray_Check(e->obj)
-                && PyObject_Hash(e->obj) == -1)
+            if (refcnt > 0 && !PyDict_Check(ENTRY_OBJ(e)) && !PyList_Check(ENTRY_OBJ(e))
+                && !PySet_Check(ENTRY_OBJ(e)) && !PyByteArray_Check(ENTRY_OBJ(e))
+                && PyObject_Hash(ENTRY_OBJ(e)) == -1)
             {
                 PyErr_Clear();
             }
@@ -310,11 +308,11 @@ _PyPmem_RepairFinish(PoolObject *p, repair_state *st)
        that no object holds any more. */
     for (size_t i = st->made_from; i < p->ntxmade; i++) {
         alloc_entry *e = _PyPmem_FindAlloc(st, p->txmade[i]);
-        if (e->key == p->txmade[i] && e->obj == NULL && e->count == 0
+        if (e->key == p->txmade[i] && ENTRY_OBJ(e) == NULL && e->count == 0
             && e->dead != 2)
         {
             e->dead = 2;
-            free_block(p, e->block);
+            free_block(p, ENTRY_BLOCK(e));
         }
     }
     PyMem_RawFree(st->entries);
@@ -848,22 +846,22 @@ check_counts(PoolObject *p, repair_state *st)
     st->undone = 1;
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->obj != NULL && e->dead != 2) {
-            (void)_PyStorage_VisitSlots(e->obj, count_slot, st);
+        if (ENTRY_OBJ(e) != NULL && e->dead != 2) {
+            (void)_PyStorage_VisitSlots(ENTRY_OBJ(e), count_slot, st);
         }
     }
     (void)_PyPmem_VisitRoots(p, st->lo, count_slot, st);
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->obj == NULL || e->dead == 2) {
+        if (ENTRY_OBJ(e) == NULL || e->dead == 2) {
             continue;
         }
         Py_ssize_t expected = Py_MAX(e->dram + e->count, 0);
-        if (Py_REFCNT(e->obj) != expected) {
+        if (Py_REFCNT(ENTRY_OBJ(e)) != expected) {
             fprintf(stderr, "pmem undo: a %s object at %p has %zd "
                     "references after the undo; the whole pool counts %zd "
-                    "(%zd from DRAM)%s\n", Py_TYPE(e->obj)->tp_name,
-                    (void *)e->obj, Py_REFCNT(e->obj), expected, e->dram,
+                    "(%zd from DRAM)%s\n", Py_TYPE(ENTRY_OBJ(e))->tp_name,
+                    (void *)ENTRY_OBJ(e), Py_REFCNT(ENTRY_OBJ(e)), expected, e->dram,
                     e->dead ? ", brought back" : "");
             Py_FatalError("PYTHONPMEMCHECKUNDO: the undo's counts differ "
                           "from the whole pool's");
