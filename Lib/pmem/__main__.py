@@ -9,6 +9,11 @@
     python -m pmem copy SRC DST [--wait SECONDS]
                                         a copy of the pool, which opens
                                         beside its original
+    python -m pmem gc PATH              free what nothing reaches
+
+    --progress / --no-progress (before the command): show how far the
+    long passes (an open, a collection) are, on stderr; by default when
+    stderr is a terminal.
 
 info, check and dump never change the file: they read a copy of it.
 Opening a pool repairs what a crash left (an interrupted transaction, an
@@ -53,6 +58,7 @@ import sys
 import tempfile
 import types
 
+import _pmem
 import pmem
 
 
@@ -256,8 +262,49 @@ def parse_size(text):
     return int(number) * _UNITS[unit]
 
 
+def gc(args):
+    pool = pmem.open(args.path, create=False)
+    freed = pool.gc()
+    _progress_done()
+    print(f"{args.path}: {freed:,} unreachable objects freed")
+    return 0
+
+
+class Progress:
+    """What a long pass of the pool has done, on one line of stream,
+    rewritten as it goes (_pmem._set_progress() calls it)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.width = 0
+
+    def __call__(self, what, done, total):
+        line = f"{what}: {done:,} of {total:,}"
+        if total:
+            line += f" ({100 * done // total}%)"
+        self.stream.write("\r" + line.ljust(self.width))
+        self.stream.flush()
+        self.width = len(line)
+
+    def close(self):
+        if self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
+
+
+_progress = None
+
+
+def _progress_done():
+    """Clear the progress line, before a command prints."""
+    if _progress is not None:
+        _progress.close()
+
+
 def grow(args):
     old, new = pmem.grow(args.path, args.size)
+    _progress_done()
     if old == new:
         print(f"{args.path}: already {new:,} bytes, nothing to do")
     else:
@@ -267,6 +314,7 @@ def grow(args):
 
 def copy_pool(args):
     size = pmem.copy(args.src, args.dst, wait=args.wait)
+    _progress_done()
     print(f"{args.src}: copied to {args.dst} ({size:,} bytes)")
     return 0
 
@@ -286,6 +334,9 @@ def parse_wait(text):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m pmem",
                                      description=__doc__.splitlines()[0])
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                        help="show how far long passes are, on stderr "
+                             "(default: when it is a terminal)")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("info", help="size, free space, objects")
     p.add_argument("path")
@@ -311,12 +362,28 @@ def main(argv=None):
                    help="how long to wait for a process that has SRC open "
                         "for writing to close it (default 1; inf: for "
                         "ever)")
+    p = commands.add_parser("gc", help="free what nothing reaches")
+    p.add_argument("path")
     args = parser.parse_args(argv)
-    if args.command in ("grow", "copy"):
+    global _progress
+    show = (args.progress if args.progress is not None
+            else sys.stderr.isatty())
+    _progress = Progress(sys.stderr) if show else None
+    _pmem._set_progress(_progress)
+    try:
+        return _run(args)
+    finally:
+        _pmem._set_progress(None)
+        _progress_done()
+
+
+def _run(args):
+    if args.command in ("grow", "copy", "gc"):
         try:
-            return (grow(args) if args.command == "grow"
-                    else copy_pool(args))
+            return {"grow": grow, "copy": copy_pool, "gc": gc}[
+                args.command](args)
         except (pmem.PoolError, OSError) as exc:
+            _progress_done()
             print(f"python -m pmem {args.command}: {exc}", file=sys.stderr)
             return 1
     run = {"info": info, "check": check, "dump": dump}[args.command]
@@ -324,10 +391,12 @@ def main(argv=None):
         with read_only_copy(args.path) as copy:
             try:
                 pool = pmem.open(copy, create=False)
+                _progress_done()
                 return run(pool, args)
             except BrokenPipeError:
                 raise
             except Exception as exc:
+                _progress_done()
                 # What the copy says, said of the pool.
                 message = str(exc).replace(copy, args.path)
                 if args.command == "check":
@@ -339,6 +408,7 @@ def main(argv=None):
     except BrokenPipeError:
         raise
     except (pmem.PoolError, OSError) as exc:
+        _progress_done()
         print(f"python -m pmem {args.command}: {exc}", file=sys.stderr)
         return 1
 

@@ -128,6 +128,28 @@ _PyPmem_MarkPush(mark_state *ms, PyObject *op)
     return 0;
 }
 
+/* --- progress ------------------------------------------------------------ */
+
+/* What python -m pmem shows of the long passes on a terminal: a callable
+   (set by _pmem._set_progress()), or NULL. */
+PyObject *_PyPmem_ProgressFunc = NULL;
+
+void
+_PyPmem_ReportProgress(const char *what, size_t done, size_t total)
+{
+    /* A display: what it raises is dropped, and it is not called again
+       (the pass goes on as it would without it). */
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *r = PyObject_CallFunction(_PyPmem_ProgressFunc, "snn", what,
+                                        (Py_ssize_t)done, (Py_ssize_t)total);
+    if (r == NULL) {
+        PyErr_Clear();
+        Py_CLEAR(_PyPmem_ProgressFunc);
+    }
+    Py_XDECREF(r);
+    PyErr_SetRaisedException(exc);
+}
+
 /* --- the objects -------------------------------------------------------- */
 
 /* The objects that a pool's root holds, with the type each must have. */

@@ -122,6 +122,21 @@ done:
     return result;
 }
 
+/* _set_progress(func): call func(what, done, total) as the long passes
+   (open, pool.gc()) go on, every 65536 items; None: stop. */
+static PyObject *
+set_progress(PyObject *module, PyObject *func)
+{
+    if (func != Py_None && !PyCallable_Check(func)) {
+        PyErr_SetString(PyExc_TypeError, "_set_progress(func): func must "
+                        "be callable or None");
+        return NULL;
+    }
+    Py_XSETREF(_PyPmem_ProgressFunc, func == Py_None ? NULL
+                                                     : Py_NewRef(func));
+    Py_RETURN_NONE;
+}
+
 /* For tests: the allocations of pool as the heap walk lists them, and as
    libpmemobj does: a list of (offset, type number) pairs each. */
 static PyObject *
@@ -235,6 +250,10 @@ static PyMethodDef module_methods[] = {
     {"_check_pool", check_pool, METH_O,
      "_check_pool(path): what pmem.open() checks before its pass over the "
      "objects, raised as it raises it (for pmem.grow())."},
+    {"_set_progress", set_progress, METH_O,
+     "_set_progress(func): call func(what, done, total) as the long "
+     "passes of an open and of pool.gc() go on (every 65536 items); None "
+     "stops (python -m pmem shows it on a terminal)."},
     {"_heap_listings", heap_listings, METH_O,
      "For tests: _heap_listings(pool): the pool's allocations, as "
      "(offset, type number) pairs, read from the heap's metadata and "

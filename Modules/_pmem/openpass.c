@@ -439,6 +439,7 @@ check_pointers(open_state *st, struct pool_root *root, char *target)
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
         PyObject *op = ENTRY_OBJ(e);
+        _PyPmem_Progress("pointers", i + 1, st->mask + 1);
         if (op != NULL && e->broken == 0
             && _PyStorage_CheckSlots(op, check_slot, st) != 0)
         {
@@ -490,6 +491,7 @@ static void
 set_builtin_types(open_state *st, alloc_item *items, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
+        _PyPmem_Progress("types", i + 1, n);
         char *block = items[i].block;
         uint64_t code = items[i].code;
         if (code == POOL_TABLE) {
@@ -570,8 +572,10 @@ mark_from_roots(open_state *st, mark_state *ms)
         }
     }
     int err = _PyPmem_VisitRoots(p, st->lo, mark_slot, ms);
+    size_t marked = 0;
     while (ms->depth > 0 && !err) {
         PyObject *op = ms->stack[--ms->depth];
+        _PyPmem_Progress("reachable", ++marked, st->count);
         err = _PyStorage_VisitSlots(op, mark_slot, ms);
     }
     if (err < 0) {
@@ -634,6 +638,7 @@ rehash_kept(open_state *st, mark_state *ms)
     int ok = rehash_frozensets(st, ms) == 0;
     for (size_t i = 0; i <= st->mask && ok; i++) {
         alloc_entry *e = &st->entries[i];
+        _PyPmem_Progress("hash tables", i + 1, st->mask + 1);
         if (e->mark && ENTRY_OBJ(e) != NULL && _PyStorage_Rehash(ENTRY_OBJ(e)) < 0) {
             ok = 0;
         }
@@ -678,6 +683,7 @@ _PyPmem_OpenPass(PoolObject *p)
         PyMem_RawFree(items);
         return -1;
     }
+    st.count = n;
     int r = -1;
     mark_state ms = {.st = &st};
     set_builtin_types(&st, items, n);

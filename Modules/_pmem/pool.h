@@ -509,6 +509,20 @@ extern const struct pool_root_field _PyPmem_RootFields[POOL_NROOTS];
 
 /* heap.c: the allocations, the root's objects, letting go of garbage,
    and the transaction's lists of blocks */
+extern PyObject *_PyPmem_ProgressFunc;
+void _PyPmem_ReportProgress(const char *what, size_t done, size_t total);
+
+/* A long pass has done done items of total, in its step what: told to
+   the progress callable, if any, every 65536 items and at the end. */
+static inline void
+_PyPmem_Progress(const char *what, size_t done, size_t total)
+{
+    if (_PyPmem_ProgressFunc != NULL
+        && ((done & 0xFFFF) == 0 || done == total))
+    {
+        _PyPmem_ReportProgress(what, done, total);
+    }
+}
 alloc_item *_PyPmem_ListAllocations(PoolObject *p, size_t *pn);
 alloc_item *_PyPmem_ListByLibpmemobj(PoolObject *p, size_t *pn);
 int _PyPmem_FreeSpace(PoolObject *p, size_t *pfree, size_t *plargest);

@@ -597,7 +597,9 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
     if (_PyPmem_VisitRoots(self, st->lo, gc_mark_slot, &ms) < 0) {
         goto done;
     }
+    size_t marked = 0;
     while (ms.depth > 0) {
+        _PyPmem_Progress("reachable", ++marked, (size_t)left);
         if (_PyStorage_VisitSlots(ms.stack[--ms.depth], gc_mark_slot,
                                   &ms) < 0)
         {

@@ -147,6 +147,7 @@ _PyPmem_RepairPrepare(PoolObject *p, size_t from, size_t made_from)
     }
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
+        _PyPmem_Progress("references", i + 1, st->mask + 1);
         if (ENTRY_OBJ(e) != NULL && !e->dead) {
             (void)_PyStorage_VisitSlots(ENTRY_OBJ(e), count_slot, st);
         }

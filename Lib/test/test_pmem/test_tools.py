@@ -71,6 +71,25 @@ class ToolTests(unittest.TestCase):
         self.assertRegex(proc.stdout, rf"^{self.path}: ok, [\d,]+ objects "
                                       rf"read\n$")
 
+    def test_progress(self):
+        # The long passes say how far they are, on stderr, when asked
+        # (a terminal asks by default; a pipe does not).  The pool has
+        # about 10,000 objects: a line every 65536 items and at each
+        # step's end.
+        proc = self.cli("--progress", "check", self.path)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        # (text mode reads each "\r" as a new line)
+        lines = [line.strip() for line in proc.stderr.splitlines()]
+        for step in ("types", "pointers", "hash tables"):
+            self.assertTrue(any(line.startswith(f"{step}: ") and
+                                line.endswith("(100%)") for line in lines),
+                            (step, proc.stderr))
+        self.assertRegex(proc.stdout, rf"^{self.path}: ok, ")
+        for args in (("check",), ("--no-progress", "check")):
+            with self.subTest(args=args):
+                proc = self.cli(*args, self.path)
+                self.assertEqual(proc.stderr, "")
+
     def test_dump_one_name_to_a_depth(self):
         self.assertEqual(self.cli("dump", self.path, "count").stdout,
                          "2000\n")
@@ -127,6 +146,29 @@ class ToolTests(unittest.TestCase):
             self.assertIn("open in another process", proc.stderr)
         finally:
             holder.communicate("")
+
+
+class CollectTests(PoolTestCase):
+
+    def test_gc(self):
+        # python -m pmem gc collects in place (the open itself frees what
+        # a crash left: the count is what the collection found then).
+        assert_python_ok("-c", textwrap.dedent(f"""
+            import pmem
+            pool = pmem.open({self.path!r}, size={SIZE})
+            pool.ns.kept = [1, 2]
+            """), **FAST_FLUSH)
+        proc = subprocess.run([sys.executable, "-m", "pmem", "gc",
+                               self.path], env=ENV, capture_output=True,
+                              text=True)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertRegex(proc.stdout, rf"^{self.path}: [\d,]+ unreachable "
+                                      rf"objects freed\n$")
+        proc = subprocess.run([sys.executable, "-m", "pmem", "gc",
+                               os.path.join(self.dir, "missing.pool")],
+                              env=ENV, capture_output=True, text=True)
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("python -m pmem gc: ", proc.stderr)
 
 
 class CommandLineTests(PoolTestCase):
