@@ -259,6 +259,54 @@ check_lanes(const char *pool, uint64_t size, char *why, size_t whylen)
     return 0;
 }
 
+/* The heap of the pool at pool (size bytes, the descriptor in it): its
+   start, and its size in *psize; NULL when its offset does not leave
+   room for a heap (*bad_header 0) or its header is not one of heap format
+   1.0 with 256 KiB chunks (*bad_header 1). */
+static const char *
+find_heap(const char *pool, size_t size, uint64_t *psize, int *bad_header)
+{
+    uint64_t heap_offset;
+    *bad_header = 0;
+    if (size < DESC_HEAP_OFFSET + sizeof(heap_offset)) {
+        return NULL;
+    }
+    memcpy(&heap_offset, pool + DESC_HEAP_OFFSET, sizeof(heap_offset));
+    if (heap_offset % 8 != 0 || heap_offset > size
+        || size - heap_offset < HEAP_HEADER_SIZE + ZONE_MIN_SIZE)
+    {
+        return NULL;
+    }
+    const char *heap = pool + heap_offset;
+    const struct heap_header *hh = (const struct heap_header *)heap;
+    if (memcmp(hh->signature, HEAP_SIGNATURE, sizeof(HEAP_SIGNATURE)) != 0
+        || hh->major != HEAP_MAJOR || hh->chunksize != CHUNKSIZE
+        || hh->chunks_per_zone != MAX_CHUNK)
+    {
+        *bad_header = 1;
+        return NULL;
+    }
+    *psize = size - heap_offset;
+    return heap;
+}
+
+/* The zones, laid out as libpmemobj does (heap_max_zone(),
+   get_zone_size_idx()): every zone but the last holds MAX_CHUNK chunks;
+   the last holds those that fit.  Zone z of heap, of which *left bytes
+   are left (from the zones' start: heap_size - HEAP_HEADER_SIZE), with
+   room for *room chunks; *left is what follows it.  NULL past the last. */
+static const char *
+next_zone(const char *heap, unsigned int z, uint64_t *left, uint64_t *room)
+{
+    if (*left < ZONE_MIN_SIZE) {
+        return NULL;
+    }
+    *room = *left >= ZONE_MAX_SIZE ? MAX_CHUNK
+                                   : (*left - ZONE_META_SIZE) / CHUNKSIZE;
+    *left -= *left >= ZONE_MAX_SIZE ? ZONE_MAX_SIZE : *left;
+    return heap + HEAP_HEADER_SIZE + z * ZONE_MAX_SIZE;
+}
+
 int
 _PyPmem_CheckHeap(const void *base, size_t size, char *why, size_t whylen)
 {
@@ -271,36 +319,26 @@ _PyPmem_CheckHeap(const void *base, size_t size, char *why, size_t whylen)
     if (check_lanes(pool, size, why, whylen) < 0) {
         return -1;
     }
-    memcpy(&heap_offset, pool + DESC_HEAP_OFFSET, sizeof(heap_offset));
-    if (heap_offset % 8 != 0 || heap_offset > size
-        || size - heap_offset < HEAP_HEADER_SIZE + ZONE_MIN_SIZE)
-    {
+    uint64_t heap_size;
+    int bad_header;
+    const char *heap = find_heap(pool, size, &heap_size, &bad_header);
+    if (heap == NULL && !bad_header) {
+        memcpy(&heap_offset, pool + DESC_HEAP_OFFSET, sizeof(heap_offset));
         snprintf(why, whylen, "the heap's offset %" PRIu64 " does not "
                  "leave room for a heap in %zu bytes", heap_offset, size);
         return -1;
     }
-    const char *heap = pool + heap_offset;
-    uint64_t heap_size = size - heap_offset;
-    const struct heap_header *hh = (const struct heap_header *)heap;
-    if (memcmp(hh->signature, HEAP_SIGNATURE, sizeof(HEAP_SIGNATURE)) != 0
-        || hh->major != HEAP_MAJOR || hh->chunksize != CHUNKSIZE
-        || hh->chunks_per_zone != MAX_CHUNK)
-    {
+    if (heap == NULL) {
         snprintf(why, whylen, "the heap header is not one of heap format "
                  "%d with chunks of %" PRIu64 " bytes", HEAP_MAJOR,
                  CHUNKSIZE);
         return -1;
     }
-
-    /* The zones, laid out as libpmemobj does (heap_max_zone(),
-       get_zone_size_idx()): every zone but the last holds MAX_CHUNK
-       chunks; the last holds those that fit. */
-    uint64_t left = heap_size - HEAP_HEADER_SIZE;
-    for (unsigned int z = 0; left >= ZONE_MIN_SIZE; z++) {
-        const char *zone = heap + HEAP_HEADER_SIZE + z * ZONE_MAX_SIZE;
-        uint64_t room = left >= ZONE_MAX_SIZE
-                        ? MAX_CHUNK : (left - ZONE_META_SIZE) / CHUNKSIZE;
-        left -= left >= ZONE_MAX_SIZE ? ZONE_MAX_SIZE : left;
+    uint64_t left = heap_size - HEAP_HEADER_SIZE, room;
+    const char *zone;
+    for (unsigned int z = 0; (zone = next_zone(heap, z, &left, &room));
+         z++)
+    {
         const struct zone_header *zh = (const struct zone_header *)zone;
         if (zh->magic == 0) {
             continue;       /* libpmemobj initialises it when it needs it */
@@ -453,28 +491,17 @@ int
 _PyPmem_WalkHeap(const void *base, size_t size, _PyPmem_BlockVisitor visit,
                  void *arg)
 {
-    const char *pool = base;
-    uint64_t heap_offset;
-    memcpy(&heap_offset, pool + DESC_HEAP_OFFSET, sizeof(heap_offset));
-    if (heap_offset % 8 != 0 || heap_offset > size
-        || size - heap_offset < HEAP_HEADER_SIZE + ZONE_MIN_SIZE)
-    {
+    uint64_t heap_size;
+    int bad_header;
+    const char *heap = find_heap(base, size, &heap_size, &bad_header);
+    if (heap == NULL) {
         return -1;
     }
-    const char *heap = pool + heap_offset;
-    const struct heap_header *hh = (const struct heap_header *)heap;
-    if (memcmp(hh->signature, HEAP_SIGNATURE, sizeof(HEAP_SIGNATURE)) != 0
-        || hh->major != HEAP_MAJOR || hh->chunksize != CHUNKSIZE
-        || hh->chunks_per_zone != MAX_CHUNK)
+    uint64_t left = heap_size - HEAP_HEADER_SIZE, room;
+    const char *zone;
+    for (unsigned int z = 0; (zone = next_zone(heap, z, &left, &room));
+         z++)
     {
-        return -1;
-    }
-    uint64_t left = size - heap_offset - HEAP_HEADER_SIZE;
-    for (unsigned int z = 0; left >= ZONE_MIN_SIZE; z++) {
-        const char *zone = heap + HEAP_HEADER_SIZE + z * ZONE_MAX_SIZE;
-        uint64_t room = left >= ZONE_MAX_SIZE
-                        ? MAX_CHUNK : (left - ZONE_META_SIZE) / CHUNKSIZE;
-        left -= left >= ZONE_MAX_SIZE ? ZONE_MAX_SIZE : left;
         const struct zone_header *zh = (const struct zone_header *)zone;
         if (zh->magic == 0) {
             continue;
