@@ -46,6 +46,8 @@ _PyPmem_ListAllocations(PoolObject *p, size_t *pn)
         return _PyPmem_ListByLibpmemobj(p, pn);
     }
 #ifdef Py_DEBUG
+    /* (An abort lists with its exception set: it is kept.) */
+    PyObject *exc = PyErr_GetRaisedException();
     size_t n;
     alloc_item *check = _PyPmem_ListByLibpmemobj(p, &n);
     if (check != NULL) {
@@ -58,6 +60,7 @@ _PyPmem_ListAllocations(PoolObject *p, size_t *pn)
         PyMem_RawFree(check);
     }
     PyErr_Clear();
+    PyErr_SetRaisedException(exc);
 #endif
     *pn = l.n;
     return l.items != NULL ? l.items : PyMem_RawMalloc(1);

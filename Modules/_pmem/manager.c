@@ -702,9 +702,9 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     int full = 0;
     undo_state *repair = NULL;
     /* The frees are the transaction's last changes.  More than the log
-       can hold (a big container deleted) are made after the commit, one
-       by one: the blocks are garbage by then, which the next open would
-       free if the process died first. */
+       can hold (a big container deleted) are made after the commit, in
+       batches (free_later()): the blocks are garbage by then, which the
+       next open would free if the process died first. */
     int free_after = p->ntxfreed > LOG_RESERVE_INTENTS;
     /* The reservations of blocks that the transaction also freed: neither
        published nor freed by the commit, cancelled after it. */
