@@ -204,6 +204,21 @@ _PyStorage_Dealloc(PyObject *op)
     return _PyStorage_ACTIVE_FOR(op) ? _PyStorage_DeallocSlow(op) : 0;
 }
 
+/* Run call, an operation on op made by op's deallocator (a deque's
+   clear), keeping the exception that is set: the operation would take
+   it for its own failure, and undo itself and explain it. */
+#define _PyStorage_KEEP_EXCEPTION(op, call) \
+    do { \
+        if (_PyStorage_ACTIVE_FOR(op)) { \
+            PyObject *_py_storage_exc = PyErr_GetRaisedException(); \
+            call; \
+            PyErr_SetRaisedException(_py_storage_exc); \
+        } \
+        else { \
+            call; \
+        } \
+    } while (0)
+
 /* The cycle collector counts this many references to op that no object
    of the collected generations holds: 1 keeps op, and what it reaches,
    alive through the collection, when its manager does not let its
