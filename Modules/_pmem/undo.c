@@ -332,13 +332,17 @@ _PyPmem_RepairFinish(PoolObject *p, repair_state *st)
    after, the references that these hold: a W object ("written"), one
    the transaction (or the savepoint's block) touched, made or freed.
 
-     - A touched list, dict or set whose table pointer the transaction
-       did not log keeps its table: only its items in the logged ranges
-       are counted (_PyStorage_VisitSlotsIn()), and the items that a
-       change of a list's size alone made live or not (a pop writes no
-       item), whose memory the undo leaves as it is.  Every other W
-       object is counted whole: they are small, or were made or freed by
-       the transaction, which wrote them whole.
+     - A touched list, dict or set that keeps its table (its table
+       pointer was not logged, or points to a table from before the
+       transaction: add_w()) is counted in part: its items in the logged
+       ranges (_PyStorage_VisitSlotsIn()), and the items that a change
+       of a list's size alone made live or not (count_list_tail()),
+       whose memory the undo leaves as it is.  Every other W object is
+       counted whole: they are small, or were made or freed by the
+       transaction, which wrote them whole.
+     - What the transaction wrote into the large blocks it made is not
+       logged (manager.c, in_made()) and stays after the undo; the counts
+       read each block as it is, before and after, either way.
      - An object's count afterwards is its count before, minus the
        references that W held before the undo, plus those it holds after
        (the references of every other object are the same memory before
