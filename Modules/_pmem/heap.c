@@ -229,6 +229,15 @@ block_list_append(char ***plist, size_t *pn, size_t *pallocated,
    transaction commits (the frees are part of it), and comes back if the
    transaction, or the nested block that freed it, is undone.  0, or -1
    when out of memory. */
+/* Room for one more block in the transaction's frees, so that the next
+   _PyPmem_RecordFree() cannot fail.  0, or -1 when out of memory. */
+int
+_PyPmem_RoomForFree(PoolObject *p)
+{
+    return _PyPmem_Reserve(&p->txfreed, &p->txfreed_allocated,
+                           p->ntxfreed + 1, sizeof(char *), 64);
+}
+
 int
 _PyPmem_RecordFree(PoolObject *p, char *block)
 {

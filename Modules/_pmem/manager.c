@@ -309,12 +309,47 @@ in_made(PoolObject *p, const char *addr, size_t size)
     return 0;
 }
 
+/* The block of p's i-th reservation. */
+static inline char *
+reserved_block(PoolObject *p, size_t i)
+{
+    return (char *)p->pop + p->reserved[i].heap.offset;
+}
+
+/* A block made in p's transaction, of size bytes (and room more, when
+   that fits), type code code: reserved, holding the first copy bytes at
+   from and zeros after them (written here, not by libpmemobj, which
+   would persist them: the commit flushes every block the transaction
+   made, and the next open frees unread one that nothing reaches),
+   recorded.  NULL when it does not fit (the size remembered) or out of
+   memory. */
+static char *
+made_block(PoolObject *p, size_t size, size_t room, uint64_t code,
+           const void *from, size_t copy)
+{
+    char *block = room == 0 ? NULL : pool_reserve(p, size + room, code, 0);
+    if (block == NULL && (block = pool_reserve(p, size, code, 0)) == NULL) {
+        return NULL;
+    }
+    if (_PyPmem_RecordMade(p, block) < 0) {
+        pmemobj_cancel(p->pop, &p->reserved[--p->nreserved], 1);
+        return NULL;
+    }
+    size_t usable = pmemobj_alloc_usable_size(pmemobj_oid(block));
+    if (copy > 0) {
+        memcpy(block, from, copy);
+    }
+    memset(block + copy, 0, usable - copy);
+    note_made(p, block, usable);
+    return block;
+}
+
 /* Is block one of p's reservations from the from-th on? */
 static int
 is_cancelled(PoolObject *p, const char *block, size_t from)
 {
     for (size_t i = from; i < p->nreserved; i++) {
-        if ((char *)p->pop + p->reserved[i].heap.offset == block) {
+        if (reserved_block(p, i) == block) {
             return 1;
         }
     }
@@ -331,7 +366,7 @@ freed_reservations(PoolObject *p)
     for (size_t i = 0; i < p->ntxfreed && n < p->nreserved; i++) {
         char *block = p->txfreed[i];
         for (size_t j = 0; j < p->nreserved - n; j++) {
-            if ((char *)p->pop + p->reserved[j].heap.offset == block) {
+            if (reserved_block(p, j) == block) {
                 struct pobj_action act = p->reserved[j];
                 size_t last = p->nreserved - n - 1;
                 p->reserved[j] = p->reserved[last];
@@ -365,21 +400,7 @@ _PyPmem_Alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
        open (or pool.gc()) frees it.  Inside a transaction, reserved: the
        same, made durable with the commit (or a batch). */
     if (_PyPmem_InMyTransaction(p)) {
-        /* Zeroed here, not by libpmemobj, which persists the zeros: the
-           commit flushes the block (an unreachable block is freed unread
-           by the next open, whatever it holds). */
-        char *block = pool_reserve(p, size, code, 0);
-        if (block == NULL) {
-            return NULL;
-        }
-        size_t usable = pmemobj_alloc_usable_size(pmemobj_oid(block));
-        memset(block, 0, usable);
-        if (_PyPmem_RecordMade(p, block) < 0) {
-            pmemobj_cancel(p->pop, &p->reserved[--p->nreserved], 1);
-            return NULL;
-        }
-        note_made(p, block, usable);
-        return block;
+        return made_block(p, size, 0, code, NULL, 0);
     }
     if (pool_xalloc(p, &oid, size, code, POBJ_XALLOC_ZERO, NULL, NULL) < 0) {
         return NULL;
@@ -436,36 +457,22 @@ _PyPmem_Realloc(PyStorageManager *sm, void *ptr, size_t size)
        undo can bring it back (pmemobj_tx_realloc() would free it for
        good); else at once (what no longer points to it after a crash in
        between, the next open frees). */
+    size_t copy = old < size ? old : size;
+    size_t room = size > old && size > ALLOC_ROOM_FROM ? size / 2 : 0;
     if (_PyPmem_InMyTransaction(p)) {
-        if (pmemobj_tx_stage() != TX_STAGE_WORK) {
+        if (pmemobj_tx_stage() != TX_STAGE_WORK
+            || _PyPmem_RoomForFree(p) < 0)
+        {
             return NULL;
         }
-        /* Reserved, with the old contents (flushed by the commit, as
-           every block the transaction makes). */
-        size_t room = size > old && size > ALLOC_ROOM_FROM ? size / 2 : 0;
-        char *block = room == 0 ? NULL : pool_reserve(p, size + room, code, 0);
-        if (block == NULL && (block = pool_reserve(p, size, code, 0)) == NULL) {
-            return NULL;
+        char *block = made_block(p, size, room, code, ptr, copy);
+        if (block != NULL) {
+            (void)_PyPmem_RecordFree(p, ptr);     /* has room */
         }
-        size_t copy = old < size ? old : size;
-        size_t usable = pmemobj_alloc_usable_size(pmemobj_oid(block));
-        memcpy(block, ptr, copy);
-        memset(block + copy, 0, usable - copy);
-        if (_PyPmem_RecordMade(p, block) < 0) {
-            pmemobj_cancel(p->pop, &p->reserved[--p->nreserved], 1);
-            return NULL;
-        }
-        if (_PyPmem_RecordFree(p, ptr) < 0) {
-            p->ntxmade--;
-            pmemobj_cancel(p->pop, &p->reserved[--p->nreserved], 1);
-            return NULL;
-        }
-        note_made(p, block, usable);
         return block;
     }
-    copy_arg arg = {ptr, old < size ? old : size};
+    copy_arg arg = {ptr, copy};
     PMEMoid moved;
-    size_t room = size > old && size > ALLOC_ROOM_FROM ? size / 2 : 0;
     if ((room == 0 || pool_xalloc(p, &moved, size + room, code, 0,
                                   copy_constructor, &arg) < 0)
         && pool_xalloc(p, &moved, size, code, 0, copy_constructor, &arg) < 0)

@@ -533,6 +533,7 @@ PyObject *_PyPmem_Root(PoolObject *p, char *lo, int index);
 int _PyPmem_VisitRoots(PoolObject *p, char *lo, _PyStorage_SlotVisitor visit,
                        void *arg);
 int _PyPmem_LetGo(PyObject *op, _PyStorage_SlotVisitor release, void *arg);
+int _PyPmem_RoomForFree(PoolObject *p);
 int _PyPmem_RecordFree(PoolObject *p, char *block);
 int _PyPmem_RecordMade(PoolObject *p, char *block);
 

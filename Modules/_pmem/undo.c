@@ -501,7 +501,8 @@ add_w(undo_state *u, PyObject *op)
     while (PyType_HasFeature(base, Py_TPFLAGS_HEAPTYPE)) {
         base = base->tp_base;
     }
-    void **table;
+    void **table = NULL;
+    void *inside = NULL;          /* a table in the object itself */
     if (base == &PyList_Type) {
         table = (void **)&((PyListObject *)op)->ob_item;
     }
@@ -510,9 +511,7 @@ add_w(undo_state *u, PyObject *op)
     }
     else if (base == &PySet_Type || base == &PyFrozenSet_Type) {
         table = (void **)&((PySetObject *)op)->table;
-    }
-    else {
-        table = NULL;
+        inside = ((PySetObject *)op)->smalltable;
     }
     w->whole = dead || (e->flags & U_MADE) || table == NULL;
     if (!w->whole && _PyStorage_InRanges(u->ranges, u->nranges, table)) {
@@ -525,7 +524,7 @@ add_w(undo_state *u, PyObject *op)
         char *t = *table;
         undo_entry *te = t == NULL || t < u->lo || t >= u->hi
                          ? NULL : undo_find(u, t);
-        w->whole = te == NULL || t == (char *)((PySetObject *)op)->smalltable
+        w->whole = te == NULL || t == inside
                    || (te->key == t && (te->flags & U_MADE));
     }
     if (!w->whole) {
