@@ -16,6 +16,9 @@ static int
 list_block(char *block, uint64_t type_num, void *arg)
 {
     listing *l = (listing *)arg;
+    if (type_num == POOL_LOG) {
+        return 0;                 /* the log's (log.c) */
+    }
     if (_PyPmem_RESERVE(l->items, l->allocated, l->n + 1, 1024) < 0) {
         return 1;
     }
@@ -89,6 +92,9 @@ _PyPmem_ListByLibpmemobj(PoolObject *p, size_t *pn)
             return NULL;
         }
         last = block;
+        if (pmemobj_type_num(oid) == POOL_LOG) {
+            continue;
+        }
         if (_PyPmem_RESERVE(items, allocated, n + 1, 1024) < 0) {
             PyMem_RawFree(items);
             PyErr_NoMemory();
@@ -208,6 +214,129 @@ _PyPmem_LetGo(PyObject *op, _PyStorage_SlotVisitor release, void *arg)
     }
     _PyStorage_ForgetObject(op);
     return r;
+}
+
+/* --- allocation classes --------------------------------------------------
+
+   libpmemobj's own allocation classes suit pools of many gigabytes: a
+   class for every 5% of size up to 384 KiB, each making runs of up to 16
+   chunks (4 MiB; a chunk is 256 KiB), and a run stays with its class
+   while the pool is open, empty or not.  A container that grows by an
+   eighth at each resize meets a new class at each one and leaves a run
+   behind in each: a 64 MiB pool was full with 250 KB of objects.  So a
+   pool registers classes of its own each time it opens (they are not
+   recorded in the file, and the blocks of other classes stay readable)
+   and allocates with them:
+
+     up to 128 bytes      a class every 16 bytes
+     up to 4 KiB          four classes per doubling (at most a fifth lost)
+     up to ~248 KiB       one class of 4 KiB units: a block is as many
+                          units as it needs, in runs of one chunk
+     up to ~2.6 MiB       one class of 64 KiB units, runs of ~2.6 MiB
+     larger               libpmemobj's own: whole chunks
+
+   every class but the last with runs of one chunk.  A class left empty
+   keeps a chunk at most; the 40 classes together about 10 MiB when each
+   has had a block and none is empty, which are reused by their sizes. */
+
+#define ALLOC_PAGE 4096
+#define ALLOC_BIG_UNIT (64 << 10)
+
+/* Register the class of unit bytes, units a run (about), or find it
+   registered already (by an earlier open of a pool in this process, or
+   among libpmemobj's own).  Its id, or -1 with PoolError set; *nunits:
+   how many units its runs have. */
+static int
+register_class(PoolObject *p, size_t unit, unsigned units, size_t *nunits)
+{
+    struct pobj_alloc_class_desc desc = {
+        .unit_size = unit, .alignment = 0, .units_per_block = units,
+        .header_type = POBJ_HEADER_COMPACT,
+    };
+    if (pmemobj_ctl_set(p->pop, "heap.alloc_class.new.desc", &desc) == 0) {
+        *nunits = desc.units_per_block;
+        return (int)desc.class_id;
+    }
+    /* A class of the same unit and run size exists. */
+    for (int id = 1; id < 255; id++) {
+        struct pobj_alloc_class_desc known;
+        char query[48];
+        PyOS_snprintf(query, sizeof(query), "heap.alloc_class.%d.desc", id);
+        if (pmemobj_ctl_get(p->pop, query, &known) == 0
+            && known.unit_size == unit
+            && known.header_type == POBJ_HEADER_COMPACT)
+        {
+            *nunits = known.units_per_block;
+            return id;
+        }
+    }
+    _PyPmem_SetError(p->error, p->path,
+                     "cannot register an allocation class in pool");
+    return -1;
+}
+
+int
+_PyPmem_RegisterClasses(PoolObject *p)
+{
+    struct alloc_classes *ac = &p->classes_of_sizes;
+    const size_t chunk = 256 << 10;
+    size_t prev = 0, n;
+    for (size_t unit = 16; unit <= ALLOC_SMALL_MAX; ) {
+        int id = register_class(p, unit, (unsigned)((chunk - 1024) / unit),
+                                &n);
+        if (id < 0) {
+            return -1;
+        }
+        for (size_t i = prev / 16 + 1; i <= unit / 16; i++) {
+            ac->small[i] = (uint8_t)id;
+        }
+        prev = unit;
+        if (unit < 128) {
+            unit += 16;
+        }
+        else {
+            /* Four steps per doubling: 160, 192, 224, 256, 320... */
+            size_t pow2 = 128;
+            while (pow2 * 2 <= unit) {
+                pow2 *= 2;
+            }
+            unit += pow2 / 4;
+        }
+    }
+    ac->small[0] = ac->small[1];
+    int id = register_class(p, ALLOC_PAGE, (unsigned)((chunk - 1024)
+                                                      / ALLOC_PAGE), &n);
+    if (id < 0) {
+        return -1;
+    }
+    /* A block's units are within one word of the run's bitmap. */
+    ac->pages = (uint8_t)id;
+    ac->pages_max = Py_MIN(n, 64) * ALLOC_PAGE;
+    id = register_class(p, ALLOC_BIG_UNIT, 40, &n);
+    if (id < 0) {
+        return -1;
+    }
+    ac->chunks = (uint8_t)id;
+    ac->chunks_max = Py_MIN(n, 64) * ALLOC_BIG_UNIT;
+    return 0;
+}
+
+/* The flags of pmemobj_xalloc() for a block of size bytes in p. */
+uint64_t
+_PyPmem_ClassFlags(PoolObject *p, size_t size)
+{
+    const struct alloc_classes *ac = &p->classes_of_sizes;
+    size_t need = size + ALLOC_HEADER;
+    if (need <= ALLOC_SMALL_MAX) {
+        return POBJ_CLASS_ID(ac->small[(need + 15) / 16]);
+    }
+    if (need <= ac->pages_max) {
+        return POBJ_CLASS_ID(ac->pages);
+    }
+    if (need <= ac->chunks_max) {
+        return POBJ_CLASS_ID(ac->chunks);
+    }
+    return 0;                     /* whole chunks */
 }
 
 /* --- the transaction's blocks ------------------------------------------- */

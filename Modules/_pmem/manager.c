@@ -1,8 +1,9 @@
 /* _pmem's storage manager: the hooks that core object code calls for a
  * pool's memory (Include/cpython/storage.h).  Allocations come from the
  * pool's own allocation classes; the outermost operation is one
- * libpmemobj transaction, which blocks made and freed join; a nested
- * `with pool:` block is a savepoint, undone from a log of its own.
+ * transaction of the pool's undo log (log.c), which blocks made and
+ * freed join; a nested `with pool:` block is a savepoint, undone from a
+ * log of its own.
  */
 
 #include "pool.h"
@@ -87,137 +88,15 @@ _PyPmem_Collectable(PyStorageManager *sm)
     return p->depth == 0 && !p->closed && !p->forked;
 }
 
-/* --- allocation classes --------------------------------------------------
-
-   libpmemobj's own allocation classes suit pools of many gigabytes: a
-   class for every 5% of size up to 384 KiB, each making runs of up to 16
-   chunks (4 MiB; a chunk is 256 KiB), and a run stays with its class
-   while the pool is open, empty or not.  A container that grows by an
-   eighth at each resize meets a new class at each one and leaves a run
-   behind in each: a 64 MiB pool was full with 250 KB of objects.  So a
-   pool registers classes of its own each time it opens (they are not
-   recorded in the file, and the blocks of other classes stay readable)
-   and allocates with them:
-
-     up to 128 bytes      a class every 16 bytes
-     up to 4 KiB          four classes per doubling (at most a fifth lost)
-     up to ~248 KiB       one class of 4 KiB units: a block is as many
-                          units as it needs, in runs of one chunk
-     up to ~2.6 MiB       one class of 64 KiB units, runs of ~2.6 MiB
-     larger               libpmemobj's own: whole chunks
-
-   every class but the last with runs of one chunk.  A class left empty
-   keeps a chunk at most; the 40 classes together about 10 MiB when each
-   has had a block and none is empty, which are reused by their sizes. */
-
-#define ALLOC_PAGE 4096
-#define ALLOC_BIG_UNIT (64 << 10)
-
-/* Register the class of unit bytes, units a run (about), or find it
-   registered already (by an earlier open of a pool in this process, or
-   among libpmemobj's own).  Its id, or -1 with PoolError set; *nunits:
-   how many units its runs have. */
-static int
-register_class(PoolObject *p, size_t unit, unsigned units, size_t *nunits)
-{
-    struct pobj_alloc_class_desc desc = {
-        .unit_size = unit, .alignment = 0, .units_per_block = units,
-        .header_type = POBJ_HEADER_COMPACT,
-    };
-    if (pmemobj_ctl_set(p->pop, "heap.alloc_class.new.desc", &desc) == 0) {
-        *nunits = desc.units_per_block;
-        return (int)desc.class_id;
-    }
-    /* A class of the same unit and run size exists. */
-    for (int id = 1; id < 255; id++) {
-        struct pobj_alloc_class_desc known;
-        char query[48];
-        PyOS_snprintf(query, sizeof(query), "heap.alloc_class.%d.desc", id);
-        if (pmemobj_ctl_get(p->pop, query, &known) == 0
-            && known.unit_size == unit
-            && known.header_type == POBJ_HEADER_COMPACT)
-        {
-            *nunits = known.units_per_block;
-            return id;
-        }
-    }
-    _PyPmem_SetError(p->error, p->path,
-                     "cannot register an allocation class in pool");
-    return -1;
-}
-
-int
-_PyPmem_RegisterClasses(PoolObject *p)
-{
-    struct alloc_classes *ac = &p->classes_of_sizes;
-    const size_t chunk = 256 << 10;
-    size_t prev = 0, n;
-    for (size_t unit = 16; unit <= ALLOC_SMALL_MAX; ) {
-        int id = register_class(p, unit, (unsigned)((chunk - 1024) / unit),
-                                &n);
-        if (id < 0) {
-            return -1;
-        }
-        for (size_t i = prev / 16 + 1; i <= unit / 16; i++) {
-            ac->small[i] = (uint8_t)id;
-        }
-        prev = unit;
-        if (unit < 128) {
-            unit += 16;
-        }
-        else {
-            /* Four steps per doubling: 160, 192, 224, 256, 320... */
-            size_t pow2 = 128;
-            while (pow2 * 2 <= unit) {
-                pow2 *= 2;
-            }
-            unit += pow2 / 4;
-        }
-    }
-    ac->small[0] = ac->small[1];
-    int id = register_class(p, ALLOC_PAGE, (unsigned)((chunk - 1024)
-                                                      / ALLOC_PAGE), &n);
-    if (id < 0) {
-        return -1;
-    }
-    /* A block's units are within one word of the run's bitmap. */
-    ac->pages = (uint8_t)id;
-    ac->pages_max = Py_MIN(n, 64) * ALLOC_PAGE;
-    id = register_class(p, ALLOC_BIG_UNIT, 40, &n);
-    if (id < 0) {
-        return -1;
-    }
-    ac->chunks = (uint8_t)id;
-    ac->chunks_max = Py_MIN(n, 64) * ALLOC_BIG_UNIT;
-    return 0;
-}
-
-/* The flags of pmemobj_xalloc() for a block of size bytes in p. */
-static inline uint64_t
-class_flags(PoolObject *p, size_t size)
-{
-    const struct alloc_classes *ac = &p->classes_of_sizes;
-    size_t need = size + ALLOC_HEADER;
-    if (need <= ALLOC_SMALL_MAX) {
-        return POBJ_CLASS_ID(ac->small[(need + 15) / 16]);
-    }
-    if (need <= ac->pages_max) {
-        return POBJ_CLASS_ID(ac->pages);
-    }
-    if (need <= ac->chunks_max) {
-        return POBJ_CLASS_ID(ac->chunks);
-    }
-    return 0;                     /* whole chunks */
-}
-
 /* pmemobj_xalloc() of a block of size bytes in its class; what did not
    fit is remembered for the message of MemoryError (full_error()). */
 static int
 pool_xalloc(PoolObject *p, PMEMoid *oid, size_t size, uint64_t code,
             uint64_t flags, pmemobj_constr constructor, void *arg)
 {
-    if (pmemobj_xalloc(p->pop, oid, size, code, flags | class_flags(p, size),
-                       constructor, arg) != 0)
+    if (pmemobj_xalloc(p->pop, oid, size, code,
+                       flags | _PyPmem_ClassFlags(p, size), constructor,
+                       arg) != 0)
     {
         p->failed_size = size;
         return -1;
@@ -228,19 +107,19 @@ pool_xalloc(PoolObject *p, PMEMoid *oid, size_t size, uint64_t code,
 /* --- reservations ---------------------------------------------------------
 
    A block made inside a transaction is reserved (pmemobj_xreserve(): the
-   heap's metadata on the media is not written), and published by the
-   commit, in its redo log (pmemobj_tx_publish()), or with the batch of
-   POOL_RESERVE_BATCH that it completes (pmemobj_publish(): one redo log
-   for the batch).  An atomic allocation made a redo log of its own for
-   each block, about four persist points.  A block published with a batch
-   is what an atomic allocation made: nothing in the pool reaches it until
-   the commit, and the next open frees it if the process dies first; a
-   block still reserved when the process dies was never allocated.  An
+   heap's metadata on the media is not written), and published with the
+   batch of POOL_RESERVE_BATCH that it completes, or the last batch just
+   before the commit (pmemobj_publish(): one redo log for the batch).  An
+   atomic allocation made a redo log of its own for each block, about
+   four persist points.  A block published is what an atomic allocation
+   made: nothing in the pool reaches it until the commit, and the next
+   open frees it if the process dies first; a block still reserved when
+   the process dies was never allocated.  An
    undo publishes the reservations first: a variable may still refer to a
    block of the transaction (see _PyPmem_Alloc()), and the undo counts
    and frees what the transaction made as blocks of the pool.  A block
-   reserved and freed by the same transaction is cancelled by the commit
-   (freed_reservations()). */
+   reserved and freed by the same transaction is cancelled after the
+   commit (freed_reservations()). */
 
 /* Publish n actions of p in one redo log; when they do not fit in the
    lane's log (up to POOL_RESERVE_BATCH do), one by one, each fits. */
@@ -271,7 +150,8 @@ pool_reserve(PoolObject *p, size_t size, uint64_t code, uint64_t flags)
         publish_reserved(p);
     }
     PMEMoid oid = pmemobj_xreserve(p->pop, &p->reserved[p->nreserved], size,
-                                   code, flags | class_flags(p, size));
+                                   code,
+                                   flags | _PyPmem_ClassFlags(p, size));
     if (OID_IS_NULL(oid)) {
         p->failed_size = size;
         return NULL;
@@ -358,7 +238,7 @@ is_cancelled(PoolObject *p, const char *block, size_t from)
 
 /* Move the reservations of blocks that the transaction freed to the end
    of p->reserved: their number.  They are cancelled after the commit,
-   the others published by it. */
+   the others published before it. */
 static size_t
 freed_reservations(PoolObject *p)
 {
@@ -454,15 +334,12 @@ _PyPmem_Realloc(PyStorageManager *sm, void *ptr, size_t size)
     }
     /* A new block, made atomically with the old contents, and the old
        one freed: by the transaction, inside one, so that a savepoint's
-       undo can bring it back (pmemobj_tx_realloc() would free it for
-       good); else at once (what no longer points to it after a crash in
-       between, the next open frees). */
+       undo can bring it back; else at once (what no longer points to it
+       after a crash in between, the next open frees). */
     size_t copy = old < size ? old : size;
     size_t room = size > old && size > ALLOC_ROOM_FROM ? size / 2 : 0;
     if (_PyPmem_InMyTransaction(p)) {
-        if (pmemobj_tx_stage() != TX_STAGE_WORK
-            || _PyPmem_RoomForFree(p) < 0)
-        {
+        if (_PyPmem_RoomForFree(p) < 0) {
             return NULL;
         }
         char *block = made_block(p, size, room, code, ptr, copy);
@@ -506,6 +383,9 @@ _PyPmem_Free(PyStorageManager *sm, void *ptr)
     pmemobj_free(&oid);
 }
 
+/* The pool whose transaction this thread is in, or NULL. */
+static _Py_thread_local PoolObject *my_transaction;
+
 /* May this thread take p's writer lock?  0, or -1 with PoolError. */
 static int
 check_writer(PoolObject *p)
@@ -514,7 +394,9 @@ check_writer(PoolObject *p)
         _PyPmem_RefuseChange(p);
         return -1;
     }
-    if (pmemobj_tx_stage() != TX_STAGE_NONE) {
+    /* A transaction spans one pool: its commit would not be another's,
+       nor would a crash undo the two together. */
+    if (my_transaction != NULL) {
         PyErr_Format(p->error, "an atomic operation on pool %R cannot "
                      "begin inside one on another pool: an operation "
                      "spans one pool", p->path);
@@ -567,16 +449,7 @@ _PyPmem_Begin(PyStorageManager *sm, PyObject *op)
     if (!held) {
         PyMutex_Lock(&p->writer);
     }
-    if (pmemobj_tx_begin(p->pop, NULL, TX_PARAM_NONE) != 0) {
-        _PyPmem_SetError(p->error, p->path,
-                         "cannot begin a transaction in pool");
-        (void)pmemobj_tx_end();
-        if (!held) {
-            PyMutex_Unlock(&p->writer);
-        }
-        return -1;
-    }
-    pmemobj_tx_set_failure_behavior(POBJ_TX_FAILURE_RETURN);
+    my_transaction = p;
     p->owner = me;
     p->depth = 1;
     touch(p, op);
@@ -616,10 +489,8 @@ full_error(PoolObject *p)
     POBJ_FOREACH(p->pop, oid) {
         used += pmemobj_alloc_usable_size(oid);
     }
-    /* need is 0 for the log of the frees, at the commit. */
-    PyObject *what = need == 0
-        ? PyUnicode_FromString("the transaction's log does not fit")
-        : PyUnicode_FromFormat("%zu more bytes do not fit", need);
+    PyObject *what = PyUnicode_FromFormat("%zu more bytes do not fit",
+                                          need);
     if (what == NULL) {
         return explained;
     }
@@ -635,39 +506,13 @@ full_error(PoolObject *p)
                  "bigger: close it, then run pmem.grow(path, size), or "
                  "python -m pmem grow PATH SIZE",
                  p->path, what, used, p->size, free, largest,
-                 need == 0 ? "Change (or delete) less in one transaction"
-                           : "Delete what is no longer needed");
+                 "Delete what is no longer needed");
     Py_DECREF(what);
     return explained;
 }
 
-/* Room for the log of a transaction's frees: libpmemobj logs them in
-   its lane, which holds some tens, and extends the log with blocks of
-   the pool -- which a full pool does not have, so that deleting a big
-   container of a full pool failed.  Each open allocates this block,
-   which nothing in the pool reaches (the next open frees it, and makes
-   another), and a commit of many frees lends it to libpmemobj. */
-#define LOG_RESERVE_INTENTS 4096
-#define LOG_RESERVE_FROM 16       /* frees: fewer fit in the lane */
-
-void
-_PyPmem_ReserveLog(PoolObject *p)
-{
-    size_t size = pmemobj_tx_log_intents_max_size(LOG_RESERVE_INTENTS);
-    PMEMoid oid;
-    if (size == SIZE_MAX
-        || pool_xalloc(p, &oid, size, POOL_TABLE, 0, NULL, NULL) < 0)
-    {
-        /* A full pool: it works without (and says so when full). */
-        p->failed_size = 0;
-        return;
-    }
-    p->log_reserve = pmemobj_direct(oid);
-    p->log_reserve_size = pmemobj_alloc_usable_size(oid);
-}
-
-/* The frees of a committed transaction that were more than its log could
-   hold: made in batches, each one redo log (pmemobj_defer_free(), then
+/* The frees of a committed transaction, made after its commit in
+   batches, each one redo log (pmemobj_defer_free(), then
    pmemobj_publish()), the blocks of reservations from the from-th on
    left out (cancelled).  A block left when the process dies is garbage,
    which the next open frees. */
@@ -704,73 +549,31 @@ _PyPmem_End(PyStorageManager *sm, int ok)
         return explained ? -1 : 0;
     }
     p->failed_size = 0;
-    /* A failed transactional call has aborted the transaction already. */
-    int committing = ok && !p->doomed && pmemobj_tx_stage() == TX_STAGE_WORK;
-    int full = 0;
+    int committing = ok && !p->doomed;
     undo_state *repair = NULL;
-    /* The frees are the transaction's last changes.  More than the log
-       can hold (a big container deleted) are made after the commit, in
-       batches (free_later()): the blocks are garbage by then, which the
-       next open would free if the process died first. */
-    int free_after = p->ntxfreed > LOG_RESERVE_INTENTS;
-    /* The reservations of blocks that the transaction also freed: neither
-       published nor freed by the commit, cancelled after it. */
-    size_t cancel = committing && p->nreserved > 0 ? freed_reservations(p)
-                                                   : 0;
-    size_t publish = p->nreserved - cancel;
-    if (committing && !free_after
-        && p->ntxfreed + publish >= LOG_RESERVE_FROM
-        && p->log_reserve != NULL)
-    {
-        /* Without it (it failed), the commit tries libpmemobj's way. */
-        (void)pmemobj_tx_xlog_append_buffer(TX_LOG_TYPE_INTENT,
-                                            p->log_reserve,
-                                            p->log_reserve_size,
-                                            POBJ_XLOG_APPEND_BUFFER_NO_ABORT);
-    }
-    for (size_t i = 0; committing && !free_after && i < p->ntxfreed; i++) {
-        if (cancel > 0 && is_cancelled(p, p->txfreed[i], publish)) {
-            continue;
-        }
-        if (pmemobj_tx_xfree(pmemobj_oid(p->txfreed[i]),
-                             POBJ_XFREE_NO_ABORT) != 0)
-        {
-            committing = 0;
-            full = 1;
-        }
-    }
-    if (committing && publish > 0
-        && pmemobj_tx_xpublish(p->reserved, publish,
-                               POBJ_XPUBLISH_NO_ABORT) != 0)
-    {
-        committing = 0;
-        full = 1;
-    }
     if (committing) {
-        /* The commit drains these flushes before it commits. */
-        for (size_t i = 0; i < p->ntxmade; i++) {
-            PMEMoid made = pmemobj_oid(p->txmade[i]);
-            pmemobj_flush(p->pop, p->txmade[i],
-                          pmemobj_alloc_usable_size(made));
+        /* The blocks it made become the pool's first, then the changes
+           durable and the commit point (_PyPmem_LogCommit()), then the
+           blocks it freed are freed, but those of reservations, which
+           are cancelled: blocks that the process leaves made or unfreed
+           when it dies, nothing reaches, and the next open frees. */
+        size_t cancel = p->nreserved > 0 ? freed_reservations(p) : 0;
+        size_t publish = p->nreserved - cancel;
+        publish_actions(p, p->reserved, publish);
+        _PyPmem_LogCommit(p);
+        free_later(p, publish);
+        if (cancel > 0) {
+            pmemobj_cancel(p->pop, p->reserved + publish, cancel);
         }
-        pmemobj_tx_commit();
     }
     else {
         /* The undo log restores the objects' memory; their reference
            counts are counted again around it. */
         publish_reserved(p);
         repair = _PyPmem_UndoPrepare(p, NULL);
-        if (pmemobj_tx_stage() == TX_STAGE_WORK) {
-            pmemobj_tx_abort(ECANCELED);
-        }
+        _PyPmem_LogUndo(p);
     }
-    int err = pmemobj_tx_end();
-    if (committing && err == 0 && free_after) {
-        free_later(p, cancel > 0 ? publish : p->nreserved);
-    }
-    if (committing && cancel > 0) {
-        pmemobj_cancel(p->pop, p->reserved + publish, cancel);
-    }
+    my_transaction = NULL;
     p->nreserved = 0;
     p->ntxfreed = 0;
     p->nsavepoints = 0;
@@ -792,10 +595,10 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     }
     if (p->mainns != NULL) {
         /* __main__'s bindings follow the pool's namespace. */
-        _PyPmem_MainEnded(p, committing && err == 0);
+        _PyPmem_MainEnded(p, committing);
     }
     /* So do the variables that moves made refer to copies. */
-    _PyStorage_MovesEnd(&p->sm, 0, !committing || err != 0);
+    _PyStorage_MovesEnd(&p->sm, 0, !committing);
     if (!committing) {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
@@ -805,21 +608,10 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     if (explained) {
         return -1;
     }
-    if (ok && full) {
-        PyErr_NoMemory();
-        full_error(p);
-        return -1;
-    }
     if (ok && doomed) {
         PyErr_Format(p->error, "the transaction on pool %R was rolled "
                      "back: a nested block that raised could not be "
                      "undone alone", p->path);
-        return -1;
-    }
-    if (ok && (!committing || err != 0)) {
-        errno = err;
-        _PyPmem_SetError(p->error, p->path,
-                         "the transaction was aborted in pool");
         return -1;
     }
     return 0;
@@ -827,16 +619,16 @@ _PyPmem_End(PyStorageManager *sm, int ok)
 
 /* --- savepoints ----------------------------------------------------------
 
-   libpmemobj's transactions do not nest: an abort undoes the outermost
-   one.  A nested `with pool:` block is a savepoint of our own.  While one
-   is open, every range registered by modify() is also copied, as it was,
-   into p->undo (in DRAM: a crash undoes the whole transaction anyway).
+   The pool's log undoes a whole transaction.  A nested `with pool:`
+   block is a savepoint.  While one is open, every range registered by
+   modify() is also copied, as it was, into p->undo (in DRAM: a crash
+   undoes the whole transaction anyway).
    A block that raises writes those copies back, newest first, down to
    its start -- into ranges of the transaction, so the writes are logged
    and flushed like any change -- and counts references again around it,
    as an abort does; the blocks it freed are not freed.  When that cannot
-   be done (out of memory, or a failure aborted the whole transaction),
-   the outermost transaction refuses to commit. */
+   be done (out of memory), the outermost transaction refuses to
+   commit. */
 
 /* Copy [addr, addr + size) into p->undo.  0, or -1 with MemoryError. */
 static int
@@ -889,9 +681,7 @@ _PyPmem_SavepointPop(PoolObject *p, int ok)
     p->touch_mark = sp.touch_mark;
     if (!ok && !p->doomed) {
         publish_reserved(p);
-        undo_state *repair =
-            pmemobj_tx_stage() == TX_STAGE_WORK
-            ? _PyPmem_UndoPrepare(p, &sp) : NULL;
+        undo_state *repair = _PyPmem_UndoPrepare(p, &sp);
         if (repair == NULL) {
             p->doomed = 1;
         }
@@ -933,25 +723,11 @@ _PyPmem_Modify(PyStorageManager *sm, void *addr, size_t size)
                      "atomic operation", p->path);
         return -1;
     }
-    if (pmemobj_tx_stage() != TX_STAGE_WORK) {
-        PyErr_Format(p->error, "the transaction on pool %R was aborted by "
-                     "an earlier failure", p->path);
-        return -1;
-    }
     note_range(p, addr, size);
     if (in_made(p, addr, size)) {
         return p->nsavepoints > 0 ? save_undo(p, addr, size) : 0;
     }
-    if (pmemobj_tx_xadd_range_direct(addr, size, POBJ_XADD_NO_ABORT) != 0) {
-        if (errno == ENOMEM) {
-            /* The undo log cannot grow: the pool is full. */
-            p->failed_size = size;
-            PyErr_NoMemory();
-        }
-        else {
-            _PyPmem_SetError(p->error, p->path,
-                             "cannot log a change in pool");
-        }
+    if (_PyPmem_LogAppend(p, addr, size) < 0) {
         return -1;
     }
     if (p->nsavepoints > 0 && save_undo(p, addr, size) < 0) {

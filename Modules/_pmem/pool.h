@@ -10,10 +10,10 @@
  *                        and frees are deferred to it; the allocation's
  *                        type number records the object's type
  *                        (_PyPmem_TypeCode()), for the open pass
- *   begin/end            one libpmemobj transaction for the outermost
- *                        operation; nested operations join it, a nested
- *                        `with pool:` is a savepoint (_PyPmem_SavepointPush())
- *   modify               pmemobj_tx_xadd_range_direct(): the undo log
+ *   begin/end            one transaction for the outermost operation;
+ *                        nested operations join it, a nested `with pool:`
+ *                        is a savepoint (_PyPmem_SavepointPush())
+ *   modify               the pool's undo log (log.c)
  *
  * The functions are libpmemobj's failure-return ones (no setjmp, no
  * abort of the process): every failure becomes a Python exception.
@@ -50,6 +50,7 @@
  *                 root's containers, read-only opens
  *   types.c       type codes, the classes of instances, placeholders
  *   undo.c        the reference counts around an abort
+ *   log.c         the undo log: transactions' atomicity and durability
  *   manager.c     the storage manager's hooks, transactions, savepoints
  *   openpass.c    the open pass
  *   poolobject.c  the Pool type, pool.gc()
@@ -96,14 +97,17 @@
 
 #define POOL_LAYOUT "pmem-python"
 #define POOL_MAGIC "PyPMEM\r\n"
-#define POOL_FORMAT 5
+#define POOL_FORMAT 6
 /* Format 3 has no type codes for range, slice and datetime's types, and
    no class over a builtin other than object in its type table; format 4
-   none for OrderedDict: a pool of format 3 or 4 is one of format 5,
-   which an open records (an older build refuses it then, as it must: it
-   would not know the new codes). */
+   none for OrderedDict; format 5 no log of its own (its transactions
+   were libpmemobj's, which libpmemobj's open completes): a pool of
+   format 3, 4 or 5 is one of format 6, which an open records (an older
+   build refuses it then, as it must: it would not know the new codes,
+   nor undo a transaction that the log holds). */
 #define POOL_FORMAT_3 3
 #define POOL_FORMAT_4 4
+#define POOL_FORMAT_5 5
 /* The last format of the builds on CPython 3.11: its objects have 3.11's
    layouts (str, int, instances), which this interpreter cannot read. */
 #define POOL_FORMAT_PY311 2
@@ -142,7 +146,9 @@ struct pool_root {
                                      were moving the pointers to, or 0 */
     uint64_t refs;                /* the table of references (pool_ref
                                      records in a bytearray), or 0 */
-    uint64_t reserved[4];
+    uint64_t log;                 /* the undo log's first chunk (log.c),
+                                     or 0 until the first open makes it */
+    uint64_t reserved[3];
 };
 
 /* A reference (types.c): an object outside the pool that every process
@@ -178,6 +184,9 @@ enum {
        slice and datetime's (format 4). */
     POOL_KIND,
     POOL_KIND_END = POOL_KIND + _PyStorage_NKINDS,
+    /* The chunks of the undo log (log.c), which the listings of the
+       allocations leave out. */
+    POOL_LOG = 1023,
     /* A user class: POOL_INSTANCE + its index in the pool's type table. */
     POOL_INSTANCE = 1024,
 };
@@ -186,6 +195,13 @@ enum {
 #define POOL_RESERVE_BATCH 32
 #define POOL_MADE_RECENT 16
 #define POOL_MADE_MIN 256
+
+/* A range that the transaction logged (log.c). */
+struct pool_seen {
+    const char *addr;
+    uint32_t size;
+    uint32_t stamp;               /* valid when the pool's seen_stamp */
+};
 
 /* The allocation classes a pool allocates with (_PyPmem_RegisterClasses()). */
 struct alloc_classes {
@@ -229,9 +245,19 @@ typedef struct PoolObject {
     PyObject *error;              /* pmem.PoolError */
     struct alloc_classes classes_of_sizes;  /* what pool_xalloc() uses */
     size_t failed_size;           /* an allocation that did not fit */
-    char *log_reserve;            /* room for the log of many frees, or
-                                     NULL (_PyPmem_ReserveLog()) */
-    size_t log_reserve_size;
+    /* The undo log (log.c) */
+    struct log_chunk *log;        /* its first chunk */
+    struct log_chunk *log_chunk;  /* the one the transaction writes in */
+    size_t log_pos;               /* where in it the next entry goes */
+    size_t log_chunks;            /* how many are linked */
+    struct log_entry **log_index; /* the transaction's entries */
+    size_t log_entries, log_index_allocated;
+    struct pool_seen *seen;       /* the ranges they saved: a set */
+    size_t seen_mask, nseen;
+    uint32_t seen_stamp;
+    int log_msync;                /* flushes are msync()s */
+    int nosync;                   /* durability="process": no flushes */
+    const char *span_lo, *span_hi;  /* log_msync: what changed */
     void *mainns;                 /* __main__'s namespace (-X pmem), or
                                      NULL (mainns.c) */
     PyObject *refs;               /* {address: name} of the references in
@@ -526,7 +552,8 @@ _PyPmem_Progress(const char *what, size_t done, size_t total)
 alloc_item *_PyPmem_ListAllocations(PoolObject *p, size_t *pn);
 alloc_item *_PyPmem_ListByLibpmemobj(PoolObject *p, size_t *pn);
 int _PyPmem_FreeSpace(PoolObject *p, size_t *pfree, size_t *plargest);
-void _PyPmem_ReserveLog(PoolObject *p);
+int _PyPmem_RegisterClasses(PoolObject *p);
+uint64_t _PyPmem_ClassFlags(PoolObject *p, size_t size);
 int _PyPmem_AllocTableInit(open_state *st, size_t n);
 int _PyPmem_MarkPush(mark_state *ms, PyObject *op);
 PyObject *_PyPmem_Root(PoolObject *p, char *lo, int index);
@@ -589,9 +616,14 @@ repair_state *_PyPmem_RepairPrepare(PoolObject *p, size_t from,
                                     size_t made_from);
 void _PyPmem_RepairFinish(PoolObject *p, repair_state *st);
 
+/* log.c: the undo log */
+int _PyPmem_LogOpen(PoolObject *p, int nosync);
+int _PyPmem_LogAppend(PoolObject *p, const void *addr, size_t size);
+void _PyPmem_LogCommit(PoolObject *p);
+void _PyPmem_LogUndo(PoolObject *p);
+
 /* manager.c: the hooks of PoolObject.sm, transactions, savepoints */
 int _PyPmem_Collectable(PyStorageManager *sm);
-int _PyPmem_RegisterClasses(PoolObject *p);
 void *_PyPmem_Alloc(PyStorageManager *sm, size_t size, PyTypeObject *type);
 void *_PyPmem_Realloc(PyStorageManager *sm, void *ptr, size_t size);
 void _PyPmem_Free(PyStorageManager *sm, void *ptr);

@@ -339,13 +339,22 @@ register_pool(PoolObject *self, PyObject *pools, PyObject *key)
 static PyObject *
 pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"path", "create", "size", "readonly", NULL};
+    static char *kwlist[] = {"path", "create", "size", "readonly",
+                             "durability", NULL};
     PyObject *path;
     int create = 1, readonly = 0;
     PyObject *size_arg = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$pOp:Pool", kwlist,
+    const char *durability = "power";
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$pOps:Pool", kwlist,
                                      PyUnicode_FSDecoder, &path, &create,
-                                     &size_arg, &readonly)) {
+                                     &size_arg, &readonly, &durability)) {
+        return NULL;
+    }
+    int process = strcmp(durability, "process") == 0;
+    if (!process && strcmp(durability, "power") != 0) {
+        PyErr_Format(PyExc_ValueError, "durability is 'power' or "
+                     "'process', not '%s'", durability);
+        Py_DECREF(path);
         return NULL;
     }
     if (readonly) {
@@ -417,6 +426,14 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                      path);
         goto done;
     }
+    if (known != NULL && !readonly
+        && ((PoolObject *)known)->nosync != process)
+    {
+        PyErr_Format(error, "pool %R is open with durability='%s' in this "
+                     "process: a pool has one durability while it is open",
+                     path, process ? "power" : "process");
+        goto done;
+    }
     if (known != NULL || PyErr_Occurred()) {
         result = Py_XNewRef(known);
         goto done;
@@ -432,7 +449,11 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         goto done;
     }
-    if (_PyPmem_OpenPass(self) < 0) {
+    /* The log first: it undoes what a crash left half-done, before the
+       open pass reads the objects. */
+    if (_PyPmem_LogOpen(self, readonly || process) < 0
+        || _PyPmem_OpenPass(self) < 0)
+    {
         forget_pool(self, state->pools, key);
         Py_DECREF(self);
         goto done;
@@ -450,9 +471,6 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         /* From now on every change is refused. */
         self->readonly = 1;
         self->forked = 1;
-    }
-    else {
-        _PyPmem_ReserveLog(self);
     }
     result = (PyObject *)self;
 done:
@@ -1034,6 +1052,13 @@ static PyMemberDef pool_members[] = {
 };
 
 static PyObject *
+pool_get_durability(PoolObject *self, void *Py_UNUSED(closure))
+{
+    return PyUnicode_FromString(self->nosync && !self->readonly ? "process"
+                                                                : "power");
+}
+
+static PyObject *
 pool_get_base(PoolObject *self, void *Py_UNUSED(closure))
 {
     return PyLong_FromVoidPtr(self->pop);
@@ -1045,6 +1070,9 @@ static PyGetSetDef pool_getset[] = {
     {"closed", (getter)pool_get_closed, NULL, NULL, NULL},
     {"readonly", (getter)pool_get_readonly, NULL,
      "Opened read-only (pmem.open(path, readonly=True)).", NULL},
+    {"durability", (getter)pool_get_durability, NULL,
+     "What a commit survives: 'power' (a power loss or a crash of the "
+     "system) or 'process' (the process being killed).", NULL},
     {"depth", (getter)pool_get_depth, NULL,
      "How deep in begin() calls the pool is.", NULL},
     {NULL}
@@ -1056,7 +1084,8 @@ static PyType_Slot pool_slots[] = {
     {Py_tp_methods, pool_methods},
     {Py_tp_members, pool_members},
     {Py_tp_getset, pool_getset},
-    {Py_tp_doc, "Pool(path, *, create=True, size=64 MiB, readonly=False): "
+    {Py_tp_doc, "Pool(path, *, create=True, size=64 MiB, readonly=False, "
+                "durability='power'): "
                 "a libpmemobj pool, mapped, and the storage manager of its "
                 "memory."},
     {0, NULL}

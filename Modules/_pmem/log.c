@@ -1,0 +1,601 @@
+/* _pmem's undo log: what makes a transaction atomic in the pool.
+ *
+ * Before a transaction's first change to a range of the pool, the range
+ * is copied, as it was, into the pool's log (_PyPmem_LogAppend()); the
+ * commit makes the changed ranges durable, then moves the log's
+ * generation on (_PyPmem_LogCommit()), which makes every entry of the
+ * transaction void at once.  A transaction that fails writes its entries
+ * back, newest first (_PyPmem_LogUndo()); so does the next open after a
+ * crash (_PyPmem_LogOpen()).
+ *
+ * libpmemobj's transactions did the same with about 13 persist points
+ * for a transaction of one dict store: a memset and a drain for each
+ * range logged, and five at the commit, with its redo log.  This log
+ * needs one drain per range and two at the commit, and none at all with
+ * durability="process".  The heap's own changes (blocks made and freed)
+ * stay libpmemobj's, atomic by its redo logs: blocks made by the
+ * transaction are published before its commit (unreachable until it,
+ * freed by the next open if the process dies first), blocks it freed
+ * after it (garbage until then, freed by the next open likewise).
+ *
+ * The log.  The root's `log` field holds the offset of the first chunk,
+ * a block of type POOL_LOG (never listed with the pool's allocations);
+ * a transaction that logs more than it holds links more chunks, which
+ * its end frees.  A chunk starts with a log_chunk header; its entries
+ * follow one another:
+ *
+ *   offset, size     the range, from the pool's base
+ *   generation       the first chunk's generation while the entry's
+ *                    transaction was open
+ *   checksum         of the four words and of the data
+ *   data             size bytes, zero-padded to 8
+ *
+ * An entry is valid when its generation is the log's and its checksum
+ * holds.  The valid entries are a prefix of the log: an entry is made
+ * durable (its one drain) before the range it saves is written, and
+ * before the next entry is written; an entry torn by a crash fails its
+ * checksum, and so do the older generations' entries that the log's
+ * space still holds.  An entry that does not fit the rest of a chunk
+ * goes to the start of the next, so that reading goes on there when the
+ * rest of a chunk is not valid.  Writing the entries back twice (a crash
+ * during recovery) gives the same result.
+ *
+ * Durability.  On persistent memory (or PMEM_IS_PMEM_FORCE=1) a flush
+ * is a cache-line flush, and the commit flushes each range that the
+ * transaction logged, and each block it made.  On any other file
+ * libpmemobj flushes with msync(), one system call, and for a file
+ * system a journal commit, each: the commit then makes one msync() of
+ * the span of everything the transaction changed.  With
+ * durability="process" nothing is flushed: the kernel's page cache has
+ * every write in the order it was made, which a process killed at any
+ * point leaves consistent, but a power loss or a crash of the system
+ * can lose the last transactions, or leave the pool inconsistent
+ * (sqlite's synchronous=OFF).
+ */
+
+#include "pool.h"
+
+struct log_chunk {
+    uint64_t next;                /* offset of the next chunk, or 0 */
+    uint64_t capacity;            /* bytes of entries that follow */
+    uint64_t generation;          /* first chunk: the log's generation */
+    uint64_t unused;
+};
+
+struct log_entry {
+    uint64_t offset;              /* of the range, from the pool's base */
+    uint64_t size;
+    uint64_t generation;
+    uint64_t checksum;
+};
+
+#define LOG_ROUND(n) (((n) + 7) & ~(size_t)7)
+#define LOG_FIRST_SIZE ((size_t)64 << 10)
+#define LOG_EXTEND_SIZE ((size_t)1 << 20)
+/* A chunk linked doubles the last one, so that the chunks of any log fit
+   in the one redo log that frees them. */
+#define LOG_MAX_CHUNKS (POOL_RESERVE_BATCH - 1)
+
+static inline struct log_chunk *
+chunk_at(PoolObject *p, uint64_t offset)
+{
+    return (struct log_chunk *)((char *)p->pop + offset);
+}
+
+static inline char *
+entries_of(struct log_chunk *c)
+{
+    return (char *)(c + 1);
+}
+
+/* A chunk offset that can be one: inside the pool, aligned, with its
+   capacity inside the pool too. */
+static int
+valid_chunk(PoolObject *p, uint64_t offset)
+{
+    if (offset == 0 || offset % 8 != 0
+        || offset > p->size - sizeof(struct log_chunk))
+    {
+        return 0;
+    }
+    struct log_chunk *c = chunk_at(p, offset);
+    return c->capacity <= p->size - offset - sizeof(struct log_chunk)
+           && c->capacity % 8 == 0;
+}
+
+/* --- checksums ----------------------------------------------------------- */
+
+#define LOG_PRIME1 0x9E3779B185EBCA87ULL
+#define LOG_PRIME2 0xC2B2AE3D27D4EB4FULL
+
+static inline uint64_t
+mix(uint64_t h, uint64_t w)
+{
+    h ^= w * LOG_PRIME2;
+    h = (h << 31) | (h >> 33);
+    return h * LOG_PRIME1;
+}
+
+static inline uint64_t
+finish(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= LOG_PRIME2;
+    h ^= h >> 29;
+    return h;
+}
+
+/* The checksum of entry e, its data at data (size bytes, then zeros up
+   to 8). */
+static uint64_t
+checksum(const struct log_entry *e, const char *data)
+{
+    uint64_t h = mix(mix(mix(LOG_PRIME1, e->offset), e->size),
+                     e->generation);
+    size_t n = e->size / 8;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t w;
+        memcpy(&w, data + 8 * i, 8);
+        h = mix(h, w);
+    }
+    if (e->size % 8 != 0) {
+        uint64_t w = 0;
+        memcpy(&w, data + 8 * n, e->size % 8);
+        h = mix(h, w);
+    }
+    return finish(h);
+}
+
+/* --- flushing ------------------------------------------------------------ */
+
+static inline void
+flush(PoolObject *p, const void *addr, size_t size)
+{
+    if (!p->nosync) {
+        pmemobj_flush(p->pop, addr, size);
+    }
+}
+
+static inline void
+drain(PoolObject *p)
+{
+    if (!p->nosync) {
+        pmemobj_drain(p->pop);
+    }
+}
+
+static inline void
+persist(PoolObject *p, const void *addr, size_t size)
+{
+    flush(p, addr, size);
+    drain(p);
+}
+
+/* Is the pool's file persistent memory, flushed from the CPU's caches,
+   rather than with msync()?  As libpmem decides (PMEM_IS_PMEM_FORCE, a
+   device DAX, a mapping that MAP_SYNC accepts). */
+static int
+is_pmem(PoolObject *p)
+{
+    const char *force = getenv("PMEM_IS_PMEM_FORCE");
+    if (force != NULL && (force[0] == '0' || force[0] == '1')
+        && force[1] == '\0')
+    {
+        return force[0] == '1';
+    }
+    int fd = open(p->cpath, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return 0;
+    }
+    struct stat st;
+    int pmem = fstat(fd, &st) == 0 && S_ISCHR(st.st_mode);
+#if defined(MAP_SYNC) && defined(MAP_SHARED_VALIDATE)
+    if (!pmem) {
+        void *m = mmap(NULL, 4096, PROT_READ, MAP_SHARED_VALIDATE | MAP_SYNC,
+                       fd, 0);
+        if (m != MAP_FAILED) {
+            munmap(m, 4096);
+            pmem = 1;
+        }
+    }
+#endif
+    close(fd);
+    return pmem;
+}
+
+/* --- the set of ranges logged -------------------------------------------
+
+   A range logged once needs no second entry in the same transaction: the
+   first has what it held before the transaction.  A bulk load changes
+   the same fields of its container at each item. */
+
+#define SEEN_FIRST 1024
+#define SEEN_MAX ((size_t)1 << 22)
+
+static inline size_t
+seen_hash(const char *addr)
+{
+    return (size_t)(((uintptr_t)addr >> 3) * 0x9E3779B97F4A7C15ULL >> 20);
+}
+
+/* The slot of [addr, addr + size) in the set of ranges that the
+   transaction logged: *found when it is there, else the free slot where
+   it goes once logged; NULL when the set has no room (then the range is
+   logged again: correct, if slower). */
+static struct pool_seen *
+seen_slot(PoolObject *p, const char *addr, size_t size, int *found)
+{
+    *found = 0;
+    if (p->seen == NULL) {
+        p->seen = PyMem_RawCalloc(SEEN_FIRST, sizeof(*p->seen));
+        if (p->seen == NULL) {
+            return NULL;
+        }
+        p->seen_mask = SEEN_FIRST - 1;
+    }
+    if (2 * (p->nseen + 1) > p->seen_mask + 1) {
+        size_t n = 2 * (p->seen_mask + 1);
+        struct pool_seen *grown = n > SEEN_MAX ? NULL
+            : PyMem_RawCalloc(n, sizeof(*grown));
+        if (grown == NULL) {
+            return NULL;
+        }
+        for (size_t i = 0; i <= p->seen_mask; i++) {
+            struct pool_seen *s = &p->seen[i];
+            if (s->stamp == p->seen_stamp && s->addr != NULL) {
+                size_t j = seen_hash(s->addr) & (n - 1);
+                while (grown[j].addr != NULL) {
+                    j = (j + 1) & (n - 1);
+                }
+                grown[j] = *s;
+            }
+        }
+        PyMem_RawFree(p->seen);
+        p->seen = grown;
+        p->seen_mask = n - 1;
+    }
+    for (size_t i = seen_hash(addr) & p->seen_mask; ;
+         i = (i + 1) & p->seen_mask)
+    {
+        struct pool_seen *s = &p->seen[i];
+        if (s->stamp != p->seen_stamp || s->addr == NULL) {
+            return s;
+        }
+        if (s->addr == addr && s->size >= size) {
+            *found = 1;
+            return s;
+        }
+    }
+}
+
+/* The transaction ended: the set is empty again. */
+static void
+seen_clear(PoolObject *p)
+{
+    p->nseen = 0;
+    if (++p->seen_stamp == 0 && p->seen != NULL) {
+        memset(p->seen, 0, (p->seen_mask + 1) * sizeof(*p->seen));
+    }
+}
+
+/* --- writing ------------------------------------------------------------- */
+
+/* Room for one more entry in p's index of them.  0, or -1 with
+   MemoryError set. */
+static int
+index_room(PoolObject *p)
+{
+    if (_PyPmem_RESERVE(p->log_index, p->log_index_allocated,
+                        p->log_entries + 1, 64) < 0)
+    {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* Free the chunks linked after the first, and unlink them, in one redo
+   log: all or none. */
+static void
+free_extensions(PoolObject *p)
+{
+    struct pobj_action acts[LOG_MAX_CHUNKS + 1];
+    size_t n = 0;
+    for (uint64_t off = p->log->next; off != 0 && n < LOG_MAX_CHUNKS; ) {
+        struct log_chunk *c = chunk_at(p, off);
+        off = c->next;
+        pmemobj_defer_free(p->pop, pmemobj_oid(c), &acts[n++]);
+    }
+    pmemobj_set_value(p->pop, &acts[n++], &p->log->next, 0);
+    if (pmemobj_publish(p->pop, acts, n) != 0) {
+        /* Cannot happen for so few actions; they stay linked, and are
+           used again. */
+        pmemobj_cancel(p->pop, acts, n);
+        return;
+    }
+    p->log_chunks = 1;
+}
+
+/* Go on in the next chunk, with room for need bytes of entries: linked,
+   when the current one is the last.  0, or -1 with MemoryError set (the
+   pool is full: failed_size remembered). */
+static int
+next_chunk(PoolObject *p, size_t need)
+{
+    struct log_chunk *cur = p->log_chunk;
+    if (cur->next != 0 && chunk_at(p, cur->next)->capacity >= need) {
+        p->log_chunk = chunk_at(p, cur->next);
+        p->log_pos = 0;
+        return 0;
+    }
+    if (cur->next != 0 || p->log_chunks >= LOG_MAX_CHUNKS) {
+        PyErr_Format(PyExc_MemoryError, "the log of the transaction on "
+                     "pool %R is too big: change less in one transaction",
+                     p->path);
+        return -1;
+    }
+    size_t size = Py_MAX(LOG_EXTEND_SIZE << (p->log_chunks - 1),
+                         need + sizeof(struct log_chunk));
+    struct pobj_action acts[2];
+    PMEMoid oid = pmemobj_xreserve(p->pop, &acts[0], size, POOL_LOG,
+                                   _PyPmem_ClassFlags(p, size));
+    if (OID_IS_NULL(oid)) {
+        p->failed_size = size;
+        PyErr_NoMemory();
+        return -1;
+    }
+    struct log_chunk *c = pmemobj_direct(oid);
+    c->next = 0;
+    c->capacity = (pmemobj_alloc_usable_size(oid) - sizeof(*c)) & ~(size_t)7;
+    c->generation = 0;
+    c->unused = 0;
+    pmemobj_persist(p->pop, c, sizeof(*c));
+    pmemobj_set_value(p->pop, &acts[1], &cur->next, oid.off);
+    if (pmemobj_publish(p->pop, acts, 2) != 0) {
+        pmemobj_cancel(p->pop, acts, 2);
+        _PyPmem_SetError(p->error, p->path, "cannot extend the log of");
+        return -1;
+    }
+    p->log_chunks++;
+    p->log_chunk = c;
+    p->log_pos = 0;
+    return 0;
+}
+
+int
+_PyPmem_LogAppend(PoolObject *p, const void *addr, size_t size)
+{
+    int found;
+    struct pool_seen *slot = seen_slot(p, addr, size, &found);
+    if (found) {
+        return 0;
+    }
+    size_t need = sizeof(struct log_entry) + LOG_ROUND(size);
+    if (index_room(p) < 0
+        || (p->log_pos + need > p->log_chunk->capacity
+            && next_chunk(p, need) < 0))
+    {
+        return -1;
+    }
+    struct log_entry *e = (struct log_entry *)(entries_of(p->log_chunk)
+                                               + p->log_pos);
+    char *data = (char *)(e + 1);
+    memcpy(data, addr, size);
+    memset(data + size, 0, LOG_ROUND(size) - size);
+    struct log_entry head = {
+        .offset = (uint64_t)((const char *)addr - (char *)p->pop),
+        .size = size,
+        .generation = p->log->generation,
+    };
+    head.checksum = checksum(&head, addr);
+    *e = head;
+    persist(p, e, need);
+    p->log_pos += need;
+    p->log_index[p->log_entries++] = e;
+    if (slot != NULL) {
+        *slot = (struct pool_seen){addr, size, p->seen_stamp};
+        p->nseen++;
+    }
+    if (p->log_msync) {
+        const char *end = (const char *)addr + size;
+        p->span_lo = Py_MIN(p->span_lo, (const char *)addr);
+        p->span_hi = Py_MAX(p->span_hi, end);
+    }
+    return 0;
+}
+
+/* Index the valid entries of the log, oldest first: those whose
+   generation is the log's and whose checksum holds, one after another,
+   going on at the start of the next chunk when the rest of one is not
+   an entry.  0, or -1 with MemoryError set. */
+static int
+index_valid_entries(PoolObject *p)
+{
+    uint64_t generation = p->log->generation;
+    struct log_chunk *c = p->log;
+    size_t pos = 0;
+    size_t chunks = 1;
+    p->log_entries = 0;
+    for (;;) {
+        struct log_entry *e = (struct log_entry *)(entries_of(c) + pos);
+        if (pos + sizeof(*e) <= c->capacity
+            && e->generation == generation
+            && e->size <= c->capacity - pos - sizeof(*e)
+            && e->offset <= p->size && e->size <= p->size - e->offset
+            && checksum(e, (char *)(e + 1)) == e->checksum)
+        {
+            if (index_room(p) < 0) {
+                return -1;
+            }
+            p->log_index[p->log_entries++] = e;
+            pos += sizeof(*e) + LOG_ROUND(e->size);
+            continue;
+        }
+        if (pos == 0 || c->next == 0 || !valid_chunk(p, c->next)
+            || ++chunks > LOG_MAX_CHUNKS)
+        {
+            return 0;
+        }
+        c = chunk_at(p, c->next);
+        pos = 0;
+    }
+}
+
+/* The transaction is over: the log starts again, in its first chunk. */
+static void
+log_reset(PoolObject *p)
+{
+    p->log_chunk = p->log;
+    p->log_pos = 0;
+    p->log_entries = 0;
+    p->span_lo = (const char *)UINTPTR_MAX;
+    p->span_hi = NULL;
+    seen_clear(p);
+    if (p->log->next != 0) {
+        free_extensions(p);
+    }
+}
+
+/* Make the log's entries void: its generation moves on. */
+static void
+next_generation(PoolObject *p)
+{
+    p->log->generation++;
+    persist(p, &p->log->generation, sizeof(p->log->generation));
+}
+
+/* Write back the indexed entries, newest first, make that durable, then
+   void them. */
+static void
+write_back(PoolObject *p)
+{
+    for (size_t i = p->log_entries; i-- > 0; ) {
+        struct log_entry *e = p->log_index[i];
+        memcpy((char *)p->pop + e->offset, e + 1, e->size);
+    }
+    for (size_t i = 0; i < p->log_entries; i++) {
+        struct log_entry *e = p->log_index[i];
+        flush(p, (char *)p->pop + e->offset, e->size);
+    }
+    drain(p);
+    next_generation(p);
+}
+
+void
+_PyPmem_LogCommit(PoolObject *p)
+{
+    if (p->nosync) {
+        /* Nothing to make durable first. */
+    }
+    else if (p->log_msync) {
+        /* One msync() of the span. */
+        for (size_t i = 0; i < p->ntxmade; i++) {
+            char *b = p->txmade[i];
+            size_t size = pmemobj_alloc_usable_size(pmemobj_oid(b));
+            p->span_lo = Py_MIN(p->span_lo, (const char *)b);
+            p->span_hi = Py_MAX(p->span_hi, (const char *)b + size);
+        }
+        if (p->span_hi != NULL) {
+            pmemobj_flush(p->pop, p->span_lo,
+                          (size_t)(p->span_hi - p->span_lo));
+        }
+    }
+    else {
+        for (size_t i = 0; i < p->log_entries; i++) {
+            struct log_entry *e = p->log_index[i];
+            pmemobj_flush(p->pop, (char *)p->pop + e->offset, e->size);
+        }
+        for (size_t i = 0; i < p->ntxmade; i++) {
+            char *b = p->txmade[i];
+            pmemobj_flush(p->pop, b,
+                          pmemobj_alloc_usable_size(pmemobj_oid(b)));
+        }
+    }
+    if (p->log_entries > 0 || p->ntxmade > 0) {
+        drain(p);
+        /* The commit point. */
+        next_generation(p);
+    }
+    log_reset(p);
+}
+
+void
+_PyPmem_LogUndo(PoolObject *p)
+{
+    if (p->log_entries > 0) {
+        write_back(p);
+    }
+    log_reset(p);
+}
+
+/* --- opening ------------------------------------------------------------- */
+
+/* A first chunk for p, made with the root's field pointing to it, in one
+   redo log.  0, or -1 with an exception set. */
+static int
+make_log(PoolObject *p)
+{
+    struct pobj_action acts[2];
+    PMEMoid oid = pmemobj_xreserve(p->pop, &acts[0], LOG_FIRST_SIZE,
+                                   POOL_LOG,
+                                   _PyPmem_ClassFlags(p, LOG_FIRST_SIZE));
+    if (OID_IS_NULL(oid)) {
+        PyErr_Format(p->error, "pool %R is full: there is no room for its "
+                     "log (%zu bytes); make it bigger with "
+                     "python -m pmem grow PATH SIZE", p->path,
+                     LOG_FIRST_SIZE);
+        return -1;
+    }
+    struct log_chunk *c = pmemobj_direct(oid);
+    c->next = 0;
+    c->capacity = (pmemobj_alloc_usable_size(oid) - sizeof(*c)) & ~(size_t)7;
+    c->generation = 1;
+    c->unused = 0;
+    /* The first entry void, whatever the block held. */
+    memset(c + 1, 0, sizeof(struct log_entry));
+    pmemobj_persist(p->pop, c, sizeof(*c) + sizeof(struct log_entry));
+    pmemobj_set_value(p->pop, &acts[1], &p->root->log, oid.off);
+    if (pmemobj_publish(p->pop, acts, 2) != 0) {
+        pmemobj_cancel(p->pop, acts, 2);
+        _PyPmem_SetError(p->error, p->path, "cannot make the log of pool");
+        return -1;
+    }
+    return 0;
+}
+
+int
+_PyPmem_LogOpen(PoolObject *p, int nosync)
+{
+    if (p->root->log == 0 && make_log(p) < 0) {
+        return -1;
+    }
+    if (!valid_chunk(p, p->root->log)
+        || pmemobj_type_num(pmemobj_oid(chunk_at(p, p->root->log)))
+           != POOL_LOG)
+    {
+        PyErr_Format(p->error, "pool %R is corrupt: its root does not hold "
+                     "its log", p->path);
+        return -1;
+    }
+    p->log = chunk_at(p, p->root->log);
+    p->log_chunks = 1;
+    for (uint64_t off = p->log->next; off != 0; off = chunk_at(p, off)->next) {
+        if (!valid_chunk(p, off) || ++p->log_chunks > LOG_MAX_CHUNKS) {
+            PyErr_Format(p->error, "pool %R is corrupt: the chunks of its "
+                         "log do not follow one another", p->path);
+            return -1;
+        }
+    }
+    p->log_msync = !is_pmem(p);
+    /* A transaction that a crash stopped: undone, durably. */
+    p->nosync = 0;
+    if (index_valid_entries(p) < 0) {
+        return -1;
+    }
+    if (p->log_entries > 0) {
+        write_back(p);
+    }
+    log_reset(p);
+    p->nosync = nosync;
+    return 0;
+}
