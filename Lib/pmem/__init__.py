@@ -445,7 +445,8 @@ def _placeholder(name, layout, reason):
     return cls
 
 
-def open(path, *, create=True, size=None, readonly=False):
+def open(path, *, create=True, size=None, readonly=False,
+         durability="power"):
     """Open the pool at path, creating it if it does not exist and create
     is true: size bytes (DEFAULT_SIZE by default).  A pool that exists has
     the size it has: a size given that differs is an error (grow() makes
@@ -463,8 +464,21 @@ def open(path, *, create=True, size=None, readonly=False):
     memory) and opens that copy: what an open repairs -- a transaction
     that a crash left, pointers of a pool mapped elsewhere -- is repaired
     in the copy, and the file is never written (the next open for
-    writing repairs it).  A process has a pool open one way at a time."""
-    return Pool(path, create=create, size=size, readonly=readonly)
+    writing repairs it).  A process has a pool open one way at a time.
+
+    durability says what a committed transaction survives.  "power" (the
+    default): a power loss or a crash of the system; a commit returns
+    once its changes are on the device (on a file of an ordinary file
+    system, that takes a few msync() calls per transaction, each a
+    journal commit).  "process": the process being killed at any point
+    -- SIGKILL, an abort, the OOM killer -- and nothing more: the
+    transactions flush nothing to the device, and the kernel writes the
+    pool's pages back when it does, so that a power loss or a crash of
+    the system can lose the last transactions or leave the pool corrupt,
+    like sqlite's PRAGMA synchronous=OFF.  A pool has one durability
+    while a process has it open (pool.durability)."""
+    return Pool(path, create=create, size=size, readonly=readonly,
+                durability=durability)
 
 
 # --- grow() ------------------------------------------------------------------

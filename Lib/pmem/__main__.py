@@ -132,9 +132,11 @@ def info(pool, args):
         return 0
     print(f"pool:      {args.path}")
     print(f"format:    {pmem.FORMAT_VERSION}")
-    other = stats["pool_size"] - stats["bytes_used"] - stats["bytes_free"]
+    other = (stats["pool_size"] - stats["bytes_used"] - stats["bytes_log"]
+             - stats["bytes_free"])
     print(f"size:      {stats['pool_size']:,} bytes")
     print(f"in use:    {stats['bytes_used']:,} bytes by objects")
+    print(f"log:       {stats['bytes_log']:,} bytes by the undo log")
     print(f"free:      {stats['bytes_free']:,} bytes for blocks of any "
           f"size, at most {stats['largest_free']:,} in one")
     print(f"other:     {other:,} bytes: libpmemobj's metadata, and room "

@@ -339,6 +339,19 @@ _PyPmem_ClassFlags(PoolObject *p, size_t size)
     return 0;                     /* whole chunks */
 }
 
+/* Publish n actions of p in one redo log; when they do not fit in the
+   lane's log (up to POOL_RESERVE_BATCH do), one by one, in their order,
+   each fits. */
+void
+_PyPmem_Publish(PoolObject *p, struct pobj_action *acts, size_t n)
+{
+    if (n > 0 && pmemobj_publish(p->pop, acts, n) != 0) {
+        for (size_t i = 0; i < n; i++) {
+            (void)pmemobj_publish(p->pop, &acts[i], 1);
+        }
+    }
+}
+
 /* --- the transaction's blocks ------------------------------------------- */
 
 /* Append block to a list of the transaction's blocks.  0, or -1 when

@@ -13,9 +13,13 @@
  * range logged, and five at the commit, with its redo log.  This log
  * needs one drain per range and two at the commit, and none at all with
  * durability="process".  The heap's own changes (blocks made and freed)
- * stay libpmemobj's, atomic by its redo logs: blocks made by the
- * transaction are published before its commit (unreachable until it,
- * freed by the next open if the process dies first), blocks it freed
+ * stay libpmemobj's, atomic by its redo logs.  When the transaction made
+ * or freed blocks, the commit point goes in the same redo log as their
+ * publication (pmemobj_set_value() of the generation, with the
+ * reservations and pmemobj_defer_free()s, in one pmemobj_publish()): up
+ * to POOL_RESERVE_BATCH actions.  The blocks made past those are
+ * published before the commit point (unreachable until it, freed by the
+ * next open if the process dies first), the blocks freed past them
  * after it (garbage until then, freed by the next open likewise).
  *
  * The log.  The root's `log` field holds the offset of the first chunk,
@@ -280,6 +284,24 @@ seen_clear(PoolObject *p)
 
 /* --- writing ------------------------------------------------------------- */
 
+/* Entries of up to this many bytes of data are copied whole. */
+#define LOG_SMALL 224
+
+/* Write size bytes from src at dst in the log, flushed, not drained:
+   with non-temporal stores, which need not read the lines first (the
+   lines of the log that the last transaction flushed are evicted). */
+static inline void
+write_flushed(PoolObject *p, void *dst, const void *src, size_t size)
+{
+    if (p->nosync) {
+        memcpy(dst, src, size);
+    }
+    else {
+        pmemobj_memcpy(p->pop, dst, src, size,
+                       PMEMOBJ_F_MEM_NONTEMPORAL | PMEMOBJ_F_MEM_NODRAIN);
+    }
+}
+
 /* Room for one more entry in p's index of them.  0, or -1 with
    MemoryError set. */
 static int
@@ -325,6 +347,7 @@ next_chunk(PoolObject *p, size_t need)
     struct log_chunk *cur = p->log_chunk;
     if (cur->next != 0 && chunk_at(p, cur->next)->capacity >= need) {
         p->log_chunk = chunk_at(p, cur->next);
+        p->log_capacity = p->log_chunk->capacity;
         p->log_pos = 0;
         return 0;
     }
@@ -358,6 +381,7 @@ next_chunk(PoolObject *p, size_t need)
     }
     p->log_chunks++;
     p->log_chunk = c;
+    p->log_capacity = c->capacity;
     p->log_pos = 0;
     return 0;
 }
@@ -372,26 +396,41 @@ _PyPmem_LogAppend(PoolObject *p, const void *addr, size_t size)
     }
     size_t need = sizeof(struct log_entry) + LOG_ROUND(size);
     if (index_room(p) < 0
-        || (p->log_pos + need > p->log_chunk->capacity
+        || (p->log_pos + need > p->log_capacity
             && next_chunk(p, need) < 0))
     {
         return -1;
     }
     struct log_entry *e = (struct log_entry *)(entries_of(p->log_chunk)
                                                + p->log_pos);
-    char *data = (char *)(e + 1);
-    memcpy(data, addr, size);
-    memset(data + size, 0, LOG_ROUND(size) - size);
     struct log_entry head = {
         .offset = (uint64_t)((const char *)addr - (char *)p->pop),
         .size = size,
-        .generation = p->log->generation,
+        .generation = p->log_generation,
     };
     head.checksum = checksum(&head, addr);
-    *e = head;
-    persist(p, e, need);
+    if (size <= LOG_SMALL) {
+        /* Written at once from a copy. */
+        uint64_t buf[(sizeof(head) + LOG_SMALL) / 8];
+        memcpy(buf, &head, sizeof(head));
+        buf[(need - 1) / 8] = 0;
+        memcpy((char *)buf + sizeof(head), addr, size);
+        write_flushed(p, e, buf, need);
+    }
+    else {
+        size_t whole = size & ~(size_t)7;
+        write_flushed(p, e + 1, addr, whole);
+        if (whole < size) {
+            uint64_t last = 0;
+            memcpy(&last, (const char *)addr + whole, size - whole);
+            write_flushed(p, (char *)(e + 1) + whole, &last, 8);
+        }
+        write_flushed(p, e, &head, sizeof(head));
+    }
+    drain(p);
     p->log_pos += need;
-    p->log_index[p->log_entries++] = e;
+    p->log_index[p->log_entries++] = (struct pool_logged){
+        (char *)addr, size, e};
     if (slot != NULL) {
         *slot = (struct pool_seen){addr, size, p->seen_stamp};
         p->nseen++;
@@ -411,7 +450,7 @@ _PyPmem_LogAppend(PoolObject *p, const void *addr, size_t size)
 static int
 index_valid_entries(PoolObject *p)
 {
-    uint64_t generation = p->log->generation;
+    uint64_t generation = p->log_generation;
     struct log_chunk *c = p->log;
     size_t pos = 0;
     size_t chunks = 1;
@@ -427,7 +466,8 @@ index_valid_entries(PoolObject *p)
             if (index_room(p) < 0) {
                 return -1;
             }
-            p->log_index[p->log_entries++] = e;
+            p->log_index[p->log_entries++] = (struct pool_logged){
+                (char *)p->pop + e->offset, e->size, e};
             pos += sizeof(*e) + LOG_ROUND(e->size);
             continue;
         }
@@ -446,6 +486,7 @@ static void
 log_reset(PoolObject *p)
 {
     p->log_chunk = p->log;
+    p->log_capacity = p->log_first_capacity;
     p->log_pos = 0;
     p->log_entries = 0;
     p->span_lo = (const char *)UINTPTR_MAX;
@@ -460,7 +501,7 @@ log_reset(PoolObject *p)
 static void
 next_generation(PoolObject *p)
 {
-    p->log->generation++;
+    p->log->generation = ++p->log_generation;
     persist(p, &p->log->generation, sizeof(p->log->generation));
 }
 
@@ -470,19 +511,19 @@ static void
 write_back(PoolObject *p)
 {
     for (size_t i = p->log_entries; i-- > 0; ) {
-        struct log_entry *e = p->log_index[i];
-        memcpy((char *)p->pop + e->offset, e + 1, e->size);
+        struct pool_logged *l = &p->log_index[i];
+        memcpy(l->addr, l->entry + 1, l->size);
     }
     for (size_t i = 0; i < p->log_entries; i++) {
-        struct log_entry *e = p->log_index[i];
-        flush(p, (char *)p->pop + e->offset, e->size);
+        flush(p, p->log_index[i].addr, p->log_index[i].size);
     }
     drain(p);
     next_generation(p);
 }
 
 void
-_PyPmem_LogCommit(PoolObject *p)
+_PyPmem_LogCommit(PoolObject *p, struct pobj_action *acts, size_t before,
+                  size_t after)
 {
     if (p->nosync) {
         /* Nothing to make durable first. */
@@ -502,8 +543,8 @@ _PyPmem_LogCommit(PoolObject *p)
     }
     else {
         for (size_t i = 0; i < p->log_entries; i++) {
-            struct log_entry *e = p->log_index[i];
-            pmemobj_flush(p->pop, (char *)p->pop + e->offset, e->size);
+            pmemobj_flush(p->pop, p->log_index[i].addr,
+                          p->log_index[i].size);
         }
         for (size_t i = 0; i < p->ntxmade; i++) {
             char *b = p->txmade[i];
@@ -511,7 +552,14 @@ _PyPmem_LogCommit(PoolObject *p)
                           pmemobj_alloc_usable_size(pmemobj_oid(b)));
         }
     }
-    if (p->log_entries > 0 || p->ntxmade > 0) {
+    if (before + after > 0) {
+        /* The commit point in the redo log of the heap's actions. */
+        drain(p);
+        pmemobj_set_value(p->pop, &acts[before], &p->log->generation,
+                          ++p->log_generation);
+        _PyPmem_Publish(p, acts, before + 1 + after);
+    }
+    else if (p->log_entries > 0 || p->ntxmade > 0) {
         drain(p);
         /* The commit point. */
         next_generation(p);
@@ -526,6 +574,19 @@ _PyPmem_LogUndo(PoolObject *p)
         write_back(p);
     }
     log_reset(p);
+}
+
+/* The bytes that the log's chunks take. */
+size_t
+_PyPmem_LogSize(PoolObject *p)
+{
+    size_t size = 0;
+    for (struct log_chunk *c = p->log; c != NULL;
+         c = c->next == 0 ? NULL : chunk_at(p, c->next))
+    {
+        size += pmemobj_alloc_usable_size(pmemobj_oid(c));
+    }
+    return size;
 }
 
 /* --- opening ------------------------------------------------------------- */
@@ -586,6 +647,8 @@ _PyPmem_LogOpen(PoolObject *p, int nosync)
             return -1;
         }
     }
+    p->log_generation = p->log->generation;
+    p->log_first_capacity = p->log->capacity;
     p->log_msync = !is_pmem(p);
     /* A transaction that a crash stopped: undone, durably. */
     p->nosync = 0;

@@ -121,23 +121,11 @@ pool_xalloc(PoolObject *p, PMEMoid *oid, size_t size, uint64_t code,
    reserved and freed by the same transaction is cancelled after the
    commit (freed_reservations()). */
 
-/* Publish n actions of p in one redo log; when they do not fit in the
-   lane's log (up to POOL_RESERVE_BATCH do), one by one, each fits. */
-static void
-publish_actions(PoolObject *p, struct pobj_action *acts, size_t n)
-{
-    if (n > 0 && pmemobj_publish(p->pop, acts, n) != 0) {
-        for (size_t i = 0; i < n; i++) {
-            (void)pmemobj_publish(p->pop, &acts[i], 1);
-        }
-    }
-}
-
 /* Publish p's reservations. */
 static void
 publish_reserved(PoolObject *p)
 {
-    publish_actions(p, p->reserved, p->nreserved);
+    _PyPmem_Publish(p, p->reserved, p->nreserved);
     p->nreserved = 0;
 }
 
@@ -511,27 +499,63 @@ full_error(PoolObject *p)
     return explained;
 }
 
-/* The frees of a committed transaction, made after its commit in
-   batches, each one redo log (pmemobj_defer_free(), then
+/* The frees of a committed transaction from the start-th on, made after
+   its commit in batches, each one redo log (pmemobj_defer_free(), then
    pmemobj_publish()), the blocks of reservations from the from-th on
    left out (cancelled).  A block left when the process dies is garbage,
    which the next open frees. */
 static void
-free_later(PoolObject *p, size_t from)
+free_later(PoolObject *p, size_t start, size_t from)
 {
     struct pobj_action acts[POOL_RESERVE_BATCH];
     size_t k = 0;
-    for (size_t i = 0; i < p->ntxfreed; i++) {
+    for (size_t i = start; i < p->ntxfreed; i++) {
         if (is_cancelled(p, p->txfreed[i], from)) {
             continue;
         }
         pmemobj_defer_free(p->pop, pmemobj_oid(p->txfreed[i]), &acts[k++]);
         if (k == POOL_RESERVE_BATCH) {
-            publish_actions(p, acts, k);
+            _PyPmem_Publish(p, acts, k);
             k = 0;
         }
     }
-    publish_actions(p, acts, k);
+    _PyPmem_Publish(p, acts, k);
+}
+
+/* Commit p's transaction.  The blocks it made become the pool's, its
+   changes are made durable, then the commit point, then the blocks it
+   freed are freed, but those of its reservations, which are cancelled.
+   The blocks made and freed go in the redo log of the commit point
+   (_PyPmem_LogCommit()), as many as fit in it; the others are published
+   in batches before it, and freed in batches after it: a block that the
+   process leaves made or unfreed when it dies, nothing reaches, and the
+   next open frees it. */
+static void
+commit(PoolObject *p)
+{
+    size_t cancel = p->nreserved > 0 ? freed_reservations(p) : 0;
+    size_t publish = p->nreserved - cancel;
+    struct pobj_action acts[POOL_RESERVE_BATCH];
+    size_t before = 0, after = 0;
+    if (publish < POOL_RESERVE_BATCH) {
+        memcpy(acts, p->reserved, publish * sizeof(acts[0]));
+        before = publish;
+    }
+    else {
+        _PyPmem_Publish(p, p->reserved, publish);
+    }
+    size_t i = 0;
+    for (; i < p->ntxfreed && before + after + 1 < POOL_RESERVE_BATCH; i++) {
+        if (!is_cancelled(p, p->txfreed[i], publish)) {
+            pmemobj_defer_free(p->pop, pmemobj_oid(p->txfreed[i]),
+                               &acts[before + 1 + after++]);
+        }
+    }
+    _PyPmem_LogCommit(p, acts, before, after);
+    free_later(p, i, publish);
+    if (cancel > 0) {
+        pmemobj_cancel(p->pop, p->reserved + publish, cancel);
+    }
 }
 
 int
@@ -552,19 +576,7 @@ _PyPmem_End(PyStorageManager *sm, int ok)
     int committing = ok && !p->doomed;
     undo_state *repair = NULL;
     if (committing) {
-        /* The blocks it made become the pool's first, then the changes
-           durable and the commit point (_PyPmem_LogCommit()), then the
-           blocks it freed are freed, but those of reservations, which
-           are cancelled: blocks that the process leaves made or unfreed
-           when it dies, nothing reaches, and the next open frees. */
-        size_t cancel = p->nreserved > 0 ? freed_reservations(p) : 0;
-        size_t publish = p->nreserved - cancel;
-        publish_actions(p, p->reserved, publish);
-        _PyPmem_LogCommit(p);
-        free_later(p, publish);
-        if (cancel > 0) {
-            pmemobj_cancel(p->pop, p->reserved + publish, cancel);
-        }
+        commit(p);
     }
     else {
         /* The undo log restores the objects' memory; their reference

@@ -196,6 +196,13 @@ enum {
 #define POOL_MADE_RECENT 16
 #define POOL_MADE_MIN 256
 
+/* An entry of the undo log (log.c): the range it saved, and where. */
+struct pool_logged {
+    char *addr;
+    size_t size;
+    struct log_entry *entry;
+};
+
 /* A range that the transaction logged (log.c). */
 struct pool_seen {
     const char *addr;
@@ -250,7 +257,11 @@ typedef struct PoolObject {
     struct log_chunk *log_chunk;  /* the one the transaction writes in */
     size_t log_pos;               /* where in it the next entry goes */
     size_t log_chunks;            /* how many are linked */
-    struct log_entry **log_index; /* the transaction's entries */
+    size_t log_capacity;          /* log_chunk's (kept in DRAM: the
+                                     lines flushed are evicted) */
+    size_t log_first_capacity;    /* the first chunk's */
+    uint64_t log_generation;      /* the first chunk's generation */
+    struct pool_logged *log_index;  /* the transaction's entries */
     size_t log_entries, log_index_allocated;
     struct pool_seen *seen;       /* the ranges they saved: a set */
     size_t seen_mask, nseen;
@@ -554,6 +565,7 @@ alloc_item *_PyPmem_ListByLibpmemobj(PoolObject *p, size_t *pn);
 int _PyPmem_FreeSpace(PoolObject *p, size_t *pfree, size_t *plargest);
 int _PyPmem_RegisterClasses(PoolObject *p);
 uint64_t _PyPmem_ClassFlags(PoolObject *p, size_t size);
+void _PyPmem_Publish(PoolObject *p, struct pobj_action *acts, size_t n);
 int _PyPmem_AllocTableInit(open_state *st, size_t n);
 int _PyPmem_MarkPush(mark_state *ms, PyObject *op);
 PyObject *_PyPmem_Root(PoolObject *p, char *lo, int index);
@@ -619,8 +631,10 @@ void _PyPmem_RepairFinish(PoolObject *p, repair_state *st);
 /* log.c: the undo log */
 int _PyPmem_LogOpen(PoolObject *p, int nosync);
 int _PyPmem_LogAppend(PoolObject *p, const void *addr, size_t size);
-void _PyPmem_LogCommit(PoolObject *p);
+void _PyPmem_LogCommit(PoolObject *p, struct pobj_action *acts,
+                       size_t before, size_t after);
 void _PyPmem_LogUndo(PoolObject *p);
+size_t _PyPmem_LogSize(PoolObject *p);
 
 /* manager.c: the hooks of PoolObject.sm, transactions, savepoints */
 int _PyPmem_Collectable(PyStorageManager *sm);

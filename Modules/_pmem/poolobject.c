@@ -971,9 +971,10 @@ pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
             (PyObject *)((char *)self->pop + self->root->types));
     }
     records += self->root->refs != 0;
-    return Py_BuildValue("{sn sn sn sn sn sn sn sN}", "objects", objects,
+    return Py_BuildValue("{sn sn sn sn sn sn sn sn sN}", "objects", objects,
                          "records", records,
                          "tables", tables, "bytes_used", (Py_ssize_t)used,
+                         "bytes_log", (Py_ssize_t)_PyPmem_LogSize(self),
                          "bytes_free", (Py_ssize_t)free,
                          "largest_free", (Py_ssize_t)largest,
                          "pool_size", (Py_ssize_t)self->size,
@@ -1035,11 +1036,11 @@ static PyMethodDef pool_methods[] = {
      "one found with the layout that the pool recorded become its "
      "instances.  The names resolved, sorted."},
     {"stats", (PyCFunction)pool_stats, METH_NOARGS,
-     "{objects, records, tables, bytes_used, bytes_free, largest_free, "
-     "pool_size, by_type}: the objects and bytes in use (by type name: "
-     "[count, bytes]); records, of the objects, are the pool's records of "
-     "classes and references; bytes_free is what blocks of any size can "
-     "use, at most "
+     "{objects, records, tables, bytes_used, bytes_log, bytes_free, "
+     "largest_free, pool_size, by_type}: the objects and bytes in use (by "
+     "type name: [count, bytes]); records, of the objects, are the pool's "
+     "records of classes and references; bytes_log is what the undo log "
+     "takes; bytes_free is what blocks of any size can use, at most "
      "largest_free in one; the rest of pool_size is libpmemobj's metadata "
      "and room for small objects only."},
     {NULL}

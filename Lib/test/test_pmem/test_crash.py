@@ -48,6 +48,16 @@ class CrashHarnessTests(unittest.TestCase):
         self.assertRegex(last, r"^soak: 6 trials, \d+ kills during open, "
                                r"0 invariant failures$")
 
+    def test_soak_process_durability(self):
+        # The same with pools that flush nothing: kills only.
+        with os_helper.temp_dir() as tmp:
+            last = self.run_harness("soak.py", "--trials", "6",
+                                    "--seed", "20261205", "--quiet",
+                                    "--durability", "process",
+                                    "--dir", tmp)
+        self.assertRegex(last, r"^soak: 6 trials, \d+ kills during open, "
+                               r"0 invariant failures$")
+
     def namespace_kills(self, mode):
         with os_helper.temp_dir() as tmp:
             last = self.run_harness("namespace_kills.py", "--mode", mode,

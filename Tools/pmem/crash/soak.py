@@ -42,6 +42,10 @@ another mapping address (PMEM_MMAP_HINT), so that opens do real work.
 A last, clean check opens the pool, compares it, verifies that
 ``pool.gc()`` finds nothing to free and runs ``python -m pmem check``.
 
+With --durability process every child opens the pool with
+pmem.open(path, durability="process"): its transactions flush nothing,
+and a kill (never a power loss) must leave the same guarantees.
+
 On a failure the pool file is kept and its path, the seed and the trial
 are printed; the exit status is 1.
 """
@@ -722,6 +726,8 @@ _WEIGHTS = list(itertools.accumulate(w for w, _, _ in OPERATIONS))
 _TX_FUNCS = [f for _, mode, f in OPERATIONS if mode == TX]
 # False: the ABORT operations commit instead (--no-rollback).
 ROLLBACKS = True
+# How the children open the pool (--durability).
+DURABILITY = os.environ.get("SOAK_DURABILITY", "power")
 
 
 def plan(seed, i):
@@ -913,7 +919,7 @@ def child():
     out.write(b"opening\n")
     out.flush()
     start = time.perf_counter()
-    pool = pmem.open(path, create=False)
+    pool = pmem.open(path, create=False, durability=DURABILITY)
     out.write(b"opened %.6f\n" % (time.perf_counter() - start))
     out.flush()
     ns = pool.ns
@@ -939,7 +945,7 @@ def child():
 def setup_child():
     """python -c "import soak; soak.setup_child()" PATH: a new pool."""
     import pmem
-    pool = pmem.open(sys.argv[1], size=POOL_SIZE)
+    pool = pmem.open(sys.argv[1], size=POOL_SIZE, durability=DURABILITY)
     with pool:
         initial(pool.ns)
         pool.ns.done = 0
@@ -957,7 +963,7 @@ class SetupError(Exception):
 
 class Soak:
 
-    def __init__(self, seed, path, hash_seed=None):
+    def __init__(self, seed, path, hash_seed=None, durability="power"):
         self.path = path
         self.hash_seed = hash_seed
         self.rng = random.Random(seed)
@@ -966,7 +972,8 @@ class Soak:
         self.open_times = []
         self.ops = 0
         self.max_bytes = 0
-        self.env = dict(os.environ, **FAST_FLUSH)
+        self.env = dict(os.environ, SOAK_DURABILITY=durability,
+                        **FAST_FLUSH)
         self.env["PYTHONPATH"] = os.pathsep.join(
             [HERE] + [p for p in [os.environ.get("PYTHONPATH")] if p])
 
@@ -1167,6 +1174,10 @@ def main(argv=None):
     parser.add_argument("--no-rollback", action="store_true",
                         help="leave out the transactions that raise and "
                              "roll back (to tell bugs apart)")
+    parser.add_argument("--durability", choices=("power", "process"),
+                        default="power",
+                        help="how the children open the pool "
+                             "(default: %(default)s)")
     parser.add_argument("-k", "--keep-going", action="store_true",
                         help="after a failure, keep the pool and go on "
                              "with a new one (and a new workload seed)")
@@ -1182,9 +1193,9 @@ def main(argv=None):
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
     workdir = tempfile.mkdtemp(prefix="pmem-soak-", dir=base)
     path = os.path.join(workdir, "soak.pool")
-    soak = Soak(seed, path, args.hash_seed)
+    soak = Soak(seed, path, args.hash_seed, args.durability)
     say = (lambda *a, **k: None) if args.quiet else print
-    say(f"soak: seed {seed}, pool {path}")
+    say(f"soak: seed {seed}, pool {path}, durability {args.durability}")
     failures = []
     start = time.monotonic()
     workload = seed

@@ -1,4 +1,4 @@
-"""The bank benchmark: one transfer per transaction, four ways.
+"""The bank benchmark: one transfer per transaction, several ways.
 
     ./python Tools/pmem/bench/bank/run.py [--transfers N] [--repeat R]
 
@@ -10,6 +10,10 @@ The variants:
 
     pool dict, with pool:   a pool dict; ``with pool:`` around the two
                             updates (the program of Tools/pmem/demo.py)
+    pool dict, process      the same on a pool opened with
+                            durability="process": safe against the
+                            process being killed, not against a power
+                            loss (nothing is flushed to the device)
     pool dict, implicit     the same without ``with``: two implicit
                             transactions per transfer
     pool list, with pool:   a pool list instead of the dict
@@ -18,6 +22,8 @@ The variants:
                             TX_END
     sqlite3                 WAL, synchronous=FULL; BEGIN, two UPDATEs,
                             COMMIT
+    sqlite3, OFF            the same with synchronous=OFF, sqlite's
+                            counterpart of durability="process"
     shelve                  two assignments and sync() (dbm; not atomic)
     DRAM dict               a plain dict and a no-op context manager
                             written like pmem.Pool's: the interpreter's
@@ -74,10 +80,12 @@ TARGET_SQLITE = 5.0             # sqlite3 CPU at least 5x the pool's
 # the order of the table.
 VARIANTS = {
     "pool-with": "pool dict, `with pool:`",
+    "pool-process": "pool dict, `with pool:`, durability=\"process\"",
     "pool-implicit": "pool dict, 2 implicit tx",
     "pool-list-with": "pool list, `with pool:`",
     "c": "C on libpmemobj",
     "sqlite3": "sqlite3 {info} (WAL, synchronous=FULL)",
+    "sqlite3-off": "sqlite3 {info} (WAL, synchronous=OFF)",
     "shelve": "shelve ({info})",
     "dram": "DRAM dict, no-op `with` (floor)",
 }
@@ -119,14 +127,15 @@ def timed(loop, *args):
     return cpu, wall
 
 
-def open_pool(directory):
+def open_pool(directory, durability="power"):
     # libpmemobj reads PMEM_IS_PMEM_FORCE once, when it is loaded.
     os.environ.setdefault("PMEM_IS_PMEM_FORCE", "1")
     import pmem
     path = os.path.join(directory, "bank.pool")
     if os.path.exists(path):
         os.unlink(path)
-    return pmem.open(path, create=True, size=POOL_SIZE)
+    return pmem.open(path, create=True, size=POOL_SIZE,
+                     durability=durability)
 
 
 def loop_with(pool, accounts, todo):
@@ -142,8 +151,8 @@ def loop_implicit(pool, accounts, todo):
         accounts[target] += amount
 
 
-def run_pool(directory, todo, container, loop):
-    pool = open_pool(directory)
+def run_pool(directory, todo, container, loop, durability="power"):
+    pool = open_pool(directory, durability)
     if container == "dict":
         pool.ns.accounts = {i: START_BALANCE for i in range(ACCOUNTS)}
     else:
@@ -189,7 +198,7 @@ def loop_sqlite3(con, todo):
         execute("COMMIT")
 
 
-def run_sqlite3(directory, todo):
+def run_sqlite3(directory, todo, synchronous="FULL"):
     import sqlite3
     path = os.path.join(directory, "bank.sqlite")
     for suffix in ("", "-wal", "-shm", "-journal"):
@@ -199,7 +208,7 @@ def run_sqlite3(directory, todo):
     mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if mode != "wal":
         raise RuntimeError(f"sqlite3 refused WAL mode: {mode}")
-    con.execute("PRAGMA synchronous=FULL")
+    con.execute(f"PRAGMA synchronous={synchronous}")
     con.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, "
                 "balance INTEGER NOT NULL)")
     with con:
@@ -239,12 +248,16 @@ def run_child(variant, directory, n):
     todo = transfers(n)
     if variant == "pool-with":
         result = run_pool(directory, todo, "dict", loop_with)
+    elif variant == "pool-process":
+        result = run_pool(directory, todo, "dict", loop_with, "process")
     elif variant == "pool-implicit":
         result = run_pool(directory, todo, "dict", loop_implicit)
     elif variant == "pool-list-with":
         result = run_pool(directory, todo, "list", loop_with)
     elif variant == "sqlite3":
         result = run_sqlite3(directory, todo)
+    elif variant == "sqlite3-off":
+        result = run_sqlite3(directory, todo, "OFF")
     elif variant == "shelve":
         result = run_shelve(directory, todo)
     elif variant == "dram":
