@@ -1,8 +1,10 @@
 """The crash harnesses of Tools/pmem/crash, with small counts.
 
 soak.py kills a workload at random instants (during pmem.open() too) and
-checks that the pool holds exactly what committed; namespace_kills.py
-does the same to a program run with python -X pmem; fuzz.py opens corrupt
+checks that the pool holds exactly what committed (also with
+durability="process"); open_kills.py kills opens of a big pool;
+namespace_kills.py does the same to a program run with python -X pmem;
+fuzz.py opens corrupt
 copies of a pool, which must open or raise pmem.PoolError.  Here each
 runs a few trials with a fixed seed, as a subprocess; run them by hand
 with thousands (``./python Tools/pmem/crash/soak.py --trials 2000``).
@@ -57,6 +59,14 @@ class CrashHarnessTests(unittest.TestCase):
                                     "--dir", tmp)
         self.assertRegex(last, r"^soak: 6 trials, \d+ kills during open, "
                                r"0 invariant failures$")
+
+    def test_open_kills(self):
+        with os_helper.temp_dir() as tmp:
+            last = self.run_harness("open_kills.py", "--n", "20000",
+                                    "--trials", "4", "--seed", "20261205",
+                                    "--quiet", "--dir", tmp)
+        self.assertRegex(last, r"^open_kills: 4 trials, \d+ kills during "
+                               r"open, 0 failures$")
 
     def namespace_kills(self, mode):
         with os_helper.temp_dir() as tmp:
