@@ -316,6 +316,38 @@ index_room(PoolObject *p)
     return 0;
 }
 
+/* A chunk of size bytes for p's log, of the generation given, made with
+   *link (a field of the pool) pointing to it, in one redo log: all or
+   none.  NULL with *full set when the pool has no room for it, else with
+   PoolError set. */
+static struct log_chunk *
+new_chunk(PoolObject *p, size_t size, uint64_t generation, uint64_t *link,
+          int *full)
+{
+    struct pobj_action acts[2];
+    PMEMoid oid = pmemobj_xreserve(p->pop, &acts[0], size, POOL_LOG,
+                                   _PyPmem_ClassFlags(p, size));
+    *full = OID_IS_NULL(oid);
+    if (*full) {
+        return NULL;
+    }
+    struct log_chunk *c = pmemobj_direct(oid);
+    c->next = 0;
+    c->capacity = (pmemobj_alloc_usable_size(oid) - sizeof(*c)) & ~(size_t)7;
+    c->generation = generation;
+    c->unused = 0;
+    /* The first entry void, whatever the block held. */
+    memset(c + 1, 0, sizeof(struct log_entry));
+    pmemobj_persist(p->pop, c, sizeof(*c) + sizeof(struct log_entry));
+    pmemobj_set_value(p->pop, &acts[1], link, oid.off);
+    if (pmemobj_publish(p->pop, acts, 2) != 0) {
+        pmemobj_cancel(p->pop, acts, 2);
+        _PyPmem_SetError(p->error, p->path, "cannot make the log of pool");
+        return NULL;
+    }
+    return c;
+}
+
 /* Free the chunks linked after the first, and unlink them, in one redo
    log: all or none. */
 static void
@@ -359,24 +391,13 @@ next_chunk(PoolObject *p, size_t need)
     }
     size_t size = Py_MAX(LOG_EXTEND_SIZE << (p->log_chunks - 1),
                          need + sizeof(struct log_chunk));
-    struct pobj_action acts[2];
-    PMEMoid oid = pmemobj_xreserve(p->pop, &acts[0], size, POOL_LOG,
-                                   _PyPmem_ClassFlags(p, size));
-    if (OID_IS_NULL(oid)) {
-        p->failed_size = size;
-        PyErr_NoMemory();
-        return -1;
-    }
-    struct log_chunk *c = pmemobj_direct(oid);
-    c->next = 0;
-    c->capacity = (pmemobj_alloc_usable_size(oid) - sizeof(*c)) & ~(size_t)7;
-    c->generation = 0;
-    c->unused = 0;
-    pmemobj_persist(p->pop, c, sizeof(*c));
-    pmemobj_set_value(p->pop, &acts[1], &cur->next, oid.off);
-    if (pmemobj_publish(p->pop, acts, 2) != 0) {
-        pmemobj_cancel(p->pop, acts, 2);
-        _PyPmem_SetError(p->error, p->path, "cannot extend the log of");
+    int full;
+    struct log_chunk *c = new_chunk(p, size, 0, &cur->next, &full);
+    if (c == NULL) {
+        if (full) {
+            p->failed_size = size;
+            PyErr_NoMemory();
+        }
         return -1;
     }
     p->log_chunks++;
@@ -596,29 +617,14 @@ _PyPmem_LogSize(PoolObject *p)
 static int
 make_log(PoolObject *p)
 {
-    struct pobj_action acts[2];
-    PMEMoid oid = pmemobj_xreserve(p->pop, &acts[0], LOG_FIRST_SIZE,
-                                   POOL_LOG,
-                                   _PyPmem_ClassFlags(p, LOG_FIRST_SIZE));
-    if (OID_IS_NULL(oid)) {
-        PyErr_Format(p->error, "pool %R is full: there is no room for its "
-                     "log (%zu bytes); make it bigger with "
-                     "python -m pmem grow PATH SIZE", p->path,
-                     LOG_FIRST_SIZE);
-        return -1;
-    }
-    struct log_chunk *c = pmemobj_direct(oid);
-    c->next = 0;
-    c->capacity = (pmemobj_alloc_usable_size(oid) - sizeof(*c)) & ~(size_t)7;
-    c->generation = 1;
-    c->unused = 0;
-    /* The first entry void, whatever the block held. */
-    memset(c + 1, 0, sizeof(struct log_entry));
-    pmemobj_persist(p->pop, c, sizeof(*c) + sizeof(struct log_entry));
-    pmemobj_set_value(p->pop, &acts[1], &p->root->log, oid.off);
-    if (pmemobj_publish(p->pop, acts, 2) != 0) {
-        pmemobj_cancel(p->pop, acts, 2);
-        _PyPmem_SetError(p->error, p->path, "cannot make the log of pool");
+    int full;
+    if (new_chunk(p, LOG_FIRST_SIZE, 1, &p->root->log, &full) == NULL) {
+        if (full) {
+            PyErr_Format(p->error, "pool %R is full: there is no room for "
+                         "its log (%zu bytes); make it bigger with "
+                         "python -m pmem grow PATH SIZE", p->path,
+                         LOG_FIRST_SIZE);
+        }
         return -1;
     }
     return 0;
