@@ -22,11 +22,13 @@ there), a big dict, and the standard library's kinds and references
 (datetime, Decimal, a str subclass, Counter, defaultdict, an OrderedDict
 and its nodes, a deque and its blocks, an enum member, a class: the
 root's table of references), and reports where its objects
-and tables lie.  Each corrupted copy gets one to three changes, each
-aimed at one part of the file -- the pool header, the pool
-descriptor, the lanes (undo logs), the heap, zone and chunk headers, the
-run headers and allocation bitmaps, the pool's root object, the Python
-objects and their tables, or anywhere -- and made by flipping bits,
+and tables lie; then it dies (SIGKILL) inside a transaction, which the
+pool's undo log holds and every open undoes.  Each corrupted copy gets
+one to three changes, each aimed at one part of the file -- the pool
+header, the pool descriptor, the lanes (libpmemobj's logs), the heap,
+zone and chunk headers, the run headers and allocation bitmaps, the
+pool's root object, its undo log, the Python objects and their tables,
+or anywhere -- and made by flipping bits,
 writing random bytes, filling with zeros or ones, or overwriting an
 aligned 8-byte word with a plausible value (a pointer to another object
 or just beside it, a pointer into the pool, a static pointer of the
@@ -74,6 +76,7 @@ GDB_RUNS = 12                   # backtraces taken at most
 POOL_HDR_SIZE = 4096
 DESC_LANES = 4096 + 1024        # lanes_offset, nlanes, heap_offset
 DESC_ROOT = 6144                # root_offset
+ROOT_LOG = 96                   # struct pool_root's log field
 HEAP_HEADER_SIZE = 1024
 ZONE_HEADER_SIZE = 64
 MAX_CHUNK = 65535 - 7
@@ -237,6 +240,15 @@ def make_pool():
             stack.extend((obj.p, obj.q))
     json.dump({"base": base, "anchor": id(None), "objects": objects,
                "tables": tables}, sys.stdout)
+    sys.stdout.flush()
+    # A transaction that the process dies in: every open of a copy
+    # undoes it from the pool's log first (log.c).
+    with pool:
+        for i in range(0, 3000, 3):
+            ns.big[f"key{i}"] = None
+        ns.list[1][1].append("pending")
+        ns.dict["k"] = 2
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def walk(ns):
@@ -324,6 +336,10 @@ class Layout:
                 runs.append((start, start + 16 + 1024))
         self.objects = info["objects"]
         self.tables = info["tables"]
+        # The root's log field (struct pool_root): the undo log's first
+        # chunk, whose header and first entries are the pending
+        # transaction's.
+        (log,) = struct.unpack_from("<Q", data, root + ROOT_LOG)
         last = max(used, default=0) + 1
         self.regions = {
             "pool header": [(0, POOL_HDR_SIZE)],
@@ -332,6 +348,7 @@ class Layout:
             "heap headers": [(heap, chunk_headers + 8 * last)],
             "run headers": runs or [(chunks, chunks + 1024)],
             "root": [(root - 64, root + 128)],
+            "log": [(log, log + 4096)],
             "objects": [(off - 48, off + min(size, 160))
                         for off, size, _ in self.objects],
             "tables": [(off - 16, off + min(size, 256))
@@ -364,8 +381,8 @@ class Layout:
 
 
 WEIGHTS = {"pool header": 8, "pool descriptor": 8, "lanes": 6,
-           "heap headers": 14, "run headers": 12, "root": 6, "objects": 26,
-           "tables": 10, "anywhere": 5, "truncate": 5}
+           "heap headers": 14, "run headers": 12, "root": 6, "log": 10,
+           "objects": 26, "tables": 10, "anywhere": 5, "truncate": 5}
 
 
 def corrupt(layout, path, rng):
@@ -441,17 +458,21 @@ class Fuzz:
                 [sys.executable, "-c", "import fuzz; fuzz.make_pool()",
                  path], env=dict(self.env, PYTHONHASHSEED="0"),
                 capture_output=True, text=True, timeout=120)
-            if proc.returncode == 0:
+            if proc.returncode == -signal.SIGKILL and proc.stdout:
                 break
             if os.path.exists(path):
                 os.remove(path)
             time.sleep(10)
-        if proc.returncode != 0:
+        if proc.returncode != -signal.SIGKILL or not proc.stdout:
             sys.exit(f"fuzz: making the valid pool failed:\n{proc.stderr}")
         self.valid = path
         self.layout = Layout(path, json.loads(proc.stdout))
-        # The valid pool itself must pass.
-        outcome = self.open_file(path, 0)
+        # The valid pool itself must pass (a copy: the open undoes the
+        # transaction that its log holds, which the copies must hold).
+        copy = os.path.join(self.workdir, "valid-copy.pool")
+        shutil.copyfile(path, copy)
+        outcome = self.open_file(copy, 0)
+        os.remove(copy)
         if outcome[0] != "opened":
             sys.exit(f"fuzz: the valid pool does not pass: {outcome}")
 
