@@ -168,7 +168,9 @@ after_fork_in_child(void)
         p->nmade = 0;
         p->undo_len = 0;
         p->doomed = 0;
+        p->log_entries = 0;
     }
+    _PyPmem_MyTransaction = NULL;
     if (fork_pipe[1] >= 0) {
         close(fork_pipe[0]);
         close(fork_pipe[1]);      /* the parent goes on */

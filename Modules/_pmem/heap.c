@@ -7,6 +7,8 @@
 
 #include "pool.h"
 
+_Py_thread_local PoolObject *_PyPmem_MyTransaction;
+
 typedef struct {
     alloc_item *items;
     size_t n, allocated;

@@ -371,9 +371,6 @@ _PyPmem_Free(PyStorageManager *sm, void *ptr)
     pmemobj_free(&oid);
 }
 
-/* The pool whose transaction this thread is in, or NULL. */
-static _Py_thread_local PoolObject *my_transaction;
-
 /* May this thread take p's writer lock?  0, or -1 with PoolError. */
 static int
 check_writer(PoolObject *p)
@@ -384,7 +381,7 @@ check_writer(PoolObject *p)
     }
     /* A transaction spans one pool: its commit would not be another's,
        nor would a crash undo the two together. */
-    if (my_transaction != NULL) {
+    if (_PyPmem_MyTransaction != NULL) {
         PyErr_Format(p->error, "an atomic operation on pool %R cannot "
                      "begin inside one on another pool: an operation "
                      "spans one pool", p->path);
@@ -437,7 +434,7 @@ _PyPmem_Begin(PyStorageManager *sm, PyObject *op)
     if (!held) {
         PyMutex_Lock(&p->writer);
     }
-    my_transaction = p;
+    _PyPmem_MyTransaction = p;
     p->owner = me;
     p->depth = 1;
     touch(p, op);
@@ -585,7 +582,7 @@ _PyPmem_End(PyStorageManager *sm, int ok)
         repair = _PyPmem_UndoPrepare(p, NULL);
         _PyPmem_LogUndo(p);
     }
-    my_transaction = NULL;
+    _PyPmem_MyTransaction = NULL;
     p->nreserved = 0;
     p->ntxfreed = 0;
     p->nsavepoints = 0;

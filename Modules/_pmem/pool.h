@@ -537,6 +537,8 @@ typedef struct {
 } mark_state;
 
 extern PoolObject *_PyPmem_OpenPools;   /* linked by next_open */
+/* The pool whose transaction this thread is in, or NULL (manager.c). */
+extern _Py_thread_local PoolObject *_PyPmem_MyTransaction;
 extern PyTypeObject *const _PyPmem_BuiltinTypes[POOL_BYTES + 1];
 extern PyType_Spec _PyPmem_PoolSpec, _PyPmem_NamespaceSpec;
 extern const struct pool_root_field _PyPmem_RootFields[POOL_NROOTS];

@@ -104,6 +104,33 @@ class DurabilityTests(PoolTestCase):
                              "100000 True\n")
 
 
+class ForkTests(PoolTestCase):
+
+    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork()")
+    def test_child_of_a_transaction_opens_another_pool(self):
+        # The parent's transaction stays the parent's: a child forked in
+        # it may use a pool of its own.
+        other = os.path.join(self.dir, "other.pool")
+        out = self.run_in_new_process(f"""
+            import os, pmem
+            pool = pmem.open({self.path!r}, size={SIZE})
+            with pool:
+                pool.ns.x = 1
+                pid = os.fork()
+                if pid == 0:
+                    try:
+                        child = pmem.open({other!r}, size={SIZE})
+                        child.ns.y = 2
+                        os._exit(0)
+                    except BaseException as exc:
+                        print(type(exc).__name__, exc, flush=True)
+                        os._exit(1)
+                _, status = os.waitpid(pid, 0)
+            print(os.waitstatus_to_exitcode(status))
+            """, seed=20)
+        self.assertEqual(out, "0\n")
+
+
 class LogTests(PoolTestCase):
 
     SETUP = """
