@@ -17,6 +17,38 @@ problem(open_state *st, const char *what)
     return 1;
 }
 
+/* Flush the run of slots that the pass rewrote. */
+static void
+flush_run(open_state *st)
+{
+    if (st->run_hi != NULL) {
+        pmemobj_flush(st->pool->pop, st->run_lo,
+                      (size_t)(st->run_hi - st->run_lo));
+        st->run_lo = st->run_hi = NULL;
+    }
+}
+
+/* The pass rewrote *slot: flushed with the run of its neighbours (the
+   slots of a table are rewritten one after another; a flush of each
+   would evict its line before the next slot of the line is read, and on
+   a file that is not persistent memory, be an msync() each). */
+static inline void
+rewritten(open_state *st, void **slot)
+{
+    char *s = (char *)slot;
+    st->dirty = 1;
+    if (st->run_hi != NULL && s + sizeof(*slot) + 64 >= st->run_lo
+        && s <= st->run_hi + 64)
+    {
+        st->run_lo = Py_MIN(st->run_lo, s);
+        st->run_hi = Py_MAX(st->run_hi, s + sizeof(*slot));
+        return;
+    }
+    flush_run(st);
+    st->run_lo = s;
+    st->run_hi = s + sizeof(*slot);
+}
+
 /* Every pointer an object holds must land on an object or table of the
    pool, or on a static object of the interpreter (rewritten for this
    process's binary). */
@@ -45,8 +77,7 @@ check_slot(void **slot, int kind, void *arg)
             /* Mapped elsewhere last time: moved with the pool. */
             v = st->lo + (v - st->old[k]);
             *slot = v;
-            pmemobj_flush(st->pool->pop, slot, sizeof(*slot));
-            st->dirty = 1;
+            rewritten(st, slot);
             break;
         }
     }
@@ -78,8 +109,7 @@ check_slot(void **slot, int kind, void *arg)
     if (ref != NULL) {
         if (ref != v) {
             *slot = ref;
-            pmemobj_flush(st->pool->pop, slot, sizeof(*slot));
-            st->dirty = 1;
+            rewritten(st, slot);
         }
         return 0;
     }
@@ -93,8 +123,7 @@ check_slot(void **slot, int kind, void *arg)
         && _PyStorage_IsStaticTarget(v + (none - st->source)))
     {
         *slot = v + (st->target - st->source);
-        pmemobj_flush(st->pool->pop, slot, sizeof(*slot));
-        st->dirty = 1;
+        rewritten(st, slot);
         return 0;
     }
     return problem(st, "a pointer to neither the pool nor a constant of "
@@ -454,6 +483,7 @@ check_pointers(open_state *st, struct pool_root *root, char *target)
                                      "or a key or __dict__ of the wrong type");
         }
     }
+    flush_run(st);
     if (st->dirty) {
         pmemobj_drain(pop);
     }

@@ -412,6 +412,8 @@ struct open_state {
     } *ref_moves;
     size_t nref_moves;
     int dirty;                    /* static pointers were rewritten */
+    char *run_lo, *run_hi;        /* the slots rewritten since the last
+                                     flush (a run: flushed at once) */
     int undone;                   /* count_slot() runs after the undo */
     size_t made_from;             /* the undone blocks of p->txmade */
     Py_ssize_t keys_refs;         /* debug build: keys_refs() before it */
