@@ -68,9 +68,15 @@ Transactions in detail:
 * A ``with pool:`` block inside another is a savepoint: when it raises,
   its own changes are undone and the outer block goes on; the outermost
   block commits them all or nothing.
-* An undone block leaves every object as it was: what it freed comes
-  back, what it made is freed unless a variable still refers to it (then
-  it is back as it was made, empty for a container).
+* An undone block leaves every object of the pool as it was: what it
+  freed comes back, what it made is freed unless a variable still refers
+  to it (then it stays, holding what it held at some point of the block:
+  rely on none).
+* A commit returns once its changes are durable: on persistent memory
+  a few cache-line flushes, on a file of an ordinary file system a few
+  msync() calls.  A pool opened with durability="process" flushes
+  nothing: its commits survive the process being killed, not a power
+  loss (help(pmem.open)).
 * A block belongs to the thread that entered it, and is the pool's one
   writer while it runs: the other threads' changes to the pool wait for
   its end (reading does not wait).
