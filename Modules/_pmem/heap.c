@@ -110,21 +110,64 @@ _PyPmem_ListByLibpmemobj(PoolObject *p, size_t *pn)
     return items;
 }
 
-/* An empty table for n allocations in st; -1 with MemoryError set. */
+/* The table of the n allocations listed in items (in the order of their
+   addresses), in st: each entered as a block that holds no object (its
+   key is its start), which the caller makes an object's where it is one
+   (_PyPmem_SetEntry(), with a key in the block: the order holds); the
+   index has about two buckets an allocation over their span.  0, or -1
+   with MemoryError set. */
 int
-_PyPmem_AllocTableInit(open_state *st, size_t n)
+_PyPmem_AllocTableInit(open_state *st, alloc_item *items, size_t n)
 {
-    size_t capacity = 64;
-    while (capacity < 2 * n) {
-        capacity <<= 1;
-    }
-    st->entries = PyMem_RawCalloc(capacity, sizeof(alloc_entry));
+    st->entries = PyMem_RawCalloc(n + 1, sizeof(alloc_entry));
     if (st->entries == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    st->mask = capacity - 1;
+    st->nentries = n;
+    st->mask = n;                 /* entries[n] is empty */
+    if (n == 0) {
+        return 0;
+    }
+    char *base = items[0].block;
+    size_t span = (size_t)(items[n - 1].block - base) + 1;
+    unsigned shift = 4;
+    while ((span >> shift) > 2 * n) {
+        shift++;
+    }
+    size_t nbuckets = (span >> shift) + 1;
+    st->index = PyMem_RawMalloc(nbuckets * sizeof(uint32_t));
+    if (st->index == NULL || n > UINT32_MAX) {
+        PyMem_RawFree(st->entries);
+        st->entries = NULL;
+        PyErr_NoMemory();
+        return -1;
+    }
+    size_t b = 0;
+    for (size_t i = 0; i < n; i++) {
+        _PyPmem_SetEntry(&st->entries[i], items[i].block, items[i].block, 0);
+        size_t last = (size_t)(items[i].block - base) >> shift;
+        while (b <= last) {
+            st->index[b++] = (uint32_t)i;
+        }
+    }
+    while (b < nbuckets) {
+        st->index[b++] = (uint32_t)n;
+    }
+    st->nbuckets = nbuckets;
+    st->index_base = base;
+    st->index_shift = shift;
     return 0;
+}
+
+/* Free st's table. */
+void
+_PyPmem_AllocTableFree(open_state *st)
+{
+    PyMem_RawFree(st->entries);
+    PyMem_RawFree(st->index);
+    st->entries = NULL;
+    st->index = NULL;
 }
 
 /* Push op on the stack of objects whose slots are still to visit.  0, or

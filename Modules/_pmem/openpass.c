@@ -261,7 +261,8 @@ resolve_entry(open_state *st, PyObject *table, Py_ssize_t index)
    the block, and its entry in the allocation table.  0, or -1 with
    PoolError set. */
 static int
-place_instance(open_state *st, alloc_item *item, PyTypeObject *type)
+place_instance(open_state *st, alloc_item *item, alloc_entry *e,
+               PyTypeObject *type)
 {
     size_t presize = PyStorage_PreHeaderSize(type);
     size_t usable = pmemobj_alloc_usable_size(pmemobj_oid(item->block));
@@ -274,7 +275,6 @@ place_instance(open_state *st, alloc_item *item, PyTypeObject *type)
     PyObject *op = (PyObject *)(item->block + presize);
     Py_SET_TYPE(op, type);
     Py_INCREF(type);          /* an instance's reference */
-    alloc_entry *e = _PyPmem_FindAlloc(st, op);
     _PyPmem_SetEntry(e, (char *)op, item->block, 1);
     return 0;
 }
@@ -353,9 +353,8 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
                type table, killed before its commit: the entry was undone,
                the block (an atomic allocation) was not.  Garbage, freed
                with the rest unless something reachable points to it
-               (then the pointer lands on no object: corrupt). */
-            alloc_entry *e = _PyPmem_FindAlloc(st, items[i].block);
-            _PyPmem_SetEntry(e, items[i].block, items[i].block, 0);
+               (then the pointer lands on no object: corrupt).  Its
+               entry is a block's already. */
             continue;
         }
         Py_ssize_t index = (Py_ssize_t)(code - POOL_INSTANCE);
@@ -366,7 +365,7 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
         }
         PyTypeObject *type = (PyTypeObject *)PyList_GET_ITEM(p->classes,
                                                              index);
-        if (place_instance(st, &items[i], type) < 0) {
+        if (place_instance(st, &items[i], &st->entries[i], type) < 0) {
             goto done;
         }
         if (slots[index].n < 0) {
@@ -515,8 +514,9 @@ rehash_frozensets(open_state *st, mark_state *ms)
 }
 
 /* 1. The builtin objects' types, from their allocations' type codes,
-   and every allocation entered in the table (an instance gets its class
-   from the type table: resolve_classes()). */
+   each made an object's entry (the table has every allocation as a
+   block's: an instance gets its class from the type table,
+   resolve_classes()). */
 static void
 set_builtin_types(open_state *st, alloc_item *items, size_t n)
 {
@@ -524,13 +524,13 @@ set_builtin_types(open_state *st, alloc_item *items, size_t n)
         _PyPmem_Progress("types", i + 1, n);
         char *block = items[i].block;
         uint64_t code = items[i].code;
-        if (code == POOL_TABLE) {
-            alloc_entry *e = _PyPmem_FindAlloc(st, block);
-            _PyPmem_SetEntry(e, block, block, 0);
+        if (code == POOL_TABLE || code >= POOL_INSTANCE) {
             continue;
         }
         PyTypeObject *type = _PyPmem_TypeOfCode(code);
         if (type == NULL) {
+            /* A code this process does not know: kept as it is. */
+            st->entries[i].mark = 1;
             continue;
         }
         PyObject *op = (PyObject *)(block + PyStorage_PreHeaderSize(type));
@@ -538,8 +538,7 @@ set_builtin_types(open_state *st, alloc_item *items, size_t n)
         if (PyType_HasFeature(type, Py_TPFLAGS_HEAPTYPE)) {
             Py_INCREF(type);      /* an object's reference (a Decimal's) */
         }
-        alloc_entry *e = _PyPmem_FindAlloc(st, op);
-        _PyPmem_SetEntry(e, (char *)op, block, 1);
+        _PyPmem_SetEntry(&st->entries[i], (char *)op, block, 1);
     }
 }
 
@@ -709,7 +708,7 @@ _PyPmem_OpenPass(PoolObject *p)
         }
         return -1;
     }
-    if (_PyPmem_AllocTableInit(&st, n) < 0) {
+    if (_PyPmem_AllocTableInit(&st, items, n) < 0) {
         PyMem_RawFree(items);
         return -1;
     }
@@ -732,7 +731,7 @@ _PyPmem_OpenPass(PoolObject *p)
     }
     PyMem_RawFree(items);
     PyMem_RawFree(ms.stack);
-    PyMem_RawFree(st.entries);
+    _PyPmem_AllocTableFree(&st);
     PyMem_RawFree(st.ref_moves);
     return r;
 }

@@ -358,8 +358,11 @@ _PyPmem_InMyTransaction(PoolObject *p)
 }
 
 /* Every allocation of the pool, by the address that pointers to it hold
-   (an object's, past its pre-header; a table's start): an open-addressing
-   table in DRAM, built once per open. */
+   (an object's, past its pre-header; a table's start): an array in DRAM
+   in the order of the addresses, built once per open from the heap's
+   listing (which comes in that order), and found by address through an
+   index of buckets (_PyPmem_FindAlloc()).  The passes go through it in
+   the order of memory. */
 typedef struct {
     char *key;                    /* NULL: a free slot */
     Py_ssize_t count;             /* references from the pool */
@@ -376,7 +379,7 @@ typedef struct {
                                      or 1 + an index into the open_state's
                                      broken_why (_PyPmem_SetBroken()) */
 } alloc_entry;                    /* 32 bytes: an open of 10 million objects
-                                     makes a table of 32 million */
+                                     makes an array of 10 million */
 
 /* The object in e, or NULL for a table. */
 #define ENTRY_OBJ(e) ((e)->object ? (PyObject *)(e)->key : NULL)
@@ -396,8 +399,17 @@ _PyPmem_SetEntry(alloc_entry *e, char *key, char *block, int object)
 
 struct open_state {
     PoolObject *pool;
-    alloc_entry *entries;
-    size_t mask;
+    alloc_entry *entries;         /* nentries, then an empty one */
+    size_t mask;                  /* nentries: the passes' loops go
+                                     through entries[0..mask] */
+    size_t nentries;
+    uint32_t *index;              /* by bucket of index_base: the first
+                                     entry whose block starts in it or
+                                     after it */
+    size_t nbuckets;
+    char *index_base;
+    unsigned index_shift;         /* log2 of a bucket's bytes */
+    alloc_entry none;             /* what no address has: left empty */
     size_t count;
     /* Static pointers are made right for the binary whose None was at
        target, from the one whose None was at source (0: none). */
@@ -431,18 +443,26 @@ typedef struct {
     uint64_t code;
 } alloc_item;
 
-/* The entry of the allocation at key, or the free slot where it would
-   be (key NULL). */
+/* The entry of the allocation at key, or st->none (key NULL).  An
+   entry's key lies in its block, past the block's start (the index's),
+   so that at most the entry before the bucket's first can have a key in
+   the bucket: the block that holds its start. */
 static inline alloc_entry *
 _PyPmem_FindAlloc(open_state *st, const void *key)
 {
-    size_t h = ((uintptr_t)key >> 4) * 0x9E3779B97F4A7C15ULL;
-    for (size_t i = h & st->mask; ; i = (i + 1) & st->mask) {
-        alloc_entry *e = &st->entries[i];
-        if (e->key == key || e->key == NULL) {
-            return e;
-        }
+    const char *k = (const char *)key;
+    if (k < st->index_base || st->nentries == 0) {
+        return &st->none;
     }
+    size_t b = (size_t)(k - st->index_base) >> st->index_shift;
+    size_t i = b < st->nbuckets ? st->index[b] : st->nentries;
+    while (i > 0 && st->entries[i - 1].key >= k) {
+        i--;
+    }
+    while (i < st->nentries && st->entries[i].key < k) {
+        i++;
+    }
+    return st->entries[i].key == k ? &st->entries[i] : &st->none;
 }
 
 static inline alloc_entry *
@@ -570,7 +590,8 @@ int _PyPmem_FreeSpace(PoolObject *p, size_t *pfree, size_t *plargest);
 int _PyPmem_RegisterClasses(PoolObject *p);
 uint64_t _PyPmem_ClassFlags(PoolObject *p, size_t size);
 void _PyPmem_Publish(PoolObject *p, struct pobj_action *acts, size_t n);
-int _PyPmem_AllocTableInit(open_state *st, size_t n);
+int _PyPmem_AllocTableInit(open_state *st, alloc_item *items, size_t n);
+void _PyPmem_AllocTableFree(open_state *st);
 int _PyPmem_MarkPush(mark_state *ms, PyObject *op);
 PyObject *_PyPmem_Root(PoolObject *p, char *lo, int index);
 int _PyPmem_VisitRoots(PoolObject *p, char *lo, _PyStorage_SlotVisitor visit,

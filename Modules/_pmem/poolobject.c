@@ -121,7 +121,7 @@ release_pool(PoolObject *self)
         }
     }
     if (st != NULL) {
-        PyMem_RawFree(st->entries);
+        _PyPmem_AllocTableFree(st);
         PyMem_RawFree(st);
     }
     if (!held) {
@@ -641,7 +641,7 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
     }
 done:
     PyMem_RawFree(ms.stack);
-    PyMem_RawFree(st->entries);
+    _PyPmem_AllocTableFree(st);
     PyMem_RawFree(st);
     return (freed < 0 ? PyErr_NoMemory()
             : PyLong_FromSsize_t(Py_MAX(before - left, 0) + freed));

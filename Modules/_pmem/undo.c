@@ -114,7 +114,7 @@ _PyPmem_RepairPrepare(PoolObject *p, size_t from, size_t made_from)
     size_t n;
     alloc_item *items = _PyPmem_ListAllocations(p, &n);
     repair_state *st = items == NULL ? NULL : PyMem_RawCalloc(1, sizeof(*st));
-    if (st == NULL || _PyPmem_AllocTableInit(st, n) < 0) {
+    if (st == NULL || _PyPmem_AllocTableInit(st, items, n) < 0) {
         /* The counts stay as they are: better than no abort. */
         PyErr_Clear();
         PyMem_RawFree(items);
@@ -128,10 +128,10 @@ _PyPmem_RepairPrepare(PoolObject *p, size_t from, size_t made_from)
     for (size_t i = 0; i < n; i++) {
         char *block = items[i].block;
         PyTypeObject *type = _PyPmem_ClassOfCode(p, items[i].code);
-        char *key = type == NULL
-                    ? block : block + PyStorage_PreHeaderSize(type);
-        alloc_entry *e = _PyPmem_FindAlloc(st, key);
-        _PyPmem_SetEntry(e, key, block, type != NULL);
+        if (type != NULL) {
+            _PyPmem_SetEntry(&st->entries[i],
+                             block + PyStorage_PreHeaderSize(type), block, 1);
+        }
     }
     PyMem_RawFree(items);
     for (size_t i = 0; i < p->ntxfreed; i++) {
@@ -316,7 +316,7 @@ _PyPmem_RepairFinish(PoolObject *p, repair_state *st)
             free_block(p, ENTRY_BLOCK(e));
         }
     }
-    PyMem_RawFree(st->entries);
+    _PyPmem_AllocTableFree(st);
     PyMem_RawFree(st);
 }
 
@@ -871,7 +871,7 @@ check_counts(PoolObject *p, repair_state *st)
                           "from the whole pool's");
         }
     }
-    PyMem_RawFree(st->entries);
+    _PyPmem_AllocTableFree(st);
     PyMem_RawFree(st);
 }
 
