@@ -492,7 +492,9 @@ index_valid_entries(PoolObject *p)
             pos += sizeof(*e) + LOG_ROUND(e->size);
             continue;
         }
-        if (pos == 0 || c->next == 0 || !valid_chunk(p, c->next)
+        /* Also at the start of a chunk: a first entry bigger than the
+           first chunk starts the next. */
+        if (c->next == 0 || !valid_chunk(p, c->next)
             || ++chunks > LOG_MAX_CHUNKS)
         {
             return 0;

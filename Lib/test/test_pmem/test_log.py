@@ -169,6 +169,29 @@ class LogTests(PoolTestCase):
             """, seed=12)
         self.assertEqual(out, f"True 20000 {before.strip()}\n")
 
+    def test_crash_after_a_first_range_bigger_than_the_log(self):
+        # A transaction whose first range (a list's 20000 items, reversed
+        # in place) does not fit the log's first block: its entry is the
+        # first of the next one, where the next open finds it.
+        self.run_in_new_process(f"""
+            import pmem
+            pool = pmem.open({self.path!r}, size=64 << 20)
+            pool.ns.l = list(range(20000))
+            """, seed=16)
+        proc = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import os, signal, pmem
+            pool = pmem.open({self.path!r})
+            with pool:
+                pool.ns.l.reverse()
+                os.kill(os.getpid(), signal.SIGKILL)
+            """)], env=dict(os.environ, **FAST_FLUSH))
+        self.assertEqual(proc.returncode, -signal.SIGKILL)
+        out = self.run_in_new_process(f"""
+            import pmem
+            print(pmem.open({self.path!r}).ns.l == list(range(20000)))
+            """, seed=17)
+        self.assertEqual(out, "True\n")
+
     def test_abort_of_a_big_transaction(self):
         # The same undone in the process: the values are back, and the
         # blocks the log linked are freed (the next process finds as much
