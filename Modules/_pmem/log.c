@@ -410,6 +410,9 @@ next_chunk(PoolObject *p, size_t need)
 int
 _PyPmem_LogAppend(PoolObject *p, const void *addr, size_t size)
 {
+    if (size == 0) {
+        return 0;                 /* nothing to save */
+    }
     int found;
     struct pool_seen *slot = seen_slot(p, addr, size, &found);
     if (found) {
@@ -434,7 +437,7 @@ _PyPmem_LogAppend(PoolObject *p, const void *addr, size_t size)
         /* Written at once from a copy. */
         uint64_t buf[(sizeof(head) + LOG_SMALL) / 8];
         memcpy(buf, &head, sizeof(head));
-        buf[(need - 1) / 8] = 0;
+        buf[(need - 1) / 8] = 0;  /* the data's padding (size > 0) */
         memcpy((char *)buf + sizeof(head), addr, size);
         write_flushed(p, e, buf, need);
     }

@@ -192,6 +192,33 @@ class LogTests(PoolTestCase):
             """, seed=17)
         self.assertEqual(out, "True\n")
 
+    def test_crash_after_an_empty_range(self):
+        # A change that logs no bytes (a slice inserted at a list's end
+        # moves no items) is followed by others, which the next open
+        # undoes too.
+        self.run_in_new_process(f"""
+            import pmem
+            pool = pmem.open({self.path!r}, size={SIZE})
+            pool.ns.l = list(range(10))
+            pool.ns.d = {{}}
+            """, seed=18)
+        proc = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import os, signal, pmem
+            pool = pmem.open({self.path!r})
+            with pool:
+                pool.ns.l[10:10] = ["x" * 20]
+                for i in range(50):
+                    pool.ns.d[i] = [i]
+                os.kill(os.getpid(), signal.SIGKILL)
+            """)], env=dict(os.environ, **FAST_FLUSH))
+        self.assertEqual(proc.returncode, -signal.SIGKILL)
+        out = self.run_in_new_process(f"""
+            import pmem
+            pool = pmem.open({self.path!r})
+            print(pool.ns.l, pool.ns.d)
+            """, seed=19)
+        self.assertEqual(out, f"{list(range(10))} {{}}\n")
+
     def test_abort_of_a_big_transaction(self):
         # The same undone in the process: the values are back, and the
         # blocks the log linked are freed (the next process finds as much
