@@ -44,20 +44,20 @@ class CrashHarnessTests(unittest.TestCase):
 
     def test_soak(self):
         with os_helper.temp_dir() as tmp:
-            last = self.run_harness("soak.py", "--trials", "6",
+            last = self.run_harness("soak.py", "--trials", "40",
                                     "--seed", "20261126", "--quiet",
                                     "--dir", tmp)
-        self.assertRegex(last, r"^soak: 6 trials, \d+ kills during open, "
+        self.assertRegex(last, r"^soak: 40 trials, \d+ kills during open, "
                                r"0 invariant failures$")
 
     def test_soak_process_durability(self):
         # The same with pools that flush nothing: kills only.
         with os_helper.temp_dir() as tmp:
-            last = self.run_harness("soak.py", "--trials", "6",
+            last = self.run_harness("soak.py", "--trials", "40",
                                     "--seed", "20261205", "--quiet",
                                     "--durability", "process",
                                     "--dir", tmp)
-        self.assertRegex(last, r"^soak: 6 trials, \d+ kills during open, "
+        self.assertRegex(last, r"^soak: 40 trials, \d+ kills during open, "
                                r"0 invariant failures$")
 
     def test_open_kills(self):
