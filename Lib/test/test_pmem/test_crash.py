@@ -42,23 +42,20 @@ class CrashHarnessTests(unittest.TestCase):
         self.assertEqual(proc.returncode, 0, output)
         return proc.stdout.splitlines()[-1]
 
-    def test_soak(self):
+    def soak(self, seed, *options):
         with os_helper.temp_dir() as tmp:
-            last = self.run_harness("soak.py", "--trials", "40",
-                                    "--seed", "20261126", "--quiet",
-                                    "--dir", tmp)
+            last = self.run_harness("soak.py", "--trials", "40", "--seed",
+                                    str(seed), "--quiet", "--dir", tmp,
+                                    *options)
         self.assertRegex(last, r"^soak: 40 trials, \d+ kills during open, "
                                r"0 invariant failures$")
 
+    def test_soak(self):
+        self.soak(20261126)
+
     def test_soak_process_durability(self):
         # The same with pools that flush nothing: kills only.
-        with os_helper.temp_dir() as tmp:
-            last = self.run_harness("soak.py", "--trials", "40",
-                                    "--seed", "20261205", "--quiet",
-                                    "--durability", "process",
-                                    "--dir", tmp)
-        self.assertRegex(last, r"^soak: 40 trials, \d+ kills during open, "
-                               r"0 invariant failures$")
+        self.soak(20261205, "--durability", "process")
 
     def test_open_kills(self):
         with os_helper.temp_dir() as tmp:
