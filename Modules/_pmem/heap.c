@@ -1,8 +1,9 @@
 /* _pmem's view of a pool's heap: every allocation, listed once and
  * found by address in a table (the open pass, the undo and pool.gc()
  * build one); the objects that the root holds, and letting go of an
- * object that is garbage (the walks that those three make); and the
- * lists of the blocks that a transaction allocated and freed.
+ * object that is garbage (the walks that those three make); the pool's
+ * allocation classes and the publication of libpmemobj's actions; and
+ * the lists of the blocks that a transaction allocated and freed.
  */
 
 #include "pool.h"
