@@ -413,10 +413,6 @@ block_list_append(char ***plist, size_t *pn, size_t *pallocated,
     return 0;
 }
 
-/* Record a block that the transaction frees: it is freed when the
-   transaction commits (the frees are part of it), and comes back if the
-   transaction, or the nested block that freed it, is undone.  0, or -1
-   when out of memory. */
 /* Room for one more block in the transaction's frees, so that the next
    _PyPmem_RecordFree() cannot fail.  0, or -1 when out of memory. */
 int
@@ -426,6 +422,10 @@ _PyPmem_RoomForFree(PoolObject *p)
                            p->ntxfreed + 1, sizeof(char *), 64);
 }
 
+/* Record a block that the transaction frees: it is freed by the commit
+   (manager.c, commit()), and comes back if the transaction, or the
+   nested block that freed it, is undone.  0, or -1 when out of
+   memory. */
 int
 _PyPmem_RecordFree(PoolObject *p, char *block)
 {

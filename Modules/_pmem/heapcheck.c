@@ -457,7 +457,8 @@ walk_run(const char *chunk, const struct chunk_header *hdr,
                        : (hdr->flags & CHUNK_FLAG_HEADER_NONE)
                        ? 0 : HEADER_LEGACY_SIZE;
         uintptr_t start = (uintptr_t)data + hsize;
-        start = (start + run->alignment - 1) & ~(uintptr_t)(run->alignment - 1);
+        uintptr_t mask = (uintptr_t)run->alignment - 1;
+        start = (start + mask) & ~mask;
         data = (const char *)(start - hsize);
     }
     if (nbits == 0 || (uint64_t)(end - data) / run->block_size < nbits) {

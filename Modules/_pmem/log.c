@@ -547,27 +547,16 @@ write_back(PoolObject *p)
     next_generation(p);
 }
 
-void
-_PyPmem_LogCommit(PoolObject *p, struct pobj_action *acts, size_t before,
-                  size_t after)
+/* Flush what the transaction changed: each range it logged and each
+   block it made; on a file whose flushes are msync()s, their span at
+   once. */
+static void
+flush_changes(PoolObject *p)
 {
     if (p->nosync) {
-        /* Nothing to make durable first. */
+        return;
     }
-    else if (p->log_msync) {
-        /* One msync() of the span. */
-        for (size_t i = 0; i < p->ntxmade; i++) {
-            char *b = p->txmade[i];
-            size_t size = pmemobj_alloc_usable_size(pmemobj_oid(b));
-            p->span_lo = Py_MIN(p->span_lo, (const char *)b);
-            p->span_hi = Py_MAX(p->span_hi, (const char *)b + size);
-        }
-        if (p->span_hi != NULL) {
-            pmemobj_flush(p->pop, p->span_lo,
-                          (size_t)(p->span_hi - p->span_lo));
-        }
-    }
-    else {
+    if (!p->log_msync) {
         for (size_t i = 0; i < p->log_entries; i++) {
             pmemobj_flush(p->pop, p->log_index[i].addr,
                           p->log_index[i].size);
@@ -577,7 +566,25 @@ _PyPmem_LogCommit(PoolObject *p, struct pobj_action *acts, size_t before,
             pmemobj_flush(p->pop, b,
                           pmemobj_alloc_usable_size(pmemobj_oid(b)));
         }
+        return;
     }
+    for (size_t i = 0; i < p->ntxmade; i++) {
+        char *b = p->txmade[i];
+        size_t size = pmemobj_alloc_usable_size(pmemobj_oid(b));
+        p->span_lo = Py_MIN(p->span_lo, (const char *)b);
+        p->span_hi = Py_MAX(p->span_hi, (const char *)b + size);
+    }
+    if (p->span_hi != NULL) {
+        pmemobj_flush(p->pop, p->span_lo,
+                      (size_t)(p->span_hi - p->span_lo));
+    }
+}
+
+void
+_PyPmem_LogCommit(PoolObject *p, struct pobj_action *acts, size_t before,
+                  size_t after)
+{
+    flush_changes(p);
     if (before + after > 0) {
         /* The commit point in the redo log of the heap's actions. */
         drain(p);

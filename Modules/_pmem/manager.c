@@ -18,13 +18,6 @@ typedef struct {
 #define UNDO_ROUND(n) (((n) + 7) & ~(size_t)7)
 
 
-/* _PyPmem_InMyTransaction() with current_thread(). */
-static inline int
-in_my_transaction(PoolObject *p)
-{
-    return p->depth > 0 && p->owner == current_thread();
-}
-
 /* --- the storage manager ------------------------------------------------ */
 
 /* What an undo must count again (undo.c): op, an object whose operation
@@ -114,12 +107,12 @@ pool_xalloc(PoolObject *p, PMEMoid *oid, size_t size, uint64_t code,
    four persist points.  A block published is what an atomic allocation
    made: nothing in the pool reaches it until the commit, and the next
    open frees it if the process dies first; a block still reserved when
-   the process dies was never allocated.  An
-   undo publishes the reservations first: a variable may still refer to a
-   block of the transaction (see _PyPmem_Alloc()), and the undo counts
-   and frees what the transaction made as blocks of the pool.  A block
-   reserved and freed by the same transaction is cancelled after the
-   commit (freed_reservations()). */
+   the process dies was never allocated.  An undo publishes the
+   reservations first: a variable may still refer to a block of the
+   transaction (see _PyPmem_Alloc()), and the undo counts and frees what
+   the transaction made as blocks of the pool.  A block reserved and
+   freed by the same transaction is cancelled after the commit
+   (freed_reservations()). */
 
 /* Publish p's reservations. */
 static void
@@ -418,12 +411,12 @@ int
 _PyPmem_Begin(PyStorageManager *sm, PyObject *op)
 {
     PoolObject *p = POOL(sm);
-    unsigned long me = current_thread();
-    if (p->depth > 0 && p->owner == me) {
+    if (_PyPmem_InMyTransaction(p)) {
         p->depth++;
         touch(p, op);
         return 0;
     }
+    unsigned long me = current_thread();
     int held = p->held && p->owner == me;
     if (!held && check_writer(p) < 0) {
         return -1;
@@ -496,27 +489,22 @@ full_error(PoolObject *p)
     return explained;
 }
 
-/* The frees of a committed transaction from the start-th on, made after
-   its commit in batches, each one redo log (pmemobj_defer_free(), then
-   pmemobj_publish()), the blocks of reservations from the from-th on
-   left out (cancelled).  A block left when the process dies is garbage,
-   which the next open frees. */
-static void
-free_later(PoolObject *p, size_t start, size_t from)
+/* Up to max frees of the transaction's, from the *pi-th on, as actions
+   in acts (pmemobj_defer_free()), the blocks of reservations from the
+   from-th on left out (cancelled); *pi is where the next ones start.
+   Their number. */
+static size_t
+defer_frees(PoolObject *p, size_t *pi, size_t from, struct pobj_action *acts,
+            size_t max)
 {
-    struct pobj_action acts[POOL_RESERVE_BATCH];
     size_t k = 0;
-    for (size_t i = start; i < p->ntxfreed; i++) {
-        if (is_cancelled(p, p->txfreed[i], from)) {
-            continue;
-        }
-        pmemobj_defer_free(p->pop, pmemobj_oid(p->txfreed[i]), &acts[k++]);
-        if (k == POOL_RESERVE_BATCH) {
-            _PyPmem_Publish(p, acts, k);
-            k = 0;
+    for (; *pi < p->ntxfreed && k < max; ++*pi) {
+        char *block = p->txfreed[*pi];
+        if (!is_cancelled(p, block, from)) {
+            pmemobj_defer_free(p->pop, pmemobj_oid(block), &acts[k++]);
         }
     }
-    _PyPmem_Publish(p, acts, k);
+    return k;
 }
 
 /* Commit p's transaction.  The blocks it made become the pool's, its
@@ -533,7 +521,7 @@ commit(PoolObject *p)
     size_t cancel = p->nreserved > 0 ? freed_reservations(p) : 0;
     size_t publish = p->nreserved - cancel;
     struct pobj_action acts[POOL_RESERVE_BATCH];
-    size_t before = 0, after = 0;
+    size_t before = 0, after;
     if (publish < POOL_RESERVE_BATCH) {
         memcpy(acts, p->reserved, publish * sizeof(acts[0]));
         before = publish;
@@ -542,14 +530,15 @@ commit(PoolObject *p)
         _PyPmem_Publish(p, p->reserved, publish);
     }
     size_t i = 0;
-    for (; i < p->ntxfreed && before + after + 1 < POOL_RESERVE_BATCH; i++) {
-        if (!is_cancelled(p, p->txfreed[i], publish)) {
-            pmemobj_defer_free(p->pop, pmemobj_oid(p->txfreed[i]),
-                               &acts[before + 1 + after++]);
-        }
-    }
+    after = defer_frees(p, &i, publish, acts + before + 1,
+                        POOL_RESERVE_BATCH - before - 1);
     _PyPmem_LogCommit(p, acts, before, after);
-    free_later(p, i, publish);
+    /* The rest, in batches, each one redo log: a block left when the
+       process dies is garbage, which the next open frees. */
+    size_t k;
+    while ((k = defer_frees(p, &i, publish, acts, POOL_RESERVE_BATCH)) > 0) {
+        _PyPmem_Publish(p, acts, k);
+    }
     if (cancel > 0) {
         pmemobj_cancel(p->pop, p->reserved + publish, cancel);
     }
@@ -559,7 +548,7 @@ int
 _PyPmem_End(PyStorageManager *sm, int ok)
 {
     PoolObject *p = POOL(sm);
-    if (p->depth <= 0 || p->owner != current_thread()) {
+    if (!_PyPmem_InMyTransaction(p)) {
         PyErr_SetString(PyExc_SystemError,
                         "pool end() without this thread's begin()");
         return -1;
@@ -569,6 +558,7 @@ _PyPmem_End(PyStorageManager *sm, int ok)
         /* A nested operation joins the outermost one. */
         return explained ? -1 : 0;
     }
+    _PyPmem_MyTransaction = NULL;
     p->failed_size = 0;
     int committing = ok && !p->doomed;
     undo_state *repair = NULL;
@@ -582,7 +572,6 @@ _PyPmem_End(PyStorageManager *sm, int ok)
         repair = _PyPmem_UndoPrepare(p, NULL);
         _PyPmem_LogUndo(p);
     }
-    _PyPmem_MyTransaction = NULL;
     p->nreserved = 0;
     p->ntxfreed = 0;
     p->nsavepoints = 0;
@@ -727,7 +716,7 @@ _PyPmem_Modify(PyStorageManager *sm, void *addr, size_t size)
            (_PyStorage_TxBegin()). */
         return 0;
     }
-    if (!in_my_transaction(p)) {
+    if (!_PyPmem_InMyTransaction(p)) {
         PyErr_Format(PyExc_SystemError, "a write to pool %R outside any "
                      "atomic operation", p->path);
         return -1;

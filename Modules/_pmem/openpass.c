@@ -472,7 +472,8 @@ check_pointers(open_state *st, struct pool_root *root, char *target)
             && _PyStorage_CheckSlots(op, check_slot, st) != 0)
         {
             _PyPmem_SetBroken(st, e, st->problem != NULL
-                                     ? st->problem : "what a pool cannot hold");
+                                     ? st->problem
+                                     : "what a pool cannot hold");
         }
         /* Once its pointers are this process's: what they land on. */
         if (op != NULL && e->broken == 0
@@ -668,7 +669,8 @@ rehash_kept(open_state *st, mark_state *ms)
     for (size_t i = 0; i <= st->mask && ok; i++) {
         alloc_entry *e = &st->entries[i];
         _PyPmem_Progress("hash tables", i + 1, st->mask + 1);
-        if (e->mark && ENTRY_OBJ(e) != NULL && _PyStorage_Rehash(ENTRY_OBJ(e)) < 0) {
+        PyObject *op = ENTRY_OBJ(e);
+        if (e->mark && op != NULL && _PyStorage_Rehash(op) < 0) {
             ok = 0;
         }
     }

@@ -350,11 +350,16 @@ typedef struct open_state repair_state;
 #  define current_thread() PyThread_get_thread_ident()
 #endif
 
+/* The pool whose transaction this thread is in, or NULL: set by the
+   outermost begin, cleared by its end (manager.c), and in a forked
+   child (file.c). */
+extern _Py_thread_local PoolObject *_PyPmem_MyTransaction;
+
 /* Is this thread inside a transaction of p? */
 static inline int
 _PyPmem_InMyTransaction(PoolObject *p)
 {
-    return p->depth > 0 && p->owner == PyThread_get_thread_ident();
+    return _PyPmem_MyTransaction == p;
 }
 
 /* Every allocation of the pool, by the address that pointers to it hold
@@ -559,8 +564,6 @@ typedef struct {
 } mark_state;
 
 extern PoolObject *_PyPmem_OpenPools;   /* linked by next_open */
-/* The pool whose transaction this thread is in, or NULL (manager.c). */
-extern _Py_thread_local PoolObject *_PyPmem_MyTransaction;
 extern PyTypeObject *const _PyPmem_BuiltinTypes[POOL_BYTES + 1];
 extern PyType_Spec _PyPmem_PoolSpec, _PyPmem_NamespaceSpec;
 extern const struct pool_root_field _PyPmem_RootFields[POOL_NROOTS];

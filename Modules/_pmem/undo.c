@@ -82,13 +82,13 @@ keys_refs(repair_state *st, int undone)
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i <= st->mask; i++) {
             alloc_entry *e = &st->entries[i];
-            if (ENTRY_OBJ(e) == NULL || !PyDict_Check(ENTRY_OBJ(e))
-                || e->dead
-                || (Py_REFCNT(ENTRY_OBJ(e)) == 0 && !(undone && is_garbage(e))))
+            PyObject *op = ENTRY_OBJ(e);
+            if (op == NULL || !PyDict_Check(op) || e->dead
+                || (Py_REFCNT(op) == 0 && !(undone && is_garbage(e))))
             {
                 continue;
             }
-            char *keys = (char *)((PyDictObject *)ENTRY_OBJ(e))->ma_keys;
+            char *keys = (char *)((PyDictObject *)op)->ma_keys;
             alloc_entry *t = keys < st->lo || keys >= st->hi
                              ? NULL : _PyPmem_FindAlloc(st, keys);
             if (t == NULL || t->key == NULL || t->mark == !pass) {
@@ -271,31 +271,32 @@ _PyPmem_RepairFinish(PoolObject *p, repair_state *st)
     (void)_PyPmem_VisitRoots(p, st->lo, count_slot, st);  /* the root's */
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (ENTRY_OBJ(e) == NULL || e->dead == 2) {
+        PyObject *op = ENTRY_OBJ(e);
+        if (op == NULL || e->dead == 2) {
             continue;
         }
         Py_ssize_t refcnt = e->dram + e->count;
         if (refcnt <= 0) {
             /* Unreachable: never decref'd again, left to the next open. */
             refcnt = 0;
-            if (PyObject_IS_GC(ENTRY_OBJ(e)) && PyObject_GC_IsTracked(ENTRY_OBJ(e))) {
-                PyObject_GC_UnTrack(ENTRY_OBJ(e));
+            if (PyObject_IS_GC(op) && PyObject_GC_IsTracked(op)) {
+                PyObject_GC_UnTrack(op);
             }
         }
-        _PyPmem_SetRefcnt(ENTRY_OBJ(e), refcnt);
+        _PyPmem_SetRefcnt(op, refcnt);
         if (e->dead) {
             /* What its deallocation did to it, undone; the hash caches
                that tables of this process rely on, made again. */
-            if (PyType_HasFeature(Py_TYPE(ENTRY_OBJ(e)), Py_TPFLAGS_HEAPTYPE)) {
-                Py_INCREF(Py_TYPE(ENTRY_OBJ(e)));   /* subtype_dealloc dropped it */
+            if (PyType_HasFeature(Py_TYPE(op), Py_TPFLAGS_HEAPTYPE)) {
+                Py_INCREF(Py_TYPE(op));   /* subtype_dealloc dropped it */
             }
-            _PyStorage_ResetVolatile(ENTRY_OBJ(e));
+            _PyStorage_ResetVolatile(op);
             /* (Not one that nothing refers to: it may be one that the
                transaction made, and freed half-made, a tuple without all
                its items: garbage, released below.) */
-            if (refcnt > 0 && !PyDict_Check(ENTRY_OBJ(e)) && !PyList_Check(ENTRY_OBJ(e))
-                && !PySet_Check(ENTRY_OBJ(e)) && !PyByteArray_Check(ENTRY_OBJ(e))
-                && PyObject_Hash(ENTRY_OBJ(e)) == -1)
+            if (refcnt > 0 && !PyDict_Check(op) && !PyList_Check(op)
+                && !PySet_Check(op) && !PyByteArray_Check(op)
+                && PyObject_Hash(op) == -1)
             {
                 PyErr_Clear();
             }
@@ -857,15 +858,16 @@ check_counts(PoolObject *p, repair_state *st)
     (void)_PyPmem_VisitRoots(p, st->lo, count_slot, st);
     for (size_t i = 0; i <= st->mask; i++) {
         alloc_entry *e = &st->entries[i];
-        if (ENTRY_OBJ(e) == NULL || e->dead == 2) {
+        PyObject *op = ENTRY_OBJ(e);
+        if (op == NULL || e->dead == 2) {
             continue;
         }
         Py_ssize_t expected = Py_MAX(e->dram + e->count, 0);
-        if (Py_REFCNT(ENTRY_OBJ(e)) != expected) {
+        if (Py_REFCNT(op) != expected) {
             fprintf(stderr, "pmem undo: a %s object at %p has %zd "
                     "references after the undo; the whole pool counts %zd "
-                    "(%zd from DRAM)%s\n", Py_TYPE(ENTRY_OBJ(e))->tp_name,
-                    (void *)ENTRY_OBJ(e), Py_REFCNT(ENTRY_OBJ(e)), expected, e->dram,
+                    "(%zd from DRAM)%s\n", Py_TYPE(op)->tp_name, (void *)op,
+                    Py_REFCNT(op), expected, e->dram,
                     e->dead ? ", brought back" : "");
             Py_FatalError("PYTHONPMEMCHECKUNDO: the undo's counts differ "
                           "from the whole pool's");

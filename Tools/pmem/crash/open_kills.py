@@ -16,10 +16,10 @@ it held, and ``python -m pmem check`` finds it sound.
 The pool is made once, with a transaction of --n / 10 changes killed
 before its commit, so that the first open has a log to undo.  Each trial
 starts an open in a new process with another hash seed and another
-mapping address, and kills it at a random instant of 1.3 times how long the
-last full open took (so that some finish).  A final open checks every entry.  The last line is
-``open_kills: T trials, K kills during open, F failures``; the exit
-status is 1 on a failure, whose pool is kept.
+mapping address, and kills it at a random instant of 1.3 times how long
+the last full open took (so that some finish).  A final open checks every
+entry.  The last line is ``open_kills: T trials, K kills during open, F
+failures``; the exit status is 1 on a failure, whose pool is kept.
 """
 
 import argparse
