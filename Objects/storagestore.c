@@ -2795,13 +2795,20 @@ _PyStorage_DictReplaceValue(PyObject *dict, PyObject *key, PyObject *value)
     if (slot == NULL) {
         return 0;
     }
+    _PyStorage_DictReplaceInSlot(dict, key, slot, value);
+    return 1;
+}
+
+void
+_PyStorage_DictReplaceInSlot(PyObject *dict, PyObject *key, PyObject **slot,
+                             PyObject *value)
+{
     PyDictObject *mp = (PyDictObject *)dict;
     mp->ma_version_tag = _PyDict_NotifyEvent(
         _PyInterpreterState_GET(), PyDict_EVENT_MODIFIED, mp, key, value);
     PyObject *old = *slot;
     *slot = Py_NewRef(value);
     Py_DECREF(old);
-    return 1;
 }
 
 

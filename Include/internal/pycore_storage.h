@@ -814,11 +814,14 @@ _PyStorage_ClassMade(PyTypeObject *tp)
    of key's value in dict, a combined table of str keys, or NULL (no
    exception) when there is none; and the value of key replaced, in the
    DRAM dict of a volatile manager, without the hooks (1; 0 when dict does
-   not hold key). */
+   not hold key), also in the slot that the first gave. */
 PyAPI_FUNC(PyObject **) _PyStorage_DictValueSlot(PyObject *dict,
                                                  PyObject *key);
 PyAPI_FUNC(int) _PyStorage_DictReplaceValue(PyObject *dict, PyObject *key,
                                             PyObject *value);
+PyAPI_FUNC(void) _PyStorage_DictReplaceInSlot(PyObject *dict, PyObject *key,
+                                              PyObject **slot,
+                                              PyObject *value);
 
 /* python -X pmem=PATH, or PYTHONPMEM=PATH: __main__'s bindings persist
    in the pool at PATH (pmem._run_main_in_pool()), from before the

@@ -55,6 +55,28 @@
  * point leaves consistent, but a power loss or a crash of the system
  * can lose the last transactions, or leave the pool inconsistent
  * (sqlite's synchronous=OFF).
+ *
+ * The journal of stores.  A change that one store outside any
+ * transaction makes (-X pmem's `n += 1` at module level: a number of the
+ * pool given a new value, the pointer of a binding to a static object)
+ * would need a drain of its own to be durable in its order.  Its store
+ * goes into the journal instead (_PyPmem_JournalStore()): an entry as the
+ * log's, with the new bytes, written with non-temporal stores and no
+ * drain, into a chunk of its own (the first chunk's `journal` field, made
+ * when first needed).  The object itself is left as it was until the
+ * journal is applied (_PyPmem_JournalApply()): the entries are made
+ * durable, written in place, flushed and drained, then the journal's
+ * generation moves on.  The next open after a crash applies the valid
+ * entries, oldest first, after the log has undone what it holds: the
+ * valid ones are a prefix (an entry is checked as the log's are, and
+ * reading stops at the first that is not valid), and any change that the
+ * process made after them is made durable after them: the first entry of
+ * the undo log drains them too (with msync(), it syncs them first:
+ * _PyPmem_JournalSync()), and so does any other store made durable
+ * outside a transaction.  So after a power loss the pool holds the
+ * stores of a prefix of the program's statements, and after a kill all
+ * of them, as it would with a drain each.  Applying the entries twice
+ * gives the same memory.
  */
 
 #include "pool.h"
@@ -62,8 +84,10 @@
 struct log_chunk {
     uint64_t next;                /* offset of the next chunk, or 0 */
     uint64_t capacity;            /* bytes of entries that follow */
-    uint64_t generation;          /* first chunk: the log's generation */
-    uint64_t unused;
+    uint64_t generation;          /* first chunk: the log's generation;
+                                     the journal's: the journal's */
+    uint64_t journal;             /* first chunk: offset of the journal's
+                                     chunk, or 0 (none made yet) */
 };
 
 struct log_entry {
@@ -143,8 +167,13 @@ checksum(const struct log_entry *e, const char *data)
         h = mix(h, w);
     }
     if (e->size % 8 != 0) {
+        /* Assembled in a register: a load of a word that byte stores
+           just wrote would wait for every store before them. */
+        const unsigned char *rest = (const unsigned char *)data + 8 * n;
         uint64_t w = 0;
-        memcpy(&w, data + 8 * n, e->size % 8);
+        for (size_t k = 0; k < e->size % 8; k++) {
+            w |= (uint64_t)rest[k] << (8 * k);
+        }
         h = mix(h, w);
     }
     return finish(h);
@@ -206,6 +235,8 @@ is_pmem(PoolObject *p)
     close(fd);
     return pmem;
 }
+
+static void journal_flush(PoolObject *p);
 
 /* --- the set of ranges logged -------------------------------------------
 
@@ -335,7 +366,7 @@ new_chunk(PoolObject *p, size_t size, uint64_t generation, uint64_t *link,
     c->next = 0;
     c->capacity = (pmemobj_alloc_usable_size(oid) - sizeof(*c)) & ~(size_t)7;
     c->generation = generation;
-    c->unused = 0;
+    c->journal = 0;
     /* The first entry void, whatever the block held. */
     memset(c + 1, 0, sizeof(struct log_entry));
     pmemobj_persist(p->pop, c, sizeof(*c) + sizeof(struct log_entry));
@@ -418,6 +449,9 @@ _PyPmem_LogAppend(PoolObject *p, const void *addr, size_t size)
     if (found) {
         return 0;
     }
+    /* The journal's entries durable first: flushed, the entry's drain
+       below makes them durable too. */
+    journal_flush(p);
     size_t need = sizeof(struct log_entry) + LOG_ROUND(size);
     if (index_room(p) < 0
         || (p->log_pos + need > p->log_capacity
@@ -432,16 +466,17 @@ _PyPmem_LogAppend(PoolObject *p, const void *addr, size_t size)
         .size = size,
         .generation = p->log_generation,
     };
-    head.checksum = checksum(&head, addr);
     if (size <= LOG_SMALL) {
         /* Written at once from a copy. */
         uint64_t buf[(sizeof(head) + LOG_SMALL) / 8];
-        memcpy(buf, &head, sizeof(head));
         buf[(need - 1) / 8] = 0;  /* the data's padding (size > 0) */
         memcpy((char *)buf + sizeof(head), addr, size);
+        head.checksum = checksum(&head, addr);
+        memcpy(buf, &head, sizeof(head));
         write_flushed(p, e, buf, need);
     }
     else {
+        head.checksum = checksum(&head, addr);
         size_t whole = size & ~(size_t)7;
         write_flushed(p, e + 1, addr, whole);
         if (whole < size) {
@@ -622,6 +657,177 @@ _PyPmem_LogSize(PoolObject *p)
     return size;
 }
 
+/* --- the journal of stores ----------------------------------------------- */
+
+#define JOURNAL_SIZE ((size_t)64 << 10)
+/* The journal's generations have the top bit set, the log's never: an
+   entry of the log that a chunk freed by the log left where the journal
+   was made is not valid in the journal. */
+#define JOURNAL_FIRST_GENERATION (((uint64_t)1 << 63) | 1)
+
+static inline struct log_entry *
+journal_entry(PoolObject *p, size_t pos)
+{
+    return (struct log_entry *)(entries_of(p->journal) + pos);
+}
+
+/* Is the journal's entry at pos valid: of its generation, inside the
+   pool and the chunk, its checksum right? */
+static int
+journal_valid(PoolObject *p, size_t pos)
+{
+    struct log_entry *e = journal_entry(p, pos);
+    return (pos + sizeof(*e) <= p->journal->capacity
+            && e->generation == p->journal_generation
+            && e->size > 0 && e->size <= POOL_JOURNAL_MAX_STORE
+            && e->size <= p->journal->capacity - pos - sizeof(*e)
+            && e->offset % 4 == 0 && e->offset <= p->size && e->size <= p->size - e->offset
+            && checksum(e, (char *)(e + 1)) == e->checksum);
+}
+
+int
+_PyPmem_JournalStore(PoolObject *p, void *addr, const void *data,
+                     size_t size)
+{
+    assert(size > 0 && size <= POOL_JOURNAL_MAX_STORE);
+    if (p->journal == NULL) {
+        int full;
+        p->journal = new_chunk(p, JOURNAL_SIZE, JOURNAL_FIRST_GENERATION,
+                               &p->log->journal, &full);
+        if (p->journal == NULL) {
+            if (full) {
+                return 1;         /* stored in place, the usual way */
+            }
+            return -1;
+        }
+        p->journal_generation = JOURNAL_FIRST_GENERATION;
+        p->journal_pos = p->journal_synced = 0;
+    }
+    size_t need = sizeof(struct log_entry) + LOG_ROUND(size);
+    if (p->journal_pos + need > p->journal->capacity) {
+        return 1;                 /* full: applied first */
+    }
+    struct log_entry head = {
+        .offset = (uint64_t)((char *)addr - (char *)p->pop),
+        .size = size,
+        .generation = p->journal_generation,
+    };
+    uint64_t buf[(sizeof(head) + POOL_JOURNAL_MAX_STORE) / 8];
+    memcpy(buf + sizeof(head) / 8, data, LOG_ROUND(size));
+    head.checksum = checksum(&head, data);
+    memcpy(buf, &head, sizeof(head));
+    /* Cached stores, flushed when the entries must be durable: a
+       flush, or a non-temporal store, would make the next locked
+       instruction wait for the line to reach memory. */
+    memcpy(journal_entry(p, p->journal_pos), buf, need);
+    p->journal_pos += need;
+    return 0;
+}
+
+/* Flush the entries not flushed yet, not drained (with msync(), they
+   are durable then). */
+static void
+journal_flush(PoolObject *p)
+{
+    if (p->journal_synced != p->journal_pos) {
+        flush(p, journal_entry(p, p->journal_synced),
+              p->journal_pos - p->journal_synced);
+        p->journal_synced = p->journal_pos;
+    }
+}
+
+void
+_PyPmem_JournalSync(PoolObject *p)
+{
+    if (p->journal_synced != p->journal_pos) {
+        journal_flush(p);
+        drain(p);
+    }
+}
+
+void
+_PyPmem_JournalBeforeStore(PoolObject *p)
+{
+    /* Flushed: the store's own drain makes them durable before it. */
+    journal_flush(p);
+}
+
+/* Write the stores of the entries from pos on that are valid, oldest
+   first, and flush them, not drained.  Where the first that is not valid
+   starts. */
+static size_t
+journal_redo(PoolObject *p, size_t pos)
+{
+    const char *lo = (const char *)UINTPTR_MAX, *hi = NULL;
+    for (; journal_valid(p, pos);
+         pos += sizeof(struct log_entry)
+                + LOG_ROUND(journal_entry(p, pos)->size))
+    {
+        struct log_entry *e = journal_entry(p, pos);
+        char *to = (char *)p->pop + e->offset;
+        memcpy(to, e + 1, e->size);
+        if (!p->log_msync) {
+            flush(p, to, e->size);
+        }
+        lo = Py_MIN(lo, (const char *)to);
+        hi = Py_MAX(hi, (const char *)to + e->size);
+    }
+    if (p->log_msync && hi != NULL) {
+        flush(p, lo, (size_t)(hi - lo));
+    }
+    return pos;
+}
+
+/* The journal is empty again: its generation moves on, durably. */
+static void
+journal_reset(PoolObject *p)
+{
+    p->journal->generation = ++p->journal_generation;
+    persist(p, &p->journal->generation, sizeof(p->journal->generation));
+    p->journal_pos = p->journal_synced = 0;
+}
+
+void
+_PyPmem_JournalApply(PoolObject *p)
+{
+    if (p->journal == NULL || p->journal_pos == 0) {
+        return;
+    }
+    /* The entries durable before the objects change. */
+    _PyPmem_JournalSync(p);
+    (void)journal_redo(p, 0);
+    drain(p);
+    journal_reset(p);
+}
+
+/* The journal that the open finds: its chunk checked, its valid entries
+   applied.  0, or -1 with an exception set. */
+static int
+journal_open(PoolObject *p)
+{
+    uint64_t off = p->log->journal;
+    p->journal = NULL;
+    if (off == 0) {
+        return 0;
+    }
+    if (!valid_chunk(p, off)
+        || pmemobj_type_num(pmemobj_oid(chunk_at(p, off))) != POOL_LOG)
+    {
+        PyErr_Format(p->error, "pool %R is corrupt: its log does not hold "
+                     "its journal", p->path);
+        return -1;
+    }
+    p->journal = chunk_at(p, off);
+    p->journal_generation = p->journal->generation;
+    if (journal_redo(p, 0) > 0) {
+        drain(p);
+        journal_reset(p);
+    }
+    p->journal_pos = p->journal_synced = 0;
+    return 0;
+}
+
+
 /* --- opening ------------------------------------------------------------- */
 
 /* A first chunk for p, made with the root's field pointing to it, in one
@@ -677,6 +883,11 @@ _PyPmem_LogOpen(PoolObject *p, int nosync)
         write_back(p);
     }
     log_reset(p);
+    /* Then the stores made outside transactions, before the transaction
+       that the log undid (if any) began. */
+    if (journal_open(p) < 0) {
+        return -1;
+    }
     p->nosync = nosync;
     return 0;
 }

@@ -65,6 +65,21 @@ typedef struct {
     PyObject *old;                /* NULL: unbound */
 } undo_record;
 
+/* A name bound by stores of the journal (see "the journal" below). */
+typedef struct {
+    PyObject *name;
+    PyObject *kept;               /* the number or str of the pool that they
+                                     give new values, or NULL: they store
+                                     the pointer of the pool namespace's
+                                     slot of name */
+    size_t room;                  /* the bytes of kept's block */
+    /* The slots of name's value in __main__'s dict, the pool's
+       namespace and the shadow (kept == NULL), while their tables are
+       these. */
+    PyObject **slot, **kept_slot, **shadow_slot;
+    PyDictKeysObject *keys, *kept_keys, *shadow_keys;
+} journaled;
+
 typedef struct {
     PyStorageManager sm;
     PoolObject *pool;
@@ -98,12 +113,21 @@ typedef struct {
     char *region;
     size_t used;
     char *free_lists[NCLASSES];
+    /* The names whose bindings the pool's journal of stores holds, and
+       whether it holds stores of the pool namespace's slots. */
+#define JOURNALED_MAX 16
+    journaled journaled[JOURNALED_MAX];
+    int njournaled;
+    int journal_slots;
 } mainns;
 
 #define MAINNS(sm) ((mainns *)((char *)(sm) - offsetof(mainns, sm)))
 
 /* The one of this process. */
 static mainns *the_main = NULL;
+
+static journaled *find_journaled(mainns *ns, PyObject *name);
+static void flush_journal(mainns *ns);
 
 static void *
 region_alloc(PyStorageManager *sm, size_t size, PyTypeObject *Py_UNUSED(type))
@@ -324,6 +348,11 @@ log_change(mainns *ns, PyObject *name, PyObject *old)
 static int
 reconcile_name(mainns *ns, PyObject *name, Py_ssize_t held)
 {
+    if (find_journaled(ns, name) != NULL) {
+        /* Its object has its last value, and the journal no store of
+           it, before the transaction changes them. */
+        flush_journal(ns);
+    }
     PyObject *old = PyDict_GetItemWithError(ns->shadow, name);
     if (old == NULL && PyErr_Occurred()) {
         return -1;
@@ -405,6 +434,8 @@ take_changed_names(mainns *ns, PyObject **small, PyObject ***pnames,
         return 0;
     }
     forget_noted(ns);
+    /* The names of the journal are not changed names. */
+    flush_journal(ns);
     PyObject *names = PyList_New(0);
     if (names == NULL) {
         return -1;
@@ -565,6 +596,15 @@ reconcile(mainns *ns, int ok)
    store leaves the old binding, after it the new one; what the store
    orphans (the old value), the next open frees. */
 
+/* addr durable, unless the pool's durability is "process". */
+static inline void
+persist_store(PoolObject *p, const void *addr, size_t size)
+{
+    if (!p->nosync) {
+        pmemobj_persist(p->pop, addr, size);
+    }
+}
+
 /* Overwrite old, a number or str of p that nothing but the pool's
    namespace and the shadow refers to, with the value of v, when one
    aligned store of at most 8 bytes does it.  1 when done, else 0. */
@@ -579,8 +619,9 @@ overwrite_word(PoolObject *p, PyObject *old, PyObject *v)
         uint64_t bits;
         memcpy(&bits, &d, sizeof(bits));
         uint64_t *to = (uint64_t *)&((PyFloatObject *)old)->ob_fval;
+        _PyPmem_JournalBeforeStore(p);
         __atomic_store_n(to, bits, __ATOMIC_RELAXED);
-        pmemobj_persist(p->pop, to, sizeof(*to));
+        persist_store(p, to, sizeof(*to));
         return 1;
     }
     if (PyLong_CheckExact(v)) {
@@ -594,16 +635,18 @@ overwrite_word(PoolObject *p, PyObject *old, PyObject *v)
         Py_ssize_t ndigits = _PyLong_DigitCount(n);
         digit *to = o->long_value.ob_digit;
         if (ndigits <= 1) {
+            _PyPmem_JournalBeforeStore(p);
             __atomic_store_n(to, n->long_value.ob_digit[0],
                              __ATOMIC_RELAXED);
-            pmemobj_persist(p->pop, to, sizeof(digit));
+            persist_store(p, to, sizeof(digit));
             return 1;
         }
         if (ndigits == 2 && ((uintptr_t)to & 7) == 0) {
             uint64_t word;
             memcpy(&word, n->long_value.ob_digit, sizeof(word));
+            _PyPmem_JournalBeforeStore(p);
             __atomic_store_n((uint64_t *)to, word, __ATOMIC_RELAXED);
-            pmemobj_persist(p->pop, to, sizeof(word));
+            persist_store(p, to, sizeof(word));
             return 1;
         }
         return 0;
@@ -624,8 +667,9 @@ overwrite_word(PoolObject *p, PyObject *old, PyObject *v)
         }
         uint64_t word = 0;
         memcpy(&word, PyUnicode_DATA(v), (size_t)n + 1);
+        _PyPmem_JournalBeforeStore(p);
         __atomic_store_n(to, word, __ATOMIC_RELAXED);
-        pmemobj_persist(p->pop, to, sizeof(word));
+        persist_store(p, to, sizeof(word));
         /* Volatile: the hash of this process. */
         _PyASCIIObject_CAST(old)->hash = _PyASCIIObject_CAST(v)->hash;
         return 1;
@@ -679,9 +723,10 @@ swap_number(mainns *ns, PyObject **slot, PyObject **shadow_slot,
     }
     memcpy((char *)spare + start, (char *)v + start, size - start);
     _PyPmem_SetRefcnt(spare, 2);
-    pmemobj_persist(ns->pool->pop, spare, size);
+    persist_store(ns->pool, spare, size);
+    _PyPmem_JournalBeforeStore(ns->pool);
     __atomic_store_n(slot, spare, __ATOMIC_RELEASE);
-    pmemobj_persist(ns->pool->pop, slot, sizeof(*slot));
+    persist_store(ns->pool, slot, sizeof(*slot));
     *shadow_slot = spare;
     /* The two references go, the spare's comes. */
     _PyPmem_SetRefcnt(old, Py_REFCNT(old) - 1);
@@ -696,8 +741,9 @@ static void
 store_pointer(mainns *ns, PyObject **slot, PyObject *v)
 {
     PyObject *old = *slot;
+    _PyPmem_JournalBeforeStore(ns->pool);
     __atomic_store_n(slot, Py_NewRef(v), __ATOMIC_RELEASE);
-    pmemobj_persist(ns->pool->pop, slot, sizeof(*slot));
+    persist_store(ns->pool, slot, sizeof(*slot));
     Py_DECREF(old);
 }
 
@@ -710,6 +756,9 @@ store_atomically(mainns *ns, PyObject *name)
 {
     if (!PyUnicode_CheckExact(name) || PyDict_GET_SIZE(ns->pending) > 0) {
         return 0;
+    }
+    if (find_journaled(ns, name) != NULL) {
+        flush_journal(ns);
     }
     PyObject *old = PyDict_GetItemWithError(ns->shadow, name);
     if (old == NULL && PyErr_Occurred()) {
@@ -825,6 +874,307 @@ held_by_the_three(mainns *ns, PyObject *key, PyObject *kept,
             && *pshadow_slot != NULL && **pshadow_slot == kept);
 }
 
+/* --- the journal ------------------------------------------------------
+
+   A binding outside any transaction that one store into the pool would
+   make durable (a number or short str of the pool given the new value in
+   place, the pointer of the pool namespace's slot to a static object:
+   n += 1, a loop's variable) is not stored in place: its store goes into
+   the pool's journal of stores (log.c), which needs no drain, and
+   __main__'s dict refers to the value itself.  The name is journaled
+   (ns->journaled); its object in the pool keeps its old value, and the
+   pool's namespace and the shadow still refer to it.  A statement costs
+   no persist point, yet the pool keeps the bindings of a prefix of the
+   statements after a power loss, and all of them after a kill (log.c
+   says why).
+
+   flush_journal() applies the journal: its stores are written in place,
+   and the names refer to their objects of the pool again.  It runs
+   before anything reads or changes what the journal stores to: an
+   operation on the dict that changes a journaled name (reconcile_name(),
+   store_atomically(), take_changed_names()), an operation on the pool's
+   namespace while the journal holds stores of its slots
+   (_PyPmem_MainBegins()), a read of the pool's namespace
+   (_PyPmem_MainFlush()), a binding that the journal cannot hold, and the
+   exit.  Every other store that the pool makes durable is made so after
+   the journal's entries (_PyPmem_JournalBeforeStore(), and the first
+   entry of the undo log). */
+
+static journaled *
+find_journaled(mainns *ns, PyObject *name)
+{
+    if (ns->njournaled == 0) {
+        return NULL;
+    }
+    for (int i = 0; i < ns->njournaled; i++) {
+        if (ns->journaled[i].name == name) {
+            return &ns->journaled[i];
+        }
+    }
+    if (!PyUnicode_CheckExact(name)) {
+        return NULL;
+    }
+    for (int i = 0; i < ns->njournaled; i++) {
+        if (PyUnicode_Compare(ns->journaled[i].name, name) == 0) {
+            return &ns->journaled[i];
+        }
+    }
+    PyErr_Clear();
+    return NULL;
+}
+
+/* Are a and b, numbers or strs, the same value (bit for bit, for
+   floats)? */
+static int
+same_value(PyObject *a, PyObject *b)
+{
+    if (Py_TYPE(a) != Py_TYPE(b)) {
+        return 0;
+    }
+    if (PyFloat_CheckExact(a)) {
+        double x = PyFloat_AS_DOUBLE(a), y = PyFloat_AS_DOUBLE(b);
+        return memcmp(&x, &y, sizeof(x)) == 0;
+    }
+    int r = PyObject_RichCompareBool(a, b, Py_EQ);
+    if (r < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    return r;
+}
+
+static void
+flush_journal(mainns *ns)
+{
+    if (ns->njournaled == 0) {
+        return;
+    }
+    _PyPmem_JournalApply(ns->pool);
+    PyObject *exc = PyErr_GetRaisedException();
+    int n = ns->njournaled;
+    ns->njournaled = 0;
+    ns->journal_slots = 0;
+    for (int i = 0; i < n; i++) {
+        journaled *j = &ns->journaled[i];
+        PyObject *kept = j->kept;
+        if (kept != NULL) {
+            if (PyUnicode_CheckExact(kept)) {
+                _PyASCIIObject_CAST(kept)->hash = -1;
+            }
+            /* The variable refers to the pool's object again, when it
+               still has the value that the journal gave the object. */
+            PyObject **slot = _PyStorage_DictValueSlot(ns->dict, j->name);
+            if (slot != NULL && *slot != kept && same_value(*slot, kept)) {
+                (void)_PyStorage_DictReplaceValue(ns->dict, j->name, kept);
+            }
+            Py_DECREF(kept);
+        }
+        Py_DECREF(j->name);
+    }
+    PyErr_SetRaisedException(exc);
+}
+
+/* The bytes that give kept, a number or str of the pool in a block of
+   room bytes, the value of v: *size of them in buf, to store at *off
+   from kept's start.  1 when there are such bytes (v has kept's type,
+   and fits in kept's block; a str, kept's length), else 0. */
+static int
+number_image(PyObject *kept, size_t room, PyObject *v, size_t *off,
+             size_t *size, uint64_t *buf)
+{
+    if (Py_TYPE(kept) != Py_TYPE(v)) {
+        return 0;
+    }
+    memset(buf, 0, POOL_JOURNAL_MAX_STORE);
+    if (PyFloat_CheckExact(v)) {
+        *off = offsetof(PyFloatObject, ob_fval);
+        *size = sizeof(double);
+        memcpy(buf, &((PyFloatObject *)v)->ob_fval, sizeof(double));
+        return 1;
+    }
+    if (PyLong_CheckExact(v)) {
+        /* The tag (sign and number of digits) and the digits. */
+        PyLongObject *n = (PyLongObject *)v;
+        size_t ndigits = Py_MAX(_PyLong_DigitCount(n), 1);
+        *off = offsetof(PyLongObject, long_value);
+        *size = sizeof(n->long_value.lv_tag) + ndigits * sizeof(digit);
+        if (*size > POOL_JOURNAL_MAX_STORE || *off + *size > room) {
+            return 0;
+        }
+        memcpy(buf, &n->long_value, *size);
+        return 1;
+    }
+    if (PyUnicode_CheckExact(v)) {
+        size_t n = (size_t)PyUnicode_GET_LENGTH(v);
+        if (!PyUnicode_IS_COMPACT_ASCII(v) || !PyUnicode_IS_COMPACT_ASCII(kept)
+            || (size_t)PyUnicode_GET_LENGTH(kept) != n
+            || n + 1 > POOL_JOURNAL_MAX_STORE
+            || PyUnicode_CHECK_INTERNED(kept))
+        {
+            return 0;
+        }
+        /* The characters and their NUL. */
+        *off = (size_t)((char *)PyUnicode_DATA(kept) - (char *)kept);
+        *size = n + 1;
+        memcpy(buf, PyUnicode_DATA(v), n + 1);
+        return 1;
+    }
+    return 0;
+}
+
+/* The slot of key's value in dict (NULL when it has none), from *pslot
+   while the dict's table is *pkeys. */
+static inline PyObject **
+cached_slot(PyObject *dict, PyObject *key, PyObject ***pslot,
+            PyDictKeysObject **pkeys)
+{
+    PyDictKeysObject *keys = ((PyDictObject *)dict)->ma_keys;
+    if (*pkeys != keys || *pslot == NULL) {
+        *pslot = _PyStorage_DictValueSlot(dict, key);
+        *pkeys = keys;
+    }
+    return *pslot;
+}
+
+/* dict[key] = value as a store of the journal, when it can be one.  1
+   when done, 0 when not (the journal applied when it held key), -1 with
+   an exception set. */
+static int
+journal_binding(mainns *ns, PyObject *dict, PyObject *key, PyObject *value)
+{
+    PoolObject *p = ns->pool;
+    journaled *j = find_journaled(ns, key);
+    PyObject **slot = j != NULL ? cached_slot(dict, key, &j->slot, &j->keys)
+                                : _PyStorage_DictValueSlot(dict, key);
+    if (slot == NULL || PyStorage_Of(value) == &p->sm || is_dunder(key)) {
+        goto not_journaled;
+    }
+    if (*slot == value) {
+        return j != NULL ? 1 : 0;
+    }
+    PyObject *kept, **kept_slot = NULL, **shadow_slot = NULL;
+    size_t room = 0;
+    if (j != NULL) {
+        kept = j->kept;
+        room = j->room;
+    }
+    else {
+        /* A number of the pool that only the three dicts refer to, or a
+           static object. */
+        kept = *slot;
+        int mine = PyStorage_Of(kept) == &p->sm;
+        if ((mine && Py_REFCNT(kept) != 3)
+            || (!mine && !_PyStorage_IsStatic(kept))
+            || !held_by_the_three(ns, key, kept, &kept_slot, &shadow_slot))
+        {
+            return 0;
+        }
+        if (mine) {
+            room = _PyPmem_UsableSize(&p->sm, kept);
+        }
+        else {
+            kept = NULL;
+        }
+    }
+    uint64_t buf[POOL_JOURNAL_MAX_STORE / 8];
+    char *to;
+    size_t size;
+    if (kept != NULL) {
+        size_t off;
+        if (!number_image(kept, room, value, &off, &size, buf)) {
+            goto not_journaled;
+        }
+        to = (char *)kept + off;
+    }
+    else {
+        /* The pointer of the pool namespace's slot. */
+        if (!_PyStorage_IsStatic(value)) {
+            goto not_journaled;
+        }
+        if (j != NULL) {
+            kept_slot = cached_slot(ns->pool_ns, key, &j->kept_slot,
+                                    &j->kept_keys);
+            shadow_slot = cached_slot(ns->shadow, key, &j->shadow_slot,
+                                      &j->shadow_keys);
+            if (kept_slot == NULL || shadow_slot == NULL) {
+                goto not_journaled;
+            }
+        }
+        memcpy(buf, &value, sizeof(value));
+        size = sizeof(value);
+        to = (char *)kept_slot;
+    }
+    if (j == NULL && ns->njournaled == JOURNALED_MAX) {
+        flush_journal(ns);
+    }
+    int r = _PyPmem_JournalStore(p, to, buf, size);
+    if (r < 0) {
+        return -1;
+    }
+    if (r > 0) {
+        /* The journal is full, or cannot be made: the usual way. */
+        flush_journal(ns);
+        return 0;
+    }
+    if (j == NULL) {
+        j = &ns->journaled[ns->njournaled++];
+        *j = (journaled){
+            .name = Py_NewRef(key),
+            .kept = Py_XNewRef(kept),
+            .room = room,
+            .slot = slot,
+            .keys = ((PyDictObject *)dict)->ma_keys,
+            .kept_slot = kept_slot,
+            .kept_keys = ((PyDictObject *)ns->pool_ns)->ma_keys,
+            .shadow_slot = shadow_slot,
+            .shadow_keys = ((PyDictObject *)ns->shadow)->ma_keys,
+        };
+    }
+    if (kept == NULL) {
+        ns->journal_slots = 1;
+        Py_SETREF(*shadow_slot, Py_NewRef(value));
+    }
+    _PyStorage_DictReplaceInSlot(dict, key, slot, value);
+    return 1;
+
+not_journaled:
+    if (j != NULL) {
+        flush_journal(ns);
+    }
+    return 0;
+}
+
+/* Before an operation on the pool's namespace, while p's transaction or
+   writer lock is held. */
+void
+_PyPmem_MainBegins(PoolObject *p, PyObject *op)
+{
+    mainns *ns = (mainns *)p->mainns;
+    if (ns->journal_slots && op == ns->pool_ns && !passive(ns)) {
+        flush_journal(ns);
+    }
+}
+
+/* The journal applied (the pool's namespace is read).  0, or -1 with an
+   exception set. */
+int
+_PyPmem_MainFlush(PoolObject *p)
+{
+    mainns *ns = (mainns *)p->mainns;
+    if (ns == NULL || ns->njournaled == 0 || passive(ns)) {
+        return 0;
+    }
+    int mine = p->owner == current_thread();
+    if (!mine && _PyPmem_Hold(p) < 0) {
+        return -1;
+    }
+    flush_journal(ns);
+    if (!mine) {
+        _PyPmem_Release(p);
+    }
+    return 0;
+}
+
 /* dict[key] = value, the dict's commonest operation (STORE_NAME,
    STORE_GLOBAL): when the name's value is a number or short str of the
    pool that only the dict, the pool's namespace and the shadow refer to
@@ -849,6 +1199,11 @@ main_set_item(PyStorageManager *sm, PyObject *dict, PyObject *key,
     }
     /* Asked holding the lock (taking it may have let other threads
        run). */
+    int r = journal_binding(ns, dict, key, value);
+    if (r != 0) {
+        _PyPmem_Release(p);
+        return r;
+    }
     PyObject **slot = _PyStorage_DictValueSlot(dict, key);
     PyObject *kept = slot != NULL ? *slot : NULL;
     if (kept == NULL || kept == value || PyStorage_Of(value) == &p->sm) {
@@ -859,7 +1214,6 @@ main_set_item(PyStorageManager *sm, PyObject *dict, PyObject *key,
     int mine = Py_REFCNT(kept) == 3 && PyStorage_Of(kept) == &p->sm;
     int is_static = _PyStorage_IsStatic(value) && !is_dunder(key);
     PyObject **kept_slot, **shadow_slot, *to;
-    int r = 0;
     if (mine && overwrite_word(p, kept, value)) {
         r = 1;
     }
@@ -1189,6 +1543,10 @@ PyObject *
 _PyPmem_StopMain(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
     if (the_main != NULL) {
+        if (_PyPmem_MainFlush(the_main->pool) < 0) {
+            PyErr_FormatUnraisable("Exception ignored while applying the "
+                                   "journal of __main__'s bindings");
+        }
         the_main->off = 1;
         Py_CLEAR(the_main->spare);
     }

@@ -414,6 +414,9 @@ _PyPmem_Begin(PyStorageManager *sm, PyObject *op)
     if (_PyPmem_InMyTransaction(p)) {
         p->depth++;
         touch(p, op);
+        if (p->mainns != NULL) {
+            _PyPmem_MainBegins(p, op);
+        }
         return 0;
     }
     unsigned long me = current_thread();
@@ -431,6 +434,9 @@ _PyPmem_Begin(PyStorageManager *sm, PyObject *op)
     p->owner = me;
     p->depth = 1;
     touch(p, op);
+    if (p->mainns != NULL) {
+        _PyPmem_MainBegins(p, op);
+    }
     return 0;
 }
 

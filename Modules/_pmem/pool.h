@@ -97,17 +97,19 @@
 
 #define POOL_LAYOUT "pmem-python"
 #define POOL_MAGIC "PyPMEM\r\n"
-#define POOL_FORMAT 6
+#define POOL_FORMAT 7
 /* Format 3 has no type codes for range, slice and datetime's types, and
    no class over a builtin other than object in its type table; format 4
    none for OrderedDict; format 5 no log of its own (its transactions
-   were libpmemobj's, which libpmemobj's open completes): a pool of
-   format 3, 4 or 5 is one of format 6, which an open records (an older
-   build refuses it then, as it must: it would not know the new codes,
-   nor undo a transaction that the log holds). */
+   were libpmemobj's, which libpmemobj's open completes); format 6 no
+   journal of stores (log.c): a pool of format 3 to 6 is one of format 7,
+   which an open records (an older build refuses it then, as it must: it
+   would not know the new codes, nor undo a transaction that the log
+   holds, nor redo the stores that the journal holds). */
 #define POOL_FORMAT_3 3
 #define POOL_FORMAT_4 4
 #define POOL_FORMAT_5 5
+#define POOL_FORMAT_6 6
 /* The last format of the builds on CPython 3.11: its objects have 3.11's
    layouts (str, int, instances), which this interpreter cannot read. */
 #define POOL_FORMAT_PY311 2
@@ -269,6 +271,11 @@ typedef struct PoolObject {
     int log_msync;                /* flushes are msync()s */
     int nosync;                   /* durability="process": no flushes */
     const char *span_lo, *span_hi;  /* log_msync: what changed */
+    /* The journal of stores (log.c) */
+    struct log_chunk *journal;    /* its chunk, or NULL until needed */
+    size_t journal_pos;           /* where the next entry goes */
+    size_t journal_synced;        /* the entries before it are flushed */
+    uint64_t journal_generation;
     void *mainns;                 /* __main__'s namespace (-X pmem), or
                                      NULL (mainns.c) */
     PyObject *refs;               /* {address: name} of the references in
@@ -663,6 +670,14 @@ void _PyPmem_LogCommit(PoolObject *p, struct pobj_action *acts,
                        size_t before, size_t after);
 void _PyPmem_LogUndo(PoolObject *p);
 size_t _PyPmem_LogSize(PoolObject *p);
+/* The most bytes of one store of the journal: an int of four digits
+   with its tag. */
+#define POOL_JOURNAL_MAX_STORE 24
+int _PyPmem_JournalStore(PoolObject *p, void *addr, const void *data,
+                         size_t size);
+void _PyPmem_JournalSync(PoolObject *p);
+void _PyPmem_JournalBeforeStore(PoolObject *p);
+void _PyPmem_JournalApply(PoolObject *p);
 
 /* manager.c: the hooks of PoolObject.sm, transactions, savepoints */
 int _PyPmem_Collectable(PyStorageManager *sm);
@@ -683,6 +698,8 @@ size_t _PyPmem_MainLogLength(PoolObject *p);
 void _PyPmem_MainUndo(PoolObject *p, size_t from);
 void _PyPmem_MainEnded(PoolObject *p, int committed);
 int _PyPmem_MainBindResolved(PoolObject *p);
+int _PyPmem_MainFlush(PoolObject *p);
+void _PyPmem_MainBegins(PoolObject *p, PyObject *op);
 PyObject *_PyPmem_StartMain(PyObject *module, PyObject *const *args,
                             Py_ssize_t nargs);
 PyObject *_PyPmem_StopMain(PyObject *module, PyObject *Py_UNUSED(ignored));

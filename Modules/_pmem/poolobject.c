@@ -888,10 +888,14 @@ pool_new_object(PoolObject *self, PyObject *const *args, Py_ssize_t nargs,
     return _PyPmem_NewIn(self, args[0], args + 1, nargs - 1, kwnames);
 }
 
-/* The pool's namespace dict, made on first use. */
+/* The pool's namespace dict, made on first use (with the stores of
+   -X pmem's journal in it). */
 PyObject *
 _PyPmem_PoolNamespace(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
+    if (self->mainns != NULL && _PyPmem_MainFlush(self) < 0) {
+        return NULL;
+    }
     return _PyPmem_RootContainer(self, &self->root->namespace, PyDict_New);
 }
 

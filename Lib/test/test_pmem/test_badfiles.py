@@ -72,26 +72,27 @@ class ForeignFileTests(BadFileTestCase):
                                  f"{pmem.FORMAT_VERSION} only")
 
 
-    def test_formats_3_to_5_are_upgraded(self):
+    def test_formats_3_to_6_are_upgraded(self):
         # Format 4 adds type codes (range, slice, datetime's, Decimal,
         # defaultdict) and classes over builtins, format 5 OrderedDict,
-        # format 6 the pool's own undo log: a pool of format 3, 4 or 5 is
-        # one of format 6, which its next open records, so that an older
-        # build refuses it from then on.
-        self.assertEqual(pmem.FORMAT_VERSION, 6)
+        # format 6 the pool's own undo log, format 7 its journal of
+        # stores: a pool of format 3 to 6 is one of format 7, which its
+        # next open records, so that an older build refuses it from then
+        # on.
+        self.assertEqual(pmem.FORMAT_VERSION, 7)
         path = self.make_pool()
-        for old in 3, 4, 5:
+        for old in 3, 4, 5, 6:
             with self.subTest(format=old):
-                self.assertEqual(_pmem._set_format_version(path, old), 6)
+                self.assertEqual(_pmem._set_format_version(path, old), 7)
                 out = run_in_new_process(self, f"""
                     import pmem
                     pool = pmem.open({path!r})
                     print(pool.ns.x)
                     """)
                 self.assertEqual(out, "[1, 2]\n")
-                # Recorded: the open wrote 6.
-                self.assertEqual(_pmem._set_format_version(path, 6), 6)
-        self.assertEqual(_pmem._set_format_version(path, 2), 6)
+                # Recorded: the open wrote 7.
+                self.assertEqual(_pmem._set_format_version(path, 7), 7)
+        self.assertEqual(_pmem._set_format_version(path, 2), 7)
         self.assertRefused(path, "written by pmem-python on CPython 3.11")
 
 

@@ -619,5 +619,151 @@ class ProcessTests(MainPoolTestCase):
                          "True True\n")
 
 
+class JournalTests(MainPoolTestCase):
+    """Bindings outside transactions whose stores go into the pool's
+    journal: a number or short str of the pool given a new value, a
+    static object bound again (Modules/_pmem/mainns.c, "the journal")."""
+
+    # More bindings than the journal holds (it is applied on the way),
+    # of the kinds it takes: ints (1 to 3 digits, small ones), a float, a
+    # str of one length, a static object.
+    LOOP = """\
+        try:
+            n
+        except NameError:
+            n, big, f, s, z = 10**6, 2**40, 0.5, "aaaa", None
+        for i in range(3000):
+            n += 1
+            big -= 1
+            f += 1.0
+            s = "%04d" % i
+            z = i % 50
+        """
+
+    def expected(self, runs):
+        n, big, f = 10**6 + 3000 * runs, 2**40 - 3000 * runs, 0.5 + 3000 * runs
+        return {"n": str(n), "big": str(big), "f": repr(f), "s": "'2999'",
+                "z": "49", "i": "2999"}
+
+    def test_applied_at_exit(self):
+        self.python("-c", textwrap.dedent(self.LOOP))
+        self.python("-c", textwrap.dedent(self.LOOP))
+        self.assertEqual(self.namespace(), self.expected(2))
+
+    def test_applied_by_the_next_open(self):
+        # os._exit() skips the exit's application of the journal: the
+        # next open applies what it holds.
+        code = textwrap.dedent(self.LOOP) + "import os; os._exit(0)\n"
+        self.python("-c", code)
+        self.assertEqual(self.namespace(), self.expected(1))
+        self.python("-c", code)
+        self.assertEqual(self.namespace(), self.expected(2))
+
+    def test_on_an_ordinary_file(self):
+        # Flushes are msync()s there.
+        env = {"PMEM_IS_PMEM_FORCE": "0"}
+        code = textwrap.dedent(self.LOOP) + "import os; os._exit(0)\n"
+        self.python("-c", code, env=env)
+        self.python("-c", textwrap.dedent(self.LOOP), env=env)
+        self.assertEqual(self.namespace(), self.expected(2))
+
+    def test_pool_namespace_reads_the_last_values(self):
+        code = """\
+            import pmem
+            n, s = 10**6, "abc"
+            for i in range(5):
+                n += 1
+                s = "ab" + "cdefg"[i]
+            ns = pmem.current_pool().ns
+            print(ns.n, ns.s, ns.__dict__["n"])
+            n += 1
+            print(pmem.current_pool().ns.n, n)
+            """
+        out = self.python("-c", textwrap.dedent(code)).stdout
+        self.assertEqual(out, "1000005 abg 1000005\n1000006 1000006\n")
+
+    def test_journaled_names_in_transactions(self):
+        # A block that raises after changing journaled names gives them
+        # back their last values; one that commits keeps its own.
+        code = """\
+            import pmem
+            n, m, z = 10**6, 10**6, 1
+            for i in range(10):
+                n += 1
+                m += 2
+                z = i
+            try:
+                with pmem.transaction():
+                    n = [n]
+                    m += 1
+                    del z
+                    raise ValueError
+            except ValueError:
+                pass
+            print(n, m, z)
+            with pmem.transaction():
+                m += 1
+                z = "z"
+            n += 1
+            print(n, m, z)
+            """
+        out = self.python("-c", textwrap.dedent(code)).stdout
+        self.assertEqual(out, "1000010 1000020 9\n1000011 1000021 z\n")
+        self.assertEqual(self.namespace(),
+                         {"n": "1000011", "m": "1000021", "z": "'z'",
+                          "i": "9"})
+
+    def test_other_operations_on_journaled_names(self):
+        code = """\
+            n, f, a = 10**6, 1.5, 7
+            for i in range(4):
+                n += 1
+                f *= 2
+                a = i
+            del n
+            f = [f]
+            globals().update(a="a", b=a)
+            for i in range(300):          # __main__'s dict grows
+                globals()[f"v{i}"] = i
+            print("n" in globals(), f, a, b)
+            """
+        out = self.python("-c", textwrap.dedent(code)).stdout
+        self.assertEqual(out, "False [24.0] a 3\n")
+        ns = self.namespace()
+        self.assertEqual((ns.get("n"), ns["f"], ns["a"], ns["b"]),
+                         (None, "[24.0]", "'a'", "3"))
+
+    def test_kills_keep_a_prefix(self):
+        # Killed at random points: b is bound after a, c after b, each
+        # outside any transaction; the pool holds the bindings of a
+        # prefix of the statements.
+        code = """\
+            if "a" not in globals():
+                a = b = c = 0
+            while True:
+                a = c + 1
+                b = float(a)
+                c = a
+            """
+        path = self.script("loop.py", code)
+        env = dict(os.environ, **FAST_FLUSH)
+        env.pop("PYTHONPMEM", None)
+        for delay in (0.0, 0.01, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3):
+            proc = subprocess.Popen([sys.executable, "-X",
+                                     f"pmem={self.path}", path], env=env)
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            if not os.path.exists(self.path):
+                continue              # killed before it made the pool
+            ns = self.namespace()
+            if "c" not in ns:
+                continue              # before the first binding
+            a, b, c = int(ns["a"]), float(ns["b"]), int(ns["c"])
+            self.assertIn((a - c, b), [(0, float(a)), (1, float(c)),
+                                       (1, float(a))], ns)
+        self.assertGreater(a, 0)
+
+
 if __name__ == "__main__":
     unittest.main()
