@@ -164,9 +164,11 @@ time, opened before the program's first line:
   file, a generator, a list that another variable shares too): binding it
   works, removes an earlier run's binding of the name, and warns once per
   name with NotPersistedWarning (-W filters it, or makes it an error);
-* each binding, rebinding and deletion is atomic; ``with
-  pmem.transaction():`` makes a block one transaction, and when it
-  raises (or the process dies) its bindings are undone with the rest;
+* each binding, rebinding and deletion is atomic, and a crash keeps
+  those of a prefix of the program's statements (all of them when only
+  the process dies); ``with pmem.transaction():`` makes a block one
+  transaction, and when it raises (or the process dies) its bindings are
+  undone with the rest;
 * instances of the program's own classes persist; in the next run a
   variable that holds one is unbound until the program has defined the
   class again, and then is back (objects of a missing class wait as

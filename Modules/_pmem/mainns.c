@@ -1155,24 +1155,24 @@ _PyPmem_MainBegins(PoolObject *p, PyObject *op)
     }
 }
 
-/* The journal applied (the pool's namespace is read).  0, or -1 with an
-   exception set. */
-int
+/* The journal applied (the pool's namespace is read), holding the
+   writer lock: also inside a transaction of another pool, which this
+   does not join. */
+void
 _PyPmem_MainFlush(PoolObject *p)
 {
     mainns *ns = (mainns *)p->mainns;
     if (ns == NULL || ns->njournaled == 0 || passive(ns)) {
-        return 0;
+        return;
     }
     int mine = p->owner == current_thread();
-    if (!mine && _PyPmem_Hold(p) < 0) {
-        return -1;
+    if (!mine) {
+        PyMutex_Lock(&p->writer);
     }
     flush_journal(ns);
     if (!mine) {
-        _PyPmem_Release(p);
+        PyMutex_Unlock(&p->writer);
     }
-    return 0;
 }
 
 /* dict[key] = value, the dict's commonest operation (STORE_NAME,
@@ -1543,10 +1543,7 @@ PyObject *
 _PyPmem_StopMain(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
     if (the_main != NULL) {
-        if (_PyPmem_MainFlush(the_main->pool) < 0) {
-            PyErr_FormatUnraisable("Exception ignored while applying the "
-                                   "journal of __main__'s bindings");
-        }
+        _PyPmem_MainFlush(the_main->pool);
         the_main->off = 1;
         Py_CLEAR(the_main->spare);
     }

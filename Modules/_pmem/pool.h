@@ -698,7 +698,7 @@ size_t _PyPmem_MainLogLength(PoolObject *p);
 void _PyPmem_MainUndo(PoolObject *p, size_t from);
 void _PyPmem_MainEnded(PoolObject *p, int committed);
 int _PyPmem_MainBindResolved(PoolObject *p);
-int _PyPmem_MainFlush(PoolObject *p);
+void _PyPmem_MainFlush(PoolObject *p);
 void _PyPmem_MainBegins(PoolObject *p, PyObject *op);
 PyObject *_PyPmem_StartMain(PyObject *module, PyObject *const *args,
                             Py_ssize_t nargs);

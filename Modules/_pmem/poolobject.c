@@ -893,8 +893,8 @@ pool_new_object(PoolObject *self, PyObject *const *args, Py_ssize_t nargs,
 PyObject *
 _PyPmem_PoolNamespace(PoolObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->mainns != NULL && _PyPmem_MainFlush(self) < 0) {
-        return NULL;
+    if (self->mainns != NULL) {
+        _PyPmem_MainFlush(self);
     }
     return _PyPmem_RootContainer(self, &self->root->namespace, PyDict_New);
 }

@@ -678,9 +678,15 @@ class JournalTests(MainPoolTestCase):
             print(ns.n, ns.s, ns.__dict__["n"])
             n += 1
             print(pmem.current_pool().ns.n, n)
+            other = pmem.open("other.pool")
+            n += 1
+            with other:               # a transaction of another pool
+                other.ns.copy = pmem.current_pool().ns.n
+            print(other.ns.copy)
             """
         out = self.python("-c", textwrap.dedent(code)).stdout
-        self.assertEqual(out, "1000005 abg 1000005\n1000006 1000006\n")
+        self.assertEqual(out, "1000005 abg 1000005\n1000006 1000006\n"
+                              "1000007\n")
 
     def test_journaled_names_in_transactions(self):
         # A block that raises after changing journaled names gives them

@@ -129,6 +129,30 @@ ns.z = 3
 ns.accounts = {f"acct{i}": 100.0 for i in range(20)}
 """
 
+# Statements of -X pmem whose bindings go into the journal of stores,
+# around a transaction: ns_journal(k) runs the first k parts, whose
+# states are all right.
+NS_JOURNAL_PARTS = ("""\
+n += 1
+s = "abd"
+z = 4
+f = 2.5
+""", """\
+with pmem.transaction():
+    accounts["acct1"] -= 7.5
+    accounts["acct2"] += 7.5
+""", """\
+n += 1
+z = 5
+""", """\
+pmem.current_pool().ns.__dict__    # the journal applied
+""")
+
+
+def ns_journal(k):
+    return "__start__()\n" + "".join(NS_JOURNAL_PARTS[:k]) + "__stop__()\n"
+
+
 # The pool contents most kinds start from.  The accounts sum to 2000.0.
 DATA = """\
 pool = pmem.open(path, size=SIZE)
@@ -254,7 +278,7 @@ class Kind:
     the environment of the operation's process."""
 
     def __init__(self, name, setup, op, env=None, doc="", namespace=False,
-                 then=None):
+                 then=None, prefixes=()):
         self.name = name
         self.setup = setup        # [(code, expected return code)]
         self.op = op
@@ -265,6 +289,9 @@ class Kind:
         # Run on the pool once it has checked, in a new process: what
         # must work on every state the operation can leave.
         self.then = then
+        # Operations that stop part of the way (a program's first
+        # statements): their states are right too.
+        self.prefixes = prefixes
 
 
 KINDS = [
@@ -389,26 +416,35 @@ stop()
     Kind("ns-int", [(NAMESPACE_DATA, 0)], """\
 __start__()
 n += 1
+pmem.current_pool().ns.__dict__    # the journal applied
 __stop__()
 """, namespace=True, doc="-X pmem: n += 1, the pool's int rewritten in "
                         "place by one store"),
     Kind("ns-str", [(NAMESPACE_DATA, 0)], """\
 __start__()
 s = "abd"
+pmem.current_pool().ns.__dict__    # the journal applied
 __stop__()
 """, namespace=True, doc="-X pmem: a short str rewritten in place by one "
                         "store"),
     Kind("ns-static", [(NAMESPACE_DATA, 0)], """\
 __start__()
 f = None
+pmem.current_pool().ns.__dict__    # the journal applied
 __stop__()
 """, namespace=True, doc="-X pmem: a binding to a static object, one "
                         "pointer of the pool's namespace"),
+    Kind("ns-journal", [(NAMESPACE_DATA, 0)], ns_journal(4),
+         namespace=True, prefixes=(ns_journal(1), ns_journal(2),
+                                   ns_journal(3)),
+         doc="-X pmem: bindings in the journal, a transaction, more "
+             "bindings, the journal applied: a prefix of the statements"),
     Kind("ns-digits", [(NAMESPACE_DATA, 0)], """\
 n = 2 ** 40                 # the first spare block: made
 n = 10 ** 6                 # the value of the set-up again
 __start__()
 n = 2 ** 40
+pmem.current_pool().ns.__dict__    # the journal applied
 __stop__()
 """, namespace=True, doc="-X pmem: an int whose number of digits changes, "
                         "written into a spare block of the pool that the "
@@ -755,6 +791,17 @@ class KindRun:
         if error:
             raise RuntimeError(f"{self.kind.name}: the pool after the "
                                f"operation does not check: {error}")
+        self.middles = []
+        for i, prefix in enumerate(self.kind.prefixes):
+            path = self.fresh_pool(f"prefix{i}")
+            code = self.code[:-len(self.kind.op)] + prefix
+            rc, out, err = self.r.run(code, path, self.op_env(path=path))
+            state, error = self.r.check(path, self.mode.flush)
+            if rc != 0 or error:
+                raise RuntimeError(f"{self.kind.name}: prefix {i + 1} of "
+                                   f"the operation failed: "
+                                   f"{error or describe_exit(rc, err)}")
+            self.middles.append(state)
         path = self.fresh_pool("count")
         count_file = os.path.join(self.dir, "count.txt")
         self.trace = os.path.join(self.dir, "trace.txt")
@@ -783,15 +830,17 @@ class KindRun:
         """None if result is the before or the after state, else why not."""
         if result["gc"] != 0:
             return f"pool.gc() freed {result['gc']} objects after the open"
-        for ref in (self.before, self.after):
+        for ref in (self.before, self.after, *self.middles):
             if self.same(result, ref):
                 return None
         for name, ref in (("before", self.before), ("after", self.after)):
             if result["state"] == ref["state"]:
                 return (f"the {name}-state, but {result['objects']} objects "
                         f"instead of {ref['objects']}")
-        return "neither the before- nor the after-state:\n" + json.dumps(
-            result["state"])[:2000]
+        what = ("neither the before- nor the after-state" if not
+                self.middles else "none of the states of a prefix of the "
+                "operation")
+        return what + ":\n" + json.dumps(result["state"])[:2000]
 
     def run_point(self, k):
         """Kill at point k, check: None, or a failure description.  The
