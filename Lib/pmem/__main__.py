@@ -136,7 +136,8 @@ def info(pool, args):
              - stats["bytes_free"])
     print(f"size:      {stats['pool_size']:,} bytes")
     print(f"in use:    {stats['bytes_used']:,} bytes by objects")
-    print(f"log:       {stats['bytes_log']:,} bytes by the undo log")
+    print(f"log:       {stats['bytes_log']:,} bytes by the undo log and "
+          f"the journal")
     print(f"free:      {stats['bytes_free']:,} bytes for blocks of any "
           f"size, at most {stats['largest_free']:,} in one")
     print(f"other:     {other:,} bytes: libpmemobj's metadata, and room "

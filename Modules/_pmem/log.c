@@ -644,7 +644,7 @@ _PyPmem_LogUndo(PoolObject *p)
     log_reset(p);
 }
 
-/* The bytes that the log's chunks take. */
+/* The bytes that the log's chunks take, and the journal's. */
 size_t
 _PyPmem_LogSize(PoolObject *p)
 {
@@ -653,6 +653,9 @@ _PyPmem_LogSize(PoolObject *p)
          c = c->next == 0 ? NULL : chunk_at(p, c->next))
     {
         size += pmemobj_alloc_usable_size(pmemobj_oid(c));
+    }
+    if (p->journal != NULL) {
+        size += pmemobj_alloc_usable_size(pmemobj_oid(p->journal));
     }
     return size;
 }
