@@ -51,6 +51,20 @@ class MainPoolTestCase(PoolTestCase):
             f.write(textwrap.dedent(source))
         return path
 
+    def killed_runs(self, source, delays):
+        """Run the program source with -X pmem=self.path, killed with
+        SIGKILL after each of delays (seconds): yields after each kill."""
+        path = self.script("loop.py", source)
+        env = dict(os.environ, **FAST_FLUSH)
+        env.pop("PYTHONPMEM", None)
+        for delay in delays:
+            proc = subprocess.Popen([sys.executable, "-X",
+                                     f"pmem={self.path}", path], env=env)
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            yield
+
     def namespace(self):
         """The pool's namespace, as another process reads it: {name:
         repr(value)}."""
@@ -486,15 +500,9 @@ class TransactionTests(MainPoolTestCase):
                     accounts[b] += 3
                     transfers += 1
             """
-        path = self.script("loop.py", code)
-        env = dict(os.environ, **FAST_FLUSH)
-        env.pop("PYTHONPMEM", None)
-        for delay in (0.0, 0.005, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3):
-            proc = subprocess.Popen([sys.executable, "-X",
-                                     f"pmem={self.path}", path], env=env)
-            time.sleep(delay)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        for _ in self.killed_runs(code, (0.0, 0.005, 0.02, 0.05, 0.1, 0.15,
+                                         0.2, 0.3)):
+            pass
         ns = self.namespace()
         self.assertEqual(sum(eval(ns["accounts"]).values()), 2000)
         self.assertGreater(int(ns["transfers"]), 0)
@@ -751,15 +759,8 @@ class JournalTests(MainPoolTestCase):
                 b = float(a)
                 c = a
             """
-        path = self.script("loop.py", code)
-        env = dict(os.environ, **FAST_FLUSH)
-        env.pop("PYTHONPMEM", None)
-        for delay in (0.0, 0.01, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3):
-            proc = subprocess.Popen([sys.executable, "-X",
-                                     f"pmem={self.path}", path], env=env)
-            time.sleep(delay)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+        for _ in self.killed_runs(code, (0.0, 0.01, 0.03, 0.06, 0.1, 0.15,
+                                         0.2, 0.3)):
             if not os.path.exists(self.path):
                 continue              # killed before it made the pool
             ns = self.namespace()
