@@ -56,27 +56,27 @@
  * can lose the last transactions, or leave the pool inconsistent
  * (sqlite's synchronous=OFF).
  *
- * The journal of stores.  A change that one store outside any
- * transaction makes (-X pmem's `n += 1` at module level: a number of the
- * pool given a new value, the pointer of a binding to a static object)
- * would need a drain of its own to be durable in its order.  Its store
- * goes into the journal instead (_PyPmem_JournalStore()): an entry as the
- * log's, with the new bytes, written with non-temporal stores and no
- * drain, into a chunk of its own (the first chunk's `journal` field, made
- * when first needed).  The object itself is left as it was until the
- * journal is applied (_PyPmem_JournalApply()): the entries are made
- * durable, written in place, flushed and drained, then the journal's
- * generation moves on.  The next open after a crash applies the valid
- * entries, oldest first, after the log has undone what it holds: the
- * valid ones are a prefix (an entry is checked as the log's are, and
- * reading stops at the first that is not valid), and any change that the
- * process made after them is made durable after them: the first entry of
- * the undo log drains them too (with msync(), it syncs them first:
- * _PyPmem_JournalSync()), and so does any other store made durable
- * outside a transaction.  So after a power loss the pool holds the
- * stores of a prefix of the program's statements, and after a kill all
- * of them, as it would with a drain each.  Applying the entries twice
- * gives the same memory.
+ * The journal of stores.  A change that one store outside any transaction
+ * makes (-X pmem's `n += 1` at module level: a number of the pool given a
+ * new value, the pointer of a binding to a static object) would need a
+ * drain of its own to be durable in its order.  Its store goes into the
+ * journal instead (_PyPmem_JournalStore()): an entry as the log's, with
+ * the new bytes, written with cached stores, neither flushed nor drained,
+ * into a chunk of its own (the first chunk's `journal` field, made when
+ * first needed).  The object itself is left as it was until the journal
+ * is applied (_PyPmem_JournalApply()): the entries are made durable,
+ * written in place, flushed and drained, then the journal's generation
+ * moves on.  The next open after a crash applies the valid entries,
+ * oldest first, after the log has undone what it holds: the valid ones
+ * are a prefix (an entry is checked as the log's are, and reading stops
+ * at the first that is not valid), and any change that the process made
+ * after them is made durable after them: the first entry of the undo log
+ * flushes them, and its drain makes them durable (with msync(), they are
+ * synced first), and so does any other store made durable outside a
+ * transaction (_PyPmem_JournalBeforeStore()).  So after a power loss the
+ * pool holds the stores of a prefix of the program's statements, and
+ * after a kill all of them, as it would with a drain each.  Applying the
+ * entries twice gives the same memory.
  */
 
 #include "pool.h"
@@ -466,17 +466,16 @@ _PyPmem_LogAppend(PoolObject *p, const void *addr, size_t size)
         .size = size,
         .generation = p->log_generation,
     };
+    head.checksum = checksum(&head, addr);
     if (size <= LOG_SMALL) {
         /* Written at once from a copy. */
         uint64_t buf[(sizeof(head) + LOG_SMALL) / 8];
         buf[(need - 1) / 8] = 0;  /* the data's padding (size > 0) */
         memcpy((char *)buf + sizeof(head), addr, size);
-        head.checksum = checksum(&head, addr);
         memcpy(buf, &head, sizeof(head));
         write_flushed(p, e, buf, need);
     }
     else {
-        head.checksum = checksum(&head, addr);
         size_t whole = size & ~(size_t)7;
         write_flushed(p, e + 1, addr, whole);
         if (whole < size) {
@@ -684,7 +683,8 @@ journal_valid(PoolObject *p, size_t pos)
             && e->generation == p->journal_generation
             && e->size > 0 && e->size <= POOL_JOURNAL_MAX_STORE
             && e->size <= p->journal->capacity - pos - sizeof(*e)
-            && e->offset % 4 == 0 && e->offset <= p->size && e->size <= p->size - e->offset
+            && e->offset % 4 == 0 && e->offset <= p->size
+            && e->size <= p->size - e->offset
             && checksum(e, (char *)(e + 1)) == e->checksum);
 }
 

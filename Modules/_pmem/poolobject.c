@@ -1044,9 +1044,9 @@ static PyMethodDef pool_methods[] = {
      "largest_free, pool_size, by_type}: the objects and bytes in use (by "
      "type name: [count, bytes]); records, of the objects, are the pool's "
      "records of classes and references; bytes_log is what the undo log "
-     "and the journal of stores take; bytes_free is what blocks of any size can use, at most "
-     "largest_free in one; the rest of pool_size is libpmemobj's metadata "
-     "and room for small objects only."},
+     "and the journal of stores take; bytes_free is what blocks of any "
+     "size can use, at most largest_free in one; the rest of pool_size is "
+     "libpmemobj's metadata and room for small objects only."},
     {NULL}
 };
 
