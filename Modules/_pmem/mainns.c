@@ -911,15 +911,19 @@ find_journaled(mainns *ns, PyObject *name)
             return &ns->journaled[i];
         }
     }
+    /* An equal str that is another object (a name made at run time). */
     if (!PyUnicode_CheckExact(name)) {
         return NULL;
     }
+    Py_hash_t hash = PyObject_Hash(name);     /* a str's: never fails */
     for (int i = 0; i < ns->njournaled; i++) {
-        if (PyUnicode_Compare(ns->journaled[i].name, name) == 0) {
+        PyObject *other = ns->journaled[i].name;
+        if (PyObject_Hash(other) == hash
+            && PyUnicode_Compare(other, name) == 0)
+        {
             return &ns->journaled[i];
         }
     }
-    PyErr_Clear();
     return NULL;
 }
 
