@@ -667,6 +667,21 @@ class JournalTests(MainPoolTestCase):
         self.python("-c", code)
         self.assertEqual(self.namespace(), self.expected(2))
 
+    def test_read_only_open_applies_it_in_its_copy(self):
+        code = textwrap.dedent(self.LOOP) + "import os; os._exit(0)\n"
+        self.python("-c", code)
+        with open(self.path, "rb") as f:
+            before = f.read()
+        out = self.python("-c", textwrap.dedent(f"""
+            import pmem
+            pool = pmem.open({self.path!r}, readonly=True)
+            print(pool.ns.n, pool.ns.s, pool.ns.z)
+            """), pool=False).stdout
+        self.assertEqual(out, "1003000 2999 49\n")
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), before)    # the file is untouched
+        self.assertEqual(self.namespace(), self.expected(1))
+
     def test_on_an_ordinary_file(self):
         # Flushes are msync()s there.
         env = {"PMEM_IS_PMEM_FORCE": "0"}
