@@ -163,7 +163,8 @@ PyAPI_FUNC(int) _PyStorage_ModifySlow(void *addr, size_t size);
 static inline int
 _PyStorage_Modify(void *addr, size_t size)
 {
-    return _PyStorage_ACTIVE() ? _PyStorage_ModifySlow(addr, size) : 0;
+    return (_PyStorage_ACTIVE_FOR(addr)
+            ? _PyStorage_ModifySlow(addr, size) : 0);
 }
 
 /* The fields of an object after its PyObject header, up to size bytes
@@ -171,7 +172,7 @@ _PyStorage_Modify(void *addr, size_t size)
 static inline int
 _PyStorage_ModifyFields(void *op, size_t size)
 {
-    return (_PyStorage_ACTIVE()
+    return (_PyStorage_ACTIVE_FOR(op)
             ? _PyStorage_ModifySlow((char *)op + sizeof(PyObject),
                                     size - sizeof(PyObject))
             : 0);
@@ -641,7 +642,7 @@ static inline int
 _PyStorage_StoreInto(PyObject *owner, PyObject **slot, PyObject **pvalue,
                      Py_ssize_t held)
 {
-    return (_PyStorage_ACTIVE()
+    return (_PyStorage_ACTIVE_FOR(owner)
             ? _PyStorage_StoreIntoSlow(owner, slot, pvalue, held) : 0);
 }
 
@@ -659,7 +660,7 @@ PyAPI_FUNC(int) _PyStorage_StoreItemsSlow(PyObject *owner, PyObject **pseq,
 static inline int
 _PyStorage_Store(PyObject *owner, PyObject **pvalue, Py_ssize_t held)
 {
-    return (_PyStorage_ACTIVE()
+    return (_PyStorage_ACTIVE_FOR(owner)
             ? _PyStorage_StoreSlow(owner, pvalue, held) : 0);
 }
 
@@ -667,7 +668,7 @@ static inline int
 _PyStorage_StoreItems(PyObject *owner, PyObject **pseq, PyObject *source,
                       Py_ssize_t source_held)
 {
-    return (_PyStorage_ACTIVE()
+    return (_PyStorage_ACTIVE_FOR(owner)
             ? _PyStorage_StoreItemsSlow(owner, pseq, source, source_held)
             : 0);
 }
