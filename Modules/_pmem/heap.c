@@ -126,7 +126,6 @@ _PyPmem_AllocTableInit(open_state *st, alloc_item *items, size_t n)
         return -1;
     }
     st->nentries = n;
-    st->mask = n;                 /* entries[n] is empty */
     if (n == 0) {
         return 0;
     }

@@ -73,7 +73,7 @@
  * after them is made durable after them: the first entry of the undo log
  * flushes them, and its drain makes them durable (with msync(), they are
  * synced first), and so does any other store made durable outside a
- * transaction (_PyPmem_JournalBeforeStore()).  So after a power loss the
+ * transaction (_PyPmem_JournalFlush() before it).  So after a power loss the
  * pool holds the stores of a prefix of the program's statements, and
  * after a kill all of them, as it would with a drain each.  Applying the
  * entries twice gives the same memory.
@@ -197,13 +197,6 @@ drain(PoolObject *p)
     }
 }
 
-static inline void
-persist(PoolObject *p, const void *addr, size_t size)
-{
-    flush(p, addr, size);
-    drain(p);
-}
-
 /* Is the pool's file persistent memory, flushed from the CPU's caches,
    rather than with msync()?  As libpmem decides (PMEM_IS_PMEM_FORCE, a
    device DAX, a mapping that MAP_SYNC accepts). */
@@ -235,8 +228,6 @@ is_pmem(PoolObject *p)
     close(fd);
     return pmem;
 }
-
-static void journal_flush(PoolObject *p);
 
 /* --- the set of ranges logged -------------------------------------------
 
@@ -451,7 +442,7 @@ _PyPmem_LogAppend(PoolObject *p, const void *addr, size_t size)
     }
     /* The journal's entries durable first: flushed, the entry's drain
        below makes them durable too. */
-    journal_flush(p);
+    _PyPmem_JournalFlush(p);
     size_t need = sizeof(struct log_entry) + LOG_ROUND(size);
     if (index_room(p) < 0
         || (p->log_pos + need > p->log_capacity
@@ -562,7 +553,7 @@ static void
 next_generation(PoolObject *p)
 {
     p->log->generation = ++p->log_generation;
-    persist(p, &p->log->generation, sizeof(p->log->generation));
+    _PyPmem_Persist(p, &p->log->generation, sizeof(p->log->generation));
 }
 
 /* Write back the indexed entries, newest first, make that durable, then
@@ -727,10 +718,8 @@ _PyPmem_JournalStore(PoolObject *p, void *addr, const void *data,
     return 0;
 }
 
-/* Flush the entries not flushed yet, not drained (with msync(), they
-   are durable then). */
-static void
-journal_flush(PoolObject *p)
+void
+_PyPmem_JournalFlush(PoolObject *p)
 {
     if (p->journal_synced != p->journal_pos) {
         flush(p, journal_entry(p, p->journal_synced),
@@ -739,29 +728,13 @@ journal_flush(PoolObject *p)
     }
 }
 
-void
-_PyPmem_JournalSync(PoolObject *p)
-{
-    if (p->journal_synced != p->journal_pos) {
-        journal_flush(p);
-        drain(p);
-    }
-}
-
-void
-_PyPmem_JournalBeforeStore(PoolObject *p)
-{
-    /* Flushed: the store's own drain makes them durable before it. */
-    journal_flush(p);
-}
-
-/* Write the stores of the entries from pos on that are valid, oldest
-   first, and flush them, not drained.  Where the first that is not valid
-   starts. */
-static size_t
-journal_redo(PoolObject *p, size_t pos)
+/* Write the stores of the valid entries, oldest first, and flush them,
+   not drained.  Whether there were any. */
+static int
+journal_redo(PoolObject *p)
 {
     const char *lo = (const char *)UINTPTR_MAX, *hi = NULL;
+    size_t pos = 0;
     for (; journal_valid(p, pos);
          pos += sizeof(struct log_entry)
                 + LOG_ROUND(journal_entry(p, pos)->size))
@@ -778,7 +751,7 @@ journal_redo(PoolObject *p, size_t pos)
     if (p->log_msync && hi != NULL) {
         flush(p, lo, (size_t)(hi - lo));
     }
-    return pos;
+    return pos > 0;
 }
 
 /* The journal is empty again: its generation moves on, durably. */
@@ -786,7 +759,8 @@ static void
 journal_reset(PoolObject *p)
 {
     p->journal->generation = ++p->journal_generation;
-    persist(p, &p->journal->generation, sizeof(p->journal->generation));
+    _PyPmem_Persist(p, &p->journal->generation,
+                    sizeof(p->journal->generation));
     p->journal_pos = p->journal_synced = 0;
 }
 
@@ -797,8 +771,9 @@ _PyPmem_JournalApply(PoolObject *p)
         return;
     }
     /* The entries durable before the objects change. */
-    _PyPmem_JournalSync(p);
-    (void)journal_redo(p, 0);
+    _PyPmem_JournalFlush(p);
+    drain(p);
+    (void)journal_redo(p);
     drain(p);
     journal_reset(p);
 }
@@ -822,7 +797,7 @@ journal_open(PoolObject *p)
     }
     p->journal = chunk_at(p, off);
     p->journal_generation = p->journal->generation;
-    if (journal_redo(p, 0) > 0) {
+    if (journal_redo(p)) {
         drain(p);
         journal_reset(p);
     }

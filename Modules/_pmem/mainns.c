@@ -596,13 +596,19 @@ reconcile(mainns *ns, int ok)
    store leaves the old binding, after it the new one; what the store
    orphans (the old value), the next open frees. */
 
-/* addr durable, unless the pool's durability is "process". */
-static inline void
-persist_store(PoolObject *p, const void *addr, size_t size)
+/* One atomic store of a word of width bytes (4 or 8) at to, made
+   durable after the journal's entries. */
+static void
+store_word(PoolObject *p, void *to, uint64_t word, size_t width)
 {
-    if (!p->nosync) {
-        pmemobj_persist(p->pop, addr, size);
+    _PyPmem_JournalFlush(p);
+    if (width == sizeof(uint32_t)) {
+        __atomic_store_n((uint32_t *)to, (uint32_t)word, __ATOMIC_RELEASE);
     }
+    else {
+        __atomic_store_n((uint64_t *)to, word, __ATOMIC_RELEASE);
+    }
+    _PyPmem_Persist(p, to, width);
 }
 
 /* Overwrite old, a number or str of p that nothing but the pool's
@@ -618,10 +624,7 @@ overwrite_word(PoolObject *p, PyObject *old, PyObject *v)
         double d = PyFloat_AS_DOUBLE(v);
         uint64_t bits;
         memcpy(&bits, &d, sizeof(bits));
-        uint64_t *to = (uint64_t *)&((PyFloatObject *)old)->ob_fval;
-        _PyPmem_JournalBeforeStore(p);
-        __atomic_store_n(to, bits, __ATOMIC_RELAXED);
-        persist_store(p, to, sizeof(*to));
+        store_word(p, &((PyFloatObject *)old)->ob_fval, bits, sizeof(bits));
         return 1;
     }
     if (PyLong_CheckExact(v)) {
@@ -635,18 +638,13 @@ overwrite_word(PoolObject *p, PyObject *old, PyObject *v)
         Py_ssize_t ndigits = _PyLong_DigitCount(n);
         digit *to = o->long_value.ob_digit;
         if (ndigits <= 1) {
-            _PyPmem_JournalBeforeStore(p);
-            __atomic_store_n(to, n->long_value.ob_digit[0],
-                             __ATOMIC_RELAXED);
-            persist_store(p, to, sizeof(digit));
+            store_word(p, to, n->long_value.ob_digit[0], sizeof(digit));
             return 1;
         }
         if (ndigits == 2 && ((uintptr_t)to & 7) == 0) {
             uint64_t word;
             memcpy(&word, n->long_value.ob_digit, sizeof(word));
-            _PyPmem_JournalBeforeStore(p);
-            __atomic_store_n((uint64_t *)to, word, __ATOMIC_RELAXED);
-            persist_store(p, to, sizeof(word));
+            store_word(p, to, word, sizeof(word));
             return 1;
         }
         return 0;
@@ -667,9 +665,7 @@ overwrite_word(PoolObject *p, PyObject *old, PyObject *v)
         }
         uint64_t word = 0;
         memcpy(&word, PyUnicode_DATA(v), (size_t)n + 1);
-        _PyPmem_JournalBeforeStore(p);
-        __atomic_store_n(to, word, __ATOMIC_RELAXED);
-        persist_store(p, to, sizeof(word));
+        store_word(p, to, word, sizeof(word));
         /* Volatile: the hash of this process. */
         _PyASCIIObject_CAST(old)->hash = _PyASCIIObject_CAST(v)->hash;
         return 1;
@@ -723,10 +719,8 @@ swap_number(mainns *ns, PyObject **slot, PyObject **shadow_slot,
     }
     memcpy((char *)spare + start, (char *)v + start, size - start);
     _PyPmem_SetRefcnt(spare, 2);
-    persist_store(ns->pool, spare, size);
-    _PyPmem_JournalBeforeStore(ns->pool);
-    __atomic_store_n(slot, spare, __ATOMIC_RELEASE);
-    persist_store(ns->pool, slot, sizeof(*slot));
+    _PyPmem_Persist(ns->pool, spare, size);
+    store_word(ns->pool, slot, (uintptr_t)spare, sizeof(*slot));
     *shadow_slot = spare;
     /* The two references go, the spare's comes. */
     _PyPmem_SetRefcnt(old, Py_REFCNT(old) - 1);
@@ -741,9 +735,7 @@ static void
 store_pointer(mainns *ns, PyObject **slot, PyObject *v)
 {
     PyObject *old = *slot;
-    _PyPmem_JournalBeforeStore(ns->pool);
-    __atomic_store_n(slot, Py_NewRef(v), __ATOMIC_RELEASE);
-    persist_store(ns->pool, slot, sizeof(*slot));
+    store_word(ns->pool, slot, (uintptr_t)Py_NewRef(v), sizeof(*slot));
     Py_DECREF(old);
 }
 
@@ -897,8 +889,8 @@ held_by_the_three(mainns *ns, PyObject *key, PyObject *kept,
    (_PyPmem_MainBegins()), a read of the pool's namespace
    (_PyPmem_MainFlush()), a binding that the journal cannot hold, and the
    exit.  Every other store that the pool makes durable is made so after
-   the journal's entries (_PyPmem_JournalBeforeStore(), and the first
-   entry of the undo log). */
+   the journal's entries (store_word(), and the first entry of the undo
+   log). */
 
 static journaled *
 find_journaled(mainns *ns, PyObject *name)
@@ -1042,14 +1034,16 @@ cached_slot(PyObject *dict, PyObject *key, PyObject ***pslot,
 
 /* dict[key] = value as a store of the journal, when it can be one.  1
    when done, 0 when not (the journal applied when it held key), -1 with
-   an exception set. */
+   an exception set.  *pslot: dict's slot of key, or NULL. */
 static int
-journal_binding(mainns *ns, PyObject *dict, PyObject *key, PyObject *value)
+journal_binding(mainns *ns, PyObject *dict, PyObject *key, PyObject *value,
+                PyObject ***pslot)
 {
     PoolObject *p = ns->pool;
     journaled *j = find_journaled(ns, key);
     PyObject **slot = j != NULL ? cached_slot(dict, key, &j->slot, &j->keys)
                                 : _PyStorage_DictValueSlot(dict, key);
+    *pslot = slot;
     if (slot == NULL || PyStorage_Of(value) == &p->sm || is_dunder(key)) {
         goto not_journaled;
     }
@@ -1203,12 +1197,12 @@ main_set_item(PyStorageManager *sm, PyObject *dict, PyObject *key,
     }
     /* Asked holding the lock (taking it may have let other threads
        run). */
-    int r = journal_binding(ns, dict, key, value);
+    PyObject **slot;
+    int r = journal_binding(ns, dict, key, value, &slot);
     if (r != 0) {
         _PyPmem_Release(p);
         return r;
     }
-    PyObject **slot = _PyStorage_DictValueSlot(dict, key);
     PyObject *kept = slot != NULL ? *slot : NULL;
     if (kept == NULL || kept == value || PyStorage_Of(value) == &p->sm) {
         _PyPmem_Release(p);

@@ -464,10 +464,10 @@ check_pointers(open_state *st, struct pool_root *root, char *target)
     /* A bad pointer is an error only in an object that the root reaches:
        an unreachable one may be what a killed process was deallocating
        (its parts freed one by one), which the sweep frees unread. */
-    for (size_t i = 0; i <= st->mask; i++) {
+    for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         PyObject *op = ENTRY_OBJ(e);
-        _PyPmem_Progress("pointers", i + 1, st->mask + 1);
+        _PyPmem_Progress("pointers", i + 1, st->nentries);
         if (op != NULL && e->broken == 0
             && _PyStorage_CheckSlots(op, check_slot, st) != 0)
         {
@@ -500,7 +500,7 @@ check_pointers(open_state *st, struct pool_root *root, char *target)
 static int
 rehash_frozensets(open_state *st, mark_state *ms)
 {
-    for (size_t i = 0; i <= st->mask; i++) {
+    for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->mark && ENTRY_OBJ(e) != NULL && PyFrozenSet_Check(ENTRY_OBJ(e))
             && _PyPmem_MarkPush(ms, ENTRY_OBJ(e)) < 0)
@@ -634,7 +634,7 @@ mark_from_roots(open_state *st, mark_state *ms)
 static void
 reset_kept(open_state *st)
 {
-    for (size_t i = 0; i <= st->mask; i++) {
+    for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->mark && ENTRY_OBJ(e) != NULL) {
             _PyStorage_ResetVolatile(ENTRY_OBJ(e));
@@ -646,7 +646,7 @@ reset_kept(open_state *st)
 static void
 free_unreachable(open_state *st)
 {
-    for (size_t i = 0; i <= st->mask; i++) {
+    for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->key != NULL && !e->mark) {
             PMEMoid dead = pmemobj_oid(ENTRY_BLOCK(e));
@@ -666,9 +666,9 @@ rehash_kept(open_state *st, mark_state *ms)
         return -1;
     }
     int ok = rehash_frozensets(st, ms) == 0;
-    for (size_t i = 0; i <= st->mask && ok; i++) {
+    for (size_t i = 0; i < st->nentries && ok; i++) {
         alloc_entry *e = &st->entries[i];
-        _PyPmem_Progress("hash tables", i + 1, st->mask + 1);
+        _PyPmem_Progress("hash tables", i + 1, st->nentries);
         PyObject *op = ENTRY_OBJ(e);
         if (e->mark && op != NULL && _PyStorage_Rehash(op) < 0) {
             ok = 0;

@@ -411,9 +411,8 @@ _PyPmem_SetEntry(alloc_entry *e, char *key, char *block, int object)
 
 struct open_state {
     PoolObject *pool;
-    alloc_entry *entries;         /* nentries, then an empty one */
-    size_t mask;                  /* nentries: the passes' loops go
-                                     through entries[0..mask] */
+    alloc_entry *entries;         /* nentries, then an empty one (what
+                                     _PyPmem_FindAlloc() stops at) */
     size_t nentries;
     uint32_t *index;              /* by bucket of index_base: the first
                                      entry whose block starts in it or
@@ -665,6 +664,17 @@ void _PyPmem_RepairFinish(PoolObject *p, repair_state *st);
 
 /* log.c: the undo log */
 int _PyPmem_LogOpen(PoolObject *p, int nosync);
+
+/* [addr, addr + size) of p durable, unless p's durability is
+   "process". */
+static inline void
+_PyPmem_Persist(PoolObject *p, const void *addr, size_t size)
+{
+    if (!p->nosync) {
+        pmemobj_persist(p->pop, addr, size);
+    }
+}
+
 int _PyPmem_LogAppend(PoolObject *p, const void *addr, size_t size);
 void _PyPmem_LogCommit(PoolObject *p, struct pobj_action *acts,
                        size_t before, size_t after);
@@ -675,8 +685,9 @@ size_t _PyPmem_LogSize(PoolObject *p);
 #define POOL_JOURNAL_MAX_STORE 24
 int _PyPmem_JournalStore(PoolObject *p, void *addr, const void *data,
                          size_t size);
-void _PyPmem_JournalSync(PoolObject *p);
-void _PyPmem_JournalBeforeStore(PoolObject *p);
+/* The journal's entries flushed, not drained: a store made durable
+   after this is made so after them (with msync(), they are durable). */
+void _PyPmem_JournalFlush(PoolObject *p);
 void _PyPmem_JournalApply(PoolObject *p);
 
 /* manager.c: the hooks of PoolObject.sm, transactions, savepoints */

@@ -50,13 +50,13 @@ uncount_slot(void **slot, int kind, void *arg)
 static int
 held_from_outside(repair_state *st)
 {
-    for (size_t i = 0; i <= st->mask; i++) {
+    for (size_t i = 0; i < st->nentries; i++) {
         PyObject *op = ENTRY_OBJ(&st->entries[i]);
         if (op != NULL && Py_REFCNT(op) == 0) {
             (void)_PyStorage_VisitSlots(op, uncount_slot, st);
         }
     }
-    for (size_t i = 0; i <= st->mask; i++) {
+    for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         if (ENTRY_OBJ(e) == NULL || Py_REFCNT(ENTRY_OBJ(e)) == 0) {
             continue;
@@ -111,7 +111,7 @@ release_pool(PoolObject *self)
     }
     repair_state *st = _PyPmem_RepairPrepare(self, 0, 0);   /* the counts */
     int held = st == NULL || held_from_outside(st);
-    for (size_t i = 0; !held && i <= st->mask; i++) {
+    for (size_t i = 0; !held && i < st->nentries; i++) {
         PyObject *op = ENTRY_OBJ(&st->entries[i]);
         if (op != NULL && Py_REFCNT(op) > 0) {
             (void)_PyPmem_LetGo(op, release_ref_slot, self);
@@ -600,10 +600,10 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
     mark_state ms = {.st = st};
     Py_ssize_t freed = -1;
     Py_ssize_t left = 0;          /* what the interpreter's collector left */
-    for (size_t i = 0; i <= st->mask; i++) {
+    for (size_t i = 0; i < st->nentries; i++) {
         left += ENTRY_OBJ(&st->entries[i]) != NULL;
     }
-    for (size_t i = 0; i <= st->mask; i++) {
+    for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         PyObject *op = ENTRY_OBJ(e);
         if (op != NULL && e->dram > 0
@@ -625,14 +625,14 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
         }
     }
     freed = 0;
-    for (size_t i = 0; i <= st->mask; i++) {
+    for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         if (ENTRY_OBJ(e) != NULL && !e->mark) {
             (void)_PyPmem_LetGo(ENTRY_OBJ(e), gc_release_slot, st);
             freed++;
         }
     }
-    for (size_t i = 0; i <= st->mask; i++) {
+    for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->key != NULL && !e->mark) {
             PMEMoid dead = pmemobj_oid(ENTRY_BLOCK(e));

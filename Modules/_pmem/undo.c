@@ -80,7 +80,7 @@ keys_refs(repair_state *st, int undone)
 {
     Py_ssize_t total = 0;
     for (int pass = 0; pass < 2; pass++) {
-        for (size_t i = 0; i <= st->mask; i++) {
+        for (size_t i = 0; i < st->nentries; i++) {
             alloc_entry *e = &st->entries[i];
             PyObject *op = ENTRY_OBJ(e);
             if (op == NULL || !PyDict_Check(op) || e->dead
@@ -145,15 +145,15 @@ _PyPmem_RepairPrepare(PoolObject *p, size_t from, size_t made_from)
             }
         }
     }
-    for (size_t i = 0; i <= st->mask; i++) {
+    for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        _PyPmem_Progress("references", i + 1, st->mask + 1);
+        _PyPmem_Progress("references", i + 1, st->nentries);
         if (ENTRY_OBJ(e) != NULL && !e->dead) {
             (void)_PyStorage_VisitSlots(ENTRY_OBJ(e), count_slot, st);
         }
     }
     (void)_PyPmem_VisitRoots(p, st->lo, count_slot, st);  /* the root's */
-    for (size_t i = 0; i <= st->mask; i++) {
+    for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         if (ENTRY_OBJ(e) != NULL) {
             e->dram = e->dead ? 0 : Py_REFCNT(ENTRY_OBJ(e)) - e->count;
@@ -243,7 +243,7 @@ release_garbage(PoolObject *p, repair_state *st)
 {
     release_state rs = {.st = st};
     int err = 0;
-    for (size_t i = 0; i <= st->mask && !err; i++) {
+    for (size_t i = 0; i < st->nentries && !err; i++) {
         alloc_entry *e = &st->entries[i];
         if (is_garbage(e)) {
             err = release_push(&rs, e);
@@ -262,14 +262,14 @@ void
 _PyPmem_RepairFinish(PoolObject *p, repair_state *st)
 {
     st->undone = 1;
-    for (size_t i = 0; i <= st->mask; i++) {
+    for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         if (ENTRY_OBJ(e) != NULL && e->dead != 2) {
             (void)_PyStorage_VisitSlots(ENTRY_OBJ(e), count_slot, st);
         }
     }
     (void)_PyPmem_VisitRoots(p, st->lo, count_slot, st);  /* the root's */
-    for (size_t i = 0; i <= st->mask; i++) {
+    for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         PyObject *op = ENTRY_OBJ(e);
         if (op == NULL || e->dead == 2) {
@@ -849,14 +849,14 @@ static void
 check_counts(PoolObject *p, repair_state *st)
 {
     st->undone = 1;
-    for (size_t i = 0; i <= st->mask; i++) {
+    for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         if (ENTRY_OBJ(e) != NULL && e->dead != 2) {
             (void)_PyStorage_VisitSlots(ENTRY_OBJ(e), count_slot, st);
         }
     }
     (void)_PyPmem_VisitRoots(p, st->lo, count_slot, st);
-    for (size_t i = 0; i <= st->mask; i++) {
+    for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         PyObject *op = ENTRY_OBJ(e);
         if (op == NULL || e->dead == 2) {
