@@ -929,7 +929,8 @@ _PyPmem_CheckRoot(PyObject *error, PyObject *path, PMEMobjpool *pop,
         return -1;
     }
     if (root->format == POOL_FORMAT_3 || root->format == POOL_FORMAT_4
-        || root->format == POOL_FORMAT_5 || root->format == POOL_FORMAT_6)
+        || root->format == POOL_FORMAT_5 || root->format == POOL_FORMAT_6
+        || root->format == POOL_FORMAT_7)
     {
         root->format = POOL_FORMAT;
         pmemobj_persist(pop, &root->format, sizeof(root->format));

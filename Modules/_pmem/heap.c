@@ -11,9 +11,23 @@
 _Py_thread_local PoolObject *_PyPmem_MyTransaction;
 
 typedef struct {
+    PoolObject *pool;
     alloc_item *items;
     size_t n, allocated;
 } listing;
+
+static int
+list_item(char *block, uint64_t type_num, void *arg)
+{
+    listing *l = (listing *)arg;
+    if (_PyPmem_RESERVE(l->items, l->allocated, l->n + 1, 1024) < 0) {
+        return 1;
+    }
+    l->items[l->n].block = block;
+    l->items[l->n].code = type_num;
+    l->n++;
+    return 0;
+}
 
 static int
 list_block(char *block, uint64_t type_num, void *arg)
@@ -22,13 +36,10 @@ list_block(char *block, uint64_t type_num, void *arg)
     if (type_num == POOL_LOG) {
         return 0;                 /* the log's (log.c) */
     }
-    if (_PyPmem_RESERVE(l->items, l->allocated, l->n + 1, 1024) < 0) {
-        return 1;
+    if (type_num == POOL_RUN) {
+        return _PyPmem_ListRun(l->pool, block, list_item, l);
     }
-    l->items[l->n].block = block;
-    l->items[l->n].code = type_num;
-    l->n++;
-    return 0;
+    return list_item(block, type_num, arg);
 }
 
 
@@ -40,7 +51,7 @@ list_block(char *block, uint64_t type_num, void *arg)
 alloc_item *
 _PyPmem_ListAllocations(PoolObject *p, size_t *pn)
 {
-    listing l = {NULL, 0, 0};
+    listing l = {p, NULL, 0, 0};
     int r = _PyPmem_WalkHeap(p->pop, p->size, list_block, &l);
     if (r == 1) {
         PyMem_RawFree(l.items);
@@ -75,40 +86,28 @@ _PyPmem_ListAllocations(PoolObject *p, size_t *pn)
 alloc_item *
 _PyPmem_ListByLibpmemobj(PoolObject *p, size_t *pn)
 {
-    PMEMobjpool *pop = p->pop;
-    size_t n = 0, allocated = 1024;
-    alloc_item *items = PyMem_RawMalloc(allocated * sizeof(*items));
-    if (items == NULL) {
-        PyErr_NoMemory();
-        return NULL;
-    }
+    listing l = {p, NULL, 0, 0};
     PMEMoid oid;
     char *last = NULL;
-    POBJ_FOREACH(pop, oid) {
+    POBJ_FOREACH(p->pop, oid) {
         /* The walk goes up the heap: anything else is a cycle in corrupt
            metadata, which would never end. */
         char *block = pmemobj_direct(oid);
         if (block <= last) {
-            PyMem_RawFree(items);
+            PyMem_RawFree(l.items);
             PyErr_SetString(PyExc_ValueError, "the heap's allocations "
                             "do not follow one another");
             return NULL;
         }
         last = block;
-        if (pmemobj_type_num(oid) == POOL_LOG) {
-            continue;
-        }
-        if (_PyPmem_RESERVE(items, allocated, n + 1, 1024) < 0) {
-            PyMem_RawFree(items);
+        if (list_block(block, pmemobj_type_num(oid), &l) != 0) {
+            PyMem_RawFree(l.items);
             PyErr_NoMemory();
             return NULL;
         }
-        items[n].block = pmemobj_direct(oid);
-        items[n].code = pmemobj_type_num(oid);
-        n++;
     }
-    *pn = n;
-    return items;
+    *pn = l.n;
+    return l.items != NULL ? l.items : PyMem_RawMalloc(1);
 }
 
 /* The table of the n allocations listed in items (in the order of their
@@ -271,7 +270,9 @@ _PyPmem_LetGo(PyObject *op, _PyStorage_SlotVisitor release, void *arg)
    behind in each: a 64 MiB pool was full with 250 KB of objects.  So a
    pool registers classes of its own each time it opens (they are not
    recorded in the file, and the blocks of other classes stay readable)
-   and allocates with them:
+   and allocates with them (objects of up to 512 bytes are slots of
+   runs.c's runs, each a block of a class of its own, one a chunk; these
+   classes hold the rest):
 
      up to 128 bytes      a class every 16 bytes
      up to 4 KiB          four classes per doubling (at most a fifth lost)
@@ -363,6 +364,12 @@ _PyPmem_RegisterClasses(PoolObject *p)
     }
     ac->chunks = (uint8_t)id;
     ac->chunks_max = Py_MIN(n, 64) * ALLOC_BIG_UNIT;
+    /* runs.c's: a chunk each, less libpmemobj's run header and bitmap. */
+    id = register_class(p, RUN_CHUNK - 64, 1, &n);
+    if (id < 0) {
+        return -1;
+    }
+    ac->runs = (uint8_t)id;
     return 0;
 }
 

@@ -60,11 +60,12 @@ struct ulog_header {
 #define HEAP_HEADER_SIZE 1024
 #define ZONE_HEADER_MAGIC 0xC3F0A2D2u
 #define ZONE_HEADER_SIZE 64
-#define MAX_CHUNK (UINT16_MAX - 7)
-#define CHUNKSIZE ((uint64_t)256 << 10)
+#define MAX_CHUNK _PyPmem_ZONE_CHUNKS
+#define CHUNKSIZE _PyPmem_CHUNK_SIZE
 #define ZONE_META_SIZE ((uint64_t)ZONE_HEADER_SIZE + 8 * (uint64_t)MAX_CHUNK)
 #define ZONE_MIN_SIZE (ZONE_META_SIZE + CHUNKSIZE)
 #define ZONE_MAX_SIZE (ZONE_META_SIZE + CHUNKSIZE * MAX_CHUNK)
+_Static_assert(ZONE_MAX_SIZE == _PyPmem_ZONE_SIZE, "the zones' size");
 
 enum {
     CHUNK_TYPE_FREE = 2,
@@ -288,6 +289,15 @@ find_heap(const char *pool, size_t size, uint64_t *psize, int *bad_header)
     }
     *psize = size - heap_offset;
     return heap;
+}
+
+const char *
+_PyPmem_HeapChunks(const void *base, size_t size)
+{
+    uint64_t heap_size;
+    int bad_header;
+    const char *heap = find_heap(base, size, &heap_size, &bad_header);
+    return heap == NULL ? NULL : heap + HEAP_HEADER_SIZE + ZONE_META_SIZE;
 }
 
 /* The zones, laid out as libpmemobj does (heap_max_zone(),

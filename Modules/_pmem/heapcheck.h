@@ -25,4 +25,14 @@ typedef int (*_PyPmem_BlockVisitor)(char *block, uint64_t type_num,
 extern int _PyPmem_WalkHeap(const void *base, size_t size,
                             _PyPmem_BlockVisitor visit, void *arg);
 
+/* The heap's chunks (of _PyPmem_CHUNK_SIZE bytes): zone z's first one is
+   _PyPmem_ZONE_SIZE * z bytes after zone 0's, which _PyPmem_HeapChunks()
+   finds (NULL when the pool at base, size bytes, has no heap that this
+   reader knows). */
+#define _PyPmem_CHUNK_SIZE ((uint64_t)256 << 10)
+#define _PyPmem_ZONE_CHUNKS ((uint64_t)UINT16_MAX - 7)
+#define _PyPmem_ZONE_SIZE \
+    (64 + (8 + _PyPmem_CHUNK_SIZE) * _PyPmem_ZONE_CHUNKS)
+extern const char *_PyPmem_HeapChunks(const void *base, size_t size);
+
 #endif /* !PMEM_HEAPCHECK_H */

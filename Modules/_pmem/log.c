@@ -586,18 +586,33 @@ flush_changes(PoolObject *p)
             pmemobj_flush(p->pop, p->log_index[i].addr,
                           p->log_index[i].size);
         }
+        uintptr_t line = 0;       /* the codes' last line flushed */
         for (size_t i = 0; i < p->ntxmade; i++) {
             char *b = p->txmade[i];
-            pmemobj_flush(p->pop, b,
-                          pmemobj_alloc_usable_size(pmemobj_oid(b)));
+            run_state *r = _PyPmem_RunOf(p, b);
+            if (r == NULL) {
+                pmemobj_flush(p->pop, b,
+                              pmemobj_alloc_usable_size(pmemobj_oid(b)));
+                continue;
+            }
+            pmemobj_flush(p->pop, b, r->slot_size);
+            uint16_t *code = &r->codes[_PyPmem_SlotOf(r, b)];
+            if (((uintptr_t)code & ~(uintptr_t)63) != line) {
+                line = (uintptr_t)code & ~(uintptr_t)63;
+                pmemobj_flush(p->pop, code, sizeof(*code));
+            }
         }
         return;
     }
     for (size_t i = 0; i < p->ntxmade; i++) {
         char *b = p->txmade[i];
-        size_t size = pmemobj_alloc_usable_size(pmemobj_oid(b));
-        p->span_lo = Py_MIN(p->span_lo, (const char *)b);
-        p->span_hi = Py_MAX(p->span_hi, (const char *)b + size);
+        run_state *r = _PyPmem_RunOf(p, b);
+        const char *lo = b, *hi = b + _PyPmem_BlockSize(p, b);
+        if (r != NULL) {
+            lo = (const char *)&r->codes[_PyPmem_SlotOf(r, b)];
+        }
+        p->span_lo = Py_MIN(p->span_lo, lo);
+        p->span_hi = Py_MAX(p->span_hi, hi);
     }
     if (p->span_hi != NULL) {
         pmemobj_flush(p->pop, p->span_lo,

@@ -188,15 +188,26 @@ static char *
 made_block(PoolObject *p, size_t size, size_t room, uint64_t code,
            const void *from, size_t copy)
 {
-    char *block = room == 0 ? NULL : pool_reserve(p, size + room, code, 0);
-    if (block == NULL && (block = pool_reserve(p, size, code, 0)) == NULL) {
-        return NULL;
+    char *block = room == 0 ? _PyPmem_RunAlloc(p, size, code) : NULL;
+    if (block != NULL) {
+        if (_PyPmem_RecordMade(p, block) < 0) {
+            _PyPmem_BlockFree(p, block);
+            return NULL;
+        }
     }
-    if (_PyPmem_RecordMade(p, block) < 0) {
-        pmemobj_cancel(p->pop, &p->reserved[--p->nreserved], 1);
-        return NULL;
+    else {
+        block = room == 0 ? NULL : pool_reserve(p, size + room, code, 0);
+        if (block == NULL
+            && (block = pool_reserve(p, size, code, 0)) == NULL)
+        {
+            return NULL;
+        }
+        if (_PyPmem_RecordMade(p, block) < 0) {
+            pmemobj_cancel(p->pop, &p->reserved[--p->nreserved], 1);
+            return NULL;
+        }
     }
-    size_t usable = pmemobj_alloc_usable_size(pmemobj_oid(block));
+    size_t usable = _PyPmem_BlockSize(p, block);
     if (copy > 0) {
         memcpy(block, from, copy);
     }
@@ -263,6 +274,12 @@ _PyPmem_Alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
     if (_PyPmem_InMyTransaction(p)) {
         return made_block(p, size, 0, code, NULL, 0);
     }
+    char *slot = _PyPmem_RunAlloc(p, size, code);
+    if (slot != NULL) {
+        memset(slot, 0, _PyPmem_BlockSize(p, slot));
+        _PyPmem_RunPersist(p, slot);
+        return slot;
+    }
     if (pool_xalloc(p, &oid, size, code, POBJ_XALLOC_ZERO, NULL, NULL) < 0) {
         return NULL;
     }
@@ -270,9 +287,9 @@ _PyPmem_Alloc(PyStorageManager *sm, size_t size, PyTypeObject *type)
 }
 
 size_t
-_PyPmem_UsableSize(PyStorageManager *Py_UNUSED(sm), void *ptr)
+_PyPmem_UsableSize(PyStorageManager *sm, void *ptr)
 {
-    return pmemobj_alloc_usable_size(pmemobj_oid(ptr));
+    return _PyPmem_BlockSize(POOL(sm), ptr);
 }
 
 typedef struct {
@@ -307,9 +324,8 @@ _PyPmem_Realloc(PyStorageManager *sm, void *ptr, size_t size)
     if (p->closed || p->forked) {
         return NULL;
     }
-    PMEMoid oid = pmemobj_oid(ptr);
-    uint64_t code = pmemobj_type_num(oid);
-    size_t old = pmemobj_alloc_usable_size(oid);
+    uint64_t code = _PyPmem_BlockCode(p, ptr);
+    size_t old = _PyPmem_BlockSize(p, ptr);
     if (size <= old && size >= old / 2) {
         return ptr;
     }
@@ -329,6 +345,14 @@ _PyPmem_Realloc(PyStorageManager *sm, void *ptr, size_t size)
         }
         return block;
     }
+    char *slot = room == 0 ? _PyPmem_RunAlloc(p, size, code) : NULL;
+    if (slot != NULL) {
+        memcpy(slot, ptr, copy);
+        memset(slot + copy, 0, _PyPmem_BlockSize(p, slot) - copy);
+        _PyPmem_RunPersist(p, slot);
+        _PyPmem_BlockFree(p, ptr);
+        return slot;
+    }
     copy_arg arg = {ptr, copy};
     PMEMoid moved;
     if ((room == 0 || pool_xalloc(p, &moved, size + room, code, 0,
@@ -337,7 +361,7 @@ _PyPmem_Realloc(PyStorageManager *sm, void *ptr, size_t size)
     {
         return NULL;
     }
-    pmemobj_free(&oid);
+    _PyPmem_BlockFree(p, ptr);
     return pmemobj_direct(moved);
 }
 
@@ -360,8 +384,7 @@ _PyPmem_Free(PyStorageManager *sm, void *ptr)
         (void)_PyPmem_RecordFree(p, ptr);
         return;
     }
-    PMEMoid oid = pmemobj_oid(ptr);
-    pmemobj_free(&oid);
+    _PyPmem_BlockFree(p, ptr);
 }
 
 /* May this thread take p's writer lock?  0, or -1 with PoolError. */
@@ -468,11 +491,16 @@ full_error(PoolObject *p)
         Py_XDECREF(tb);
         explained = 0;
     }
-    size_t used = 0;
-    PMEMoid oid;
-    POBJ_FOREACH(p->pop, oid) {
-        used += pmemobj_alloc_usable_size(oid);
+    size_t used = 0, n;
+    alloc_item *items = _PyPmem_ListAllocations(p, &n);
+    if (items == NULL) {
+        PyErr_Clear();
+        n = 0;
     }
+    for (size_t i = 0; i < n; i++) {
+        used += _PyPmem_BlockSize(p, items[i].block);
+    }
+    PyMem_RawFree(items);
     PyObject *what = PyUnicode_FromFormat("%zu more bytes do not fit",
                                           need);
     if (what == NULL) {
@@ -506,7 +534,9 @@ defer_frees(PoolObject *p, size_t *pi, size_t from, struct pobj_action *acts,
     size_t k = 0;
     for (; *pi < p->ntxfreed && k < max; ++*pi) {
         char *block = p->txfreed[*pi];
-        if (!is_cancelled(p, block, from)) {
+        if (_PyPmem_RunOf(p, block) == NULL
+            && !is_cancelled(p, block, from))
+        {
             pmemobj_defer_free(p->pop, pmemobj_oid(block), &acts[k++]);
         }
     }
@@ -548,6 +578,13 @@ commit(PoolObject *p)
     if (cancel > 0) {
         pmemobj_cancel(p->pop, p->reserved + publish, cancel);
     }
+    /* The slots it freed: after the commit point too. */
+    for (i = 0; i < p->ntxfreed; i++) {
+        run_state *r = _PyPmem_RunOf(p, p->txfreed[i]);
+        if (r != NULL) {
+            _PyPmem_RunFree(p, r, p->txfreed[i]);
+        }
+    }
 }
 
 int
@@ -575,6 +612,7 @@ _PyPmem_End(PyStorageManager *sm, int ok)
         /* The undo log restores the objects' memory; their reference
            counts are counted again around it. */
         publish_reserved(p);
+        _PyPmem_FlushMadeCodes(p);
         repair = _PyPmem_UndoPrepare(p, NULL);
         _PyPmem_LogUndo(p);
     }

@@ -137,6 +137,21 @@ set_progress(PyObject *module, PyObject *func)
     Py_RETURN_NONE;
 }
 
+/* For tests: _use_runs(flag): whether this process allocates small
+   objects in runs (runs.c), or as libpmemobj's blocks, as a pool of
+   format 7 holds them.  The flag it had. */
+static PyObject *
+use_runs(PyObject *module, PyObject *flag)
+{
+    int use = PyObject_IsTrue(flag);
+    if (use < 0) {
+        return NULL;
+    }
+    PyObject *old = PyBool_FromLong(_PyPmem_UseRuns);
+    _PyPmem_UseRuns = use;
+    return old;
+}
+
 /* For tests: the allocations of pool as the heap walk lists them, and as
    libpmemobj does: a list of (offset, type number) pairs each. */
 static PyObject *
@@ -254,6 +269,10 @@ static PyMethodDef module_methods[] = {
      "_set_progress(func): call func(what, done, total) as the long "
      "passes of an open and of pool.gc() go on (every 65536 items); None "
      "stops (python -m pmem shows it on a terminal)."},
+    {"_use_runs", use_runs, METH_O,
+     "For tests: _use_runs(flag): whether small objects are allocated in "
+     "runs, or as libpmemobj's blocks (as in a pool of format 7).  The "
+     "flag it had."},
     {"_heap_listings", heap_listings, METH_O,
      "For tests: _heap_listings(pool): the pool's allocations, as "
      "(offset, type number) pairs, read from the heap's metadata and "

@@ -61,8 +61,8 @@ check_slot(void **slot, int kind, void *arg)
         _PyStorage_Extent *x = (_PyStorage_Extent *)slot;
         char *start = (char *)x->start;
         alloc_entry *e = _PyPmem_FindAlloc(st, start);
-        size_t usable = e->key == NULL ? 0 : pmemobj_alloc_usable_size(
-            pmemobj_oid(ENTRY_BLOCK(e))) - (size_t)(start - ENTRY_BLOCK(e));
+        size_t usable = e->key == NULL ? 0 : _PyPmem_BlockSize(
+            st->pool, ENTRY_BLOCK(e)) - (size_t)(start - ENTRY_BLOCK(e));
         return x->size <= usable
                ? 0 : problem(st, "a header that its memory cannot hold "
                                  "(corrupt sizes or items)");
@@ -265,7 +265,7 @@ place_instance(open_state *st, alloc_item *item, alloc_entry *e,
                PyTypeObject *type)
 {
     size_t presize = PyStorage_PreHeaderSize(type);
-    size_t usable = pmemobj_alloc_usable_size(pmemobj_oid(item->block));
+    size_t usable = _PyPmem_BlockSize(st->pool, item->block);
     if (usable < presize + (size_t)type->tp_basicsize) {
         PyErr_Format(st->pool->error, "pool %R is corrupt: it holds %s "
                      "instances smaller than their layout", st->pool->path,
@@ -649,8 +649,7 @@ free_unreachable(open_state *st)
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->key != NULL && !e->mark) {
-            PMEMoid dead = pmemobj_oid(ENTRY_BLOCK(e));
-            pmemobj_free(&dead);
+            _PyPmem_BlockFree(st->pool, ENTRY_BLOCK(e));
         }
     }
 }

@@ -97,19 +97,21 @@
 
 #define POOL_LAYOUT "pmem-python"
 #define POOL_MAGIC "PyPMEM\r\n"
-#define POOL_FORMAT 7
+#define POOL_FORMAT 8
 /* Format 3 has no type codes for range, slice and datetime's types, and
    no class over a builtin other than object in its type table; format 4
    none for OrderedDict; format 5 no log of its own (its transactions
    were libpmemobj's, which libpmemobj's open completes); format 6 no
-   journal of stores (log.c): a pool of format 3 to 6 is one of format 7,
-   which an open records (an older build refuses it then, as it must: it
-   would not know the new codes, nor undo a transaction that the log
-   holds, nor redo the stores that the journal holds). */
+   journal of stores (log.c); format 7 no runs of small objects (runs.c):
+   a pool of format 3 to 7 is one of format 8, which an open records (an
+   older build refuses it then, as it must: it would not know the new
+   codes, nor undo a transaction that the log holds, nor redo the stores
+   that the journal holds, nor find the objects in the runs). */
 #define POOL_FORMAT_3 3
 #define POOL_FORMAT_4 4
 #define POOL_FORMAT_5 5
 #define POOL_FORMAT_6 6
+#define POOL_FORMAT_7 7
 /* The last format of the builds on CPython 3.11: its objects have 3.11's
    layouts (str, int, instances), which this interpreter cannot read. */
 #define POOL_FORMAT_PY311 2
@@ -186,6 +188,8 @@ enum {
        slice and datetime's (format 4). */
     POOL_KIND,
     POOL_KIND_END = POOL_KIND + _PyStorage_NKINDS,
+    /* The runs of small objects (runs.c): each listed as its slots. */
+    POOL_RUN = 1022,
     /* The chunks of the undo log (log.c), which the listings of the
        allocations leave out. */
     POOL_LOG = 1023,
@@ -216,7 +220,20 @@ struct pool_seen {
 struct alloc_classes {
     uint8_t small[ALLOC_SMALL_MAX / 16 + 1];  /* by (bytes + 15) / 16 */
     uint8_t pages, chunks;        /* the multi-unit classes' ids */
+    uint8_t runs;                 /* the class of runs.c's runs */
     size_t pages_max, chunks_max; /* and the largest block each makes */
+};
+
+/* The small objects' runs of a pool, in DRAM (runs.c). */
+#define RUN_NCLASSES 32           /* slots of 16, 32, ... 512 bytes */
+typedef struct run_state run_state;
+struct pool_runs {
+    run_state **by_chunk;         /* the run in each chunk of the heap */
+    size_t nchunks;
+    const char *chunks;           /* zone 0's first chunk */
+    run_state *partial[RUN_NCLASSES + 1];  /* by slot size / 16: the runs
+                                     with a free slot */
+    size_t nruns;
 };
 
 typedef struct PoolObject {
@@ -253,6 +270,7 @@ typedef struct PoolObject {
     PyObject *path;               /* str */
     PyObject *error;              /* pmem.PoolError */
     struct alloc_classes classes_of_sizes;  /* what pool_xalloc() uses */
+    struct pool_runs runs;        /* the small objects' (runs.c) */
     size_t failed_size;           /* an allocation that did not fit */
     /* The undo log (log.c) */
     struct log_chunk *log;        /* its first chunk */
@@ -661,6 +679,96 @@ void _PyPmem_UndoFinish(PoolObject *p, undo_state *u);
 repair_state *_PyPmem_RepairPrepare(PoolObject *p, size_t from,
                                     size_t made_from);
 void _PyPmem_RepairFinish(PoolObject *p, repair_state *st);
+
+/* runs.c: small objects, in runs of slots of one size */
+struct run_state {
+    char *slots;                  /* the first */
+    uint16_t *codes;              /* on the media: each slot's type code
+                                     + 1, or 0 for a free slot */
+    uint32_t slot_size, nslots, nfree;
+    uint32_t hint;                /* no free slot in free[] before it */
+    run_state *next;              /* in p->runs.partial, when listed */
+    int listed;
+    uint64_t free[];              /* bit i of word i / 64: slot i free */
+};
+
+/* A run fills one chunk of the heap (runs.c). */
+#define RUN_CHUNK ((size_t)_PyPmem_CHUNK_SIZE)
+
+/* The run that ptr of p lies in, or NULL. */
+static inline run_state *
+_PyPmem_RunOf(PoolObject *p, const void *ptr)
+{
+    size_t chunk = (size_t)((const char *)ptr - p->runs.chunks) / RUN_CHUNK;
+    return chunk < p->runs.nchunks ? p->runs.by_chunk[chunk] : NULL;
+}
+
+/* The index of the slot of r at block. */
+static inline uint32_t
+_PyPmem_SlotOf(const run_state *r, const void *block)
+{
+    return (uint32_t)((size_t)((const char *)block - r->slots)
+                      / r->slot_size);
+}
+
+extern int _PyPmem_UseRuns;       /* 0: libpmemobj allocates all (tests) */
+int _PyPmem_RunsOpen(PoolObject *p);
+void _PyPmem_RunsForget(PoolObject *p);
+int _PyPmem_ListRun(PoolObject *p, char *block,
+                    int (*add)(char *slot, uint64_t code, void *arg),
+                    void *arg);
+char *_PyPmem_RunAlloc(PoolObject *p, size_t size, uint64_t code);
+void _PyPmem_RunFree(PoolObject *p, run_state *r, void *block);
+/* The slot at block made durable with its code (unless p's durability
+   is "process"). */
+void _PyPmem_RunPersist(PoolObject *p, char *block);
+/* The slots that p's transaction made, and their codes, made durable:
+   an abort keeps those that a variable refers to. */
+void _PyPmem_FlushMadeCodes(PoolObject *p);
+
+/* The usable size of the allocation at block of p. */
+static inline size_t
+_PyPmem_BlockSize(PoolObject *p, const void *block)
+{
+    run_state *r = _PyPmem_RunOf(p, block);
+    return r != NULL ? r->slot_size
+                     : pmemobj_alloc_usable_size(pmemobj_oid(block));
+}
+
+/* The type code of the allocation at block of p. */
+static inline uint64_t
+_PyPmem_BlockCode(PoolObject *p, const void *block)
+{
+    run_state *r = _PyPmem_RunOf(p, block);
+    return r != NULL ? (uint64_t)r->codes[_PyPmem_SlotOf(r, block)] - 1
+                     : pmemobj_type_num(pmemobj_oid(block));
+}
+
+/* The bytes of the heap that the allocation at block of p takes: a
+   slot's share of its run, or a block and libpmemobj's compact header. */
+static inline double
+_PyPmem_BlockCost(PoolObject *p, const void *block)
+{
+    run_state *r = _PyPmem_RunOf(p, block);
+    return r != NULL ? (double)RUN_CHUNK / r->nslots
+                     : (double)(pmemobj_alloc_usable_size(pmemobj_oid(block))
+                                + 16);
+}
+
+/* Free the allocation at block of p now (atomically: a crash leaves it
+   allocated or freed). */
+static inline void
+_PyPmem_BlockFree(PoolObject *p, void *block)
+{
+    run_state *r = _PyPmem_RunOf(p, block);
+    if (r != NULL) {
+        _PyPmem_RunFree(p, r, block);
+    }
+    else {
+        PMEMoid oid = pmemobj_oid(block);
+        pmemobj_free(&oid);
+    }
+}
 
 /* log.c: the undo log */
 int _PyPmem_LogOpen(PoolObject *p, int nosync);

@@ -21,6 +21,7 @@ forget_pool(PoolObject *self, PyObject *pools, PyObject *key)
     PyErr_Restore(type, exc, tb);
     pmemobj_close(self->pop);
     _PyPmem_CloseFiles(self);
+    _PyPmem_RunsForget(self);
     self->pop = NULL;
     self->root = NULL;
     self->closed = 1;
@@ -452,6 +453,7 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     /* The log first: it undoes what a crash left half-done, before the
        open pass reads the objects. */
     if (_PyPmem_LogOpen(self, readonly || process) < 0
+        || _PyPmem_RunsOpen(self) < 0
         || _PyPmem_OpenPass(self) < 0)
     {
         forget_pool(self, state->pools, key);
@@ -635,8 +637,7 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         if (e->key != NULL && !e->mark) {
-            PMEMoid dead = pmemobj_oid(ENTRY_BLOCK(e));
-            pmemobj_free(&dead);
+            _PyPmem_BlockFree(self, ENTRY_BLOCK(e));
         }
     }
 done:
@@ -921,8 +922,10 @@ pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
         return PyErr_NoMemory();
     }
     size_t used = 0;
+    double heap = 0;
     for (size_t i = 0; i < n; i++) {
-        size_t size = pmemobj_alloc_usable_size(pmemobj_oid(items[i].block));
+        size_t size = _PyPmem_BlockSize(self, items[i].block);
+        heap += _PyPmem_BlockCost(self, items[i].block);
         uint64_t code = items[i].code;
         size_t row = code < nbuiltin ? code
                      : code - POOL_INSTANCE < nrows - nbuiltin - 1
@@ -975,9 +978,10 @@ pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
             (PyObject *)((char *)self->pop + self->root->types));
     }
     records += self->root->refs != 0;
-    return Py_BuildValue("{sn sn sn sn sn sn sn sn sN}", "objects", objects,
+    return Py_BuildValue("{sn sn sn sn sn sn sn sn sn sN}", "objects", objects,
                          "records", records,
                          "tables", tables, "bytes_used", (Py_ssize_t)used,
+                         "bytes_heap", (Py_ssize_t)(heap + 0.5),
                          "bytes_log", (Py_ssize_t)_PyPmem_LogSize(self),
                          "bytes_free", (Py_ssize_t)free,
                          "largest_free", (Py_ssize_t)largest,
@@ -1040,9 +1044,11 @@ static PyMethodDef pool_methods[] = {
      "one found with the layout that the pool recorded become its "
      "instances.  The names resolved, sorted."},
     {"stats", (PyCFunction)pool_stats, METH_NOARGS,
-     "{objects, records, tables, bytes_used, bytes_log, bytes_free, "
-     "largest_free, pool_size, by_type}: the objects and bytes in use (by "
-     "type name: [count, bytes]); records, of the objects, are the pool's "
+     "{objects, records, tables, bytes_used, bytes_heap, bytes_log, "
+     "bytes_free, largest_free, pool_size, by_type}: the objects and bytes "
+     "in use (by type name: [count, bytes]); bytes_heap is what they take "
+     "of the heap, with their headers, and each small object its share of "
+     "its run; records, of the objects, are the pool's "
      "records of classes and references; bytes_log is what the undo log "
      "and the journal of stores take; bytes_free is what blocks of any "
      "size can use, at most largest_free in one; the rest of pool_size is "

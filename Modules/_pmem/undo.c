@@ -135,8 +135,8 @@ _PyPmem_RepairPrepare(PoolObject *p, size_t from, size_t made_from)
     }
     PyMem_RawFree(items);
     for (size_t i = 0; i < p->ntxfreed; i++) {
-        PMEMoid freed = pmemobj_oid(p->txfreed[i]);
-        PyTypeObject *type = _PyPmem_ClassOfCode(p, pmemobj_type_num(freed));
+        PyTypeObject *type = _PyPmem_ClassOfCode(
+            p, _PyPmem_BlockCode(p, p->txfreed[i]));
         if (type != NULL) {
             alloc_entry *e = _PyPmem_FindAlloc(
                 st, p->txfreed[i] + PyStorage_PreHeaderSize(type));
@@ -176,8 +176,7 @@ free_block(PoolObject *p, char *block)
         (void)_PyPmem_RecordFree(p, block);   /* else left to the next open */
     }
     else {
-        PMEMoid oid = pmemobj_oid(block);
-        pmemobj_free(&oid);
+        _PyPmem_BlockFree(p, block);
     }
 }
 
@@ -466,7 +465,7 @@ add_extent(undo_state *u, char *start, size_t size)
 static void
 add_block_extent(undo_state *u, char *block)
 {
-    add_extent(u, block, pmemobj_alloc_usable_size(pmemobj_oid(block)));
+    add_extent(u, block, _PyPmem_BlockSize(u->pool, block));
 }
 
 /* The object in block, of type code code, or NULL for a table (or an
@@ -751,7 +750,7 @@ _PyPmem_UndoPrepare(PoolObject *p, const struct savepoint *sp)
     for (size_t i = 0; i < p->ntxfreed && !u->failed; i++) {
         char *block = p->txfreed[i];
         PyObject *op = object_in(p, block,
-                                 pmemobj_type_num(pmemobj_oid(block)));
+                                 _PyPmem_BlockCode(p, block));
         undo_entry *e = undo_entry_of(u, op != NULL ? (char *)op : block);
         if (e != NULL) {
             e->flags |= (op != NULL ? U_OBJECT : 0)
@@ -764,7 +763,7 @@ _PyPmem_UndoPrepare(PoolObject *p, const struct savepoint *sp)
     for (size_t i = made_from; i < p->ntxmade && !u->failed; i++) {
         char *block = p->txmade[i];
         PyObject *op = object_in(p, block,
-                                 pmemobj_type_num(pmemobj_oid(block)));
+                                 _PyPmem_BlockCode(p, block));
         undo_entry *e = undo_entry_of(u, op != NULL ? (char *)op : block);
         if (e != NULL) {
             e->flags |= U_MADE | (op != NULL ? U_OBJECT : 0);
@@ -775,7 +774,7 @@ _PyPmem_UndoPrepare(PoolObject *p, const struct savepoint *sp)
     for (size_t i = freed_from; i < p->ntxfreed && !u->failed; i++) {
         char *block = p->txfreed[i];
         PyObject *op = object_in(p, block,
-                                 pmemobj_type_num(pmemobj_oid(block)));
+                                 _PyPmem_BlockCode(p, block));
         if (op != NULL) {
             add_w(u, op);
         }
@@ -783,7 +782,7 @@ _PyPmem_UndoPrepare(PoolObject *p, const struct savepoint *sp)
     for (size_t i = made_from; i < p->ntxmade && !u->failed; i++) {
         char *block = p->txmade[i];
         PyObject *op = object_in(p, block,
-                                 pmemobj_type_num(pmemobj_oid(block)));
+                                 _PyPmem_BlockCode(p, block));
         if (op != NULL) {
             add_w(u, op);
         }

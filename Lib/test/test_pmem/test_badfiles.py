@@ -72,27 +72,27 @@ class ForeignFileTests(BadFileTestCase):
                                  f"{pmem.FORMAT_VERSION} only")
 
 
-    def test_formats_3_to_6_are_upgraded(self):
+    def test_formats_3_to_7_are_upgraded(self):
         # Format 4 adds type codes (range, slice, datetime's, Decimal,
         # defaultdict) and classes over builtins, format 5 OrderedDict,
         # format 6 the pool's own undo log, format 7 its journal of
-        # stores: a pool of format 3 to 6 is one of format 7, which its
-        # next open records, so that an older build refuses it from then
-        # on.
-        self.assertEqual(pmem.FORMAT_VERSION, 7)
+        # stores, format 8 the runs of small objects: a pool of format 3
+        # to 7 is one of format 8, which its next open records, so that
+        # an older build refuses it from then on.
+        self.assertEqual(pmem.FORMAT_VERSION, 8)
         path = self.make_pool()
-        for old in 3, 4, 5, 6:
+        for old in 3, 4, 5, 6, 7:
             with self.subTest(format=old):
-                self.assertEqual(_pmem._set_format_version(path, old), 7)
+                self.assertEqual(_pmem._set_format_version(path, old), 8)
                 out = run_in_new_process(self, f"""
                     import pmem
                     pool = pmem.open({path!r})
                     print(pool.ns.x)
                     """)
                 self.assertEqual(out, "[1, 2]\n")
-                # Recorded: the open wrote 7.
-                self.assertEqual(_pmem._set_format_version(path, 7), 7)
-        self.assertEqual(_pmem._set_format_version(path, 2), 7)
+                # Recorded: the open wrote 8.
+                self.assertEqual(_pmem._set_format_version(path, 8), 8)
+        self.assertEqual(_pmem._set_format_version(path, 2), 8)
         self.assertRefused(path, "written by pmem-python on CPython 3.11")
 
 

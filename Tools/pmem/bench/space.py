@@ -5,9 +5,9 @@
 For each kind of value (an int beyond the small ones, a short str, a
 small tuple, a float, an instance with a __dict__, an instance with
 __slots__), N of them are made in a list of a fresh pool, and the pool's
-objects are counted before and after (pool.stats(): each block's usable
-size, plus libpmemobj's 16-byte header); the list's own table is left
-out.  The same values made in DRAM are measured with tracemalloc (the
+heap is measured before and after (pool.stats()["bytes_heap"]: a block's
+usable size plus libpmemobj's 16-byte header, a small object's share of
+its run); the list's own table is left out.  The same values made in DRAM are measured with tracemalloc (the
 bytes asked of the allocator: pymalloc rounds each block up to 16).  It
 prints bytes per value both ways, and their ratio, as a Markdown table:
 issue 17's space report.
@@ -18,8 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-
-HEADER = 16                       # libpmemobj's compact allocation header
 
 KINDS = {
     "int (beyond the small ones)": "10**6 + i",
@@ -59,18 +57,16 @@ else:
     pool = pmem.open(path, size=max(256 << 20, n * 400))
     pool.ns.values = []
     def used():
-        total = 0
-        for name, (count, size) in pool.stats()["by_type"].items():
-            if name != "(tables)":
-                total += size + %d * count
-        return total
+        stats = pool.stats()
+        count, size = stats["by_type"]["(tables)"]
+        return stats["bytes_heap"] - size - 16 * count
     before = used()
     values = pool.ns.values
     with pool:
         for i in range(n):
             values.append(make(i))
     print(json.dumps((used() - before) / n))
-""" % HEADER
+"""
 
 
 def measure(python, mode, directory, n, expr):
