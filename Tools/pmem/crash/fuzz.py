@@ -83,6 +83,8 @@ MAX_CHUNK = 65535 - 7
 CHUNK_SIZE = 256 << 10
 CHUNK_HEADER = struct.Struct("<HHI")     # type, flags, size_idx
 CHUNK_TYPE_USED, CHUNK_TYPE_RUN = 3, 4
+SMALL_RUN_OFFSET = 80           # runs.c: a run's header in its chunk
+SMALL_RUN_MAGIC = 0x6e755279
 
 
 class Thing:
@@ -323,7 +325,7 @@ class Layout:
         lane_size = (heap - lanes) // max(nlanes, 1)
         chunk_headers = heap + HEAP_HEADER_SIZE + ZONE_HEADER_SIZE
         chunks = chunk_headers + 8 * MAX_CHUNK
-        used, runs = [], []
+        used, runs, codes = [], [], []
         for k in range(MAX_CHUNK):
             kind, _, size_idx = CHUNK_HEADER.unpack_from(
                 data, chunk_headers + 8 * k)
@@ -334,6 +336,12 @@ class Layout:
             if kind == CHUNK_TYPE_RUN:
                 start = chunks + k * CHUNK_SIZE
                 runs.append((start, start + 16 + 1024))
+                # A run of small objects (Modules/_pmem/runs.c) of that
+                # libpmemobj run: its header, then a type code per slot.
+                at = start + SMALL_RUN_OFFSET
+                magic, _, nslots, _ = struct.unpack_from("<4I", data, at)
+                if magic == SMALL_RUN_MAGIC:
+                    codes.append((at + 16, at + 16 + 2 * nslots))
         self.objects = info["objects"]
         self.tables = info["tables"]
         # The root's log field (struct pool_root): the undo log's first
@@ -347,6 +355,7 @@ class Layout:
             "lanes": [(lanes, lanes + 4 * lane_size)],
             "heap headers": [(heap, chunk_headers + 8 * last)],
             "run headers": runs or [(chunks, chunks + 1024)],
+            "slot codes": codes or [(chunks, chunks + 1024)],
             "root": [(root - 64, root + 128)],
             "log": [(log, log + 4096)],
             "objects": [(off - 48, off + min(size, 160))
@@ -381,7 +390,8 @@ class Layout:
 
 
 WEIGHTS = {"pool header": 8, "pool descriptor": 8, "lanes": 6,
-           "heap headers": 14, "run headers": 12, "root": 6, "log": 10,
+           "heap headers": 14, "run headers": 12, "slot codes": 8,
+           "root": 6, "log": 10,
            "objects": 26, "tables": 10, "anywhere": 5, "truncate": 5}
 
 
