@@ -251,9 +251,16 @@ int
 _PyStorage_IsStatic(const void *ptr)
 {
     const char *p = (const char *)ptr;
-    return (ptr == Py_None || ptr == Py_True || ptr == Py_False
-            || ptr == Py_Ellipsis || ptr == Py_NotImplemented
-            || ptr == &_Py_STR(empty)
+    if (ptr == Py_None || ptr == Py_True || ptr == Py_False
+        || ptr == Py_Ellipsis || ptr == Py_NotImplemented)
+    {
+        return 1;
+    }
+    /* The others are in the runtime's state: most pointers are not. */
+    if ((size_t)(p - (const char *)&_PyRuntime) >= sizeof(_PyRuntime)) {
+        return 0;
+    }
+    return (ptr == &_Py_STR(empty)
             || ptr == &_Py_SINGLETON(bytes_empty)
             || ptr == &_Py_SINGLETON(tuple_empty)
             || is_element(p, _Py_SINGLETON(small_ints),
@@ -463,10 +470,25 @@ manager_end(PyStorageManager *sm, int ok)
     return sm->end != NULL ? sm->end(sm, ok) : 0;
 }
 
-static inline int
+static int
 manager_modify(PyStorageManager *sm, void *addr, size_t size)
 {
     return sm->modify != NULL ? sm->modify(sm, addr, size) : 0;
+}
+
+static inline int
+manager_modify_many(PyStorageManager *sm, size_t n, void *const *addrs,
+                    const size_t *sizes)
+{
+    if (sm->modify_many != NULL) {
+        return sm->modify_many(sm, n, addrs, sizes);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (manager_modify(sm, addrs[i], sizes[i]) < 0) {
+            return -1;
+        }
+    }
+    return 0;
 }
 
 int
@@ -597,42 +619,34 @@ _PyStorage_ModifyDictSlotSlow(PyDictObject *mp, Py_ssize_t hashpos,
     if (sm == NULL) {
         return 0;
     }
-    if (modify_fields(sm, mp, sizeof(PyDictObject)) < 0) {
-        return -1;
-    }
+    /* The dict's fields, the keys' header, the index slot, the entry:
+       announced together. */
+    void *addrs[4] = {(char *)mp + sizeof(PyObject)};
+    size_t sizes[4] = {sizeof(PyDictObject) - sizeof(PyObject)};
+    size_t n = 1;
     PyDictKeysObject *keys = mp->ma_keys;
-    if (_PyStorage_Lookup(keys) != sm) {
-        /* The static empty keys: replaced, never written. */
-        return 0;
-    }
-    if (manager_modify(sm, keys, offsetof(PyDictKeysObject, dk_indices)) < 0) {
-        return -1;
-    }
-    if (hashpos >= 0) {
-        size_t width = (size_t)1 << (keys->dk_log2_index_bytes
-                                     - keys->dk_log2_size);
-        if (manager_modify(sm, keys->dk_indices + hashpos * width,
-                           width) < 0)
-        {
-            return -1;
+    if (_PyStorage_Lookup(keys) == sm) {
+        /* (Not the static empty keys: replaced, never written.) */
+        addrs[n] = keys;
+        sizes[n++] = offsetof(PyDictKeysObject, dk_indices);
+        if (hashpos >= 0) {
+            size_t width = (size_t)1 << (keys->dk_log2_index_bytes
+                                         - keys->dk_log2_size);
+            addrs[n] = keys->dk_indices + hashpos * width;
+            sizes[n++] = width;
+        }
+        if (ix >= 0) {
+            if (DK_IS_UNICODE(keys)) {
+                addrs[n] = &DK_UNICODE_ENTRIES(keys)[ix];
+                sizes[n++] = sizeof(PyDictUnicodeEntry);
+            }
+            else {
+                addrs[n] = &DK_ENTRIES(keys)[ix];
+                sizes[n++] = sizeof(PyDictKeyEntry);
+            }
         }
     }
-    if (ix >= 0) {
-        void *entry;
-        size_t size;
-        if (DK_IS_UNICODE(keys)) {
-            entry = &DK_UNICODE_ENTRIES(keys)[ix];
-            size = sizeof(PyDictUnicodeEntry);
-        }
-        else {
-            entry = &DK_ENTRIES(keys)[ix];
-            size = sizeof(PyDictKeyEntry);
-        }
-        if (manager_modify(sm, entry, size) < 0) {
-            return -1;
-        }
-    }
-    return 0;
+    return manager_modify_many(sm, n, addrs, sizes);
 }
 
 int
@@ -1230,6 +1244,17 @@ _PyStorage_KindOf(PyTypeObject *tp)
             }
         }
         return -1;
+    }
+    if (PyType_HasFeature(tp, Py_TPFLAGS_LONG_SUBCLASS
+                              | Py_TPFLAGS_LIST_SUBCLASS
+                              | Py_TPFLAGS_TUPLE_SUBCLASS
+                              | Py_TPFLAGS_BYTES_SUBCLASS
+                              | Py_TPFLAGS_UNICODE_SUBCLASS
+                              | Py_TPFLAGS_DICT_SUBCLASS
+                              | Py_TPFLAGS_TYPE_SUBCLASS)
+        || tp == &PyFloat_Type)
+    {
+        return -1;                /* the builtins (most calls) */
     }
     if (kind_types[_PyStorage_KIND_DATE] == NULL) {
         /* Not one of datetime's before its module gave its types. */

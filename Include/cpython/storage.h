@@ -96,6 +96,13 @@ struct _PyStorageManager {
        made to point to its obj.  0, or -1 with an exception set (the
        store is refused).  NULL: such objects are refused. */
     int (*refer)(PyStorageManager *sm, PyObject *obj, PyObject *name);
+    /* [addrs[i], addrs[i] + sizes[i]) for each i < n are about to change,
+       none before all are announced: as n calls of modify(), which the
+       manager may make cheaper together (a pool makes its log's entries
+       durable at once).  0, or -1 with an exception set.  NULL: modify()
+       each. */
+    int (*modify_many)(PyStorageManager *sm, size_t n, void *const *addrs,
+                       const size_t *sizes);
 };
 
 /* The DRAM manager: what PyStorage_Of() returns for ordinary memory. */

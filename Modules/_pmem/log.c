@@ -476,7 +476,12 @@ _PyPmem_LogAppend(PoolObject *p, const void *addr, size_t size)
         }
         write_flushed(p, e, &head, sizeof(head));
     }
-    drain(p);
+    if (p->log_batch) {
+        p->log_undrained = 1;     /* _PyPmem_LogDrain() */
+    }
+    else {
+        drain(p);
+    }
     p->log_pos += need;
     p->log_index[p->log_entries++] = (struct pool_logged){
         (char *)addr, size, e};
@@ -490,6 +495,15 @@ _PyPmem_LogAppend(PoolObject *p, const void *addr, size_t size)
         p->span_hi = Py_MAX(p->span_hi, end);
     }
     return 0;
+}
+
+void
+_PyPmem_LogDrain(PoolObject *p)
+{
+    if (p->log_undrained) {
+        p->log_undrained = 0;
+        drain(p);
+    }
 }
 
 /* Index the valid entries of the log, oldest first: those whose

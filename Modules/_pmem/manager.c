@@ -777,3 +777,22 @@ _PyPmem_Modify(PyStorageManager *sm, void *addr, size_t size)
     }
     return 0;
 }
+
+/* The entries of the ranges' logs are written, then made durable at once:
+   none of the ranges changes before they all are logged (the valid
+   entries of a crash's log stay a prefix of what it wrote, or are entries
+   of ranges that did not change). */
+int
+_PyPmem_ModifyMany(PyStorageManager *sm, size_t n, void *const *addrs,
+                   const size_t *sizes)
+{
+    PoolObject *p = POOL(sm);
+    int r = 0;
+    p->log_batch = 1;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        r = _PyPmem_Modify(sm, addrs[i], sizes[i]);
+    }
+    p->log_batch = 0;
+    _PyPmem_LogDrain(p);
+    return r;
+}

@@ -287,6 +287,8 @@ typedef struct PoolObject {
     size_t seen_mask, nseen;
     uint32_t seen_stamp;
     int log_msync;                /* flushes are msync()s */
+    int log_batch;                /* entries drained by _PyPmem_LogDrain() */
+    int log_undrained;            /* and some are not yet */
     int nosync;                   /* durability="process": no flushes */
     const char *span_lo, *span_hi;  /* log_msync: what changed */
     /* The journal of stores (log.c) */
@@ -783,7 +785,10 @@ _PyPmem_Persist(PoolObject *p, const void *addr, size_t size)
     }
 }
 
+/* Log [addr, addr + size) of p, durable before it returns; while
+   p->log_batch is set, durable by the next _PyPmem_LogDrain(). */
 int _PyPmem_LogAppend(PoolObject *p, const void *addr, size_t size);
+void _PyPmem_LogDrain(PoolObject *p);
 void _PyPmem_LogCommit(PoolObject *p, struct pobj_action *acts,
                        size_t before, size_t after);
 void _PyPmem_LogUndo(PoolObject *p);
@@ -811,6 +816,8 @@ int _PyPmem_End(PyStorageManager *sm, int ok);
 int _PyPmem_SavepointPush(PoolObject *p);
 void _PyPmem_SavepointPop(PoolObject *p, int ok);
 int _PyPmem_Modify(PyStorageManager *sm, void *addr, size_t size);
+int _PyPmem_ModifyMany(PyStorageManager *sm, size_t n, void *const *addrs,
+                       const size_t *sizes);
 
 /* mainns.c: __main__'s namespace in a pool (python -X pmem=PATH) */
 size_t _PyPmem_MainLogLength(PoolObject *p);

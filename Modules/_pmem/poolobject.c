@@ -291,6 +291,7 @@ map_pool(PyTypeObject *type, PyObject *error, PyObject *path,
         .begin = _PyPmem_Begin,
         .end = _PyPmem_End,
         .modify = _PyPmem_Modify,
+        .modify_many = _PyPmem_ModifyMany,
         .collectable = _PyPmem_Collectable,
         .refer = _PyPmem_Refer,
     };
