@@ -1245,15 +1245,7 @@ _PyStorage_KindOf(PyTypeObject *tp)
         }
         return -1;
     }
-    if (PyType_HasFeature(tp, Py_TPFLAGS_LONG_SUBCLASS
-                              | Py_TPFLAGS_LIST_SUBCLASS
-                              | Py_TPFLAGS_TUPLE_SUBCLASS
-                              | Py_TPFLAGS_BYTES_SUBCLASS
-                              | Py_TPFLAGS_UNICODE_SUBCLASS
-                              | Py_TPFLAGS_DICT_SUBCLASS
-                              | Py_TPFLAGS_TYPE_SUBCLASS)
-        || tp == &PyFloat_Type)
-    {
+    if (_PyStorage_HasBuiltinLayout(tp) || tp == &PyFloat_Type) {
         return -1;                /* the builtins (most calls) */
     }
     if (kind_types[_PyStorage_KIND_DATE] == NULL) {

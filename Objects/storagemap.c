@@ -1014,7 +1014,7 @@ _PyStorage_Rehash(PyObject *op)
         rebuild_indices(mp->ma_keys);
         return 0;
     }
-    if (PyAnySet_Check(op)) {
+    if (!_PyStorage_HasBuiltinLayout(Py_TYPE(op)) && PyAnySet_Check(op)) {
         Py_ssize_t used = ((PySetObject *)op)->used;
         if (used == 0) {
             return 0;

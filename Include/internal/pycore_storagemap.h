@@ -248,6 +248,22 @@ PyAPI_FUNC(void) _PyStorage_ResetVolatile(PyObject *op);
 
 
 
+/* Whether tp has the layout of an int, a str, a bytes, a tuple, a list, a
+   dict or a type, by its flags (a subclass's too): then it is no set
+   type, nor one of the value types of _PyStorage_KindOf() -- a test of
+   most objects without PyType_IsSubtype()'s walk. */
+static inline int
+_PyStorage_HasBuiltinLayout(PyTypeObject *tp)
+{
+    return PyType_HasFeature(tp, Py_TPFLAGS_LONG_SUBCLASS
+                                  | Py_TPFLAGS_LIST_SUBCLASS
+                                  | Py_TPFLAGS_TUPLE_SUBCLASS
+                                  | Py_TPFLAGS_BYTES_SUBCLASS
+                                  | Py_TPFLAGS_UNICODE_SUBCLASS
+                                  | Py_TPFLAGS_DICT_SUBCLASS
+                                  | Py_TPFLAGS_TYPE_SUBCLASS);
+}
+
 /* Rebuild the hash table of a dict or set (a no-op for other objects)
    for this process's hashes, inside an operation of its manager.  0, or
    -1 with an exception set. */

@@ -502,7 +502,9 @@ rehash_frozensets(open_state *st, mark_state *ms)
 {
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->mark && ENTRY_OBJ(e) != NULL && PyFrozenSet_Check(ENTRY_OBJ(e))
+        if (e->mark && ENTRY_OBJ(e) != NULL
+            && !_PyStorage_HasBuiltinLayout(Py_TYPE(ENTRY_OBJ(e)))
+            && PyFrozenSet_Check(ENTRY_OBJ(e))
             && _PyPmem_MarkPush(ms, ENTRY_OBJ(e)) < 0)
         {
             PyErr_NoMemory();
