@@ -154,10 +154,11 @@ class Harness:
         argv, env = python(INPROC, self.pool, self.dir, self.next_copy,
                            int(named))
         lines = self.kill_after(argv, env, self.rng.uniform(0.05, 1.5))
-        started = [int(line.split()[1]) for line in lines
-                   if line.startswith("C ")]
-        ended = {int(line.split()[1]) for line in lines
-                 if line.startswith("D ")}
+        # (A kill may cut the last line short: only whole ones count.)
+        started = [int(line[2:]) for line in lines
+                   if line.startswith("C ") and line[2:].isdigit()]
+        ended = {int(line[2:]) for line in lines
+                 if line.startswith("D ") and line[2:].isdigit()}
         if started and started[-1] not in ended:
             self.kills_during_copy += 1
         self.copies += len(ended)
