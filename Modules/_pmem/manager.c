@@ -87,9 +87,12 @@ static int
 pool_xalloc(PoolObject *p, PMEMoid *oid, size_t size, uint64_t code,
             uint64_t flags, pmemobj_constr constructor, void *arg)
 {
-    if (pmemobj_xalloc(p->pop, oid, size, code,
-                       flags | _PyPmem_ClassFlags(p, size), constructor,
-                       arg) != 0)
+    flags |= _PyPmem_ClassFlags(p, size);
+    if (pmemobj_xalloc(p->pop, oid, size, code, flags, constructor,
+                       arg) != 0
+        && (_PyPmem_RunsRelease(p) == 0
+            || pmemobj_xalloc(p->pop, oid, size, code, flags, constructor,
+                              arg) != 0))
     {
         p->failed_size = size;
         return -1;
@@ -130,9 +133,12 @@ pool_reserve(PoolObject *p, size_t size, uint64_t code, uint64_t flags)
     if (p->nreserved == POOL_RESERVE_BATCH) {
         publish_reserved(p);
     }
-    PMEMoid oid = pmemobj_xreserve(p->pop, &p->reserved[p->nreserved], size,
-                                   code,
-                                   flags | _PyPmem_ClassFlags(p, size));
+    flags |= _PyPmem_ClassFlags(p, size);
+    struct pobj_action *act = &p->reserved[p->nreserved];
+    PMEMoid oid = pmemobj_xreserve(p->pop, act, size, code, flags);
+    if (OID_IS_NULL(oid) && _PyPmem_RunsRelease(p) > 0) {
+        oid = pmemobj_xreserve(p->pop, act, size, code, flags);
+    }
     if (OID_IS_NULL(oid)) {
         p->failed_size = size;
         return NULL;

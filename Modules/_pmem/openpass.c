@@ -727,6 +727,7 @@ _PyPmem_OpenPass(PoolObject *p)
         _PyPmem_RefsMoved(&st);
         reset_kept(&st);
         free_unreachable(&st);
+        (void)_PyPmem_RunsRelease(p);
         if (rehash_kept(&st, &ms) == 0) {
             record_mapping(p);
             r = 0;

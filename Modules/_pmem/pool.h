@@ -721,6 +721,9 @@ int _PyPmem_ListRun(PoolObject *p, char *block,
                     void *arg);
 char *_PyPmem_RunAlloc(PoolObject *p, size_t size, uint64_t code);
 void _PyPmem_RunFree(PoolObject *p, run_state *r, void *block);
+/* Give p's runs that hold no object back to libpmemobj, for blocks of
+   any size: how many. */
+size_t _PyPmem_RunsRelease(PoolObject *p);
 /* The slot at block made durable with its code (unless p's durability
    is "process"). */
 void _PyPmem_RunPersist(PoolObject *p, char *block);

@@ -641,6 +641,7 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
             _PyPmem_BlockFree(self, ENTRY_BLOCK(e));
         }
     }
+    (void)_PyPmem_RunsRelease(self);
 done:
     PyMem_RawFree(ms.stack);
     _PyPmem_AllocTableFree(st);

@@ -32,8 +32,9 @@
  * are free is kept in DRAM (struct run_state), rebuilt from the codes at
  * each open (_PyPmem_RunsOpen()).  A run is found from an address by the
  * chunk it lies in (_PyPmem_RunOf()).  A run is made atomically, its
- * header and codes persisted, by pmemobj_xalloc(); runs are never freed
- * (an empty one is reused by objects of its size).
+ * header and codes persisted, by pmemobj_xalloc(); an empty run is given
+ * back to libpmemobj by pool.gc(), by the open, and when an allocation
+ * does not fit (_PyPmem_RunsRelease()).
  *
  * Objects larger than RUN_MAX_SLOT, type codes of 0xFFFF and more, and
  * pools whose heap this build does not know stay libpmemobj's blocks.
@@ -236,9 +237,12 @@ static run_state *
 new_run(PoolObject *p, uint32_t slot_size)
 {
     PMEMoid oid;
-    if (pmemobj_xalloc(p->pop, &oid, RUN_BLOCK_SIZE, POOL_RUN,
-                       POBJ_CLASS_ID(p->classes_of_sizes.runs),
-                       construct_run, &slot_size) != 0)
+    uint64_t flags = POBJ_CLASS_ID(p->classes_of_sizes.runs);
+    if (pmemobj_xalloc(p->pop, &oid, RUN_BLOCK_SIZE, POOL_RUN, flags,
+                       construct_run, &slot_size) != 0
+        && (_PyPmem_RunsRelease(p) == 0
+            || pmemobj_xalloc(p->pop, &oid, RUN_BLOCK_SIZE, POOL_RUN, flags,
+                              construct_run, &slot_size) != 0))
     {
         return NULL;
     }
@@ -327,4 +331,35 @@ _PyPmem_FlushMadeCodes(PoolObject *p)
     if (any) {
         pmemobj_drain(p->pop);
     }
+}
+
+size_t
+_PyPmem_RunsRelease(PoolObject *p)
+{
+    size_t n = 0;
+    for (size_t cls = 1; cls <= RUN_NCLASSES; cls++) {
+        run_state **link = &p->runs.partial[cls];
+        while (*link != NULL) {
+            run_state *r = *link;
+            if (r->nfree < r->nslots) {
+                link = &r->next;
+                continue;
+            }
+            /* No slot holds an object: each was freed after the commit
+               point of the transaction that freed it, or never held
+               one.  Freed atomically; what the media still says of its
+               slots, nothing lists any more. */
+            *link = r->next;
+            char *block = (char *)r->codes - offsetof(struct pool_run,
+                                                      codes);
+            p->runs.by_chunk[(size_t)(block - p->runs.chunks)
+                             / RUN_CHUNK] = NULL;
+            p->runs.nruns--;
+            PyMem_RawFree(r);
+            PMEMoid oid = pmemobj_oid(block);
+            pmemobj_free(&oid);
+            n++;
+        }
+    }
+    return n;
 }

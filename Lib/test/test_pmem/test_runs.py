@@ -84,6 +84,39 @@ class RunTests(PoolTestCase):
             """, seed=4)
         self.assertGreaterEqual(int(out2), int(out))
 
+    def test_runs_emptied_are_given_back(self):
+        # A pool filled with small objects, then emptied: their runs are
+        # given back, and one big block takes the room -- at once, and
+        # after pool.gc().
+        for collect in False, True:
+            with self.subTest(gc=collect):
+                if os.path.exists(self.path):
+                    os.unlink(self.path)
+                out = self.run_in_new_process(f"""
+                    import pmem
+                    pool = pmem.open({self.path!r}, size={BIG})
+                    pool.ns.l = []
+                    try:
+                        while True:
+                            with pool:
+                                pool.ns.l.extend(str(i) * 3
+                                                 for i in range(10000))
+                    except MemoryError:
+                        pass
+                    assert len(pool.ns.l) > 500000, len(pool.ns.l)
+                    del pool.ns.l
+                    if {collect}:
+                        pool.gc()
+                        assert pool.stats()["bytes_free"] > {BIG} // 2
+                    pool.ns.big = bytes({BIG} // 2)
+                    """, seed=12)
+                out = self.run_in_new_process(f"""
+                    import pmem
+                    pool = pmem.open({self.path!r})
+                    print(len(pool.ns.big), pool.gc())
+                    """, seed=13)
+                self.assertEqual(out, f"{BIG // 2} 0\n")
+
     def test_pool_of_format_7(self):
         # A pool whose small objects are libpmemobj's blocks (format 7)
         # is read, changed and collected with new objects in runs.
