@@ -1383,6 +1383,10 @@ _Py_COMP_DIAG_IGNORE_DEPR_DECLS
         VOLATILE(((PyBytesObject *)op)->ob_shash, per_process, -1);
 _Py_COMP_DIAG_POP
     }
+    else if (_PyStorage_HasBuiltinLayout(tp)) {
+        /* (An int's, a tuple's...: none of those below, without the
+           walks of their checks.) */
+    }
     else if (PyAnySet_Check(op)) {
         /* Only a frozenset's is written: a set has no hash. */
         VOLATILE(((PySetObject *)op)->hash,

@@ -795,7 +795,7 @@ _PyStorage_CheckHeld(PyObject *op)
     default:
         break;
     }
-    if (PyAnySet_Check(op)) {
+    if (!_PyStorage_HasBuiltinLayout(Py_TYPE(op)) && PyAnySet_Check(op)) {
         /* The table is rebuilt for so->used entries, and a lookup ends
            only at an empty slot that so->fill leaves. */
         PySetObject *so = (PySetObject *)op;

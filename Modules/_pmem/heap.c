@@ -110,22 +110,6 @@ _PyPmem_ListByLibpmemobj(PoolObject *p, size_t *pn)
     return l.items != NULL ? l.items : PyMem_RawMalloc(1);
 }
 
-/* Back [p, p + size), a table of the open (megabytes at 10^6 objects),
-   with huge pages where the system lets a program ask for them: a fault
-   each 2 MiB, not each 4 KiB, as the pass first writes it. */
-static void
-huge_pages(void *p, size_t size)
-{
-#ifdef MADV_HUGEPAGE
-    const uintptr_t huge = (uintptr_t)2 << 20;
-    uintptr_t start = ((uintptr_t)p + huge - 1) & ~(huge - 1);
-    uintptr_t end = ((uintptr_t)p + size) & ~(huge - 1);
-    if (end > start) {
-        (void)madvise((void *)start, end - start, MADV_HUGEPAGE);
-    }
-#endif
-}
-
 /* The table of the n allocations listed in items (in the order of their
    addresses), in st: each entered as a block that holds no object (its
    key is its start), which the caller makes an object's where it is one
@@ -140,7 +124,6 @@ _PyPmem_AllocTableInit(open_state *st, alloc_item *items, size_t n)
         PyErr_NoMemory();
         return -1;
     }
-    huge_pages(st->entries, (n + 1) * sizeof(alloc_entry));
     st->nentries = n;
     if (n == 0) {
         return 0;
@@ -153,9 +136,6 @@ _PyPmem_AllocTableInit(open_state *st, alloc_item *items, size_t n)
     }
     size_t nbuckets = (span >> shift) + 1;
     st->index = PyMem_RawMalloc(nbuckets * sizeof(uint32_t));
-    if (st->index != NULL) {
-        huge_pages(st->index, nbuckets * sizeof(uint32_t));
-    }
     if (st->index == NULL || n > UINT32_MAX) {
         PyMem_RawFree(st->entries);
         st->entries = NULL;
