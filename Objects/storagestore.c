@@ -471,6 +471,11 @@ static PyObject *
 reference_name(PyObject *v, const char **why)
 {
     PyTypeObject *tp = Py_TYPE(v);
+    if (!PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE | Py_TPFLAGS_TYPE_SUBCLASS)
+        && (_PyStorage_HasBuiltinLayout(tp) || tp == &PyFloat_Type))
+    {
+        return NULL;              /* an int, a str, a tuple... (most) */
+    }
     if (PyType_Check(v) || PyFunction_Check(v) || PyCFunction_Check(v)) {
         return code_reference_name(v, why);
     }
