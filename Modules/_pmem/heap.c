@@ -8,7 +8,7 @@
 
 #include "pool.h"
 
-_Py_thread_local PoolObject *_PyPmem_MyTransaction;
+_Py_thread_local PoolObject *_PyPmem_MyTransaction POOL_TLS_MODEL;
 
 typedef struct {
     PoolObject *pool;

@@ -380,7 +380,15 @@ typedef struct open_state repair_state;
 /* The pool whose transaction this thread is in, or NULL: set by the
    outermost begin, cleared by its end (manager.c), and in a forked
    child (file.c). */
-extern _Py_thread_local PoolObject *_PyPmem_MyTransaction;
+#if defined(__GNUC__) && defined(__linux__)
+   /* One load, not a call of __tls_get_addr() (the model of a variable
+      of a module that is loaded later): the hooks test it about ten
+      times a transaction, and glibc keeps room for a few such words. */
+#  define POOL_TLS_MODEL __attribute__((tls_model("initial-exec")))
+#else
+#  define POOL_TLS_MODEL
+#endif
+extern _Py_thread_local PoolObject *_PyPmem_MyTransaction POOL_TLS_MODEL;
 
 /* Is this thread inside a transaction of p? */
 static inline int
