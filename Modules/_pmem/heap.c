@@ -43,50 +43,10 @@ list_block(char *block, uint64_t type_num, void *arg)
 }
 
 
-/* Every allocation of the pool, with its type code: read from the heap's
-   metadata (_PyPmem_WalkHeap()), or, when that does not know it, listed
-   by libpmemobj.  In the debug build, both, compared.  NULL with
-   MemoryError (or ValueError, for a heap that libpmemobj walks in a
-   cycle) set. */
-alloc_item *
-_PyPmem_ListAllocations(PoolObject *p, size_t *pn)
+int
+_PyPmem_ForEachByLibpmemobj(PoolObject *p, _PyPmem_BlockVisitor visit,
+                            void *arg)
 {
-    listing l = {p, NULL, 0, 0};
-    int r = _PyPmem_WalkHeap(p->pop, p->size, list_block, &l);
-    if (r == 1) {
-        PyMem_RawFree(l.items);
-        PyErr_NoMemory();
-        return NULL;
-    }
-    if (r != 0) {
-        PyMem_RawFree(l.items);
-        return _PyPmem_ListByLibpmemobj(p, pn);
-    }
-#ifdef Py_DEBUG
-    /* (An abort lists with its exception set: it is kept.) */
-    PyObject *exc = PyErr_GetRaisedException();
-    size_t n;
-    alloc_item *check = _PyPmem_ListByLibpmemobj(p, &n);
-    if (check != NULL) {
-        if (n != l.n || (n > 0 && memcmp(check, l.items,
-                                         n * sizeof(*check)) != 0))
-        {
-            Py_FatalError("the heap walk lists other allocations than "
-                          "pmemobj_next()");
-        }
-        PyMem_RawFree(check);
-    }
-    PyErr_Clear();
-    PyErr_SetRaisedException(exc);
-#endif
-    *pn = l.n;
-    return l.items != NULL ? l.items : PyMem_RawMalloc(1);
-}
-
-alloc_item *
-_PyPmem_ListByLibpmemobj(PoolObject *p, size_t *pn)
-{
-    listing l = {p, NULL, 0, 0};
     PMEMoid oid;
     char *last = NULL;
     POBJ_FOREACH(p->pop, oid) {
@@ -94,20 +54,76 @@ _PyPmem_ListByLibpmemobj(PoolObject *p, size_t *pn)
            metadata, which would never end. */
         char *block = pmemobj_direct(oid);
         if (block <= last) {
-            PyMem_RawFree(l.items);
-            PyErr_SetString(PyExc_ValueError, "the heap's allocations "
-                            "do not follow one another");
-            return NULL;
+            PyErr_Format(p->error, "pool %R is corrupt: the heap's "
+                         "allocations do not follow one another", p->path);
+            return -1;
         }
         last = block;
-        if (list_block(block, pmemobj_type_num(oid), &l) != 0) {
-            PyMem_RawFree(l.items);
-            PyErr_NoMemory();
-            return NULL;
+        int r = visit(block, pmemobj_type_num(oid), arg);
+        if (r != 0) {
+            return r;
         }
+    }
+    return 0;
+}
+
+/* p's allocations, read from the heap's metadata (_PyPmem_WalkHeap()),
+   or listed by libpmemobj when by_libpmemobj or when the walk does not
+   know the metadata.  NULL with an exception set. */
+static alloc_item *
+list_allocations(PoolObject *p, int by_libpmemobj, size_t *pn)
+{
+    listing l = {p, NULL, 0, 0};
+    int r = by_libpmemobj ? -1 : _PyPmem_WalkHeap(p->pop, p->size,
+                                                  list_block, &l);
+    if (r == -1) {
+        l.n = 0;                  /* what the walk listed before */
+        r = _PyPmem_ForEachByLibpmemobj(p, list_block, &l);
+    }
+    if (r != 0) {
+        PyMem_RawFree(l.items);
+        if (r > 0) {
+            PyErr_NoMemory();
+        }
+        return NULL;
     }
     *pn = l.n;
     return l.items != NULL ? l.items : PyMem_RawMalloc(1);
+}
+
+/* Every allocation of the pool, with its type code.  In the debug build,
+   listed both ways, compared.  NULL with MemoryError (or PoolError, for
+   a heap that libpmemobj walks in a cycle) set. */
+alloc_item *
+_PyPmem_ListAllocations(PoolObject *p, size_t *pn)
+{
+    alloc_item *items = list_allocations(p, 0, pn);
+#ifdef Py_DEBUG
+    if (items != NULL) {
+        /* (An abort lists with its exception set: it is kept.) */
+        PyObject *exc = PyErr_GetRaisedException();
+        size_t n;
+        alloc_item *check = list_allocations(p, 1, &n);
+        if (check != NULL) {
+            if (n != *pn || (n > 0 && memcmp(check, items,
+                                             n * sizeof(*check)) != 0))
+            {
+                Py_FatalError("the heap walk lists other allocations "
+                              "than pmemobj_next()");
+            }
+            PyMem_RawFree(check);
+        }
+        PyErr_Clear();
+        PyErr_SetRaisedException(exc);
+    }
+#endif
+    return items;
+}
+
+alloc_item *
+_PyPmem_ListByLibpmemobj(PoolObject *p, size_t *pn)
+{
+    return list_allocations(p, 1, pn);
 }
 
 /* The table of the n allocations listed in items (in the order of their

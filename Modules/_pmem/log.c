@@ -604,16 +604,12 @@ flush_changes(PoolObject *p)
         for (size_t i = 0; i < p->ntxmade; i++) {
             char *b = p->txmade[i];
             run_state *r = _PyPmem_RunOf(p, b);
-            if (r == NULL) {
+            if (r != NULL) {
+                _PyPmem_FlushSlot(p, r, b, &line);
+            }
+            else {
                 pmemobj_flush(p->pop, b,
                               pmemobj_alloc_usable_size(pmemobj_oid(b)));
-                continue;
-            }
-            pmemobj_flush(p->pop, b, r->slot_size);
-            uint16_t *code = &r->codes[_PyPmem_SlotOf(r, b)];
-            if (((uintptr_t)code & ~(uintptr_t)63) != line) {
-                line = (uintptr_t)code & ~(uintptr_t)63;
-                pmemobj_flush(p->pop, code, sizeof(*code));
             }
         }
         return;

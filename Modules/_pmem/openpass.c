@@ -705,10 +705,6 @@ _PyPmem_OpenPass(PoolObject *p)
     size_t n;
     alloc_item *items = _PyPmem_ListAllocations(p, &n);
     if (items == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_ValueError)) {
-            PyErr_Format(p->error, "pool %R is corrupt: the heap's "
-                         "allocations do not follow one another", p->path);
-        }
         return -1;
     }
     if (_PyPmem_AllocTableInit(&st, items, n) < 0) {

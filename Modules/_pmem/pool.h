@@ -233,7 +233,6 @@ struct pool_runs {
     const char *chunks;           /* zone 0's first chunk */
     run_state *partial[RUN_NCLASSES + 1];  /* by slot size / 16: the runs
                                      with a free slot */
-    size_t nruns;
 };
 
 typedef struct PoolObject {
@@ -623,6 +622,11 @@ _PyPmem_Progress(const char *what, size_t done, size_t total)
 }
 alloc_item *_PyPmem_ListAllocations(PoolObject *p, size_t *pn);
 alloc_item *_PyPmem_ListByLibpmemobj(PoolObject *p, size_t *pn);
+/* visit(block, type_num, arg) for each allocation of p, as libpmemobj
+   lists them (where _PyPmem_WalkHeap() does not know the metadata): 0,
+   visit's first nonzero result, or -1 with PoolError set (a cycle). */
+int _PyPmem_ForEachByLibpmemobj(PoolObject *p, _PyPmem_BlockVisitor visit,
+                                void *arg);
 int _PyPmem_FreeSpace(PoolObject *p, size_t *pfree, size_t *plargest);
 int _PyPmem_RegisterClasses(PoolObject *p);
 uint64_t _PyPmem_ClassFlags(PoolObject *p, size_t size);
@@ -697,8 +701,8 @@ struct run_state {
                                      + 1, or 0 for a free slot */
     uint32_t slot_size, nslots, nfree;
     uint32_t hint;                /* no free slot in free[] before it */
-    run_state *next;              /* in p->runs.partial, when listed */
-    int listed;
+    run_state *next;              /* in p->runs.partial (where a run is
+                                     while it has a free slot) */
     uint64_t free[];              /* bit i of word i / 64: slot i free */
 };
 
@@ -732,6 +736,10 @@ void _PyPmem_RunFree(PoolObject *p, run_state *r, void *block);
 /* Give p's runs that hold no object back to libpmemobj, for blocks of
    any size: how many. */
 size_t _PyPmem_RunsRelease(PoolObject *p);
+/* Flush the slot at block of r and its code; the code's line only when
+   it is not *line, the last one flushed (0: none), which it becomes. */
+void _PyPmem_FlushSlot(PoolObject *p, run_state *r, char *block,
+                       uintptr_t *line);
 /* The slot at block made durable with its code (unless p's durability
    is "process"). */
 void _PyPmem_RunPersist(PoolObject *p, char *block);

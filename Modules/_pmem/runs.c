@@ -87,7 +87,6 @@ list_partial(PoolObject *p, run_state *r)
     run_state **head = &p->runs.partial[r->slot_size / 16];
     r->next = *head;
     *head = r;
-    r->listed = 1;
 }
 
 /* The run at block (a POOL_RUN allocation of p): its state made from its
@@ -133,7 +132,6 @@ register_run(PoolObject *p, char *block)
         }
     }
     p->runs.by_chunk[off / RUN_CHUNK] = r;
-    p->runs.nruns++;
     if (r->nfree > 0) {
         list_partial(p, r);
     }
@@ -168,15 +166,9 @@ _PyPmem_RunsOpen(PoolObject *p)
     p->runs.nchunks = nchunks;
     int r = _PyPmem_WalkHeap(p->pop, p->size, visit_run, p);
     if (r == -1) {
-        /* Metadata that the walk does not know: libpmemobj lists. */
-        PMEMoid oid;
-        r = 0;
-        POBJ_FOREACH(p->pop, oid) {
-            if (visit_run(pmemobj_direct(oid), pmemobj_type_num(oid), p)) {
-                r = 2;
-                break;
-            }
-        }
+        /* Metadata that the walk does not know: libpmemobj lists (the
+           runs that the walk registered are found registered). */
+        r = _PyPmem_ForEachByLibpmemobj(p, visit_run, p);
     }
     return r == 0 ? 0 : -1;
 }
@@ -277,8 +269,7 @@ _PyPmem_RunAlloc(PoolObject *p, size_t size, uint64_t code)
     uint32_t i = w * 64 + (uint32_t)__builtin_ctzll(r->free[w]);
     r->free[w] &= r->free[w] - 1;
     if (--r->nfree == 0) {
-        p->runs.partial[cls] = r->next;
-        r->listed = 0;
+        p->runs.partial[cls] = r->next;  /* the head: full now */
     }
     r->codes[i] = (uint16_t)(code + 1);
     return r->slots + (size_t)i * r->slot_size;
@@ -295,19 +286,29 @@ _PyPmem_RunFree(PoolObject *p, run_state *r, void *block)
     r->codes[i] = 0;
     r->free[i / 64] |= bit;
     r->hint = Py_MIN(r->hint, i / 64);
-    r->nfree++;
-    if (!r->listed) {
-        list_partial(p, r);
+    if (r->nfree++ == 0) {
+        list_partial(p, r);       /* full until now */
+    }
+}
+
+void
+_PyPmem_FlushSlot(PoolObject *p, run_state *r, char *block,
+                  uintptr_t *line)
+{
+    pmemobj_flush(p->pop, block, r->slot_size);
+    uint16_t *code = &r->codes[_PyPmem_SlotOf(r, block)];
+    if (((uintptr_t)code & ~(uintptr_t)63) != *line) {
+        *line = (uintptr_t)code & ~(uintptr_t)63;
+        pmemobj_flush(p->pop, code, sizeof(*code));
     }
 }
 
 void
 _PyPmem_RunPersist(PoolObject *p, char *block)
 {
-    run_state *r = _PyPmem_RunOf(p, block);
+    uintptr_t line = 0;
     if (!p->nosync) {
-        pmemobj_flush(p->pop, block, r->slot_size);
-        pmemobj_flush(p->pop, &r->codes[_PyPmem_SlotOf(r, block)], 2);
+        _PyPmem_FlushSlot(p, _PyPmem_RunOf(p, block), block, &line);
         pmemobj_drain(p->pop);
     }
 }
@@ -315,20 +316,17 @@ _PyPmem_RunPersist(PoolObject *p, char *block)
 void
 _PyPmem_FlushMadeCodes(PoolObject *p)
 {
-    int any = 0;
+    uintptr_t line = 0;
     if (p->nosync) {
         return;
     }
     for (size_t i = 0; i < p->ntxmade; i++) {
-        char *b = p->txmade[i];
-        run_state *r = _PyPmem_RunOf(p, b);
+        run_state *r = _PyPmem_RunOf(p, p->txmade[i]);
         if (r != NULL) {
-            pmemobj_flush(p->pop, b, r->slot_size);
-            pmemobj_flush(p->pop, &r->codes[_PyPmem_SlotOf(r, b)], 2);
-            any = 1;
+            _PyPmem_FlushSlot(p, r, p->txmade[i], &line);
         }
     }
-    if (any) {
+    if (line != 0) {
         pmemobj_drain(p->pop);
     }
 }
@@ -354,7 +352,6 @@ _PyPmem_RunsRelease(PoolObject *p)
                                                       codes);
             p->runs.by_chunk[(size_t)(block - p->runs.chunks)
                              / RUN_CHUNK] = NULL;
-            p->runs.nruns--;
             PyMem_RawFree(r);
             PMEMoid oid = pmemobj_oid(block);
             pmemobj_free(&oid);

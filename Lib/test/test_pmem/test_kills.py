@@ -27,7 +27,7 @@ class KillTests(PoolTestCase):
             pool.ns.d = {{}}
             pool.ns.n = 0
             """, seed=21)
-        writer = textwrap.dedent(f"""
+        writer = f"""
             import pmem, sys
             pool = pmem.open({self.path!r})
             d = pool.ns.d
@@ -38,7 +38,7 @@ class KillTests(PoolTestCase):
                     for j in range(200):
                         d[f"k{{n}}_{{j}}"] = [j, (n, j)]
                     pool.ns.n = n + 1
-            """)
+            """
         check = f"""
             import pmem
             pool = pmem.open({self.path!r})
@@ -53,15 +53,7 @@ class KillTests(PoolTestCase):
             expected = (3 * len(d) + max(0, n - 257) + (n >= 257) + 2)
             print(n, pool.stats()["objects"] - expected)
             """
-        env = dict(os.environ, **FAST_FLUSH)
-        for i, delay in enumerate((0.2, 0.35, 0.5)):
-            proc = subprocess.Popen([sys.executable, "-c", writer], env=env,
-                                    stdout=subprocess.PIPE, text=True)
-            self.assertEqual(proc.stdout.readline(), "ready\n")
-            time.sleep(delay)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            proc.stdout.close()
+        for i, _ in enumerate(self.killed_writer(writer, (0.2, 0.35, 0.5))):
             n, leftovers = map(int, self.run_in_new_process(
                 check, seed=22 + i).split())
             self.assertGreater(n, 0)

@@ -6,13 +6,8 @@ instant leaves no slot that nothing reaches.
 """
 
 import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
 import unittest
-from test.test_pmem.util import FAST_FLUSH, PoolTestCase, _pmem, pmem
+from test.test_pmem.util import PoolTestCase, _pmem
 
 MAGIC = (0x6e755279).to_bytes(4, "little")
 BIG = 64 << 20
@@ -217,7 +212,7 @@ class RunTests(PoolTestCase):
             pool.ns.d = {{i: "v0" for i in range(100)}}
             pool.ns.n = 0
             """, seed=11)
-        writer = textwrap.dedent(f"""
+        writer = f"""
             import pmem
             pool = pmem.open({self.path!r})
             d = pool.ns.d
@@ -230,8 +225,8 @@ class RunTests(PoolTestCase):
                     d[1000 + n % 50] = (n, str(n))
                     d.pop(1000 + (n + 25) % 50, None)
                     pool.ns.n = n
-            """)
-        check = textwrap.dedent(f"""
+            """
+        check = f"""
             import pmem
             pool = pmem.open({self.path!r})
             d = pool.ns.d
@@ -254,23 +249,13 @@ class RunTests(PoolTestCase):
                     pool.ns.n = m
             check()
             print(n, pool.stats()["objects"] - objects)
-            """)
-        env = dict(os.environ, **FAST_FLUSH)
+            """
         delays = [0.002 * k for k in range(1, 16)]
         seen = set()
-        for delay in delays:
-            proc = subprocess.Popen([sys.executable, "-c", writer],
-                                    env=env, stdout=subprocess.PIPE)
-            self.assertEqual(proc.stdout.readline(), b"ready\n")
-            time.sleep(delay)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            proc.stdout.close()
-            out = subprocess.run([sys.executable, "-c", check], env=env,
-                                 capture_output=True, text=True)
-            self.assertEqual(out.returncode, 0, out.stderr)
-            n, grown = map(int, out.stdout.split())
-            self.assertLessEqual(grown, 2, out.stdout)  # pool.ns.n's int
+        for i, _ in enumerate(self.killed_writer(writer, delays)):
+            out = self.run_in_new_process(check, seed=14 + i)
+            n, grown = map(int, out.split())
+            self.assertLessEqual(grown, 2, out)  # pool.ns.n's int
             seen.add(n)
         self.assertGreater(len(seen), 3, seen)
 

@@ -11,7 +11,11 @@ before _pmem is imported, and passed to every child.
 """
 
 import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 import unittest
 from test.support import import_helper, os_helper
 from test.test_pmem import run_in_new_process
@@ -54,6 +58,22 @@ class PoolTestCase(unittest.TestCase):
             if (os.path.realpath(pool.path).startswith(here)
                     and pool.depth == 0):
                 pool.close()
+
+    def killed_writer(self, source, delays):
+        """Run source (dedented) in a new interpreter with fast flushes
+        and, once it prints "ready", SIGKILL it after each of delays
+        (seconds) in turn: yields after each kill."""
+        env = dict(os.environ, **FAST_FLUSH)
+        code = textwrap.dedent(source)
+        for delay in delays:
+            proc = subprocess.Popen([sys.executable, "-c", code], env=env,
+                                    stdout=subprocess.PIPE, text=True)
+            self.assertEqual(proc.stdout.readline(), "ready\n")
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            proc.stdout.close()
+            yield
 
     def run_in_new_process(self, code, seed, path=None, hint=None):
         return run_in_new_process(self, code, hash_seed=seed, path=path,
