@@ -10,24 +10,15 @@
 
 _Py_thread_local PoolObject *_PyPmem_MyTransaction POOL_TLS_MODEL;
 
+/* Where a listing of the allocations goes: visit(block, code, arg) for
+   each, and restart(arg) when the walk starts again from the first (the
+   heap walk stopped on metadata that it does not know). */
 typedef struct {
     PoolObject *pool;
-    alloc_item *items;
-    size_t n, allocated;
+    _PyPmem_BlockVisitor visit;
+    void (*restart)(void *arg);
+    void *arg;
 } listing;
-
-static int
-list_item(char *block, uint64_t type_num, void *arg)
-{
-    listing *l = (listing *)arg;
-    if (_PyPmem_RESERVE(l->items, l->allocated, l->n + 1, 1024) < 0) {
-        return 1;
-    }
-    l->items[l->n].block = block;
-    l->items[l->n].code = type_num;
-    l->n++;
-    return 0;
-}
 
 static int
 list_block(char *block, uint64_t type_num, void *arg)
@@ -37,9 +28,9 @@ list_block(char *block, uint64_t type_num, void *arg)
         return 0;                 /* the log's (log.c) */
     }
     if (type_num == POOL_RUN) {
-        return _PyPmem_ListRun(l->pool, block, list_item, l);
+        return _PyPmem_ListRun(l->pool, block, l->visit, l->arg);
     }
-    return list_item(block, type_num, arg);
+    return l->visit(block, type_num, l->arg);
 }
 
 
@@ -67,28 +58,61 @@ _PyPmem_ForEachByLibpmemobj(PoolObject *p, _PyPmem_BlockVisitor visit,
     return 0;
 }
 
-/* p's allocations, read from the heap's metadata (_PyPmem_WalkHeap()),
-   or listed by libpmemobj when by_libpmemobj or when the walk does not
-   know the metadata.  NULL with an exception set. */
+/* Give each allocation of p to l, in the order of the addresses: read
+   from the heap's metadata (_PyPmem_WalkHeap()), or listed by libpmemobj
+   when by_libpmemobj or when the walk does not know the metadata.  0, or
+   -1 with an exception set (MemoryError when a visit returned nonzero). */
+static int
+for_each_allocation(PoolObject *p, int by_libpmemobj, listing *l)
+{
+    int r = by_libpmemobj ? -1 : _PyPmem_WalkHeap(p->pop, p->size,
+                                                  list_block, l);
+    if (r == -1) {
+        l->restart(l->arg);       /* forget what the walk listed */
+        r = _PyPmem_ForEachByLibpmemobj(p, list_block, l);
+    }
+    if (r > 0) {
+        PyErr_NoMemory();
+    }
+    return r != 0 ? -1 : 0;
+}
+
+typedef struct {
+    alloc_item *items;
+    size_t n, allocated;
+} item_list;
+
+static int
+list_item(char *block, uint64_t type_num, void *arg)
+{
+    item_list *l = (item_list *)arg;
+    if (_PyPmem_RESERVE(l->items, l->allocated, l->n + 1, 1024) < 0) {
+        return 1;
+    }
+    l->items[l->n].block = block;
+    l->items[l->n].code = type_num;
+    l->n++;
+    return 0;
+}
+
+static void
+restart_items(void *arg)
+{
+    ((item_list *)arg)->n = 0;
+}
+
+/* p's allocations, with their type codes; NULL with an exception set. */
 static alloc_item *
 list_allocations(PoolObject *p, int by_libpmemobj, size_t *pn)
 {
-    listing l = {p, NULL, 0, 0};
-    int r = by_libpmemobj ? -1 : _PyPmem_WalkHeap(p->pop, p->size,
-                                                  list_block, &l);
-    if (r == -1) {
-        l.n = 0;                  /* what the walk listed before */
-        r = _PyPmem_ForEachByLibpmemobj(p, list_block, &l);
-    }
-    if (r != 0) {
-        PyMem_RawFree(l.items);
-        if (r > 0) {
-            PyErr_NoMemory();
-        }
+    item_list items = {NULL, 0, 0};
+    listing l = {p, list_item, restart_items, &items};
+    if (for_each_allocation(p, by_libpmemobj, &l) < 0) {
+        PyMem_RawFree(items.items);
         return NULL;
     }
-    *pn = l.n;
-    return l.items != NULL ? l.items : PyMem_RawMalloc(1);
+    *pn = items.n;
+    return items.items != NULL ? items.items : PyMem_RawMalloc(1);
 }
 
 /* Every allocation of the pool, with its type code.  In the debug build,
@@ -126,42 +150,102 @@ _PyPmem_ListByLibpmemobj(PoolObject *p, size_t *pn)
     return list_allocations(p, 1, pn);
 }
 
-/* The table of the n allocations listed in items (in the order of their
-   addresses), in st: each entered as a block that holds no object (its
-   key is its start), which the caller makes an object's where it is one
-   (_PyPmem_SetEntry(), with a key in the block: the order holds); the
-   index has about two buckets an allocation over their span.  0, or -1
-   with MemoryError set. */
-int
-_PyPmem_AllocTableInit(open_state *st, alloc_item *items, size_t n)
+/* The table's entries are made as the allocations are listed (no list
+   of them in between: at 10 million, one would take 160 MB more). */
+static int
+enter_block(char *block, uint64_t type_num, void *arg)
 {
-    st->entries = PyMem_RawCalloc(n + 1, sizeof(alloc_entry));
-    if (st->entries == NULL) {
-        PyErr_NoMemory();
+    open_state *st = (open_state *)arg;
+    size_t allocated = st->nentries_allocated;
+    if (_PyPmem_RESERVE(st->entries, allocated, st->nentries + 2,
+                        4096) < 0)
+    {
+        return 1;
+    }
+    st->nentries_allocated = allocated;
+    alloc_entry *e = &st->entries[st->nentries++];
+    memset(e, 0, sizeof(*e));
+    _PyPmem_SetEntry(st, e, block, block, 0);
+    return 0;
+}
+
+static void
+restart_entries(void *arg)
+{
+    ((open_state *)arg)->nentries = 0;
+}
+
+/* The table of p's allocations in st (whose lo and hi it sets): each
+   entered as a block that holds no object (its key is its start), which
+   the caller makes an object's where it is one (_PyPmem_SetEntry(), with
+   a key in the block: the order holds; _PyPmem_BlockCode() gives the
+   type code).  The index has about one bucket for two allocations over
+   their span.  In the debug build, the table is compared with
+   libpmemobj's listing.  0, or -1 with MemoryError (or PoolError, for a
+   heap that libpmemobj walks in a cycle) set. */
+int
+_PyPmem_AllocTableBuild(open_state *st, PoolObject *p)
+{
+    st->lo = (char *)p->pop;
+    st->hi = st->lo + p->size;
+    if ((p->size >> 3) >> 40 != 0) {
+        PyErr_Format(p->error, "pool %R is too large for this build "
+                     "(8 TiB at most)", p->path);
         return -1;
     }
-    st->nentries = n;
+    listing l = {p, enter_block, restart_entries, st};
+    st->nentries = st->nentries_allocated = 0;
+    if (for_each_allocation(p, 0, &l) < 0) {
+        _PyPmem_AllocTableFree(st);
+        return -1;
+    }
+    size_t n = st->nentries;
+    if (st->entries == NULL) {
+        st->entries = PyMem_RawCalloc(1, sizeof(alloc_entry));
+        if (st->entries == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    memset(&st->entries[n], 0, sizeof(alloc_entry));
+#ifdef Py_DEBUG
+    size_t ncheck;
+    alloc_item *check = list_allocations(p, 1, &ncheck);
+    if (check == NULL) {
+        _PyPmem_AllocTableFree(st);
+        return -1;
+    }
+    int same = ncheck == n;
+    for (size_t i = 0; i < n && same; i++) {
+        same = ENTRY_BLOCK(st, &st->entries[i]) == check[i].block
+               && _PyPmem_BlockCode(p, check[i].block) == check[i].code;
+    }
+    PyMem_RawFree(check);
+    if (!same) {
+        Py_FatalError("the heap walk lists other allocations than "
+                      "pmemobj_next()");
+    }
+#endif
     if (n == 0) {
         return 0;
     }
-    char *base = items[0].block;
-    size_t span = (size_t)(items[n - 1].block - base) + 1;
+    char *base = ENTRY_BLOCK(st, &st->entries[0]);
+    size_t span = (size_t)(ENTRY_BLOCK(st, &st->entries[n - 1]) - base) + 1;
     unsigned shift = 4;
-    while ((span >> shift) > 2 * n) {
+    while ((span >> shift) > n / 2 + 1) {
         shift++;
     }
     size_t nbuckets = (span >> shift) + 1;
     st->index = PyMem_RawMalloc(nbuckets * sizeof(uint32_t));
     if (st->index == NULL || n > UINT32_MAX) {
-        PyMem_RawFree(st->entries);
-        st->entries = NULL;
+        _PyPmem_AllocTableFree(st);
         PyErr_NoMemory();
         return -1;
     }
     size_t b = 0;
     for (size_t i = 0; i < n; i++) {
-        _PyPmem_SetEntry(&st->entries[i], items[i].block, items[i].block, 0);
-        size_t last = (size_t)(items[i].block - base) >> shift;
+        size_t last = (size_t)(ENTRY_BLOCK(st, &st->entries[i]) - base)
+                      >> shift;
         while (b <= last) {
             st->index[b++] = (uint32_t)i;
         }
@@ -181,8 +265,11 @@ _PyPmem_AllocTableFree(open_state *st)
 {
     PyMem_RawFree(st->entries);
     PyMem_RawFree(st->index);
+    PyMem_RawFree(st->counts);
     st->entries = NULL;
     st->index = NULL;
+    st->counts = NULL;
+    st->nentries = st->nentries_allocated = 0;
 }
 
 /* Push op on the stack of objects whose slots are still to visit.  0, or

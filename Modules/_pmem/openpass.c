@@ -61,8 +61,8 @@ check_slot(void **slot, int kind, void *arg)
         _PyStorage_Extent *x = (_PyStorage_Extent *)slot;
         char *start = (char *)x->start;
         alloc_entry *e = _PyPmem_FindAlloc(st, start);
-        size_t usable = e->key == NULL ? 0 : _PyPmem_BlockSize(
-            st->pool, ENTRY_BLOCK(e)) - (size_t)(start - ENTRY_BLOCK(e));
+        size_t usable = !ENTRY_USED(e) ? 0 : _PyPmem_BlockSize(
+            st->pool, ENTRY_BLOCK(st, e)) - (size_t)(start - ENTRY_BLOCK(st, e));
         return x->size <= usable
                ? 0 : problem(st, "a header that its memory cannot hold "
                                  "(corrupt sizes or items)");
@@ -92,11 +92,11 @@ check_slot(void **slot, int kind, void *arg)
                just moved). */
             char *small = (char *)slot - offsetof(PySetObject, table)
                           + offsetof(PySetObject, smalltable);
-            return (e->key != NULL && ENTRY_OBJ(e) == NULL) || v == small
+            return ((ENTRY_USED(e) && !e->object)) || v == small
                    ? 0 : problem(st, "a table pointer that lands on no "
                                      "table");
         }
-        return e->key != NULL && ENTRY_OBJ(e) != NULL
+        return e->object
                ? 0 : problem(st, "a pointer that lands on no object");
     }
     if (kind == _PyStorage_SLOT_INTERIOR) {
@@ -154,7 +154,7 @@ mark_slot(void **slot, int kind, void *arg)
     }
     if (kind == _PyStorage_SLOT_TABLE) {
         alloc_entry *e = _PyPmem_FindAlloc(ms->st, v);
-        if (e->key != NULL) {
+        if (ENTRY_USED(e)) {
             e->mark = 1;
         }
         return 0;
@@ -169,11 +169,13 @@ mark_slot(void **slot, int kind, void *arg)
         return 0;
     }
     e->mark = 1;
+    _PyPmem_Progress("reachable", ++ms->marked, ms->st->count);
     /* The last process's count, gone (whatever it was: even one that
        looks immortal). */
     ((PyObject *)v)->ob_refcnt = 0;
     _PyPmem_SetRefcnt((PyObject *)v, 1);
-    return _PyPmem_MarkPush(ms, (PyObject *)v);
+    return _PyPmem_IsLeaf((PyObject *)v) ? 0
+           : _PyPmem_MarkPush(ms, (PyObject *)v);
 }
 
 /* The pool's type table: a list of the pool whose items are a table of
@@ -208,7 +210,7 @@ read_type_table(open_state *st, PyObject **table, Py_ssize_t *ntypes)
     if (size != 0) {
         alloc_entry *items = _PyPmem_FindAlloc(
             st, ((PyListObject *)list)->ob_item);
-        if (items->key == NULL || ENTRY_OBJ(items) != NULL) {
+        if (!ENTRY_USED(items) || ENTRY_OBJ(st, items) != NULL) {
             PyErr_Format(p->error, "pool %R is corrupt: its type table's "
                          "items are not a table of the pool", p->path);
             return -1;
@@ -257,25 +259,25 @@ resolve_entry(open_state *st, PyObject *table, Py_ssize_t index)
     return r;
 }
 
-/* The instance at the start of item gets its class, which must fit in
+/* The instance at the start of block gets its class, which must fit in
    the block, and its entry in the allocation table.  0, or -1 with
    PoolError set. */
 static int
-place_instance(open_state *st, alloc_item *item, alloc_entry *e,
+place_instance(open_state *st, char *block, alloc_entry *e,
                PyTypeObject *type)
 {
     size_t presize = PyStorage_PreHeaderSize(type);
-    size_t usable = _PyPmem_BlockSize(st->pool, item->block);
+    size_t usable = _PyPmem_BlockSize(st->pool, block);
     if (usable < presize + (size_t)type->tp_basicsize) {
         PyErr_Format(st->pool->error, "pool %R is corrupt: it holds %s "
                      "instances smaller than their layout", st->pool->path,
                      type->tp_name);
         return -1;
     }
-    PyObject *op = (PyObject *)(item->block + presize);
+    PyObject *op = (PyObject *)(block + presize);
     Py_SET_TYPE(op, type);
     Py_INCREF(type);          /* an instance's reference */
-    _PyPmem_SetEntry(e, (char *)op, item->block, 1);
+    _PyPmem_SetEntry(st, e, (char *)op, block, 1);
     return 0;
 }
 
@@ -317,7 +319,7 @@ volatile_slots(PyTypeObject *type, Py_ssize_t *off)
    instance uses are resolved.  0, or -1 with PoolError (or MemoryError)
    set. */
 static int
-resolve_classes(open_state *st, alloc_item *items, size_t n)
+resolve_classes(open_state *st)
 {
     PoolObject *p = st->pool;
     PyObject *table;
@@ -343,8 +345,13 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
         slots[i].n = -1;
     }
     int r = -1;
-    for (size_t i = 0; i < n; i++) {
-        uint64_t code = items[i].code;
+    for (size_t i = 0; i < st->nentries; i++) {
+        alloc_entry *e = &st->entries[i];
+        if (e->object) {
+            continue;             /* a builtin object's */
+        }
+        char *block = ENTRY_BLOCK(st, e);
+        uint64_t code = _PyPmem_BlockCode(p, block);
         if (code < POOL_INSTANCE) {
             continue;
         }
@@ -365,7 +372,7 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
         }
         PyTypeObject *type = (PyTypeObject *)PyList_GET_ITEM(p->classes,
                                                              index);
-        if (place_instance(st, &items[i], &st->entries[i], type) < 0) {
+        if (place_instance(st, block, e, type) < 0) {
             goto done;
         }
         if (slots[index].n < 0) {
@@ -375,8 +382,7 @@ resolve_classes(open_state *st, alloc_item *items, size_t n)
             }
         }
         /* Forgotten: what they held is unreachable, and freed. */
-        PyObject *op = (PyObject *)(items[i].block
-                                    + PyStorage_PreHeaderSize(type));
+        PyObject *op = ENTRY_OBJ(st, e);
         for (int k = 0; k < slots[index].n; k++) {
             PyObject **slot = (PyObject **)((char *)op + slots[index].off[k]);
             if (*slot != NULL
@@ -466,7 +472,7 @@ check_pointers(open_state *st, struct pool_root *root, char *target)
        (its parts freed one by one), which the sweep frees unread. */
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        PyObject *op = ENTRY_OBJ(e);
+        PyObject *op = ENTRY_OBJ(st, e);
         _PyPmem_Progress("pointers", i + 1, st->nentries);
         if (op != NULL && e->broken == 0
             && _PyStorage_CheckSlots(op, check_slot, st) != 0)
@@ -502,10 +508,10 @@ rehash_frozensets(open_state *st, mark_state *ms)
 {
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->mark && ENTRY_OBJ(e) != NULL
-            && !_PyStorage_HasBuiltinLayout(Py_TYPE(ENTRY_OBJ(e)))
-            && PyFrozenSet_Check(ENTRY_OBJ(e))
-            && _PyPmem_MarkPush(ms, ENTRY_OBJ(e)) < 0)
+        if (e->mark && ENTRY_OBJ(st, e) != NULL
+            && !_PyStorage_HasBuiltinLayout(Py_TYPE(ENTRY_OBJ(st, e)))
+            && PyFrozenSet_Check(ENTRY_OBJ(st, e))
+            && _PyPmem_MarkPush(ms, ENTRY_OBJ(st, e)) < 0)
         {
             PyErr_NoMemory();
             return -1;
@@ -521,19 +527,20 @@ rehash_frozensets(open_state *st, mark_state *ms)
    block's: an instance gets its class from the type table,
    resolve_classes()). */
 static void
-set_builtin_types(open_state *st, alloc_item *items, size_t n)
+set_builtin_types(open_state *st)
 {
-    for (size_t i = 0; i < n; i++) {
-        _PyPmem_Progress("types", i + 1, n);
-        char *block = items[i].block;
-        uint64_t code = items[i].code;
+    for (size_t i = 0; i < st->nentries; i++) {
+        alloc_entry *e = &st->entries[i];
+        _PyPmem_Progress("types", i + 1, st->nentries);
+        char *block = ENTRY_BLOCK(st, e);
+        uint64_t code = _PyPmem_BlockCode(st->pool, block);
         if (code == POOL_TABLE || code >= POOL_INSTANCE) {
             continue;
         }
         PyTypeObject *type = _PyPmem_TypeOfCode(code);
         if (type == NULL) {
             /* A code this process does not know: kept as it is. */
-            st->entries[i].mark = 1;
+            e->mark = 1;
             continue;
         }
         PyObject *op = (PyObject *)(block + PyStorage_PreHeaderSize(type));
@@ -541,7 +548,7 @@ set_builtin_types(open_state *st, alloc_item *items, size_t n)
         if (PyType_HasFeature(type, Py_TPFLAGS_HEAPTYPE)) {
             Py_INCREF(type);      /* an object's reference (a Decimal's) */
         }
-        _PyPmem_SetEntry(&st->entries[i], (char *)op, block, 1);
+        _PyPmem_SetEntry(st, e, (char *)op, block, 1);
     }
 }
 
@@ -604,10 +611,8 @@ mark_from_roots(open_state *st, mark_state *ms)
         }
     }
     int err = _PyPmem_VisitRoots(p, st->lo, mark_slot, ms);
-    size_t marked = 0;
     while (ms->depth > 0 && !err) {
         PyObject *op = ms->stack[--ms->depth];
-        _PyPmem_Progress("reachable", ++marked, st->count);
         err = _PyStorage_VisitSlots(op, mark_slot, ms);
     }
     if (err < 0) {
@@ -621,8 +626,8 @@ mark_from_roots(open_state *st, mark_state *ms)
     }
     if (err > 0) {
         PyErr_Format(p->error, "pool %R is corrupt: a %s at +%zu holds "
-                     "%s", p->path, Py_TYPE(ENTRY_OBJ(ms->bad))->tp_name,
-                     (size_t)(ms->bad->key - st->lo),
+                     "%s", p->path, Py_TYPE(ENTRY_OBJ(st, ms->bad))->tp_name,
+                     (size_t)((size_t)ms->bad->offset << 3),
                      _PyPmem_Broken(st, ms->bad));
         return -1;
     }
@@ -638,8 +643,8 @@ reset_kept(open_state *st)
 {
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->mark && ENTRY_OBJ(e) != NULL) {
-            _PyStorage_ResetVolatile(ENTRY_OBJ(e));
+        if (e->mark && ENTRY_OBJ(st, e) != NULL) {
+            _PyStorage_ResetVolatile(ENTRY_OBJ(st, e));
         }
     }
 }
@@ -650,8 +655,8 @@ free_unreachable(open_state *st)
 {
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->key != NULL && !e->mark) {
-            _PyPmem_BlockFree(st->pool, ENTRY_BLOCK(e));
+        if (ENTRY_USED(e) && !e->mark) {
+            _PyPmem_BlockFree(st->pool, ENTRY_BLOCK(st, e));
         }
     }
 }
@@ -670,7 +675,7 @@ rehash_kept(open_state *st, mark_state *ms)
     for (size_t i = 0; i < st->nentries && ok; i++) {
         alloc_entry *e = &st->entries[i];
         _PyPmem_Progress("hash tables", i + 1, st->nentries);
-        PyObject *op = ENTRY_OBJ(e);
+        PyObject *op = ENTRY_OBJ(st, e);
         if (e->mark && op != NULL && _PyStorage_Rehash(op) < 0) {
             ok = 0;
         }
@@ -702,20 +707,14 @@ _PyPmem_OpenPass(PoolObject *p)
     if (plan_move(&st) < 0) {
         return -1;
     }
-    size_t n;
-    alloc_item *items = _PyPmem_ListAllocations(p, &n);
-    if (items == NULL) {
+    if (_PyPmem_AllocTableBuild(&st, p) < 0) {
         return -1;
     }
-    if (_PyPmem_AllocTableInit(&st, items, n) < 0) {
-        PyMem_RawFree(items);
-        return -1;
-    }
-    st.count = n;
+    st.count = st.nentries;
     int r = -1;
     mark_state ms = {.st = &st};
-    set_builtin_types(&st, items, n);
-    if (resolve_classes(&st, items, n) == 0
+    set_builtin_types(&st);
+    if (resolve_classes(&st) == 0
         && read_refs(&st) == 0
         && check_all_pointers(&st) == 0
         && mark_from_roots(&st, &ms) == 0)
@@ -729,7 +728,6 @@ _PyPmem_OpenPass(PoolObject *p)
             r = 0;
         }
     }
-    PyMem_RawFree(items);
     PyMem_RawFree(ms.stack);
     _PyPmem_AllocTableFree(&st);
     PyMem_RawFree(st.ref_moves);

@@ -399,48 +399,53 @@ _PyPmem_InMyTransaction(PoolObject *p)
 /* Every allocation of the pool, by the address that pointers to it hold
    (an object's, past its pre-header; a table's start): an array in DRAM
    in the order of the addresses, built once per open from the heap's
-   listing (which comes in that order), and found by address through an
-   index of buckets (_PyPmem_FindAlloc()).  The passes go through it in
-   the order of memory. */
+   listing (which comes in that order, _PyPmem_AllocTableBuild()), and
+   found by address through an index of buckets (_PyPmem_FindAlloc()).
+   The passes go through it in the order of memory.  Eight bytes an
+   allocation: the key is an offset; the reference counts that the undo
+   and pool.gc() take are in an array beside it (alloc_counts). */
 typedef struct {
-    char *key;                    /* NULL: a free slot */
-    Py_ssize_t count;             /* references from the pool */
-    Py_ssize_t dram;              /* references from DRAM */
-    uint8_t preheader;            /* key less the allocation's start */
-    char object;                  /* key is an object (else a table, or a
+    uint64_t offset : 40;         /* key less the pool's start (st->lo), in
+                                     8-byte units; 0: a free slot */
+    uint64_t preheader : 8;       /* key less the allocation's start */
+    uint64_t object : 1;          /* key is an object (else a table, or a
                                      block of a class this process lacks) */
-    char mark;                    /* reachable from the root */
-    char dead;                    /* freed by the transaction: 1, to be
+    uint64_t mark : 1;            /* reachable from the root */
+    uint64_t dead : 2;            /* freed by the transaction: 1, to be
                                      brought back; 2, before the savepoint
                                      undone (stays freed) */
-    char live;                    /* referenced before the undo */
-    uint8_t broken;               /* what is wrong with its pointers: 0,
+    uint64_t live : 1;            /* referenced before the undo */
+    uint64_t broken : 4;          /* what is wrong with its pointers: 0,
                                      or 1 + an index into the open_state's
                                      broken_why (_PyPmem_SetBroken()) */
-} alloc_entry;                    /* 32 bytes: an open of 10 million objects
-                                     makes an array of 10 million */
+} alloc_entry;                    /* an open of 10 million objects makes
+                                     an array of 10 million */
 
+/* The references to an allocation, which the undo and pool.gc() count
+   (st->counts, beside st->entries: the open pass sets the objects'
+   counts as it marks them). */
+typedef struct {
+    Py_ssize_t count;             /* references from the pool */
+    Py_ssize_t dram;              /* references from DRAM */
+} alloc_counts;
+
+#define ENTRY_USED(e) ((e)->offset != 0)
+/* The address that pointers to e hold. */
+#define ENTRY_KEY(st, e) ((st)->lo + ((size_t)(e)->offset << 3))
 /* The object in e, or NULL for a table. */
-#define ENTRY_OBJ(e) ((e)->object ? (PyObject *)(e)->key : NULL)
+#define ENTRY_OBJ(st, e) \
+    ((e)->object ? (PyObject *)ENTRY_KEY(st, e) : NULL)
 /* The start of e's allocation. */
-#define ENTRY_BLOCK(e) ((e)->key - (e)->preheader)
-
-/* Record the allocation at block in e, found for key (an object in it,
-   when object, or its start). */
-static inline void
-_PyPmem_SetEntry(alloc_entry *e, char *key, char *block, int object)
-{
-    assert(key >= block && key - block <= UINT8_MAX);
-    e->key = key;
-    e->preheader = (uint8_t)(key - block);
-    e->object = (char)object;
-}
+#define ENTRY_BLOCK(st, e) (ENTRY_KEY(st, e) - (e)->preheader)
+/* e's reference counts (a table made by _PyPmem_RepairPrepare()). */
+#define ENTRY_COUNTS(st, e) (&(st)->counts[(e) - (st)->entries])
 
 struct open_state {
     PoolObject *pool;
     alloc_entry *entries;         /* nentries, then an empty one (what
                                      _PyPmem_FindAlloc() stops at) */
-    size_t nentries;
+    size_t nentries, nentries_allocated;
+    alloc_counts *counts;         /* by entry, or NULL (the open pass) */
     uint32_t *index;              /* by bucket of index_base: the first
                                      entry whose block starts in it or
                                      after it */
@@ -473,6 +478,19 @@ struct open_state {
 };
 typedef struct open_state open_state;
 
+/* Record the allocation at block in e, found for key (an object in it,
+   when object, or its start). */
+static inline void
+_PyPmem_SetEntry(open_state *st, alloc_entry *e, char *key, char *block,
+                 int object)
+{
+    assert(key >= block && key - block <= UINT8_MAX);
+    assert(key > st->lo && ((key - st->lo) & 7) == 0);
+    e->offset = (uint64_t)(key - st->lo) >> 3;
+    e->preheader = (uint8_t)(key - block);
+    e->object = object != 0;
+}
+
 /* Every allocation of the pool, with its type code: one walk of
    libpmemobj's heap (pmemobj_next() is most of an open's time).  NULL
    with MemoryError set. */
@@ -489,25 +507,29 @@ static inline alloc_entry *
 _PyPmem_FindAlloc(open_state *st, const void *key)
 {
     const char *k = (const char *)key;
-    if (k < st->index_base || st->nentries == 0) {
+    if (k < st->index_base || k >= st->hi || ((k - st->lo) & 7) != 0
+        || st->nentries == 0)
+    {
         return &st->none;
     }
+    uint64_t off = (uint64_t)(k - st->lo) >> 3;
     size_t b = (size_t)(k - st->index_base) >> st->index_shift;
     size_t i = b < st->nbuckets ? st->index[b] : st->nentries;
-    while (i > 0 && st->entries[i - 1].key >= k) {
+    while (i > 0 && st->entries[i - 1].offset >= off) {
         i--;
     }
-    while (i < st->nentries && st->entries[i].key < k) {
+    while (i < st->nentries && st->entries[i].offset < off) {
         i++;
     }
-    return st->entries[i].key == k ? &st->entries[i] : &st->none;
+    return i < st->nentries && st->entries[i].offset == off
+           ? &st->entries[i] : &st->none;
 }
 
 static inline alloc_entry *
 _PyPmem_EntryOfObject(open_state *st, PyObject *op)
 {
     alloc_entry *e = _PyPmem_FindAlloc(st, op);
-    return e->key != NULL && e->object ? e : NULL;
+    return e->object ? e : NULL;
 }
 
 /* What is wrong with e, a static string (the last kinds share one). */
@@ -589,9 +611,23 @@ _PyPmem_Reserve(void *parray, size_t *pallocated, size_t need, size_t size,
     _PyPmem_Reserve(&(array), &(allocated), (need), sizeof(*(array)), \
                     (first))
 
+/* Whether op holds no pointer that a mark follows (_PyStorage_VisitSlots()
+   visits nothing): the values that most objects of a big pool are, which
+   the marks do not push (a dict of a million entries would push two
+   million). */
+static inline int
+_PyPmem_IsLeaf(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    return (tp == &PyUnicode_Type || tp == &PyLong_Type
+            || tp == &PyFloat_Type || tp == &PyBytes_Type
+            || tp == &PyComplex_Type);
+}
+
 typedef struct {
     open_state *st;
     alloc_entry *bad;             /* a reachable object found broken */
+    size_t marked;                /* objects marked (the progress) */
     PyObject **stack;
     size_t depth, allocated;
 } mark_state;
@@ -631,7 +667,7 @@ int _PyPmem_FreeSpace(PoolObject *p, size_t *pfree, size_t *plargest);
 int _PyPmem_RegisterClasses(PoolObject *p);
 uint64_t _PyPmem_ClassFlags(PoolObject *p, size_t size);
 void _PyPmem_Publish(PoolObject *p, struct pobj_action *acts, size_t n);
-int _PyPmem_AllocTableInit(open_state *st, alloc_item *items, size_t n);
+int _PyPmem_AllocTableBuild(open_state *st, PoolObject *p);
 void _PyPmem_AllocTableFree(open_state *st);
 int _PyPmem_MarkPush(mark_state *ms, PyObject *op);
 PyObject *_PyPmem_Root(PoolObject *p, char *lo, int index);

@@ -38,8 +38,8 @@ uncount_slot(void **slot, int kind, void *arg)
     char *v = *slot;
     if (kind == _PyStorage_SLOT_OBJECT && v >= st->lo && v < st->hi) {
         alloc_entry *e = _PyPmem_FindAlloc(st, v);
-        if (e->key != NULL && ENTRY_OBJ(e) != NULL) {
-            e->dram++;
+        if (e->object) {
+            ENTRY_COUNTS(st, e)->dram++;
         }
     }
     return 0;
@@ -52,20 +52,20 @@ static int
 held_from_outside(repair_state *st)
 {
     for (size_t i = 0; i < st->nentries; i++) {
-        PyObject *op = ENTRY_OBJ(&st->entries[i]);
+        PyObject *op = ENTRY_OBJ(st, &st->entries[i]);
         if (op != NULL && Py_REFCNT(op) == 0) {
             (void)_PyStorage_VisitSlots(op, uncount_slot, st);
         }
     }
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (ENTRY_OBJ(e) == NULL || Py_REFCNT(ENTRY_OBJ(e)) == 0) {
+        if (ENTRY_OBJ(st, e) == NULL || Py_REFCNT(ENTRY_OBJ(st, e)) == 0) {
             continue;
         }
-        PyTypeObject *type = Py_TYPE(ENTRY_OBJ(e));
-        if (e->dram != 0
+        PyTypeObject *type = Py_TYPE(ENTRY_OBJ(st, e));
+        if (ENTRY_COUNTS(st, e)->dram != 0
             || (_PyType_SUPPORTS_WEAKREFS(type)
-                && *_PyObject_GET_WEAKREFS_LISTPTR_FROM_OFFSET(ENTRY_OBJ(e))))
+                && *_PyObject_GET_WEAKREFS_LISTPTR_FROM_OFFSET(ENTRY_OBJ(st, e))))
         {
             return 1;
         }
@@ -113,7 +113,7 @@ release_pool(PoolObject *self)
     repair_state *st = _PyPmem_RepairPrepare(self, 0, 0);   /* the counts */
     int held = st == NULL || held_from_outside(st);
     for (size_t i = 0; !held && i < st->nentries; i++) {
-        PyObject *op = ENTRY_OBJ(&st->entries[i]);
+        PyObject *op = ENTRY_OBJ(st, &st->entries[i]);
         if (op != NULL && Py_REFCNT(op) > 0) {
             (void)_PyPmem_LetGo(op, release_ref_slot, self);
 #ifdef Py_REF_DEBUG
@@ -523,11 +523,14 @@ gc_mark_slot(void **slot, int kind, void *arg)
         return 0;
     }
     alloc_entry *e = _PyPmem_FindAlloc(ms->st, v);
-    if (e->key == NULL || e->mark) {
+    if (!ENTRY_USED(e) || e->mark) {
         return 0;
     }
     e->mark = 1;
-    if (kind == _PyStorage_SLOT_TABLE) {
+    if (kind != _PyStorage_SLOT_TABLE) {
+        _PyPmem_Progress("reachable", ++ms->marked, ms->st->count);
+    }
+    if (kind == _PyStorage_SLOT_TABLE || _PyPmem_IsLeaf((PyObject *)v)) {
         return 0;
     }
     return _PyPmem_MarkPush(ms, (PyObject *)v);
@@ -544,7 +547,7 @@ gc_release_slot(void **slot, int kind, void *arg)
     }
     if (v >= st->lo && v < st->hi) {
         alloc_entry *e = _PyPmem_FindAlloc(st, v);
-        if (e->key != NULL && e->mark) {
+        if (ENTRY_USED(e) && e->mark) {
             _PyPmem_SetRefcnt((PyObject *)v, Py_REFCNT((PyObject *)v) - 1);
         }
         return 0;
@@ -604,12 +607,13 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
     Py_ssize_t freed = -1;
     Py_ssize_t left = 0;          /* what the interpreter's collector left */
     for (size_t i = 0; i < st->nentries; i++) {
-        left += ENTRY_OBJ(&st->entries[i]) != NULL;
+        left += ENTRY_OBJ(st, &st->entries[i]) != NULL;
     }
+    st->count = (size_t)left;     /* the progress's total */
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        PyObject *op = ENTRY_OBJ(e);
-        if (op != NULL && e->dram > 0
+        PyObject *op = ENTRY_OBJ(st, e);
+        if (op != NULL && ENTRY_COUNTS(st, e)->dram > 0
             && gc_mark_slot((void **)&op, _PyStorage_SLOT_OBJECT, &ms) < 0)
         {
             goto done;
@@ -618,9 +622,7 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
     if (_PyPmem_VisitRoots(self, st->lo, gc_mark_slot, &ms) < 0) {
         goto done;
     }
-    size_t marked = 0;
     while (ms.depth > 0) {
-        _PyPmem_Progress("reachable", ++marked, (size_t)left);
         if (_PyStorage_VisitSlots(ms.stack[--ms.depth], gc_mark_slot,
                                   &ms) < 0)
         {
@@ -630,15 +632,15 @@ pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
     freed = 0;
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (ENTRY_OBJ(e) != NULL && !e->mark) {
-            (void)_PyPmem_LetGo(ENTRY_OBJ(e), gc_release_slot, st);
+        if (ENTRY_OBJ(st, e) != NULL && !e->mark) {
+            (void)_PyPmem_LetGo(ENTRY_OBJ(st, e), gc_release_slot, st);
             freed++;
         }
     }
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->key != NULL && !e->mark) {
-            _PyPmem_BlockFree(self, ENTRY_BLOCK(e));
+        if (ENTRY_USED(e) && !e->mark) {
+            _PyPmem_BlockFree(self, ENTRY_BLOCK(st, e));
         }
     }
     (void)_PyPmem_RunsRelease(self);

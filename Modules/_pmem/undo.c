@@ -31,8 +31,8 @@ count_slot(void **slot, int kind, void *arg)
         /* After the undo: a table that an object holds. */
         if (st->undone && v >= st->lo && v < st->hi) {
             alloc_entry *e = _PyPmem_FindAlloc(st, v);
-            if (e->key != NULL && ENTRY_OBJ(e) == NULL) {
-                e->count++;
+            if ((ENTRY_USED(e) && !e->object)) {
+                ENTRY_COUNTS(st, e)->count++;
             }
         }
         return 0;
@@ -42,8 +42,8 @@ count_slot(void **slot, int kind, void *arg)
     }
     if (v >= st->lo && v < st->hi) {
         alloc_entry *e = _PyPmem_FindAlloc(st, v);
-        if (e->key != NULL && ENTRY_OBJ(e) != NULL) {
-            e->count++;
+        if (e->object) {
+            ENTRY_COUNTS(st, e)->count++;
         }
     }
     return 0;
@@ -53,17 +53,17 @@ count_slot(void **slot, int kind, void *arg)
    was live before it (or brought back by it): what the undone changes
    made, or what only they referred to. */
 static int
-is_garbage(alloc_entry *e)
+is_garbage(repair_state *st, alloc_entry *e)
 {
-    if (ENTRY_OBJ(e) == NULL || e->dead == 2 || Py_REFCNT(ENTRY_OBJ(e)) != 0
+    if (ENTRY_OBJ(st, e) == NULL || e->dead == 2 || Py_REFCNT(ENTRY_OBJ(st, e)) != 0
         || !(e->live || e->dead == 1))
     {
         return 0;
     }
     /* A weak reference still points to it: left to the next open.  (A
        class statement's instances keep theirs in the pre-header.) */
-    Py_ssize_t off = Py_TYPE(ENTRY_OBJ(e))->tp_weaklistoffset;
-    return off == 0 || *(PyObject **)((char *)ENTRY_OBJ(e) + off) == NULL;
+    Py_ssize_t off = Py_TYPE(ENTRY_OBJ(st, e))->tp_weaklistoffset;
+    return off == 0 || *(PyObject **)((char *)ENTRY_OBJ(st, e) + off) == NULL;
 }
 
 #ifdef Py_REF_DEBUG
@@ -82,16 +82,16 @@ keys_refs(repair_state *st, int undone)
     for (int pass = 0; pass < 2; pass++) {
         for (size_t i = 0; i < st->nentries; i++) {
             alloc_entry *e = &st->entries[i];
-            PyObject *op = ENTRY_OBJ(e);
+            PyObject *op = ENTRY_OBJ(st, e);
             if (op == NULL || !PyDict_Check(op) || e->dead
-                || (Py_REFCNT(op) == 0 && !(undone && is_garbage(e))))
+                || (Py_REFCNT(op) == 0 && !(undone && is_garbage(st, e))))
             {
                 continue;
             }
             char *keys = (char *)((PyDictObject *)op)->ma_keys;
             alloc_entry *t = keys < st->lo || keys >= st->hi
                              ? NULL : _PyPmem_FindAlloc(st, keys);
-            if (t == NULL || t->key == NULL || t->mark == !pass) {
+            if (t == NULL || !ENTRY_USED(t) || t->mark == !pass) {
                 continue;
             }
             t->mark = !pass;      /* each table once; then cleared */
@@ -111,36 +111,38 @@ keys_refs(repair_state *st, int undone)
 repair_state *
 _PyPmem_RepairPrepare(PoolObject *p, size_t from, size_t made_from)
 {
-    size_t n;
-    alloc_item *items = _PyPmem_ListAllocations(p, &n);
-    repair_state *st = items == NULL ? NULL : PyMem_RawCalloc(1, sizeof(*st));
-    if (st == NULL || _PyPmem_AllocTableInit(st, items, n) < 0) {
+    repair_state *st = PyMem_RawCalloc(1, sizeof(*st));
+    if (st == NULL || _PyPmem_AllocTableBuild(st, p) < 0
+        || (st->counts = PyMem_RawCalloc(st->nentries + 1,
+                                         sizeof(alloc_counts))) == NULL)
+    {
         /* The counts stay as they are: better than no abort. */
         PyErr_Clear();
-        PyMem_RawFree(items);
+        if (st != NULL) {
+            _PyPmem_AllocTableFree(st);
+        }
         PyMem_RawFree(st);
         return NULL;
     }
     st->pool = p;
     st->made_from = made_from;
-    st->lo = (char *)p->pop;
-    st->hi = st->lo + p->size;
-    for (size_t i = 0; i < n; i++) {
-        char *block = items[i].block;
-        PyTypeObject *type = _PyPmem_ClassOfCode(p, items[i].code);
+    for (size_t i = 0; i < st->nentries; i++) {
+        alloc_entry *e = &st->entries[i];
+        char *block = ENTRY_BLOCK(st, e);
+        PyTypeObject *type = _PyPmem_ClassOfCode(
+            p, _PyPmem_BlockCode(p, block));
         if (type != NULL) {
-            _PyPmem_SetEntry(&st->entries[i],
-                             block + PyStorage_PreHeaderSize(type), block, 1);
+            _PyPmem_SetEntry(st, e, block + PyStorage_PreHeaderSize(type),
+                             block, 1);
         }
     }
-    PyMem_RawFree(items);
     for (size_t i = 0; i < p->ntxfreed; i++) {
         PyTypeObject *type = _PyPmem_ClassOfCode(
             p, _PyPmem_BlockCode(p, p->txfreed[i]));
         if (type != NULL) {
             alloc_entry *e = _PyPmem_FindAlloc(
                 st, p->txfreed[i] + PyStorage_PreHeaderSize(type));
-            if (e->key != NULL) {
+            if (ENTRY_USED(e)) {
                 e->dead = i < from ? 2 : 1;
             }
         }
@@ -148,17 +150,18 @@ _PyPmem_RepairPrepare(PoolObject *p, size_t from, size_t made_from)
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         _PyPmem_Progress("references", i + 1, st->nentries);
-        if (ENTRY_OBJ(e) != NULL && !e->dead) {
-            (void)_PyStorage_VisitSlots(ENTRY_OBJ(e), count_slot, st);
+        if (ENTRY_OBJ(st, e) != NULL && !e->dead) {
+            (void)_PyStorage_VisitSlots(ENTRY_OBJ(st, e), count_slot, st);
         }
     }
     (void)_PyPmem_VisitRoots(p, st->lo, count_slot, st);  /* the root's */
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (ENTRY_OBJ(e) != NULL) {
-            e->dram = e->dead ? 0 : Py_REFCNT(ENTRY_OBJ(e)) - e->count;
-            e->live = !e->dead && Py_REFCNT(ENTRY_OBJ(e)) > 0;
-            e->count = 0;
+        if (ENTRY_OBJ(st, e) != NULL) {
+            alloc_counts *c = ENTRY_COUNTS(st, e);
+            c->dram = e->dead ? 0 : Py_REFCNT(ENTRY_OBJ(st, e)) - c->count;
+            e->live = !e->dead && Py_REFCNT(ENTRY_OBJ(st, e)) > 0;
+            c->count = 0;
         }
     }
 #ifdef Py_REF_DEBUG
@@ -216,19 +219,19 @@ release_slot(void **slot, int kind, void *arg)
         return 0;
     }
     alloc_entry *e = _PyPmem_FindAlloc(st, v);
-    if (e->key == NULL || e->dead == 2) {
+    if (!ENTRY_USED(e) || e->dead == 2) {
         return 0;
     }
     if (kind == _PyStorage_SLOT_TABLE) {
-        if (ENTRY_OBJ(e) == NULL) {
+        if (ENTRY_OBJ(st, e) == NULL) {
             e->dead = 2;
-            free_block(st->pool, ENTRY_BLOCK(e));
+            free_block(st->pool, ENTRY_BLOCK(st, e));
         }
         return 0;
     }
-    if (ENTRY_OBJ(e) != NULL && Py_REFCNT(ENTRY_OBJ(e)) > 0) {
-        _PyPmem_SetRefcnt(ENTRY_OBJ(e), Py_REFCNT(ENTRY_OBJ(e)) - 1);
-        if (is_garbage(e) && release_push(rs, e) < 0) {
+    if (ENTRY_OBJ(st, e) != NULL && Py_REFCNT(ENTRY_OBJ(st, e)) > 0) {
+        _PyPmem_SetRefcnt(ENTRY_OBJ(st, e), Py_REFCNT(ENTRY_OBJ(st, e)) - 1);
+        if (is_garbage(st, e) && release_push(rs, e) < 0) {
             return -1;
         }
     }
@@ -244,14 +247,14 @@ release_garbage(PoolObject *p, repair_state *st)
     int err = 0;
     for (size_t i = 0; i < st->nentries && !err; i++) {
         alloc_entry *e = &st->entries[i];
-        if (is_garbage(e)) {
+        if (is_garbage(st, e)) {
             err = release_push(&rs, e);
         }
     }
     while (rs.depth > 0 && !err) {
         alloc_entry *e = rs.stack[--rs.depth];
-        err = _PyPmem_LetGo(ENTRY_OBJ(e), release_slot, &rs) < 0;
-        free_block(p, ENTRY_BLOCK(e));
+        err = _PyPmem_LetGo(ENTRY_OBJ(st, e), release_slot, &rs) < 0;
+        free_block(p, ENTRY_BLOCK(st, e));
     }
     /* Out of memory: what is left is left to the next open. */
     PyMem_RawFree(rs.stack);
@@ -263,18 +266,19 @@ _PyPmem_RepairFinish(PoolObject *p, repair_state *st)
     st->undone = 1;
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (ENTRY_OBJ(e) != NULL && e->dead != 2) {
-            (void)_PyStorage_VisitSlots(ENTRY_OBJ(e), count_slot, st);
+        if (ENTRY_OBJ(st, e) != NULL && e->dead != 2) {
+            (void)_PyStorage_VisitSlots(ENTRY_OBJ(st, e), count_slot, st);
         }
     }
     (void)_PyPmem_VisitRoots(p, st->lo, count_slot, st);  /* the root's */
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        PyObject *op = ENTRY_OBJ(e);
+        PyObject *op = ENTRY_OBJ(st, e);
         if (op == NULL || e->dead == 2) {
             continue;
         }
-        Py_ssize_t refcnt = e->dram + e->count;
+        Py_ssize_t refcnt = (ENTRY_COUNTS(st, e)->dram
+                             + ENTRY_COUNTS(st, e)->count);
         if (refcnt <= 0) {
             /* Unreachable: never decref'd again, left to the next open. */
             refcnt = 0;
@@ -309,11 +313,12 @@ _PyPmem_RepairFinish(PoolObject *p, repair_state *st)
        that no object holds any more. */
     for (size_t i = st->made_from; i < p->ntxmade; i++) {
         alloc_entry *e = _PyPmem_FindAlloc(st, p->txmade[i]);
-        if (e->key == p->txmade[i] && ENTRY_OBJ(e) == NULL && e->count == 0
+        if (ENTRY_USED(e) && ENTRY_KEY(st, e) == p->txmade[i]
+            && !e->object && ENTRY_COUNTS(st, e)->count == 0
             && e->dead != 2)
         {
             e->dead = 2;
-            free_block(p, ENTRY_BLOCK(e));
+            free_block(p, ENTRY_BLOCK(st, e));
         }
     }
     _PyPmem_AllocTableFree(st);
@@ -850,23 +855,24 @@ check_counts(PoolObject *p, repair_state *st)
     st->undone = 1;
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (ENTRY_OBJ(e) != NULL && e->dead != 2) {
-            (void)_PyStorage_VisitSlots(ENTRY_OBJ(e), count_slot, st);
+        if (ENTRY_OBJ(st, e) != NULL && e->dead != 2) {
+            (void)_PyStorage_VisitSlots(ENTRY_OBJ(st, e), count_slot, st);
         }
     }
     (void)_PyPmem_VisitRoots(p, st->lo, count_slot, st);
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        PyObject *op = ENTRY_OBJ(e);
+        PyObject *op = ENTRY_OBJ(st, e);
         if (op == NULL || e->dead == 2) {
             continue;
         }
-        Py_ssize_t expected = Py_MAX(e->dram + e->count, 0);
+        alloc_counts *c = ENTRY_COUNTS(st, e);
+        Py_ssize_t expected = Py_MAX(c->dram + c->count, 0);
         if (Py_REFCNT(op) != expected) {
             fprintf(stderr, "pmem undo: a %s object at %p has %zd "
                     "references after the undo; the whole pool counts %zd "
                     "(%zd from DRAM)%s\n", Py_TYPE(op)->tp_name, (void *)op,
-                    Py_REFCNT(op), expected, e->dram,
+                    Py_REFCNT(op), expected, c->dram,
                     e->dead ? ", brought back" : "");
             Py_FatalError("PYTHONPMEMCHECKUNDO: the undo's counts differ "
                           "from the whole pool's");
