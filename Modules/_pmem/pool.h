@@ -420,6 +420,7 @@ typedef struct {
                                      broken_why (_PyPmem_SetBroken()) */
 } alloc_entry;                    /* an open of 10 million objects makes
                                      an array of 10 million */
+_Static_assert(sizeof(alloc_entry) == 8, "an allocation's entry");
 
 /* The references to an allocation, which the undo and pool.gc() count
    (st->counts, beside st->entries: the open pass sets the objects'
