@@ -74,7 +74,7 @@ static struct {
     Py_ssize_t nplacements;
 } registry;
 
-static _Thread_local struct {
+static _Py_thread_local struct {
     PyStorageManager *stack[MAX_PLACEMENT_DEPTH];
     int depth;
 } placement;
@@ -770,8 +770,8 @@ _PyStorage_StoredKeySlow(PyObject *dict, Py_ssize_t ix, PyObject **pkey)
     }
 }
 
-_Thread_local PyObject *_PyStorage_Reentered = NULL;
-_Thread_local PyObject *_PyStorage_CallArgs[2] = {NULL, NULL};
+_Py_thread_local PyObject *_PyStorage_Reentered = NULL;
+_Py_thread_local PyObject *_PyStorage_CallArgs[2] = {NULL, NULL};
 
 int
 _PyStorage_ReenterBegin(PyObject *op, PyStorageManager **psm,

@@ -30,6 +30,16 @@ extern "C" {
    operation (a pool opened by an __eq__ method, say). */
 PyAPI_DATA(int) _PyStorage_Active;
 
+/* A thread-local word of the hooks.  Windows cannot export thread-local
+   data from a DLL (MSVC's error C2492), and there the modules that read
+   these words (_heapq) are built into the core's DLL; elsewhere a shared
+   module reads them. */
+#ifdef MS_WINDOWS
+#  define _PyStorage_THREAD_DATA(type) extern _Py_thread_local type
+#else
+#  define _PyStorage_THREAD_DATA(type) PyAPI_DATA(_Py_thread_local type)
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #  define _PyStorage_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #else
@@ -270,7 +280,7 @@ PyAPI_FUNC(int) _PyStorage_SetDictPtr(PyObject *obj, PyObject **dictptr,
    function again (which now runs its stock body) and ends the operation.
    The DRAM fast path is the one load and branch of the first line (and,
    while managers are registered, the registry's bounds). */
-PyAPI_DATA(_Thread_local PyObject *) _PyStorage_Reentered;
+_PyStorage_THREAD_DATA(PyObject *) _PyStorage_Reentered;
 
 /* The mark is taken by the first hooked entry that sees it: the one the
    slow path calls.  Operations that the call starts on op again (from
@@ -356,7 +366,7 @@ PyAPI_FUNC(int) _PyStorage_ReenterEnd(PyStorageManager *sm,
    made it (which passes them on without self, in a tuple of their own):
    while they are set, a store counts the tuples' references to the value
    as the storing path's own, when only the call holds the tuple. */
-PyAPI_DATA(_Thread_local PyObject *) _PyStorage_CallArgs[2];
+_PyStorage_THREAD_DATA(PyObject *) _PyStorage_CallArgs[2];
 #define _PyStorage_WITH_CALL_ARGS(args, call) \
     do { \
         if (!_PyStorage_ACTIVE()) { \
