@@ -107,6 +107,18 @@ get_state(PyObject *module)
     return (memkind_state *)PyModule_GetState(module);
 }
 
+static struct PyModuleDef memkind_module;
+#define get_state_by_type(type) \
+    (get_state(PyType_GetModuleByDef(type, &memkind_module)))
+
+/*[clinic input]
+module _memkind
+class _memkind.Kind "KindObject *" "get_state_by_type(type)->KindType"
+[clinic start generated code]*/
+/*[clinic end generated code: output=da39a3ee5e6b4b0d input=e3db6f2288240096]*/
+
+#include "clinic/kind.c.h"
+
 
 /* --- the storage manager ------------------------------------------------ */
 
@@ -335,8 +347,16 @@ map_file(KindObject *k, PyObject *dir)
 }
 
 /* The names a Kind can be made of: "file", then the memkind kinds. */
+
+/*[clinic input]
+_memkind.kind_names
+
+The names a Kind can be made of.
+[clinic start generated code]*/
+
 static PyObject *
-kind_names(PyObject *module, PyObject *Py_UNUSED(ignored))
+_memkind_kind_names_impl(PyObject *module)
+/*[clinic end generated code: output=1f3120bc031acf92 input=9e2593d95ff9f573]*/
 {
     PyObject *names = Py_BuildValue("[s]", FILE_KIND);
     for (size_t i = 0; names != NULL && i < Py_ARRAY_LENGTH(kinds); i++) {
@@ -372,7 +392,7 @@ find_source(PyObject *name, const char *cname, PyObject *dir,
         }
     }
     if (*source == NULL) {
-        PyObject *names = kind_names(NULL, NULL);
+        PyObject *names = _memkind_kind_names_impl(NULL);
         PyObject *sep = PyUnicode_FromString(", ");
         PyObject *text = names == NULL || sep == NULL
                          ? NULL : PyUnicode_Join(sep, names);
@@ -438,17 +458,30 @@ manage_region(KindObject *k)
     return 0;
 }
 
+/*[clinic input]
+@classmethod
+_memkind.Kind.__new__ as kind_new
+
+    name: unicode(c_default="NULL") = 'regular'
+    *
+    size: Py_ssize_t(c_default="KIND_DEFAULT_SIZE") = 1073741824
+    dir: object = None
+
+A region of memory of a memkind kind, for volatile objects.
+
+Inside `with kind:`, the new dicts, lists, sets, bytearrays and instances
+of classes that this thread makes live there.  They are ordinary objects
+of their types.  name is a memkind kind ('regular', 'hbw', 'dax_kmem'...),
+or 'file': a file in dir, unnamed and gone at exit.  size is in bytes
+(1 GiB by default).  A full region raises MemoryError; an absent kind,
+OSError.
+[clinic start generated code]*/
+
 static PyObject *
-kind_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+kind_new_impl(PyTypeObject *type, PyObject *name, Py_ssize_t size,
+              PyObject *dir)
+/*[clinic end generated code: output=a4c80a1785865b12 input=fb244a0f8f14fae7]*/
 {
-    static char *kwlist[] = {"name", "size", "dir", NULL};
-    PyObject *name = NULL;
-    Py_ssize_t size = KIND_DEFAULT_SIZE;
-    PyObject *dir = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|U$nO:Kind", kwlist,
-                                     &name, &size, &dir)) {
-        return NULL;
-    }
     const char *cname = name == NULL ? "regular" : PyUnicode_AsUTF8(name);
     memkind_t *source;
     if (cname == NULL || find_source(name, cname, dir, &source) < 0) {
@@ -562,8 +595,17 @@ kind_dealloc(KindObject *k)
     Py_DECREF(tp);
 }
 
+/*[clinic input]
+_memkind.Kind.__enter__ as kind_enter
+
+    k: self(type="KindObject *")
+
+Place the new containers and instances of this thread here.
+[clinic start generated code]*/
+
 static PyObject *
-kind_enter(KindObject *k, PyObject *Py_UNUSED(ignored))
+kind_enter_impl(KindObject *k)
+/*[clinic end generated code: output=1d21914de70693d2 input=3d5f22ace73766a7]*/
 {
     if (PyStorage_PushPlacement(&k->sm) < 0) {
         return NULL;
@@ -574,13 +616,24 @@ kind_enter(KindObject *k, PyObject *Py_UNUSED(ignored))
 
 /* End the placement; never suppresses.  A block that raised a bare
    MemoryError because the region is full raises the explanation. */
+
+/*[clinic input]
+_memkind.Kind.__exit__ as kind_exit
+
+    k: self(type="KindObject *")
+    type: object
+    value: object
+    traceback: object
+    /
+
+End the placement that __enter__ began.
+[clinic start generated code]*/
+
 static PyObject *
-kind_exit(KindObject *k, PyObject *args)
+kind_exit_impl(KindObject *k, PyObject *type, PyObject *value,
+               PyObject *traceback)
+/*[clinic end generated code: output=6030388c61c4897e input=7a56b28a030ff691]*/
 {
-    PyObject *type, *value, *tb;
-    if (!PyArg_UnpackTuple(args, "__exit__", 3, 3, &type, &value, &tb)) {
-        return NULL;
-    }
     if (PyStorage_PopPlacement(&k->sm) < 0) {
         return NULL;
     }
@@ -604,8 +657,19 @@ kind_exit(KindObject *k, PyObject *args)
     Py_RETURN_FALSE;
 }
 
+/*[clinic input]
+_memkind.Kind.stats as kind_stats
+
+    k: self(type="KindObject *")
+
+The blocks allocated, their bytes, and the region's bytes.
+
+{'blocks': allocated blocks, 'used': their bytes, 'size': region bytes}
+[clinic start generated code]*/
+
 static PyObject *
-kind_stats(KindObject *k, PyObject *Py_UNUSED(ignored))
+kind_stats_impl(KindObject *k)
+/*[clinic end generated code: output=4af81640e9d20842 input=2014e7d72049c124]*/
 {
     return Py_BuildValue("{sn sn sn}", "blocks", k->blocks,
                          "used", (Py_ssize_t)k->used,
@@ -624,13 +688,9 @@ kind_repr(KindObject *k)
 }
 
 static PyMethodDef kind_methods[] = {
-    {"__enter__", (PyCFunction)kind_enter, METH_NOARGS,
-     "Place the new containers and instances of this thread here."},
-    {"__exit__", (PyCFunction)kind_exit, METH_VARARGS,
-     "End the placement that __enter__ began."},
-    {"stats", (PyCFunction)kind_stats, METH_NOARGS,
-     "stats() -> {'blocks': allocated blocks, 'used': their bytes, "
-     "'size': region bytes}"},
+    KIND_ENTER_METHODDEF
+    KIND_EXIT_METHODDEF
+    KIND_STATS_METHODDEF
     {NULL}
 };
 
@@ -650,16 +710,6 @@ kind_sq_contains(KindObject *k, PyObject *obj)
     return PyStorage_Of(obj) == &k->sm;
 }
 
-PyDoc_STRVAR(kind_doc,
-"Kind(name='regular', *, size=1 GiB, dir=None)\n\
-\n\
-A region of memory of a memkind kind, for volatile objects: inside\n\
-`with kind:`, the new dicts, lists, sets, bytearrays and instances of\n\
-classes that this thread makes live there.  They are ordinary objects of\n\
-their types.  name is a memkind kind ('regular', 'hbw', 'dax_kmem'...),\n\
-or 'file': a file in dir, unnamed and gone at exit.  A full region\n\
-raises MemoryError; an absent kind, OSError.");
-
 static PyType_Slot kind_slots[] = {
     {Py_tp_new, kind_new},
     {Py_tp_dealloc, kind_dealloc},
@@ -667,7 +717,7 @@ static PyType_Slot kind_slots[] = {
     {Py_tp_methods, kind_methods},
     {Py_tp_members, kind_members},
     {Py_sq_contains, kind_sq_contains},
-    {Py_tp_doc, (void *)kind_doc},
+    {Py_tp_doc, (void *)kind_new__doc__},
     {0, NULL}
 };
 
@@ -682,8 +732,7 @@ static PyType_Spec kind_spec = {
 /* --- the module ---------------------------------------------------------- */
 
 static PyMethodDef memkind_methods[] = {
-    {"kind_names", kind_names, METH_NOARGS,
-     "kind_names(): the names a Kind can be made of."},
+    _MEMKIND_KIND_NAMES_METHODDEF
     {NULL}
 };
 

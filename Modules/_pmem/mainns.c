@@ -1432,14 +1432,11 @@ _PyPmem_MainBindResolved(PoolObject *p)
    is replaced by one whose bindings persist in pool's namespace, with
    those that the namespace holds already. */
 PyObject *
-_PyPmem_StartMain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+_PyPmem_StartMain(pmem_state *state, PyObject *pool, PyObject *module,
+                  PyObject *warning, PyObject *placeholder)
 {
-    if (!_PyArg_CheckPositional("_start_main", nargs, 4, 4)) {
-        return NULL;
-    }
-    PyTypeObject *pool_type = get_state(module)->PoolType;
-    if (!PyObject_TypeCheck(args[0], pool_type) || !PyModule_Check(args[1])
-        || !PyType_Check(args[3]))
+    if (!PyObject_TypeCheck(pool, state->PoolType) || !PyModule_Check(module)
+        || !PyType_Check(placeholder))
     {
         PyErr_SetString(PyExc_TypeError,
                         "_start_main(pool, module, warning, placeholder)");
@@ -1449,7 +1446,7 @@ _PyPmem_StartMain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "__main__ is in a pool already");
         return NULL;
     }
-    PoolObject *p = (PoolObject *)args[0];
+    PoolObject *p = (PoolObject *)pool;
     if (_PyPmem_CheckOpen(p) < 0) {
         return NULL;
     }
@@ -1481,9 +1478,9 @@ _PyPmem_StartMain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
        lives (a dict of its region may outlive anything). */
     ns->writing = current_thread();
     ns->pool = (PoolObject *)Py_NewRef(p);
-    ns->warning = Py_NewRef(args[2]);
-    ns->placeholder = Py_NewRef(args[3]);
-    ns->pool_ns = _PyPmem_PoolNamespace(p, NULL);
+    ns->warning = Py_NewRef(warning);
+    ns->placeholder = Py_NewRef(placeholder);
+    ns->pool_ns = _PyPmem_PoolNamespace(p);
     ns->shadow = PyDict_New();
     ns->pending = PyDict_New();
     ns->warned = PySet_New(NULL);
@@ -1494,7 +1491,7 @@ _PyPmem_StartMain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     ns->dict = PyDict_New();
     (void)PyStorage_PopPlacement(&ns->sm);
-    PyModuleObject *m = (PyModuleObject *)args[1];
+    PyModuleObject *m = (PyModuleObject *)module;
     if (ns->dict == NULL || PyDict_Update(ns->dict, m->md_dict) < 0) {
         goto error;
     }
@@ -1537,20 +1534,19 @@ error:
 
 /* _pmem._stop_main(): the bindings stop persisting (the interpreter
    exits: its clearing of modules must not reach the pool). */
-PyObject *
-_PyPmem_StopMain(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+void
+_PyPmem_StopMain(void)
 {
     if (the_main != NULL) {
         _PyPmem_MainFlush(the_main->pool);
         the_main->off = 1;
         Py_CLEAR(the_main->spare);
     }
-    Py_RETURN_NONE;
 }
 
 /* pmem.current_pool(): the pool of __main__'s namespace, or None. */
 PyObject *
-_PyPmem_MainPool(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+_PyPmem_MainPool(void)
 {
     if (the_main == NULL || the_main->off) {
         Py_RETURN_NONE;

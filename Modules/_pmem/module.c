@@ -4,17 +4,37 @@
 
 #include "pool.h"
 
+/*[clinic input]
+module _pmem
+[clinic start generated code]*/
+/*[clinic end generated code: output=da39a3ee5e6b4b0d input=b0eea94d0c27caa2]*/
+
+#include "clinic/module.c.h"
+
 /* --- test support -------------------------------------------------------- */
 
 /* Rewrite the format version of a closed pool: for the tests of the
    version check. */
+
+/*[clinic input]
+_pmem._set_format_version
+
+    path as path_arg: object
+    version: unsigned_int(bitwise=True)
+    /
+
+For tests: set the format version of the closed pool at path.
+
+Return the version it had.
+[clinic start generated code]*/
+
 static PyObject *
-set_format_version(PyObject *module, PyObject *args)
+_pmem__set_format_version_impl(PyObject *module, PyObject *path_arg,
+                               unsigned int version)
+/*[clinic end generated code: output=512a72a294068ca4 input=50d0a1f88037956c]*/
 {
     PyObject *path;
-    unsigned int version;
-    if (!PyArg_ParseTuple(args, "O&I:_set_format_version",
-                          PyUnicode_FSConverter, &path, &version)) {
+    if (!PyUnicode_FSConverter(path_arg, &path)) {
         return NULL;
     }
     PMEMobjpool *pop = pmemobj_open(PyBytes_AS_STRING(path), POOL_LAYOUT);
@@ -40,8 +60,16 @@ set_format_version(PyObject *module, PyObject *args)
 
 /* The pools of this process, open or closed, that it has not let go: for
    the tests, which close those they opened. */
+
+/*[clinic input]
+_pmem._pools
+
+For tests: the pools of this process that it has not let go.
+[clinic start generated code]*/
+
 static PyObject *
-pools(PyObject *module, PyObject *Py_UNUSED(ignored))
+_pmem__pools_impl(PyObject *module)
+/*[clinic end generated code: output=f47f845d08a68424 input=016fe2881457bbce]*/
 {
     return PyDict_Values(get_state(module)->pools);
 }
@@ -52,11 +80,22 @@ pools(PyObject *module, PyObject *Py_UNUSED(ignored))
    a pool open here from the process.  A closed pool does not count (it
    holds neither the file nor its lock), nor a forked child's copy of its
    parent's pool (the parent holds the lock). */
+
+/*[clinic input]
+_pmem._open_pool_at
+
+    path as path_arg: object
+    /
+
+The Pool that this process has open on the file at path, or None.
+[clinic start generated code]*/
+
 static PyObject *
-open_pool_at(PyObject *module, PyObject *arg)
+_pmem__open_pool_at(PyObject *module, PyObject *path_arg)
+/*[clinic end generated code: output=1389a69b34f9ac9c input=daeb27b0e6e7ecd3]*/
 {
     PyObject *path;
-    if (!PyUnicode_FSConverter(arg, &path)) {
+    if (!PyUnicode_FSConverter(path_arg, &path)) {
         return NULL;
     }
     char *real = realpath(PyBytes_AS_STRING(path), NULL);
@@ -89,11 +128,24 @@ open_pool_at(PyObject *module, PyObject *arg)
    ours, in a child process), libpmemobj's open (which finishes what a
    crash left in its logs) and the root.  For pmem.grow(): a pool full
    enough may have no room for what the open pass makes. */
+
+/*[clinic input]
+_pmem._check_pool
+
+    path as path_arg: object
+    /
+
+What pmem.open() checks before its pass over the objects.
+
+Raised as pmem.open() raises it (for pmem.grow()).
+[clinic start generated code]*/
+
 static PyObject *
-check_pool(PyObject *module, PyObject *arg)
+_pmem__check_pool(PyObject *module, PyObject *path_arg)
+/*[clinic end generated code: output=ca38fa8f6346e2a2 input=0f29090aea428883]*/
 {
     PyObject *path, *path_bytes;
-    if (!PyUnicode_FSDecoder(arg, &path)) {
+    if (!PyUnicode_FSDecoder(path_arg, &path)) {
         return NULL;
     }
     path_bytes = PyUnicode_EncodeFSDefault(path);
@@ -124,8 +176,22 @@ done:
 
 /* _set_progress(func): call func(what, done, total) as the long passes
    (open, pool.gc()) go on, every 65536 items; None: stop. */
+
+/*[clinic input]
+_pmem._set_progress
+
+    func: object
+    /
+
+Report the progress of the long passes: func(what, done, total).
+
+It is called as the passes of an open and of pool.gc() go on, every
+65536 items; None stops (python -m pmem shows it on a terminal).
+[clinic start generated code]*/
+
 static PyObject *
-set_progress(PyObject *module, PyObject *func)
+_pmem__set_progress(PyObject *module, PyObject *func)
+/*[clinic end generated code: output=1e5afdc1625876ce input=0a635797a7d862f8]*/
 {
     if (func != Py_None && !PyCallable_Check(func)) {
         PyErr_SetString(PyExc_TypeError, "_set_progress(func): func must "
@@ -140,13 +206,22 @@ set_progress(PyObject *module, PyObject *func)
 /* For tests: _use_runs(flag): whether this process allocates small
    objects in runs (runs.c), or as libpmemobj's blocks, as a pool of
    format 7 holds them.  The flag it had. */
+
+/*[clinic input]
+_pmem._use_runs
+
+    flag as use: bool
+    /
+
+For tests: whether small objects are allocated in runs.
+
+Else as libpmemobj's blocks (as in a pool of format 7).  The flag it had.
+[clinic start generated code]*/
+
 static PyObject *
-use_runs(PyObject *module, PyObject *flag)
+_pmem__use_runs_impl(PyObject *module, int use)
+/*[clinic end generated code: output=407d9a62ac7dd97a input=3dae9bc36873c460]*/
 {
-    int use = PyObject_IsTrue(flag);
-    if (use < 0) {
-        return NULL;
-    }
     PyObject *old = PyBool_FromLong(_PyPmem_UseRuns);
     _PyPmem_UseRuns = use;
     return old;
@@ -154,8 +229,21 @@ use_runs(PyObject *module, PyObject *flag)
 
 /* For tests: the allocations of pool as the heap walk lists them, and as
    libpmemobj does: a list of (offset, type number) pairs each. */
+
+/*[clinic input]
+_pmem._heap_listings
+
+    pool: object
+    /
+
+For tests: the pool's allocations, as (offset, type number) pairs.
+
+Read from the heap's metadata, and listed by libpmemobj.
+[clinic start generated code]*/
+
 static PyObject *
-heap_listings(PyObject *module, PyObject *pool)
+_pmem__heap_listings(PyObject *module, PyObject *pool)
+/*[clinic end generated code: output=493c1d69aa3632a0 input=6e03c1694f980d98]*/
 {
     if (!PyObject_TypeCheck(pool, get_state(module)->PoolType)) {
         PyErr_SetString(PyExc_TypeError, "_heap_listings(pool)");
@@ -196,14 +284,79 @@ heap_listings(PyObject *module, PyObject *pool)
 
 /* What stands for obj's manager in Python (a Pool, a MemoryKind), or
    None (DRAM, or a manager without one). */
+
+/*[clinic input]
+_pmem.storage_of
+
+    obj: object
+    /
+
+The Pool or MemoryKind that obj lives in, or None (DRAM).
+[clinic start generated code]*/
+
 static PyObject *
-storage_of(PyObject *module, PyObject *obj)
+_pmem_storage_of(PyObject *module, PyObject *obj)
+/*[clinic end generated code: output=ba14f126b8d6a1bf input=a9a8a1772b2f9c58]*/
 {
     PyObject *owner = PyStorage_Of(obj)->owner;
     return Py_NewRef(owner != NULL ? owner : Py_None);
 }
 
-/* PersistentDict(pool, /, *args, **kwargs) and its kin. */
+/* --- __main__ in a pool (mainns.c) --------------------------------------- */
+
+/*[clinic input]
+_pmem._start_main
+
+    pool: object
+    module as main: object
+    warning: object
+    placeholder: object
+    /
+
+Module's bindings persist in pool's namespace (python -X pmem=PATH).
+[clinic start generated code]*/
+
+static PyObject *
+_pmem__start_main_impl(PyObject *module, PyObject *pool, PyObject *main,
+                       PyObject *warning, PyObject *placeholder)
+/*[clinic end generated code: output=9657984c1ec5f48a input=656088cd9f5c1f74]*/
+{
+    return _PyPmem_StartMain(get_state(module), pool, main, warning,
+                             placeholder);
+}
+
+/*[clinic input]
+_pmem._stop_main
+
+__main__'s bindings stop persisting (at exit).
+[clinic start generated code]*/
+
+static PyObject *
+_pmem__stop_main_impl(PyObject *module)
+/*[clinic end generated code: output=2cda04f141a401d6 input=d3c260d354fffefe]*/
+{
+    _PyPmem_StopMain();
+    Py_RETURN_NONE;
+}
+
+/*[clinic input]
+_pmem.current_pool
+
+The pool that holds __main__'s variables (python -X pmem=PATH), or None.
+[clinic start generated code]*/
+
+static PyObject *
+_pmem_current_pool_impl(PyObject *module)
+/*[clinic end generated code: output=8236e2abdb96124d input=fccb07afc4ec4253]*/
+{
+    return _PyPmem_MainPool();
+}
+
+/* --- made in a pool ------------------------------------------------------ */
+
+/* PersistentDict(pool, /, *args, **kwargs) and its kin.  Not Argument
+   Clinic's, which has no **kwargs: their signatures are written out, as
+   upstream's are for functools.partial() and operator.methodcaller(). */
 static PyObject *
 persistent(PyObject *module, PyTypeObject *type, PyObject *const *args,
            Py_ssize_t nargs, PyObject *kwnames)
@@ -219,67 +372,45 @@ persistent(PyObject *module, PyTypeObject *type, PyObject *const *args,
                   nargs - 1, kwnames);
 }
 
-#define PERSISTENT(NAME, TYPE) \
+#define PERSISTENT(NAME, TYPE, SIGNATURE, WHAT) \
+    PyDoc_STRVAR(NAME##__doc__, SIGNATURE "\n--\n\n" WHAT " made in pool."); \
     static PyObject * \
     NAME(PyObject *module, PyObject *const *args, Py_ssize_t nargs, \
          PyObject *kwnames) \
     { \
         return persistent(module, &TYPE, args, nargs, kwnames); \
     }
-PERSISTENT(persistent_dict, PyDict_Type)
-PERSISTENT(persistent_list, PyList_Type)
-PERSISTENT(persistent_set, PySet_Type)
-PERSISTENT(persistent_bytearray, PyByteArray_Type)
+PERSISTENT(persistent_dict, PyDict_Type,
+           "PersistentDict($module, pool, /, *args, **kwargs)", "dict(...)")
+PERSISTENT(persistent_list, PyList_Type,
+           "PersistentList($module, pool, /, *args)", "list(...)")
+PERSISTENT(persistent_set, PySet_Type,
+           "PersistentSet($module, pool, /, *args)", "set(...)")
+PERSISTENT(persistent_bytearray, PyByteArray_Type,
+           "PersistentByteArray($module, pool, /, *args, **kwargs)",
+           "bytearray(...)")
 #undef PERSISTENT
 
+#define PERSISTENT_METHODDEF(NAME, FUNC) \
+    {NAME, _PyCFunction_CAST(FUNC), METH_FASTCALL | METH_KEYWORDS, \
+     FUNC##__doc__}
+
 static PyMethodDef module_methods[] = {
-    {"PersistentDict", (PyCFunction)(void(*)(void))persistent_dict,
-     METH_FASTCALL | METH_KEYWORDS,
-     "PersistentDict(pool, /, *args, **kwargs): dict(...) made in pool."},
-    {"PersistentList", (PyCFunction)(void(*)(void))persistent_list,
-     METH_FASTCALL | METH_KEYWORDS,
-     "PersistentList(pool, /, *args): list(...) made in pool."},
-    {"PersistentSet", (PyCFunction)(void(*)(void))persistent_set,
-     METH_FASTCALL | METH_KEYWORDS,
-     "PersistentSet(pool, /, *args): set(...) made in pool."},
-    {"PersistentByteArray", (PyCFunction)(void(*)(void))persistent_bytearray,
-     METH_FASTCALL | METH_KEYWORDS,
-     "PersistentByteArray(pool, /, *args): bytearray(...) made in pool."},
-    {"storage_of", storage_of, METH_O,
-     "storage_of(obj): the Pool or MemoryKind that obj lives in, or None "
-     "(DRAM)."},
-    {"_set_format_version", set_format_version, METH_VARARGS,
-     "For tests: _set_format_version(path, version) -> the version it "
-     "had."},
-    {"_start_main", (PyCFunction)(void(*)(void))_PyPmem_StartMain,
-     METH_FASTCALL,
-     "_start_main(pool, module, warning, placeholder): module's bindings "
-     "persist in pool's namespace (python -X pmem=PATH)."},
-    {"_stop_main", _PyPmem_StopMain, METH_NOARGS,
-     "_stop_main(): __main__'s bindings stop persisting (at exit)."},
-    {"current_pool", _PyPmem_MainPool, METH_NOARGS,
-     "current_pool(): the pool that holds __main__'s variables (python "
-     "-X pmem=PATH), or None."},
-    {"_pools", pools, METH_NOARGS,
-     "For tests: the pools of this process that it has not let go."},
-    {"_check_pool", check_pool, METH_O,
-     "_check_pool(path): what pmem.open() checks before its pass over the "
-     "objects, raised as it raises it (for pmem.grow())."},
-    {"_set_progress", set_progress, METH_O,
-     "_set_progress(func): call func(what, done, total) as the long "
-     "passes of an open and of pool.gc() go on (every 65536 items); None "
-     "stops (python -m pmem shows it on a terminal)."},
-    {"_use_runs", use_runs, METH_O,
-     "For tests: _use_runs(flag): whether small objects are allocated in "
-     "runs, or as libpmemobj's blocks (as in a pool of format 7).  The "
-     "flag it had."},
-    {"_heap_listings", heap_listings, METH_O,
-     "For tests: _heap_listings(pool): the pool's allocations, as "
-     "(offset, type number) pairs, read from the heap's metadata and "
-     "listed by libpmemobj."},
-    {"_open_pool_at", open_pool_at, METH_O,
-     "_open_pool_at(path): the Pool that this process has open on the "
-     "file at path, or None."},
+    PERSISTENT_METHODDEF("PersistentDict", persistent_dict),
+    PERSISTENT_METHODDEF("PersistentList", persistent_list),
+    PERSISTENT_METHODDEF("PersistentSet", persistent_set),
+    PERSISTENT_METHODDEF("PersistentByteArray", persistent_bytearray),
+    _PMEM_STORAGE_OF_METHODDEF
+    _PMEM__SET_FORMAT_VERSION_METHODDEF
+    _PMEM__START_MAIN_METHODDEF
+    _PMEM__STOP_MAIN_METHODDEF
+    _PMEM_CURRENT_POOL_METHODDEF
+    _PMEM__POOLS_METHODDEF
+    _PMEM__CHECK_POOL_METHODDEF
+    _PMEM__SET_PROGRESS_METHODDEF
+    _PMEM__USE_RUNS_METHODDEF
+    _PMEM__HEAP_LISTINGS_METHODDEF
+    _PMEM__OPEN_POOL_AT_METHODDEF
     {NULL}
 };
 
@@ -310,14 +441,11 @@ pmem_exec(PyObject *module)
     {
         return -1;
     }
-    PyTypeObject *ns_type = (PyTypeObject *)PyType_FromModuleAndSpec(
+    state->NamespaceType = (PyTypeObject *)PyType_FromModuleAndSpec(
         module, &_PyPmem_NamespaceSpec, NULL);
-    if (ns_type == NULL) {
-        return -1;
-    }
-    int r = PyModule_AddType(module, ns_type);
-    Py_DECREF(ns_type);
-    if (r < 0) {
+    if (state->NamespaceType == NULL
+        || PyModule_AddType(module, state->NamespaceType) < 0)
+    {
         return -1;
     }
     /* Instances that wait for a class get it when it is made. */
@@ -345,6 +473,7 @@ pmem_traverse(PyObject *module, visitproc visit, void *arg)
     pmem_state *state = get_state(module);
     Py_VISIT(state->PoolError);
     Py_VISIT(state->PoolType);
+    Py_VISIT(state->NamespaceType);
     Py_VISIT(state->pools);
     return 0;
 }
@@ -355,6 +484,7 @@ pmem_clear(PyObject *module)
     pmem_state *state = get_state(module);
     Py_CLEAR(state->PoolError);
     Py_CLEAR(state->PoolType);
+    Py_CLEAR(state->NamespaceType);
     Py_CLEAR(state->pools);
     return 0;
 }

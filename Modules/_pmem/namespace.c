@@ -13,15 +13,28 @@ typedef struct {
     PoolObject *pool;
 } NamespaceObject;
 
+/*[clinic input]
+module _pmem
+class _pmem.Namespace "NamespaceObject *" "get_state_by_type(type)->NamespaceType"
+[clinic start generated code]*/
+/*[clinic end generated code: output=da39a3ee5e6b4b0d input=a7c989b45a488935]*/
+
+#include "clinic/namespace.c.h"
+
+/*[clinic input]
+@classmethod
+_pmem.Namespace.__new__ as namespace_new
+
+    pool: object
+    /
+
+The pool's named objects, as attributes.
+[clinic start generated code]*/
+
 static PyObject *
-namespace_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+namespace_new_impl(PyTypeObject *type, PyObject *pool)
+/*[clinic end generated code: output=acedda75a6524e21 input=41b3e1822a9f912b]*/
 {
-    PyObject *pool;
-    if (!_PyArg_NoKeywords("Namespace", kwds)
-        || !PyArg_UnpackTuple(args, "Namespace", 1, 1, &pool))
-    {
-        return NULL;
-    }
     PyObject *module = PyType_GetModuleByDef(type, &_PyPmem_ModuleDef);
     if (module == NULL) {
         return NULL;
@@ -49,7 +62,7 @@ namespace_dealloc(NamespaceObject *self)
 static PyObject *
 namespace_getattro(NamespaceObject *self, PyObject *name)
 {
-    PyObject *ns = _PyPmem_PoolNamespace(self->pool, NULL);
+    PyObject *ns = _PyPmem_PoolNamespace(self->pool);
     if (ns == NULL) {
         return NULL;
     }
@@ -76,7 +89,7 @@ namespace_setattro(NamespaceObject *self, PyObject *name, PyObject *value)
                      "not '%.200s'", Py_TYPE(name)->tp_name);
         return -1;
     }
-    PyObject *ns = _PyPmem_PoolNamespace(self->pool, NULL);
+    PyObject *ns = _PyPmem_PoolNamespace(self->pool);
     if (ns == NULL) {
         return -1;
     }
@@ -95,10 +108,17 @@ namespace_setattro(NamespaceObject *self, PyObject *name, PyObject *value)
     return r;
 }
 
+/*[clinic input]
+_pmem.Namespace.__dir__
+
+The names in the pool's namespace, sorted.
+[clinic start generated code]*/
+
 static PyObject *
-namespace_dir(NamespaceObject *self, PyObject *Py_UNUSED(ignored))
+_pmem_Namespace___dir___impl(NamespaceObject *self)
+/*[clinic end generated code: output=e926ce0b853392c7 input=2d4a700304883a52]*/
 {
-    PyObject *ns = _PyPmem_PoolNamespace(self->pool, NULL);
+    PyObject *ns = _PyPmem_PoolNamespace(self->pool);
     if (ns == NULL) {
         return NULL;
     }
@@ -117,7 +137,7 @@ namespace_repr(NamespaceObject *self)
 }
 
 static PyMethodDef namespace_methods[] = {
-    {"__dir__", (PyCFunction)namespace_dir, METH_NOARGS, NULL},
+    _PMEM_NAMESPACE___DIR___METHODDEF
     {NULL}
 };
 
@@ -128,8 +148,7 @@ static PyType_Slot namespace_slots[] = {
     {Py_tp_setattro, namespace_setattro},
     {Py_tp_methods, namespace_methods},
     {Py_tp_repr, namespace_repr},
-    {Py_tp_doc, "Namespace(pool): the pool's named objects, as "
-                "attributes."},
+    {Py_tp_doc, (void *)namespace_new__doc__},
     {0, NULL}
 };
 

@@ -352,6 +352,7 @@ struct savepoint {
 typedef struct {
     PyObject *PoolError;
     PyTypeObject *PoolType;
+    PyTypeObject *NamespaceType;
     PyObject *pools;              /* {real path: Pool}, until let go */
 } pmem_state;
 
@@ -361,6 +362,16 @@ static inline pmem_state *
 get_state(PyObject *module)
 {
     return (pmem_state *)PyModule_GetState(module);
+}
+
+/* The state of the module of type, one of the module's types or a
+   subclass of one (Argument Clinic's code of a __new__ names it). */
+static inline pmem_state *
+get_state_by_type(PyTypeObject *type)
+{
+    PyObject *module = PyType_GetModuleByDef(type, &_PyPmem_ModuleDef);
+    assert(module != NULL);
+    return get_state(module);
 }
 
 typedef struct open_state repair_state;
@@ -711,9 +722,8 @@ PyObject *_PyPmem_RootContainer(PoolObject *self, uint64_t *field,
 PyTypeObject *_PyPmem_TypeOfCode(uint64_t code);
 PyObject *_PyPmem_ClassOfEntry(PoolObject *p, PyObject *entry);
 PyTypeObject *_PyPmem_ClassOfCode(PoolObject *p, uint64_t code);
-PyObject *_PyPmem_Unresolved(PoolObject *self,
-                             PyObject *Py_UNUSED(ignored));
-PyObject *_PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored));
+PyObject *_PyPmem_Unresolved(PoolObject *self);
+PyObject *_PyPmem_Resolve(PoolObject *self);
 uint64_t _PyPmem_TypeCode(PoolObject *p, PyTypeObject *type);
 void _PyPmem_WatchClasses(void);
 void _PyPmem_RestoreTypeTable(PoolObject *p);
@@ -882,10 +892,11 @@ void _PyPmem_MainEnded(PoolObject *p, int committed);
 int _PyPmem_MainBindResolved(PoolObject *p);
 void _PyPmem_MainFlush(PoolObject *p);
 void _PyPmem_MainBegins(PoolObject *p, PyObject *op);
-PyObject *_PyPmem_StartMain(PyObject *module, PyObject *const *args,
-                            Py_ssize_t nargs);
-PyObject *_PyPmem_StopMain(PyObject *module, PyObject *Py_UNUSED(ignored));
-PyObject *_PyPmem_MainPool(PyObject *module, PyObject *Py_UNUSED(ignored));
+PyObject *_PyPmem_StartMain(pmem_state *state, PyObject *pool,
+                            PyObject *module, PyObject *warning,
+                            PyObject *placeholder);
+void _PyPmem_StopMain(void);
+PyObject *_PyPmem_MainPool(void);
 
 /* openpass.c */
 int _PyPmem_OpenPass(PoolObject *p);
@@ -894,7 +905,6 @@ int _PyPmem_OpenPass(PoolObject *p);
 PyObject *_PyPmem_NewIn(PoolObject *pool, PyObject *type,
                         PyObject *const *args, Py_ssize_t nargs,
                         PyObject *kwnames);
-PyObject *_PyPmem_PoolNamespace(PoolObject *self,
-                                PyObject *Py_UNUSED(ignored));
+PyObject *_PyPmem_PoolNamespace(PoolObject *self);
 
 #endif /* !Py_PMEM_POOL_H */

@@ -4,6 +4,14 @@
 
 #include "pool.h"
 
+/*[clinic input]
+module _pmem
+class _pmem.Pool "PoolObject *" "get_state_by_type(type)->PoolType"
+[clinic start generated code]*/
+/*[clinic end generated code: output=da39a3ee5e6b4b0d input=9b98b98ae01de3fd]*/
+
+#include "clinic/poolobject.c.h"
+
 /* Let a pool go that nothing outside holds: its open pass failed, or it
    was closed and its objects are no longer held (release_pool(), which
    first takes back what this process gave them).  It is unregistered,
@@ -338,18 +346,31 @@ register_pool(PoolObject *self, PyObject *pools, PyObject *key)
 
 /* The Pool of a file: the one that this process opened already, or a new
    one, made this process's by the open pass. */
+
+/*[clinic input]
+@classmethod
+_pmem.Pool.__new__ as pool_new
+
+    path as path_arg: object
+    *
+    create: bool = True
+    size as size_arg: object = None
+    readonly: bool = False
+    durability: str = "power"
+
+A libpmemobj pool, mapped, and the storage manager of its memory.
+
+A new pool has size bytes (None: DEFAULT_SIZE, 64 MiB); pmem.open()
+says more.
+[clinic start generated code]*/
+
 static PyObject *
-pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+pool_new_impl(PyTypeObject *type, PyObject *path_arg, int create,
+              PyObject *size_arg, int readonly, const char *durability)
+/*[clinic end generated code: output=a3d45eb57625bcb4 input=b4518a3a28b53fb5]*/
 {
-    static char *kwlist[] = {"path", "create", "size", "readonly",
-                             "durability", NULL};
     PyObject *path;
-    int create = 1, readonly = 0;
-    PyObject *size_arg = Py_None;
-    const char *durability = "power";
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|$pOps:Pool", kwlist,
-                                     PyUnicode_FSDecoder, &path, &create,
-                                     &size_arg, &readonly, &durability)) {
+    if (!PyUnicode_FSDecoder(path_arg, &path)) {
         return NULL;
     }
     int process = strcmp(durability, "process") == 0;
@@ -464,7 +485,7 @@ pool_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (readonly) {
         /* The namespace, made in the copy if the pool has none yet, so
            that reading it finds no name rather than a refusal. */
-        PyObject *ns = _PyPmem_PoolNamespace(self, NULL);
+        PyObject *ns = _PyPmem_PoolNamespace(self);
         if (ns == NULL) {
             forget_pool(self, state->pools, key);
             Py_DECREF(self);
@@ -573,8 +594,18 @@ count_objects(PoolObject *p)
     return objects;
 }
 
+/*[clinic input]
+_pmem.Pool.gc
+
+Free the objects that neither the pool's root nor this process reaches.
+
+After a collection of the interpreter's garbage, unless gc.disable()
+stopped it.  Return how many of the pool's objects were freed.
+[clinic start generated code]*/
+
 static PyObject *
-pool_gc(PoolObject *self, PyObject *Py_UNUSED(ignored))
+_pmem_Pool_gc_impl(PoolObject *self)
+/*[clinic end generated code: output=7902dd33b1b61ed4 input=cc000b2e2c503957]*/
 {
     if (_PyPmem_CheckOpen(self) < 0) {
         return NULL;
@@ -676,8 +707,15 @@ pool_begin_block(PoolObject *self)
     return 0;
 }
 
+/*[clinic input]
+_pmem.Pool.begin
+
+Begin an atomic operation (a transaction); they nest.
+[clinic start generated code]*/
+
 static PyObject *
-pool_begin_meth(PoolObject *self, PyObject *Py_UNUSED(ignored))
+_pmem_Pool_begin_impl(PoolObject *self)
+/*[clinic end generated code: output=c8e3cbe15c20514e input=85388c3cfd3e268e]*/
 {
     if (pool_begin_block(self) < 0) {
         return NULL;
@@ -710,31 +748,60 @@ pool_end_block(PoolObject *self, int commit)
     return _PyPmem_End(&self->sm, commit);
 }
 
+/*[clinic input]
+_pmem.Pool.end
+
+    ok as commit: bool
+    /
+
+End the innermost begin().
+
+The outermost commits when ok is true and aborts otherwise.
+[clinic start generated code]*/
+
 static PyObject *
-pool_end_meth(PoolObject *self, PyObject *ok)
+_pmem_Pool_end_impl(PoolObject *self, int commit)
+/*[clinic end generated code: output=910e609c21338265 input=6b737a6a06988914]*/
 {
-    int commit = PyObject_IsTrue(ok);
-    if (commit < 0 || pool_end_block(self, commit) < 0) {
+    if (pool_end_block(self, commit) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
 }
 
 /* `with pool:` -- a transaction, or a savepoint inside one. */
+
+/*[clinic input]
+_pmem.Pool.__enter__
+
+Begin a transaction (`with pool:`); nested, a savepoint.
+[clinic start generated code]*/
+
 static PyObject *
-pool_enter(PoolObject *self, PyObject *Py_UNUSED(ignored))
+_pmem_Pool___enter___impl(PoolObject *self)
+/*[clinic end generated code: output=6ac51835656de5c2 input=f3e34b9836747826]*/
 {
     return pool_begin_block(self) < 0 ? NULL : Py_NewRef(self);
 }
 
+/*[clinic input]
+_pmem.Pool.__exit__
+
+    type: object
+    value: object
+    traceback: object
+    /
+
+Commit the block, or undo it when it raised.
+[clinic start generated code]*/
+
 static PyObject *
-pool_exit(PoolObject *self, PyObject *const *args, Py_ssize_t nargs)
+_pmem_Pool___exit___impl(PoolObject *self, PyObject *type, PyObject *value,
+                         PyObject *traceback)
+/*[clinic end generated code: output=aa56f2a30a5e6758 input=9b9a58d802de0abf]*/
 {
-    if (!_PyArg_CheckPositional("__exit__", nargs, 3, 3)) {
-        return NULL;
-    }
     /* Committed when the block did not raise; never suppresses. */
-    if (pool_end_block(self, args[0] == Py_None) < 0) {
+    if (pool_end_block(self, type == Py_None) < 0) {
         return NULL;
     }
     Py_RETURN_FALSE;
@@ -744,8 +811,19 @@ pool_exit(PoolObject *self, PyObject *const *args, Py_ssize_t nargs)
    holds its objects; else its objects stay readable in a private copy,
    and the file and its lock are let go.  A later close() or open of the
    path lets it go once they are no longer held. */
+
+/*[clinic input]
+_pmem.Pool.close
+
+End the pool's use in this process.
+
+Another process can open the pool; the objects still held here can be
+read, not changed; once none is held, the path can be opened here again.
+[clinic start generated code]*/
+
 static PyObject *
-pool_close(PoolObject *self, PyObject *Py_UNUSED(ignored))
+_pmem_Pool_close_impl(PoolObject *self)
+/*[clinic end generated code: output=2f9f888fc0d2823f input=923cf44e607d31a4]*/
 {
     if (self->depth > 0) {
         PyErr_Format(self->error, "pool %R cannot close inside one of its "
@@ -796,11 +874,23 @@ pool_close(PoolObject *self, PyObject *Py_UNUSED(ignored))
    it is made.  The writer lock is waited for, without the GIL, when
    another thread's transaction holds it.  Other threads stop meanwhile
    (about a second per gigabyte). */
+
+/*[clinic input]
+_pmem.Pool._copy_into
+
+    fd: fildes
+    /
+
+Write the pool's bytes, between two transactions, into the file open as fd.
+
+For pmem.copy(); the number written.
+[clinic start generated code]*/
+
 static PyObject *
-pool_copy_into(PoolObject *self, PyObject *arg)
+_pmem_Pool__copy_into_impl(PoolObject *self, int fd)
+/*[clinic end generated code: output=1173026c9c5965e2 input=b60ec8087efa3c21]*/
 {
-    int fd = PyObject_AsFileDescriptor(arg);
-    if (fd < 0 || _PyPmem_CheckOpen(self) < 0) {
+    if (_PyPmem_CheckOpen(self) < 0) {
         return NULL;
     }
     if (self->readonly) {
@@ -881,6 +971,14 @@ _PyPmem_NewIn(PoolObject *pool, PyObject *type, PyObject *const *args,
     return obj;
 }
 
+/* Not Argument Clinic's, which has no **kwargs: the signature is written
+   out, as upstream's is for functools.partial(). */
+PyDoc_STRVAR(pool_new_object__doc__,
+"new($self, type, /, *args, **kwargs)\n"
+"--\n"
+"\n"
+"type(*args, **kwargs), made in the pool.");
+
 static PyObject *
 pool_new_object(PoolObject *self, PyObject *const *args, Py_ssize_t nargs,
                 PyObject *kwnames)
@@ -896,7 +994,7 @@ pool_new_object(PoolObject *self, PyObject *const *args, Py_ssize_t nargs,
 /* The pool's namespace dict, made on first use (with the stores of
    -X pmem's journal in it). */
 PyObject *
-_PyPmem_PoolNamespace(PoolObject *self, PyObject *Py_UNUSED(ignored))
+_PyPmem_PoolNamespace(PoolObject *self)
 {
     if (self->mainns != NULL) {
         _PyPmem_MainFlush(self);
@@ -904,8 +1002,71 @@ _PyPmem_PoolNamespace(PoolObject *self, PyObject *Py_UNUSED(ignored))
     return _PyPmem_RootContainer(self, &self->root->namespace, PyDict_New);
 }
 
+/*[clinic input]
+_pmem.Pool.namespace
+
+The pool's root namespace, a dict in the pool.
+[clinic start generated code]*/
+
 static PyObject *
-pool_stats(PoolObject *self, PyObject *Py_UNUSED(ignored))
+_pmem_Pool_namespace_impl(PoolObject *self)
+/*[clinic end generated code: output=e5b40377d6d56f66 input=abef473db54ee568]*/
+{
+    return _PyPmem_PoolNamespace(self);
+}
+
+/*[clinic input]
+_pmem.Pool.unresolved
+
+{'module:qualname': reason} of the classes of the placeholders.
+
+The placeholders (pmem.Placeholder) are the instances whose class this
+process has not found, or found not a class a pool can hold, or of
+another layout.
+[clinic start generated code]*/
+
+static PyObject *
+_pmem_Pool_unresolved_impl(PoolObject *self)
+/*[clinic end generated code: output=586838b8d7d2d2c5 input=1b63dd6fdad4ac87]*/
+{
+    return _PyPmem_Unresolved(self);
+}
+
+/*[clinic input]
+_pmem.Pool.resolve
+
+Look again for the classes of unresolved().
+
+The instances of each one found with the layout that the pool recorded
+become its instances.  The names resolved, sorted.
+[clinic start generated code]*/
+
+static PyObject *
+_pmem_Pool_resolve_impl(PoolObject *self)
+/*[clinic end generated code: output=c6098df7361b48f0 input=d59ba90406301331]*/
+{
+    return _PyPmem_Resolve(self);
+}
+
+/*[clinic input]
+_pmem.Pool.stats
+
+The objects and bytes in use, and the pool's free space.
+
+{objects, records, tables, bytes_used, bytes_heap, bytes_log,
+bytes_free, largest_free, pool_size, by_type}: the objects and bytes in
+use (by type name: [count, bytes]); bytes_heap is what they take of the
+heap, with their headers, and each small object its share of its run;
+records, of the objects, are the pool's records of classes and
+references; bytes_log is what the undo log and the journal of stores
+take; bytes_free is what blocks of any size can use, at most
+largest_free in one; the rest of pool_size is libpmemobj's metadata and
+room for small objects only.
+[clinic start generated code]*/
+
+static PyObject *
+_pmem_Pool_stats_impl(PoolObject *self)
+/*[clinic end generated code: output=362d2631738ebf58 input=2e7217bdc5f80416]*/
 {
     if (_PyPmem_CheckOpen(self) < 0) {
         return NULL;
@@ -1012,51 +1173,19 @@ pool_get_depth(PoolObject *self, void *Py_UNUSED(closure))
 }
 
 static PyMethodDef pool_methods[] = {
-    {"begin", (PyCFunction)pool_begin_meth, METH_NOARGS,
-     "Begin an atomic operation (a transaction); they nest."},
-    {"end", (PyCFunction)pool_end_meth, METH_O,
-     "end(ok): end the innermost begin(); the outermost commits when ok "
-     "is true and aborts otherwise."},
-    {"__enter__", (PyCFunction)pool_enter, METH_NOARGS,
-     "Begin a transaction (`with pool:`); nested, a savepoint."},
-    {"__exit__", (PyCFunction)(void(*)(void))pool_exit, METH_FASTCALL,
-     "Commit the block, or undo it when it raised."},
-    {"close", (PyCFunction)pool_close, METH_NOARGS,
-     "End the pool's use in this process: another process can open "
-     "the pool; the objects still held here can be read, not changed; "
-     "once none is held, the path can be opened here again."},
-    {"_copy_into", (PyCFunction)pool_copy_into, METH_O,
-     "_copy_into(fd): write the pool's bytes, between two transactions, "
-     "into the file open as fd (for pmem.copy()); the number written."},
-    {"new", (PyCFunction)(void(*)(void))pool_new_object,
-     METH_FASTCALL | METH_KEYWORDS,
-     "new(type, /, *args, **kwargs): type(*args, **kwargs), made in the "
-     "pool."},
-    {"namespace", (PyCFunction)_PyPmem_PoolNamespace, METH_NOARGS,
-     "The pool's root namespace, a dict in the pool."},
-    {"gc", (PyCFunction)pool_gc, METH_NOARGS,
-     "Free the objects that neither the pool's root nor this process "
-     "reaches (after a collection of the interpreter's garbage, unless "
-     "gc.disable() stopped it); return how many of the pool's objects "
-     "were freed."},
-    {"unresolved", (PyCFunction)_PyPmem_Unresolved, METH_NOARGS,
-     "{'module:qualname': reason} of the classes whose instances are "
-     "placeholders (pmem.Placeholder) in this process: not found, not a "
-     "class a pool can hold, or of another layout."},
-    {"resolve", (PyCFunction)_PyPmem_Resolve, METH_NOARGS,
-     "Look again for the classes of unresolved(): the instances of each "
-     "one found with the layout that the pool recorded become its "
-     "instances.  The names resolved, sorted."},
-    {"stats", (PyCFunction)pool_stats, METH_NOARGS,
-     "{objects, records, tables, bytes_used, bytes_heap, bytes_log, "
-     "bytes_free, largest_free, pool_size, by_type}: the objects and bytes "
-     "in use (by type name: [count, bytes]); bytes_heap is what they take "
-     "of the heap, with their headers, and each small object its share of "
-     "its run; records, of the objects, are the pool's "
-     "records of classes and references; bytes_log is what the undo log "
-     "and the journal of stores take; bytes_free is what blocks of any "
-     "size can use, at most largest_free in one; the rest of pool_size is "
-     "libpmemobj's metadata and room for small objects only."},
+    _PMEM_POOL_BEGIN_METHODDEF
+    _PMEM_POOL_END_METHODDEF
+    _PMEM_POOL___ENTER___METHODDEF
+    _PMEM_POOL___EXIT___METHODDEF
+    _PMEM_POOL_CLOSE_METHODDEF
+    _PMEM_POOL__COPY_INTO_METHODDEF
+    {"new", _PyCFunction_CAST(pool_new_object),
+     METH_FASTCALL | METH_KEYWORDS, pool_new_object__doc__},
+    _PMEM_POOL_NAMESPACE_METHODDEF
+    _PMEM_POOL_GC_METHODDEF
+    _PMEM_POOL_UNRESOLVED_METHODDEF
+    _PMEM_POOL_RESOLVE_METHODDEF
+    _PMEM_POOL_STATS_METHODDEF
     {NULL}
 };
 
@@ -1099,10 +1228,7 @@ static PyType_Slot pool_slots[] = {
     {Py_tp_methods, pool_methods},
     {Py_tp_members, pool_members},
     {Py_tp_getset, pool_getset},
-    {Py_tp_doc, "Pool(path, *, create=True, size=64 MiB, readonly=False, "
-                "durability='power'): "
-                "a libpmemobj pool, mapped, and the storage manager of its "
-                "memory."},
+    {Py_tp_doc, (void *)pool_new__doc__},
     {0, NULL}
 };
 

@@ -262,7 +262,7 @@ placeholder_name(PyObject *cls)
 }
 
 PyObject *
-_PyPmem_Unresolved(PoolObject *self, PyObject *Py_UNUSED(ignored))
+_PyPmem_Unresolved(PoolObject *self)
 {
     PyObject *unresolved = PyDict_New();
     for (Py_ssize_t i = 0;
@@ -429,7 +429,7 @@ error:
 }
 
 PyObject *
-_PyPmem_Resolve(PoolObject *self, PyObject *Py_UNUSED(ignored))
+_PyPmem_Resolve(PoolObject *self)
 {
     PyObject *names = resolve(self, NULL, NULL);
     if (names != NULL && _PyPmem_MainBindResolved(self) < 0) {
