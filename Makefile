@@ -14,7 +14,11 @@
 #   make regrtest     the full regrtest suite on the fork, compared with the
 #                     committed stock failures (Tools/pmem/regrtest-stock.txt)
 #   make regrtest-stock  the same suite on stock, to refresh that list
-#   make clean        upstream's clean in both build trees (keeps edits)
+#   make install      install as PREFIX/bin/python3-pmem and python3.13-pmem
+#                     (PREFIX=/usr/local; DESTDIR= stages for a package),
+#                     with pip, never as python3 (Tools/pmem/install.sh)
+#   make uninstall    remove what make install installed (same PREFIX)
+#   make clean        upstream's clean in the build trees (keeps edits)
 #   make distclean    remove build/ and ./python, after checking that no
 #                     edit would be lost
 #
@@ -49,7 +53,7 @@ TESTOPTS =
 REGRTEST_TIMEOUT = 900
 
 .PHONY: all build configure-if-needed test demo stock patches check-tree \
-	regrtest regrtest-stock clean distclean
+	regrtest regrtest-stock install uninstall clean distclean
 
 all: build
 
@@ -112,9 +116,32 @@ regrtest-stock: stock
 		--timeout=$(REGRTEST_TIMEOUT) \
 		--write-failures build/regrtest-stock.txt
 
+# Installing.  The interpreter's prefix is fixed when it is configured
+# (sysconfig, python3.13-config, the .pc files and pip's shebangs keep it),
+# so the install is built for PREFIX in a tree of its own,
+# build/install/Python-$(VERSION), from the repository's files and the
+# options given to ./configure; build/Python-$(VERSION) is not touched.
+# Upstream's `make altinstall` (no unversioned python3, pip3, pydoc3...)
+# goes into a prefix of the fork's own, PREFIX/lib/python3.13-pmem, so that
+# it never takes the paths of another CPython 3.13 in PREFIX; PREFIX/bin
+# gains the links python3-pmem and python3.13-pmem.  pip comes from
+# ensurepip's bundled wheel, offline.  The list of what was installed,
+# PREFIX/lib/python3.13-pmem/INSTALLED, is what uninstall removes.
+PREFIX = /usr/local
+DESTDIR =
+
+install:
+	@Tools/pmem/install.sh install "$(PREFIX)" "$(DESTDIR)" $(JOBS)
+
+uninstall:
+	@Tools/pmem/install.sh uninstall "$(PREFIX)" "$(DESTDIR)"
+
+INSTALL_TREE = build/install/Python-$(VERSION)
+
 clean:
 	-[ ! -f $(TREE)/Makefile ] || $(MAKE) -C $(TREE) clean
 	-[ ! -f $(STOCK)/Makefile ] || $(MAKE) -C $(STOCK) clean
+	-[ ! -f $(INSTALL_TREE)/Makefile ] || $(MAKE) -C $(INSTALL_TREE) clean
 
 distclean:
 	@[ ! -d $(TREE) ] || $(TREESH) check || { \
