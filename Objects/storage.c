@@ -76,8 +76,15 @@ static struct {
 
 static _Py_thread_local struct {
     PyStorageManager *stack[MAX_PLACEMENT_DEPTH];
+    /* A placement of one object (_PyStorage_PushPlacementOf()): the type
+       of the object still to be made, or ONE_MADE; NULL for a placement
+       of every placeable object. */
+    PyTypeObject *only[MAX_PLACEMENT_DEPTH];
     int depth;
 } placement;
+
+/* A one-object placement whose object is made: it places nothing more. */
+#define ONE_MADE ((PyTypeObject *)&placement)
 
 
 /* The specialized instructions that write object memory directly
@@ -296,7 +303,18 @@ PyStorage_PushPlacement(PyStorageManager *sm)
     /* Activate first: activation allocates, and not from sm. */
     registry.nplacements++;
     update_active();
+    placement.only[placement.depth] = NULL;
     placement.stack[placement.depth++] = sm;
+    return 0;
+}
+
+int
+_PyStorage_PushPlacementOf(PyStorageManager *sm, PyTypeObject *tp)
+{
+    if (PyStorage_PushPlacement(sm) < 0) {
+        return -1;
+    }
+    placement.only[placement.depth - 1] = tp;
     return 0;
 }
 
@@ -322,8 +340,10 @@ PyStorage_GetPlacement(void)
         return NULL;
     }
     PyStorageManager *sm = placement.stack[placement.depth - 1];
-    /* A pushed DRAM placement turns placement off for a while. */
-    return sm == &PyStorage_DRAM ? NULL : sm;
+    /* A pushed DRAM placement turns placement off for a while; a
+       placement of one object places no table that has no owner. */
+    return (sm == &PyStorage_DRAM || placement.only[placement.depth - 1]
+            ? NULL : sm);
 }
 
 /* Objects that a placement allocates: the containers (OrderedDict's too)
@@ -404,9 +424,25 @@ _PyStorage_ReallocSlow(const void *owner, void *ptr, size_t size,
 }
 
 /* The manager that takes a new object of tp on this thread, or NULL. */
+/* The manager that places a new object of type tp, or NULL; with take,
+   the object is being allocated (a placement of one object is used up). */
 static PyStorageManager *
-placement_for(PyTypeObject *tp)
+placement_for(PyTypeObject *tp, int take)
 {
+    if (placement.depth == 0) {
+        return NULL;
+    }
+    int top = placement.depth - 1;
+    PyTypeObject *only = placement.only[top];
+    if (only != NULL) {
+        if (tp != only) {
+            return NULL;
+        }
+        if (take) {
+            placement.only[top] = ONE_MADE;
+        }
+        return placement.stack[top];
+    }
     PyStorageManager *sm = PyStorage_GetPlacement();
     return sm != NULL && is_placeable(tp) ? sm : NULL;
 }
@@ -419,7 +455,7 @@ _PyStorage_ObjectMallocSlow(PyTypeObject *tp, size_t size)
            open (a `with pool:` block's bound __enter__ and __exit__...). */
         return PyObject_Malloc(size);
     }
-    PyStorageManager *sm = placement_for(tp);
+    PyStorageManager *sm = placement_for(tp, 1);
     return sm == NULL ? PyObject_Malloc(size) : sm->alloc(sm, size, tp);
 }
 
@@ -428,7 +464,7 @@ _PyStorage_InlineValuesSizeSlow(PyTypeObject *tp, size_t dram_size)
 {
     /* The header (capacity 0, not valid) is the first word of
        PyDictValues, before values[]. */
-    return placement_for(tp) != NULL ? offsetof(PyDictValues, values)
+    return placement_for(tp, 0) != NULL ? offsetof(PyDictValues, values)
                                      : dram_size;
 }
 

@@ -1083,6 +1083,42 @@ check_value(PyObject *v, PyStorageManager *sm, int exclusive)
 /* The parts of a value are copied as values (recursion). */
 static PyObject *copy_value(PyObject *v, PyStorageManager *sm);
 
+/* The copies made of the items of one container: an item that it holds
+   more than once (a repetition's: [0.0] * n, {k: 0.0 for k in keys}) is
+   copied once, as the filled lists' are (store_new_items()).  A small
+   cache by address, not a complete memo: a repetition that it misses is
+   copied again, which costs room, not correctness.  It holds references
+   to both, so that an address it keeps is never another object's. */
+#define COPY_MEMO_SIZE 16
+typedef struct {
+    PyObject *item[COPY_MEMO_SIZE];
+    PyObject *copy[COPY_MEMO_SIZE];
+} copy_memo;
+
+static PyObject *
+copy_item(copy_memo *m, PyObject *v, PyStorageManager *sm)
+{
+    size_t h = ((uintptr_t)v >> 4) % COPY_MEMO_SIZE;
+    if (m->item[h] == v) {
+        return Py_NewRef(m->copy[h]);
+    }
+    PyObject *copy = copy_value(v, sm);
+    if (copy != NULL && copy != v) {
+        Py_XSETREF(m->item[h], Py_NewRef(v));
+        Py_XSETREF(m->copy[h], Py_NewRef(copy));
+    }
+    return copy;
+}
+
+static void
+copy_memo_clear(copy_memo *m)
+{
+    for (int h = 0; h < COPY_MEMO_SIZE; h++) {
+        Py_CLEAR(m->item[h]);
+        Py_CLEAR(m->copy[h]);
+    }
+}
+
 /* A byte copy of the first size bytes of immutable v (no references
    inside) in sm, in a block of whole bytes (at least size), the rest
    zeroed, as is the pre-header (the dict and weak references of a class
@@ -1187,14 +1223,17 @@ copy_tuple(PyObject *v, PyStorageManager *sm)
     for (Py_ssize_t i = 0; i < n; i++) {
         PyTuple_SET_ITEM(copy, i, NULL);
     }
+    copy_memo memo = {{NULL}, {NULL}};
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = copy_value(PyTuple_GET_ITEM(v, i), sm);
+        PyObject *item = copy_item(&memo, PyTuple_GET_ITEM(v, i), sm);
         if (item == NULL) {
+            copy_memo_clear(&memo);
             Py_DECREF(copy);
             return NULL;
         }
         PyTuple_SET_ITEM(copy, i, item);
     }
+    copy_memo_clear(&memo);
     _PyObject_GC_TRACK(copy);
     return copy;
 }
@@ -1270,43 +1309,37 @@ make_subclass_instance(PyObject *v)
 static int
 copy_items_into_list(PyObject *copy, PyObject *v, PyStorageManager *sm)
 {
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(v); i++) {
-        PyObject *item = copy_value(PyList_GET_ITEM(v, i), sm);
+    copy_memo memo = {{NULL}, {NULL}};
+    int r = 0;
+    for (Py_ssize_t i = 0; r == 0 && i < PyList_GET_SIZE(v); i++) {
+        PyObject *item = copy_item(&memo, PyList_GET_ITEM(v, i), sm);
         if (item == NULL) {
-            return -1;
+            r = -1;
+            break;
         }
-        int r = PyList_Append(copy, item);
+        r = PyList_Append(copy, item);
         Py_DECREF(item);
-        if (r < 0) {
-            return -1;
-        }
     }
-    return 0;
+    copy_memo_clear(&memo);
+    return r;
 }
 
 static int
 copy_items_into_dict(PyObject *copy, PyObject *v, PyStorageManager *sm)
 {
+    copy_memo memo = {{NULL}, {NULL}};
     Py_ssize_t pos = 0;
     PyObject *key, *value;
-    while (PyDict_Next(v, &pos, &key, &value)) {
+    int r = 0;
+    while (r == 0 && PyDict_Next(v, &pos, &key, &value)) {
         PyObject *k = copy_value(key, sm);
-        if (k == NULL) {
-            return -1;
-        }
-        PyObject *val = copy_value(value, sm);
-        if (val == NULL) {
-            Py_DECREF(k);
-            return -1;
-        }
-        int r = PyDict_SetItem(copy, k, val);
-        Py_DECREF(k);
-        Py_DECREF(val);
-        if (r < 0) {
-            return -1;
-        }
+        PyObject *val = k == NULL ? NULL : copy_item(&memo, value, sm);
+        r = val == NULL ? -1 : PyDict_SetItem(copy, k, val);
+        Py_XDECREF(k);
+        Py_XDECREF(val);
     }
-    return 0;
+    copy_memo_clear(&memo);
+    return r;
 }
 
 static int

@@ -112,6 +112,15 @@ _PyStorage_IsManaged(const void *ptr)
     return _PyStorage_ACTIVE_FOR(ptr) && _PyStorage_Lookup(ptr) != NULL;
 }
 
+/* A placement of one object: the first object of type tp (exactly) that
+   this thread makes is allocated by sm, and nothing else is, whatever
+   code runs until the pop (PyStorage_PopPlacement(sm)).  For a
+   constructor that runs any code: the objects that it makes otherwise
+   reach sm's objects only through the hooks' stores.  0, or -1 with an
+   exception set. */
+PyAPI_FUNC(int) _PyStorage_PushPlacementOf(PyStorageManager *sm,
+                                           PyTypeObject *tp);
+
 /* Is a placement pushed on this thread?  Then the free lists of the
    placeable types (dict, list) must not hand out DRAM objects, and
    shortcuts that copy a dict wholesale must leave it to the hooks. */

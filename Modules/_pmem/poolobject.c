@@ -947,11 +947,40 @@ done:
     return result;
 }
 
+/* Is an object of type tp made in the pool by new(), or made in DRAM and
+   stored by the rule?  Placed: the mutable containers and instances
+   (classes over object, dict, list, set), whose contents only stores
+   can change.  Not: values (classes over int, str, tuple...), whose
+   constructors fill them without a store, and what a pool cannot hold
+   (array.array: refused by the rule). */
+static int
+placed_by_new(PyTypeObject *tp)
+{
+    if (tp == &PyDict_Type || tp == &PyList_Type || tp == &PySet_Type
+        || tp == &PyFrozenSet_Type || tp == &PyByteArray_Type
+        || tp == &PyODict_Type)
+    {
+        return 1;
+    }
+    PyTypeObject *base = _PyStorage_ClassBase(tp);
+    return (base == &PyBaseObject_Type || base == &PyDict_Type
+            || base == &PyList_Type || base == &PySet_Type);
+}
+
 /* type(*args, **kwargs) made in pool.  In C, with the vectorcall's own
    argument array: a value passed here is held by the caller and by the
    call's tuple only, as the store rule expects of a call (a Python
    wrapper would hold it once more, and an unshared list in
-   PersistentDict(pool, {"a": []}) would look shared). */
+   PersistentDict(pool, {"a": []}) would look shared).
+
+   Only the object itself is placed (_PyStorage_PushPlacementOf()):
+   whatever else its constructor makes is volatile, and reaches the pool
+   by the hooks' stores, under the rule.  (A placement of everything
+   would place the lists that C code fills with PyList_SET_ITEM(), which
+   no hook sees -- str.split()'s in an __init__ -- and leave pool lists
+   holding pointers to DRAM: a pool that no open accepts.)  What is not
+   placed, or what __new__ returns from elsewhere, is stored by the rule:
+   copied, moved or refused. */
 PyObject *
 _PyPmem_NewIn(PoolObject *pool, PyObject *type, PyObject *const *args,
        Py_ssize_t nargs, PyObject *kwnames)
@@ -963,11 +992,24 @@ _PyPmem_NewIn(PoolObject *pool, PyObject *type, PyObject *const *args,
         _PyPmem_RefuseChange(pool);
         return NULL;
     }
-    if (PyStorage_PushPlacement(&pool->sm) < 0) {
+    int placed = PyType_Check(type) && placed_by_new((PyTypeObject *)type);
+    if (placed && _PyStorage_PushPlacementOf(&pool->sm,
+                                             (PyTypeObject *)type) < 0)
+    {
         return NULL;
     }
     PyObject *obj = PyObject_Vectorcall(type, args, nargs, kwnames);
-    (void)PyStorage_PopPlacement(&pool->sm);
+    if (placed) {
+        (void)PyStorage_PopPlacement(&pool->sm);
+    }
+    if (obj != NULL && _PyStorage_Lookup(obj) != &pool->sm) {
+        /* The rule as a store into the pool's namespace applies it. */
+        PyObject *ns = _PyPmem_PoolNamespace(pool);
+        if (ns == NULL || _PyStorage_StoreSlow(ns, &obj, 1) < 0) {
+            Py_CLEAR(obj);
+        }
+        Py_XDECREF(ns);
+    }
     return obj;
 }
 
