@@ -358,37 +358,36 @@ _pmem_current_pool_impl(PyObject *module)
    Clinic's, which has no **kwargs: their signatures are written out, as
    upstream's are for functools.partial() and operator.methodcaller(). */
 static PyObject *
-persistent(PyObject *module, PyTypeObject *type, PyObject *const *args,
-           Py_ssize_t nargs, PyObject *kwnames)
+persistent(PyObject *module, const char *name, PyTypeObject *type,
+           PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     if (nargs < 1
         || !PyObject_TypeCheck(args[0], get_state(module)->PoolType))
     {
-        PyErr_Format(PyExc_TypeError, "Persistent%s(pool, /, ...): the "
-                     "first argument is the pool", type->tp_name);
+        PyErr_Format(PyExc_TypeError, "%s(pool, /, ...): the first "
+                     "argument is the pool", name);
         return NULL;
     }
     return _PyPmem_NewIn((PoolObject *)args[0], (PyObject *)type, args + 1,
                   nargs - 1, kwnames);
 }
 
-#define PERSISTENT(NAME, TYPE, SIGNATURE, WHAT) \
-    PyDoc_STRVAR(NAME##__doc__, SIGNATURE "\n--\n\n" WHAT " made in pool."); \
+#define PERSISTENT(NAME, TYPE, PYNAME, ARGS, WHAT) \
+    PyDoc_STRVAR(NAME##__doc__, PYNAME "($module, pool, /, " ARGS ")\n--\n\n" \
+                 WHAT " made in pool."); \
     static PyObject * \
     NAME(PyObject *module, PyObject *const *args, Py_ssize_t nargs, \
          PyObject *kwnames) \
     { \
-        return persistent(module, &TYPE, args, nargs, kwnames); \
+        return persistent(module, PYNAME, &TYPE, args, nargs, kwnames); \
     }
-PERSISTENT(persistent_dict, PyDict_Type,
-           "PersistentDict($module, pool, /, *args, **kwargs)", "dict(...)")
-PERSISTENT(persistent_list, PyList_Type,
-           "PersistentList($module, pool, /, *args)", "list(...)")
-PERSISTENT(persistent_set, PySet_Type,
-           "PersistentSet($module, pool, /, *args)", "set(...)")
-PERSISTENT(persistent_bytearray, PyByteArray_Type,
-           "PersistentByteArray($module, pool, /, *args, **kwargs)",
-           "bytearray(...)")
+PERSISTENT(persistent_dict, PyDict_Type, "PersistentDict",
+           "*args, **kwargs", "dict(...)")
+PERSISTENT(persistent_list, PyList_Type, "PersistentList", "*args",
+           "list(...)")
+PERSISTENT(persistent_set, PySet_Type, "PersistentSet", "*args", "set(...)")
+PERSISTENT(persistent_bytearray, PyByteArray_Type, "PersistentByteArray",
+           "*args, **kwargs", "bytearray(...)")
 #undef PERSISTENT
 
 #define PERSISTENT_METHODDEF(NAME, FUNC) \

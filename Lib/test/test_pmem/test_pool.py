@@ -177,6 +177,9 @@ class StoreTests(OpenPoolTestCase):
         shared = []
         with self.assertRaisesRegex(TypeError, "referenced from elsewhere"):
             pmem.PersistentList(self.pool, [shared])
+        # Without the pool: the message names the function.
+        with self.assertRaisesRegex(TypeError, r"^PersistentDict\(pool, "):
+            pmem.PersistentDict({})
 
     def test_numbers_are_stored_over_in_place(self):
         # A number that only its slot refers to is overwritten in place
