@@ -18,6 +18,10 @@
 #                     (PREFIX=/usr/local; DESTDIR= stages for a package),
 #                     with pip, never as python3 (Tools/pmem/install.sh)
 #   make uninstall    remove what make install installed (same PREFIX)
+#   make docs         the documentation, upstream's Doc/ with our pages, by
+#                     Debian's Sphinx, in build/docs/html (warnings in our
+#                     pages are errors: Tools/pmem/docs.sh)
+#   make doctest      the examples of Doc/library/pmem.rst, run by ./python
 #   make clean        upstream's clean in the build trees (keeps edits)
 #   make distclean    remove build/ and ./python, after checking that no
 #                     edit would be lost
@@ -53,7 +57,7 @@ TESTOPTS =
 REGRTEST_TIMEOUT = 900
 
 .PHONY: all build configure-if-needed test demo stock patches check-tree \
-	regrtest regrtest-stock install uninstall clean distclean
+	regrtest regrtest-stock install uninstall docs doctest clean distclean
 
 all: build
 
@@ -135,6 +139,13 @@ install:
 
 uninstall:
 	@Tools/pmem/install.sh uninstall "$(PREFIX)" "$(DESTDIR)"
+
+# The documentation (Tools/pmem/docs.sh says how it is assembled).
+docs: configure-if-needed
+	@Tools/pmem/docs.sh html
+
+doctest: build
+	@Tools/pmem/docs.sh doctest
 
 INSTALL_TREE = build/install/Python-$(VERSION)
 

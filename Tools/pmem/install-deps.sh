@@ -11,11 +11,13 @@ set -eu
 
 # What CPython's own build needs on Debian (the devguide's list), what our
 # configure needs to regenerate upstream's configure and to fetch the
-# pristine source, and the libraries of our storage managers.
+# pristine source, the libraries of our storage managers, and Sphinx for
+# make docs and make doctest (Tools/pmem/docs.sh).
 PACKAGES="
     build-essential pkg-config patch diffutils ca-certificates python3
     autoconf autoconf-archive
     libpmemobj-dev
+    python3-sphinx
     libbz2-dev libffi-dev libgdbm-dev libgdbm-compat-dev liblzma-dev
     libncurses-dev libreadline-dev libsqlite3-dev libssl-dev
     tk-dev uuid-dev zlib1g-dev
