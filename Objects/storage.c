@@ -351,17 +351,34 @@ PyStorage_GetPlacement(void)
    belongs to the type system) and not exceptions (raised while a
    placement is pushed, they are no part of the data). */
 static int
+is_container(PyTypeObject *tp)
+{
+    return (tp == &PyDict_Type || tp == &PyList_Type || tp == &PySet_Type
+            || tp == &PyFrozenSet_Type || tp == &PyByteArray_Type
+            || tp == &PyODict_Type);
+}
+
+static int
 is_placeable(PyTypeObject *tp)
 {
-    if (tp == &PyDict_Type || tp == &PyList_Type || tp == &PySet_Type
-        || tp == &PyFrozenSet_Type || tp == &PyByteArray_Type
-        || tp == &PyODict_Type)
-    {
+    if (is_container(tp)) {
         return 1;
     }
     return (PyType_HasFeature(tp, Py_TPFLAGS_HEAPTYPE)
             && !PyType_HasFeature(tp, Py_TPFLAGS_TYPE_SUBCLASS
                                       | Py_TPFLAGS_BASE_EXC_SUBCLASS));
+}
+
+
+int
+_PyStorage_IsMutablePlaceable(PyTypeObject *tp)
+{
+    if (is_container(tp)) {
+        return 1;
+    }
+    PyTypeObject *base = _PyStorage_ClassBase(tp);
+    return (base == &PyBaseObject_Type || base == &PyDict_Type
+            || base == &PyList_Type || base == &PySet_Type);
 }
 
 

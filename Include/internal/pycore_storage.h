@@ -120,6 +120,12 @@ _PyStorage_IsManaged(const void *ptr)
    exception set. */
 PyAPI_FUNC(int) _PyStorage_PushPlacementOf(PyStorageManager *sm,
                                            PyTypeObject *tp);
+/* Is tp a type whose objects a placement of one object places for a
+   persistent manager: a container, or a class over object, dict, list or
+   set -- whose contents only stores change?  Not a value (a class over
+   int, str, tuple...: its constructor fills it without a store), nor a
+   type written in C that the managers do not know (array.array). */
+PyAPI_FUNC(int) _PyStorage_IsMutablePlaceable(PyTypeObject *tp);
 
 /* Is a placement pushed on this thread?  Then the free lists of the
    placeable types (dict, list) must not hand out DRAM objects, and

@@ -947,26 +947,6 @@ done:
     return result;
 }
 
-/* Is an object of type tp made in the pool by new(), or made in DRAM and
-   stored by the rule?  Placed: the mutable containers and instances
-   (classes over object, dict, list, set), whose contents only stores
-   can change.  Not: values (classes over int, str, tuple...), whose
-   constructors fill them without a store, and what a pool cannot hold
-   (array.array: refused by the rule). */
-static int
-placed_by_new(PyTypeObject *tp)
-{
-    if (tp == &PyDict_Type || tp == &PyList_Type || tp == &PySet_Type
-        || tp == &PyFrozenSet_Type || tp == &PyByteArray_Type
-        || tp == &PyODict_Type)
-    {
-        return 1;
-    }
-    PyTypeObject *base = _PyStorage_ClassBase(tp);
-    return (base == &PyBaseObject_Type || base == &PyDict_Type
-            || base == &PyList_Type || base == &PySet_Type);
-}
-
 /* type(*args, **kwargs) made in pool.  In C, with the vectorcall's own
    argument array: a value passed here is held by the caller and by the
    call's tuple only, as the store rule expects of a call (a Python
@@ -992,7 +972,8 @@ _PyPmem_NewIn(PoolObject *pool, PyObject *type, PyObject *const *args,
         _PyPmem_RefuseChange(pool);
         return NULL;
     }
-    int placed = PyType_Check(type) && placed_by_new((PyTypeObject *)type);
+    int placed = (PyType_Check(type)
+                  && _PyStorage_IsMutablePlaceable((PyTypeObject *)type));
     if (placed && _PyStorage_PushPlacementOf(&pool->sm,
                                              (PyTypeObject *)type) < 0)
     {

@@ -121,22 +121,6 @@ check_destination() {
 
 # --- the build tree ---------------------------------------------------------
 
-# Our new files, as tree.sh lists them.
-our_files() {
-    (cd "$TOP" && find . \
-        \( -path ./build -o -path './.*' -o -name __pycache__ \) -prune -o \
-        -type f -path './*/*' ! -name '*.patch' ! -name '*.orig' \
-        ! -name '*.rej' ! -name '*.pyc' -print | sed 's|^\./||' |
-        LC_ALL=C sort)
-}
-
-our_patches() {
-    (cd "$TOP" && find . \
-        \( -path ./build -o -path './.*' \) -prune -o \
-        -type f -name '*.patch' -print | sed -e 's|^\./||' -e 's|\.patch$||' |
-        LC_ALL=C sort)
-}
-
 # put FILE CONTENT: make TREE/FILE hold CONTENT's bytes (a new mtime only
 # when they change, so that make redoes only that); CONTENT missing: remove.
 put() {
@@ -163,7 +147,7 @@ prepare_source() {
         cp "$TOP/Tools/pmem/debian-fixes.txt" "$WORK/debian-fixes.txt"
     fi
     # Our files, copied (the install holds files, not links to the clone).
-    our_files >"$WORK/ours.new"
+    "$TREESH" files >"$WORK/ours.new"
     while read -r f; do
         put "$f" "$TOP/$f"
     done <"$WORK/ours.new"
@@ -174,7 +158,7 @@ prepare_source() {
     fi
     mv "$WORK/ours.new" "$WORK/ours.list"
     # Upstream files: the base's with our patch; unpatched ones, the base's.
-    our_patches >"$WORK/patched.new"
+    "$TREESH" patched >"$WORK/patched.new"
     scratch=$WORK/scratch
     while read -r f; do
         rm -rf "$scratch" && mkdir -p "$scratch/$(dirname "$f")"

@@ -18,6 +18,8 @@
 #   tree.sh check      exit non-zero if sync would report anything
 #   tree.sh wrapper    write ./python, which runs the built interpreter
 #   tree.sh version    print the upstream version (3.13.5)
+#   tree.sh files      list our new files (paths from the repository's top)
+#   tree.sh patched    list the upstream files that our patches change
 #
 # Layout under build/ (ignored by git):
 #
@@ -483,5 +485,7 @@ check)
     ;;
 wrapper) write_wrapper ;;
 version) echo "$VERSION" ;;
-*) die "usage: tree.sh fetch|unpack DIR|sync|patches|check|wrapper|version" ;;
+files) our_files ;;
+patched) our_patches ;;
+*) die "usage: tree.sh fetch|unpack DIR|sync|patches|check|wrapper|version|files|patched" ;;
 esac
