@@ -346,10 +346,6 @@ PyStorage_GetPlacement(void)
             ? NULL : sm);
 }
 
-/* Objects that a placement allocates: the containers (OrderedDict's too)
-   and instances of classes written in Python.  Not classes (their memory
-   belongs to the type system) and not exceptions (raised while a
-   placement is pushed, they are no part of the data). */
 static int
 is_container(PyTypeObject *tp)
 {
@@ -358,6 +354,10 @@ is_container(PyTypeObject *tp)
             || tp == &PyODict_Type);
 }
 
+/* Objects that a placement allocates: the containers (OrderedDict's too)
+   and instances of classes written in Python.  Not classes (their memory
+   belongs to the type system) and not exceptions (raised while a
+   placement is pushed, they are no part of the data). */
 static int
 is_placeable(PyTypeObject *tp)
 {
@@ -440,7 +440,6 @@ _PyStorage_ReallocSlow(const void *owner, void *ptr, size_t size,
     return dram_realloc(ptr, size);
 }
 
-/* The manager that takes a new object of tp on this thread, or NULL. */
 /* The manager that places a new object of type tp, or NULL; with take,
    the object is being allocated (a placement of one object is used up). */
 static PyStorageManager *
