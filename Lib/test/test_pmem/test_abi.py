@@ -145,7 +145,8 @@ def placed(arena, factory, *args):
 
 
 @unittest.skipUnless(os.path.isfile(os.path.join(STOCK_INCLUDE, "Python.h")),
-                     "no pristine headers (run ./configure)")
+                     "no pristine headers: a source tree that ./configure "
+                     "unpacked, not an installed interpreter")
 @unittest.skipUnless(shutil.which(sysconfig.get_config_var("CC").split()[0]),
                      "no C compiler")
 class StockHeadersTests(unittest.TestCase):
