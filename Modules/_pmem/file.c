@@ -352,12 +352,14 @@ _PyPmem_OpenError(PyObject *error, PyObject *path, int err, const char *msg)
    more per 16 MiB (here it checks 64 MiB in a tenth of a second). */
 #define CHECK_SECONDS(size) (5u + (unsigned int)((size) >> 24))
 
+#ifndef Py_DEBUG
 static int
 walked(char *Py_UNUSED(block), uint64_t Py_UNUSED(type_num),
        void *Py_UNUSED(arg))
 {
     return 0;
 }
+#endif
 
 /* Does the heap walk (heapcheck.c) list pop's allocations?  The open
    lists them so, or with libpmemobj's pmemobj_next() where the walk does
