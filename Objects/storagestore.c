@@ -961,6 +961,11 @@ refuse_type(PyObject *v, PyStorageManager *sm)
             instead = alternatives[i].instead;
         }
     }
+    if (instead == NULL && strncmp(tp->tp_name, "_io.", 4) == 0) {
+        /* An open file (also an iterator), a StringIO, a BytesIO. */
+        instead = "its name (x.name), to open it again, or what it holds "
+                  "(x.read(); x.getvalue() of a StringIO or BytesIO)";
+    }
     if (instead == NULL && tp->tp_iternext != NULL
         && tp->tp_iternext != &_PyObject_NextNotImplemented)
     {

@@ -1376,6 +1376,8 @@ class FocusedTests(unittest.TestCase):
                 ("{1: 2}.keys()", "dict_keys", "a list or a set of them", []),
                 ("(i for i in range(3))", "generator",
                  "a list of what it gives (list(x))", []),
+                ("io.StringIO('a')", "StringIO", "its name (x.name)",
+                 ["io"]),
                 ("re.compile('a+')", "Pattern", "its pattern", ["re"])]:
             with self.subTest(expr=expr):
                 self.assertRefused(expr, name, imports)
