@@ -953,18 +953,21 @@ refuse_type(PyObject *v, PyStorageManager *sm)
         {"mappingproxy", "a dict (dict(x))"},
         {"re.Pattern", "its pattern (x.pattern) and flags"},
         {"functools.partial", "a function defined at module level"},
+        /* (A name that ends with a dot: its module's types.)  An open
+           file (also an iterator), a StringIO, a BytesIO. */
+        {"_io.", "its name (x.name), to open it again, or what it holds "
+                 "(x.read(); x.getvalue() of a StringIO or BytesIO)"},
     };
     PyTypeObject *tp = Py_TYPE(v);
     const char *instead = NULL;
     for (size_t i = 0; i < Py_ARRAY_LENGTH(alternatives); i++) {
-        if (strcmp(tp->tp_name, alternatives[i].type) == 0) {
+        const char *type = alternatives[i].type;
+        size_t len = strlen(type);
+        if (type[len - 1] == '.' ? strncmp(tp->tp_name, type, len) == 0
+                                 : strcmp(tp->tp_name, type) == 0)
+        {
             instead = alternatives[i].instead;
         }
-    }
-    if (instead == NULL && strncmp(tp->tp_name, "_io.", 4) == 0) {
-        /* An open file (also an iterator), a StringIO, a BytesIO. */
-        instead = "its name (x.name), to open it again, or what it holds "
-                  "(x.read(); x.getvalue() of a StringIO or BytesIO)";
     }
     if (instead == NULL && tp->tp_iternext != NULL
         && tp->tp_iternext != &_PyObject_NextNotImplemented)

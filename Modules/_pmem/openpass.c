@@ -61,8 +61,9 @@ check_slot(void **slot, int kind, void *arg)
         _PyStorage_Extent *x = (_PyStorage_Extent *)slot;
         char *start = (char *)x->start;
         alloc_entry *e = _PyPmem_FindAlloc(st, start);
-        size_t usable = !ENTRY_USED(e) ? 0 : _PyPmem_BlockSize(
-            st->pool, ENTRY_BLOCK(st, e)) - (size_t)(start - ENTRY_BLOCK(st, e));
+        char *block = ENTRY_BLOCK(st, e);
+        size_t usable = !ENTRY_USED(e) ? 0 : _PyPmem_BlockSize(st->pool, block)
+                                             - (size_t)(start - block);
         return x->size <= usable
                ? 0 : problem(st, "a header that its memory cannot hold "
                                  "(corrupt sizes or items)");
@@ -92,7 +93,7 @@ check_slot(void **slot, int kind, void *arg)
                just moved). */
             char *small = (char *)slot - offsetof(PySetObject, table)
                           + offsetof(PySetObject, smalltable);
-            return ((ENTRY_USED(e) && !e->object)) || v == small
+            return (ENTRY_USED(e) && !e->object) || v == small
                    ? 0 : problem(st, "a table pointer that lands on no "
                                      "table");
         }
@@ -210,7 +211,7 @@ read_type_table(open_state *st, PyObject **table, Py_ssize_t *ntypes)
     if (size != 0) {
         alloc_entry *items = _PyPmem_FindAlloc(
             st, ((PyListObject *)list)->ob_item);
-        if (!ENTRY_USED(items) || ENTRY_OBJ(st, items) != NULL) {
+        if (!ENTRY_USED(items) || items->object) {
             PyErr_Format(p->error, "pool %R is corrupt: its type table's "
                          "items are not a table of the pool", p->path);
             return -1;
@@ -508,10 +509,10 @@ rehash_frozensets(open_state *st, mark_state *ms)
 {
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->mark && ENTRY_OBJ(st, e) != NULL
-            && !_PyStorage_HasBuiltinLayout(Py_TYPE(ENTRY_OBJ(st, e)))
-            && PyFrozenSet_Check(ENTRY_OBJ(st, e))
-            && _PyPmem_MarkPush(ms, ENTRY_OBJ(st, e)) < 0)
+        PyObject *op = ENTRY_OBJ(st, e);
+        if (e->mark && op != NULL
+            && !_PyStorage_HasBuiltinLayout(Py_TYPE(op))
+            && PyFrozenSet_Check(op) && _PyPmem_MarkPush(ms, op) < 0)
         {
             PyErr_NoMemory();
             return -1;
@@ -627,7 +628,7 @@ mark_from_roots(open_state *st, mark_state *ms)
     if (err > 0) {
         PyErr_Format(p->error, "pool %R is corrupt: a %s at +%zu holds "
                      "%s", p->path, Py_TYPE(ENTRY_OBJ(st, ms->bad))->tp_name,
-                     (size_t)((size_t)ms->bad->offset << 3),
+                     (size_t)ms->bad->offset << 3,
                      _PyPmem_Broken(st, ms->bad));
         return -1;
     }
@@ -643,7 +644,7 @@ reset_kept(open_state *st)
 {
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (e->mark && ENTRY_OBJ(st, e) != NULL) {
+        if (e->mark && e->object) {
             _PyStorage_ResetVolatile(ENTRY_OBJ(st, e));
         }
     }

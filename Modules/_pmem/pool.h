@@ -503,9 +503,9 @@ _PyPmem_SetEntry(open_state *st, alloc_entry *e, char *key, char *block,
     e->object = object != 0;
 }
 
-/* Every allocation of the pool, with its type code: one walk of
-   libpmemobj's heap (pmemobj_next() is most of an open's time).  NULL
-   with MemoryError set. */
+/* An allocation of the pool and its type code, as _PyPmem_ListAllocations()
+   lists them (for stats(), the type table and the debug checks; the open,
+   the undo and gc() enter them in their table as they are listed). */
 typedef struct {
     char *block;
     uint64_t code;

@@ -67,13 +67,13 @@ held_from_outside(repair_state *st)
     }
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (ENTRY_OBJ(st, e) == NULL || Py_REFCNT(ENTRY_OBJ(st, e)) == 0) {
+        PyObject *op = ENTRY_OBJ(st, e);
+        if (op == NULL || Py_REFCNT(op) == 0) {
             continue;
         }
-        PyTypeObject *type = Py_TYPE(ENTRY_OBJ(st, e));
         if (ENTRY_COUNTS(st, e)->dram != 0
-            || (_PyType_SUPPORTS_WEAKREFS(type)
-                && *_PyObject_GET_WEAKREFS_LISTPTR_FROM_OFFSET(ENTRY_OBJ(st, e))))
+            || (_PyType_SUPPORTS_WEAKREFS(Py_TYPE(op))
+                && *_PyObject_GET_WEAKREFS_LISTPTR_FROM_OFFSET(op)))
         {
             return 1;
         }
@@ -638,7 +638,7 @@ _pmem_Pool_gc_impl(PoolObject *self)
     Py_ssize_t freed = -1;
     Py_ssize_t left = 0;          /* what the interpreter's collector left */
     for (size_t i = 0; i < st->nentries; i++) {
-        left += ENTRY_OBJ(st, &st->entries[i]) != NULL;
+        left += st->entries[i].object;
     }
     st->count = (size_t)left;     /* the progress's total */
     for (size_t i = 0; i < st->nentries; i++) {
@@ -663,7 +663,7 @@ _pmem_Pool_gc_impl(PoolObject *self)
     freed = 0;
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (ENTRY_OBJ(st, e) != NULL && !e->mark) {
+        if (e->object && !e->mark) {
             (void)_PyPmem_LetGo(ENTRY_OBJ(st, e), gc_release_slot, st);
             freed++;
         }

@@ -5,8 +5,8 @@
  * POOL_RUN that fills one chunk of the heap (256 KiB).  A run begins
  * with its header (struct pool_run): a magic number, the size of
  * its slots, their number and the offset of the first; then one 16-bit
- * word per slot, the type code of the object in it plus one, or 0 when the slot is
- * free; then the slots, the first on a cache line.
+ * word per slot, the type code of the object in it plus one, or 0 when
+ * the slot is free; then the slots, the first on a cache line.
  *
  * Why: libpmemobj's allocator writes its heap's metadata durably at each
  * allocation and each free (a redo log, about four persist points, or a

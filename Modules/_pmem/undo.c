@@ -31,7 +31,7 @@ count_slot(void **slot, int kind, void *arg)
         /* After the undo: a table that an object holds. */
         if (st->undone && v >= st->lo && v < st->hi) {
             alloc_entry *e = _PyPmem_FindAlloc(st, v);
-            if ((ENTRY_USED(e) && !e->object)) {
+            if (ENTRY_USED(e) && !e->object) {
                 ENTRY_COUNTS(st, e)->count++;
             }
         }
@@ -55,15 +55,16 @@ count_slot(void **slot, int kind, void *arg)
 static int
 is_garbage(repair_state *st, alloc_entry *e)
 {
-    if (ENTRY_OBJ(st, e) == NULL || e->dead == 2 || Py_REFCNT(ENTRY_OBJ(st, e)) != 0
+    PyObject *op = ENTRY_OBJ(st, e);
+    if (op == NULL || e->dead == 2 || Py_REFCNT(op) != 0
         || !(e->live || e->dead == 1))
     {
         return 0;
     }
     /* A weak reference still points to it: left to the next open.  (A
        class statement's instances keep theirs in the pre-header.) */
-    Py_ssize_t off = Py_TYPE(ENTRY_OBJ(st, e))->tp_weaklistoffset;
-    return off == 0 || *(PyObject **)((char *)ENTRY_OBJ(st, e) + off) == NULL;
+    Py_ssize_t off = Py_TYPE(op)->tp_weaklistoffset;
+    return off == 0 || *(PyObject **)((char *)op + off) == NULL;
 }
 
 #ifdef Py_REF_DEBUG
@@ -150,14 +151,14 @@ _PyPmem_RepairPrepare(PoolObject *p, size_t from, size_t made_from)
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
         _PyPmem_Progress("references", i + 1, st->nentries);
-        if (ENTRY_OBJ(st, e) != NULL && !e->dead) {
+        if (e->object && !e->dead) {
             (void)_PyStorage_VisitSlots(ENTRY_OBJ(st, e), count_slot, st);
         }
     }
     (void)_PyPmem_VisitRoots(p, st->lo, count_slot, st);  /* the root's */
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (ENTRY_OBJ(st, e) != NULL) {
+        if (e->object) {
             alloc_counts *c = ENTRY_COUNTS(st, e);
             c->dram = e->dead ? 0 : Py_REFCNT(ENTRY_OBJ(st, e)) - c->count;
             e->live = !e->dead && Py_REFCNT(ENTRY_OBJ(st, e)) > 0;
@@ -223,14 +224,15 @@ release_slot(void **slot, int kind, void *arg)
         return 0;
     }
     if (kind == _PyStorage_SLOT_TABLE) {
-        if (ENTRY_OBJ(st, e) == NULL) {
+        if (!e->object) {
             e->dead = 2;
             free_block(st->pool, ENTRY_BLOCK(st, e));
         }
         return 0;
     }
-    if (ENTRY_OBJ(st, e) != NULL && Py_REFCNT(ENTRY_OBJ(st, e)) > 0) {
-        _PyPmem_SetRefcnt(ENTRY_OBJ(st, e), Py_REFCNT(ENTRY_OBJ(st, e)) - 1);
+    PyObject *op = ENTRY_OBJ(st, e);
+    if (op != NULL && Py_REFCNT(op) > 0) {
+        _PyPmem_SetRefcnt(op, Py_REFCNT(op) - 1);
         if (is_garbage(st, e) && release_push(rs, e) < 0) {
             return -1;
         }
@@ -266,7 +268,7 @@ _PyPmem_RepairFinish(PoolObject *p, repair_state *st)
     st->undone = 1;
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (ENTRY_OBJ(st, e) != NULL && e->dead != 2) {
+        if (e->object && e->dead != 2) {
             (void)_PyStorage_VisitSlots(ENTRY_OBJ(st, e), count_slot, st);
         }
     }
@@ -855,7 +857,7 @@ check_counts(PoolObject *p, repair_state *st)
     st->undone = 1;
     for (size_t i = 0; i < st->nentries; i++) {
         alloc_entry *e = &st->entries[i];
-        if (ENTRY_OBJ(st, e) != NULL && e->dead != 2) {
+        if (e->object && e->dead != 2) {
             (void)_PyStorage_VisitSlots(ENTRY_OBJ(st, e), count_slot, st);
         }
     }
