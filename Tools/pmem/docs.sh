@@ -83,16 +83,14 @@ note() {
 
 # --- the source directory ----------------------------------------------------
 
-# Our Doc/ files, relative to Doc/ (as tree.sh lists our files).
+# Our Doc/ files and the upstream Doc/ files that our patches change,
+# from Doc/, as tree.sh lists them.
 our_doc_files() {
-    (cd "$TOP/Doc" && find . -name __pycache__ -prune -o -type f \
-        ! -name '*.patch' ! -name '*.orig' ! -name '*.rej' ! -name '*.pyc' \
-        -print | sed 's|^\./||' | LC_ALL=C sort)
+    sh "$TOP/Tools/pmem/tree.sh" files | sed -n 's|^Doc/||p'
 }
 
 our_doc_patches() {
-    (cd "$TOP/Doc" && find . -type f -name '*.patch' -print |
-        sed -e 's|^\./||' -e 's|\.patch$||' | LC_ALL=C sort)
+    sh "$TOP/Tools/pmem/tree.sh" patched | sed -n 's|^Doc/||p'
 }
 
 stage() {
